@@ -1,0 +1,142 @@
+"""Layer geometry as `torch.nn.Conv2d` understands it (and `nn.Linear` as a 1x1 conv on 1x1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ttplan.errors import TTPlanError
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """An int or a pair, as torch accepts for kernel_size, stride, ...; anything else is an error."""
+    if isinstance(value, bool):
+        raise TTPlanError(f"{name}={value!r}: expected an int or a pair of ints")
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return (int(value[0]), int(value[1]))
+    raise TTPlanError(f"{name}={value!r}: expected an int or a pair of ints")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """Geometry of one conv layer; `linear=True` marks an `nn.Linear` seen as a 1x1 conv on a 1x1 map."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    input_size: tuple[int, int] = (32, 32)
+    groups: int = 1
+    bias: bool = False
+    linear: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        input_size: int | tuple[int, int] = 32,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> ConvSpec:
+        """Build and validate a spec from torch-style arguments (ints or pairs)."""
+        spec = cls(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=_pair(kernel_size, "kernel_size"),
+            stride=_pair(stride, "stride"),
+            padding=_pair(padding, "padding"),
+            dilation=_pair(dilation, "dilation"),
+            input_size=_pair(input_size, "input_size"),
+            groups=groups,
+            bias=bias,
+        )
+        spec.validate()
+        return spec
+
+    @classmethod
+    def make_linear(cls, in_features: int, out_features: int, bias: bool = False) -> ConvSpec:
+        """An `nn.Linear` as a 1x1 conv on a 1x1 feature map (one 'pixel' per sample)."""
+        spec = cls(in_features, out_features, (1, 1), (1, 1), (0, 0), (1, 1), (1, 1), 1, bias, True)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Reject what `nn.Conv2d` would reject or what ttplan cannot plan, in one line."""
+        for name in ("in_channels", "out_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise TTPlanError(f"{name}={value!r}: expected a positive int")
+        if self.groups != 1:
+            raise TTPlanError(
+                f"groups={self.groups}: only groups=1 convs can be TT-decomposed; leave grouped convs dense"
+            )
+        for name in ("kernel_size", "stride", "dilation", "input_size"):
+            pair = getattr(self, name)
+            if min(pair) <= 0:
+                raise TTPlanError(f"{name}={pair}: every entry must be a positive int")
+        if min(self.padding) < 0:
+            raise TTPlanError(f"padding={self.padding}: entries must be >= 0")
+        for axis in (0, 1):
+            reach = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
+            padded = self.input_size[axis] + 2 * self.padding[axis]
+            if reach > padded:
+                raise TTPlanError(
+                    f"kernel_size={self.kernel_size} with dilation={self.dilation}: the window spans "
+                    f"{reach} pixels but the padded input is only {padded} along axis {axis}; "
+                    f"use a kernel of at most {padded} there"
+                )
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """Output (H', W'), as `torch.nn.Conv2d` computes it."""
+        return tuple(
+            (self.input_size[a] + 2 * self.padding[a] - self.dilation[a] * (self.kernel_size[a] - 1) - 1)
+            // self.stride[a]
+            + 1
+            for a in (0, 1)
+        )  # type: ignore[return-value]
+
+    @property
+    def window(self) -> int:
+        """K = k_h * k_w."""
+        return self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def in_pixels(self) -> int:
+        """H * W."""
+        return self.input_size[0] * self.input_size[1]
+
+    @property
+    def out_pixels(self) -> int:
+        """H' * W'."""
+        h, w = self.output_size
+        return h * w
+
+    def dense_macs(self, batch: int = 1) -> int:
+        """MACs of the dense conv: B * H'W' * O * I * K (bias adds are not MACs)."""
+        return batch * self.out_pixels * self.out_channels * self.in_channels * self.window
+
+    def dense_params(self) -> int:
+        """Elements of the dense kernel, plus the bias if present."""
+        return self.out_channels * self.in_channels * self.window + (self.out_channels if self.bias else 0)
+
+    def describe(self) -> str:
+        """A one-line summary like `128->256 3x3 s2 p1 28x28->14x14`."""
+        if self.linear:
+            return f"linear {self.in_channels}->{self.out_channels}"
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (h, w), (oh, ow) = self.input_size, self.output_size
+        stride = f" s{sh}" if sh == sw else f" s{sh}x{sw}"
+        pad = f" p{ph}" if ph == pw else f" p{ph}x{pw}"
+        dil = "" if self.dilation == (1, 1) else f" d{self.dilation[0]}x{self.dilation[1]}"
+        return f"{self.in_channels}->{self.out_channels} {kh}x{kw}{stride}{pad}{dil} {h}x{w}->{oh}x{ow}"
