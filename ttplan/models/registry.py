@@ -1,0 +1,104 @@
+"""Named model presets, and loading either a preset or any `module:callable` that builds an nn.Module."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from ttplan.errors import TTPlanError
+from ttplan.models.cifar_resnet import resnet20, resnet32, resnet56
+from ttplan.models.resnet import resnet18, resnet34, resnet50
+from ttplan.models.vgg import vgg16
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model builder (called with no arguments) and the input size (C, H, W) it is meant for."""
+
+    builder: Callable[[], nn.Module]
+    input_size: tuple[int, int, int]
+    summary: str
+
+
+_CIFAR = (3, 32, 32)
+_IMAGENET = (3, 224, 224)
+
+PRESETS: dict[str, Preset] = {
+    "resnet20": Preset(resnet20, _CIFAR, "CIFAR ResNet-20, option-A shortcuts, 10 classes"),
+    "resnet32": Preset(resnet32, _CIFAR, "CIFAR ResNet-32, option-A shortcuts, 10 classes"),
+    "resnet56": Preset(resnet56, _CIFAR, "CIFAR ResNet-56, option-A shortcuts, 10 classes"),
+    "resnet18": Preset(resnet18, _IMAGENET, "ImageNet ResNet-18, torchvision layout"),
+    "resnet34": Preset(resnet34, _IMAGENET, "ImageNet ResNet-34, torchvision layout"),
+    "resnet50": Preset(resnet50, _IMAGENET, "ImageNet ResNet-50 (stride on conv2), torchvision layout"),
+    "vgg16": Preset(vgg16, _IMAGENET, "ImageNet VGG-16, torchvision layout"),
+}
+
+
+def _check_input_size(input_size: Sequence[int]) -> tuple[int, int, int]:
+    """Three positive ints (C, H, W), or a one-line error."""
+    values = tuple(input_size)
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise TTPlanError(f"input_size={input_size!r}: expected three positive ints (C, H, W), e.g. (3, 224, 224)")
+    return values  # type: ignore[return-value]
+
+
+def _one_line(error: BaseException) -> str:
+    """`Type: message` squeezed onto one line."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _load_target(target: str) -> nn.Module:
+    """Import `module`, look up `callable` (dots allowed), call it with no arguments, expect an nn.Module."""
+    module_name, _, attr_path = target.partition(":")
+    if not module_name or not attr_path:
+        raise TTPlanError(f"model {target!r}: expected a preset name or 'module:callable', e.g. 'mypkg.nets:build'")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except Exception as error:
+        raise TTPlanError(f"model {target!r}: cannot import module {module_name!r} ({_one_line(error)})") from error
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise TTPlanError(f"model {target!r}: module {module_name!r} has no attribute {attr_path!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TTPlanError(f"model {target!r}: {attr_path!r} is a {type(obj).__name__}, not a callable")
+    try:
+        model = obj()
+    except Exception as error:
+        raise TTPlanError(f"model {target!r}: calling {attr_path}() failed ({_one_line(error)})") from error
+    if not isinstance(model, nn.Module):
+        raise TTPlanError(
+            f"model {target!r}: {attr_path}() returned a {type(model).__name__}, expected a torch.nn.Module"
+        )
+    return model
+
+
+def load_model(
+    name_or_target: str, input_size: tuple[int, int, int] | None = None
+) -> tuple[nn.Module, tuple[int, int, int]]:
+    """Build a preset (its default input size unless `input_size` is given) or a `module:callable` model.
+
+    A `module:callable` has no default input size, so `input_size` is required for it. Returns the
+    model, freshly built with its own initialisation, and the input size (C, H, W) to trace it at.
+    """
+    if ":" in name_or_target:
+        if input_size is None:
+            raise TTPlanError(
+                f"model {name_or_target!r}: a module:callable model needs an input size (C,H,W), e.g. 3,224,224"
+            )
+        size = _check_input_size(input_size)
+        return _load_target(name_or_target), size
+    preset = PRESETS.get(name_or_target)
+    if preset is None:
+        close = difflib.get_close_matches(name_or_target.lower(), list(PRESETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TTPlanError(
+            f"unknown model {name_or_target!r}; {hint}presets: {', '.join(PRESETS)} (or give module:callable)"
+        )
+    size = preset.input_size if input_size is None else _check_input_size(input_size)
+    return preset.builder(), size

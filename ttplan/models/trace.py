@@ -1,0 +1,161 @@
+"""Find the conv and linear layers of any `nn.Module` by running it once, and count their dense cost.
+
+`trace_layers` hooks every `nn.Conv2d` and `nn.Linear`, runs one forward pass on zeros of shape
+`(1, C, H, W)`, and records each layer's geometry with the input size it actually saw, in execution
+order. Only those layers are what ttplan can decompose, so the dense totals count only them:
+
+- MACs: conv and linear multiply-accumulates at batch 1 (`H'W'·O·(I/groups)·K`; linear `O·I`).
+  Bias adds, BN, activations, pooling and residual adds are not MACs and are not counted; this is
+  how the literature counts ResNet/VGG "FLOPs" (which are MACs, DESIGN.md).
+- params: conv and linear weights plus their biases. BN's affine parameters and any other parameter
+  are excluded; `count_model_params` counts every parameter, so a report can give both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ttplan.errors import TTPlanError
+from ttplan.spec import ConvSpec
+
+KINDS = ("conv", "linear")
+
+
+@dataclass(frozen=True)
+class TracedLayer:
+    """One conv/linear layer: `name + '.weight'` is its state_dict key; `spec` holds the seen geometry."""
+
+    name: str
+    kind: str
+    spec: ConvSpec
+
+    @property
+    def plannable(self) -> bool:
+        """False for grouped convs, which ttplan cannot TT-decompose and planners leave dense."""
+        return self.spec.groups == 1
+
+
+def _ints(values: tuple[int, ...]) -> tuple[int, int]:
+    """A module's (h, w) attribute as a plain pair of ints."""
+    return (int(values[0]), int(values[1]))
+
+
+def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """`conv.padding` as a pair; 'valid' is 0 and 'same' is the left pad torch applies, `d·(k-1)//2`.
+
+    For an even effective window torch pads one more pixel on the right than on the left; a
+    symmetric `ConvSpec` cannot say that, so its output is then one pixel short of torch's.
+    """
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0)
+        return tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))  # type: ignore[return-value]
+    return _ints(conv.padding)
+
+
+def _conv_spec(conv: nn.Conv2d, input_size: tuple[int, int]) -> ConvSpec:
+    """The spec of a conv module at the input size it was called with; grouped convs skip validation."""
+    fields = dict(
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel_size=_ints(conv.kernel_size),
+        stride=_ints(conv.stride),
+        padding=_numeric_padding(conv),
+        dilation=_ints(conv.dilation),
+        input_size=input_size,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
+    if conv.groups != 1:
+        return ConvSpec(**fields)  # type: ignore[arg-type]
+    return ConvSpec.make(**fields)  # type: ignore[arg-type]
+
+
+def _one_line(error: BaseException) -> str:
+    """`Type: message` squeezed onto one line, for wrapping into a TTPlanError."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[TracedLayer]:
+    """Conv2d and Linear layers of `model` in execution order, from one no-grad pass on zeros.
+
+    The input is `zeros(1, *input_size)` on the device and dtype of the model's first parameter
+    (so a model built under `torch.device('meta')` traces without memory). The model runs in eval
+    mode, so BN running statistics are left untouched; each module's training flag is restored.
+    A module called more than once is listed once, at its first call (it holds one weight). A linear
+    is counted as one row per sample: a Linear applied to `(B, T, F)` is charged for one of the T rows.
+    Layers that never run are not listed. A failing forward pass is raised as a one-line TTPlanError.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    traced: list[TracedLayer] = []
+    seen: set[str] = set()
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict, _output: torch.Tensor) -> None:
+        name = names[module]
+        if name in seen:
+            return
+        seen.add(name)
+        if isinstance(module, nn.Conv2d):
+            x = args[0] if args else next(iter(kwargs.values()))
+            height, width = x.shape[-2:]
+            traced.append(TracedLayer(name, "conv", _conv_spec(module, (int(height), int(width)))))
+        else:
+            spec = ConvSpec.make_linear(module.in_features, module.out_features, module.bias is not None)
+            traced.append(TracedLayer(name, "linear", spec))
+
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    modes = {module: module.training for module in model.modules()}
+    handles = [
+        module.register_forward_hook(hook, with_kwargs=True)
+        for module in model.modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    ]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_size), device=device, dtype=dtype))
+    except TTPlanError:
+        raise
+    except Exception as error:
+        raise TTPlanError(
+            f"running the model on zeros of shape {(1, *input_size)} failed ({_one_line(error)}); "
+            "check the input size (C,H,W)"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return traced
+
+
+def layer_macs(spec: ConvSpec, batch: int = 1) -> int:
+    """Dense MACs of one layer; a grouped conv does `1/groups` of what `spec.dense_macs` reports."""
+    return spec.dense_macs(batch) // spec.groups
+
+
+def layer_params(spec: ConvSpec) -> int:
+    """Dense parameters of one layer; a grouped conv's kernel is `groups` times smaller, the bias is not."""
+    if spec.groups == 1:
+        return spec.dense_params()
+    weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.window
+    return weight + (spec.out_channels if spec.bias else 0)
+
+
+def dense_totals(layers: list[TracedLayer], batch: int = 1) -> tuple[int, int]:
+    """(MACs, params) of the traced conv and linear layers; BN and other parameters are excluded."""
+    return (
+        sum(layer_macs(layer.spec, batch) for layer in layers),
+        sum(layer_params(layer.spec) for layer in layers),
+    )
+
+
+def count_model_params(model: nn.Module) -> int:
+    """Every parameter of the model (BN included, shared tensors once): the number papers usually quote."""
+    return sum(parameter.numel() for parameter in model.parameters())
