@@ -18,6 +18,7 @@ from ttplan.errors import TTPlanError
 from ttplan.spec import ConvSpec
 
 KINDS = ("classical", "hodec", "tucker2", "ttm")
+DEFAULT_ORDER = 3  # modes per side when none are given
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def make_format(
                 raise TTPlanError(f"order={order}: tucker2 has exactly one mode a side")
             order = 1
         if in_modes is None:
-            in_modes = balanced_factors(spec.in_channels, order or len(out_modes or ()) or 2)
+            in_modes = balanced_factors(spec.in_channels, order or len(out_modes or ()) or DEFAULT_ORDER)
             if kind in ("classical", "ttm"):
                 in_modes = tuple(sorted(in_modes, reverse=True))
         if out_modes is None:

@@ -1,0 +1,1 @@
+"""The `ttplan` command line: parsing and printing only; the work lives in the library."""
