@@ -158,7 +158,8 @@ class TTFormat:
             if r > bound:
                 raise TTPlanError(
                     f"ranks={list(self.ranks)}: rank {r} at position {j} exceeds its bound {bound} "
-                    f"(the larger of the exact TT rank and the product of the modes of the two cores it joins); bounds are {list(bounds)}"
+                    "(the larger of the exact TT rank and the product of the modes of the two cores it joins); "
+                    f"bounds are {list(bounds)}"
                 )
 
 

@@ -141,7 +141,7 @@ class ContractionPlan:
         self.pairs = tuple((int(a), int(b)) for a, b in pairs)
         self.name = name
         self.fold_weights = fold_weights
-        self.steps  # validate eagerly: a bad path fails at construction
+        _ = self.steps  # validate eagerly: a bad path fails at construction
 
     @cached_property
     def steps(self) -> tuple[Step, ...]:

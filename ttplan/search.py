@@ -153,7 +153,9 @@ class ExactSearch:
         full = (1 << len(cores)) - 1
         trees = self._weight_trees(network, cores, groups, False, None)
         if full not in trees:
-            raise TTPlanError("the cores are not connected by ranks, so the kernel cannot be rebuilt without outer products")
+            raise TTPlanError(
+                "the cores are not connected by ranks, so the kernel cannot be rebuilt without outer products"
+            )
         ids = {1 << v: v + 1 for v in range(len(cores))}
         pairs, nxt = [], len(network.tensors)
         for left, right in trees[full].steps:
