@@ -79,8 +79,8 @@ def _cifar_folder(path: str | Path) -> Path:
             return folder
     if not root.is_dir():
         raise TTPlanError(
-            f"CIFAR-10 folder {str(root)!r} does not exist: expected a folder (or its parent holding "
-            f"{CIFAR_DIR}) with {expected}"
+            f"CIFAR-10 folder {str(root)!r} does not exist or is not a folder: expected a folder "
+            f"(or its parent holding {CIFAR_DIR}) with {expected}"
         )
     folder = root / CIFAR_DIR if (root / CIFAR_DIR).is_dir() else root
     missing = [f for f in (*CIFAR_TRAIN, CIFAR_TEST) if not (folder / f).is_file()]

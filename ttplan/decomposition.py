@@ -58,10 +58,7 @@ def _chain(fmt: TTFormat, spec: ConvSpec) -> _Chain:
 def _check_format(fmt: TTFormat, spec: ConvSpec) -> _Chain:
     """Validate the format against the layer and return its chain view."""
     fmt.validate(spec)
-    chain = _chain(fmt, spec)
-    if len(chain.ranks) != len(chain.sizes) + 1:  # validate() guarantees this; kept as a guard
-        raise TTPlanError(f"ranks={list(fmt.ranks)}: do not fit the {fmt.label} format's {len(chain.sizes)} cores")
-    return chain
+    return _chain(fmt, spec)
 
 
 def _kernel_shape(spec: ConvSpec) -> tuple[int, ...]:
