@@ -23,7 +23,7 @@ DEFAULT_ORDER = 3  # modes per side when none are given
 
 @dataclass(frozen=True)
 class CoreShape:
-    """One core: its name, its parameter shape, and the network index carried by each axis."""
+    """One core: its name, its parameter shape, and its network indices (boundary ranks carry none)."""
 
     name: str
     shape: tuple[int, ...]
@@ -58,8 +58,12 @@ class TTFormat:
         kh, kw = spec.kernel_size
         d = len(self.in_modes)
 
+        last = len(self.ranks) - 1
+
         def rank(j: int) -> tuple[str, ...]:
-            return (f"r{j}",) if self.ranks[j] > 1 else ()
+            # interior ranks are indices even when 1 (the chain stays connected); boundary ranks are not
+            boundary = j == last or (j == 0 and self.kind != "classical")
+            return () if boundary else (f"r{j}",)
 
         out: list[CoreShape] = []
         if self.kind == "classical":

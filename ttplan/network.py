@@ -4,7 +4,7 @@ Index kinds: `batch` (b), `spatial` (s: H·W before the window is applied, H'·W
 (k: the k_h·k_w window, shared by the input and the window core), `in` / `out` (channel modes) and
 `rank`. The input `X[b, s, k, i_1…i_d]` carries `k` because convolving is contracting `k`: the
 step where the feature map meets the tensor holding `k` is the conv step. Ranks of size 1 at the
-chain's ends carry no index.
+chain's ends carry no index; interior ranks do, even of size 1.
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
 """Exact, conv-aware search for the cheapest contraction order, and brute force to check it.
 
-Every contraction tree of a TT-conv network without outer products has one "spine": the path
+Every contraction tree of a TT-conv network has one "spine": the path
 from the input `X` to the result. Each spine step absorbs a group of cores that were first
 contracted among themselves (a weight-only subtree). So the optimum is
 
     best(A ∪ G) = min over groups G of  best(A) + weight(G) + feature step(A, G)
 
-over sets `A` of cores already absorbed into the feature map, where `G` ranges over connected
-sets of cores and `weight(G)` is itself the cheapest weight-only tree for `G` (a DP over
-connected subsets). For the chain-shaped core graphs of TT formats both DPs are small, so the
-search is exact and fast. Costs come from `ttplan.plan.pair_cost` alone.
+over sets `A` of cores already absorbed into the feature map, where `G` ranges over sets of
+cores and `weight(G)` is itself the cheapest weight-only tree for `G` (a DP over subsets).
+
+Outer products (steps that share no index) are part of the space while the network has at most
+`OUTER_LIMIT` cores: then `G` is any set and every split is tried (3^n work), so the search is
+exact over all pairwise orders. Above that, `G` ranges over connected sets only (for the chain-
+shaped core graphs of TT formats: intervals), which keeps 16-tensor networks well under a second;
+opt_einsum's `dp` and cotengra make the same restriction by default. Costs come from
+`ttplan.plan.pair_cost` alone.
 
 Each optimizer is a small object with one call, as in opt_einsum's `paths.py`.
 """
@@ -24,6 +29,9 @@ from ttplan.plan import ContractionPlan, Operand, leaf_operands, pair_cost
 
 # (objective MACs, largest intermediate, weight MACs): compared lexicographically
 Score = tuple[int, int, int]
+
+#: networks with at most this many cores are searched with outer products included
+OUTER_LIMIT = 9
 
 
 @dataclass
@@ -76,8 +84,10 @@ class ExactSearch:
         self, network: TensorNetwork, *, fold_weights: bool = False, memory_limit: int | None = None
     ) -> ContractionPlan:
         leaves = leaf_operands(network)
-        cores, groups = leaves[1:], core_groups(network)
+        cores = leaves[1:]
         n = len(cores)
+        outer = n <= OUTER_LIMIT
+        groups = core_groups(network, outer)
         trees = self._weight_trees(network, cores, groups, fold_weights, memory_limit)
         full = (1 << n) - 1
         # feature-map DP: state = mask of absorbed cores -> (score, operand, previous mask, group)
@@ -90,7 +100,7 @@ class ExactSearch:
                 if group & absorbed:
                     continue
                 tree = trees.get(group)
-                if tree is None or not (tree.operand.indices & fm.indices):
+                if tree is None or not (outer or tree.operand.indices & fm.indices):
                     continue
                 cost = pair_cost(network, fm, tree.operand)
                 if memory_limit is not None and cost.elements > memory_limit:
@@ -118,22 +128,24 @@ class ExactSearch:
         fold_weights: bool,
         memory_limit: int | None,
     ) -> dict[int, _Tree]:
-        """Cheapest weight-only tree for every connected group of cores (smaller groups first)."""
+        """Cheapest weight-only tree for every group of cores (smaller groups first).
+
+        Splits are all sub-masks when outer products are allowed (`groups` then holds every
+        subset), else pairs of connected groups that share an index.
+        """
+        outer = len(groups) == (1 << len(cores)) - 1 and len(cores) <= OUTER_LIMIT
         trees: dict[int, _Tree] = {}
         for group in groups:
-            size = group.bit_count()
             if group & (group - 1) == 0:
                 trees[group] = _Tree((0, 0, 0), cores[group.bit_length() - 1])
                 continue
             choice: _Tree | None = None
-            for left in groups:
-                if left.bit_count() >= size:
-                    break
+            for left in _splits(group, groups, outer):
                 right = group ^ left
-                if left & ~group or left > right or right not in trees or left not in trees:
+                if left > right or right not in trees or left not in trees:
                     continue
                 lt, rt = trees[left], trees[right]
-                if not lt.operand.indices & rt.operand.indices:
+                if not outer and not lt.operand.indices & rt.operand.indices:
                     continue
                 cost = pair_cost(network, lt.operand, rt.operand)
                 if memory_limit is not None and cost.elements > memory_limit:
@@ -149,7 +161,8 @@ class ExactSearch:
 
     def rebuild_pairs(self, network: TensorNetwork) -> list[tuple[int, int]]:
         """SSA pairs that merge all cores into the kernel by the cheapest weight-only order."""
-        cores, groups = leaf_operands(network)[1:], core_groups(network)
+        cores = leaf_operands(network)[1:]
+        groups = core_groups(network, len(cores) <= OUTER_LIMIT)
         full = (1 << len(cores)) - 1
         trees = self._weight_trees(network, cores, groups, False, None)
         if full not in trees:
@@ -198,14 +211,32 @@ class ExactSearch:
         )
 
 
-def core_groups(network: TensorNetwork) -> list[int]:
-    """Connected sets of cores (bitmask over `network.tensors[1:]`), smallest first."""
+def core_groups(network: TensorNetwork, outer: bool = False) -> list[int]:
+    """Sets of cores (bitmasks over `network.tensors[1:]`), smallest first: all, or connected only."""
     cores = leaf_operands(network)[1:]
     n = len(cores)
+    if outer:
+        return sorted(range(1, 1 << n), key=lambda m: (m.bit_count(), m))
     neighbours = {
         v: sum(1 << u for u in range(n) if u != v and cores[u].indices & cores[v].indices) for v in range(n)
     }
     return _connected_subsets(neighbours, n)
+
+
+def _splits(group: int, groups: list[int], outer: bool):
+    """Candidate left halves of `group`: every proper sub-mask, or the connected groups inside it."""
+    if outer:
+        left = (group - 1) & group
+        while left:
+            yield left
+            left = (left - 1) & group
+        return
+    size = group.bit_count()
+    for left in groups:
+        if left.bit_count() >= size:
+            break
+        if left & ~group == 0:
+            yield left
 
 
 def best_keys_by_popcount(full: int) -> list[int]:
@@ -216,7 +247,7 @@ def best_keys_by_popcount(full: int) -> list[int]:
 
 @dataclass(frozen=True)
 class BruteForce:
-    """Every order of pairwise contractions of tensors that share an index; exponential, for checks."""
+    """Every order of pairwise contractions, outer products included; exponential, for checks."""
 
     max_tensors: int = 7
     name: str = "brute-force"
@@ -241,8 +272,6 @@ class BruteForce:
             for x in range(len(keys)):
                 for y in range(x + 1, len(keys)):
                     a, b = live[keys[x]], live[keys[y]]
-                    if not a.indices & b.indices:
-                        continue
                     cost = pair_cost(network, a, b)
                     if memory_limit is not None and cost.elements > memory_limit:
                         continue

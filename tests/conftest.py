@@ -1,0 +1,53 @@
+"""Shared test helpers: seeded random layers and formats small enough for brute force."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from ttplan.formats import TTFormat, balanced_factors
+from ttplan.spec import ConvSpec
+
+
+def _split(n: int, d: int, rng: random.Random) -> tuple[int, ...]:
+    """A random ordering of a balanced factorisation of n into d modes."""
+    modes = list(balanced_factors(n, d))
+    rng.shuffle(modes)
+    return tuple(modes)
+
+
+def random_layer(rng: random.Random, max_cores: int = 5) -> tuple[ConvSpec, TTFormat]:
+    """A random small conv (stride, padding, dilation, non-square) and a random TT format for it."""
+    while True:
+        kh, kw = rng.choice([1, 2, 3]), rng.choice([1, 3, 5])
+        dil = (rng.choice([1, 2]), 1)
+        pad = (rng.randint(0, 2), rng.randint(0, 2))
+        h = rng.randint(dil[0] * (kh - 1) + 1, 12)
+        w = rng.randint(kw, 12)
+        spec = ConvSpec.make(rng.choice([4, 6, 8, 12, 16]), rng.choice([4, 6, 8, 9, 16]), (kh, kw),
+                             (rng.choice([1, 2]), rng.choice([1, 2, 3])), pad, dil, (h, w))
+        kind = rng.choice(["classical", "hodec", "hodec"])
+        if kind == "classical":
+            d = rng.choice([1, 2])
+            fmt = TTFormat("classical", _split(spec.in_channels, d, rng), _split(spec.out_channels, d, rng), ())
+        else:
+            d, e = rng.choice([1, 2]), rng.choice([1, 2])
+            fmt = TTFormat("hodec", _split(spec.in_channels, d, rng), _split(spec.out_channels, e, rng), ())
+        bounds = fmt.max_ranks(spec)
+        if kind == "classical":
+            ranks = tuple(rng.randint(1, max(1, min(b, 12))) for b in bounds[:-1]) + (1,)
+        else:
+            ranks = (1,) + tuple(rng.randint(2, max(2, min(b, 12))) if b > 1 else 1 for b in bounds[1:-1]) + (1,)
+        fmt = TTFormat(fmt.kind, fmt.in_modes, fmt.out_modes, ranks)
+        cores = len(fmt.cores(spec))
+        if cores <= max_cores and math.prod(fmt.in_modes) == spec.in_channels:
+            fmt.validate(spec)
+            return spec, fmt
+
+
+@pytest.fixture
+def make_random_layer():
+    """The `random_layer(rng, max_cores)` factory."""
+    return random_layer
