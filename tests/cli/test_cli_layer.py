@@ -1,0 +1,89 @@
+"""`ttplan layer` as a user meets it: the report, --json, --compare and one-line errors."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ttplan.cli.main import cli
+
+GEOMETRY = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2",
+            "--padding", "1", "--input-size", "28"]
+HODEC = ["--format", "hodec", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
+CLASSICAL = ["--format", "classical", "--in-modes", "4,4,8", "--out-modes", "4,8,8", "--rank", "16"]
+
+
+def run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def test_hodec_json_has_the_issue_keys_and_numbers():
+    result = run(["layer", *GEOMETRY, *HODEC, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["baseline"] == {"macs": 57_802_752, "flops": 115_605_504, "params": 294_912}
+    assert data["schemes"]["hodec"]["macs"] == 10_486_784
+    assert data["schemes"]["hodec"]["params"] == 8_640
+    assert data["best"]["macs"] * 3 < data["schemes"]["hodec"]["macs"]
+    for key in ("macs", "params", "largest_intermediate", "steps"):
+        assert key in data["best"]
+    assert {"macs", "params", "largest_intermediate"} <= set(data["schemes"]["dense"])
+    assert [s["kind"] for s in data["best"]["steps"]].count("conv") == 1
+
+
+def test_classical_report_flags_the_order_above_dense():
+    result = run(["layer", *GEOMETRY, *CLASSICAL])
+    assert result.exit_code == 0
+    line = next(x for x in result.output.splitlines() if x.startswith("classical"))
+    assert "87,105,536" in line and "1.507" in line and "13,456" in line and "> dense" in line
+    best = next(x for x in result.output.splitlines() if x.startswith("best"))
+    assert "> dense" not in best
+
+
+def test_compare_lists_the_peers():
+    result = run(["layer", *GEOMETRY, *HODEC, "--compare", "--json"])
+    peers = {p["name"]: p for p in json.loads(result.output)["peers"]}
+    assert {"opt_einsum-optimal", "opt_einsum-dp"} <= set(peers)
+    best = json.loads(result.output)["best"]["macs"]
+    assert all(p["ttplan_macs"] >= best for p in peers.values())
+
+
+def test_batch_and_fold_weights():
+    one = json.loads(run(["layer", *GEOMETRY, *HODEC, "--json"]).output)
+    many = json.loads(run(["layer", *GEOMETRY, *HODEC, "--json", "--batch", "8"]).output)
+    assert many["schemes"]["hodec"]["macs"] == 8 * one["schemes"]["hodec"]["macs"]
+    folded = json.loads(run(["layer", *GEOMETRY, *HODEC, "--json", "--fold-weights"]).output)
+    assert folded["best"]["weight_macs"] >= 0 and folded["best"]["macs"] == folded["best"]["feature_macs"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--in-channels", "0", "--out-channels", "8", "--rank", "2"], "0"),
+        ([*GEOMETRY, "--format", "hodec", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,1"], "ranks=[1, 16, 1]"),
+        ([*GEOMETRY, "--format", "hodec", "--in-modes", "4,4,4", "--rank", "8"], "in_modes=[4, 4, 4]"),
+        ([*GEOMETRY, "--format", "banana", "--rank", "8"], "banana"),
+        ([*GEOMETRY, "--tt-shapes", "4,x", "--rank", "8"], "4,x"),
+        ([*GEOMETRY, "--format", "hodec"], "--rank"),
+        ([*GEOMETRY, "--rank", "8", "--memory-limit", "5"], "memory_limit=5"),
+        (["--in-channels", "8", "--out-channels", "8", "--kernel-size", "9", "--input-size", "4", "--rank", "2"],
+         "kernel_size=(9, 9)"),
+        ([*GEOMETRY, "--kernel-size", "3,3,3", "--rank", "4"], "3,3,3"),
+        ([*GEOMETRY, "--rank", "8", "--order", "9"], "order=9"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, fragment):
+    result = CliRunner().invoke(cli, ["layer", *args])
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert fragment in lines[0]
+
+
+def test_help_explains_every_option_with_an_example():
+    result = run(["layer", "--help"])
+    assert result.exit_code == 0
+    for option in ("--in-channels", "--tt-shapes", "--ranks", "--rank", "--in-modes", "--out-modes", "--order",
+                   "--batch", "--fold-weights", "--memory-limit", "--compare", "--json", "--stride", "--dilation"):
+        assert option in result.output
+    assert "ttplan layer --in-channels 128" in result.output
