@@ -1,0 +1,1 @@
+"""Benchmark commands; each writes a report under reports/."""
