@@ -47,6 +47,12 @@ def _register() -> None:
     from ttplan.cli.layer import layer
 
     cli.add_command(layer)
+    from ttplan.cli.sweep import sweep
+
+    cli.add_command(sweep)
+    from ttplan.cli.plot import plot
+
+    cli.add_command(plot)
 
 
 _register()
