@@ -56,6 +56,9 @@ def _register() -> None:
     from ttplan.cli.plot import plot
 
     cli.add_command(plot)
+    from ttplan.cli.train import train_command
+
+    cli.add_command(train_command)
 
 
 _register()
