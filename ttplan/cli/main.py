@@ -33,7 +33,7 @@ class TTPlanGroup(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=TTPlanGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TTPlanGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, message="ttplan %(version)s")
 def cli() -> None:
     """Plan, cost and run contraction orders for tensor-train (TT) decomposed conv layers.
