@@ -250,20 +250,23 @@ def prepare_budget(
 
 
 def frontier(cands: list[Candidate], dense_params: int) -> list[int]:
-    """Indices of the candidates with the fewest MACs for their capacity, by increasing capacity.
+    """Indices of the candidates no other one beats, by increasing capacity (then MACs).
 
-    Capacity is the parameter count capped at the dense layer's (cores beyond it add no expressiveness);
-    a candidate is kept only if every candidate with at least its capacity costs more MACs.
+    Capacity is the parameter count capped at the dense layer's (cores beyond it add no expressiveness).
+    A candidate is dropped when another has at least its capacity, at most its MACs and at most its
+    parameters (one of them strictly): fewest MACs for each capacity and parameter count.
     """
-    order = sorted(range(len(cands)), key=lambda i: (-min(cands[i].params, dense_params), cands[i].macs,
-                                                     cands[i].params))
-    kept: list[int] = []
-    for i in order:
-        if not kept or cands[i].macs < cands[kept[-1]].macs:
-            if kept and min(cands[i].params, dense_params) == min(cands[kept[-1]].params, dense_params):
-                continue
-            kept.append(i)
-    return kept[::-1]
+    cap = np.array([min(c.params, dense_params) for c in cands], dtype=np.float64)
+    macs = np.array([c.macs for c in cands], dtype=np.float64)
+    params = np.array([c.params for c in cands], dtype=np.float64)
+    ge = (cap[None, :] >= cap[:, None]) & (macs[None, :] <= macs[:, None]) & (params[None, :] <= params[:, None])
+    gt = (cap[None, :] > cap[:, None]) | (macs[None, :] < macs[:, None]) | (params[None, :] < params[:, None])
+    dominated = (ge & gt).any(axis=1)
+    kept = [i for i in range(len(cands)) if not dominated[i]]
+    unique: dict[tuple[float, float, float], int] = {}
+    for i in kept:
+        unique.setdefault((cap[i], macs[i], params[i]), i)
+    return sorted(unique.values(), key=lambda i: (cap[i], macs[i], params[i]))
 
 
 @dataclass
@@ -335,7 +338,13 @@ def _descend(table: _Table) -> np.ndarray:
 
 
 def _fill(table: _Table, pos: np.ndarray) -> np.ndarray:
-    """Give capacity back, largest log-capacity gain first, wherever both targets still hold."""
+    """Give capacity back wherever both targets still hold: two greedy orders (largest log-capacity gain;
+    most gain per share of the remaining slack), the better one kept."""
+    results = [_fill_by(table, pos, per_slack) for per_slack in (False, True)]
+    return min(results, key=table.score)
+
+
+def _fill_by(table: _Table, pos: np.ndarray, per_slack: bool) -> np.ndarray:
     pos = pos.copy()
     rows = np.arange(len(pos))
     while True:
@@ -346,8 +355,32 @@ def _fill(table: _Table, pos: np.ndarray) -> np.ndarray:
         ok = (gain > 0) & (macs + dm <= table.cap_m) & (params + dp <= table.cap_p)
         if not ok.any():
             return pos
-        n, k = np.unravel_index(int(np.argmax(np.where(ok, gain, -np.inf))), gain.shape)
+        score = gain
+        if per_slack:
+            use = np.maximum(np.maximum(dm, 0) / max(table.cap_m - macs, 1e-9),
+                             np.maximum(dp, 0) / max(table.cap_p - params, 1e-9))
+            score = gain / np.maximum(use, 1e-12)
+        n, k = np.unravel_index(int(np.argmax(np.where(ok, score, -np.inf))), gain.shape)
         pos[n] = k
+
+
+def _improve(table: _Table, pos: np.ndarray, rounds: int = 3, depth: int = 4) -> np.ndarray:
+    """Local search: lower one layer by up to `depth` points, refill, keep it if the capacity grew."""
+    best, best_score = pos, table.score(pos)
+    for _ in range(rounds):
+        improved = False
+        for n in range(len(best)):
+            for k in range(int(best[n]) - 1, max(int(best[n]) - 1 - depth, -1), -1):
+                trial = best.copy()
+                trial[n] = k
+                trial = _fill(table, trial)
+                score = table.score(trial)
+                if score < best_score:
+                    best, best_score, improved = trial, score, True
+                    break
+        if not improved:
+            break
+    return best
 
 
 def select(
@@ -362,7 +395,8 @@ def select(
     Each layer's candidates are first cut to its frontier (fewest MACs for each capacity). Solutions
     come from a Lagrangian sweep (prices on MACs and params) and a greedy descent; the feasible one
     with the most capacity is kept (ties: fewer MACs) and topped up greedily. Log-capacity spreads the
-    compression over the layers instead of wiping out a few. Returns the choice and whether it meets
+    compression over the layers instead of wiping out a few; a local search (lower one layer, refill)
+    polishes the result. Returns the choice and whether it meets
     the targets; if none does, the closest one (smallest relative excess).
     """
     names = list(candidates)
@@ -383,7 +417,7 @@ def select(
     best = min([*_lagrangian(table), _descend(table)], key=table.score)
     met = table.score(best)[0] == 0.0
     if met:
-        best = _fill(table, best)
+        best = _improve(table, _fill(table, best))
     return {n: candidates[n][fronts[n][int(best[row])]] for row, n in enumerate(names)}, met
 
 

@@ -1,0 +1,126 @@
+"""`ttplan plan` as a new user meets it: the default run, outputs, configs, budgets and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from ttplan.cli.main import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_no_argument_plans_resnet18() -> None:
+    result = run("plan")
+    assert result.exit_code == 0, result.output
+    assert "model resnet18, input 3x224x224" in result.output
+    assert "layer3.0.conv1" in result.output and "TOTAL" in result.output
+    assert "1,814,073,344" in result.output  # dense MACs of the model
+    assert "FLOPs↓" in result.output and "MACs" in result.output
+
+
+def test_json_has_the_documented_keys() -> None:
+    result = run("plan", "resnet20", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    first = next(row for row in data["layers"] if row["decomposed"])
+    assert first["name"] == "layer1.0.conv1"
+    assert first["schemes"]["hodec"]["macs"] >= first["best"]["macs"]
+    for key in ("baseline", "best"):
+        assert {"macs", "params"} <= set(first[key])
+    assert "worse_than_dense" in first
+    assert data["totals"]["baseline"]["macs"] == 40_551_040
+    assert data["totals"]["tt"]["macs"] == sum(row["best"]["macs"] for row in data["layers"])
+
+
+def test_csv_and_markdown_out(tmp_path) -> None:
+    result = run("plan", "resnet20", "--csv")
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert len(rows) == 21 and rows[-1]["layer"] == "TOTAL"
+    assert int(rows[-1]["dense_macs"]) == sum(int(r["dense_macs"]) for r in rows[:-1])
+    out = tmp_path / "reports" / "r20.md"
+    result = run("plan", "resnet20", "--out", str(out))
+    assert result.exit_code == 0 and f"wrote {out}" in result.output
+    text = out.read_text()
+    assert text.startswith("# ttplan plan resnet20") and "| layer1.0.conv1 |" in text and "**TOTAL**" in text
+
+
+def test_typo_suggests_the_closest_preset() -> None:
+    _one_line_error(run("plan", "resnet-56"), "did you mean 'resnet56'?")
+
+
+def test_config_naming_a_missing_layer_lists_the_conv_layers(tmp_path) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"layer4.0.conv1.weight": {"rank": 4}}))
+    result = run("plan", "resnet20", "--config", str(path))
+    _one_line_error(result, "'layer4.0.conv1'", "conv layers: conv1, layer1.0.conv1", "layer3.2.conv2")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--rank", "4", "--rank-fraction", "0.3"), "--rank and --rank-fraction"),
+    (("--search-format",), "needs a budget"),
+    (("--input-size", "32,32"), "three ints C,H,W"),
+    (("--config", "no/such/file.json"), "cannot read"),
+    (("--format", "classical", "--order", "5"), ""),
+])
+def test_bad_options_exit_2(args, needle) -> None:
+    result = run("plan", "resnet20", *args)
+    if needle:
+        _one_line_error(result, needle)
+    else:  # 16 channels cannot be split into 5 modes: every layer stays dense, with the reason
+        assert result.exit_code == 0 and "cannot be split" in result.output
+
+
+def test_budget_saves_a_config_that_replays(tmp_path) -> None:
+    config = tmp_path / "configs" / "r20.json"
+    result = run("plan", "resnet20", "--target-macs-reduction", "0.6", "--target-params-reduction", "0.6",
+                 "--save-config", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["budget"]["met"] is True
+    assert data["totals"]["macs_reduction"] >= 0.6 and data["totals"]["params_reduction"] >= 0.6
+    saved = json.loads(config.read_text())
+    assert saved["conv1"] == {"format": "dense"} and saved["layer2.0.conv1"]["format"] == "hodec"
+    replay = run("plan", "resnet20", "--config", str(config), "--json")
+    assert replay.exit_code == 0
+    assert json.loads(replay.output)["totals"] == data["totals"]
+
+
+def test_unreachable_budget_says_so() -> None:
+    result = run("plan", "resnet20", "--target-params-reduction", "0.9999")
+    assert result.exit_code == 0
+    assert "targets cannot be met" in result.output and "closest point" in result.output
+
+
+def test_module_callable(tmp_path, monkeypatch) -> None:
+    (tmp_path / "tiny_nets.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1),\n"
+        "                         nn.Flatten(), nn.Linear(16 * 8 * 8, 10))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tiny_nets", raising=False)
+    result = run("plan", "tiny_nets:build", "--input-size", "3,8,8", "--order", "2", "--linear")
+    assert result.exit_code == 0, result.output
+    assert "model tiny_nets:build, input 3x8x8" in result.output
+    names = [line.split()[0] for line in result.output.splitlines() if line[:1].isdigit()]
+    assert names == ["0", "1", "3"]  # nn.Sequential's own names; the Flatten (2) has no weight
+    assert "ttm in 32·32 out 2·5" in result.output and "worse than dense (ttm order)" in result.output
+    _one_line_error(run("plan", "tiny_nets:build"), "needs an input size")
