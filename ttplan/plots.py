@@ -67,6 +67,13 @@ def _needs_log(values: Sequence[float], span: float = 20.0) -> bool:
     return bool(positive) and max(positive) / min(positive) > span
 
 
+def _plain_log(axis) -> None:
+    """Log-axis tick labels as plain numbers (0.2, 0.4, 1) instead of 2×10⁻¹."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
 def _pretty_format(label: str) -> str:
     """Legend text for a format label: `classical-3` -> `classical (3 modes)`."""
     kind, _, order = label.partition("-")
@@ -446,6 +453,7 @@ def admm_figure(metrics: dict, title: str | None = None) -> Figure:
     ax_loss.set_ylabel("training loss")
     if _needs_log([e["loss"] for e in epochs]):
         ax_loss.set_yscale("log")
+        ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax_loss.legend(fontsize=8, loc="upper right")
     acc = [e["accuracy"] for e in epochs]
     ax_acc.plot(xs, acc, marker="o", color="#2ca02c")
@@ -463,6 +471,10 @@ def admm_figure(metrics: dict, title: str | None = None) -> Figure:
     ax_dist.set_xlabel("epoch")
     if drawn and min(drawn) > 0:
         ax_dist.set_yscale("log")
+        if max(drawn) / min(drawn) < 100:  # few decades: label the minor ticks too, as plain numbers
+            _plain_log(ax_dist.yaxis)
+        else:
+            ax_dist.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     if layers:
         ax_dist.legend(fontsize=7, ncol=2 if len(layers) > 6 else 1, loc="upper right")
     else:

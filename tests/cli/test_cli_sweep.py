@@ -1,0 +1,82 @@
+"""`ttplan sweep` as a user meets it: table, --json, --csv, --out, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ttplan.cli.main import cli
+from ttplan.spec import ConvSpec
+from ttplan.sweep import load_sweep, sweep_layer
+
+GEOMETRY = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2",
+            "--padding", "1", "--input-size", "28"]
+
+
+def run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.stderr.splitlines() if x.strip() and x.strip() != "planning"]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_json_matches_the_library() -> None:
+    result = run(["sweep", *GEOMETRY, "--ranks", "2,16,64", "--name", "layer3.0.conv1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    expected = sweep_layer(ConvSpec.make(128, 256, 3, 2, 1, input_size=28), [2, 16, 64], name="layer3.0.conv1")
+    assert data == json.loads(expected.to_json())
+    assert data["dense"] == {"macs": 57_802_752, "params": 294_912}
+    assert len(data["points"]) == 12
+
+
+def test_table_flags_published_orders_above_dense() -> None:
+    result = run(["sweep", *GEOMETRY, "--ranks-range", "16:16"])
+    assert result.exit_code == 0
+    labels = ("classical-3", "tucker2", "hodec-2", "hodec-3")
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(labels)}
+    assert set(rows) == set(labels)
+    assert "1.007" in rows["classical-3"] and "published > dense" in rows["classical-3"]
+    assert "published > dense" not in rows["tucker2"]
+
+
+@pytest.mark.parametrize("flag, suffix", [("--csv", "csv"), ("--json", "json"), (None, "csv")])
+def test_out_writes_a_file_that_loads_back(tmp_path, flag, suffix) -> None:
+    out = tmp_path / "deep" / f"sweep.{suffix}"
+    args = ["sweep", *GEOMETRY, "--ranks-range", "2:8:3", "--out", str(out)] + ([flag] if flag else [])
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    sweep = load_sweep(out)
+    assert sorted({p.rank for p in sweep.points}) == [2, 5, 8]
+    assert "wrote" in result.stderr
+
+
+def test_skipped_formats_are_reported() -> None:
+    result = run(["sweep", "-i", "3", "-o", "64", "--ranks", "2", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["points"][0]["format"] == "tucker2"
+    assert result.stderr.count("skipped") == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--ranks-range", "8:2"], "'8:2'"),
+        (["--ranks-range", "x"], "START:STOP"),
+        (["--ranks-range", "2:8", "--ranks", "2,4"], "not both"),
+        (["--ranks", "2,0"], "positive"),
+        (["--out", "sweep.txt"], "--json or --csv"),
+        (["--kernel-size", "40"], "kernel_size"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, monkeypatch, extra, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(run(["sweep", *GEOMETRY, *extra]))
+    assert message in line
