@@ -19,9 +19,11 @@ LAYER=(--in-channels 128 --out-channels 256 --kernel-size 3 --stride 2 --padding
 "${TTPLAN[@]}" plot plan "${LAYER[@]}" --format classical --rank 16 --scheme published \
     --out reports/plan_layer3.0.conv1_classical_published
 
-# 3. planned architectures: one figure per `ttplan plan ARCH --json` output saved as reports/arch_*.json
-for arch in reports/arch_*.json; do
-    if [ -f "$arch" ]; then
-        "${TTPLAN[@]}" plot arch "$arch" --out "${arch%.json}"
+# 3. planned architectures: one figure per `ttplan plan ARCH --json` output that scripts/plan_reports.sh saves
+#    as reports/plan_<arch>.json, drawn as reports/arch_<arch>.{png,svg}; skipped while no such file exists
+for plan in reports/plan_*.json; do
+    if [ -f "$plan" ]; then
+        name="$(basename "$plan" .json)"
+        "${TTPLAN[@]}" plot arch "$plan" --out "reports/arch_${name#plan_}"
     fi
 done
