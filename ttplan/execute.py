@@ -21,7 +21,6 @@ channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -294,8 +293,11 @@ def _as_program(plan: ContractionPlan | Program) -> Program:
 
 
 def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
-    """Product of the sizes of a group of indices (1 for an empty group)."""
-    return math.prod(sizes[i] for i in group)
+    """Product of the sizes of a group of indices (1 for an empty group); a plain loop, which dynamo traces."""
+    size = 1
+    for name in group:
+        size *= sizes[name]
+    return size
 
 
 def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
