@@ -136,7 +136,7 @@ def plan(ctx: click.Context, arch: str, config_path: Path | None, input_size, ki
     elif kind_out == "csv":
         text = render_csv(result_plan)
     elif kind_out == "markdown":
-        text = render_markdown(result_plan)
+        text = render_markdown(result_plan, f"ttplan plan {arch}" + (" (budget)" if budget else ""))
     else:
         text = render_text(result_plan)
     if out is not None:
