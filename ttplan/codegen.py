@@ -377,7 +377,10 @@ def _header(title: str, lines: list[str]) -> str:
 
 def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy: bool = False) -> str:
     imports = ["import copy"] if copy else []
-    imports += ["import math", "", "import torch", "import torch.nn.functional as F", "from torch import nn"]
+    imports += ["import math", "", "import torch"]
+    if any("F.conv2d(" in source for source in classes):
+        imports.append("import torch.nn.functional as F")
+    imports.append("from torch import nn")
     exported = ", ".join(f'"{n}"' for n in names)
     parts = [doc, "\n".join(imports), "", f"__all__ = [{exported}]", _HELPERS.rstrip("\n"), ""]
     for source in classes:
