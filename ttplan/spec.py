@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from ttplan.errors import TTPlanError
 
@@ -96,7 +97,7 @@ class ConvSpec:
                     f"use a kernel of at most {padded} there"
                 )
 
-    @property
+    @cached_property
     def output_size(self) -> tuple[int, int]:
         """Output (H', W'), as `torch.nn.Conv2d` computes it."""
         return tuple(
@@ -106,17 +107,17 @@ class ConvSpec:
             for a in (0, 1)
         )  # type: ignore[return-value]
 
-    @property
+    @cached_property
     def window(self) -> int:
         """K = k_h * k_w."""
         return self.kernel_size[0] * self.kernel_size[1]
 
-    @property
+    @cached_property
     def in_pixels(self) -> int:
         """H * W."""
         return self.input_size[0] * self.input_size[1]
 
-    @property
+    @cached_property
     def out_pixels(self) -> int:
         """H' * W'."""
         h, w = self.output_size
