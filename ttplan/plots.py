@@ -310,8 +310,10 @@ def plan_figure(plan: ContractionPlan, title: str | None = None) -> Figure:
     graph = net.graph()
     pos = _layout(plan)
     steps_of = edge_steps(plan)
-    fig = new_figure(14.0, 6.0)
-    ax_net, ax_steps = fig.subplots(1, 2, width_ratios=[1.25, 1.0])
+    cores = len(net.tensors) - 1
+    net_width = max(7.5, 1.25 * cores)  # about an inch and a quarter per core keeps the rank labels apart
+    fig = new_figure(net_width + 6.5, max(6.0, 0.5 * len(plan.steps) + 2.0))
+    ax_net, ax_steps = fig.subplots(1, 2, width_ratios=[net_width, 6.0])
     simple = nx.Graph()
     simple.add_nodes_from(graph.nodes(data=True))
     labels: dict[tuple[int, int], str] = {}
@@ -344,14 +346,17 @@ def plan_figure(plan: ContractionPlan, title: str | None = None) -> Figure:
     nx.draw_networkx_labels(simple, pos, ax=ax_net, labels={n: net.tensors[n].name for n in tensors},
                             font_size=11, font_weight="bold")
     box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9}
+    fan = 0  # edges of X, in drawing order: their labels alternate between two heights
     for (u, v), text in labels.items():
         (x0, y0), (x1, y1) = pos[u], pos[v]
         if y0 == y1 == 0.0:  # a rank between neighbouring cores: above the edge, clear of the nodes
             x, y, va = (x0 + x1) / 2, 0.12, "bottom"
         elif isinstance(v, str):  # a dangling output index: at its free end
             x, y, va = x1, y1, "bottom" if y1 > y0 else "top"
-        else:  # an edge of the input X: 60% of the way to the core, so a fan of labels stays apart
-            x, y, va = x0 + 0.6 * (x1 - x0), y0 + 0.6 * (y1 - y0), "center"
+        else:  # an edge of the input X: part of the way to the core, staggered, so a fan of labels stays apart
+            t = 0.55 if fan % 2 == 0 else 0.75
+            fan += 1
+            x, y, va = x0 + t * (x1 - x0), y0 + t * (y1 - y0), "center"
         ax_net.text(x, y, text, fontsize=7.5, ha="center", va=va, bbox=box, zorder=5)
     ax_net.set_title("tensor network: index=size [step that sums it]; dotted: output indices\n"
                      "orange: the input X; dark blue: the core that holds the window k (the conv)", fontsize=9)
