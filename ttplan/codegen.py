@@ -381,8 +381,10 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     if any("F.conv2d(" in source for source in classes):
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
-    exported = ", ".join(f'"{n}"' for n in names)
-    parts = [doc, "\n".join(imports), "", f"__all__ = [{exported}]", _HELPERS.rstrip("\n"), ""]
+    exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
+    if len(exported) > 120:
+        exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
+    parts = [doc, "\n".join(imports), "", exported, _HELPERS.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]
     text = "\n".join(parts)

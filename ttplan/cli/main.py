@@ -59,6 +59,9 @@ def _register() -> None:
     from ttplan.cli.train import train_command
 
     cli.add_command(train_command)
+    from ttplan.cli.emit import emit
+
+    cli.add_command(emit)
 
 
 _register()

@@ -1,0 +1,88 @@
+"""`ttplan emit`: writes a loadable torch-only file for a layer or an architecture; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.flop_counter import FlopCounterMode
+
+from ttplan.cli.main import cli
+from ttplan.formats import make_format
+from ttplan.models import load_model
+from ttplan.network import build_network
+from ttplan.search import optimize
+from ttplan.spec import ConvSpec
+
+LAYER = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2", "--padding", "1",
+         "--input-size", "28", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(cli, ["emit", *args])
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_layer_file_runs_the_best_order_at_its_planned_cost(tmp_path):
+    out = tmp_path / "layer.py"
+    result = _run([*LAYER, "--batch", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "TTHodecConv128to256K3S2P1" in result.output
+    module = _load(out)
+    (name,) = module.__all__
+    layer = getattr(module, name)()
+    spec = ConvSpec.make(128, 256, 3, 2, 1, 1, 28)
+    fmt = make_format("hodec", spec, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
+    plan = optimize(build_network(spec, fmt, 2))
+    with FlopCounterMode(display=False) as counter:
+        y = layer(torch.randn(2, 128, 28, 28))
+    assert y.shape == (2, 256, 14, 14)
+    assert counter.get_total_flops() == 2 * plan.macs
+
+
+def test_scheme_class_name_and_stdout():
+    result = _run(["-i", "8", "-o", "6", "-p", "1", "--format", "classical", "--in-modes", "4,2", "--out-modes",
+                   "2,3", "--rank", "4", "--scheme", "classical", "--class-name", "MyConv"])
+    assert result.exit_code == 0, result.output
+    namespace: dict = {}
+    exec(result.output, namespace)
+    assert namespace["__all__"] == ["MyConv"]
+    assert "'classical' order" in result.output
+
+
+def test_architecture_file_converts_the_model(tmp_path):
+    out = tmp_path / "net.py"
+    result = _run(["--arch", "resnet20", "--rank", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    module = _load(out)
+    assert "layer1.0.conv1" in module.LAYERS and "conv1" not in module.LAYERS  # the first conv stays dense
+    model, size = load_model("resnet20")
+    tt = module.convert(model.eval())
+    assert type(tt.get_submodule("layer3.2.conv2")).__name__ == module.LAYERS["layer3.2.conv2"].__name__
+    with torch.no_grad():
+        assert tt(torch.randn(2, *size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rank", "4"], "Missing option '--in-channels'"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--config", "x.json"], "--config applies to --arch only"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--scheme", "classical"], "needs a classical format"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--input-size", "3,8,8"], "a layer takes H or H,W"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--class-name", "9lives"], "expected a Python identifier"),
+    (["--arch", "resnet20", "--ranks", "1,2,1"], "--ranks describes one layer"),
+    (["--arch", "resnet20", "--input-size", "32"], "with --arch give C,H,W"),
+    (["--arch", "resnet20", "--rank", "4", "--scheme", "classical"], "use best, published or dense"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(args, message):
+    result = _run(args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.output
