@@ -62,6 +62,9 @@ def _register() -> None:
     from ttplan.cli.emit import emit
 
     cli.add_command(emit)
+    from ttplan.cli.bench import bench
+
+    cli.add_command(bench)
 
 
 _register()

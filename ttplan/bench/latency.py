@@ -1,0 +1,266 @@
+"""Latency of TT conv layers against the dense conv: the 3x3 convs of ResNet-18, at batch 1 and 32.
+
+For each distinct 3x3 conv geometry of the ResNet-18 preset (traced at 3x224x224) and each batch, one
+process times, interleaved and in `torch.no_grad()`: the dense `nn.Conv2d`, and `TTConv2d` running
+the classical order (classical format), the hodec order and the searched best order (hodec format),
+plus tensorly-torch's TT conv when it is installed. Modes are the balanced factors of the channels in
+ascending order (layer3.0.conv1: `tt_shapes 4,8,8,9,4,4,8`), ranks uniform (16 by default, clipped at
+small boundary modes). Each repeat calls every variant once, in turn, so drifts in machine load hit
+all of them alike; a row reports the median over repeats and the ratio to dense in the same row.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ttplan.errors import TTPlanError
+from ttplan.formats import TTFormat, balanced_factors, make_format
+from ttplan.models import load_model, trace_layers
+from ttplan.nn import TTConv2d
+from ttplan.spec import ConvSpec
+
+VARIANTS = ("dense", "classical", "hodec", "best", "tltorch")
+FOCUS = "layer3.0.conv1"
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Layers sharing one geometry (they time the same), named in trace order."""
+
+    names: tuple[str, ...]
+    spec: ConvSpec
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if len(self.names) == 1 else f"{self.names[0]} (+{len(self.names) - 1})"
+
+
+@dataclass
+class LatencyRow:
+    """One geometry at one batch: median milliseconds and planned MACs per variant (None: not run)."""
+
+    group: LayerGroup
+    batch: int
+    ms: dict[str, float | None]
+    macs: dict[str, int | None]
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def ratio(self, variant: str) -> float | None:
+        """Time of `variant` over the dense conv's time in this row (< 1: faster than dense)."""
+        value, dense = self.ms.get(variant), self.ms["dense"]
+        return None if value is None or not dense else value / dense
+
+    def macs_ratio(self, variant: str) -> float | None:
+        value = self.macs.get(variant)
+        return None if value is None else value / self.macs["dense"]
+
+
+def resnet18_3x3_groups(input_size: tuple[int, int, int] = (3, 224, 224)) -> list[LayerGroup]:
+    """The 3x3 convs of the ResNet-18 preset, grouped by identical geometry, in trace order."""
+    model, size = load_model("resnet18", input_size)
+    groups: dict[ConvSpec, list[str]] = {}
+    for layer in trace_layers(model, size):
+        if layer.kind == "conv" and layer.spec.kernel_size == (3, 3):
+            groups.setdefault(layer.spec, []).append(layer.name)
+    return [LayerGroup(tuple(names), spec) for spec, names in groups.items()]
+
+
+def select_groups(groups: list[LayerGroup], names: list[str]) -> list[LayerGroup]:
+    """The groups holding any of `names`; an unknown name is a one-line error listing the valid ones."""
+    known = [name for group in groups for name in group.names]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise TTPlanError(f"--layers {unknown[0]}: not a 3x3 conv of resnet18; choose from {', '.join(known)}")
+    return [group for group in groups if set(group.names) & set(names)]
+
+
+def bench_formats(spec: ConvSpec, rank: int = 16, order: int = 3) -> dict[str, TTFormat]:
+    """Classical and hodec formats with ascending balanced modes and a uniform rank."""
+    in_modes = tuple(sorted(balanced_factors(spec.in_channels, order)))
+    out_modes = tuple(sorted(balanced_factors(spec.out_channels, order)))
+    return {kind: make_format(kind, spec, in_modes=in_modes, out_modes=out_modes, rank=rank)
+            for kind in ("classical", "hodec")}
+
+
+def _tltorch_conv(spec: ConvSpec, rank: int) -> tuple[nn.Module | None, str]:
+    """tensorly-torch's TT conv of the same geometry, or None and why not."""
+    try:
+        import tltorch  # optional dependency
+    except ImportError:
+        return None, "not installed"
+    conv = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
+                     spec.dilation, bias=False)
+    try:
+        return tltorch.FactorizedConv.from_conv(conv, rank=rank, factorization="tt", implementation="factorized"), ""
+    except Exception as error:  # an API mismatch must not stop the benchmark
+        return None, f"failed: {type(error).__name__}"
+
+
+def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, rank: int,
+                   device: torch.device, with_tltorch: bool = True) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The modules to time (float32, eval mode, on `device`) and a note per variant that could not be built."""
+    modules: dict[str, nn.Module] = {
+        "dense": nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
+                           spec.dilation, bias=False),
+        "classical": TTConv2d(spec, formats["classical"], plan="classical", batch=batch),
+        "hodec": TTConv2d(spec, formats["hodec"], plan="hodec", batch=batch),
+        "best": TTConv2d(spec, formats["hodec"], plan="best", batch=batch),
+    }
+    notes: dict[str, str] = {}
+    if with_tltorch:
+        module, why = _tltorch_conv(spec, rank)
+        if module is None:
+            notes["tltorch"] = why
+        else:
+            modules["tltorch"] = module
+    return {name: m.to(device).eval() for name, m in modules.items()}, notes
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(modules: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int = 2,
+                     block_ms: float = 25.0) -> dict[str, float]:
+    """Median milliseconds per call of each module; every repeat visits each module in turn.
+
+    A visit runs one block of calls lasting about `block_ms` (the count per module is fixed from the
+    warm-up) and records the mean per call, so a layer is timed in steady state, as when called over
+    and over, rather than right after a different, possibly much larger, layer ran.
+    """
+    device = x.device
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    calls: dict[str, int] = {}
+    with torch.no_grad():
+        for name, module in modules.items():
+            elapsed = 0.0
+            for _ in range(warmup):
+                _sync(device)
+                start = time.perf_counter()
+                module(x)
+                _sync(device)
+                elapsed = 1000 * (time.perf_counter() - start)
+            calls[name] = max(1, round(block_ms / max(elapsed, 1e-3)))
+        for _ in range(repeats):
+            for name, module in modules.items():
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(calls[name]):
+                    module(x)
+                _sync(device)
+                times[name].append(1000 * (time.perf_counter() - start) / calls[name])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), repeats: int = 7, rank: int = 16,
+                device: str = "cpu", progress: Callable[[int], None] | None = None) -> list[LatencyRow]:
+    """Time every group at every batch; rows in group order, batches inner."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
+    target = torch.device(device)
+    rows: list[LatencyRow] = []
+    generator = torch.Generator().manual_seed(0)
+    for group in groups:
+        spec = group.spec
+        formats = bench_formats(spec, rank)
+        for batch in batches:
+            modules, notes = build_variants(spec, formats, batch, rank, target)
+            x = torch.randn(batch, spec.in_channels, *spec.input_size, generator=generator).to(target)
+            ms: dict[str, float | None] = dict.fromkeys(VARIANTS)
+            ms.update(time_interleaved(modules, x, repeats))
+            macs: dict[str, int | None] = dict.fromkeys(VARIANTS)
+            macs["dense"] = spec.dense_macs(batch)
+            for name in ("classical", "hodec", "best"):
+                macs[name] = modules[name].plan.macs
+            rows.append(LatencyRow(group, batch, ms, macs, notes))
+            del modules, x
+            if progress is not None:
+                progress(1)
+    return rows
+
+
+def _cell(row: LatencyRow, variant: str) -> str:
+    ms, ratio = row.ms.get(variant), row.ratio(variant)
+    if ms is None:
+        return row.notes.get(variant, "-")
+    return f"{ms:.2f} ({ratio:.2f}x)"
+
+
+def _macs_cell(row: LatencyRow) -> str:
+    return " / ".join(f"{row.macs_ratio(v):.2f}" for v in ("classical", "hodec", "best"))
+
+
+def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str) -> str:
+    """One run's tables (one per batch) and the layer3.0.conv1 check, as Markdown."""
+    if device == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(0)}), torch {torch.__version__}"
+    else:
+        where = f"cpu, torch {torch.__version__}, torch.set_num_threads({threads})"
+    tl = next((r.notes["tltorch"] for r in rows if "tltorch" in r.notes), None)
+    lines = [
+        f"## {device}: {where}",
+        "",
+        f"Command: `{command}`. float32, `torch.no_grad()`; {repeats} interleaved repeats, each visiting every "
+        "variant for one block of back-to-back calls of about 25 ms (at least one call); cells give the median "
+        f"over repeats of the mean time per call. Uniform rank {rank}. "
+        "Cells: milliseconds per call (time / dense time in the same row). "
+        "`MACs vs dense`: planned MACs of classical / hodec / best over the dense conv's (FLOPs = 2 x MACs).",
+        "",
+    ]
+    if tl:
+        lines += [f"tensorly-torch TT conv: {tl}; its column shows why.", ""]
+    for batch in sorted({r.batch for r in rows}):
+        lines += [
+            f"### batch {batch}",
+            "",
+            "| layers | geometry | dense ms | classical | hodec | best | tltorch | MACs vs dense |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in (r for r in rows if r.batch == batch):
+            lines.append(f"| {', '.join(row.group.names)} | {row.group.spec.describe()} | {row.ms['dense']:.2f} | "
+                         f"{_cell(row, 'classical')} | {_cell(row, 'hodec')} | {_cell(row, 'best')} | "
+                         f"{_cell(row, 'tltorch')} | {_macs_cell(row)} |")
+        lines.append("")
+    lines += _focus(rows)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _focus(rows: list[LatencyRow]) -> list[str]:
+    """The issue's check on layer3.0.conv1 at batch 32, stated from the measured numbers."""
+    row = next((r for r in rows if FOCUS in r.group.names and r.batch == 32), None)
+    if row is None:
+        return []
+    best, classical = row.ratio("best"), row.ratio("classical")
+    return [
+        f"Check, {FOCUS} at batch 32 (hodec `tt_shapes 4,8,8,9,4,4,8`, ranks 16): the best order runs "
+        f"{1 / best:.1f}x faster than dense ({'meets' if 1 / best >= 5 else 'misses'} the 5x target; planned MACs "
+        f"{1 / row.macs_ratio('best'):.1f}x fewer); the classical order takes {classical:.2f}x the dense time "
+        f"({'slower' if classical > 1 else 'not slower'} than dense; planned MACs {row.macs_ratio('classical'):.2f}x "
+        "dense).",
+        "",
+    ]
+
+
+def render_report(section: str) -> str:
+    """A new report: title, what is measured, then the run's section."""
+    return "\n".join([
+        "# Latency of TT conv layers: ResNet-18's 3x3 convs",
+        "",
+        "Dense `nn.Conv2d` against `ttplan.nn.TTConv2d` running the classical order (classical format), the "
+        "hodec order and the searched best order (hodec format), with balanced ascending modes and uniform ranks, "
+        "and tensorly-torch's TT conv where installed. Written by `ttplan bench latency`; "
+        "`--append` adds a run (e.g. on CUDA) below.",
+        "",
+        section,
+    ])
+
+
+__all__ = ["LatencyRow", "LayerGroup", "bench_formats", "render_report", "render_section", "resnet18_3x3_groups",
+           "run_latency", "select_groups", "time_interleaved"]
