@@ -151,6 +151,7 @@ def test_from_dense_is_exact_at_maximal_ranks_and_keeps_the_bias(kind, in_modes,
     layer = TTConv2d.from_dense(weight, bias, spec, fmt)
     assert_close(layer.to_dense(), weight)
     assert relative_error(weight, list(layer.cores), fmt, spec) < 1e-12
+    assert layer.decomposition_error < 1e-12
     x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
     assert_close(layer(x), F.conv2d(x, weight, bias, padding=1))
 
@@ -161,7 +162,7 @@ def test_truncated_from_dense_is_the_tt_svd_projection():
     weight = torch.randn(6, 8, 3, 3, dtype=torch.float64)
     layer = TTConv2d.from_dense(weight, None, spec, fmt)
     error = relative_error(weight, list(layer.cores), fmt, spec)
-    assert 0 < error < 1
+    assert 0 < error < 1 and layer.decomposition_error == pytest.approx(error)
     assert layer.bias is None
 
 

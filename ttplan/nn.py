@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ttplan.decomposition import decompose, rebuild
+from ttplan.decomposition import decompose, rebuild, relative_error
 from ttplan.errors import TTPlanError
 from ttplan.execute import Program, fold, lower, run_feature_steps
 from ttplan.formats import TTFormat
@@ -72,6 +72,8 @@ class _TTLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self._folded: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        #: ‖W − rebuild‖ / ‖W‖ of the TT-SVD when built by `from_dense` (0 at maximal ranks), else None
+        self.decomposition_error: float | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -125,6 +127,7 @@ class _TTLayer(nn.Module):
                 param.copy_(core)
             if bias is not None:
                 layer.bias.copy_(bias.detach())
+        layer.decomposition_error = relative_error(weight, cores, fmt, spec)
         return layer
 
     def extra_repr(self) -> str:

@@ -11,6 +11,8 @@ all of them alike; a row reports the median over repeats and the ratio to dense 
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -186,6 +188,17 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
     return rows
 
 
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, and the core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores visible)"
+
+
 def _cell(row: LatencyRow, variant: str) -> str:
     ms, ratio = row.ms.get(variant), row.ratio(variant)
     if ms is None:
@@ -200,12 +213,12 @@ def _macs_cell(row: LatencyRow) -> str:
 def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str) -> str:
     """One run's tables (one per batch) and the layer3.0.conv1 check, as Markdown."""
     if device == "cuda":
-        where = f"cuda ({torch.cuda.get_device_name(0)}), torch {torch.__version__}"
+        where = f"cuda: {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     else:
-        where = f"cpu, torch {torch.__version__}, torch.set_num_threads({threads})"
+        where = f"cpu: {_cpu_name()}, torch {torch.__version__}, torch.set_num_threads({threads})"
     tl = next((r.notes["tltorch"] for r in rows if "tltorch" in r.notes), None)
     lines = [
-        f"## {device}: {where}",
+        f"## {where}",
         "",
         f"Command: `{command}`. float32, `torch.no_grad()`; {repeats} interleaved repeats, each visiting every "
         "variant for one block of back-to-back calls of about 25 ms (at least one call); cells give the median "

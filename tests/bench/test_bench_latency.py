@@ -1,0 +1,58 @@
+"""`ttplan bench latency` on one small layer: rows, ratios to dense, the report and --append."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ttplan.bench.latency import bench_formats, resnet18_3x3_groups, run_latency, select_groups
+from ttplan.cli.main import cli
+from ttplan.errors import TTPlanError
+
+
+def test_groups_and_formats_follow_the_issue():
+    groups = resnet18_3x3_groups()
+    assert sum(len(g.names) for g in groups) == 16 and len(groups) == 7
+    (focus,) = select_groups(groups, ["layer3.0.conv1"])
+    formats = bench_formats(focus.spec)
+    assert formats["hodec"].tt_shapes(focus.spec) == (4, 8, 8, 9, 4, 4, 8)
+    assert formats["hodec"].ranks == (1, 16, 16, 16, 16, 16, 16, 1)
+    assert formats["classical"].in_modes == (4, 4, 8) and formats["classical"].ranks == (16, 16, 16, 1)
+    with pytest.raises(TTPlanError, match="not a 3x3 conv"):
+        select_groups(groups, ["fc"])
+
+
+def test_rows_time_every_variant_against_dense():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        groups = select_groups(resnet18_3x3_groups(), ["layer4.0.conv2"])
+        (row,) = run_latency(groups, (1,), repeats=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(row.ms[v] > 0 for v in ("dense", "classical", "hodec", "best"))
+    assert row.ratio("dense") == 1.0
+    assert row.macs["best"] <= row.macs["hodec"] < row.macs["dense"]
+
+
+@pytest.fixture
+def restore_threads():
+    """The command fixes torch's thread count; give the test process its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cli_writes_and_appends(tmp_path, restore_threads):
+    out = tmp_path / "latency.md"
+    args = ["bench", "latency", "--layers", "layer4.0.conv1", "--batch", "1", "--repeats", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    first = out.read_text()
+    assert first.startswith("# Latency") and "| layer4.0.conv1 |" in first
+    result = CliRunner().invoke(cli, [*args, "--append"])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().count("| layer4.0.conv1 |") == 2
+    result = CliRunner().invoke(cli, ["bench", "latency", "--layers", "nope", "--out", str(out)])
+    assert result.exit_code == 2 and "--layers nope" in result.output
