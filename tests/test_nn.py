@@ -242,3 +242,14 @@ def test_convert_keeps_dense_layers_named_none_and_rejects_unknown_names():
         convert(model, {"layer9.conv": fmt}, size)
     with pytest.raises(TTPlanError, match="scheme='quick'"):
         convert(model, {"layer1.0.conv1": fmt}, size, scheme="quick")
+
+
+def test_bias_adds_no_flops_and_channels_last_inputs_run():
+    spec, fmt = _example()
+    layer = TTConv2d(spec, fmt, dtype=torch.float64, batch=2)
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64)
+    with FlopCounterMode(display=False) as counter:
+        out = layer(x)
+    assert counter.get_total_flops() == 2 * layer.plan.macs
+    assert_close(layer(x.contiguous(memory_format=torch.channels_last)), out)
+    assert_close(layer(x[:, :, :, :].transpose(2, 3).contiguous().transpose(2, 3)), out)
