@@ -14,12 +14,13 @@ import math
 from dataclasses import dataclass, replace
 
 from ttplan import __version__
-from ttplan.execute import Instruction, MatMul, Program, Reshape, lower
+from ttplan.execute import RUNTIME, Instruction, MatMul, Program, Reshape, lower
 from ttplan.formats import TTFormat
 from ttplan.plan import ContractionPlan, Step
 from ttplan.spec import ConvSpec
 
-_RUNTIME = {"b": "batch", "h": "height", "w": "width", "s": "height * width"}
+#: how generated code spells the run-time sizes
+_RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
 
 _HELPERS = '''
 

@@ -12,9 +12,9 @@ convolution (what `torch.utils.flop_counter` counts):
 - the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation:
   input channels = the indices both operands share, batch = B x the feature map's other indices,
   output channels = the weight operand's other indices;
-- a weight-only step (core with core) is one `mm`; an outer product is an `mm` with K = 1.
+- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1.
 
-Feature maps are tensors whose axes follow an index order (`Program` records it per step): `b`, the
+Feature maps are tensors whose axes follow an index order (each `MatMul`/`Conv` records its result's): `b`, the
 channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the conv). The input
 `[B, I, H, W]` is `(b, i_1…i_d, s)` as it lies in memory (docs/conventions.md: channels split row-major).
 """
