@@ -572,20 +572,18 @@ def _finish(run: _Run) -> dict[str, Any]:
     }
     if run.ctx.enabled:
         final["max_z_divergence_across_ranks"] = run.z_divergence
+    _sync_buffers(run)  # a collective: every rank, before rank 0 saves
     if run.decomposition is not None:
         final.update(run.decomposition)
         final["accuracy_finetuned"] = run.epochs[-1]["accuracy"] if run.cfg.finetune_epochs else None
         final["formats"] = {name: format_dict(fmt) for name, fmt in run.formats.items()}
         final["planned"] = _planned(run)
         if run.ctx.is_main:
-            _sync_buffers(run)
             atomic_save({"model": run.model.state_dict(), "formats": final["formats"],
                          "layer_config": _layer_config(run), "arch": run.cfg.arch,
                          "input_size": list(run.input_size), "scheme": run.cfg.scheme,
                          "train_config": run.cfg.to_dict(), "planned": final["planned"]},
                         run.run_dir / TT_MODEL)
-    elif run.ctx.is_main:
-        _sync_buffers(run)
     if run.ctx.is_main and run.decomposition is None:
         atomic_save({"model": run.model.state_dict(), "config": run.cfg.to_dict()}, run.run_dir / DENSE_WEIGHTS)
     return final

@@ -31,7 +31,8 @@ def _click_progress(label: str, length: int):
               help="Model preset (resnet20, resnet32, ...) or module:callable building an nn.Module.")
 @click.option("--dataset", type=click.Choice(["digits", "cifar10"]), default="digits", show_default=True,
               help="digits: scikit-learn's bundled 8x8 digits; cifar10: python batches in --data-dir.")
-@click.option("--data-dir", type=click.Path(), default=None, help="CIFAR-10 folder (cifar-10-batches-py or its parent).")
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="CIFAR-10 folder (cifar-10-batches-py or its parent).")
 @click.option("--image-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images are resized to this square size.")
 @click.option("--config", "config_path", type=click.Path(), default=None,

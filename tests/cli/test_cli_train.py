@@ -1,0 +1,82 @@
+"""`ttplan train` as a new user meets it: a tiny run with its summary, resume, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ttplan.cli.main import cli
+
+LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}}
+TINY = ["--image-size", "8", "--batch-size", "32", "--max-batches", "2", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """`--threads` sets torch's thread count for the process: put it back afterwards."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def run(args):
+    return CliRunner().invoke(cli, args)
+
+
+def write(path, data) -> str:
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_tiny_run_prints_a_summary_and_resume_of_a_finished_run_changes_nothing(tmp_path):
+    config = write(tmp_path / "layers.json", LAYERS)
+    out = tmp_path / "run"
+    result = run(["train", "--config", config, "--pretrain-epochs", "1", "--admm-epochs", "1", "--finetune-epochs",
+                  "1", "--rho", "0.05", *TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/3 admm" in result.stderr  # the per-epoch progress bar
+    assert "accuracy: dense" in result.stdout and "planned:" in result.stdout
+    before = json.loads((out / "metrics.json").read_text())
+    again = run(["train", "--resume", str(out), "--threads", "1"])
+    assert again.exit_code == 0, again.output
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["epochs"] == before["epochs"]
+    assert after["final"]["accuracy_finetuned"] == before["final"]["accuracy_finetuned"]
+
+
+def test_config_naming_a_missing_layer(tmp_path):
+    config = write(tmp_path / "layers.json", {"layer4.0.conv1": {"format": "hodec", "rank": 4}})
+    result = run(["train", "--config", config, "--admm-epochs", "1", *TINY, "--out", str(tmp_path / "r")])
+    one_line_error(result, "layer4.0.conv1", "layer3.2.conv2")
+
+
+def test_rank_above_the_bound(tmp_path):
+    config = write(tmp_path / "layers.json", {"layer3.0.conv2": {"format": "hodec", "tt_shapes": [8, 8, 9, 8, 8],
+                                                                 "ranks": [1, 8, 999, 8, 8, 1]}})
+    result = run(["train", "--config", config, "--admm-epochs", "1", *TINY, "--out", str(tmp_path / "r")])
+    one_line_error(result, "layer3.0.conv2", "999", "bound")
+
+
+def test_missing_cifar_folder(tmp_path):
+    result = run(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--pretrain-epochs", "1",
+                  "--admm-epochs", "0", "--finetune-epochs", "0", *TINY, "--out", str(tmp_path / "r")])
+    one_line_error(result, "nowhere", "data_batch_1")
+
+
+def test_other_mistakes(tmp_path):
+    one_line_error(run(["train", "--resume", str(tmp_path / "never")]), "never", "does not exist")
+    one_line_error(run(["train", "--admm-epochs", "1", "--out", str(tmp_path / "r")]), "--config")
+    one_line_error(run(["train", "--pretrain-epochs", "1"]), "--out")
+    one_line_error(run(["train", "--arch", "resnet21", "--pretrain-epochs", "1", "--admm-epochs", "0",
+                        "--finetune-epochs", "0", *TINY, "--out", str(tmp_path / "r")]), "resnet21", "resnet20")
