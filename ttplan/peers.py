@@ -62,6 +62,17 @@ def im2col_equation(network: TensorNetwork) -> tuple[str, list[tuple[int, ...]]]
     return f"{','.join(terms)}->{out}", shapes
 
 
+def im2col_expression(network: TensorNetwork) -> str:
+    """The im2col einsum with ttplan's index names, e.g. `X_unf[b,s',k,i1] · C[r1,k,r2] · … -> Y[b,s',o1]`."""
+    def name(index: str) -> str:
+        return "s'" if index == "s" else index
+
+    terms = [
+        f"{'X_unf' if t.is_input else t.name}[{','.join(name(i) for i in t.indices)}]" for t in network.tensors
+    ]
+    return " · ".join(terms) + f" -> Y[{','.join(name(i) for i in network.output)}]"
+
+
 def im2col_macs(network: TensorNetwork, pairs: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> int:
     """MACs of an order when the input is unfolded: every step costs the product of its indices."""
     sizes = im2col_sizes(network)

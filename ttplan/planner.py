@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ttplan.formats import TTFormat
 from ttplan.network import TensorNetwork, build_network
-from ttplan.peers import PeerResult, compare_peers
+from ttplan.peers import PeerResult, compare_peers, im2col_equation, im2col_expression
 from ttplan.plan import ContractionPlan
 from ttplan.schemes import schemes_for
 from ttplan.search import optimize
@@ -84,6 +84,12 @@ class LayerPlan:
             "best": best,
         }
         if self.peers:
+            equation, shapes = im2col_equation(self.network)
+            out["im2col_einsum"] = {
+                "expression": im2col_expression(self.network),
+                "equation": equation,
+                "shapes": [list(shape) for shape in shapes],
+            }
             out["peers"] = [p.to_dict() for p in self.peers]
         return out
 

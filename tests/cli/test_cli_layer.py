@@ -46,6 +46,9 @@ def test_compare_lists_the_peers():
     assert {"opt_einsum-optimal", "opt_einsum-dp"} <= set(peers)
     best = json.loads(result.output)["best"]["macs"]
     assert all(p["ttplan_macs"] >= best for p in peers.values())
+    einsum = json.loads(result.output)["im2col_einsum"]
+    assert einsum["expression"].startswith("X_unf[b,s',k,i1,i2,i3]")
+    assert einsum["shapes"][0] == [1, 196, 9, 4, 4, 8]  # unfolded: H'W' x K per channel
 
 
 def test_batch_and_fold_weights():

@@ -7,6 +7,7 @@ import json
 import click
 
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
+from ttplan.peers import im2col_equation, im2col_expression
 from ttplan.planner import LayerPlan, plan_layer
 
 EXAMPLE = """
@@ -75,7 +76,9 @@ def render_layer(result: LayerPlan) -> str:
     lines += [f"  {what:<{width}}  {where:<24}{macs:>14,} MACs" for what, where, macs in rows]
     for peer in result.peers:
         if peer is result.peers[0]:
-            lines += ["", "peers (layer written as an im2col einsum):",
+            lines += ["", "peers plan the layer as an einsum over an unfolded (im2col) input:",
+                      f"  {im2col_expression(result.network)}",
+                      f"  opt_einsum: {im2col_equation(result.network)[0]}",
                       f"{'optimizer':<22}{'own MACs (im2col)':>19}{'same order, ttplan':>20}{'x best':>9}{'time s':>9}"]
         lines.append(f"{peer.name:<22}{peer.im2col_macs:>19,}{peer.plan.macs:>20,}"
                      f"{peer.plan.macs / result.best.macs:>9.2f}{peer.seconds:>9.4f}")
