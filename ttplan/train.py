@@ -663,6 +663,8 @@ def _loop(run: _Run, progress: Progress | None, on_epoch_end: EpochCallback | No
             divergence = D.max_divergence(run.admm.Z, run.ctx) if run.ctx.enabled else None
             run.z_divergence = max(run.z_divergence, divergence or 0.0)
             D.sync_admm(run.admm, run.ctx)
+        if run.ctx.device.startswith("cuda"):
+            torch.cuda.synchronize()  # the epoch's kernels are done before its time is taken
         run.epoch_seconds.append(time.perf_counter() - start)
         accuracy = _accuracy(run)
         if run.admm is not None:
