@@ -47,11 +47,11 @@ def test_generated_layer_runs_on_cuda():
     fmt = make_format("hodec", spec, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
     namespace = load_source(emit_layer(optimize(build_network(spec, fmt))))
     cls = namespace[namespace["__all__"][0]]
-    weight = torch.randn(256, 128, 3, 3, device=CUDA)
-    layer = cls.from_dense(weight).to(CUDA)
-    x = torch.randn(4, 128, 28, 28, device=CUDA)
+    weight = torch.randn(256, 128, 3, 3, dtype=torch.float64, device=CUDA)  # float64: no TF32 rounding
+    layer = cls.from_dense(weight).to(CUDA, torch.float64)
+    x = torch.randn(4, 128, 28, 28, dtype=torch.float64, device=CUDA)
     expected = F.conv2d(x, layer.to_dense(), stride=2, padding=1)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_tt_svd_on_cuda_is_exact_at_max_ranks_and_projection_idempotent():
