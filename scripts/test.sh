@@ -7,4 +7,4 @@ if ! "$PYTHON" -c "import torch, numpy, opt_einsum, networkx, matplotlib, click,
     bash scripts/install.sh
 fi
 "$PYTHON" -m ruff check .
-"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+"$PYTHON" -m pytest -p no:cacheprovider "$@"
