@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+import torch
 
 from ttplan.formats import TTFormat, balanced_factors
 from ttplan.spec import ConvSpec
@@ -45,6 +46,16 @@ def random_layer(rng: random.Random, max_cores: int = 5) -> tuple[ConvSpec, TTFo
         if cores <= max_cores and math.prod(fmt.in_modes) == spec.in_channels:
             fmt.validate(spec)
             return spec, fmt
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One intra-op thread for the whole suite: tiny tensors run fastest so, and a busy machine cannot slow
+    them by oversubscription; results do not depend on the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

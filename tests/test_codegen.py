@@ -29,15 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_IMPORTS = {"copy", "math", "torch", "torch.nn", "torch.nn.functional"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_source(source: str) -> dict:
     """Execute generated source in a fresh namespace."""
     namespace: dict = {"__name__": "generated"}

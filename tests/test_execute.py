@@ -22,15 +22,6 @@ from ttplan.spec import ConvSpec
 CASES = 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _factor(n: int, parts: int, rng: random.Random) -> tuple[int, ...]:
     """A random ordered factorisation of `n` into `parts` factors (a factor of 1 is allowed)."""
     divisors = [q for q in range(1, n + 1) if n % q == 0]

@@ -20,15 +20,6 @@ from ttplan.nn import TTConv2d, TTLinear, convert
 from ttplan.spec import ConvSpec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dense(layer: TTConv2d, x: torch.Tensor) -> torch.Tensor:
     """conv2d with the kernel rebuilt by `ttplan.decomposition.rebuild` from the layer's cores, plus bias."""
     spec = layer.spec

@@ -28,15 +28,6 @@ LAYERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and it does not spin against other processes on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Killed(Exception):
     """Stands in for the process being killed right after a checkpoint."""
 

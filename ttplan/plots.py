@@ -8,7 +8,6 @@ is missing, empty or corrupted.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 from ttplan.errors import TTPlanError
 from ttplan.plan import ContractionPlan
 from ttplan.sweep import Sweep
+from ttplan.userfiles import read_user_json
 
 #: one colour per swept format, fixed so that figures are comparable
 FORMAT_COLOURS = {"classical": "#d62728", "tucker2": "#1f77b4", "hodec-2": "#2ca02c", "hodec-3": "#9467bd"}
@@ -185,28 +185,9 @@ def check_arch(data: object, source: str = "architecture plan") -> list[dict]:
     return out
 
 
-def read_json_file(path: str | Path, what: str, expected: str) -> object:
-    """Parse a JSON file; a missing, empty or corrupted one is a one-line error saying what was expected."""
-    path = Path(path)
-    if not path.is_file():
-        raise TTPlanError(f"{what} {str(path)!r} does not exist or is not a file: expected {expected}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TTPlanError(f"{what} {str(path)!r} is not UTF-8 text: expected {expected}") from None
-    if not text.strip():
-        raise TTPlanError(f"{what} {str(path)!r} is empty: expected {expected}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise TTPlanError(
-            f"{what} {str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}): expected {expected}"
-        ) from None
-
-
 def read_arch(path: str | Path) -> dict:
     """A `ttplan plan ARCH --json` output, with its layers checked (`check_arch`)."""
-    data = read_json_file(path, "architecture plan", ARCH_EXPECTED)
+    data = read_user_json(path, "architecture plan", ARCH_EXPECTED)
     check_arch(data, f"architecture plan {str(path)!r}")
     return data  # type: ignore[return-value]
 
@@ -428,7 +409,7 @@ def read_metrics(run_dir: str | Path) -> dict:
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise TTPlanError(f"run folder {str(run_dir)!r} has no metrics.json: expected {METRICS_EXPECTED}")
-    data = read_json_file(path, "metrics file", METRICS_EXPECTED)
+    data = read_user_json(path, "metrics file", METRICS_EXPECTED)
     check_metrics(data, f"metrics file {str(path)!r}")
     return data  # type: ignore[return-value]
 

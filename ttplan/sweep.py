@@ -21,6 +21,7 @@ from ttplan.errors import TTPlanError
 from ttplan.formats import make_format
 from ttplan.planner import plan_layer
 from ttplan.spec import ConvSpec
+from ttplan.userfiles import read_user_text
 
 #: the swept formats as (kind, modes per side): classical (Garipov) and hodec with 1 (= tucker2), 2 and 3 modes
 DEFAULT_FORMATS: tuple[tuple[str, int], ...] = (("classical", 3), ("hodec", 1), ("hodec", 2), ("hodec", 3))
@@ -273,12 +274,7 @@ def sweep_from_csv(text: str, source: str = "sweep") -> Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep file: JSON or CSV, told apart by the content (a JSON sweep starts with `{`)."""
     path = Path(path)
-    if not path.is_file():
-        raise TTPlanError(f"sweep file {str(path)!r} does not exist or is not a file: expected {EXPECTED}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TTPlanError(f"sweep file {str(path)!r} is not UTF-8 text: expected {EXPECTED}") from None
+    text = read_user_text(path, "sweep file", EXPECTED)
     source = f"sweep file {str(path)!r}"
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")) or path.suffix.lower() == ".json":

@@ -5,25 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import GEOMETRY, one_line_error, run
 
-from ttplan.cli.main import cli
 from ttplan.spec import ConvSpec
 from ttplan.sweep import load_sweep, sweep_layer
-
-GEOMETRY = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2",
-            "--padding", "1", "--input-size", "28"]
-
-
-def run(args):
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [x for x in result.stderr.splitlines() if x.strip() and x.strip() != "planning"]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def test_json_matches_the_library() -> None:
