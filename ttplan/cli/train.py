@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ The run folder gets checkpoint.pt (every epoch), metrics.json, dense.pt, model_t
 
 def _click_progress(label: str, length: int):
     """One click progress bar per epoch, on stderr."""
-    return click.progressbar(length=length, label=label, file=click.get_text_stream("stderr"), show_eta=True)
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True)
 
 
 @click.command("train", epilog=EXAMPLE)
