@@ -56,3 +56,11 @@ def test_cli_writes_and_appends(tmp_path, restore_threads):
     assert out.read_text().count("| layer4.0.conv1 |") == 2
     result = CliRunner().invoke(cli, ["bench", "latency", "--layers", "nope", "--out", str(out)])
     assert result.exit_code == 2 and "--layers nope" in result.output
+
+
+def test_cuda_graphs_need_the_cuda_device(tmp_path):
+    result = CliRunner().invoke(cli, ["bench", "latency", "--cuda-graphs", "--out", str(tmp_path / "l.md")])
+    assert result.exit_code == 2
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert lines == ["Error: --cuda-graphs needs --device cuda, got --device cpu"]
+    assert not (tmp_path / "l.md").exists()

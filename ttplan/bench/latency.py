@@ -129,8 +129,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def graphed(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """`module(x)` captured as one CUDA graph: a replay is one launch, so per-kernel launch cost drops out."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):
+        for _ in range(3):  # warm up allocator and cuDNN outside the capture, as torch's docs ask
+            module(x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        module(x)
+    return graph.replay
+
+
 def time_interleaved(modules: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int = 2,
-                     block_ms: float = 25.0) -> dict[str, float]:
+                     block_ms: float = 25.0, cuda_graphs: bool = False) -> dict[str, float]:
     """Median milliseconds per call of each module; every repeat visits each module in turn.
 
     A visit runs one block of calls lasting about `block_ms` (the count per module is fixed from the
@@ -138,32 +152,39 @@ def time_interleaved(modules: dict[str, nn.Module], x: torch.Tensor, repeats: in
     and over, rather than right after a different, possibly much larger, layer ran.
     """
     device = x.device
+    if cuda_graphs:
+        run = {name: graphed(module, x) for name, module in modules.items()}
+    else:
+        run = {name: (lambda module=module: module(x)) for name, module in modules.items()}
     times: dict[str, list[float]] = {name: [] for name in modules}
     calls: dict[str, int] = {}
     with torch.no_grad():
-        for name, module in modules.items():
+        for name, call in run.items():
             elapsed = 0.0
             for _ in range(warmup):
                 _sync(device)
                 start = time.perf_counter()
-                module(x)
+                call()
                 _sync(device)
                 elapsed = 1000 * (time.perf_counter() - start)
             calls[name] = max(1, round(block_ms / max(elapsed, 1e-3)))
         for _ in range(repeats):
-            for name, module in modules.items():
+            for name, call in run.items():
                 _sync(device)
                 start = time.perf_counter()
                 for _ in range(calls[name]):
-                    module(x)
+                    call()
                 _sync(device)
                 times[name].append(1000 * (time.perf_counter() - start) / calls[name])
     return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), repeats: int = 7, rank: int = 16,
-                device: str = "cpu", progress: Callable[[int], None] | None = None) -> list[LatencyRow]:
+                device: str = "cpu", progress: Callable[[int], None] | None = None,
+                cuda_graphs: bool = False) -> list[LatencyRow]:
     """Time every group at every batch; rows in group order, batches inner."""
+    if cuda_graphs and device != "cuda":
+        raise TTPlanError(f"--cuda-graphs needs --device cuda, got --device {device}")
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     target = torch.device(device)
@@ -176,7 +197,7 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
             modules, notes = build_variants(spec, formats, batch, rank, target)
             x = torch.randn(batch, spec.in_channels, *spec.input_size, generator=generator).to(target)
             ms: dict[str, float | None] = dict.fromkeys(VARIANTS)
-            ms.update(time_interleaved(modules, x, repeats))
+            ms.update(time_interleaved(modules, x, repeats, cuda_graphs=cuda_graphs))
             macs: dict[str, int | None] = dict.fromkeys(VARIANTS)
             macs["dense"] = spec.dense_macs(batch)
             for name in ("classical", "hodec", "best"):
@@ -210,10 +231,13 @@ def _macs_cell(row: LatencyRow) -> str:
     return " / ".join(f"{row.macs_ratio(v):.2f}" for v in ("classical", "hodec", "best"))
 
 
-def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str) -> str:
+def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str,
+                   cuda_graphs: bool = False) -> str:
     """One run's tables (one per batch) and the layer3.0.conv1 check, as Markdown."""
     if device == "cuda":
         where = f"cuda: {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+        if cuda_graphs:
+            where += ", each layer replayed as one captured CUDA graph"
     else:
         where = f"cpu: {_cpu_name()}, torch {torch.__version__}, torch.set_num_threads({threads})"
     tl = next((r.notes["tltorch"] for r in rows if "tltorch" in r.notes), None)

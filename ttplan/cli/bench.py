@@ -27,8 +27,10 @@ def bench() -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default="reports/latency.md", show_default=True,
               help="Markdown report.")
 @click.option("--append", is_flag=True, help="Add this run below an existing report instead of replacing it.")
+@click.option("--cuda-graphs", is_flag=True,
+              help="With --device cuda: replay each layer as one captured CUDA graph (no per-kernel launch cost).")
 def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[int, ...], layers: str | None,
-            out: str, append: bool) -> None:
+            out: str, append: bool, cuda_graphs: bool) -> None:
     """Time dense nn.Conv2d against TT layers (classical, hodec and best orders) on ResNet-18's 3x3 convs."""
     from pathlib import Path
 
@@ -36,12 +38,15 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
 
     from ttplan.bench.latency import render_report, render_section, resnet18_3x3_groups, run_latency, select_groups
 
+    if cuda_graphs and device != "cuda":
+        raise TTPlanError(f"--cuda-graphs needs --device cuda, got --device {device}")
     groups = resnet18_3x3_groups()
     if layers:
         groups = select_groups(groups, [name.strip() for name in layers.split(",") if name.strip()])
     torch.set_num_threads(threads)
     with click.progressbar(length=len(groups) * len(batches), label=f"timing on {device}") as bar:
-        rows = run_latency(groups, tuple(batches), repeats, rank, device, progress=bar.update)
+        rows = run_latency(groups, tuple(batches), repeats, rank, device, progress=bar.update,
+                           cuda_graphs=cuda_graphs)
     command = f"ttplan bench latency --device {device} --repeats {repeats} --threads {threads}"
     if rank != 16:
         command += f" --rank {rank}"
@@ -49,7 +54,10 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
         command += "".join(f" --batch {b}" for b in batches)
     if layers:
         command += f" --layers {layers}"
-    section = render_section(rows, device, threads, repeats, rank, command + (" --append" if append else ""))
+    if cuda_graphs:
+        command += " --cuda-graphs"
+    section = render_section(rows, device, threads, repeats, rank, command + (" --append" if append else ""),
+                             cuda_graphs)
     path = Path(out)
     if append and not path.exists():
         raise TTPlanError(f"--append: {path} does not exist yet; run once without --append first")
