@@ -107,6 +107,7 @@ class Step:
     macs: int
     pixels: int | None
     elements: int
+    shares_index: bool  # False for an outer product
 
     def to_dict(self) -> dict:
         """JSON-ready description of the step."""
@@ -158,7 +159,8 @@ class ContractionPlan:
             label = "·".join(net.tensors[n].name for n in sorted(cost.result.leaves))
             steps.append(
                 Step(number, a, b, nxt, names[a], names[b], label, cost.kind,
-                     tuple(sorted(cost.result.indices, key=_index_order)), cost.macs, cost.pixels, cost.elements)
+                     tuple(sorted(cost.result.indices, key=_index_order)), cost.macs, cost.pixels, cost.elements,
+                     bool(ops[a].indices & ops[b].indices))
             )
             del ops[a], ops[b]
             ops[nxt], names[nxt] = cost.result, label
@@ -234,14 +236,7 @@ class ContractionPlan:
     @property
     def executable(self) -> bool:
         """Whether every step contracts at least one shared index (outer products are never run)."""
-        ops = dict(enumerate(leaf_operands(self.network)))
-        nxt = len(ops)
-        for a, b in self.pairs:
-            if not ops[a].indices & ops[b].indices:
-                return False
-            ops[nxt] = pair_cost(self.network, ops.pop(a), ops.pop(b)).result
-            nxt += 1
-        return True
+        return all(step.shares_index for step in self.steps)
 
     def to_dict(self) -> dict:
         """JSON-ready summary: totals and the steps in order."""

@@ -88,11 +88,11 @@ class ExactSearch:
         n = len(cores)
         outer = n <= OUTER_LIMIT
         groups = core_groups(network, outer)
-        trees = self._weight_trees(network, cores, groups, fold_weights, memory_limit)
+        trees = self._weight_trees(network, cores, groups, outer, fold_weights, memory_limit)
         full = (1 << n) - 1
         # feature-map DP: state = mask of absorbed cores -> (score, operand, previous mask, group)
         best: dict[int, tuple[Score, Operand, int, int]] = {0: ((0, 0, 0), leaves[0], -1, 0)}
-        for absorbed in sorted(best_keys_by_popcount(full)):
+        for absorbed in range(full + 1):  # numeric order visits every subset before its supersets
             if absorbed not in best:
                 continue
             score, fm, _, _ = best[absorbed]
@@ -125,6 +125,7 @@ class ExactSearch:
         network: TensorNetwork,
         cores: list[Operand],
         groups: list[int],
+        outer: bool,
         fold_weights: bool,
         memory_limit: int | None,
     ) -> dict[int, _Tree]:
@@ -133,7 +134,6 @@ class ExactSearch:
         Splits are all sub-masks when outer products are allowed (`groups` then holds every
         subset), else pairs of connected groups that share an index.
         """
-        outer = len(groups) == (1 << len(cores)) - 1 and len(cores) <= OUTER_LIMIT
         trees: dict[int, _Tree] = {}
         for group in groups:
             if group & (group - 1) == 0:
@@ -162,9 +162,9 @@ class ExactSearch:
     def rebuild_pairs(self, network: TensorNetwork) -> list[tuple[int, int]]:
         """SSA pairs that merge all cores into the kernel by the cheapest weight-only order."""
         cores = leaf_operands(network)[1:]
-        groups = core_groups(network, len(cores) <= OUTER_LIMIT)
+        outer = len(cores) <= OUTER_LIMIT
         full = (1 << len(cores)) - 1
-        trees = self._weight_trees(network, cores, groups, False, None)
+        trees = self._weight_trees(network, cores, core_groups(network, outer), outer, False, None)
         if full not in trees:
             raise TTPlanError(
                 "the cores are not connected by ranks, so the kernel cannot be rebuilt without outer products"
@@ -237,12 +237,6 @@ def _splits(group: int, groups: list[int], outer: bool):
             break
         if left & ~group == 0:
             yield left
-
-
-def best_keys_by_popcount(full: int) -> list[int]:
-    """All subsets of `full`, fewest elements first (the DP's processing order)."""
-    subsets = [m for m in range(full + 1) if m & ~full == 0]
-    return sorted(subsets, key=lambda m: (m.bit_count(), m))
 
 
 @dataclass(frozen=True)
