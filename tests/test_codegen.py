@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_execute import assert_close, plans_for, random_case, random_linear
+from test_execute import assert_close, assert_same_values_and_gradients, plans_for, random_case, random_linear
 from torch.utils.flop_counter import FlopCounterMode
 
 from ttplan.codegen import emit_layer, emit_model
@@ -61,13 +61,7 @@ def test_generated_layers_equal_conv2d_with_the_rebuilt_kernel_for_every_scheme_
             kernel = rebuild(cores, fmt, spec)
             assert_close(layer.to_dense(), kernel)
             expected = F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-            out = layer(x)
-            assert_close(out, expected)
-            probe = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
-            got = torch.autograd.grad((out * probe).sum(), [x, *cores])
-            want = torch.autograd.grad((expected * probe).sum(), [x, *cores])
-            for a, b in zip(got, want):
-                assert_close(a, b)
+            assert_same_values_and_gradients(layer(x), expected, [x, *cores], gen)
 
 
 def test_generated_layers_cost_exactly_the_planned_flops():

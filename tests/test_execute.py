@@ -111,6 +111,17 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-1
     assert (actual - expected).abs().max().item() <= rel * scale
 
 
+def assert_same_values_and_gradients(out: torch.Tensor, expected: torch.Tensor, inputs: list[torch.Tensor],
+                                     gen: torch.Generator) -> None:
+    """`out` equals `expected`, and so do their gradients with respect to `inputs` along one random probe."""
+    assert_close(out, expected)
+    probe = torch.randn(expected.shape, dtype=expected.dtype, generator=gen)
+    got = torch.autograd.grad((out * probe).sum(), inputs)
+    want = torch.autograd.grad((expected * probe).sum(), inputs)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+
+
 def test_every_plan_equals_conv2d_with_the_rebuilt_kernel_values_and_gradients():
     rng, gen = random.Random(20261127), torch.Generator().manual_seed(7)
     checked = set()

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from test_execute import assert_close, plans_for, random_case, random_linear
+from test_execute import assert_close, assert_same_values_and_gradients, plans_for, random_case, random_linear
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -42,14 +42,7 @@ def test_ttconv2d_equals_conv2d_with_its_rebuilt_kernel_for_every_scheme_values_
             layer = TTConv2d(spec, fmt, plan=name, dtype=torch.float64, batch=batch)
             assert [tuple(p.shape) for p in layer.cores] == [c.shape for c in fmt.cores(spec)]
             expected = _dense(layer, x)
-            out = layer(x)
-            assert_close(out, expected)
-            probe = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
-            params = [x, *layer.cores]
-            got = torch.autograd.grad((out * probe).sum(), params)
-            want = torch.autograd.grad((expected * probe).sum(), params)
-            for a, b in zip(got, want):
-                assert_close(a, b)
+            assert_same_values_and_gradients(layer(x), expected, [x, *layer.cores], gen)
 
 
 def test_flop_counter_matches_the_plan_and_folded_weights_cost_only_feature_macs():
