@@ -39,11 +39,11 @@ try:  # opened from notebooks/ without an installed ttplan: use the repository's
 except ImportError:
     sys.path.insert(0, str(Path.cwd().parent))
 
-from ttplan.formats import make_format
-from ttplan.planner import plan_layer
-from ttplan.plots import plan_figure, sweep_figure
-from ttplan.spec import ConvSpec
-from ttplan.sweep import sweep_layer
+from ttplan.core.formats import make_format
+from ttplan.core.layer import plan_layer
+from ttplan.analysis.plots import plan_figure, sweep_figure
+from ttplan.core.spec import ConvSpec
+from ttplan.analysis.sweep import sweep_layer
 
 spec = ConvSpec.make(128, 256, kernel_size=3, stride=2, padding=1, input_size=28)
 print(spec.describe())
@@ -129,10 +129,10 @@ rebuilt kernel, and its FLOPs counted by `torch.utils.flop_counter` against 2 ×
     ("code", """import importlib.util
 
 codegen = None
-if importlib.util.find_spec("ttplan.codegen") is not None:
-    import ttplan.codegen as codegen
+if importlib.util.find_spec("ttplan.runtime.codegen") is not None:
+    import ttplan.runtime.codegen as codegen
 if codegen is None or not hasattr(codegen, "emit_layer"):
-    print("ttplan.codegen is not available in this checkout yet: this section will show the code that "
+    print("ttplan.runtime.codegen is not available in this checkout yet: this section will show the code that "
           "`ttplan emit` generates for the best hodec plan.")
 else:
     import torch
@@ -166,7 +166,8 @@ ADMM (Yin et al. 2021) trains the dense weights `W` with the penalty `ρ/2·‖W
 projection, decomposing it costs little accuracy. Here: a tiny CNN on scikit-learn's bundled 8×8 digits (no
 download), its 16→32 conv (`conv2`) constrained to hodec with 2 modes a side at rank 4, a few epochs each of
 pretraining, ADMM and a projected fine-tune (train, then set `W ← Π(W)`). The metrics are written in the
-run-folder layout of `ttplan train` and drawn with `ttplan.plots` (as `ttplan plot admm RUN_DIR` does). For full
+run-folder layout of `ttplan train` and drawn with `ttplan.analysis.plots`
+(as `ttplan plot admm RUN_DIR` does). For full
 runs (ResNets, CIFAR-10, resume, runtime TT layers) use `ttplan train`."""),
     ("code", """import importlib.util
 import json
@@ -177,13 +178,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ttplan.admm import ADMM, ADMMLayer
-from ttplan.data import load_digits_dataset
-from ttplan.decomposition import project
-from ttplan.plots import admm_figure, read_metrics
+from ttplan.training.admm import ADMM, ADMMLayer
+from ttplan.training.data import load_digits_dataset
+from ttplan.runtime.decomposition import project
+from ttplan.analysis.plots import admm_figure, read_metrics
 
-if importlib.util.find_spec("ttplan.train") is not None:
-    print("ttplan.train is available: `ttplan train --help` runs the full pipeline")
+if importlib.util.find_spec("ttplan.training.run") is not None:
+    print("ttplan.training.run is available: `ttplan train --help` runs the full pipeline")
 
 torch.set_num_threads(1)  # a tiny model: one thread is fastest and keeps the run deterministic
 torch.manual_seed(0)

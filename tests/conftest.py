@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from ttplan.formats import TTFormat, balanced_factors
-from ttplan.spec import ConvSpec
+from ttplan.core.formats import TTFormat, balanced_factors
+from ttplan.core.spec import ConvSpec
 
 
 def _split(n: int, d: int, rng: random.Random) -> tuple[int, ...]:

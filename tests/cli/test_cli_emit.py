@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
 from ttplan.cli.main import cli
-from ttplan.formats import make_format
+from ttplan.core.formats import make_format
+from ttplan.core.network import build_network
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
 from ttplan.models import load_model
-from ttplan.network import build_network
-from ttplan.search import optimize
-from ttplan.spec import ConvSpec
 
 LAYER = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2", "--padding", "1",
          "--input-size", "28", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]

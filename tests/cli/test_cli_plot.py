@@ -6,10 +6,10 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-from cli_helpers import GEOMETRY, one_line_error, run
 
-from ttplan.spec import ConvSpec
-from ttplan.sweep import sweep_layer
+from tests.helpers.cli import GEOMETRY, one_line_error, run
+from ttplan.analysis.sweep import sweep_layer
+from ttplan.core.spec import ConvSpec
 
 
 def assert_written(prefix) -> None:

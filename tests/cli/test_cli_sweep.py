@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_helpers import GEOMETRY, one_line_error, run
 
-from ttplan.spec import ConvSpec
-from ttplan.sweep import load_sweep, sweep_layer
+from tests.helpers.cli import GEOMETRY, one_line_error, run
+from ttplan.analysis.sweep import load_sweep, sweep_layer
+from ttplan.core.spec import ConvSpec
 
 
 def test_json_matches_the_library() -> None:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import count_model_params, dense_totals, layer_macs, layer_params, trace_layers
-from ttplan.spec import ConvSpec
 
 
 class Odd(nn.Module):

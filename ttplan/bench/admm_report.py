@@ -5,7 +5,7 @@
 
 The CPU mode pretrains once, then runs from those same weights (a) the direct baseline: the ADMM epochs as
 plain dense epochs, then TT-SVD of the weights, then fine-tuning; (b) ADMM at each ρ asked for, then TT-SVD,
-then the same fine-tuning. Every number in the report comes from the runs' metrics.json (ttplan.train).
+then the same fine-tuning. Every number in the report comes from the runs' metrics.json (ttplan.training.run).
 The layer config (hodec on every 3x3 conv of stages 2 and 3) is generated here and written to
 reports/configs/resnet20_hodec.json, so `ttplan train --config` can replay it.
 """
@@ -25,10 +25,10 @@ from typing import Any
 import click
 import torch
 
+from ttplan.core.formats import make_format
 from ttplan.errors import TTPlanError
-from ttplan.formats import make_format
 from ttplan.models import load_model, trace_layers
-from ttplan.train import TrainConfig, train
+from ttplan.training.run import TrainConfig, train
 
 REPORT = Path("reports/admm_digits.md")
 CONFIG = Path("reports/configs/resnet20_hodec.json")
@@ -135,11 +135,11 @@ def _slug(label: str) -> str:
 
 
 def plot_arms(result: dict[str, Any], folder: Path) -> list[Path]:
-    """Each compared arm's curves as PNG and SVG beside the report (`ttplan.plots.plot_admm`)."""
+    """Each compared arm's curves as PNG and SVG beside the report (`ttplan.analysis.plots.plot_admm`)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from ttplan.plots import plot_admm
+    from ttplan.analysis.plots import plot_admm
 
     out: list[Path] = []
     for label, metrics in result["runs"].items():
@@ -178,7 +178,7 @@ def render(settings: BenchSettings, result: dict[str, Any], total_seconds: float
         f"- Layer config `{settings.config}`: hodec (spatial core in the middle) on the {len(layers)} 3x3 convs of "
         f"{' and '.join(settings.stages)}, two channel modes a side, ranks {settings.rank} clipped to the exact TT "
         "rank of each cut. Every other layer stays dense.",
-        f"- Planned cost of the TT model (`ttplan.arch_plan`, best order, batch 1, conv + linear layers): "
+        f"- Planned cost of the TT model (`ttplan.arch.architecture`, best order, batch 1, conv + linear layers): "
         f"**{planned['macs']:,} MACs** vs {planned['dense_macs']:,} dense "
         f"(**{100 * planned['macs_reduction']:.1f}% fewer**; FLOPs = 2 x MACs), "
         f"**{planned['params']:,} params** vs {planned['dense_params']:,} dense "
@@ -188,7 +188,7 @@ def render(settings: BenchSettings, result: dict[str, Any], total_seconds: float
         f"**{_pct(pre['epochs'][-1]['accuracy'])}**. Both arms start from these same weights.",
         f"- Then the same budget for each arm: {settings.admm_epochs} epochs at lr {settings.lr} (cosine) — with the "
         "ADMM penalty ρ/2·‖W − Z + U‖² and the Z/U updates after every epoch (ADMM arms), or as plain dense "
-        f"training (direct arm) — then TT-SVD into the runtime TT layers (`ttplan.nn.convert`), then "
+        f"training (direct arm) — then TT-SVD into the runtime TT layers (`ttplan.runtime.layers.convert`), then "
         f"{settings.finetune_epochs} fine-tuning epochs of the TT model at lr {settings.finetune_lr} (cosine).",
         "",
         "## Results",

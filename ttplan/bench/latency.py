@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ttplan.core.formats import TTFormat, balanced_factors, make_format
+from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.formats import TTFormat, balanced_factors, make_format
 from ttplan.models import load_model, trace_layers
-from ttplan.nn import TTConv2d
-from ttplan.spec import ConvSpec
+from ttplan.runtime.layers import TTConv2d
 
 VARIANTS = ("dense", "classical", "hodec", "best", "tltorch")
 FOCUS = "layer3.0.conv1"
@@ -291,7 +291,8 @@ def render_report(section: str) -> str:
     return "\n".join([
         "# Latency of TT conv layers: ResNet-18's 3x3 convs",
         "",
-        "Dense `nn.Conv2d` against `ttplan.nn.TTConv2d` running the classical order (classical format), the "
+        "Dense `nn.Conv2d` against `ttplan.runtime.layers.TTConv2d` running the classical order (classical format), "
+        "the "
         "hodec order and the searched best order (hodec format), with balanced ascending modes and uniform ranks, "
         "and tensorly-torch's TT conv where installed. Written by `ttplan bench latency`; "
         "`--append` adds a run (e.g. on CUDA) below.",

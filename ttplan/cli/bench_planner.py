@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ttplan.bench.planner import benchmark_networks, render_markdown, run_benchmark
+from ttplan.bench.search_speed import benchmark_networks, render_markdown, run_benchmark
 
 
 @click.command("planner")

@@ -102,8 +102,8 @@ def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_
 
 def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: str | None) -> tuple[str, str]:
     """Source and a one-line summary for the layer the geometry and format options describe."""
-    from ttplan.codegen import class_name, emit_layer
-    from ttplan.nn import resolve_plan
+    from ttplan.runtime.codegen import class_name, emit_layer
+    from ttplan.runtime.layers import resolve_plan
 
     for option in ("in_channels", "out_channels"):
         if opts[option] is None:
@@ -124,10 +124,10 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
 def _emit_arch(arch: str, opts: dict, explicit_size: bool, scheme: str, batch: int,
                fold_weights: bool) -> tuple[str, str]:
     """Source and a summary for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
-    from ttplan.arch_plan import plan_architecture
-    from ttplan.codegen import emit_model
-    from ttplan.config import load_config
-    from ttplan.policy import Policy
+    from ttplan.arch.architecture import plan_architecture
+    from ttplan.arch.config import load_config
+    from ttplan.arch.policy import Policy
+    from ttplan.runtime.codegen import emit_model
 
     size = None
     if explicit_size:

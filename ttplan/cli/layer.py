@@ -7,8 +7,8 @@ import json
 import click
 
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
-from ttplan.peers import im2col_equation, im2col_expression
-from ttplan.planner import LayerPlan, plan_layer
+from ttplan.core.layer import LayerPlan, plan_layer
+from ttplan.core.peers import im2col_equation, im2col_expression
 
 EXAMPLE = """
 Example (ResNet-18 layer3.0.conv1, hodec at uniform rank 16):

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import click
 
-from ttplan.formats import KINDS, TTFormat, make_format
-from ttplan.spec import ConvSpec
+from ttplan.core.formats import KINDS, TTFormat, make_format
+from ttplan.core.spec import ConvSpec
 
 
 class IntList(click.ParamType):

@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ttplan.arch_plan import plan_architecture
-from ttplan.arch_report import render_csv, render_json, render_markdown, render_text
-from ttplan.budget import prepare_budget
+from ttplan.arch.architecture import plan_architecture
+from ttplan.arch.budget import prepare_budget
+from ttplan.arch.config import load_config, save_config
+from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION, Policy
+from ttplan.arch.report import render_csv, render_json, render_markdown, render_text
 from ttplan.cli.options import INTS
-from ttplan.config import load_config, save_config
 from ttplan.errors import TTPlanError
 from ttplan.models import PRESETS
-from ttplan.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION, Policy
 
 DEFAULT_ARCH = "resnet18"
 

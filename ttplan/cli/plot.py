@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
+from ttplan.analysis.plots import plot_admm, plot_arch, plot_plan, plot_sweep, read_arch, read_metrics
+from ttplan.analysis.sweep import load_sweep
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
-from ttplan.planner import plan_layer
-from ttplan.plots import plot_admm, plot_arch, plot_plan, plot_sweep, read_arch, read_metrics
-from ttplan.sweep import load_sweep
+from ttplan.core.layer import plan_layer
 
 OUT_HELP = "Write PREFIX.png and PREFIX.svg"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from ttplan.analysis.sweep import DEFAULT_FORMATS, Sweep, parse_rank_range, sweep_layer
 from ttplan.cli.options import INTS, geometry_options, spec_from_options
 from ttplan.errors import TTPlanError
-from ttplan.sweep import DEFAULT_FORMATS, Sweep, parse_rank_range, sweep_layer
 
 EXAMPLE = """
 Example (ResNet-18 layer3.0.conv1, the data behind reports/sweep_layer3.0.conv1.png):

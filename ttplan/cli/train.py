@@ -1,4 +1,4 @@
-"""`ttplan train`: ADMM training towards a layer config, decomposition into TT layers, fine-tuning (ttplan.train)."""
+"""`ttplan train`: ADMM training towards a layer config, decomposition into TT layers, fine-tuning."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ttplan.train import BASELINES, DEVICES, TrainConfig, resume, train
+from ttplan.training.run import BASELINES, DEVICES, TrainConfig, resume, train
 
 EXAMPLE = """
 Examples:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.spec import ConvSpec
 
 KINDS = ("conv", "linear")
 

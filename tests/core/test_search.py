@@ -1,0 +1,79 @@
+"""The exact search against brute-force enumeration, with and without folding and memory limits."""
+
+import random
+
+import pytest
+
+from ttplan.core.formats import make_format
+from ttplan.core.network import build_network
+from ttplan.core.schemes import schemes_for
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+
+SPEC = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
+
+
+def test_search_equals_brute_force_on_random_networks(make_random_layer):
+    rng = random.Random(2024)
+    checked = 0
+    while checked < 60:
+        spec, fmt = make_random_layer(rng, max_cores=5)
+        net = build_network(spec, fmt, batch=rng.choice([1, 2, 8]))
+        fold = rng.random() < 0.3
+        best = optimize(net, fold_weights=fold)
+        brute = optimize(net, "brute-force", fold_weights=fold)
+        assert best.macs == brute.macs, (spec, fmt, best.pairs, brute.pairs)
+        assert best.executable
+        checked += 1
+
+
+def test_search_equals_brute_force_under_memory_limits(make_random_layer):
+    rng = random.Random(7)
+    for _ in range(25):
+        spec, fmt = make_random_layer(rng, max_cores=4)
+        net = build_network(spec, fmt)
+        free = optimize(net)
+        limit = max(s.elements for s in optimize(net, "memory").steps)
+        limit = rng.randint(limit, max(limit, free.largest_intermediate))
+        best = optimize(net, memory_limit=limit)
+        brute = optimize(net, "brute-force", memory_limit=limit)
+        assert best.macs == brute.macs and best.largest_intermediate <= limit
+
+
+def test_best_never_worse_than_any_scheme(make_random_layer):
+    rng = random.Random(11)
+    for _ in range(40):
+        spec, fmt = make_random_layer(rng, max_cores=8)
+        net = build_network(spec, fmt)
+        best = optimize(net)
+        for plan in schemes_for(net).values():
+            assert best.macs <= plan.macs
+
+
+def test_reference_layer_best_orders():
+    cl = make_format("classical", SPEC, in_modes=(4, 4, 8), out_modes=(4, 8, 8), rank=16)
+    assert optimize(build_network(SPEC, cl)).macs < SPEC.dense_macs()
+    hd = make_format("hodec", SPEC, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
+    net = build_network(SPEC, hd)
+    assert optimize(net).macs * 3 < schemes_for(net)["hodec"].macs
+
+
+def test_sixteen_tensor_network_plans_and_beats_its_schemes():
+    spec = ConvSpec.make(128 * 3, 256 * 2, 3, 1, 1, input_size=16)
+    fmt = make_format("hodec", spec, in_modes=(2, 2, 2, 2, 2, 2, 2, 3), out_modes=(2, 2, 2, 2, 2, 16), rank=8)
+    net = build_network(spec, fmt)
+    assert len(net.tensors) == 16
+    assert optimize(net).macs <= schemes_for(net)["hodec"].macs
+
+
+def test_impossible_memory_limit_says_what_would_work():
+    fmt = make_format("tucker2", SPEC, rank=8)
+    with pytest.raises(TTPlanError, match="smallest possible largest intermediate"):
+        optimize(build_network(SPEC, fmt), memory_limit=10)
+
+
+def test_unknown_method():
+    fmt = make_format("tucker2", SPEC, rank=8)
+    with pytest.raises(TTPlanError, match="method='greedy'"):
+        optimize(build_network(SPEC, fmt), "greedy")

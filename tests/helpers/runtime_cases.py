@@ -1,0 +1,124 @@
+"""Random TT layers and their reference results, shared by the runtime tests (lowering, layers, codegen, CUDA)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ttplan.core.contraction import ContractionPlan
+from ttplan.core.formats import TTFormat, make_format
+from ttplan.core.network import build_network
+from ttplan.core.schemes import schemes_for
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.runtime.decomposition import rebuild
+
+
+def load_source(source: str) -> dict:
+    """Execute generated source in a fresh namespace."""
+    namespace: dict = {"__name__": "generated"}
+    exec(compile(source, "generated.py", "exec"), namespace)
+    return namespace
+
+
+def _factor(n: int, parts: int, rng: random.Random) -> tuple[int, ...]:
+    """A random ordered factorisation of `n` into `parts` factors (a factor of 1 is allowed)."""
+    divisors = [q for q in range(1, n + 1) if n % q == 0]
+    out = []
+    for _ in range(parts - 1):
+        q = rng.choice(divisors)
+        out.append(q)
+        n //= q
+        divisors = [v for v in range(1, n + 1) if n % v == 0]
+    return (*out, n)
+
+
+def random_case(rng: random.Random, max_cores: int = 7) -> tuple[ConvSpec, TTFormat, int]:
+    """A random small conv (stride, padding, dilation, non-square, odd sizes), a random format and a batch.
+
+    Ranks are drawn up to `rank_bounds`, so some exceed the exact TT rank (zero padding in TT-SVD)
+    and interior ranks of 1 occur.
+    """
+    while True:
+        kernel = (rng.choice([1, 2, 3]), rng.choice([1, 2, 3, 5]))
+        stride = (rng.choice([1, 2, 3]), rng.choice([1, 2]))
+        padding = (rng.randint(0, 2), rng.randint(0, 2))
+        dilation = (rng.choice([1, 2]), rng.choice([1, 1, 2]))
+        size = (rng.randint(1, 11), rng.randint(1, 9))
+        channels = (rng.choice([1, 2, 3, 4, 6, 8, 12]), rng.choice([1, 2, 4, 5, 6, 8, 9]))
+        try:
+            spec = ConvSpec.make(*channels, kernel, stride, padding, dilation, size)
+        except TTPlanError:
+            continue
+        kind = rng.choice(["classical", "hodec", "hodec", "tucker2"])
+        if kind == "classical":
+            d = rng.randint(1, 3)
+            in_modes, out_modes = _factor(spec.in_channels, d, rng), _factor(spec.out_channels, d, rng)
+        elif kind == "tucker2":
+            in_modes, out_modes = (spec.in_channels,), (spec.out_channels,)
+        else:
+            in_modes = _factor(spec.in_channels, rng.randint(1, 3), rng)
+            out_modes = _factor(spec.out_channels, rng.randint(1, 3), rng)
+        base = "classical" if kind == "classical" else "hodec"
+        bounds = TTFormat(base, in_modes, out_modes, ()).rank_bounds(spec)
+        if base == "classical":
+            ranks = (*(rng.randint(1, min(b, 10)) for b in bounds[:-1]), 1)
+        else:
+            ranks = (1, *(rng.randint(1, min(b, 10)) for b in bounds[1:-1]), 1)
+        fmt = TTFormat(base, in_modes, out_modes, ranks)
+        if len(fmt.cores(spec)) > max_cores:
+            continue
+        fmt.validate(spec)
+        return spec, fmt, rng.randint(1, 3)
+
+
+def random_linear(rng: random.Random) -> tuple[ConvSpec, TTFormat, int]:
+    """A random nn.Linear in the ttm format."""
+    spec = ConvSpec.make_linear(rng.choice([4, 6, 8, 12]), rng.choice([2, 6, 9, 10]), bias=rng.random() < 0.5)
+    d = rng.randint(1, 3)
+    in_modes, out_modes = _factor(spec.in_channels, d, rng), _factor(spec.out_channels, d, rng)
+    bounds = TTFormat("ttm", in_modes, out_modes, ()).rank_bounds(spec)
+    fmt = make_format("ttm", spec, in_modes=in_modes, out_modes=out_modes,
+                      ranks=(1, *(rng.randint(1, min(b, 6)) for b in bounds[1:-1]), 1))
+    return spec, fmt, rng.randint(1, 4)
+
+
+def plans_for(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = False) -> dict[str, ContractionPlan]:
+    """Every fixed scheme of the format and the searched best order."""
+    network = build_network(spec, fmt, batch)
+    plans = dict(schemes_for(network, fold_weights))
+    plans["best"] = optimize(network, fold_weights=fold_weights)
+    return plans
+
+
+def reference(x: torch.Tensor, cores: list[torch.Tensor], spec: ConvSpec, fmt: TTFormat) -> torch.Tensor:
+    """The dense conv with the kernel rebuilt by `ttplan.runtime.decomposition.rebuild` (independent of execute)."""
+    kernel = rebuild(cores, fmt, spec).reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)
+    return F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+
+
+def random_tensors(spec: ConvSpec, fmt: TTFormat, batch: int, gen: torch.Generator, dtype=torch.float64):
+    """Random input and cores (requiring grad)."""
+    x = torch.randn(batch, spec.in_channels, *spec.input_size, dtype=dtype, generator=gen, requires_grad=True)
+    cores = [torch.randn(c.shape, dtype=dtype, generator=gen).requires_grad_() for c in fmt.cores(spec)]
+    return x, cores
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-10) -> None:
+    scale = max(expected.abs().max().item(), 1e-30)
+    assert actual.shape == expected.shape
+    assert (actual - expected).abs().max().item() <= rel * scale
+
+
+def assert_same_values_and_gradients(out: torch.Tensor, expected: torch.Tensor, inputs: list[torch.Tensor],
+                                     gen: torch.Generator) -> None:
+    """`out` equals `expected`, and so do their gradients with respect to `inputs` along one random probe."""
+    assert_close(out, expected)
+    probe = torch.randn(expected.shape, dtype=expected.dtype, generator=gen)
+    got = torch.autograd.grad((out * probe).sum(), inputs)
+    want = torch.autograd.grad((expected * probe).sum(), inputs)
+    for a, b in zip(got, want):
+        assert_close(a, b)

@@ -1,0 +1,439 @@
+"""Budgets: per-layer ranks (and optionally modes) that meet model-level MACs/params reduction targets.
+
+Objective, as the project plans layers ("fewest MACs at a given parameter count"): among the
+configurations that meet both targets, keep as many parameters as the targets allow (capacity) and,
+at that parameter count, the fewest model MACs (best orders). Layers the policy would decompose take
+part; config entries and skipped layers stay as they are.
+
+Method: each layer gets candidate formats (uniform ranks from a geometric grid, clipped to the exact
+ranks; with `search_format` also 1-3 modes a side and their factorisations), each costed by its best
+order (`optimize`) once per distinct (geometry, format); keeping the layer dense is a candidate too.
+For a price `mu`, each layer independently minimises `MACs - mu * params`: the lower convex hull of
+its (params, MACs) points. Walking every layer's hull edges in slope order traces the model's
+(params, MACs) frontier; the last point that meets both targets is taken, then filled greedily with
+the cheapest extra parameters (fewest MACs per added parameter) that still meet them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
+from ttplan.arch.config import LayerConfig, load_config
+from ttplan.arch.policy import Decision, Policy, decide, skip_reason
+from ttplan.core.formats import TTFormat, make_format
+from ttplan.core.network import build_network
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.models.trace import TracedLayer, layer_macs, layer_params
+
+#: uniform ranks tried (each clipped to the exact rank at its cut)
+RANK_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
+             224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+MAX_ORDER = 3  # modes a side tried by search_format (the same count on both sides)
+MAX_SPREAD = 4  # search_format: largest/smallest mode at most this
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One costed choice for a layer: a format (None = dense), its best-order MACs and its parameters."""
+
+    fmt: TTFormat | None
+    macs: int
+    params: int
+
+
+@dataclass
+class BudgetResult:
+    """What the search found: every layer's format, the re-planned model, and whether the targets are met."""
+
+    formats: dict[str, TTFormat | None]
+    plan: ArchPlan
+    met: bool
+    target_macs: int | None
+    target_params: int | None
+    message: str
+    evaluated: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary of the search (the plan itself is `plan.to_dict()`)."""
+        totals = self.plan.totals
+        return {"met": self.met, "target_macs": self.target_macs, "target_params": self.target_params,
+                "macs": totals.tt_macs, "params": totals.tt_params, "macs_reduction": totals.macs_reduction,
+                "params_reduction": totals.params_reduction, "message": self.message,
+                "candidates_evaluated": self.evaluated, "seconds": round(self.seconds, 2)}
+
+
+def factorisations(n: int, d: int) -> list[tuple[int, ...]]:
+    """Multisets of `d` factors > 1 with product `n` (descending), largest/smallest at most MAX_SPREAD."""
+    if d == 1:
+        return [(n,)]
+    out: list[tuple[int, ...]] = []
+
+    def grow(rest: int, k: int, hi: int, acc: tuple[int, ...]) -> None:
+        if k == 1:
+            if 2 <= rest <= hi:
+                out.append((*acc, rest))
+            return
+        for q in range(min(hi, rest), 1, -1):
+            if rest % q == 0 and q ** k >= rest:
+                grow(rest // q, k - 1, q, (*acc, q))
+
+    grow(n, d, n, ())
+    return [f for f in out if f[0] <= MAX_SPREAD * f[-1]]
+
+
+def arrangements(n: int, d: int) -> list[tuple[int, ...]]:
+    """Mode tuples for `n` channels in `d` modes: each factorisation, descending (as `balanced_factors`)."""
+    return factorisations(n, d)
+
+
+def mode_pairs(layer: TracedLayer, policy: Policy, search_format: bool) -> list[tuple[str, tuple, tuple]]:
+    """(kind, in_modes, out_modes) shapes to try for one layer."""
+    spec = layer.spec
+    kind = "ttm" if layer.kind == "linear" else policy.format
+    if not search_format:
+        try:
+            fmt = make_format(kind, spec, rank=1, order=policy.order)
+        except TTPlanError:
+            return []
+        return [(fmt.kind, fmt.in_modes, fmt.out_modes)]
+    orders = (1,) if kind == "tucker2" else tuple(range(1 if kind == "hodec" else 2, MAX_ORDER + 1))
+    base = "hodec" if kind == "tucker2" else kind
+    return [(base, a, b) for d in orders
+            for a, b in itertools.product(arrangements(spec.in_channels, d), arrangements(spec.out_channels, d))]
+
+
+def rank_formats(spec: ConvSpec, kind: str, in_modes: tuple, out_modes: tuple) -> list[TTFormat]:
+    """The format at each grid rank, clipped to the exact ranks (duplicates dropped)."""
+    probe = TTFormat(kind, in_modes, out_modes, ())
+    try:
+        probe.validate_modes(spec)
+    except TTPlanError:
+        return []
+    exact = probe.max_ranks(spec)
+    out: list[TTFormat] = []
+    seen: set[tuple[int, ...]] = set()
+    for r in RANK_GRID:
+        if kind == "classical":
+            ranks = (*(min(r, e) for e in exact[:-1]), 1)
+        else:
+            ranks = (1, *(min(r, e) for e in exact[1:-1]), 1)
+        if ranks not in seen:
+            seen.add(ranks)
+            out.append(TTFormat(kind, in_modes, out_modes, ranks))
+        if r >= max(exact):
+            break
+    return out
+
+
+@dataclass
+class BudgetProblem:
+    """A prepared search: the traced model, who takes part, and the (geometry, format) pairs to cost."""
+
+    label: str
+    layers: list[TracedLayer]
+    input_size: tuple[int, int, int]
+    all_params: int
+    decisions: dict[str, Decision]
+    free: list[str]
+    options: dict[str, list[TTFormat]]
+    target_macs: int | None
+    target_params: int | None
+    policy: Policy
+    batch: int = 1
+    fold_weights: bool = False
+    jobs: list[tuple[ConvSpec, TTFormat]] = field(default_factory=list)
+
+    def solve(self, progress: Callable[[int], None] | None = None) -> BudgetResult:
+        """Cost every job (calling `progress(1)` after each), then pick the per-layer candidates."""
+        start = time.perf_counter()
+        costs: dict[tuple[ConvSpec, TTFormat], int] = {}
+        for spec, fmt in self.jobs:
+            costs[(spec, fmt)] = optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights).macs
+            if progress is not None:
+                progress(1)
+        by_name = {layer.name: layer for layer in self.layers}
+        fixed_macs = fixed_params = 0
+        for layer in self.layers:
+            if layer.name not in self.free:
+                fmt = self.decisions[layer.name].fmt
+                spec = layer.spec
+                if fmt is None:
+                    fixed_macs += layer_macs(spec, self.batch)
+                    fixed_params += layer_params(spec)
+                else:
+                    fixed_macs += optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights).macs
+                    fixed_params += fmt.params(spec)
+        candidates = {}
+        for name in self.free:
+            spec = by_name[name].spec
+            dense = Candidate(None, layer_macs(spec, self.batch), layer_params(spec))
+            candidates[name] = [dense, *(Candidate(f, costs[(spec, f)], f.params(spec)) for f in self.options[name])]
+        chosen, met = select(candidates, fixed_macs, fixed_params, self.target_macs, self.target_params)
+        formats: dict[str, TTFormat | None] = {}
+        decisions: dict[str, Decision] = {}
+        for layer in self.layers:
+            if layer.name in chosen:
+                fmt = chosen[layer.name].fmt
+                decisions[layer.name] = Decision(fmt, None if fmt else "budget: kept dense", "budget")
+            else:
+                decisions[layer.name] = self.decisions[layer.name]
+            formats[layer.name] = decisions[layer.name].fmt
+        rows = plan_layers(self.layers, decisions, batch=self.batch, fold_weights=self.fold_weights)
+        plan = ArchPlan(self.label, self.input_size, self.batch, self.fold_weights, self.policy, rows, self.all_params)
+        message = describe_outcome(plan, met, self.target_macs, self.target_params, fixed_macs, fixed_params)
+        plan.notes.append(message)
+        return BudgetResult(formats, plan, met, self.target_macs, self.target_params, message, len(self.jobs),
+                            time.perf_counter() - start)
+
+
+def _target(reduction: float | None, baseline: int, what: str) -> int | None:
+    if reduction is None:
+        return None
+    if not 0 <= reduction < 1:
+        raise TTPlanError(f"target {what} reduction={reduction}: expected a fraction in [0, 1), e.g. 0.72")
+    return math.floor((1 - reduction) * baseline)
+
+
+def prepare_budget(
+    model_or_name: str | nn.Module,
+    input_size: tuple[int, int, int] | None = None,
+    *,
+    target_macs_reduction: float | None = None,
+    target_params_reduction: float | None = None,
+    policy: Policy = Policy(),  # noqa: B008 - frozen dataclass, safe as a default
+    config: dict[str, LayerConfig] | str | Path | None = None,
+    search_format: bool = False,
+    batch: int = 1,
+    fold_weights: bool = False,
+) -> BudgetProblem:
+    """Trace the model and list the candidates; targets are model-level reductions (e.g. 0.72 = 72% fewer)."""
+    if target_macs_reduction is None and target_params_reduction is None:
+        raise TTPlanError("a budget needs a target: give target_macs_reduction and/or target_params_reduction "
+                          "(e.g. --target-macs-reduction 0.72)")
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    label, layers, size, all_params = trace_model(model_or_name, input_size)
+    decisions = decide(layers, policy, config)
+    first_conv = next((layer.name for layer in layers if layer.kind == "conv"), None)
+    free = [layer.name for layer in layers
+            if not (config and layer.name in config) and skip_reason(layer, policy, first_conv) is None]
+    options: dict[str, list[TTFormat]] = {}
+    jobs: dict[tuple[ConvSpec, TTFormat], None] = {}
+    for layer in layers:
+        if layer.name not in free:
+            continue
+        fmts = [f for kind, a, b in mode_pairs(layer, policy, search_format)
+                for f in rank_formats(layer.spec, kind, a, b)]
+        options[layer.name] = fmts
+        for fmt in fmts:
+            jobs[(layer.spec, fmt)] = None
+    baseline_macs = sum(layer_macs(layer.spec, batch) for layer in layers)
+    baseline_params = sum(layer_params(layer.spec) for layer in layers)
+    return BudgetProblem(
+        label, layers, size, all_params, decisions, free, options,
+        _target(target_macs_reduction, baseline_macs, "MACs"), _target(target_params_reduction, baseline_params,
+                                                                        "params"),
+        policy, batch, fold_weights, list(jobs),
+    )
+
+
+def frontier(cands: list[Candidate], dense_params: int) -> list[int]:
+    """Indices of the candidates no other one beats, by increasing capacity (then MACs).
+
+    Capacity is the parameter count capped at the dense layer's (cores beyond it add no expressiveness).
+    A candidate is dropped when another has at least its capacity, at most its MACs and at most its
+    parameters (one of them strictly): fewest MACs for each capacity and parameter count.
+    """
+    cap = np.array([min(c.params, dense_params) for c in cands], dtype=np.float64)
+    macs = np.array([c.macs for c in cands], dtype=np.float64)
+    params = np.array([c.params for c in cands], dtype=np.float64)
+    ge = (cap[None, :] >= cap[:, None]) & (macs[None, :] <= macs[:, None]) & (params[None, :] <= params[:, None])
+    gt = (cap[None, :] > cap[:, None]) | (macs[None, :] < macs[:, None]) | (params[None, :] < params[:, None])
+    dominated = (ge & gt).any(axis=1)
+    kept = [i for i in range(len(cands)) if not dominated[i]]
+    unique: dict[tuple[float, float, float], int] = {}
+    for i in kept:
+        unique.setdefault((cap[i], macs[i], params[i]), i)
+    return sorted(unique.values(), key=lambda i: (cap[i], macs[i], params[i]))
+
+
+@dataclass
+class _Table:
+    """Every layer's frontier as padded arrays (layers x points): MACs, params and log-capacity."""
+
+    macs: np.ndarray
+    params: np.ndarray
+    value: np.ndarray
+    length: np.ndarray
+    fixed_macs: int
+    fixed_params: int
+    cap_m: float
+    cap_p: float
+
+    def totals(self, pos: np.ndarray) -> tuple[float, float]:
+        rows = np.arange(len(pos))
+        return (self.fixed_macs + self.macs[rows, pos].sum(), self.fixed_params + self.params[rows, pos].sum())
+
+    def score(self, pos: np.ndarray) -> tuple[float, float, float]:
+        """(relative excess over the targets, -capacity, MACs): smaller is better."""
+        macs, params = self.totals(pos)
+        excess = max((macs - self.cap_m) / self.cap_m if math.isfinite(self.cap_m) else 0.0,
+                     (params - self.cap_p) / self.cap_p if math.isfinite(self.cap_p) else 0.0, 0.0)
+        return (excess, -float(self.value[np.arange(len(pos)), pos].sum()), macs)
+
+
+def _lagrangian(table: _Table) -> list[np.ndarray]:
+    """Per-layer argmax of `capacity - lam*MACs - mu*params` over a grid of prices, mu bisected per lam."""
+    scale_m = table.macs.max(axis=1).sum()
+    scale_p = table.params.max(axis=1).sum()
+    out = []
+
+    def pick(lam: float, mu: float) -> np.ndarray:
+        return np.argmax(table.value - lam * table.macs / scale_m - mu * table.params / scale_p, axis=1)
+
+    for lam in [0.0, *np.logspace(-2, 5, 36)]:
+        pos = pick(lam, 0.0)
+        if table.totals(pos)[1] > table.cap_p:
+            lo, hi = 0.0, 1.0
+            while table.totals(pick(lam, hi))[1] > table.cap_p and hi < 1e9:
+                lo, hi = hi, hi * 4
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if table.totals(pick(lam, mid))[1] > table.cap_p else (lo, mid)
+            pos = pick(lam, hi)
+        out.append(pos)
+    return out
+
+
+def _descend(table: _Table) -> np.ndarray:
+    """Greedy: from the top of every frontier, step down where it buys the most progress per capacity lost."""
+    pos = table.length - 1
+    rows = np.arange(len(pos))
+    macs, params = table.totals(pos)
+    scale_m, scale_p = max(macs, 1.0), max(params, 1.0)
+    while macs > table.cap_m or params > table.cap_p:
+        down = np.maximum(pos - 1, 0)
+        gain = (table.macs[rows, pos] - table.macs[rows, down]) / scale_m * (macs > table.cap_m) + \
+               (table.params[rows, pos] - table.params[rows, down]) / scale_p * (params > table.cap_p)
+        loss = np.maximum(table.value[rows, pos] - table.value[rows, down], 1e-12)
+        ratio = np.where((pos > 0) & (gain > 0), gain / loss, -np.inf)
+        n = int(np.argmax(ratio))
+        if not np.isfinite(ratio[n]):
+            break
+        pos[n] -= 1
+        macs, params = table.totals(pos)
+    return pos
+
+
+def _fill(table: _Table, pos: np.ndarray) -> np.ndarray:
+    """Give capacity back wherever both targets still hold: two greedy orders (largest log-capacity gain;
+    most gain per share of the remaining slack), the better one kept."""
+    results = [_fill_by(table, pos, per_slack) for per_slack in (False, True)]
+    return min(results, key=table.score)
+
+
+def _fill_by(table: _Table, pos: np.ndarray, per_slack: bool) -> np.ndarray:
+    pos = pos.copy()
+    rows = np.arange(len(pos))
+    while True:
+        macs, params = table.totals(pos)
+        dm = table.macs - table.macs[rows, pos][:, None]
+        dp = table.params - table.params[rows, pos][:, None]
+        gain = table.value - table.value[rows, pos][:, None]
+        ok = (gain > 0) & (macs + dm <= table.cap_m) & (params + dp <= table.cap_p)
+        if not ok.any():
+            return pos
+        score = gain
+        if per_slack:
+            use = np.maximum(np.maximum(dm, 0) / max(table.cap_m - macs, 1e-9),
+                             np.maximum(dp, 0) / max(table.cap_p - params, 1e-9))
+            score = gain / np.maximum(use, 1e-12)
+        n, k = np.unravel_index(int(np.argmax(np.where(ok, score, -np.inf))), gain.shape)
+        pos[n] = k
+
+
+def _improve(table: _Table, pos: np.ndarray, rounds: int = 3, depth: int = 4) -> np.ndarray:
+    """Local search: lower one layer by up to `depth` points, refill, keep it if the capacity grew."""
+    best, best_score = pos, table.score(pos)
+    for _ in range(rounds):
+        improved = False
+        for n in range(len(best)):
+            for k in range(int(best[n]) - 1, max(int(best[n]) - 1 - depth, -1), -1):
+                trial = best.copy()
+                trial[n] = k
+                trial = _fill(table, trial)
+                score = table.score(trial)
+                if score < best_score:
+                    best, best_score, improved = trial, score, True
+                    break
+        if not improved:
+            break
+    return best
+
+
+def select(
+    candidates: dict[str, list[Candidate]],
+    fixed_macs: int,
+    fixed_params: int,
+    target_macs: int | None,
+    target_params: int | None,
+) -> tuple[dict[str, Candidate], bool]:
+    """One candidate per layer that meets both targets keeping the most capacity (sum of log params).
+
+    Each layer's candidates are first cut to its frontier (fewest MACs for each capacity). Solutions
+    come from a Lagrangian sweep (prices on MACs and params) and a greedy descent; the feasible one
+    with the most capacity is kept (ties: fewer MACs) and topped up greedily. Log-capacity spreads the
+    compression over the layers instead of wiping out a few; a local search (lower one layer, refill)
+    polishes the result. Returns the choice and whether it meets
+    the targets; if none does, the closest one (smallest relative excess).
+    """
+    names = list(candidates)
+    dense = {n: min(c.params for c in candidates[n] if c.fmt is None) for n in names}
+    fronts = {n: frontier(candidates[n], dense[n]) for n in names}
+    width = max(len(f) for f in fronts.values())
+    macs = np.zeros((len(names), width))
+    params = np.zeros((len(names), width))
+    value = np.full((len(names), width), -np.inf)
+    for row, n in enumerate(names):
+        for col, i in enumerate(fronts[n]):
+            c = candidates[n][i]
+            macs[row, col], params[row, col] = c.macs, c.params
+            value[row, col] = math.log(min(c.params, dense[n]))
+    table = _Table(macs, params, value, np.array([len(fronts[n]) for n in names]), fixed_macs, fixed_params,
+                   math.inf if target_macs is None else float(target_macs),
+                   math.inf if target_params is None else float(target_params))
+    best = min([*_lagrangian(table), _descend(table)], key=table.score)
+    met = table.score(best)[0] == 0.0
+    if met:
+        best = _improve(table, _fill(table, best))
+    return {n: candidates[n][fronts[n][int(best[row])]] for row, n in enumerate(names)}, met
+
+
+def describe_outcome(plan: ArchPlan, met: bool, target_macs: int | None, target_params: int | None,
+                     fixed_macs: int = 0, fixed_params: int = 0) -> str:
+    """One plain sentence: targets met or not, and the numbers (with what the layers outside the search cost)."""
+    totals = plan.totals
+    wanted = []
+    if target_macs is not None:
+        wanted.append(f"MACs <= {target_macs:,} ({1 - target_macs / totals.baseline_macs:.1%} fewer)")
+    if target_params is not None:
+        wanted.append(f"params <= {target_params:,} ({1 - target_params / totals.baseline_params:.1%} fewer)")
+    got = (f"{totals.tt_macs:,} MACs ({totals.macs_reduction:.1%} fewer) and {totals.tt_params:,} params "
+           f"({totals.params_reduction:.1%} fewer)")
+    if met:
+        return f"targets met: {' and '.join(wanted)}; found {got}"
+    return (f"targets cannot be met with these candidates: wanted {' and '.join(wanted)}; the closest point found "
+            f"has {got}; the layers outside the search (skipped or fixed by config) alone cost {fixed_macs:,} MACs "
+            f"and {fixed_params:,} params")

@@ -1,0 +1,1 @@
+"""The planning core, torch-free: layer geometry, formats, the tensor network, the cost model, the search."""

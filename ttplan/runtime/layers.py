@@ -1,0 +1,210 @@
+"""Runtime TT layers that execute any contraction plan, and `convert` to swap them into a dense model.
+
+`TTConv2d` (and `TTLinear` for `nn.Linear`, a 1x1 conv on a 1x1 map) hold the cores as parameters
+in `fmt.cores(spec)` order and shapes and run the plan through `ttplan.runtime.lowering` (the same lowering
+the generated code uses). Weight-only steps run once per forward; with `fold_weights=True` their
+results are cached while no gradient is recorded and recomputed as soon as a core changes (the cache
+is keyed on each core's version counter, storage and dtype), so training and `load_state_dict` keep
+working and inference pays only the feature-map MACs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from ttplan.core.contraction import ContractionPlan
+from ttplan.core.formats import TTFormat
+from ttplan.core.network import build_network
+from ttplan.core.schemes import SCHEMES
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.models.trace import trace_layers
+from ttplan.runtime.decomposition import decompose, rebuild, relative_error
+from ttplan.runtime.lowering import Program, fold, lower, run_feature_steps
+
+#: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
+PLAN_NAMES = ("best", "published", *SCHEMES)
+
+
+def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,
+                 batch: int = 1) -> ContractionPlan:
+    """The plan a layer runs: searched (`best`), a fixed scheme by name, or a given plan checked against the layer."""
+    if isinstance(plan, ContractionPlan):
+        net = plan.network
+        if net.fmt != fmt or replace(net.spec, bias=False) != replace(spec, bias=False):
+            raise TTPlanError(
+                f"plan {plan.name!r} was made for {net.spec.describe()} {net.fmt}, not {spec.describe()} {fmt}"
+            )
+        if plan.fold_weights != fold_weights:
+            plan = ContractionPlan(net, plan.pairs, plan.name, fold_weights)
+        return plan
+    if plan not in PLAN_NAMES:
+        raise TTPlanError(f"plan={plan!r}: expected a ContractionPlan or one of {', '.join(PLAN_NAMES)}")
+    network = build_network(spec, fmt, batch)
+    if plan == "best":
+        return optimize(network, fold_weights=fold_weights)
+    name = fmt.kind if plan == "published" else plan
+    return SCHEMES[name](network, fold_weights)
+
+
+class _TTLayer(nn.Module):
+    """What TT conv and linear layers share: cores, bias, plan, folding cache, dense round trip."""
+
+    def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
+                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1) -> None:
+        super().__init__()
+        fmt.validate(spec)
+        self.spec, self.fmt = spec, fmt
+        self.fold_weights = bool(fold_weights)
+        self.plan = resolve_plan(spec, fmt, plan, self.fold_weights, batch)
+        self.program: Program = lower(self.plan)
+        factory = {"device": device, "dtype": dtype}
+        self.core_names = tuple(core.name for core in fmt.cores(spec))
+        self.cores = nn.ParameterList(nn.Parameter(torch.empty(core.shape, **factory)) for core in fmt.cores(spec))
+        if spec.bias:
+            self.bias = nn.Parameter(torch.empty(spec.out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self._folded: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        #: ‖W − rebuild‖ / ‖W‖ of the TT-SVD when built by `from_dense` (0 at maximal ranks), else None
+        self.decomposition_error: float | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Gaussian cores scaled so the rebuilt kernel has the variance of `nn.Conv2d`'s default init."""
+        fan_in = self.spec.in_channels * self.spec.window
+        target = 1.0 / (3.0 * fan_in)  # kaiming_uniform(a=sqrt(5)): bound 1/sqrt(fan_in)
+        chain = math.prod(idx.size for idx in self.plan.network.indices.values() if idx.kind == "rank")
+        std = (target / chain) ** (0.5 / len(self.cores))
+        with torch.no_grad():
+            for core in self.cores:
+                core.normal_(0.0, std)
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(fan_in)
+                self.bias.uniform_(-bound, bound)
+
+    def folded(self) -> dict[str, torch.Tensor]:
+        """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads."""
+        cores = tuple(self.cores)
+        recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
+        if not self.fold_weights or recording:
+            return fold(self.program, cores)
+        key = tuple((core._version, core.data_ptr(), core.dtype, core.device) for core in cores)
+        if self._folded is None or self._folded[0] != key:
+            with torch.no_grad():
+                self._folded = (key, fold(self.program, cores))
+        return self._folded[1]
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, I, H, W] -> [B, O, H', W']` by the plan, plus the bias."""
+        y = run_feature_steps(self.program, x, self.folded())
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def to_dense(self) -> torch.Tensor:
+        """The rebuilt kernel: `[O, I, k_h, k_w]` for a conv, `[O, I]` for a linear layer (differentiable)."""
+        return rebuild(list(self.cores), self.fmt, self.spec)
+
+    @classmethod
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, spec: ConvSpec | None = None,
+                   fmt: TTFormat | None = None, plan: ContractionPlan | str = "best", fold_weights: bool = False,
+                   *, batch: int = 1):
+        """A layer whose cores are the TT-SVD of `weight` in `fmt` (exact at maximal ranks); the bias is kept."""
+        if spec is None or fmt is None:
+            raise TTPlanError("from_dense needs the layer's spec and format: from_dense(weight, bias, spec, fmt)")
+        spec = replace(spec, bias=bias is not None)
+        layer = cls(spec, fmt, plan, fold_weights, device=weight.device, dtype=weight.dtype, batch=batch)
+        cores = decompose(weight, fmt, spec)
+        with torch.no_grad():
+            for param, core in zip(layer.cores, cores):
+                param.copy_(core)
+            if bias is not None:
+                layer.bias.copy_(bias.detach())
+        layer.decomposition_error = relative_error(weight, cores, fmt, spec)
+        return layer
+
+    def extra_repr(self) -> str:
+        fmt = self.fmt
+        return (f"{self.spec.describe()}, format={fmt.label}, in_modes={list(fmt.in_modes)}, "
+                f"out_modes={list(fmt.out_modes)}, ranks={list(fmt.ranks)}, plan={self.plan.name!r}, "
+                f"macs={self.plan.macs:,} at batch {self.plan.network.batch}, fold_weights={self.fold_weights}")
+
+
+class TTConv2d(_TTLayer):
+    """A TT-decomposed `nn.Conv2d` that runs `plan` (`best`, a scheme name, or a `ContractionPlan`).
+
+    Cores are `self.cores` (an `nn.ParameterList` in `fmt.cores(spec)` order and shapes); `batch` only
+    picks the order the search optimises for, any batch and input size run.
+    """
+
+    def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
+                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1) -> None:
+        if spec.linear:
+            raise TTPlanError(f"TTConv2d got a linear layer ({spec.describe()}); use TTLinear")
+        super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)
+
+
+class TTLinear(_TTLayer):
+    """A TT-decomposed `nn.Linear` (usually the ttm format): inputs `[..., I]`, outputs `[..., O]`."""
+
+    def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
+                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1) -> None:
+        if not spec.linear:
+            raise TTPlanError(f"TTLinear got a conv layer ({spec.describe()}); use TTConv2d")
+        super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = self._run(x.reshape(-1, self.spec.in_channels, 1, 1))
+        return y.reshape(*lead, self.spec.out_channels)
+
+
+def _swap(model: nn.Module, name: str, layer: nn.Module) -> None:
+    """Replace the submodule `name` (dotted) of `model` by `layer`."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, layer)
+
+
+def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: tuple[int, int, int],
+            scheme: str = "best", fold_weights: bool = False) -> nn.Module:
+    """A deep copy of `model` with each named conv (and linear) layer replaced by its TT-SVD in the given format.
+
+    `formats` maps traced layer names (`layer3.0.conv1`, `fc`) to a `TTFormat` (`None` keeps a layer
+    dense); `input_size` (C, H, W) is what the layers are traced and planned at; `scheme` is `best`,
+    `published` (each format's own order), `dense` or a format's scheme name. Biases are kept; the
+    copy keeps the model's device, dtype and training mode.
+    """
+    if scheme not in PLAN_NAMES:
+        raise TTPlanError(f"scheme={scheme!r}: expected one of {', '.join(PLAN_NAMES)}")
+    traced = {layer.name: layer for layer in trace_layers(model, input_size)}
+    unknown = [name for name in formats if name not in traced]
+    if unknown:
+        raise TTPlanError(
+            f"layer {unknown[0]!r} is not a conv/linear layer that runs on input {tuple(input_size)}; "
+            f"layers: {', '.join(traced)}"
+        )
+    out = copy.deepcopy(model)
+    for name, fmt in formats.items():
+        if fmt is None:
+            continue
+        layer = traced[name]
+        module = out.get_submodule(name)
+        cls = TTConv2d if layer.kind == "conv" else TTLinear
+        tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, scheme, fold_weights)
+        tt.train(module.training)
+        _swap(out, name, tt)
+    return out
+
+
+__all__ = ["PLAN_NAMES", "TTConv2d", "TTLinear", "convert", "resolve_plan"]
