@@ -8,7 +8,7 @@ import pytest
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
-from ttplan.core.schemes import classical, dense, hodec
+from ttplan.core.schemes import dense, scheme
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
@@ -40,11 +40,11 @@ def hodec_formula(spec: ConvSpec, fmt, batch: int) -> int:
 
 def test_issue_reference_numbers():
     cl = make_format("classical", SPEC, in_modes=(4, 4, 8), out_modes=(4, 8, 8), rank=16)
-    plan = classical(build_network(SPEC, cl))
+    plan = scheme("classical", build_network(SPEC, cl))
     assert plan.macs == 87_105_536 and plan.params == 13_456
     assert round(plan.macs / SPEC.dense_macs(), 2) == 1.51
     hd = make_format("hodec", SPEC, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
-    plan = hodec(build_network(SPEC, hd))
+    plan = scheme("hodec", build_network(SPEC, hd))
     assert plan.macs == 10_486_784 and plan.params == 8_640
 
 
@@ -54,10 +54,10 @@ def test_schemes_equal_formula_recount_on_random_layers(make_random_layer, batch
     for _ in range(60):
         spec, fmt = make_random_layer(rng, max_cores=7)
         net = build_network(spec, fmt, batch)
-        if fmt.kind == "classical":
-            assert classical(net).macs == classical_formula(spec, fmt, batch)
+        if fmt.name == "classical":
+            assert scheme("classical", net).macs == classical_formula(spec, fmt, batch)
         else:
-            assert hodec(net).macs == hodec_formula(spec, fmt, batch)
+            assert scheme("hodec", net).macs == hodec_formula(spec, fmt, batch)
 
 
 def test_dense_scheme_is_rebuild_plus_one_dense_conv():
@@ -80,7 +80,7 @@ def test_fold_weights_drops_weight_macs_and_reports_folded_size():
 
 def test_memory_counts_follow_the_steps():
     fmt = make_format("classical", SPEC, in_modes=(4, 4, 8), out_modes=(4, 8, 8), rank=16)
-    plan = classical(build_network(SPEC, fmt))
+    plan = scheme("classical", build_network(SPEC, fmt))
     # after G2 the map holds b, H'W', i3, o1, o2, r2: 196 * 8 * 4 * 8 * 16
     assert plan.largest_intermediate == 196 * 8 * 4 * 8 * 16
     assert plan.peak_live >= plan.largest_intermediate + 128 * 784

@@ -101,12 +101,11 @@ class ArchLayer:
             "params_reduction": 1 - self.params / self.baseline_params if self.baseline_params else 0.0,
         }
         if fmt is not None:
-            out["format"] = {"kind": fmt.label, "in_modes": list(fmt.in_modes), "out_modes": list(fmt.out_modes),
-                             "ranks": list(fmt.ranks), "tt_shapes": list(fmt.tt_shapes(spec))}
+            out["format"] = {**fmt.to_dict(), "tt_shapes": list(fmt.tt_shapes(spec))}
         if shown is not None:
             out["schemes"] = {name: {"macs": p.macs, "flops": p.flops, "params": p.params,
                                      "weight_macs": p.weight_macs} for name, p in shown.schemes.items()}
-            out["published"] = shown.fmt.kind
+            out["published"] = shown.fmt.published_scheme
         if self.plan is not None:
             best = self.plan.best
             out["best"].update(feature_macs=best.feature_macs, weight_macs=best.weight_macs,

@@ -117,7 +117,7 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
     for core in cores:
         for name in core.indices:
             if name.startswith("r"):
-                indices[name] = Index(name, fmt.ranks[int(name[1:])], "rank")
+                indices[name] = Index(name, fmt.rank_size(name), "rank")
     x_indices = ("b", "s", *(("k",) if has_window else ()), *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
     tensors = (Tensor("X", x_indices, is_input=True), *(Tensor(core.name, core.indices) for core in cores))
     output = ("b", "s", *(f"o{j}" for j in range(1, len(fmt.out_modes) + 1)))

@@ -11,12 +11,10 @@ resolution. `from_dense` decomposes a dense kernel by a TT-SVD helper written in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
-from ttplan.core.formats import TTFormat
-from ttplan.core.spec import ConvSpec
 from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
 
 #: how generated code spells the run-time sizes
@@ -73,32 +71,6 @@ def convert(model: nn.Module) -> nn.Module:
         setattr(parent, attr, layer)
     return model
 '''
-
-
-@dataclass(frozen=True)
-class ChainLayout:
-    """How the format reads the dense kernel `W[o_1…o_e, i_1…i_d, k_h, k_w]` as a chain of 3-way cores."""
-
-    kernel_modes: tuple[int, ...]
-    chain_axes: tuple[int, ...]
-    chain_sizes: tuple[int, ...]
-    chain_ranks: tuple[int, ...]
-
-
-def chain_layout(fmt: TTFormat, spec: ConvSpec) -> ChainLayout:
-    """The kernel's axes in core order (docs/conventions.md): classical `k, (i_1 o_1)…`, hodec `o…, k, i…`."""
-    kh, kw = spec.kernel_size
-    d, e = len(fmt.in_modes), len(fmt.out_modes)
-    modes = (*fmt.out_modes, *fmt.in_modes, kh, kw)
-    outs, ins = list(range(e)), [e + j for j in range(d)]
-    pairs = [axis for j in range(min(d, e)) for axis in (ins[j], outs[j])]
-    if fmt.kind == "classical":
-        axes, ranks = (e + d, e + d + 1, *pairs), (1, *fmt.ranks)
-    elif fmt.kind == "ttm":
-        axes, ranks = (*pairs, e + d, e + d + 1), tuple(fmt.ranks)
-    else:
-        axes, ranks = (*outs, e + d, e + d + 1, *ins), tuple(fmt.ranks)
-    return ChainLayout(modes, axes, fmt.tt_shapes(spec), ranks)
 
 
 def _size(group: tuple[str, ...], sizes: dict[str, int]) -> str:
@@ -218,21 +190,6 @@ def class_name(plan: ContractionPlan) -> str:
             f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
 
 
-def _core_axes(fmt: TTFormat, spec: ConvSpec) -> list[str]:
-    """`[r0, o1, r1]`-style names of each core's parameter axes (boundary ranks show as 1, the window as kh, kw)."""
-    cores = fmt.cores(spec)
-    out = []
-    for n, core in enumerate(cores):
-        names = [a for i in core.indices for a in (("kh", "kw") if i == "k" else (i,))]
-        missing = len(core.shape) - len(names)
-        if missing == 2 or (missing == 1 and n == 0 and len(cores) > 1 and fmt.kind != "classical"):
-            names.insert(0, "1")
-        if len(names) < len(core.shape):
-            names.append("1")
-        out.append("[" + ", ".join(names) + "]")
-    return out
-
-
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None) -> str:
     """The source of one `nn.Module` class that runs `plan` (see the module docstring)."""
     program = lower(plan)
@@ -240,7 +197,7 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
     spec, fmt = net.spec, net.fmt
     name = name or class_name(plan)
     bias = spec.bias if bias is None else bias
-    layout = chain_layout(fmt, spec)
+    layout = fmt.chain_layout(spec)
     render = _Renderer(program)
     cores = fmt.cores(spec)
     kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
@@ -281,8 +238,9 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "        super().__init__()",
         "        factory = {\"device\": device, \"dtype\": dtype}",
     ]
-    for core, axes in zip(cores, _core_axes(fmt, spec)):
+    for core in cores:
         shape = ", ".join(map(str, core.shape))
+        axes = "[" + ", ".join(core.axes) + "]"
         lines.append(f"        self.{core.name} = nn.Parameter(torch.empty({shape}, **factory))  # {axes}")
     lines += [
         "        if bias:",
@@ -437,4 +395,4 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
     return _file(doc, classes, [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"], extra, copy=True)
 
 
-__all__ = ["ChainLayout", "chain_layout", "class_name", "emit_class", "emit_layer", "emit_model"]
+__all__ = ["class_name", "emit_class", "emit_layer", "emit_model"]

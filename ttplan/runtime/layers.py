@@ -20,7 +20,7 @@ from torch import nn
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.network import build_network
-from ttplan.core.schemes import SCHEMES
+from ttplan.core.schemes import scheme, scheme_names
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -29,7 +29,7 @@ from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.lowering import Program, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
-PLAN_NAMES = ("best", "published", *SCHEMES)
+PLAN_NAMES = ("best", "published", *scheme_names())
 
 
 def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,
@@ -49,8 +49,7 @@ def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "b
     network = build_network(spec, fmt, batch)
     if plan == "best":
         return optimize(network, fold_weights=fold_weights)
-    name = fmt.kind if plan == "published" else plan
-    return SCHEMES[name](network, fold_weights)
+    return scheme(fmt.published_scheme if plan == "published" else plan, network, fold_weights)
 
 
 class _TTLayer(nn.Module):
