@@ -62,3 +62,15 @@ def one_thread():
 def make_random_layer():
     """The `random_layer(rng, max_cores)` factory."""
     return random_layer
+
+
+@pytest.fixture
+def toy_format():
+    """The `spatial-last` test format, registered for one test and forgotten after it."""
+    from tests.helpers.toy_format import SpatialLastTT
+    from ttplan.core.formats import register
+    from ttplan.core.formats.registry import unregister
+
+    register(SpatialLastTT)
+    yield SpatialLastTT
+    unregister(SpatialLastTT.name)

@@ -175,7 +175,7 @@ class _Renderer:
 def class_name(plan: ContractionPlan) -> str:
     """A readable class name from the layer geometry and format, e.g. `TTHodecConv128to256K3S2P1`."""
     spec, fmt = plan.network.spec, plan.network.fmt
-    label = fmt.label.capitalize()
+    label = "".join(part.capitalize() for part in fmt.label.replace("_", "-").split("-"))
     if spec.linear:
         return f"TT{label}Linear{spec.in_channels}to{spec.out_channels}"
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = spec.kernel_size, spec.stride, spec.padding, spec.dilation
