@@ -20,7 +20,7 @@ from ttplan.core.layer import LayerPlan, plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import count_model_params, load_model, trace_layers
-from ttplan.models.trace import TracedLayer, layer_macs, layer_params
+from ttplan.models.trace import TracedLayer
 
 
 @dataclass
@@ -51,12 +51,12 @@ class ArchLayer:
     @property
     def baseline_macs(self) -> int:
         """Dense MACs at the plan's batch (a grouped conv counts 1/groups)."""
-        return layer_macs(self.spec, self.batch)
+        return self.spec.dense_macs(self.batch)
 
     @property
     def baseline_params(self) -> int:
         """Dense kernel plus bias."""
-        return layer_params(self.spec)
+        return self.spec.dense_params()
 
     @property
     def macs(self) -> int:

@@ -34,7 +34,7 @@ from ttplan.core.network import build_network
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer, layer_macs, layer_params
+from ttplan.models.trace import TracedLayer
 
 #: uniform ranks tried (each clipped to the exact rank at its cut)
 RANK_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
@@ -166,15 +166,15 @@ class BudgetProblem:
                 fmt = self.decisions[layer.name].fmt
                 spec = layer.spec
                 if fmt is None:
-                    fixed_macs += layer_macs(spec, self.batch)
-                    fixed_params += layer_params(spec)
+                    fixed_macs += spec.dense_macs(self.batch)
+                    fixed_params += spec.dense_params()
                 else:
                     fixed_macs += optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights).macs
                     fixed_params += fmt.params(spec)
         candidates = {}
         for name in self.free:
             spec = by_name[name].spec
-            dense = Candidate(None, layer_macs(spec, self.batch), layer_params(spec))
+            dense = Candidate(None, spec.dense_macs(self.batch), spec.dense_params())
             candidates[name] = [dense, *(Candidate(f, costs[(spec, f)], f.params(spec)) for f in self.options[name])]
         chosen, met = select(candidates, fixed_macs, fixed_params, self.target_macs, self.target_params)
         formats: dict[str, TTFormat | None] = {}
@@ -234,8 +234,8 @@ def prepare_budget(
         options[layer.name] = fmts
         for fmt in fmts:
             jobs[(layer.spec, fmt)] = None
-    baseline_macs = sum(layer_macs(layer.spec, batch) for layer in layers)
-    baseline_params = sum(layer_params(layer.spec) for layer in layers)
+    baseline_macs = sum(layer.spec.dense_macs(batch) for layer in layers)
+    baseline_params = sum(layer.spec.dense_params() for layer in layers)
     return BudgetProblem(
         label, layers, size, all_params, decisions, free, options,
         _target(target_macs_reduction, baseline_macs, "MACs"), _target(target_params_reduction, baseline_params,

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
+from ttplan.runtime.fold_cache import fold_key_source
 from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
 
 #: how generated code spells the run-time sizes
@@ -211,7 +212,7 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "",
         f"    in_modes {list(fmt.in_modes)}, out_modes {list(fmt.out_modes)}, ranks {list(fmt.ranks)}; "
         f"{net.params():,} core parameters",
-        f"    (dense kernel: {spec.out_channels * spec.in_channels * spec.window:,}). Planned at batch "
+        f"    (dense kernel: {spec.kernel_elements:,}). Planned at batch "
         f"{net.batch}: {plan.feature_macs:,} MACs on the feature map",
         f"    + {plan.weight_macs:,} weight-only MACs per forward (FLOPs = 2 x MACs); the dense {what}: "
         f"{dense_macs:,} MACs.",
@@ -277,11 +278,11 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
             "",
             "    def folded_weights(self) -> tuple[torch.Tensor, ...]:",
             '        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a',
-            '        core changes (version counter, storage, dtype), so training and load_state_dict keep working."""',
+            '        core changes (version, storage, dtype, device), so training and load_state_dict keep working."""',
             "        recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())",
             "        if not self.fold_weights or recording:",
             "            return self.weights()",
-            "        key = tuple((core._version, core.data_ptr(), core.dtype) for core in self.cores())",
+            f"        key = {fold_key_source('self.cores()')}",
             "        if self._folded is None or self._folded[0] != key:",
             "            with torch.no_grad():",
             "                self._folded = (key, self.weights())",

@@ -26,6 +26,7 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
+from ttplan.runtime.fold_cache import fold_key
 from ttplan.runtime.lowering import Program, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
@@ -94,7 +95,7 @@ class _TTLayer(nn.Module):
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         if not self.fold_weights or recording:
             return fold(self.program, cores)
-        key = tuple((core._version, core.data_ptr(), core.dtype, core.device) for core in cores)
+        key = fold_key(cores)
         if self._folded is None or self._folded[0] != key:
             with torch.no_grad():
                 self._folded = (key, fold(self.program, cores))

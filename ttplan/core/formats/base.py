@@ -254,7 +254,8 @@ class TTFormat:
         self.validate_ranks(spec)
 
     def validate_modes(self, spec: ConvSpec) -> None:
-        """The mode checks alone (ranks may not be known yet)."""
+        """The layer and mode checks alone (ranks may not be known yet)."""
+        self.validate_layer(spec)
         for name, modes, channels in (
             ("in_modes", self.in_modes, spec.in_channels),
             ("out_modes", self.out_modes, spec.out_channels),
@@ -270,6 +271,15 @@ class TTFormat:
             raise TTPlanError(
                 f"in_modes={list(self.in_modes)}, out_modes={list(self.out_modes)}: the {self.name} format "
                 "pairs one input with one output mode per core, so both need the same count"
+            )
+
+    @classmethod
+    def validate_layer(cls, spec: ConvSpec) -> None:
+        """The checks on the layer alone: a valid spec that a TT format can decompose (groups=1)."""
+        spec.validate()
+        if spec.groups != 1:
+            raise TTPlanError(
+                f"groups={spec.groups}: only groups=1 convs can be TT-decomposed; leave grouped convs dense"
             )
 
     def validate_ranks(self, spec: ConvSpec) -> None:
@@ -320,6 +330,7 @@ class TTFormat:
         tt_shapes: tuple[int, ...] | None = None,
     ) -> TTFormat:
         """Build and validate a format of this class from any accepted spelling (see `make_format`)."""
+        cls.validate_layer(spec)
         if rank is not None:
             check_positive("rank", rank)
         if order is not None:
