@@ -40,3 +40,21 @@ def test_library_and_generated_layers_cache_under_the_same_key():
         library.double()(x.double())
         generated.double()(x.double())
     assert library._folded[0][0][2] == generated._folded[0][0][2] == torch.float64
+
+
+def test_wrong_cores_get_the_same_error_from_the_runtime_and_the_rebuild():
+    import pytest
+
+    from ttplan.errors import TTPlanError
+    from ttplan.runtime.decomposition import rebuild
+    from ttplan.runtime.lowering import fold
+
+    plan = optimize(build_network(SPEC, FMT))
+    good = [torch.zeros(c.shape) for c in FMT.cores(SPEC)]
+    for cores in (good[:-1], [*good[:-1], torch.zeros(9, 9)]):
+        with pytest.raises(TTPlanError) as from_fold:
+            fold(plan, cores)
+        with pytest.raises(TTPlanError) as from_rebuild:
+            rebuild(cores, FMT, SPEC)
+        assert str(from_fold.value) == str(from_rebuild.value)
+        assert "\n" not in str(from_fold.value)

@@ -145,14 +145,10 @@ class _Renderer:
         ]
 
     def comment(self, step: Step, batch: int) -> str:
-        plan = self.program.plan
-        spec = plan.network.spec
         what = f"step {step.number}: {_ascii(step.left_name)} x {_ascii(step.right_name)}"
         if step.kind == "weight":
             return f"# {what}, weight-only: {step.macs:,} MACs"
-        conv = next((s.number for s in plan.steps if s.kind == "conv"), None)
-        after = step.kind == "conv" or (conv is not None and step.number > conv)
-        h, w = spec.output_size if after else spec.input_size
+        h, w = step.map_size
         kind = "conv2d" if step.kind == "conv" else "feature map"
         return f"# {what}, {kind} at {h}x{w}: {step.macs:,} MACs at batch {batch}"
 

@@ -183,10 +183,13 @@ class TTFormat:
 
     # -- what the chain gives every format ----------------------------------------------------------
 
+    def core_params(self, spec: ConvSpec) -> int:
+        """Elements of all cores."""
+        return sum(math.prod(c.shape) for c in self.cores(spec))
+
     def params(self, spec: ConvSpec) -> int:
-        """Elements of all cores, plus the bias if the layer has one."""
-        cores = sum(math.prod(c.shape) for c in self.cores(spec))
-        return cores + (spec.out_channels if spec.bias else 0)
+        """Elements of all cores, plus the bias if the layer has one. The one count of a format's parameters."""
+        return self.core_params(spec) + (spec.out_channels if spec.bias else 0)
 
     def rank_size(self, index: str) -> int:
         """The size of a rank index of the network (`r3` is `ranks[3]`)."""
