@@ -26,19 +26,28 @@ _HELPERS = '''
 def tt_svd(chain: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
     """Sequential truncated SVD of `chain` (one axis per core) into cores `[r_t, n_t, r_t+1]`.
 
-    The SVDs run in float64 (float32 on MPS) and the cores come back in the input's dtype. Ranks
-    above what an SVD can give are padded with zeros, which leaves the chain's product unchanged.
+    `ranks[0] == ranks[-1]`: 1 for an open chain; a ring's closing rank splits the first SVD's rank as
+    `r_0 * r_1` and carries `r_0` to the far end. The SVDs run in float64 (float32 on MPS) and the cores
+    come back in the input's dtype. Ranks above what an SVD can give are padded with zeros, which leaves
+    the chain's product unchanged.
     """
     work = chain.detach().to(torch.float32 if chain.device.type == "mps" else torch.float64)
-    sizes = tuple(work.shape)
+    sizes, closing = tuple(work.shape), ranks[0]
     cores = []
     rest = work.reshape(1, -1)
     for t, size in enumerate(sizes[:-1]):
         u, s, vh = torch.linalg.svd(rest.reshape(rest.shape[0] * size, -1), full_matrices=False)
-        r = min(ranks[t + 1], s.numel())
-        cores.append(u[:, :r].reshape(rest.shape[0], size, r))
-        rest = s[:r, None] * vh[:r]
-    cores.append(rest.reshape(rest.shape[0], sizes[-1], 1))
+        width = closing * ranks[1] if t == 0 else ranks[t + 1]
+        r = min(width, s.numel())
+        u, rest = u[:, :r], s[:r, None] * vh[:r]
+        if t == 0 and closing > 1:
+            u = torch.cat([u, u.new_zeros(u.shape[0], width - r)], dim=1)
+            rest = torch.cat([rest, rest.new_zeros(width - r, rest.shape[1])], dim=0)
+            cores.append(u.reshape(size, closing, ranks[1]).permute(1, 0, 2))
+            rest = rest.reshape(closing, ranks[1], -1).permute(1, 2, 0).reshape(ranks[1], -1)
+        else:
+            cores.append(u.reshape(-1, size, r))
+    cores.append(rest.reshape(rest.shape[0], sizes[-1], closing))
     padded = []
     for t, core in enumerate(cores):
         full = core.new_zeros(ranks[t], core.shape[1], ranks[t + 1])
@@ -48,10 +57,13 @@ def tt_svd(chain: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
 
 
 def tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
-    """Contract cores `[r_t, n_t, r_t+1]` left to right into the tensor of shape `(n_1, ..., n_m)`."""
+    """Contract cores `[r_t, n_t, r_t+1]` left to right into the tensor of shape `(n_1, ..., n_m)`, tracing over
+    the closing rank of a ring (the equal end ranks; 1 for an open chain)."""
+    closing = cores[0].shape[0]
     full = cores[0].reshape(-1, cores[0].shape[-1])
     for core in cores[1:]:
         full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+    full = full.reshape(closing, -1, closing).diagonal(dim1=0, dim2=2).sum(-1)
     return full.reshape([core.shape[1] for core in cores])
 '''
 

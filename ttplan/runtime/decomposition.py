@@ -5,8 +5,9 @@ Layouts follow docs/conventions.md: channels split row-major over their modes; t
 `[r_left, n, r_right]` over a reordered kernel; the format says which (`TTFormat.chain_layout`), e.g.
 classical `[K, I_1·O_1, …, I_d·O_d]`, hodec `[O_1, …, O_e, K, I_1, …, I_d]`.
 
-Decomposition is sequential truncated SVD left to right (left-orthogonal cores, singular values pushed
-right). Ranks above what an SVD can give are padded with zeros, which leaves the rebuild unchanged.
+Decomposition is sequential truncated SVD left to right (left-orthogonal cores, singular values pushed right); a
+ring (equal end ranks above 1) splits the first SVD's rank into the closing rank and the next. Ranks above what an
+SVD can give are padded with zeros, which leaves the rebuild unchanged.
 """
 
 from __future__ import annotations
@@ -63,8 +64,38 @@ def _pad(core: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return out
 
 
+def ring_svd(tensor: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
+    """Sequential truncated SVDs of `tensor` (one axis per core) into cores `[r_t, n_t, r_t+1]` joined by `ranks`.
+
+    `ranks[0] == ranks[-1]` is the closing rank: 1 gives the open chain's TT-SVD; above 1 the first SVD's
+    rank is split as `r_0 · r_1` and `r_0` is carried to the far end (the tensor-ring SVD), so the ring's
+    trace rebuilds the tensor. Exact at `ring_exact_ranks`; larger ranks are padded with zeros.
+    """
+    sizes, closing = tuple(tensor.shape), ranks[0]
+    cores: list[torch.Tensor] = []
+    rest = tensor.reshape(1, -1)
+    r_prev = 1  # rank actually achieved at the previous cut (<= the requested one)
+    for t in range(len(sizes) - 1):
+        u, s, vh = torch.linalg.svd(rest.reshape(r_prev * sizes[t], -1), full_matrices=False)
+        width = closing * ranks[1] if t == 0 else ranks[t + 1]
+        r = min(width, s.numel())
+        u, rest = u[:, :r], s[:r, None] * vh[:r]
+        if t == 0 and closing > 1:
+            # split the first rank as (r_0, r_1): pad to r_0·r_1, then move r_0 to the far end of the rest
+            u = torch.cat([u, u.new_zeros(u.shape[0], width - r)], dim=1)
+            rest = torch.cat([rest, rest.new_zeros(width - r, rest.shape[1])], dim=0)
+            cores.append(u.reshape(sizes[0], closing, ranks[1]).permute(1, 0, 2))
+            rest = rest.reshape(closing, ranks[1], -1).permute(1, 2, 0).reshape(ranks[1], -1)
+            r_prev = ranks[1]
+            continue
+        cores.append(_pad(u.reshape(r_prev, sizes[t], r), ranks[t] if t else closing, ranks[t + 1]))
+        r_prev = r
+    cores.append(_pad(rest.reshape(r_prev, sizes[-1], closing), ranks[-2], closing))
+    return cores
+
+
 def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch.Tensor]:
-    """TT-SVD of a dense kernel into the cores of `fmt`, shaped exactly as `fmt.cores(spec)`, in that order.
+    """TT-SVD (ring SVD for a ring) of a dense kernel into the cores of `fmt`, shaped as `fmt.cores(spec)`, in order.
 
     Runs on the weight's device; the SVDs run in float64 (except on MPS) and the cores come back in the
     weight's dtype. The weight is detached: this is a projection, not a differentiable op.
@@ -74,19 +105,7 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
     work = weight.detach().to(_work_dtype(weight))
     tensor = work.reshape(chain.kernel_modes).permute(chain.chain_axes).reshape(chain.chain_sizes)
 
-    chain_cores: list[torch.Tensor] = []
-    rest = tensor.reshape(1, -1)
-    r_prev = 1  # rank actually achieved at the previous cut (<= the requested one)
-    sizes, ranks = chain.chain_sizes, chain.chain_ranks
-    for t in range(len(sizes) - 1):
-        mat = rest.reshape(r_prev * sizes[t], -1)
-        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-        r = min(ranks[t + 1], s.numel())
-        chain_cores.append(_pad(u[:, :r].reshape(r_prev, sizes[t], r), ranks[t], ranks[t + 1]))
-        rest = s[:r, None] * vh[:r]
-        r_prev = r
-    chain_cores.append(_pad(rest.reshape(r_prev, sizes[-1], 1), ranks[-2], 1))
-
+    chain_cores = ring_svd(tensor, chain.chain_ranks)
     shapes = [c.shape for c in fmt.cores(spec)]
     return [c.reshape(shape).to(weight.dtype) for c, shape in zip(chain_cores, shapes)]
 
@@ -96,10 +115,12 @@ def rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec) -> torch.T
     chain = _check_format(fmt, spec)
     fmt.check_cores([tuple(core.shape) for core in cores], spec)
     sizes, ranks, axes = chain.chain_sizes, chain.chain_ranks, chain.chain_axes
-    full = cores[0].reshape(sizes[0], ranks[1])
+    full = cores[0].reshape(ranks[0] * sizes[0], ranks[1])
     for t in range(1, len(cores)):
         core = cores[t].reshape(ranks[t], sizes[t] * ranks[t + 1])
-        full = torch.tensordot(full, core, dims=1).reshape(-1, ranks[t + 1])
+        full = torch.mm(full, core).reshape(-1, ranks[t + 1])
+    # the trace over the closing rank (a plain reshape for an open chain, whose ends are 1)
+    full = full.reshape(ranks[0], -1, ranks[-1]).diagonal(dim1=0, dim2=2).sum(-1)
     permuted = full.reshape([chain.kernel_modes[p] for p in axes])
     inverse = [axes.index(a) for a in range(len(axes))]
     return permuted.permute(inverse).reshape(_kernel_shape(spec))
@@ -122,4 +143,4 @@ def project(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> torch.Tensor
     return rebuild(decompose(weight, fmt, spec), fmt, spec).reshape(weight.shape)
 
 
-__all__ = ["decompose", "project", "rebuild", "relative_error"]
+__all__ = ["decompose", "project", "rebuild", "relative_error", "ring_svd"]

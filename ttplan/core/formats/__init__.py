@@ -1,9 +1,10 @@
 """TT formats of a conv kernel as plug-ins: one class per format, registered by name.
 
-`make_format(name, spec, ...)` builds and validates one from any accepted spelling; `TTFormat` is the
-base type every format derives from. The formats shipped: classical (Garipov et al.), hodec (spatial
-core in the middle), tucker2 (hodec with one mode a side) and ttm (TT-matrix, for nn.Linear). Adding a
-format is one module with a `TTFormat` subclass, registered here (the order is the order `--format` lists).
+`make_format(name, spec, ...)` builds and validates one from any accepted spelling; `TTFormat` is the base type
+every format derives from. The formats shipped: classical (Garipov et al.), hodec (spatial core in the middle),
+tucker2 (hodec with one mode a side), tr (hodec's cores in a tensor ring) and ttm (TT-matrix, for nn.Linear).
+Adding a format is one module with a `TTFormat` subclass, registered here (the order is the order `--format`
+lists).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from ttplan.core.formats.registry import (
     published_schemes,
     register,
 )
+from ttplan.core.formats.ring import TensorRingTT
 from ttplan.core.formats.ttm import TTMatrix
 from ttplan.core.formats.tucker2 import Tucker2TT
 
-for _cls in (ClassicalTT, HodecTT, Tucker2TT, TTMatrix):
+for _cls in (ClassicalTT, HodecTT, Tucker2TT, TensorRingTT, TTMatrix):
     register(_cls)
 
 #: the registered format names at import (the registry itself is `format_names()`)
@@ -40,6 +42,7 @@ __all__ = [
     "HodecTT",
     "TTFormat",
     "TTMatrix",
+    "TensorRingTT",
     "Tucker2TT",
     "balanced_factors",
     "format_from_dict",

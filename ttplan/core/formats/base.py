@@ -40,7 +40,8 @@ class ChainLayout:
     """How a format reads the dense kernel `W[o_1…o_e, i_1…i_d, k_h, k_w]` as a chain of 3-way cores.
 
     `chain_axes` are the axes of `W` (viewed with `kernel_modes`) in core order, `chain_sizes` each
-    core's mode size and `chain_ranks` the `len(chain_sizes) + 1` chain ranks, 1 at both ends.
+    core's mode size and `chain_ranks` the `len(chain_sizes) + 1` chain ranks. Both ends are equal: 1 for an
+    open chain, the closing rank of a ring (traced over when the kernel is rebuilt).
     """
 
     kernel_modes: tuple[int, ...]
@@ -149,8 +150,9 @@ class TTFormat:
         """Axes of `W[o_1…o_e, i_1…i_d, k_h, k_w]` in core order."""
         raise NotImplementedError
 
-    def published_order(self) -> tuple[str, ...]:
-        """The core names in the order the published scheme absorbs them into the feature map."""
+    def published_order(self) -> tuple[str | tuple[str, ...], ...]:
+        """The core names in the order the published scheme absorbs them into the feature map; a tuple of names
+        is merged first (left to right) and absorbed as one."""
         raise NotImplementedError
 
     def _stored(self, chain: tuple) -> tuple:
@@ -158,7 +160,7 @@ class TTFormat:
         return tuple(chain)
 
     def _chain_ranks(self) -> tuple[int, ...]:
-        """The `n + 1` chain ranks, 1 at both ends, from the stored ranks."""
+        """The `n + 1` chain ranks (equal ends: 1, or a ring's closing rank), from the stored ranks."""
         return tuple(self.ranks)
 
     @classmethod

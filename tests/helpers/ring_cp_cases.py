@@ -1,0 +1,55 @@
+"""Random tensor-ring and CP layers small enough for brute force and fast float64 runtime checks."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from ttplan.core.formats import TTFormat, get_format
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+
+
+def _factor(n: int, parts: int, rng: random.Random) -> tuple[int, ...]:
+    """A random ordered factorisation of `n` into `parts` factors (factors of 1 allowed)."""
+    out = []
+    for _ in range(parts - 1):
+        q = rng.choice([v for v in range(1, n + 1) if n % v == 0])
+        out.append(q)
+        n //= q
+    return (*out, n)
+
+
+def random_spec(rng: random.Random) -> ConvSpec:
+    """A random small conv: stride, padding, dilation, non-square kernels and inputs."""
+    while True:
+        kernel = (rng.choice([1, 2, 3]), rng.choice([1, 2, 3, 5]))
+        try:
+            return ConvSpec.make(
+                rng.choice([1, 2, 4, 6, 8, 12]), rng.choice([1, 2, 3, 4, 6, 8, 9]), kernel,
+                (rng.choice([1, 2, 3]), rng.choice([1, 2])), (rng.randint(0, 2), rng.randint(0, 2)),
+                (rng.choice([1, 2]), rng.choice([1, 1, 2])), (rng.randint(1, 11), rng.randint(1, 9)))
+        except TTPlanError:
+            continue
+
+
+def random_ring(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = None,
+                closing: int | None = None) -> tuple[ConvSpec, TTFormat]:
+    """A random `tr` format (closing rank 1 to 4 unless given, interior ranks up to the bounds) on a random or
+    given layer."""
+    while True:
+        layer = spec or random_spec(rng)
+        d, e = rng.randint(1, 3), rng.randint(1, 3)
+        if d + e + 1 > max_cores:
+            continue
+        probe = get_format("tr")(_factor(layer.in_channels, d, rng), _factor(layer.out_channels, e, rng), ())
+        close = closing or rng.randint(1, 4)
+        bounds = probe.with_ranks((close,)).rank_bounds(layer)
+        ranks = (close, *(rng.randint(1, min(b, 6)) for b in bounds[1:-1]), close)
+        fmt = probe.with_ranks(ranks)
+        try:
+            fmt.validate(layer)
+        except TTPlanError:
+            continue
+        assert math.prod(fmt.in_modes) == layer.in_channels
+        return layer, fmt
