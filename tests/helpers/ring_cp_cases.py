@@ -53,3 +53,16 @@ def random_ring(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = 
             continue
         assert math.prod(fmt.in_modes) == layer.in_channels
         return layer, fmt
+
+
+def random_cp(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = None) -> tuple[ConvSpec, TTFormat]:
+    """A random `cp` format (one to three modes a side, rank 1 to 8) on a random or given layer."""
+    while True:
+        layer = spec or random_spec(rng)
+        d, e = rng.randint(1, 3), rng.randint(1, 3)
+        if d + e + 1 > max_cores:
+            continue
+        probe = get_format("cp")(_factor(layer.in_channels, d, rng), _factor(layer.out_channels, e, rng), ())
+        fmt = probe.with_ranks((rng.randint(1, min(8, probe.max_ranks(layer)[0])),))
+        fmt.validate(layer)
+        return layer, fmt

@@ -57,18 +57,32 @@ def operand_elements(network: TensorNetwork, op: Operand) -> int:
     return network.batch * pixels * channel_product(network, op.indices)
 
 
+def open_indices(network: TensorNetwork, a: Operand, b: Operand, union: frozenset[str],
+                 leaves: frozenset[int]) -> frozenset[str]:
+    """The indices still open after contracting `a` with `b`: those of the output, and those held by a tensor
+    not yet in either operand. Without hyperedges that is the symmetric difference."""
+    if not network.hyperedges:
+        return a.indices ^ b.indices
+    output = network.output
+    holders = network.holders
+    return frozenset(i for i in union if i in output or not holders[i] <= leaves)
+
+
 def pair_cost(network: TensorNetwork, a: Operand, b: Operand) -> PairCost:
     """Cost of contracting `a` with `b` under ttplan's conv-aware model (DESIGN.md).
 
     - weight-only: product of every index in either operand;
     - feature-map step: B · (H·W before the window, H'·W' after) · the channel/rank indices;
     - conv step (the feature map meets the tensor holding the window `k`): B · H'W' · K · the rest.
+
+    Every index in either operand counts once, so a rank both hold and keep open (a hyperedge) is a batch index
+    of the step: a depthwise conv step costs B · H'W' · K · the other open indices.
     """
     if a.feature and b.feature:
         raise TTPlanError("two operands both hold the feature map: a network has only one input")
     union = a.indices | b.indices
-    kept = a.indices ^ b.indices
     leaves = a.leaves | b.leaves
+    kept = open_indices(network, a, b, union, leaves)
     if not a.feature and not b.feature:
         macs = math.prod(network.indices[n].size for n in union)
         result = Operand(frozenset(kept), False, False, leaves)

@@ -4,12 +4,14 @@ Index kinds: `batch` (b), `spatial` (s: H·W before the window is applied, H'·W
 (k: the k_h·k_w window, shared by the input and the window core), `in` / `out` (channel modes) and
 `rank`. The input `X[b, s, k, i_1…i_d]` carries `k` because convolving is contracting `k`: the
 step where the feature map meets the tensor holding `k` is the conv step. Ranks of size 1 at the
-chain's ends carry no index; interior ranks do, even of size 1.
+chain's ends carry no index; interior ranks do, even of size 1. A rank may be held by more than two tensors (a
+hyperedge: CP's one rank shared by every factor); it stays open until the last tensor holding it is absorbed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 
@@ -72,6 +74,20 @@ class TensorNetwork:
             if "k" in tensor.indices:
                 return n
         return None
+
+    @cached_property
+    def holders(self) -> dict[str, frozenset[int]]:
+        """For each index, the positions of the tensors holding it (three or more for a hyperedge)."""
+        out: dict[str, set[int]] = {}
+        for n, tensor in enumerate(self.tensors):
+            for name in tensor.indices:
+                out.setdefault(name, set()).add(n)
+        return {name: frozenset(nodes) for name, nodes in out.items()}
+
+    @cached_property
+    def hyperedges(self) -> frozenset[str]:
+        """Indices held by more than two tensors (a CP rank shared by all factors)."""
+        return frozenset(name for name, nodes in self.holders.items() if len(nodes) > 2)
 
     def size(self, name: str) -> int:
         """Size of one index (the spatial one at input resolution)."""

@@ -15,6 +15,8 @@ from dataclasses import replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
+from ttplan.core.formats import FactorLayout
+from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
 from ttplan.runtime.fold_cache import fold_key_source
 from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
 
@@ -65,6 +67,57 @@ def tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
         full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
     full = full.reshape(closing, -1, closing).diagonal(dim1=0, dim2=2).sum(-1)
     return full.reshape([core.shape[1] for core in cores])
+'''
+
+_CP_HELPERS = f'''
+
+def khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
+    """Column-wise Kronecker product [n_1 * ... * n_m, R] of factors [n_j, R], the last factor's rows fastest."""
+    out = factors[0]
+    for factor in factors[1:]:
+        out = (out[:, None, :] * factor[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def cp_als(tensor: torch.Tensor, rank: int, iterations: int = {CP_ITERATIONS}, tolerance: float = {CP_TOLERANCE}
+           ) -> list[torch.Tensor]:
+    """CP of `tensor` (one factor [n_j, R] per axis) by alternating least squares, in float64 (float32 on MPS).
+
+    Starts from each unfolding's leading left singular vectors (seeded random columns past its rank); stops
+    after `iterations` sweeps or when the relative error improves by less than `tolerance`. CP is not an exact
+    projection: the result is a local optimum. The factors come back in the input's dtype.
+    """
+    work = tensor.detach().to(torch.float32 if tensor.device.type == "mps" else torch.float64)
+    shape, m = tuple(work.shape), work.dim()
+    unfold = [work.movedim(n, 0).reshape(shape[n], -1) for n in range(m)]
+    gen = torch.Generator(device=work.device).manual_seed(0)
+    factors = []
+    for n in range(m):
+        u = torch.linalg.svd(unfold[n], full_matrices=False)[0][:, :rank]
+        extra = torch.randn(shape[n], rank - u.shape[1], generator=gen, dtype=work.dtype, device=work.device)
+        factors.append(torch.cat([u, extra / math.sqrt(shape[n])], dim=1))
+    norm = torch.linalg.vector_norm(work).item()
+    error = math.inf
+    for _ in range(iterations):
+        for n in range(m):
+            others = [factors[j] for j in range(m) if j != n]
+            gram = torch.ones(rank, rank, dtype=work.dtype, device=work.device)
+            for factor in others:
+                gram = gram * (factor.T @ factor)
+            mttkrp = unfold[n] @ khatri_rao(others) if others else unfold[n]
+            factors[n] = torch.linalg.lstsq(gram, mttkrp.T).solution.T if others else mttkrp
+            if n < m - 1:
+                scale = torch.linalg.vector_norm(factors[n], dim=0)
+                factors[n] = factors[n] / torch.where(scale > 0, scale, torch.ones_like(scale))
+        full = torch.ones(rank, rank, dtype=work.dtype, device=work.device)
+        for factor in factors:
+            full = full * (factor.T @ factor)
+        residual = max(norm ** 2 - 2 * (factors[-1] * mttkrp).sum().item() + full.sum().item(), 0.0)
+        new = math.sqrt(residual) / norm if norm > 0 else 0.0
+        if error - new < tolerance:
+            break
+        error = new
+    return [factor.to(tensor.dtype) for factor in factors]
 '''
 
 _CONVERT = '''
@@ -146,13 +199,16 @@ class _Renderer:
             return out
         if isinstance(ins, MatMul):
             shown = f"-> [{', '.join(ins.layout)}]"
+            if ins.shared:
+                return [(f"{ins.out} = torch.bmm({ins.left}, {ins.right})", shown)]
             if ins.batch is None:
                 return [(f"{ins.out} = torch.mm({ins.left}, {ins.right})", shown)]
             left = f"{ins.left}.expand({ins.right}.shape[0], -1, -1)"
             return [(f"{ins.out} = torch.bmm({left}, {ins.right})", shown)]
+        groups = f", groups={_size(ins.groups, sizes)}" if ins.groups else ""
         return [
             (f"{ins.out} = F.conv2d({ins.src}, {ins.weight}, stride=self.stride, padding=self.padding, "
-             "dilation=self.dilation)", f"-> [{', '.join(ins.layout)}]"),
+             f"dilation=self.dilation{groups})", f"-> [{', '.join(ins.layout)}]"),
             (f"height, width = {ins.out}.shape[-2:]", ""),
         ]
 
@@ -199,6 +255,30 @@ def class_name(plan: ContractionPlan) -> str:
             f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
 
 
+def _chain_attributes(layout) -> list[str]:
+    """Class attributes of a chain (or ring) of 3-way cores: what `tt_svd` and `tt_chain` follow."""
+    return [
+        "    # TT-SVD view of the kernel: W reshaped to kernel_modes (o..., i..., kh, kw), permuted by chain_axes",
+        "    # into core order and reshaped to chain_sizes, one axis per core, joined by chain_ranks",
+        f"    kernel_modes = {layout.kernel_modes}",
+        f"    chain_axes = {layout.chain_axes}",
+        f"    chain_sizes = {layout.chain_sizes}",
+        f"    chain_ranks = {layout.chain_ranks}",
+    ]
+
+
+def _factor_attributes(layout: FactorLayout) -> list[str]:
+    """Class attributes of factors on one shared rank (CP): what `cp_als` and `khatri_rao` follow."""
+    return [
+        "    # CP view of the kernel: W reshaped to kernel_modes (o..., i..., kh, kw), permuted by chain_axes",
+        "    # into factor order and reshaped to chain_sizes, one axis per factor, all joined by the one rank cp_rank",
+        f"    kernel_modes = {layout.kernel_modes}",
+        f"    chain_axes = {layout.axes}",
+        f"    chain_sizes = {layout.factor_sizes}",
+        f"    cp_rank = {layout.rank}",
+    ]
+
+
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None) -> str:
     """The source of one `nn.Module` class that runs `plan` (see the module docstring)."""
     program = lower(plan)
@@ -206,7 +286,8 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
     spec, fmt = net.spec, net.fmt
     name = name or class_name(plan)
     bias = spec.bias if bias is None else bias
-    layout = fmt.chain_layout(spec)
+    layout = fmt.kernel_layout(spec)
+    factored = isinstance(layout, FactorLayout)
     render = _Renderer(program)
     cores = fmt.cores(spec)
     kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
@@ -235,12 +316,7 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         f"    padding = {spec.padding}",
         f"    dilation = {spec.dilation}",
         f"    kernel_shape = {kernel_shape}",
-        "    # TT-SVD view of the kernel: W reshaped to kernel_modes (o..., i..., kh, kw), permuted by chain_axes",
-        "    # into core order and reshaped to chain_sizes, one axis per core, joined by chain_ranks",
-        f"    kernel_modes = {layout.kernel_modes}",
-        f"    chain_axes = {layout.chain_axes}",
-        f"    chain_sizes = {layout.chain_sizes}",
-        f"    chain_ranks = {layout.chain_ranks}",
+        *(_factor_attributes(layout) if factored else _chain_attributes(layout)),
         "",
         f"    def __init__(self, bias: bool = {bias}, fold_weights: bool = {plan.fold_weights}, device=None, "
         "dtype=None) -> None:",
@@ -312,11 +388,14 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "",
         "    @classmethod",
         f"    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> \"{name}\":",
-        f'        """The layer whose cores are the TT-SVD of `weight` {kernel_doc} (exact at maximal ranks); '
-        'bias kept."""',
+        (f'        """The layer whose factors are the CP-ALS fit of `weight` {kernel_doc} (not exact); '
+         'bias kept."""') if factored else
+        (f'        """The layer whose cores are the TT-SVD of `weight` {kernel_doc} (exact at maximal ranks); '
+         'bias kept."""'),
         "        layer = cls(bias=bias is not None, device=weight.device, dtype=weight.dtype)",
         "        chain = weight.detach().reshape(cls.kernel_modes).permute(cls.chain_axes).reshape(cls.chain_sizes)",
         "        with torch.no_grad():",
+        "            for param, core in zip(layer.cores(), cp_als(chain, cls.cp_rank)):" if factored else
         "            for param, core in zip(layer.cores(), tt_svd(chain, cls.chain_ranks)):",
         "                param.copy_(core.reshape(param.shape))",
         "            if bias is not None:",
@@ -325,9 +404,16 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "",
         "    def to_dense(self) -> torch.Tensor:",
         f'        """The rebuilt kernel {kernel_doc} (differentiable)."""',
-        "        ranks, sizes = self.chain_ranks, self.chain_sizes",
-        "        cores = [core.reshape(ranks[t], sizes[t], ranks[t + 1]) for t, core in enumerate(self.cores())]",
-        "        kernel = tt_chain(cores).reshape([self.kernel_modes[axis] for axis in self.chain_axes])",
+        *([
+            "        sizes = self.chain_sizes",
+            "        factors = [core.reshape(size, self.cp_rank) for core, size in zip(self.cores(), sizes)]",
+            "        kernel = khatri_rao(factors).sum(-1)",
+            "        kernel = kernel.reshape([self.kernel_modes[axis] for axis in self.chain_axes])",
+        ] if factored else [
+            "        ranks, sizes = self.chain_ranks, self.chain_sizes",
+            "        cores = [core.reshape(ranks[t], sizes[t], ranks[t + 1]) for t, core in enumerate(self.cores())]",
+            "        kernel = tt_chain(cores).reshape([self.kernel_modes[axis] for axis in self.chain_axes])",
+        ]),
         "        inverse = [self.chain_axes.index(axis) for axis in range(len(self.chain_axes))]",
         "        return kernel.permute(inverse).reshape(self.kernel_shape)",
         "",
@@ -352,7 +438,8 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    parts = [doc, "\n".join(imports), "", exported, _HELPERS.rstrip("\n"), ""]
+    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "")
+    parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]
     text = "\n".join(parts)

@@ -16,15 +16,77 @@ import math
 
 import torch
 
-from ttplan.core.formats import ChainLayout, TTFormat
+from ttplan.core.formats import ChainLayout, FactorLayout, TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
+#: CP-ALS: at most this many sweeps over the factors ...
+CP_ITERATIONS = 200
+#: ... stopping once the relative error improves by less than this in one sweep
+CP_TOLERANCE = 1e-7
 
-def _check_format(fmt: TTFormat, spec: ConvSpec) -> ChainLayout:
-    """Validate the format against the layer and return its chain view (`TTFormat.chain_layout`)."""
+
+def _check_format(fmt: TTFormat, spec: ConvSpec) -> ChainLayout | FactorLayout:
+    """Validate the format against the layer and return its kernel view (`TTFormat.kernel_layout`)."""
     fmt.validate(spec)
-    return fmt.chain_layout(spec)
+    return fmt.kernel_layout(spec)
+
+
+def _khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
+    """Column-wise Kronecker product `[n_1·…·n_m, R]` of factors `[n_j, R]`, the last factor's rows fastest."""
+    out = factors[0]
+    for factor in factors[1:]:
+        out = (out[:, None, :] * factor[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def cp_als(tensor: torch.Tensor, rank: int, iterations: int = CP_ITERATIONS,
+           tolerance: float = CP_TOLERANCE) -> tuple[list[torch.Tensor], int]:
+    """CP of `tensor` (one factor `[n_j, R]` per axis) by alternating least squares; (factors, sweeps run).
+
+    Starts from each unfolding's leading left singular vectors (seeded random columns past its rank), so it is
+    deterministic;
+    stops after `iterations` sweeps or when the relative error improves by less than `tolerance`. CP has no
+    exact projection: the result is a local optimum, `relative_error` says how close it is.
+    """
+    shape, m = tuple(tensor.shape), tensor.dim()
+    unfold = [tensor.movedim(n, 0).reshape(shape[n], -1) for n in range(m)]
+    factors = []
+    gen = torch.Generator(device=tensor.device).manual_seed(0)
+    for n in range(m):
+        u = torch.linalg.svd(unfold[n], full_matrices=False)[0][:, :rank]
+        extra = torch.randn(shape[n], rank - u.shape[1], generator=gen, dtype=tensor.dtype, device=tensor.device)
+        factors.append(torch.cat([u, extra / math.sqrt(shape[n])], dim=1))
+    norm = torch.linalg.vector_norm(tensor).item()
+    error, sweeps = math.inf, 0
+    for sweeps in range(1, iterations + 1):  # noqa: B007  (the count is returned)
+        for n in range(m):
+            others = [factors[j] for j in range(m) if j != n]
+            gram = torch.ones(rank, rank, dtype=tensor.dtype, device=tensor.device)
+            for factor in others:
+                gram = gram * (factor.T @ factor)
+            mttkrp = unfold[n] @ _khatri_rao(others) if others else unfold[n]
+            factors[n] = torch.linalg.lstsq(gram, mttkrp.T).solution.T if others else mttkrp
+            if n < m - 1:  # keep the scale in the last factor; the next solve absorbs this one's
+                scale = torch.linalg.vector_norm(factors[n], dim=0)
+                factors[n] = factors[n] / torch.where(scale > 0, scale, torch.ones_like(scale))
+        # ‖T − X‖² = ‖T‖² − 2⟨T, X⟩ + ‖X‖², with ⟨T, X⟩ from the last solve's MTTKRP
+        full = torch.ones(rank, rank, dtype=tensor.dtype, device=tensor.device)
+        for factor in factors:
+            full = full * (factor.T @ factor)
+        inner = (factors[-1] * mttkrp).sum()
+        residual = max(norm ** 2 - 2 * inner.item() + full.sum().item(), 0.0)
+        new = math.sqrt(residual) / norm if norm > 0 else 0.0
+        if error - new < tolerance:
+            error = new
+            break
+        error = new
+    return factors, sweeps
+
+
+def _factor_view(work: torch.Tensor, layout: FactorLayout) -> torch.Tensor:
+    """The kernel as a tensor with one axis per factor."""
+    return work.reshape(layout.kernel_modes).permute(layout.axes).reshape(layout.factor_sizes)
 
 
 def _kernel_shape(spec: ConvSpec) -> tuple[int, ...]:
@@ -95,7 +157,8 @@ def ring_svd(tensor: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]
 
 
 def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch.Tensor]:
-    """TT-SVD (ring SVD for a ring) of a dense kernel into the cores of `fmt`, shaped as `fmt.cores(spec)`, in order.
+    """TT-SVD (ring SVD for a ring, CP-ALS for factors on one rank) of a dense kernel into the cores of `fmt`, shaped
+    as `fmt.cores(spec)`, in order.
 
     Runs on the weight's device; the SVDs run in float64 (except on MPS) and the cores come back in the
     weight's dtype. The weight is detached: this is a projection, not a differentiable op.
@@ -103,10 +166,14 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
     _check_weight(weight, spec)
     chain = _check_format(fmt, spec)
     work = weight.detach().to(_work_dtype(weight))
+    shapes = [c.shape for c in fmt.cores(spec)]
+    if isinstance(chain, FactorLayout):
+        factors, _ = cp_als(_factor_view(work, chain), chain.rank)
+        return [f.reshape(shape).to(weight.dtype) for f, shape in zip(factors, shapes)]
     tensor = work.reshape(chain.kernel_modes).permute(chain.chain_axes).reshape(chain.chain_sizes)
 
+
     chain_cores = ring_svd(tensor, chain.chain_ranks)
-    shapes = [c.shape for c in fmt.cores(spec)]
     return [c.reshape(shape).to(weight.dtype) for c, shape in zip(chain_cores, shapes)]
 
 
@@ -114,6 +181,11 @@ def rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec) -> torch.T
     """The dense kernel `[O, I, k_h, k_w]` (`[O, I]` for linear layers) from the cores; differentiable."""
     chain = _check_format(fmt, spec)
     fmt.check_cores([tuple(core.shape) for core in cores], spec)
+    if isinstance(chain, FactorLayout):
+        factors = [core.reshape(size, chain.rank) for core, size in zip(cores, chain.factor_sizes)]
+        view = [chain.kernel_modes[a] for a in chain.axes]
+        full, axes = _khatri_rao(factors).sum(-1).reshape(view), chain.axes
+        return full.permute([axes.index(a) for a in range(len(axes))]).reshape(_kernel_shape(spec))
     sizes, ranks, axes = chain.chain_sizes, chain.chain_ranks, chain.chain_axes
     full = cores[0].reshape(ranks[0] * sizes[0], ranks[1])
     for t in range(1, len(cores)):
@@ -139,8 +211,10 @@ def relative_error(weight: torch.Tensor, cores: list[torch.Tensor], fmt: TTForma
 
 
 def project(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> torch.Tensor:
-    """The ADMM projection Π: the closest-by-TT-SVD kernel in the format, shaped like `weight`."""
+    """The ADMM projection Π: the closest-by-TT-SVD kernel in the format (by CP-ALS for CP: a local optimum, not
+    an exact projection), shaped like `weight`."""
     return rebuild(decompose(weight, fmt, spec), fmt, spec).reshape(weight.shape)
 
 
-__all__ = ["decompose", "project", "rebuild", "relative_error", "ring_svd"]
+__all__ = ["CP_ITERATIONS", "CP_TOLERANCE", "cp_als", "decompose", "project", "rebuild", "relative_error",
+           "ring_svd"]

@@ -12,7 +12,9 @@ convolution (what `torch.utils.flop_counter` counts):
 - the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation:
   input channels = the indices both operands share, batch = B x the feature map's other indices,
   output channels = the weight operand's other indices;
-- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1.
+- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1;
+- an index both operands hold and keep open (a hyperedge rank, CP) is a batch axis of both: one `bmm` over it,
+  or for the conv step a grouped conv (depthwise over the rank).
 
 Feature maps are tensors whose axes follow an index order (each `MatMul`/`Conv` records its result's): `b`, the
 channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the conv). The input
@@ -54,7 +56,8 @@ class Reshape:
 
 @dataclass(frozen=True)
 class MatMul:
-    """`out = left @ right` as one `mm`, or as one `bmm` with `left` ([N, K]) broadcast over `batch`.
+    """`out = left @ right` as one `mm`, or as one `bmm` with `left` ([N, K]) broadcast over `batch`; with
+    `shared`, one `bmm` of `left` [G, N, K] and `right` [G, K, Q] (a rank both keep open: a hyperedge).
 
     `layout` is the index order of the result's axes once unflattened.
     """
@@ -65,17 +68,23 @@ class MatMul:
     right: str
     layout: tuple[str, ...]
     batch: tuple[str, ...] | None = None
+    shared: bool = False
 
 
 @dataclass(frozen=True)
 class Conv:
-    """`out = conv2d(src, weight)` with the layer's stride, padding and dilation; the map becomes H'×W'."""
+    """`out = conv2d(src, weight)` with the layer's stride, padding and dilation; the map becomes H'×W'.
+
+    `groups` are the indices both operands keep open (a hyperedge rank): a grouped conv, depthwise when the
+    window factor holds nothing else.
+    """
 
     step: int
     out: str
     src: str
     weight: str
     layout: tuple[str, ...]
+    groups: tuple[str, ...] = ()
 
 
 Instruction = Reshape | MatMul | Conv
@@ -162,15 +171,17 @@ class _Lowering:
             if step.kind == "weight":
                 name = "_".join(part.lower() for part in step.name.split("·"))
                 self.names[step.result] = name
-                self._matmul(step.number, self.names[a], self.names[b], name, self.weight, feature=False)
+                self._matmul(step.number, self.names[a], self.names[b], name, self.weight, feature=False,
+                             kept=frozenset(step.indices))
                 continue
             if fm not in (a, b):
                 raise TTPlanError(f"plan {plan.name!r} step {step.number}: the feature map is not an operand")
             other = self.names[b if a == fm else a]
             if step.kind == "conv":
-                self._conv(step.number, self.names[fm], other, "t")
+                self._conv(step.number, self.names[fm], other, "t", frozenset(step.indices))
             else:
-                self._matmul(step.number, self.names[fm], other, "t", self.feature, feature=True)
+                self._matmul(step.number, self.names[fm], other, "t", self.feature, feature=True,
+                             kept=frozenset(step.indices))
             fm = step.result
             self.names[fm] = "t"
         self._output(self.names[fm])
@@ -184,10 +195,14 @@ class _Lowering:
         return Program(plan, tuple(t.name for t in net.tensors[1:]), tuple(self.weight), tuple(self.feature),
                        tuple(used), "y", self.sizes, net.spec.stride, net.spec.padding, net.spec.dilation)
 
-    def _matmul(self, number: int, a: str, w: str, out: str, sink: list, feature: bool) -> None:
+    def _matmul(self, number: int, a: str, w: str, out: str, sink: list, feature: bool,
+                kept: frozenset[str] = frozenset()) -> None:
         """One contraction as `mm`/`bmm`; `a` keeps its order where it can (b first for the feature map)."""
         la, lw = self.layouts[a], self.layouts[w]
         shared = set(la) & set(lw)
+        if shared & kept:
+            self._batched(number, a, w, out, sink, feature, shared, kept)
+            return
         block = _contiguous_block(la, shared)
         perm = None
         if block is None:
@@ -223,18 +238,37 @@ class _Lowering:
             sink.append(MatMul(number, out, w2, a2, layout, batch=p))
         self.layouts[out] = layout
 
-    def _conv(self, number: int, fm: str, w: str, out: str) -> None:
-        """The conv step: `[B·rest, shared, H, W]` convolved with `[w_only, shared, k_h, k_w]`."""
+    def _batched(self, number: int, a: str, w: str, out: str, sink: list, feature: bool, shared: set[str],
+                 kept: frozenset[str]) -> None:
+        """A step whose operands share indices that stay open (a hyperedge rank): one `bmm` over them,
+        `[G, N, K] @ [G, K, P]` with G the kept shared indices, K the summed ones, P and N the rest of each side."""
+        la, lw = self.layouts[a], self.layouts[w]
+        g = tuple(i for i in la if i in shared and i in kept)
+        k = tuple(i for i in la if i in shared and i not in kept)
+        p = tuple(i for i in la if i not in shared)
+        n = self._arrange(tuple(i for i in lw if i not in shared), p)
+        a2, w2 = ("t", "w") if feature else ("rhs", "lhs")
+        sink.append(Reshape(number, w2, w, lw, _perm(lw, (*g, *n, *k)), (g, n, k)))
+        sink.append(Reshape(number, a2, a, la, _perm(la, (*g, *k, *p)), (g, k, p)))
+        sink.append(MatMul(number, out, w2, a2, (*g, *n, *p), shared=True))
+        self.layouts[out] = (*g, *n, *p)
+
+    def _conv(self, number: int, fm: str, w: str, out: str, kept: frozenset[str] = frozenset()) -> None:
+        """The conv step: `[B·rest, (G, shared), H, W]` convolved with `[(G, w_only), shared, k_h, k_w]` in groups
+        over G, the shared indices that stay open (none but for a hyperedge rank: then a depthwise conv)."""
         lf, lw = self.layouts[fm], self.layouts[w]
-        shared = tuple(i for i in lf if i in set(lw))
-        batch = ("b", *self._soonest_last(tuple(i for i in lf if i not in shared and i not in ("b", "s"))))
-        w_only = self._arrange(tuple(i for i in lw if i not in shared and i != "k"), batch)
-        target = (*batch, *shared, "s")
-        layout = (*batch, *w_only, "s")
-        self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target), (batch, shared, ("h",), ("w",))))
-        self.feature.append(Reshape(number, "w", w, lw, _perm(lw, (*w_only, *shared, "k")),
-                                    (w_only, shared, ("kh",), ("kw",))))
-        self.feature.append(Conv(number, out, "t", "w", layout))
+        both = tuple(i for i in lf if i in set(lw))
+        groups = tuple(i for i in both if i in kept)
+        shared = tuple(i for i in both if i not in kept)
+        batch = ("b", *self._soonest_last(tuple(i for i in lf if i not in both and i not in ("b", "s"))))
+        w_only = self._arrange(tuple(i for i in lw if i not in both and i != "k"), batch)
+        target = (*batch, *groups, *shared, "s")
+        layout = (*batch, *groups, *w_only, "s")
+        self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
+                                    (batch, (*groups, *shared), ("h",), ("w",))))
+        self.feature.append(Reshape(number, "w", w, lw, _perm(lw, (*groups, *w_only, *shared, "k")),
+                                    ((*groups, *w_only), shared, ("kh",), ("kw",))))
+        self.feature.append(Conv(number, out, "t", "w", layout, groups))
         self.layouts[out] = layout
 
     def _output(self, fm: str) -> None:
@@ -295,13 +329,15 @@ def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[
             env[ins.out] = out.permute(ins.after) if ins.after is not None else out
         elif isinstance(ins, MatMul):
             left, right = env[ins.left], env[ins.right]
-            if ins.batch is None:
+            if ins.shared:
+                env[ins.out] = torch.bmm(left, right)
+            elif ins.batch is None:
                 env[ins.out] = torch.mm(left, right)
             else:
                 env[ins.out] = torch.bmm(left.expand(right.shape[0], -1, -1), right)
         else:
             out = F.conv2d(env[ins.src], env[ins.weight], stride=program.stride, padding=program.padding,
-                           dilation=program.dilation)
+                           dilation=program.dilation, groups=group_size(ins.groups, sizes))
             sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
             sizes["s"] = sizes["h"] * sizes["w"]
             env[ins.out] = out

@@ -50,6 +50,26 @@ class ChainLayout:
     chain_ranks: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class FactorLayout:
+    """How a format reads the dense kernel as factors `[n, R]` on one shared rank (a CP hyperedge).
+
+    `kernel_modes` views `W` as `[o_1…o_e, i_1…i_d, k_h, k_w]`; `factor_axes` are, per factor in core order,
+    the axes of that view it covers (the joint window factor covers `k_h, k_w`); `factor_sizes` their products;
+    `rank` the shared rank R. `W = Σ_r Π_n F_n[·, r]`, the factors' axes permuted back into place.
+    """
+
+    kernel_modes: tuple[int, ...]
+    factor_axes: tuple[tuple[int, ...], ...]
+    factor_sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """The kernel view's axes in factor order (flattened)."""
+        return tuple(a for group in self.factor_axes for a in group)
+
+
 def check_ints(name: str, values: object, *, allow_empty: bool = False) -> tuple[int, ...]:
     """A tuple of positive ints, or a one-line error naming the argument."""
     if isinstance(values, (list, tuple)) and (values or allow_empty) and all(
@@ -203,6 +223,11 @@ class TTFormat:
         modes = (*self.out_modes, *self.in_modes, kh, kw)
         return ChainLayout(modes, self._chain_axes(len(self.out_modes), len(self.in_modes)), self.tt_shapes(spec),
                            self._chain_ranks())
+
+    def kernel_layout(self, spec: ConvSpec) -> ChainLayout | FactorLayout:
+        """How the runtime decomposes and rebuilds the kernel: a chain or ring of 3-way cores (`chain_layout`,
+        by sequential SVDs), or factors on one shared rank (`FactorLayout`, by ALS)."""
+        return self.chain_layout(spec)
 
     def _cuts(self, spec: ConvSpec) -> tuple[list[int], list[int]]:
         """At each interior cut of the chain: the exact rank and the product of the two joined cores' modes."""
@@ -369,4 +394,4 @@ class TTFormat:
         return fmt
 
 
-__all__ = ["ChainLayout", "CoreShape", "TTFormat", "check_ints", "check_positive", "paired_modes"]
+__all__ = ["ChainLayout", "CoreShape", "FactorLayout", "TTFormat", "check_ints", "check_positive", "paired_modes"]
