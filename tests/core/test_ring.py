@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from tests.helpers.ring_cp_cases import random_ring, random_spec
-from ttplan.core.contraction import GEOMETRY
+from tests.helpers.ring_cp_cases import random_ring, random_spec, recount
 from ttplan.core.formats import get_format, make_format
 from ttplan.core.formats.ring import ring_exact_ranks
 from ttplan.core.network import build_network
@@ -17,31 +16,6 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
 SPEC = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
-
-
-def recount(network, plan) -> list[int]:
-    """Each step's MACs from the index sizes alone: an index stays open while a tensor outside the step or the
-    output holds it; a feature step runs at H·W until the window is summed, H'·W' after, and the conv step
-    multiplies by K."""
-    spec = network.spec
-    holders = {name: {n for n, t in enumerate(network.tensors) if name in t.indices} for name in network.indices}
-    live = {n: (set(t.indices), {n}) for n, t in enumerate(network.tensors)}
-    windowed, nxt, out = False, len(network.tensors), []
-    for a, b in plan.pairs:
-        (ia, la), (ib, lb) = live.pop(a), live.pop(b)
-        union, leaves = ia | ib, la | lb
-        kept = {i for i in union if i in network.output or not holders[i] <= leaves}
-        channels = math.prod(network.indices[i].size for i in union if i not in GEOMETRY)
-        if 0 not in leaves:
-            out.append(math.prod(network.indices[i].size for i in union))
-        else:
-            conv = "k" in union and "k" not in kept
-            pixels = spec.out_pixels if windowed or conv else spec.in_pixels
-            out.append(network.batch * pixels * channels * (spec.window if conv else 1))
-            windowed = windowed or conv
-        live[nxt] = (kept, leaves)
-        nxt += 1
-    return out
 
 
 def test_search_equals_brute_force_on_random_rings():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 
+from ttplan.core.contraction import GEOMETRY, ContractionPlan
 from ttplan.core.formats import TTFormat, get_format
+from ttplan.core.network import TensorNetwork
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
@@ -66,3 +68,28 @@ def random_cp(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = No
         fmt = probe.with_ranks((rng.randint(1, min(8, probe.max_ranks(layer)[0])),))
         fmt.validate(layer)
         return layer, fmt
+
+
+def recount(network: TensorNetwork, plan: ContractionPlan) -> list[int]:
+    """Each step's MACs from the index sizes alone: an index stays open while a tensor outside the step or the
+    output holds it; a feature step runs at H·W until the window is summed, H'·W' after, and the conv step
+    multiplies by K."""
+    spec = network.spec
+    holders = {name: {n for n, t in enumerate(network.tensors) if name in t.indices} for name in network.indices}
+    live = {n: (set(t.indices), {n}) for n, t in enumerate(network.tensors)}
+    windowed, nxt, out = False, len(network.tensors), []
+    for a, b in plan.pairs:
+        (ia, la), (ib, lb) = live.pop(a), live.pop(b)
+        union, leaves = ia | ib, la | lb
+        kept = {i for i in union if i in network.output or not holders[i] <= leaves}
+        channels = math.prod(network.indices[i].size for i in union if i not in GEOMETRY)
+        if 0 not in leaves:
+            out.append(math.prod(network.indices[i].size for i in union))
+        else:
+            conv = "k" in union and "k" not in kept
+            pixels = spec.out_pixels if windowed or conv else spec.in_pixels
+            out.append(network.batch * pixels * channels * (spec.window if conv else 1))
+            windowed = windowed or conv
+        live[nxt] = (kept, leaves)
+        nxt += 1
+    return out

@@ -116,6 +116,8 @@ class TTFormat:
     paired: ClassVar[bool] = False
     #: said after "needs N ranks" when the count is wrong
     rank_note: ClassVar[str] = " (1 at both ends)"
+    #: what `rank_bounds` is, said when a rank exceeds it
+    bound_note: ClassVar[str] = "the larger of the exact TT rank and the product of the modes of the two cores it joins"
     #: accepts the published `tt_shapes` spelling (`_from_tt_shapes`)
     tt_shapes_spelling: ClassVar[bool] = False
 
@@ -329,8 +331,7 @@ class TTFormat:
             if r > bound:
                 raise TTPlanError(
                     f"ranks={list(self.ranks)}: rank {r} at position {j} exceeds its bound {bound} "
-                    "(the larger of the exact TT rank and the product of the modes of the two cores it joins); "
-                    f"bounds are {list(bounds)}"
+                    f"({self.bound_note}); bounds are {list(bounds)}"
                 )
 
     def check_cores(self, shapes: list[tuple[int, ...]], spec: ConvSpec) -> None:

@@ -27,6 +27,7 @@ class CPFormat(TTFormat):
     name = "cp"
     published_scheme = "cp"
     rank_note = " (one rank R, shared by every factor)"
+    bound_note = "the product of every factor's size but the largest"
     tt_shapes_spelling = True
 
     def tt_shapes(self, spec: ConvSpec) -> tuple[int, ...]:

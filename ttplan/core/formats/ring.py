@@ -34,6 +34,8 @@ class TensorRingTT(HodecTT):
     name = "tr"
     published_scheme = "tr"
     rank_note = " (r_0 == r_N, the closing rank)"
+    bound_note = ("inside the ring the larger of hodec's bound and the exact ring rank; the closing rank the product "
+                  "of the two modes it joins")
 
     @property
     def label(self) -> str:
