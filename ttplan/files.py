@@ -58,14 +58,29 @@ def check_writable(path: str | Path, what: str = "--out") -> Path:
     existing = _nearest_existing(path.parent)
     if not existing.is_dir():
         raise TTPlanError(f"{shown}: {str(existing)!r} is a file, not a folder: expected a path inside a folder")
+    _probe(existing, shown)
+    return path
+
+
+def _probe(folder: Path, shown: str) -> None:
+    """Create and remove a file in `folder`: the one test that sees permissions, read-only mounts and system paths."""
     try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".ttplan-probe-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".ttplan-probe-")
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise TTPlanError(f"{shown}: cannot create files in {str(existing)!r} ({reason}): "
+        raise TTPlanError(f"{shown}: cannot create files in {str(folder)!r} ({error.strerror or error}): "
                           "expected a writable folder") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """`path` as a Path if it is (or can be created as) a folder to write files in; else a one-line TTPlanError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise TTPlanError(f"{what} {str(path)!r} is a file: expected a folder (new, or one ttplan made)")
+    if not path.is_dir():
+        return check_writable(path, what)
+    _probe(path, f"{what} {str(path)!r}")
     return path
 
 
