@@ -16,10 +16,11 @@ from ttplan.errors import TTPlanError
 SPEC = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
 
 
-def test_search_equals_brute_force_on_random_cp_networks():
+@pytest.mark.parametrize("kind", ["cp", "cp-separable"])
+def test_search_equals_brute_force_on_random_cp_networks(kind):
     rng = random.Random(31)
-    for _ in range(60):
-        spec, fmt = random_cp(rng)
+    for _ in range(60 if kind == "cp" else 30):
+        spec, fmt = random_cp(rng, kind=kind)
         net = build_network(spec, fmt, batch=rng.choice([1, 2, 8]))
         assert net.hyperedges == frozenset({"r"})
         fold = rng.random() < 0.3
@@ -41,10 +42,11 @@ def test_search_equals_brute_force_on_cp_under_memory_limits():
         assert best.largest_intermediate <= limit
 
 
-def test_every_cp_scheme_equals_an_independent_recount():
+@pytest.mark.parametrize("kind", ["cp", "cp-separable"])
+def test_every_cp_scheme_equals_an_independent_recount(kind):
     rng = random.Random(33)
     for _ in range(50):
-        spec, fmt = random_cp(rng, max_cores=8)
+        spec, fmt = random_cp(rng, max_cores=8, kind=kind)
         net = build_network(spec, fmt, batch=rng.randint(1, 4))
         plans = schemes_for(net)
         assert set(plans) == {"cp", "dense"}
@@ -75,6 +77,19 @@ def test_lebedev_order_on_the_reference_layer():
     assert optimize(net).macs == plan.macs
     spelled = make_format("cp", SPEC, tt_shapes=(256, 9, 128), ranks=(64,))
     assert spelled == fmt
+
+
+def test_separable_window_runs_per_axis_with_its_own_stride():
+    spec = ConvSpec.make(16, 32, (3, 5), stride=(2, 3), padding=(1, 2), input_size=(20, 30))
+    fmt = make_format("cp-separable", spec, rank=8)
+    assert [c.name for c in fmt.cores(spec)] == ["B1", "Ch", "Cw", "A1"]
+    net = build_network(spec, fmt, 2)
+    assert (net.size("kh"), net.size("kw")) == (3, 5) and "k" not in net.indices
+    plan = published(net)
+    convs = [(s.right_name, s.map_size, s.macs) for s in plan.steps if s.kind == "conv"]
+    assert convs == [("Ch", (10, 30), 2 * 10 * 30 * 3 * 8), ("Cw", (10, 10), 2 * 10 * 10 * 5 * 8)]
+    assert fmt.params(spec) == 8 * (32 + 3 + 5 + 16)  # no bias
+    assert optimize(net).macs == optimize(net, "brute-force").macs <= plan.macs
 
 
 @pytest.mark.parametrize("ranks, message", [

@@ -24,7 +24,7 @@ SPEC = ConvSpec.make(12, 8, (3, 2), stride=(2, 1), padding=1, input_size=(7, 6))
 
 
 def test_shipped_formats_in_their_order():
-    assert KINDS == format_names() == ("classical", "hodec", "tucker2", "tr", "cp", "ttm")
+    assert KINDS == format_names() == ("classical", "hodec", "tucker2", "tr", "cp", "cp-separable", "ttm")
     assert format_names(linear=True) == ("ttm",)
     assert published_schemes() == ("classical", "hodec", "tr", "cp", "ttm")
     assert scheme_names() == ("classical", "hodec", "tr", "cp", "ttm", "dense")
@@ -51,7 +51,7 @@ def test_an_unregistered_format_is_unknown_again(toy_format):
     from ttplan.core.formats.registry import unregister
 
     unregister("spatial-last")
-    expected = "format='spatial-last': expected one of classical, hodec, tucker2, tr, cp, ttm"
+    expected = "format='spatial-last': expected one of classical, hodec, tucker2, tr, cp, cp-separable, ttm"
     with pytest.raises(TTPlanError, match=expected):
         make_format("spatial-last", SPEC, rank=3)
     register(toy_format)  # the fixture forgets it again

@@ -57,14 +57,17 @@ def random_ring(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = 
         return layer, fmt
 
 
-def random_cp(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = None) -> tuple[ConvSpec, TTFormat]:
-    """A random `cp` format (one to three modes a side, rank 1 to 8) on a random or given layer."""
+def random_cp(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = None,
+              kind: str = "cp") -> tuple[ConvSpec, TTFormat]:
+    """A random `cp` (or `cp-separable`) format (one to three modes a side, rank 1 to 8) on a random or given
+    layer."""
+    windows = 2 if kind == "cp-separable" else 1
     while True:
         layer = spec or random_spec(rng)
         d, e = rng.randint(1, 3), rng.randint(1, 3)
-        if d + e + 1 > max_cores:
+        if d + e + windows > max_cores:
             continue
-        probe = get_format("cp")(_factor(layer.in_channels, d, rng), _factor(layer.out_channels, e, rng), ())
+        probe = get_format(kind)(_factor(layer.in_channels, d, rng), _factor(layer.out_channels, e, rng), ())
         fmt = probe.with_ranks((rng.randint(1, min(8, probe.max_ranks(layer)[0])),))
         fmt.validate(layer)
         return layer, fmt
@@ -72,12 +75,14 @@ def random_cp(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = No
 
 def recount(network: TensorNetwork, plan: ContractionPlan) -> list[int]:
     """Each step's MACs from the index sizes alone: an index stays open while a tensor outside the step or the
-    output holds it; a feature step runs at H·W until the window is summed, H'·W' after, and the conv step
-    multiplies by K."""
+    output holds it; a feature step runs at the map size reached so far (an axis is at its output size once a
+    window over it, `k` for both or `kh` / `kw` for one, is summed) and a conv step multiplies by the windows it
+    sums."""
     spec = network.spec
     holders = {name: {n for n, t in enumerate(network.tensors) if name in t.indices} for name in network.indices}
     live = {n: (set(t.indices), {n}) for n, t in enumerate(network.tensors)}
-    windowed, nxt, out = False, len(network.tensors), []
+    height = width = False
+    nxt, out = len(network.tensors), []
     for a, b in plan.pairs:
         (ia, la), (ib, lb) = live.pop(a), live.pop(b)
         union, leaves = ia | ib, la | lb
@@ -86,10 +91,12 @@ def recount(network: TensorNetwork, plan: ContractionPlan) -> list[int]:
         if 0 not in leaves:
             out.append(math.prod(network.indices[i].size for i in union))
         else:
-            conv = "k" in union and "k" not in kept
-            pixels = spec.out_pixels if windowed or conv else spec.in_pixels
-            out.append(network.batch * pixels * channels * (spec.window if conv else 1))
-            windowed = windowed or conv
+            summed = [i for i in ("k", "kh", "kw") if i in union and i not in kept]
+            height = height or "k" in summed or "kh" in summed
+            width = width or "k" in summed or "kw" in summed
+            h = spec.output_size[0] if height else spec.input_size[0]
+            w = spec.output_size[1] if width else spec.input_size[1]
+            out.append(network.batch * h * w * channels * math.prod(network.indices[i].size for i in summed))
         live[nxt] = (kept, leaves)
         nxt += 1
     return out

@@ -28,7 +28,8 @@ def cp_kernel(cores: list[torch.Tensor], fmt, spec: ConvSpec) -> torch.Tensor:
     letters = iter("abcdefghijklmnopq")
     outs, ins = [next(letters) for _ in range(e)], [next(letters) for _ in range(d)]
     kh, kw = next(letters), next(letters)
-    terms = [o + "z" for o in outs] + [kh + kw + "z"] + [i + "z" for i in ins]
+    window = [kh + "z", kw + "z"] if fmt.spatial == "separable" else [kh + kw + "z"]
+    terms = [o + "z" for o in outs] + window + [i + "z" for i in ins]
     dense = torch.einsum(",".join(terms) + "->" + "".join(outs + ins) + kh + kw, *cores)
     return dense.reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)
 
@@ -42,10 +43,11 @@ def the_class(source: str):
     return namespace[namespace["__all__"][0]]
 
 
-def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients():
+@pytest.mark.parametrize("kind", ["cp", "cp-separable"])
+def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients(kind):
     rng, gen = random.Random(41), torch.Generator().manual_seed(41)
     for _ in range(110):
-        spec, fmt = random_cp(rng, max_cores=7)
+        spec, fmt = random_cp(rng, max_cores=7, kind=kind)
         batch = rng.randint(1, 3)
         x = torch.randn(batch, spec.in_channels, *spec.input_size, dtype=torch.float64, generator=gen)
         x.requires_grad_()
@@ -57,10 +59,11 @@ def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients():
             assert_same_values_and_gradients(layer(x), _conv(x, kernel, spec), [x, *cores], gen)
 
 
-def test_cp_flops_are_the_planned_macs_and_the_spatial_step_is_a_grouped_conv():
+@pytest.mark.parametrize("kind", ["cp", "cp-separable"])
+def test_cp_flops_are_the_planned_macs_and_the_spatial_step_is_a_grouped_conv(kind):
     rng, gen = random.Random(42), torch.Generator().manual_seed(42)
     for _ in range(40):
-        spec, fmt = random_cp(rng, max_cores=7)
+        spec, fmt = random_cp(rng, max_cores=7, kind=kind)
         batch = rng.randint(1, 3)
         x = torch.randn(batch, spec.in_channels, *spec.input_size, dtype=torch.float64, generator=gen)
         for plan in plans_for(spec, fmt, batch).values():
@@ -71,15 +74,19 @@ def test_cp_flops_are_the_planned_macs_and_the_spatial_step_is_a_grouped_conv():
                 with FlopCounterMode(display=False) as counter:
                     layer(x)
                 assert counter.get_total_flops() == 2 * plan.macs
-    fmt = make_format("cp", SPEC, rank=5)
+    fmt = make_format(kind, SPEC, rank=5)
     source = emit_layer(optimize(build_network(SPEC, fmt, 2)))
     assert "groups=5" in source
+    if kind == "cp-separable":  # a k_h x 1 conv strided along the height only, then a 1 x k_w conv
+        assert "stride=(2, 1), padding=(1, 0), dilation=(1, 1), groups=5" in source
+        assert "stride=(1, 1), padding=(0, 1), dilation=(1, 2), groups=5" in source
 
 
 def test_cp_als_recovers_kernels_of_its_rank_and_states_its_error():
     gen = torch.Generator().manual_seed(43)
-    for in_modes, out_modes, rank in [((12,), (8,), 3), ((3, 4), (2, 4), 4), ((2, 2, 3), (8,), 2)]:
-        fmt = make_format("cp", SPEC, in_modes=in_modes, out_modes=out_modes, rank=rank)
+    for kind, in_modes, out_modes, rank in [("cp", (12,), (8,), 3), ("cp", (3, 4), (2, 4), 4),
+                                            ("cp", (2, 2, 3), (8,), 2), ("cp-separable", (3, 4), (8,), 3)]:
+        fmt = make_format(kind, SPEC, in_modes=in_modes, out_modes=out_modes, rank=rank)
         cores = [torch.randn(c.shape, dtype=torch.float64, generator=gen) for c in fmt.cores(SPEC)]
         weight = rebuild(cores, fmt, SPEC)
         fitted = decompose(weight, fmt, SPEC)

@@ -148,11 +148,15 @@ def format_options(func: Callable) -> Callable:
     return apply([
         click.option("--format", "kind", type=click.Choice(KINDS), default="hodec", show_default=True,
                      help="TT format: classical (Garipov), hodec (spatial core in the middle), tucker2, "
-                          "ttm (nn.Linear)."),
+                          "tr (tensor ring), cp (CP, one rank shared by all factors), ttm (nn.Linear)."),
+        click.option("--spatial", type=click.Choice(("joint", "separable")), default=None,
+                     help="cp: one k_h*k_w window factor (joint, default) or k_h and k_w apart (separable: "
+                          "depthwise k_h x 1 then 1 x k_w)."),
         click.option("--tt-shapes", type=INTS, default=None,
-                     help="hodec published style: out_modes + [k_h*k_w] + in_modes, e.g. 4,8,8,9,4,4,8."),
+                     help="hodec/tr published style: out_modes + [k_h*k_w] + in_modes, e.g. 4,8,8,9,4,4,8."),
         click.option("--ranks", type=INTS, default=None,
                      help="All ranks. hodec: len(tt_shapes)+1 with 1 at both ends, e.g. 1,16,16,16,16,16,16,1; "
+                          "tr: the same with r_0 == r_N, e.g. 16,16,16,16,16,16,16,16; cp: one rank, e.g. 64; "
                           "classical: r_0,...,r_{d-1},1, e.g. 16,16,16,1."),
         click.option("--rank", "-r", type=click.IntRange(min=1), default=None,
                      help="Uniform rank R (clipped at small boundary modes), e.g. 16."),
@@ -236,7 +240,7 @@ def spec_from_options(opts: dict):
 
 def format_from_options(spec, opts: dict):
     """A validated `TTFormat` from parsed format options (see `format_options`)."""
-    from ttplan.core.formats import make_format
+    from ttplan.core.formats import make_format, spatial_variant
 
     if opts["ranks"] is None and opts["rank"] is None:
         raise TTPlanError("no ranks given: add --ranks r,r,... or a uniform --rank R (e.g. --rank 16)")
@@ -244,7 +248,8 @@ def format_from_options(spec, opts: dict):
         raise TTPlanError(f"--ranks {','.join(map(str, opts['ranks']))} and --rank {opts['rank']} both given: "
                           "use one (every rank, or one uniform rank)")
     return make_format(
-        opts["kind"], spec, in_modes=opts["in_modes"], out_modes=opts["out_modes"], ranks=opts["ranks"],
+        spatial_variant(opts["kind"], opts.get("spatial")), spec, in_modes=opts["in_modes"],
+        out_modes=opts["out_modes"], ranks=opts["ranks"],
         rank=opts["rank"], order=opts["order"] if opts["in_modes"] is None else None, tt_shapes=opts["tt_shapes"],
     )
 

@@ -14,8 +14,11 @@ from functools import cached_property
 from ttplan.core.network import TensorNetwork, index_order
 from ttplan.errors import TTPlanError
 
+#: window indices and the map axes their conv applies to: the joint window `k` (both), or a separable
+#: window's height `kh` and width `kw` (one axis each, with that axis's stride, padding and dilation)
+WINDOWS = {"k": (True, True), "kh": (True, False), "kw": (False, True)}
 #: indices whose size the cost model handles itself (batch, spatial, window)
-GEOMETRY = frozenset({"b", "s", "k"})
+GEOMETRY = frozenset({"b", "s", *WINDOWS})
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,21 @@ def channel_product(network: TensorNetwork, names: frozenset[str]) -> int:
     return out
 
 
+def map_size(network: TensorNetwork, op: Operand) -> tuple[int, int]:
+    """(H, W) of a feature map: each axis at the output size once a window index over it has been summed."""
+    (h, w), (h2, w2) = network.spec.input_size, network.spec.output_size
+    for name, (height, width) in WINDOWS.items():
+        if name in network.indices and name not in op.indices:
+            h, w = (h2 if height else h), (w2 if width else w)
+    return h, w
+
+
 def operand_elements(network: TensorNetwork, op: Operand) -> int:
     """Elements of a tensor: feature maps at their current resolution and without an unapplied window."""
     if not op.feature:
         return math.prod(network.indices[n].size for n in op.indices)
-    pixels = network.spec.out_pixels if op.windowed else network.spec.in_pixels
-    return network.batch * pixels * channel_product(network, op.indices)
+    h, w = map_size(network, op)
+    return network.batch * h * w * channel_product(network, op.indices)
 
 
 def open_indices(network: TensorNetwork, a: Operand, b: Operand, union: frozenset[str],
@@ -73,7 +85,8 @@ def pair_cost(network: TensorNetwork, a: Operand, b: Operand) -> PairCost:
 
     - weight-only: product of every index in either operand;
     - feature-map step: B · (H·W before the window, H'·W' after) · the channel/rank indices;
-    - conv step (the feature map meets the tensor holding the window `k`): B · H'W' · K · the rest.
+    - conv step (the feature map meets the tensor holding the window `k`): B · H'W' · K · the rest; a
+      separable window's `kh` (or `kw`) step runs at H'×W (or H'×W') and multiplies by k_h (or k_w).
 
     Every index in either operand counts once, so a rank both hold and keep open (a hyperedge) is a batch index
     of the step: a depthwise conv step costs B · H'W' · K · the other open indices.
@@ -88,13 +101,14 @@ def pair_cost(network: TensorNetwork, a: Operand, b: Operand) -> PairCost:
         result = Operand(frozenset(kept), False, False, leaves)
         return PairCost("weight", macs, None, math.prod(network.indices[n].size for n in kept), result)
     fm, other = (a, b) if a.feature else (b, a)
-    conv = not fm.windowed and "k" in other.indices
-    windowed = fm.windowed or conv
-    pixels = network.spec.out_pixels if windowed else network.spec.in_pixels
+    summed = [name for name in WINDOWS if name in fm.indices and name in other.indices]
+    result = Operand(frozenset(kept), True, not any(name in kept for name in WINDOWS), leaves)
+    h, w = map_size(network, result)
+    pixels = h * w
     macs = network.batch * pixels * channel_product(network, union)
-    if conv:
-        macs *= network.indices["k"].size
-    result = Operand(frozenset(kept), True, windowed, leaves)
+    for name in summed:
+        macs *= network.indices[name].size
+    conv = bool(summed)
     return PairCost("conv" if conv else "feature", macs, pixels, operand_elements(network, result), result)
 
 
@@ -172,8 +186,7 @@ class ContractionPlan:
                 raise TTPlanError(f"plan {self.name!r} step {number}: ({a}, {b}) does not name two live tensors")
             cost = pair_cost(net, ops[a], ops[b])
             label = "·".join(net.tensors[n].name for n in sorted(cost.result.leaves))
-            size = None if cost.kind == "weight" else (
-                net.spec.output_size if cost.result.windowed else net.spec.input_size)
+            size = None if cost.kind == "weight" else map_size(net, cost.result)
             steps.append(
                 Step(number, a, b, nxt, names[a], names[b], label, cost.kind,
                      tuple(sorted(cost.result.indices, key=index_order)), cost.macs, cost.pixels, cost.elements,

@@ -3,13 +3,15 @@
 Index kinds: `batch` (b), `spatial` (s: H·W before the window is applied, H'·W' after), `window`
 (k: the k_h·k_w window, shared by the input and the window core), `in` / `out` (channel modes) and
 `rank`. The input `X[b, s, k, i_1…i_d]` carries `k` because convolving is contracting `k`: the
-step where the feature map meets the tensor holding `k` is the conv step. Ranks of size 1 at the
+step where the feature map meets the tensor holding `k` is the conv step. A separable window is two indices,
+`kh` and `kw`, each summed by its own conv step over one axis of the map. Ranks of size 1 at the
 chain's ends carry no index; interior ranks do, even of size 1. A rank may be held by more than two tensors (a
 hyperedge: CP's one rank shared by every factor); it stays open until the last tensor holding it is absorbed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,11 +23,18 @@ from ttplan.errors import TTPlanError
 
 INDEX_KINDS = ("batch", "spatial", "window", "in", "out", "rank")
 
+#: window indices and their sizes: the joint window `k` (k_h·k_w), or a separable window's `kh` and `kw`
+WINDOW_SIZES: dict[str, Callable[[ConvSpec], int]] = {
+    "k": lambda spec: spec.window,
+    "kh": lambda spec: spec.kernel_size[0],
+    "kw": lambda spec: spec.kernel_size[1],
+}
+
 
 def index_order(name: str) -> tuple[int, int]:
     """The one sort key of index names: b, s, k, i*, o*, r* (by kind), then by number (`o2` before `o10`)."""
     order = {"b": 0, "s": 1, "k": 2, "i": 3, "o": 4, "r": 5}
-    return (order.get(name[0], 9), int(name[1:]) if name[1:].isdigit() else 0)
+    return (order.get(name[0], 9), int(name[1:]) if name[1:].isdigit() else int(name == "kw"))
 
 
 @dataclass(frozen=True)
@@ -64,14 +73,14 @@ class TensorNetwork:
 
     @property
     def has_window(self) -> bool:
-        """Whether a core carries the window index (false only for TT-matrix linear layers)."""
-        return "k" in self.indices
+        """Whether a core carries a window index (false only for TT-matrix linear layers)."""
+        return any(name in self.indices for name in WINDOW_SIZES)
 
     @property
     def window_core(self) -> int | None:
-        """Position of the core that carries the window index."""
+        """Position of the first core that carries a window index."""
         for n, tensor in enumerate(self.tensors[1:], start=1):
-            if "k" in tensor.indices:
+            if any(name in WINDOW_SIZES for name in tensor.indices):
                 return n
         return None
 
@@ -119,13 +128,13 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
         raise TTPlanError(f"batch={batch!r}: expected a positive int")
     fmt.validate(spec)
     cores = fmt.cores(spec)
-    has_window = any("k" in core.indices for core in cores)
+    windows = tuple(name for name in WINDOW_SIZES if any(name in core.indices for core in cores))
     indices: dict[str, Index] = {
         "b": Index("b", batch, "batch"),
         "s": Index("s", spec.in_pixels, "spatial"),
     }
-    if has_window:
-        indices["k"] = Index("k", spec.window, "window")
+    for name in windows:
+        indices[name] = Index(name, WINDOW_SIZES[name](spec), "window")
     for j, size in enumerate(fmt.in_modes, start=1):
         indices[f"i{j}"] = Index(f"i{j}", size, "in")
     for j, size in enumerate(fmt.out_modes, start=1):
@@ -134,7 +143,7 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
         for name in core.indices:
             if name.startswith("r"):
                 indices[name] = Index(name, fmt.rank_size(name), "rank")
-    x_indices = ("b", "s", *(("k",) if has_window else ()), *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
+    x_indices = ("b", "s", *windows, *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
     tensors = (Tensor("X", x_indices, is_input=True), *(Tensor(core.name, core.indices) for core in cores))
     output = ("b", "s", *(f"o{j}" for j in range(1, len(fmt.out_modes) + 1)))
     return TensorNetwork(spec, fmt, batch, indices, tensors, output)

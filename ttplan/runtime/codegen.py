@@ -18,7 +18,7 @@ from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import FactorLayout
 from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
 from ttplan.runtime.fold_cache import fold_key_source
-from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
+from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, conv_arguments, lower
 
 #: how generated code spells the run-time sizes
 _RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
@@ -206,9 +206,17 @@ class _Renderer:
             left = f"{ins.left}.expand({ins.right}.shape[0], -1, -1)"
             return [(f"{ins.out} = torch.bmm({left}, {ins.right})", shown)]
         groups = f", groups={_size(ins.groups, sizes)}" if ins.groups else ""
+        # a grouped or one-axis conv's weight is made contiguous: some CPU kernels' backward needs it
+        contiguous = ".contiguous()" if ins.groups or ins.axes != (True, True) else ""
+        weight = f"{ins.src}, {ins.weight}{contiguous}"
+        if ins.axes == (True, True):
+            args = "stride=self.stride, padding=self.padding, dilation=self.dilation"
+        else:  # one axis of a separable window: the layer's stride, padding and dilation along it only
+            stride, padding, dilation = conv_arguments(self.program, ins)
+            args = f"stride={stride}, padding={padding}, dilation={dilation}"
         return [
-            (f"{ins.out} = F.conv2d({ins.src}, {ins.weight}, stride=self.stride, padding=self.padding, "
-             f"dilation=self.dilation{groups})", f"-> [{', '.join(ins.layout)}]"),
+            (f"{ins.out} = F.conv2d({weight}, {args}{groups})",
+             f"-> [{', '.join(ins.layout)}]"),
             (f"height, width = {ins.out}.shape[-2:]", ""),
         ]
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ttplan.core.contraction import ContractionPlan
+from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
 
@@ -76,7 +76,8 @@ class Conv:
     """`out = conv2d(src, weight)` with the layer's stride, padding and dilation; the map becomes H'×W'.
 
     `groups` are the indices both operands keep open (a hyperedge rank): a grouped conv, depthwise when the
-    window factor holds nothing else.
+    window factor holds nothing else. `axes` says which map axes (height, width) the window covers: a separable
+    window's `k_h×1` conv has stride, padding and dilation 1, 0, 1 along the width, and the `1×k_w` conv likewise.
     """
 
     step: int
@@ -85,6 +86,7 @@ class Conv:
     weight: str
     layout: tuple[str, ...]
     groups: tuple[str, ...] = ()
+    axes: tuple[bool, bool] = (True, True)
 
 
 Instruction = Reshape | MatMul | Conv
@@ -261,14 +263,18 @@ class _Lowering:
         groups = tuple(i for i in both if i in kept)
         shared = tuple(i for i in both if i not in kept)
         batch = ("b", *self._soonest_last(tuple(i for i in lf if i not in both and i not in ("b", "s"))))
-        w_only = self._arrange(tuple(i for i in lw if i not in both and i != "k"), batch)
+        w_only = self._arrange(tuple(i for i in lw if i not in both and i not in WINDOWS), batch)
+        windows = tuple(i for i in WINDOWS if i in lw)
+        axes = (any(WINDOWS[i][0] for i in windows), any(WINDOWS[i][1] for i in windows))
         target = (*batch, *groups, *shared, "s")
         layout = (*batch, *groups, *w_only, "s")
         self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
                                     (batch, (*groups, *shared), ("h",), ("w",))))
-        self.feature.append(Reshape(number, "w", w, lw, _perm(lw, (*groups, *w_only, *shared, "k")),
-                                    ((*groups, *w_only), shared, ("kh",), ("kw",))))
-        self.feature.append(Conv(number, out, "t", "w", layout, groups))
+        # `k` holds k_h·k_w, split into the kernel's two axes; `kh` / `kw` alone leave the other axis 1
+        kernel = (("kh",) if axes[0] else (), ("kw",) if axes[1] else ())
+        self.feature.append(Reshape(number, "w", w, lw, _perm(lw, (*groups, *w_only, *shared, *windows)),
+                                    ((*groups, *w_only), shared, *kernel)))
+        self.feature.append(Conv(number, out, "t", "w", layout, groups, axes))
         self.layouts[out] = layout
 
     def _output(self, fm: str) -> None:
@@ -336,11 +342,22 @@ def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[
             else:
                 env[ins.out] = torch.bmm(left.expand(right.shape[0], -1, -1), right)
         else:
-            out = F.conv2d(env[ins.src], env[ins.weight], stride=program.stride, padding=program.padding,
-                           dilation=program.dilation, groups=group_size(ins.groups, sizes))
+            stride, padding, dilation = conv_arguments(program, ins)
+            # the conv's weight is made contiguous: some CPU kernels' backward needs it (free when it already is)
+            weight = env[ins.weight].contiguous()
+            out = F.conv2d(env[ins.src], weight, stride=stride, padding=padding, dilation=dilation,
+                           groups=group_size(ins.groups, sizes))
             sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
             sizes["s"] = sizes["h"] * sizes["w"]
             env[ins.out] = out
+
+
+def conv_arguments(program: Program, ins: Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Stride, padding and dilation of a conv instruction: the layer's along the axes its window covers."""
+    def along(values: tuple[int, int], neutral: int) -> tuple[int, int]:
+        return tuple(v if on else neutral for v, on in zip(values, ins.axes))  # type: ignore[return-value]
+
+    return along(program.stride, 1), along(program.padding, 0), along(program.dilation, 1)
 
 
 def _check_cores(program: Program, cores: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
@@ -393,6 +410,7 @@ __all__ = [
     "MatMul",
     "Program",
     "Reshape",
+    "conv_arguments",
     "fold",
     "group_size",
     "lower",

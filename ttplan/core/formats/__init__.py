@@ -2,8 +2,8 @@
 
 `make_format(name, spec, ...)` builds and validates one from any accepted spelling; `TTFormat` is the base type
 every format derives from. The formats shipped: classical (Garipov et al.), hodec (spatial core in the middle),
-tucker2 (hodec with one mode a side), tr (hodec's cores in a tensor ring), cp (one factor per mode on
-one shared rank) and ttm (TT-matrix, for nn.Linear).
+tucker2 (hodec with one mode a side), tr (hodec's cores in a tensor ring), cp and cp-separable (one factor per
+mode on one shared rank; the window joint or as k_h and k_w) and ttm (TT-matrix, for nn.Linear).
 Adding a format is one module with a `TTFormat` subclass, registered here (the order is the order `--format`
 lists).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ttplan.core.formats.base import ChainLayout, CoreShape, FactorLayout, TTFormat
 from ttplan.core.formats.classical import ClassicalTT
-from ttplan.core.formats.cp import CPFormat
+from ttplan.core.formats.cp import CPFormat, SeparableCP
 from ttplan.core.formats.hodec import HodecTT, hodec_from_tt_shapes
 from ttplan.core.formats.modes import DEFAULT_ORDER, balanced_factors
 from ttplan.core.formats.registry import (
@@ -24,12 +24,13 @@ from ttplan.core.formats.registry import (
     max_rank_format,
     published_schemes,
     register,
+    spatial_variant,
 )
 from ttplan.core.formats.ring import TensorRingTT
 from ttplan.core.formats.ttm import TTMatrix
 from ttplan.core.formats.tucker2 import Tucker2TT
 
-for _cls in (ClassicalTT, HodecTT, Tucker2TT, TensorRingTT, CPFormat, TTMatrix):
+for _cls in (ClassicalTT, HodecTT, Tucker2TT, TensorRingTT, CPFormat, SeparableCP, TTMatrix):
     register(_cls)
 
 #: the registered format names at import (the registry itself is `format_names()`)
@@ -44,6 +45,7 @@ __all__ = [
     "CoreShape",
     "FactorLayout",
     "HodecTT",
+    "SeparableCP",
     "TTFormat",
     "TTMatrix",
     "TensorRingTT",
@@ -58,4 +60,5 @@ __all__ = [
     "max_rank_format",
     "published_schemes",
     "register",
+    "spatial_variant",
 ]

@@ -116,6 +116,10 @@ class TTFormat:
     paired: ClassVar[bool] = False
     #: said after "needs N ranks" when the count is wrong
     rank_note: ClassVar[str] = " (1 at both ends)"
+    #: formats that differ only in how they factor the window share a family (`--format cp --spatial separable`)
+    family: ClassVar[str] = ""
+    #: how the window is factored: `joint` (one `k_h·k_w` index) or `separable` (`k_h` and `k_w` apart)
+    spatial: ClassVar[str] = "joint"
     #: what `rank_bounds` is, said when a rank exceeds it
     bound_note: ClassVar[str] = "the larger of the exact TT rank and the product of the modes of the two cores it joins"
     #: accepts the published `tt_shapes` spelling (`_from_tt_shapes`)

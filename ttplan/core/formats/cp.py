@@ -26,6 +26,8 @@ class CPFormat(TTFormat):
 
     name = "cp"
     published_scheme = "cp"
+    family = "cp"
+    spatial = "joint"
     rank_note = " (one rank R, shared by every factor)"
     bound_note = "the product of every factor's size but the largest"
     tt_shapes_spelling = True
@@ -100,7 +102,42 @@ class CPFormat(TTFormat):
         return super()._default_modes(spec, order or (None if in_modes or out_modes else 1), in_modes, out_modes)
 
     def describe(self, spec: ConvSpec) -> str:
-        return f"cp R={self.rank} {'·'.join(map(str, self.tt_shapes(spec)))}"
+        return f"{self.label} R={self.rank} {'·'.join(map(str, self.tt_shapes(spec)))}"
 
 
-__all__ = ["RANK", "CPFormat"]
+class SeparableCP(CPFormat):
+    """CP with the window split as Lebedev et al. do: `C_h[k_h, R]` and `C_w[k_w, R]`, run as a depthwise `k_h×1`
+    conv then a depthwise `1×k_w` conv (the window indices `kh` and `kw`, each with its axis's stride)."""
+
+    name = "cp-separable"
+    spatial = "separable"
+    tt_shapes_spelling = False
+
+    def tt_shapes(self, spec: ConvSpec) -> tuple[int, ...]:
+        """The factors' mode sizes in order: `out_modes + [k_h, k_w] + in_modes`."""
+        return (*self.out_modes, *spec.kernel_size, *self.in_modes)
+
+    def cores(self, spec: ConvSpec) -> tuple[CoreShape, ...]:
+        """`B_j[O_j, R]`, `Ch[k_h, R]`, `Cw[k_w, R]`, `A_j[I_j, R]`, each holding the rank index `r`."""
+        joint = super().cores(spec)
+        e = len(self.out_modes)
+        kh, kw = spec.kernel_size
+        rank = self.ranks[0] if self.ranks else 1
+        window = (CoreShape("Ch", (kh, rank), ("kh", RANK), ("kh", RANK)),
+                  CoreShape("Cw", (kw, rank), ("kw", RANK), ("kw", RANK)))
+        return (*joint[:e], *window, *joint[e + 1:])
+
+    def kernel_layout(self, spec: ConvSpec) -> FactorLayout:
+        """One factor per output mode, `k_h`, `k_w` and input mode."""
+        kh, kw = spec.kernel_size
+        e, d = len(self.out_modes), len(self.in_modes)
+        groups = (*((j,) for j in range(e)), (e + d,), (e + d + 1,), *((e + j,) for j in range(d)))
+        return FactorLayout((*self.out_modes, *self.in_modes, kh, kw), groups, self.tt_shapes(spec), self.rank)
+
+    def published_order(self) -> tuple[str | tuple[str, ...], ...]:
+        """Lebedev et al.: the input factors merged, the depthwise `k_h×1` and `1×k_w` convs, the output factors."""
+        inputs, _, outputs = super().published_order()
+        return (inputs, "Ch", "Cw", outputs)
+
+
+__all__ = ["RANK", "CPFormat", "SeparableCP"]
