@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ttplan.core.network import TensorNetwork, index_order
+from ttplan.core.network import WINDOW_AXES, TensorNetwork, index_order
 from ttplan.errors import TTPlanError
 
 #: window indices and the map axes their conv applies to: the joint window `k` (both), or a separable
 #: window's height `kh` and width `kw` (one axis each, with that axis's stride, padding and dilation)
-WINDOWS = {"k": (True, True), "kh": (True, False), "kw": (False, True)}
+WINDOWS = WINDOW_AXES
 #: indices whose size the cost model handles itself (batch, spatial, window)
 GEOMETRY = frozenset({"b", "s", *WINDOWS})
 
@@ -54,11 +54,7 @@ def channel_product(network: TensorNetwork, names: frozenset[str]) -> int:
 
 def map_size(network: TensorNetwork, op: Operand) -> tuple[int, int]:
     """(H, W) of a feature map: each axis at the output size once a window index over it has been summed."""
-    (h, w), (h2, w2) = network.spec.input_size, network.spec.output_size
-    for name, (height, width) in WINDOWS.items():
-        if name in network.indices and name not in op.indices:
-            h, w = (h2 if height else h), (w2 if width else w)
-    return h, w
+    return network.resolutions[tuple(name for name in network.windows if name in op.indices)]
 
 
 def operand_elements(network: TensorNetwork, op: Operand) -> int:
@@ -101,9 +97,10 @@ def pair_cost(network: TensorNetwork, a: Operand, b: Operand) -> PairCost:
         result = Operand(frozenset(kept), False, False, leaves)
         return PairCost("weight", macs, None, math.prod(network.indices[n].size for n in kept), result)
     fm, other = (a, b) if a.feature else (b, a)
-    summed = [name for name in WINDOWS if name in fm.indices and name in other.indices]
-    result = Operand(frozenset(kept), True, not any(name in kept for name in WINDOWS), leaves)
-    h, w = map_size(network, result)
+    summed = [name for name in network.windows if name in fm.indices and name in other.indices]
+    remaining = tuple(name for name in network.windows if name in kept)
+    result = Operand(frozenset(kept), True, not remaining, leaves)
+    h, w = network.resolutions[remaining]
     pixels = h * w
     macs = network.batch * pixels * channel_product(network, union)
     for name in summed:

@@ -23,6 +23,8 @@ from ttplan.errors import TTPlanError
 
 INDEX_KINDS = ("batch", "spatial", "window", "in", "out", "rank")
 
+#: window indices and the map axes (height, width) their conv applies to: `k` both, `kh` / `kw` one each
+WINDOW_AXES = {"k": (True, True), "kh": (True, False), "kw": (False, True)}
 #: window indices and their sizes: the joint window `k` (k_h·k_w), or a separable window's `kh` and `kw`
 WINDOW_SIZES: dict[str, Callable[[ConvSpec], int]] = {
     "k": lambda spec: spec.window,
@@ -92,6 +94,23 @@ class TensorNetwork:
             for name in tensor.indices:
                 out.setdefault(name, set()).add(n)
         return {name: frozenset(nodes) for name, nodes in out.items()}
+
+    @cached_property
+    def windows(self) -> tuple[str, ...]:
+        """The network's window indices: `k`, or a separable window's `kh` and `kw`, or none (linear layers)."""
+        return tuple(name for name in WINDOW_SIZES if name in self.indices)
+
+    @cached_property
+    def resolutions(self) -> dict[tuple[str, ...], tuple[int, int]]:
+        """(H, W) of a feature map by the window indices it still holds (in `windows` order): an axis is at the
+        output size once a window over it has been summed."""
+        (h, w), (h2, w2) = self.spec.input_size, self.spec.output_size
+        out = {}
+        for mask in range(1 << len(self.windows)):
+            remaining = tuple(name for n, name in enumerate(self.windows) if mask >> n & 1)
+            summed = [WINDOW_AXES[name] for name in self.windows if name not in remaining]
+            out[remaining] = (h2 if any(a for a, _ in summed) else h, w2 if any(b for _, b in summed) else w)
+        return out
 
     @cached_property
     def hyperedges(self) -> frozenset[str]:
