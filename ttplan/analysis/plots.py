@@ -24,8 +24,9 @@ from ttplan.errors import TTPlanError
 from ttplan.files import read_user_json, save_figure_atomic
 
 #: one colour per swept format, fixed so that figures are comparable
-FORMAT_COLOURS = {"classical": "#d62728", "tucker2": "#1f77b4", "hodec-2": "#2ca02c", "hodec-3": "#9467bd"}
-FALLBACK_COLOURS = ("#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+FORMAT_COLOURS = {"classical": "#d62728", "tucker2": "#1f77b4", "hodec-2": "#2ca02c", "hodec-3": "#9467bd",
+                  "tr-3": "#ff7f0e", "cp-1": "#8c564b"}
+FALLBACK_COLOURS = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#98df8a")
 PHASE_COLOURS = {"pretrain": "#e8e8e8", "admm": "#fdf1d6", "finetune": "#e3f1e3"}
 ARCH_EXPECTED = "the JSON that `ttplan plan ARCH --json` writes (layers with name, baseline, best, schemes)"
 METRICS_EXPECTED = (

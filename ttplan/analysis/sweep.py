@@ -1,4 +1,5 @@
-"""A rank sweep of one layer: parameters against MACs for the classical format and hodec with 1-3 modes a side.
+"""A rank sweep of one layer: parameters against MACs for the classical format, hodec with 1-3 modes a side,
+the tensor ring (3 modes a side) and CP.
 
 Each point is one format at one uniform rank (clipped at small boundary modes, `make_format`), planned with
 `plan_layer`: its parameter reduction and the MACs of its published order and of the searched best order,
@@ -23,8 +24,10 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.files import read_user_text
 
-#: the swept formats as (kind, modes per side): classical (Garipov) and hodec with 1 (= tucker2), 2 and 3 modes
-DEFAULT_FORMATS: tuple[tuple[str, int], ...] = (("classical", 3), ("hodec", 1), ("hodec", 2), ("hodec", 3))
+#: the swept formats as (kind, modes per side): classical (Garipov), hodec with 1 (= tucker2), 2 and 3 modes, the
+#: tensor ring with 3 modes (Wang et al.) and CP of the plain kernel (Lebedev et al.)
+DEFAULT_FORMATS: tuple[tuple[str, int], ...] = (("classical", 3), ("hodec", 1), ("hodec", 2), ("hodec", 3),
+                                                 ("tr", 3), ("cp", 1))
 DEFAULT_RANKS: tuple[int, ...] = tuple(range(2, 65))
 EXPECTED = "the JSON or CSV that `ttplan sweep --json/--csv` writes"
 

@@ -1,4 +1,5 @@
-"""`ttplan sweep`: one layer over a range of ranks, classical and hodec (1-3 modes a side), as a table, JSON or CSV."""
+"""`ttplan sweep`: one layer over a range of ranks, classical, hodec (1-3 modes a side), tr and cp, as a table, JSON or
+CSV."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ clipped to it first (and says so), and each distinct point is planned once.
 def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int, name: str, output: str | None,
           out, **opts) -> None:
     """Sweep ranks for one layer: parameter reduction and MACs vs dense of the published and the best order,
-    for classical (3 modes) and hodec with 1 (tucker2), 2 and 3 modes a side."""
+    for classical (3 modes), hodec with 1 (tucker2), 2 and 3 modes a side, the tensor ring (3 modes) and CP."""
     from ttplan.analysis.sweep import DEFAULT_FORMATS, parse_rank_range, rank_bound, render_sweep, sweep_layer
 
     if ranks_range is not None and rank_list is not None:
