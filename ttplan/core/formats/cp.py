@@ -65,13 +65,18 @@ class CPFormat(TTFormat):
         return (choose(0),)
 
     def max_ranks(self, spec: ConvSpec) -> tuple[int, ...]:
-        """The generic bound on a CP rank: the product of all factor sizes but the largest (not always needed)."""
+        """The rank at which the factors hold as many parameters as the dense kernel (within `rank_bounds`).
+
+        CP has no exact rank to compute (nor an exact projection); this is the scale policies and budgets take
+        fractions of: a fraction f of it keeps about f of the kernel's parameters.
+        """
         shapes = self.tt_shapes(spec)
-        return (math.prod(shapes) // max(shapes),)
+        return (min(self.rank_bounds(spec)[0], -(-math.prod(shapes) // sum(shapes))),)
 
     def rank_bounds(self, spec: ConvSpec) -> tuple[int, ...]:
-        """As `max_ranks`: above it a CP only repeats itself."""
-        return self.max_ranks(spec)
+        """The generic bound on a CP rank: the product of every factor size but the largest."""
+        shapes = self.tt_shapes(spec)
+        return (math.prod(shapes) // max(shapes),)
 
     def _chain_axes(self, e: int, d: int) -> tuple[int, ...]:
         """`o_1…o_e, k_h, k_w, i_1…i_d`: the factors' order."""
