@@ -1,4 +1,4 @@
-"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`)."""
+"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`, `formats`)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,37 @@ def planner(repeats: int, out) -> None:
         rows = run_benchmark(repeats=repeats, progress=bar.update)
     command = "ttplan bench planner" + (f" --repeats {repeats}" if repeats != 5 else "")
     emit_text(render_markdown(rows, command), out, f" ({len(rows)} networks)")
+
+
+@bench.command("formats")
+@click.option("--targets", default="0.90,0.97", show_default=True,
+              help="Parameter reductions to compare the formats at, comma-separated.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True, help="Timing batch size.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed blocks per variant; the median is reported.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads for torch.")
+@out_option("Markdown report.", default="reports/formats_layer3.0.conv1.md")
+def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
+    """Every format at equal parameters on ResNet-18's layer3.0.conv1: published and best-order MACs, CPU time."""
+    import torch
+
+    from ttplan.bench.formats import compare_formats, load_average, render_markdown
+    from ttplan.core.spec import ConvSpec
+
+    try:
+        wanted = tuple(float(t) for t in targets.split(","))
+    except ValueError:
+        wanted = ()
+    if not wanted or any(not 0 < t < 1 for t in wanted):
+        raise TTPlanError(f"--targets {targets}: expected reductions between 0 and 1, e.g. 0.90,0.97")
+    spec = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
+    load = load_average()
+    torch.set_num_threads(threads)
+    with click.progressbar(length=len(wanted), label="timing formats") as bar:
+        rows, dense_ms = compare_formats(spec, wanted, batch, repeats, progress=bar.update)
+    command = "ttplan bench formats" + "".join(
+        f" {flag} {value}" for flag, value, default in (("--targets", targets, "0.90,0.97"), ("--batch", batch, 32),
+                                                        ("--repeats", repeats, 5), ("--threads", threads, 1))
+        if value != default)
+    emit_text(render_markdown(rows, spec, "layer3.0.conv1", batch, dense_ms, threads, repeats, command, load), out,
+              f" ({len(rows)} rows)")
