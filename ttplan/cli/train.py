@@ -6,8 +6,19 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from ttplan.training.run import BASELINES, DEVICES, TrainConfig, resume, train
+from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION
+from ttplan.errors import TTPlanError
+from ttplan.training.config import BASELINES, DEVICES, TrainConfig
+from ttplan.training.run import resume, train
+
+#: the policy options, as `ttplan plan` spells them, and the `Policy` field each sets
+POLICY_OPTIONS = {"kind": "format", "rank": "rank", "rank_fraction": "rank_fraction", "order": "order",
+                  "skip_first": "skip_first", "skip_1x1": "skip_1x1", "min_channels": "min_channels",
+                  "linear": "linear"}
+#: CLI parameter name -> TrainConfig field, where they differ
+FIELDS = {"config_path": "config", "init_path": "init"}
 
 EXAMPLE = """
 Examples:
@@ -15,10 +26,14 @@ Examples:
 \b
   ttplan train --arch resnet20 --dataset digits --config ranks.json \\
       --pretrain-epochs 10 --admm-epochs 20 --finetune-epochs 10 --rho 1e-3 --out runs/r20
-  ttplan train --resume runs/r20
+  ttplan train --arch resnet20 --admm-epochs 20 --out runs/r20_policy    # no config: ttplan plan's policy
+  ttplan train --resume runs/r20                  # continue, exactly as recorded (from any directory)
+  ttplan train --resume runs/r20 --lr 0.01        # a deliberate change, recorded in metrics.json
   torchrun --nproc_per_node 2 -m ttplan train ...      # data-parallel (gloo on CPU, nccl on GPU)
 
 The run folder gets checkpoint.pt (every epoch), metrics.json, dense.pt, model_tt.pt, plan.json and curves.png.
+--out must be a new or empty folder. On --resume only --lr, --finetune-lr, the epoch counts (of epochs not yet
+run), --device and --threads may change; every other setting is the run's own.
 """
 
 
@@ -38,7 +53,21 @@ def _click_progress(label: str, length: int):
               help="Images are resized to this square size.")
 @click.option("--config", "config_path", type=click.Path(), default=None,
               help="Layer config (JSON/YAML): layer name -> {format, tt_shapes, ranks} or {format, in_modes, "
-                   "out_modes, rank}.")
+                   "out_modes, rank}; exactly these layers are decomposed. Without it: the policy options below.")
+@click.option("--format", "kind", type=click.Choice(CONV_FORMATS), default="hodec", show_default=True,
+              help="Policy (no --config): TT format of the conv layers (linear layers use ttm).")
+@click.option("--rank", "-r", type=click.IntRange(min=1), default=None,
+              help="Policy: uniform rank R (clipped at small boundary modes); replaces --rank-fraction.")
+@click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_RANK_FRACTION,
+              show_default=True, help="Policy: each rank as this fraction of the exact TT rank at its cut.")
+@click.option("--order", "-d", type=click.IntRange(min=1), default=None,
+              help="Policy: modes per side (balanced factors; default 3, tucker2 1).")
+@click.option("--skip-first/--no-skip-first", default=True, show_default=True, help="Policy: keep the first conv "
+              "dense.")
+@click.option("--skip-1x1/--no-skip-1x1", default=True, show_default=True, help="Policy: keep 1x1 convs dense.")
+@click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Policy: keep layers with fewer than N input or output channels dense.")
+@click.option("--linear", is_flag=True, help="Policy: also decompose nn.Linear layers (TT-matrix, ttm).")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--admm-epochs", type=click.IntRange(min=0), default=20, show_default=True,
               help="ADMM epochs (with --baseline direct: the same number of dense epochs without the penalty).")
@@ -60,30 +89,47 @@ def _click_progress(label: str, length: int):
               help="direct: same epochs, but the dense weights are decomposed without ADMM.")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None,
               help="Cap the batches per epoch (quick trials).")
-@click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder to create.")
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder to create (new or empty).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue the run in this folder from its last checkpoint (other training options are ignored).")
+              help="Continue the run in this folder from its last checkpoint, with its recorded settings.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
-def train_command(config_path: str | None, init_path: str | None, out_dir: str | None, resume_dir: str | None,
-                  threads: int | None, device: str, **opts) -> None:
-    """Train a dense network with ADMM towards the TT formats of a layer config, decompose it, fine-tune it."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (recorded: default the process's count).")
+@click.pass_context
+def train_command(ctx: click.Context, out_dir: str | None, resume_dir: str | None, **opts) -> None:
+    """Train a dense network with ADMM towards TT formats (a layer config, or the plan's policy), decompose it,
+    fine-tune it."""
+    if opts["rank"] is not None and ctx.get_parameter_source("rank_fraction") == ParameterSource.COMMANDLINE:
+        raise TTPlanError("--rank and --rank-fraction both given: use one (a uniform rank or a fraction)")
     if resume_dir is not None:
         if out_dir is not None:
             raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
-        metrics = resume(resume_dir, device=device, progress=_click_progress)
+        given = [name for name in opts if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        metrics = resume(resume_dir, options=_resume_options(opts, given), progress=_click_progress)
         run_dir = Path(resume_dir)
     else:
         if out_dir is None:
             raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
-        cfg = TrainConfig(config=config_path, init=init_path, device=device, **opts)
-        metrics = train(cfg, out_dir, progress=_click_progress)
+        metrics = train(_config(opts), out_dir, progress=_click_progress)
         run_dir = Path(out_dir)
     _summary(metrics, run_dir)
+
+
+def _config(opts: dict) -> TrainConfig:
+    """The run's config from the parsed options (policy options gathered into `policy`)."""
+    fields = {FIELDS.get(name, name): value for name, value in opts.items() if name not in POLICY_OPTIONS}
+    policy = {POLICY_OPTIONS[name]: opts[name] for name in POLICY_OPTIONS}
+    return TrainConfig(**fields, policy=policy)
+
+
+def _resume_options(opts: dict, given: list[str]) -> dict:
+    """The settings given on the command line of a resume, as TrainConfig fields (the library checks them)."""
+    out = {FIELDS.get(name, name): opts[name] for name in given if name not in POLICY_OPTIONS}
+    policy = [name for name in given if name in POLICY_OPTIONS]
+    if policy:
+        raise TTPlanError(f"--{_flag_name(policy[0])}: the layer formats are recorded in the run and cannot "
+                          "change on resume; start a new run with --out")
+    return out
 
 
 def _summary(metrics: dict, run_dir: Path) -> None:
@@ -112,3 +158,8 @@ def _summary(metrics: dict, run_dir: Path) -> None:
         lines.append(f"accuracy {pct(final.get('accuracy'))}")
     click.echo("\n".join(lines))
 
+
+
+def _flag_name(name: str) -> str:
+    """The option as typed: `kind` is `format`, underscores are dashes."""
+    return "format" if name == "kind" else name.replace("_", "-")
