@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from ttplan.cli.main import cli
+from tests.helpers.cli import one_line_error, run
 
 LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}}
 TINY = ["--image-size", "8", "--batch-size", "32", "--max-batches", "2", "--threads", "1"]
@@ -22,21 +21,9 @@ def keep_threads():
     torch.set_num_threads(before)
 
 
-def run(args):
-    return CliRunner().invoke(cli, args)
-
-
 def write(path, data) -> str:
     path.write_text(json.dumps(data))
     return str(path)
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def test_tiny_run_prints_a_summary_and_resume_of_a_finished_run_changes_nothing(tmp_path):
@@ -80,7 +67,7 @@ def test_other_mistakes(tmp_path):
     one_line_error(run(["train", "--arch", "resnet21", "--pretrain-epochs", "1", "--admm-epochs", "0",
                         "--finetune-epochs", "0", *TINY, "--out", str(tmp_path / "r")]), "resnet21", "resnet20")
     one_line_error(run(["train", "--rank", "2", "--rank-fraction", "0.3", *TINY, "--out", str(tmp_path / "r")]),
-                   "--rank and --rank-fraction")
+                   "--rank-fraction 0.3 both given")
 
 
 def test_without_a_config_train_uses_the_policy_and_options_of_plan(tmp_path):

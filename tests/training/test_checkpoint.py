@@ -66,7 +66,7 @@ def test_train_writes_only_into_a_new_or_empty_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TTPlanError, match="is a file"):
         check_new_run_dir(tmp_path / "file")
-    with pytest.raises(TTPlanError, match="is a file, so the folder cannot be created"):
+    with pytest.raises(TTPlanError, match="is a file, not a folder"):
         check_new_run_dir(tmp_path / "file" / "run")
     (tmp_path / "empty").mkdir()
     assert check_new_run_dir(tmp_path / "empty") == tmp_path / "empty"

@@ -9,14 +9,15 @@ import click
 from click.core import ParameterSource
 
 from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION
+from ttplan.cli.main import Interrupted
+from ttplan.cli.options import arch_option, device_options, policy_from_options
 from ttplan.errors import TTPlanError
 from ttplan.training.config import BASELINES, DEVICES, TrainConfig
-from ttplan.training.run import resume, train
+from ttplan.training.data import DATASETS
+from ttplan.training.run import CHECKPOINT, resume, train
 
-#: the policy options, as `ttplan plan` spells them, and the `Policy` field each sets
-POLICY_OPTIONS = {"kind": "format", "rank": "rank", "rank_fraction": "rank_fraction", "order": "order",
-                  "skip_first": "skip_first", "skip_1x1": "skip_1x1", "min_channels": "min_channels",
-                  "linear": "linear"}
+#: the policy options, spelled as `ttplan plan` spells them
+POLICY_OPTIONS = ("kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear")
 #: CLI parameter name -> TrainConfig field, where they differ
 FIELDS = {"config_path": "config", "init_path": "init"}
 
@@ -43,9 +44,8 @@ def _click_progress(label: str, length: int):
 
 
 @click.command("train", epilog=EXAMPLE)
-@click.option("--arch", default="resnet20", show_default=True,
-              help="Model preset (resnet20, resnet32, ...) or module:callable building an nn.Module.")
-@click.option("--dataset", type=click.Choice(["digits", "cifar10"]), default="digits", show_default=True,
+@arch_option("resnet20")
+@click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True,
               help="digits: scikit-learn's bundled 8x8 digits; cifar10: python batches in --data-dir.")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="CIFAR-10 folder (cifar-10-batches-py or its parent).")
@@ -58,8 +58,9 @@ def _click_progress(label: str, length: int):
               help="Policy (no --config): TT format of the conv layers (linear layers use ttm).")
 @click.option("--rank", "-r", type=click.IntRange(min=1), default=None,
               help="Policy: uniform rank R (clipped at small boundary modes); replaces --rank-fraction.")
-@click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_RANK_FRACTION,
-              show_default=True, help="Policy: each rank as this fraction of the exact TT rank at its cut.")
+@click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help=f"Policy: each rank as this fraction of the exact TT rank at its cut "
+                   f"[default: {DEFAULT_RANK_FRACTION}].")
 @click.option("--order", "-d", type=click.IntRange(min=1), default=None,
               help="Policy: modes per side (balanced factors; default 3, tucker2 1).")
 @click.option("--skip-first/--no-skip-first", default=True, show_default=True, help="Policy: keep the first conv "
@@ -92,34 +93,38 @@ def _click_progress(label: str, length: int):
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder to create (new or empty).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue the run in this folder from its last checkpoint, with its recorded settings.")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (recorded: default the process's count).")
+@device_options(DEVICES)
 @click.pass_context
 def train_command(ctx: click.Context, out_dir: str | None, resume_dir: str | None, **opts) -> None:
-    """Train a dense network with ADMM towards TT formats (a layer config, or the plan's policy), decompose it,
-    fine-tune it."""
-    if opts["rank"] is not None and ctx.get_parameter_source("rank_fraction") == ParameterSource.COMMANDLINE:
-        raise TTPlanError("--rank and --rank-fraction both given: use one (a uniform rank or a fraction)")
-    if resume_dir is not None:
-        if out_dir is not None:
-            raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
-        given = [name for name in opts if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-        metrics = resume(resume_dir, options=_resume_options(opts, given), progress=_click_progress)
-        run_dir = Path(resume_dir)
-    else:
-        if out_dir is None:
-            raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
-        metrics = train(_config(opts), out_dir, progress=_click_progress)
-        run_dir = Path(out_dir)
+    """Train with ADMM towards TT formats (a layer config, or plan's policy), decompose, fine-tune."""
+    if resume_dir is not None and out_dir is not None:
+        raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
+    if resume_dir is None and out_dir is None:
+        raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
+    run_dir = Path(resume_dir or out_dir)
+    try:
+        if resume_dir is not None:
+            given = [name for name in opts if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+            metrics = resume(resume_dir, options=_resume_options(opts, given), progress=_click_progress)
+        else:
+            metrics = train(_config(opts), out_dir, progress=_click_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(_where_to_resume(run_dir)) from None
     _summary(metrics, run_dir)
 
 
 def _config(opts: dict) -> TrainConfig:
-    """The run's config from the parsed options (policy options gathered into `policy`)."""
+    """The run's config from the parsed options (the policy options as `ttplan plan` reads them)."""
     fields = {FIELDS.get(name, name): value for name, value in opts.items() if name not in POLICY_OPTIONS}
-    policy = {POLICY_OPTIONS[name]: opts[name] for name in POLICY_OPTIONS}
-    return TrainConfig(**fields, policy=policy)
+    return TrainConfig(**fields, policy=policy_from_options(opts).to_dict())
+
+
+def _where_to_resume(run_dir: Path) -> str:
+    """What Ctrl-C leaves: the run folder to resume from, or that no epoch was saved yet."""
+    if (run_dir / CHECKPOINT).is_file():
+        return (f"the run folder {run_dir} keeps its last finished epoch; continue with "
+                f"`ttplan train --resume {run_dir}`")
+    return f"no epoch had finished, so {run_dir} holds no checkpoint yet; start the run again"
 
 
 def _resume_options(opts: dict, given: list[str]) -> dict:

@@ -56,6 +56,9 @@ def dense(network: TensorNetwork, fold_weights: bool = False) -> ContractionPlan
 
 SCHEMES = {"classical": classical, "hodec": hodec, "ttm": ttm, "dense": dense}
 
+#: every name a plan can be asked for by: the searched best, the format's published order, or a fixed scheme
+PLAN_NAMES = ("best", "published", *SCHEMES)
+
 
 def published_scheme(network: TensorNetwork) -> str:
     """The name of the format's own published order."""

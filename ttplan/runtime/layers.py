@@ -20,16 +20,13 @@ from torch import nn
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.network import build_network
-from ttplan.core.schemes import SCHEMES
+from ttplan.core.schemes import PLAN_NAMES, SCHEMES
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.lowering import Program, fold, lower, run_feature_steps
-
-#: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
-PLAN_NAMES = ("best", "published", *SCHEMES)
 
 
 def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,

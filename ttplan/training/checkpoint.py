@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 
 from ttplan.core.formats import TTFormat
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_torch_save, atomic_write_text
 
 KIND = "ttplan-checkpoint"
 VERSION = 2
@@ -34,25 +34,13 @@ TT_MODEL_KEYS = ("model", "formats", "arch", "input_size")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """`torch.save` to a temporary file beside `path`, then `os.replace`: a killed run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    """`torch.save` to a temporary file beside `path`, then moved into place: a killed run never leaves half a file."""
+    atomic_torch_save(obj, path)
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
     """JSON (indented, NaN spelled as null) written to a temporary file, then moved into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(json_ready(data), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    atomic_write_text(path, json.dumps(json_ready(data), indent=2) + "\n")
 
 
 def json_ready(value: Any) -> Any:

@@ -8,12 +8,12 @@ other difference is refused with one line.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ttplan.errors import TTPlanError
+from ttplan.files import check_writable_dir
 from ttplan.training.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -43,17 +43,7 @@ def check_new_run_dir(path: str | Path) -> Path:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise TTPlanError(f"run folder {str(path)!r} is not empty ({shown}): train writes only into a new or "
                               "empty folder; choose another --out")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise TTPlanError(f"run folder {str(path)!r} is not writable: choose another --out")
-        return path
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise TTPlanError(f"run folder {str(path)!r}: {str(parent)!r} is a file, so the folder cannot be created")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TTPlanError(f"run folder {str(path)!r} cannot be created: {str(parent)!r} is not writable")
-    return path
+    return check_writable_dir(path, "run folder")  # a parent that is a file, permissions, read-only mounts
 
 
 def check_resume_dir(path: str | Path) -> Path:
@@ -66,7 +56,7 @@ def check_resume_dir(path: str | Path) -> Path:
     if not (path / CHECKPOINT).is_file():
         raise TTPlanError(f"run folder {str(path)!r} has no {CHECKPOINT}: the run never finished an epoch; "
                           "start it again with --out")
-    return path
+    return check_writable_dir(path, "run folder")
 
 
 def _flag(name: str) -> str:
