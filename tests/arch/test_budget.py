@@ -19,6 +19,7 @@ from ttplan.errors import TTPlanError
 HODEC = {"resnet32": (0.72, 0.80), "resnet56": (0.62, 0.67)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(HODEC))
 def test_budget_reaches_the_hodec_reductions_and_replays(name, tmp_path) -> None:
     macs_target, params_target = HODEC[name]
@@ -39,6 +40,7 @@ def test_budget_reaches_the_hodec_reductions_and_replays(name, tmp_path) -> None
     assert [layer.fmt for layer in replay.layers] == [layer.fmt for layer in result.plan.layers]
 
 
+@pytest.mark.slow
 def test_unreachable_target_says_how_close() -> None:
     result = prepare_budget("resnet20", target_macs_reduction=0.999).solve()
     assert not result.met
@@ -64,6 +66,7 @@ def test_factorisations() -> None:
             assert math.prod(f) == n and len(f) == d and list(f) == sorted(f, reverse=True)
 
 
+@pytest.mark.slow
 def test_search_format_tries_other_mode_counts() -> None:
     problem = prepare_budget("resnet20", target_params_reduction=0.5, search_format=True)
     counts = {(len(f.in_modes), len(f.out_modes)) for _, f in problem.jobs}

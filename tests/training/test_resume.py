@@ -13,6 +13,8 @@ import torch
 from ttplan.errors import TTPlanError
 from ttplan.training.run import CHECKPOINT, METRICS, TrainConfig, TrainingDiverged, resume, train
 
+pytestmark = pytest.mark.slow  # whole training runs (seconds each)
+
 LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}}
 
 

@@ -21,6 +21,8 @@ from ttplan.training.run import (
     train,
 )
 
+pytestmark = pytest.mark.slow  # whole training runs (seconds each)
+
 # two hodec layers of ResNet-20, ranks well below exact so the decomposition really loses something
 LAYERS = {
     "layer2.0.conv1": {"format": "hodec", "tt_shapes": [8, 4, 9, 4, 4], "ranks": [1, 4, 6, 6, 4, 1]},
