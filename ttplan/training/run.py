@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
@@ -56,16 +56,15 @@ from ttplan.training.checkpoint import (
     atomic_save,
     atomic_write_json,
     format_dict,
-    format_from_dict,
     load_checkpoint,
-    load_state_dict,
-    load_tt_file,
     rng_state,
     seed_everything,
     set_rng_state,
 )
 from ttplan.training.config import BASELINES, DEVICES, PHASES, TrainConfig, phase_of
 from ttplan.training.data import load_dataset
+from ttplan.training.evaluate import evaluate
+from ttplan.training.models import convert_model, init_weights, load_tt_model, recorded_formats, resolve_formats
 from ttplan.training.run_folder import (
     CHECKPOINT,
     CURVES,
@@ -158,61 +157,6 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
                    threads=cfg.threads if cfg.threads is not None else torch.get_num_threads())
 
 
-def resolve_formats(cfg: TrainConfig, model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, TTFormat]:
-    """The TT format of every layer the run decomposes: the config's layers, else the policy's (as `ttplan plan`)."""
-    if not cfg.decomposes:
-        return {}
-    from ttplan.arch.config import load_config
-    from ttplan.arch.config import resolve_formats as config_formats
-    from ttplan.arch.policy import formats_for
-
-    layers = trace_layers(model, input_size)
-    if cfg.config is not None:
-        formats = config_formats(load_config(cfg.config), layers)
-        where = f"config {cfg.config!r} keeps every layer dense: name at least one layer with a TT format"
-    else:
-        policy = cfg.make_policy()
-        formats = {name: fmt for name, fmt in formats_for(layers, policy).items() if fmt is not None}
-        where = f"the policy ({policy.describe()}) keeps every layer dense: give a layer config (--config)"
-    if not formats:
-        raise TTPlanError(where)
-    return formats
-
-
-def _recorded_formats(state: dict[str, Any], layers: dict[str, ConvSpec], path: Path) -> dict[str, TTFormat]:
-    """The formats a checkpoint recorded, checked against the model's layers."""
-    out: dict[str, TTFormat] = {}
-    for name, data in state["formats"].items():
-        fmt = format_from_dict(data, f"checkpoint {str(path)!r}, layer {name!r}")
-        if name not in layers:
-            raise TTPlanError(f"checkpoint {str(path)!r} records layer {name!r}, which the model does not have")
-        fmt.validate(layers[name])
-        out[name] = fmt
-    return out
-
-
-def _init_weights(model: nn.Module, path: str) -> None:
-    """Load dense weights from `path`: a run folder (its dense.pt), a dense.pt/checkpoint, or a bare state_dict."""
-    source = Path(path).expanduser()
-    if source.is_dir():
-        source = source / DENSE_WEIGHTS
-        if not source.is_file():
-            raise TTPlanError(f"init folder {path!r} has no {DENSE_WEIGHTS}: give a run folder whose dense "
-                              "phase finished, or a .pt file with a dense state_dict")
-    state = load_state_dict(source, "init checkpoint")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else ""]
-        raise TTPlanError(f"init checkpoint {str(source)!r} does not fit the dense model: "
-                          + ", ".join(p for p in parts if p) + " keys; give the dense weights of the same --arch")
-    model.load_state_dict(state)
-
-
 def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path, recorded: dict[str, Any] | None = None) -> _Run:
     """Seed, load data and the model (with `init` weights, or a checkpoint's formats), resolve the formats."""
     if cfg.batch_size % ctx.world_size:
@@ -225,10 +169,10 @@ def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path, recorded: dict[s
     layers = trace_layers(model, input_size)
     if recorded is None:
         if cfg.init is not None:
-            _init_weights(model, cfg.init)
+            init_weights(model, cfg.init)
         formats = resolve_formats(cfg, model, input_size)
     else:  # a resumed run: its weights come from the checkpoint, its formats from the record
-        formats = _recorded_formats(recorded, {layer.name: layer.spec for layer in layers}, run_dir / CHECKPOINT)
+        formats = recorded_formats(recorded, {layer.name: layer.spec for layer in layers}, run_dir / CHECKPOINT)
     specs = {layer.name: layer.spec for layer in layers if layer.name in formats}
     model.to(ctx.device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -358,28 +302,6 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
     return total / max(count, 1)
 
 
-def evaluate(model: nn.Module, dataset: Dataset, ctx: D.DistContext | None = None, batch_size: int = 256,
-             max_batches: int | None = None) -> float:
-    """Top-1 accuracy of `model` on `dataset`, in eval mode; under DDP each rank scores its shard, then sums."""
-    ctx = ctx or D.DistContext()
-    device = next(model.parameters()).device
-    shard = Subset(dataset, D.shard_indices(len(dataset), ctx)) if ctx.enabled else dataset
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
-    was_training = model.training
-    model.eval()
-    correct, count = 0.0, 0.0
-    with torch.no_grad():
-        for b, (x, y) in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            pred = model(x.to(device)).argmax(dim=1)
-            correct += float((pred == y.to(device)).sum())
-            count += len(y)
-    model.train(was_training)
-    correct, count = D.sum_across([correct, count], ctx)
-    return correct / count if count else float("nan")
-
-
 def _sync_buffers(run: _Run) -> None:
     """BN running statistics from rank 0 everywhere, so every rank evaluates and saves the same model."""
     if run.ctx.enabled:
@@ -408,13 +330,6 @@ def _direct_distances(run: _Run) -> dict[str, float]:
 # --- decomposition and the final model -------------------------------------------------------------------------
 
 
-def _convert(model: nn.Module, formats: dict[str, TTFormat], input_size: tuple[int, int, int], scheme: str):
-    """A copy of `model` with the named layers replaced by TT layers decomposed from it."""
-    from ttplan.runtime.layers import convert
-
-    return convert(model, formats, input_size, scheme=scheme)
-
-
 def _layer_error(dense: nn.Module, tt: nn.Module, name: str, fmt: TTFormat, spec: ConvSpec) -> float:
     """‖W − W_tt‖/‖W‖ for one converted layer (its own `to_dense`, else the TT-SVD it was built from)."""
     w = dense.get_submodule(name).weight.detach()
@@ -434,7 +349,7 @@ def _decompose(run: _Run) -> None:
     if run.ctx.is_main:
         atomic_save({"model": run.model.state_dict(), "config": run.cfg.to_dict()}, run.run_dir / DENSE_WEIGHTS)
     dense = run.model
-    tt = _convert(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
+    tt = convert_model(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
     errors = {name: _layer_error(dense, tt, name, fmt, run.specs[name]) for name, fmt in run.formats.items()}
     run.model = tt
     run.ddp = None
@@ -519,24 +434,6 @@ def _plot(metrics: dict[str, Any], run_dir: Path) -> None:
     from ttplan.analysis.plots import plot_admm
 
     plot_admm(metrics, run_dir / CURVES)
-
-
-def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
-    """The fine-tuned TT model saved by a run (`RUN/model_tt.pt`, or the run folder), ready for inference."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / TT_MODEL
-    data = load_tt_file(path)
-    model, input_size = load_model(str(data["arch"]), tuple(data["input_size"]))
-    formats = {name: format_from_dict(f, f"TT model {str(path)!r}, layer {name!r}")
-               for name, f in data["formats"].items()}
-    tt = _convert(model, formats, input_size, data.get("scheme", "best"))
-    try:
-        tt.load_state_dict(data["model"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TTPlanError(f"TT model {str(path)!r} does not fit the model it names ({first})") from None
-    return tt.to(device).eval()
 
 
 # --- the loop --------------------------------------------------------------------------------------------------
@@ -662,7 +559,7 @@ def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device
         run.changes = [*state.get("changes", []), *changes]
         stage = state["stage"]
         if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
-            run.model = _convert(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
+            run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
         run.model.load_state_dict(state["model"])
         _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
         assert run.optimizer is not None
