@@ -154,3 +154,16 @@ def test_dense_totals_equal_flop_counter_for_random_models(tmp_path, monkeypatch
     for layer in data["layers"]:
         if layer["decomposed"] and layer["calls"] > 1:
             assert layer["best"]["macs"] % layer["calls"] == 0
+
+
+def test_a_budget_counts_every_call_too():
+    from ttplan.arch.budget import prepare_budget
+
+    model = RandomNet(1)
+    size = model.input_size
+    result = prepare_budget(model, size, target_macs_reduction=0.2).solve()
+    assert result.plan.totals.baseline_macs == torch_macs(model, size)
+    shared = next(layer for layer in result.plan.layers if layer.name == "shared")
+    assert shared.n_calls == model.repeats
+    if shared.plan is not None:
+        assert shared.macs == sum(p.best.macs for p in shared.call_plans)
