@@ -13,11 +13,13 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 import ttplan.arch.request
 import ttplan.cli.train
 from tests.helpers.cli import GEOMETRY, one_line_error, run
 from ttplan.cli.main import COMMANDS, SUMMARIES, cli
+from ttplan.errors import TTPlanError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,3 +141,18 @@ def test_emitted_json_report_is_replaced_atomically(tmp_path) -> None:
     result = run(["sweep", *GEOMETRY, "--ranks", "4", "--out", str(out)])
     assert result.exit_code == 0 and f"replaced {out}" in result.stderr
     assert json.loads(out.read_text())["points"]
+
+
+def test_policy_group_declares_the_same_options_with_the_same_checks() -> None:
+    from ttplan.cli.options import policy_from_options, policy_options
+
+    @click.command()
+    @policy_options(with_config=False, with_skip_worse=False)
+    def probe(**opts) -> None:
+        click.echo(policy_from_options(opts).describe())
+
+    names = {p.name for p in probe.params}
+    assert {"kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear"} == names
+    assert CliRunner().invoke(probe, ["--rank", "4"]).output.startswith("hodec, order 3")
+    with pytest.raises(TTPlanError, match="--rank 4 and --rank-fraction 0.3"):
+        CliRunner().invoke(probe, ["--rank", "4", "--rank-fraction", "0.3"], catch_exceptions=False)

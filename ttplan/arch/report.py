@@ -47,6 +47,8 @@ NUMERIC = {"dense_macs", "dense_params", "published_macs", "best_macs", "params"
            "params_reduction", "max_rank"}
 #: text columns shortened (with …) when the compact table would be wider than the terminal, in this order
 SHRINKABLE = ("note", "layer", "short_format")
+#: a format's own description longer than this is shown as `label in→out` modes in the compact table
+SHORT_FORMAT = 24
 
 
 def _modes(values: tuple[int, ...]) -> str:
@@ -59,12 +61,10 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
     plan = layer.plan or layer.rejected_plan
     if fmt is None:
         shape = ranks = short = "dense"
-    elif fmt.kind == "hodec":
-        shape = short = f"{fmt.label} {_modes(fmt.tt_shapes(layer.spec))}"
-        ranks = ",".join(map(str, fmt.ranks))
     else:
-        shape = f"{fmt.kind} in {_modes(fmt.in_modes)} out {_modes(fmt.out_modes)}"
-        short = f"{fmt.kind} {_modes(fmt.in_modes)}→{_modes(fmt.out_modes)}"
+        shape = fmt.describe(layer.spec)
+        modes = f"{fmt.label} {_modes(fmt.in_modes)}→{_modes(fmt.out_modes)}"
+        short = shape if len(shape) <= SHORT_FORMAT else modes
         ranks = ",".join(map(str, fmt.ranks))
     notes = []
     if layer.worse_than_dense and plan is not None:

@@ -18,7 +18,7 @@ from ttplan.cli.options import (
     spec_from_options,
 )
 from ttplan.cli.output import emit_text, out_option
-from ttplan.core.schemes import PLAN_NAMES
+from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
 
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
@@ -45,7 +45,7 @@ The file imports torch only; a single layer's `__all__` names its one class, an 
 @click.command(epilog=EXAMPLES)
 @geometry_options(required=False)
 @format_options
-@click.option("--scheme", type=click.Choice(PLAN_NAMES), default="best", show_default=True,
+@click.option("--scheme", type=click.Choice(plan_names()), default="best", show_default=True,
               help="Order to emit: the searched best, the format's published order, a named scheme, or dense "
                    "(rebuild the kernel, one conv).")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,

@@ -164,9 +164,12 @@ def format_options(func: Callable) -> Callable:
     ])(func)
 
 
-def policy_options(func: Callable | None = None, *, with_format: bool = True, prefix: str = "") -> Callable:
+def policy_options(func: Callable | None = None, *, with_format: bool = True, with_config: bool = True,
+                   with_skip_worse: bool = True, prefix: str = "") -> Callable:
     """How a model's layers are decomposed: a config, then the policy. `with_format=False` where
-    `format_options` already declares `--format/--rank/--order` (the policy then reads those)."""
+    `format_options` already declares `--format/--rank/--order` (the policy then reads those);
+    `with_config=False`/`with_skip_worse=False` where a command declares its own `--config` or has no use for
+    `--skip-worse` (`train`). `policy_from_options` turns the parsed values into a `Policy`."""
     from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION
 
     shared = [
@@ -177,10 +180,18 @@ def policy_options(func: Callable | None = None, *, with_format: bool = True, pr
         click.option("--order", "-d", type=click.IntRange(min=1), default=None,
                      help=f"{prefix}modes per side (balanced factors; default 3, tucker2 1)."),
     ] if with_format else []
-    options = [
+    config = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help=f"{prefix}JSON/YAML file of per-layer formats and ranks; layers it does not name follow "
                           "the policy."),
+    ] if with_config else []
+    skip_worse = [
+        click.option("--skip-worse", is_flag=True,
+                     help=f"{prefix}leave dense every layer whose published order costs more MACs or params "
+                          "than dense."),
+    ] if with_skip_worse else []
+    options = [
+        *config,
         *shared,
         click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help=f"{prefix}each rank as this fraction of the exact TT rank at its cut "
@@ -192,9 +203,7 @@ def policy_options(func: Callable | None = None, *, with_format: bool = True, pr
         click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
                      help=f"{prefix}keep layers with fewer than N input or output channels dense."),
         click.option("--linear", is_flag=True, help=f"{prefix}also decompose nn.Linear layers (TT-matrix, ttm)."),
-        click.option("--skip-worse", is_flag=True,
-                     help=f"{prefix}leave dense every layer whose published order costs more MACs or params "
-                          "than dense."),
+        *skip_worse,
     ]
     return apply(options) if func is None else apply(options)(func)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
+from ttplan.core.schemes import plan_names
 from ttplan.files import check_writable, written
 
 OUT_HELP = "Write PREFIX.png and PREFIX.svg"
@@ -64,9 +65,9 @@ def arch_cmd(file: Path, title: str | None, prefix: Path | None) -> None:
 @format_options
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size B.")
 @click.option("--fold-weights", is_flag=True, help="Weights folded at load time: weight-only steps cost nothing.")
-@click.option("--scheme", "which", type=click.Choice(["best", "published", "dense"]), default="best",
-              show_default=True, help="Which order to draw: the searched best, the format's published one, "
-                                      "or rebuild-then-conv.")
+@click.option("--scheme", "which", type=click.Choice(plan_names()), default="best", show_default=True,
+              help="Which order to draw: the searched best, the format's published one, a named scheme, or dense "
+                   "(rebuild-then-conv).")
 @click.option("--title", default=None, help="Figure title (default: layer, format, ranks).")
 @_out_option(None)
 def plan_cmd(batch: int, fold_weights: bool, which: str, title: str | None, prefix: Path, **opts) -> None:

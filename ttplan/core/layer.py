@@ -38,7 +38,7 @@ class LayerPlan:
     @property
     def published(self) -> ContractionPlan:
         """The format's own published order."""
-        return self.schemes[self.fmt.kind]
+        return self.schemes[self.fmt.published_scheme]
 
     def named(self, name: str) -> ContractionPlan:
         """The plan called `name`: `best`, `published`, or one of this layer's schemes (its published one, dense)."""
@@ -84,12 +84,7 @@ class LayerPlan:
                 "output_size": list(self.spec.output_size),
                 "batch": self.network.batch,
             },
-            "format": {
-                "kind": self.fmt.label,
-                "in_modes": list(self.fmt.in_modes),
-                "out_modes": list(self.fmt.out_modes),
-                "ranks": list(self.fmt.ranks),
-            },
+            "format": self.fmt.to_dict(),
             "fold_weights": self.best.fold_weights,
             "baseline": {"macs": self.baseline_macs, "flops": 2 * self.baseline_macs, "params": self.baseline_params},
             "schemes": {name: self.summary(plan) for name, plan in self.schemes.items()},

@@ -127,19 +127,16 @@ def _describe(data: Any) -> str:
 
 
 def format_dict(fmt: TTFormat) -> dict[str, Any]:
-    """A format as plain data (the fields of `TTFormat`)."""
-    return {"kind": fmt.kind, "in_modes": list(fmt.in_modes), "out_modes": list(fmt.out_modes),
-            "ranks": list(fmt.ranks)}
+    """A format as plain data (`TTFormat.to_dict`)."""
+    return fmt.to_dict()
 
 
 def format_from_dict(data: Any, where: str) -> TTFormat:
     """The inverse of `format_dict`; malformed data is one line naming `where`."""
     try:
-        return TTFormat(str(data["kind"]), tuple(int(v) for v in data["in_modes"]),
-                        tuple(int(v) for v in data["out_modes"]), tuple(int(v) for v in data["ranks"]))
-    except (KeyError, TypeError, ValueError):
-        raise TTPlanError(f"{where}: the recorded format {data!r} is malformed (expected kind, in_modes, "
-                          "out_modes, ranks)") from None
+        return TTFormat.from_dict(data)
+    except TTPlanError as error:
+        raise TTPlanError(f"{where}: the recorded format is malformed ({error})") from None
 
 
 # --- RNG state -------------------------------------------------------------------------------------------------

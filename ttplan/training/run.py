@@ -367,11 +367,10 @@ def _decompose(run: _Run) -> None:
 def _planned(run: _Run) -> dict[str, Any]:
     """Planned MACs/params of the TT model (its layers at the plan's order, every other layer dense)."""
     from ttplan.arch.architecture import plan_architecture
-    from ttplan.arch.config import LayerConfig
+    from ttplan.arch.config import LayerConfig, format_entry, parse_entry
 
     config = {name: LayerConfig(format="dense") for name in run.layer_names}
-    config.update({name: LayerConfig(fmt.kind, in_modes=fmt.in_modes, out_modes=fmt.out_modes, ranks=fmt.ranks)
-                   for name, fmt in run.formats.items()})
+    config.update({name: parse_entry(name, format_entry(fmt, run.specs[name])) for name, fmt in run.formats.items()})
     plan = plan_architecture(run.cfg.arch, run.input_size, config=config)
     if run.ctx.is_main:
         atomic_write_json(plan.to_dict(), run.run_dir / PLAN)
