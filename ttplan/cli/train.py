@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION
 from ttplan.cli.main import Interrupted
-from ttplan.cli.options import arch_option, device_options, policy_from_options
+from ttplan.cli.options import arch_option, device_options, policy_from_options, policy_options
 from ttplan.errors import TTPlanError
 from ttplan.training.config import BASELINES, DEVICES, TrainConfig
 from ttplan.training.data import DATASETS
@@ -54,21 +53,7 @@ def _click_progress(label: str, length: int):
 @click.option("--config", "config_path", type=click.Path(), default=None,
               help="Layer config (JSON/YAML): layer name -> {format, tt_shapes, ranks} or {format, in_modes, "
                    "out_modes, rank}; exactly these layers are decomposed. Without it: the policy options below.")
-@click.option("--format", "kind", type=click.Choice(CONV_FORMATS), default="hodec", show_default=True,
-              help="Policy (no --config): TT format of the conv layers (linear layers use ttm).")
-@click.option("--rank", "-r", type=click.IntRange(min=1), default=None,
-              help="Policy: uniform rank R (clipped at small boundary modes); replaces --rank-fraction.")
-@click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help=f"Policy: each rank as this fraction of the exact TT rank at its cut "
-                   f"[default: {DEFAULT_RANK_FRACTION}].")
-@click.option("--order", "-d", type=click.IntRange(min=1), default=None,
-              help="Policy: modes per side (balanced factors; default 3, tucker2 1).")
-@click.option("--skip-first/--no-skip-first", default=True, show_default=True, help="Policy: keep the first conv "
-              "dense.")
-@click.option("--skip-1x1/--no-skip-1x1", default=True, show_default=True, help="Policy: keep 1x1 convs dense.")
-@click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Policy: keep layers with fewer than N input or output channels dense.")
-@click.option("--linear", is_flag=True, help="Policy: also decompose nn.Linear layers (TT-matrix, ttm).")
+@policy_options(with_config=False, with_skip_worse=False, prefix="Policy (without --config): ")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--admm-epochs", type=click.IntRange(min=0), default=20, show_default=True,
               help="ADMM epochs (with --baseline direct: the same number of dense epochs without the penalty).")
