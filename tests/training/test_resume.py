@@ -148,3 +148,17 @@ def test_no_config_uses_the_plan_policy(tmp_path):
     # a dense pretraining run without a config stays dense
     dense = train(tiny(None, pretrain_epochs=1, admm_epochs=0, finetune_epochs=0), tmp_path / "dense")
     assert "formats" not in dense["final"] and dense["layers"] == {}
+    with pytest.raises(TTPlanError, match="no layers to decompose.*--init"):
+        resume(tmp_path / "dense", options={"admm_epochs": 1})
+
+
+def test_a_changed_rate_and_length_follow_the_new_cosine_schedule(tmp_path):
+    config = tmp_path / "layers.json"
+    config.write_text(json.dumps(LAYERS))
+    with pytest.raises(Killed):  # after 1 pretrain + 1 of 2 ADMM epochs
+        train(tiny(str(config)), tmp_path / "run", on_epoch_end=kill_after(2))
+    with pytest.raises(Killed):  # ADMM now 3 epochs at 0.01: one more epoch under the new schedule
+        resume(tmp_path / "run", options={"lr": 0.01, "admm_epochs": 3}, on_epoch_end=kill_after(3))
+    group = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 0.01
+    assert group["lr"] == pytest.approx(0.01 * (1 + math.cos(math.pi * 2 / 3)) / 2, rel=1e-12)

@@ -549,6 +549,9 @@ def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device
     if device is not None:
         options.setdefault("device", device)
     cfg, changes = apply_changes(cfg, options, int(state["epoch"]))
+    if (cfg.admm_epochs or cfg.finetune_epochs) and not state["formats"]:
+        raise TTPlanError(f"run folder {str(run_dir)!r} holds a dense run with no layers to decompose: ADMM or "
+                          f"fine-tuning epochs cannot be added on resume; start a new run with --init {run_dir}")
     with _threads(cfg.threads):
         ctx = D.init_from_env(cfg.device)
         run = _build(cfg, ctx, run_dir, recorded=state)
