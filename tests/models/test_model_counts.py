@@ -167,3 +167,13 @@ def test_a_budget_counts_every_call_too():
     assert shared.n_calls == model.repeats
     if shared.plan is not None:
         assert shared.macs == sum(p.best.macs for p in shared.call_plans)
+
+
+def test_the_plan_table_keeps_its_columns_at_any_batch():
+    lines = run(["plan", "resnet20", "--batch", "99999999999999"]).stdout.splitlines()
+    header = next(line for line in lines if line.startswith("layer "))
+    end = header.index("MACs↓") + len("MACs↓")
+    rows = [line for line in lines if line.startswith(("conv1", "layer", "linear", "TOTAL")) and line != header]
+    assert len(rows) == 21  # 19 convs, the linear layer, the total
+    for row in rows:
+        assert row[end - 1] == "%" and row[end] == " ", row
