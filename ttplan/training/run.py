@@ -249,10 +249,11 @@ def _diverged(run: _Run, epoch: int, batch: int | None, what: str) -> TrainingDi
     done = len(run.epochs)
     kept = (f"the last good checkpoint {str(_checkpoint_path(run))!r} (after epoch {done}) is kept"
             if done else "no epoch finished, so there is no checkpoint")
-    hint = " or --rho" if run.stage == "admm" else ""
     where = f"epoch {epoch + 1} ({phase_of(run.stage or '')})" + (f", batch {batch + 1}" if batch is not None else "")
     lr = "--finetune-lr" if run.stage == "finetune" and run.cfg.finetune_lr is not None else "--lr"
-    retry = (f"; retry with a lower {lr}{hint}" + (f" (ttplan train --resume {run.run_dir} {lr} ...)" if done else ""))
+    retry = f"; retry with a lower {lr}" + (f" (ttplan train --resume {run.run_dir} {lr} ...)" if done else "")
+    if run.stage == "admm":
+        retry += ", or start a new run with a lower --rho"
     return TrainingDiverged(f"{what} in {where}; stopped: {kept}{retry}")
 
 
