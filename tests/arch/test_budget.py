@@ -15,7 +15,7 @@ from ttplan.arch.config import load_config, save_config
 from ttplan.core.formats import get_format
 from ttplan.errors import TTPlanError
 
-# DESIGN.md: HODEC on CIFAR-10, model-level FLOPs (= MACs) and params reductions
+# The published HODEC results on CIFAR-10, model-level FLOPs (= MACs) and params reductions
 HODEC = {"resnet32": (0.72, 0.80), "resnet56": (0.62, 0.67)}
 
 

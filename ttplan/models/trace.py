@@ -8,7 +8,7 @@ order. Only those layers are what ttplan can decompose, so the dense totals coun
   `rows` is every leading dimension of its input, e.g. the T tokens of a `(1, T, F)` input), summed over
   every call: a module called twice in one forward costs twice (its weight is counted once).
   Bias adds, BN, activations, pooling and residual adds are not MACs and are not counted; this is
-  how the literature counts ResNet/VGG "FLOPs" (which are MACs, DESIGN.md).
+  how the literature counts ResNet/VGG "FLOPs" (which are MACs; docs/cost-model.md, "Counting").
 - params: conv and linear weights plus their biases. BN's affine parameters and any other parameter
   are excluded; `count_model_params` counts every parameter, so a report can give both.
 """
