@@ -71,3 +71,10 @@ def test_train_writes_only_into_a_new_or_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     assert check_new_run_dir(tmp_path / "empty") == tmp_path / "empty"
     assert check_new_run_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+
+
+def test_a_checkpoint_of_an_older_ttplan_is_one_line(tmp_path):
+    torch.save({"version": 1, "config": {"arch": "resnet20"}, "model": {"w": torch.ones(1)}}, tmp_path / "c.pt")
+    with pytest.raises(TTPlanError, match=r"older ttplan \(version 1\).*start the run again") as info:
+        load_checkpoint(tmp_path / "c.pt")
+    assert "\n" not in str(info.value)
