@@ -24,18 +24,14 @@ def render_layer(result: LayerPlan, wide: bool = False, limit: int = TERMINAL_WI
         "costs in MACs (FLOPs = 2 x MACs)" + ("; weights folded at load time" if result.best.fold_weights else ""),
         "",
     ]
-    header = f"{'order':<12}{'MACs':>15}{'x dense':>9}{'weight MACs':>13}{'params':>11}{'compr.':>8}" \
-             f"{'largest':>12}{'peak live':>12}"
-    lines += [header, "-" * len(header)]
-    lines.append(f"{'dense conv':<12}{result.baseline_macs:>15,}{1.0:>9.3f}{0:>13,}{result.baseline_params:>11,}"
-                 f"{1.0:>8.1f}{'':>12}{'':>12}")
+    rows = [("dense conv", result.baseline_macs, 1.0, 0, result.baseline_params, 1.0, "", "", "")]
     for name, plan in [*result.schemes.items(), ("best", result.best)]:
         s = result.summary(plan)
         flag = "  > dense" if plan.macs > result.baseline_macs else ""
-        lines.append(
-            f"{name:<12}{s['macs']:>15,}{s['macs_vs_dense']:>9.3f}{s['weight_macs']:>13,}{s['params']:>11,}"
-            f"{s['compression']:>8.1f}{s['largest_intermediate']:>12,}{s['peak_live']:>12,}{flag}"
-        )
+        rows.append((name, s["macs"], s["macs_vs_dense"], s["weight_macs"], s["params"], s["compression"],
+                     s["largest_intermediate"], s["peak_live"], flag))
+    table = _table(("order", "MACs", "x dense", "weight MACs", "params", "compr.", "largest", "peak live"), rows)
+    lines += table
     if result.best.fold_weights:
         lines.append(f"runtime weight memory of the best plan (folded factors): "
                      f"{result.best.runtime_weight_elements:,} elements")
@@ -60,9 +56,30 @@ def render_layer(result: LayerPlan, wide: bool = False, limit: int = TERMINAL_WI
     lines = [line.rstrip() for line in lines]
     if wide:
         return "\n".join(lines)
+    keep = set(table)  # table rows are never wrapped: a wider table beats broken columns
     return "\n".join(out for line in lines for out in (textwrap.wrap(line, limit, subsequent_indent="    ",
                                                                    break_on_hyphens=False)
-                                                     if len(line) > limit else [line]))
+                                                     if len(line) > limit and line not in keep else [line]))
+
+
+def _table(heads: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    """Right-aligned columns as wide as their widest cell, so counts of any size keep the table aligned."""
+
+    def cell(j: int, value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}" if j == 2 else f"{value:.1f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    cells = [[cell(j, v) for j, v in enumerate(row[:-1])] for row in rows]
+    widths = [max(len(heads[j]), *(len(c[j]) for c in cells)) for j in range(len(heads))]
+    widths[0] = max(widths[0], 11)
+
+    def line(values: list[str], flag: str = "") -> str:
+        first = values[0].ljust(widths[0])
+        return (first + "".join(f"  {v:>{w}}" for v, w in zip(values[1:], widths[1:]))).rstrip() + flag
+
+    header = line(list(heads))
+    return [header, "-" * len(header), *(line(c, row[-1]) for c, row in zip(cells, rows))]
 
 
 def _where(result: LayerPlan, step) -> str:

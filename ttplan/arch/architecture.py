@@ -43,6 +43,19 @@ class ArchLayer:
     worse_than_dense: bool = False
     rejected: TTFormat | None = None
     rejected_plan: LayerPlan | None = None
+    calls: tuple[ConvSpec, ...] = ()
+    call_plans: tuple[LayerPlan, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.calls:
+            self.calls = (self.spec,)
+        if not self.call_plans and (self.plan or self.rejected_plan) is not None:
+            self.call_plans = (self.plan or self.rejected_plan,) * len(self.calls)  # type: ignore[assignment]
+
+    @property
+    def n_calls(self) -> int:
+        """How many times the module runs in one forward pass (each call is planned and counted)."""
+        return len(self.calls)
 
     @property
     def decomposed(self) -> bool:
@@ -51,8 +64,8 @@ class ArchLayer:
 
     @property
     def baseline_macs(self) -> int:
-        """Dense MACs at the plan's batch (a grouped conv counts 1/groups)."""
-        return self.spec.dense_macs(self.batch)
+        """Dense MACs of every call at the plan's batch (a grouped conv counts 1/groups)."""
+        return sum(spec.dense_macs(self.batch) for spec in self.calls)
 
     @property
     def baseline_params(self) -> int:
@@ -61,8 +74,8 @@ class ArchLayer:
 
     @property
     def macs(self) -> int:
-        """The layer as planned: best order if decomposed, else dense."""
-        return self.plan.best.macs if self.plan else self.baseline_macs
+        """The layer as planned, every call: best order if decomposed, else dense."""
+        return sum(p.best.macs for p in self.call_plans) if self.plan else self.baseline_macs
 
     @property
     def params(self) -> int:
@@ -71,8 +84,13 @@ class ArchLayer:
 
     @property
     def published_macs(self) -> int:
-        """The format's published order if decomposed, else dense."""
-        return self.plan.published.macs if self.plan else self.baseline_macs
+        """The format's published order (every call) if decomposed, else dense."""
+        return sum(p.published.macs for p in self.call_plans) if self.plan else self.baseline_macs
+
+    @property
+    def shown_published_macs(self) -> int:
+        """The published order of the format planned or rejected (every call); dense if there is none."""
+        return sum(p.published.macs for p in self.call_plans) if self.call_plans else self.baseline_macs
 
     def to_dict(self) -> dict:
         """JSON-ready row: geometry, baseline, format, schemes, best, flags."""
@@ -82,6 +100,7 @@ class ArchLayer:
         out = {
             "name": self.name,
             "kind": self.kind,
+            "calls": self.n_calls,
             "geometry": spec.describe(),
             "in_channels": spec.in_channels,
             "out_channels": spec.out_channels,
@@ -104,12 +123,16 @@ class ArchLayer:
         if fmt is not None:
             out["format"] = {**fmt.to_dict(), "tt_shapes": list(fmt.tt_shapes(spec))}
         if shown is not None:
-            out["schemes"] = {name: {"macs": p.macs, "flops": p.flops, "params": p.params,
-                                     "weight_macs": p.weight_macs} for name, p in shown.schemes.items()}
+            per_call = [p.schemes for p in self.call_plans] or [shown.schemes]
+            out["schemes"] = {name: {"macs": sum(s[name].macs for s in per_call),
+                                     "flops": sum(s[name].flops for s in per_call), "params": p.params,
+                                     "weight_macs": sum(s[name].weight_macs for s in per_call)}
+                              for name, p in shown.schemes.items()}
             out["published"] = shown.fmt.published_scheme
         if self.plan is not None:
             best = self.plan.best
-            out["best"].update(feature_macs=best.feature_macs, weight_macs=best.weight_macs,
+            out["best"].update(feature_macs=sum(p.best.feature_macs for p in self.call_plans),
+                               weight_macs=sum(p.best.weight_macs for p in self.call_plans),
                                path=[list(p) for p in best.pairs],
                                steps=[f"{s.left_name} x {s.right_name}" for s in best.steps])
         return out
@@ -247,16 +270,22 @@ def plan_layers(
 ) -> list[ArchLayer]:
     """Plan each decided layer with `plan_layer` (cached per geometry and format); dense ones as they are."""
     cache: dict[tuple[ConvSpec, TTFormat], LayerPlan] = {}
+
+    def planned(spec: ConvSpec, fmt: TTFormat) -> LayerPlan:
+        if (spec, fmt) not in cache:
+            cache[(spec, fmt)] = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights)
+        return cache[(spec, fmt)]
+
     out: list[ArchLayer] = []
     for layer in layers:
         decision = decisions[layer.name]
-        row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source)
+        row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source,
+                        calls=layer.calls)
         if decision.fmt is not None:
-            key = (layer.spec, decision.fmt)
-            if key not in cache:
-                cache[key] = plan_layer(layer.spec, decision.fmt, batch=batch, fold_weights=fold_weights)
-            plan = cache[key]
-            row.worse_than_dense = _worse(plan)
+            plans = tuple(planned(spec, decision.fmt) for spec in layer.calls)  # each call at its own geometry
+            plan = plans[0]
+            row.call_plans = plans
+            row.worse_than_dense = any(_worse(p) for p in plans)
             if row.worse_than_dense and skip_worse:
                 published = plan.published
                 row.rejected, row.rejected_plan = decision.fmt, plan

@@ -71,6 +71,8 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         notes.append(f"worse than dense ({plan.published.name} order)")
     if layer.reason:
         notes.append(layer.reason)
+    if layer.n_calls > 1:
+        notes.append(f"{layer.n_calls} calls per forward, each counted")
     return {
         "layer": layer.name,
         "geometry": layer.spec.describe(),
@@ -80,7 +82,7 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         "short_format": short,
         "ranks": ranks,
         "max_rank": max(fmt.ranks) if fmt is not None else "",
-        "published_macs": plan.published.macs if plan is not None else layer.baseline_macs,
+        "published_macs": layer.shown_published_macs,
         "best_macs": layer.macs,
         "params": layer.params,
         "macs_reduction": 1 - layer.macs / layer.baseline_macs if layer.baseline_macs else 0.0,
