@@ -297,8 +297,9 @@ def plan_figure(plan: ContractionPlan, title: str | None = None) -> Figure:
         size = net.spec.out_pixels if name == "s" else net.size(name)
         labels[(holder, stub)] = f"{name}={size}"
     tensors = list(range(len(net.tensors)))
-    colours = ["#f4a582" if net.tensors[n].is_input else ("#92c5de" if "k" in net.tensors[n].indices else "#d1e5f0")
-               for n in tensors]
+    windows = set(net.windows)
+    colours = ["#f4a582" if net.tensors[n].is_input else ("#92c5de" if windows & set(net.tensors[n].indices)
+                                                           else "#d1e5f0") for n in tensors]
     stubs = [n for n in simple.nodes if isinstance(n, str)]
     nx.draw_networkx_edges(simple, pos, ax=ax_net, edgelist=[e for e in simple.edges if not any(
         isinstance(v, str) for v in e)], width=1.6, edge_color="#444444")

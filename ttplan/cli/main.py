@@ -30,7 +30,7 @@ SUMMARIES = {
     "layer": "Plan one TT-conv layer: MACs, parameters and memory of dense, the published order and the best order.",
     "plan": "Plan every conv layer of an architecture: per-layer costs, then model totals and FLOPs↓/params↓.",
     "sweep": "Sweep ranks for one layer: parameter reduction and MACs vs dense of the published and the best order, "
-             "for classical (3 modes), hodec with 1 (tucker2), 2 and 3 modes a side, tr (3 modes) and cp.",
+             "for classical (3 modes), hodec with 1 (tucker2), 2 and 3 modes a side, the tensor ring (3 modes) and CP.",
     "plot": "Draw figures, each saved as PNG and SVG: `sweep FILE`, `arch FILE`, `plan` (one layer), `admm RUN_DIR`.",
     "train": "Train with ADMM towards TT formats (a layer config, or plan's policy), decompose, fine-tune.",
     "emit": "Write a standalone PyTorch file whose layers run the planned contraction order.",

@@ -126,7 +126,8 @@ class TensorNetwork:
         return self.fmt.core_params(self.spec)
 
     def graph(self) -> nx.MultiGraph:
-        """A networkx view: tensors are nodes, each shared index an edge, output indices dangle."""
+        """A networkx view: tensors are nodes, each shared index an edge (a hyperedge: one between every two of
+        its holders), output indices dangle."""
         g = nx.MultiGraph()
         for n, tensor in enumerate(self.tensors):
             g.add_node(n, name=tensor.name, indices=tensor.indices, is_input=tensor.is_input)
@@ -136,8 +137,9 @@ class TensorNetwork:
                 owners.setdefault(name, []).append(n)
         for name, nodes in owners.items():
             idx = self.indices[name]
-            if len(nodes) == 2:
-                g.add_edge(nodes[0], nodes[1], key=name, size=idx.size, kind=idx.kind)
+            for n, first in enumerate(nodes):
+                for second in nodes[n + 1:]:
+                    g.add_edge(first, second, key=name, size=idx.size, kind=idx.kind)
         return g
 
 
