@@ -96,7 +96,9 @@ class ExactSearch:
             if absorbed not in best:
                 continue
             score, fm, _, _ = best[absorbed]
-            for group in groups:
+            # when every set of cores is a group (outer products, or a hyperedge joining all cores), walk the
+            # sub-masks of what is left (3^n in all) rather than every group for every state (4^n)
+            for group in (_submasks(full ^ absorbed) if len(groups) == full else groups):
                 if group & absorbed:
                     continue
                 tree = trees.get(group)
@@ -135,12 +137,14 @@ class ExactSearch:
         subset), else pairs of connected groups that share an index.
         """
         trees: dict[int, _Tree] = {}
+        # every set of cores connected (a hyperedge joins them all): walk sub-masks, not the list of groups
+        submasks = outer or len(groups) == (1 << len(cores)) - 1
         for group in groups:
             if group & (group - 1) == 0:
                 trees[group] = _Tree((0, 0, 0), cores[group.bit_length() - 1])
                 continue
             choice: _Tree | None = None
-            for left in _splits(group, groups, outer):
+            for left in _splits(group, groups, submasks):
                 right = group ^ left
                 if left > right or right not in trees or left not in trees:
                     continue
@@ -221,6 +225,14 @@ def core_groups(network: TensorNetwork, outer: bool = False) -> list[int]:
         v: sum(1 << u for u in range(n) if u != v and cores[u].indices & cores[v].indices) for v in range(n)
     }
     return _connected_subsets(neighbours, n)
+
+
+def _submasks(mask: int):
+    """Every non-empty sub-mask of `mask`."""
+    sub = mask
+    while sub:
+        yield sub
+        sub = (sub - 1) & mask
 
 
 def _splits(group: int, groups: list[int], outer: bool):
