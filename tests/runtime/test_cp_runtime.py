@@ -43,6 +43,7 @@ def the_class(source: str):
     return namespace[namespace["__all__"][0]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cp", "cp-separable"])
 def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients(kind):
     rng, gen = random.Random(41), torch.Generator().manual_seed(41)
@@ -59,6 +60,7 @@ def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients(kind):
             assert_same_values_and_gradients(layer(x), _conv(x, kernel, spec), [x, *cores], gen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cp", "cp-separable"])
 def test_generated_cp_layers_equal_conv2d_and_flops_are_the_planned_macs(kind):
     rng, gen = random.Random(42), torch.Generator().manual_seed(42)

@@ -46,6 +46,7 @@ def the_class(source: str):
     return namespace[namespace["__all__"][0]]
 
 
+@pytest.mark.slow
 def test_ring_layers_equal_conv2d_with_the_ring_kernel_values_and_gradients():
     rng, gen = random.Random(21), torch.Generator().manual_seed(21)
     for _ in range(110):
@@ -61,6 +62,7 @@ def test_ring_layers_equal_conv2d_with_the_ring_kernel_values_and_gradients():
             assert_same_values_and_gradients(layer(x), _conv(x, kernel, spec), [x, *cores], gen)
 
 
+@pytest.mark.slow
 def test_generated_ring_layers_equal_conv2d_and_count_the_planned_flops():
     rng, gen = random.Random(22), torch.Generator().manual_seed(22)
     for _ in range(100):

@@ -53,6 +53,7 @@ def test_admm_projects_onto_the_format_and_draws_the_weight_towards_it(fmt):
     assert relative_error(weight, decompose(weight, fmt, SPEC), fmt, SPEC) < start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", [
     {"format": "tr", "tt_shapes": [8, 8, 9, 8, 8], "ranks": [2, 4, 6, 6, 4, 2]},
     {"format": "cp", "in_modes": [8, 8], "out_modes": [8, 8], "ranks": [12]},
