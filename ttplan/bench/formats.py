@@ -104,7 +104,9 @@ def render_markdown(rows: list[FormatRow], spec: ConvSpec, name: str, batch: int
         f"MACs at batch {batch} (FLOPs = 2 x MACs) under ttplan's conv-aware model, the best order searched at that "
         f"batch; times are medians of {repeats} interleaved blocks of `TTConv2d` forwards (no grad, float32, "
         f"{threads} thread{'s' if threads != 1 else ''}) on {_cpu_name()}, torch {torch.__version__}.",
-        f"The machine is shared: load average at the start `{load}`; read times as ratios measured side by side.",
+        f"The machine is shared: load average at the start `{load}`; read times as ratios measured side by side. "
+        "Where the best order is the published one (best / published 1.000 with equal MACs) the same plan is timed "
+        "twice: the spread of those pairs is the noise of this run.",
         f"Dense `nn.Conv2d`: {dense_macs:,} MACs, {spec.dense_params():,} params, {dense_ms:.2f} ms.",
         "CP is fitted by ALS, not an exact projection (only its costs and speed matter here).",
     ]
