@@ -65,6 +65,9 @@ def _register() -> None:
     from ttplan.cli.bench import bench
 
     cli.add_command(bench)
+    from ttplan.cli.calibrate import calibrate
+
+    cli.add_command(calibrate)
 
 
 _register()

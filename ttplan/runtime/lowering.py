@@ -300,8 +300,8 @@ def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
     return size
 
 
-def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
-             sizes: dict[str, int]) -> None:
+def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
+            sizes: dict[str, int]) -> None:
     """Run instructions on `env` (names to tensors), updating the map size after the conv."""
     for ins in instructions:
         if isinstance(ins, Reshape):
@@ -324,6 +324,16 @@ def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[
             env[ins.out] = out
 
 
+def by_step(instructions: tuple[Instruction, ...]) -> list[tuple[int, tuple[Instruction, ...]]]:
+    """Instructions grouped by the plan step they implement, in order (step 0: the final reshape)."""
+    groups: list[tuple[int, list[Instruction]]] = []
+    for ins in instructions:
+        if not groups or groups[-1][0] != ins.step:
+            groups.append((ins.step, []))
+        groups[-1][1].append(ins)
+    return [(step, tuple(group)) for step, group in groups]
+
+
 def _check_cores(program: Program, cores: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
     """One-line error unless the cores have the format's count and shapes."""
     shapes = program.plan.network.fmt.cores(program.plan.network.spec)
@@ -340,7 +350,7 @@ def fold(plan: ContractionPlan | Program, cores: list[torch.Tensor] | tuple[torc
     program = _as_program(plan)
     _check_cores(program, cores)
     env = dict(zip(program.cores, cores))
-    _execute(program, program.weight, env, dict(program.sizes))
+    execute(program, program.weight, env, dict(program.sizes))
     return {name: env[name] for name in program.folded}
 
 
@@ -355,7 +365,7 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     sizes["b"], sizes["h"], sizes["w"] = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
     sizes["s"] = sizes["h"] * sizes["w"]
     env = {INPUT: x, **folded}
-    _execute(program, program.feature, env, sizes)
+    execute(program, program.feature, env, sizes)
     return env[program.output]
 
 
@@ -378,6 +388,8 @@ __all__ = [
     "MatMul",
     "Program",
     "Reshape",
+    "by_step",
+    "execute",
     "fold",
     "group_size",
     "lower",
