@@ -17,7 +17,7 @@ from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
-from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
+from ttplan.runtime.lowering import RUNTIME, Instruction, Lowering, MatMul, Program, Reshape, lower
 
 #: how generated code spells the run-time sizes
 _RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
@@ -157,24 +157,30 @@ class _Renderer:
             expr = f"{src}.reshape({_shape(ins.groups, sizes)})"
             if ins.after is not None:
                 expr += f".permute({', '.join(map(str, ins.after))})"
+            if ins.contiguous:
+                expr += ".contiguous()"
             out.append((f"{ins.out} = {expr}", _show(ins.groups)))
             return out
         if isinstance(ins, MatMul):
             shown = f"-> [{', '.join(ins.layout)}]"
+            if ins.conv1x1:
+                return [(f"{ins.out} = F.conv2d({ins.right}, {ins.left})", f"1x1 conv {shown}")]
             if ins.batch is None:
                 return [(f"{ins.out} = torch.mm({ins.left}, {ins.right})", shown)]
             left = f"{ins.left}.expand({ins.right}.shape[0], -1, -1)"
-            return [(f"{ins.out} = torch.bmm({left}, {ins.right})", shown)]
+            return [(f"{ins.out} = torch.bmm({left}, {ins.right})", f"{shown}; expand is a view (exact FLOP count)")]
         return [
             (f"{ins.out} = F.conv2d({ins.src}, {ins.weight}, stride=self.stride, padding=self.padding, "
              "dilation=self.dilation)", f"-> [{', '.join(ins.layout)}]"),
             (f"height, width = {ins.out}.shape[-2:]", ""),
         ]
 
-    def comment(self, step: Step, batch: int) -> str:
+    def comment(self, step: Step, batch: int, weights: bool = False) -> str:
         plan = self.program.plan
         spec = plan.network.spec
         what = f"step {step.number}: {_ascii(step.left_name)} x {_ascii(step.right_name)}"
+        if weights and step.kind != "weight":
+            return f"# {what}: its weight operand, laid out for the feature-map product"
         if step.kind == "weight":
             return f"# {what}, weight-only: {step.macs:,} MACs"
         conv = next((s.number for s in plan.steps if s.kind == "conv"), None)
@@ -183,7 +189,7 @@ class _Renderer:
         kind = "conv2d" if step.kind == "conv" else "feature map"
         return f"# {what}, {kind} at {h}x{w}: {step.macs:,} MACs at batch {batch}"
 
-    def block(self, instructions: tuple[Instruction, ...], indent: str) -> list[str]:
+    def block(self, instructions: tuple[Instruction, ...], indent: str, weights: bool = False) -> list[str]:
         plan = self.program.plan
         steps = {s.number: s for s in plan.steps}
         lines: list[str] = []
@@ -192,7 +198,7 @@ class _Renderer:
             if ins.step != current:
                 current = ins.step
                 if ins.step in steps:
-                    lines.append(indent + self.comment(steps[ins.step], plan.network.batch))
+                    lines.append(indent + self.comment(steps[ins.step], plan.network.batch, weights))
                 else:
                     lines.append(indent + "# the result as [B, O, H', W']")
             for code, note in self.line(ins):
@@ -233,9 +239,10 @@ def _core_axes(fmt: TTFormat, spec: ConvSpec) -> list[str]:
     return out
 
 
-def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None) -> str:
+def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
+               lowering: Lowering | None = None) -> str:
     """The source of one `nn.Module` class that runs `plan` (see the module docstring)."""
-    program = lower(plan)
+    program = lower(plan, lowering)
     net = plan.network
     spec, fmt = net.spec, net.fmt
     name = name or class_name(plan)
@@ -314,7 +321,7 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         lines += [
             "    def weights(self) -> tuple[torch.Tensor, ...]:",
             '        """The weight-only steps (cores with cores): the merged cores the feature-map steps read."""',
-            *render.block(program.weight, "        "),
+            *render.block(program.weight, "        ", weights=True),
             f"        return {folded[0]}," if len(folded) == 1 else f"        return {', '.join(folded)}",
             "",
             "    def folded_weights(self) -> tuple[torch.Tensor, ...]:",
@@ -337,6 +344,8 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         target = f"{folded[0]}," if len(folded) == 1 else ", ".join(folded)
         lines.append(f"        {target} = self.folded_weights()")
     lines.append("        batch, _, height, width = x.shape")
+    if program.lowering.channels_last:
+        lines.append("        x = x.contiguous(memory_format=torch.channels_last)  # NHWC in memory, shape unchanged")
     lines += render.block(program.feature, "        ")
     lines += ["        if self.bias is not None:", "            y = y + self.bias.view(1, -1, 1, 1)"]
     lines.append(f"        return y.reshape(*lead, {spec.out_channels})" if spec.linear else "        return y")
@@ -394,7 +403,7 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     return text.rstrip("\n") + "\n"
 
 
-def emit_layer(plan: ContractionPlan, name: str | None = None) -> str:
+def emit_layer(plan: ContractionPlan, name: str | None = None, lowering: Lowering | None = None) -> str:
     """A standalone module with one class that runs `plan`; its `__all__` names exactly that class."""
     name = name or class_name(plan)
     spec, fmt = plan.network.spec, plan.network.fmt
@@ -404,17 +413,23 @@ def emit_layer(plan: ContractionPlan, name: str | None = None) -> str:
          f"From a dense kernel: `{name}.from_dense(weight, bias)`;",
          f"with random cores: `{name}()`."],
     )
-    return _file(doc, [emit_class(plan, name)], [name])
+    return _file(doc, [emit_class(plan, name, lowering=lowering)], [name])
 
 
-def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model") -> str:
-    """A standalone module with one class per distinct layer plan, `LAYERS` (layer name -> class) and `convert`."""
+def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model",
+               lowerings: dict[str, Lowering] | None = None) -> str:
+    """A standalone module with one class per distinct layer plan, `LAYERS` (layer name -> class) and `convert`.
+
+    `lowerings` gives a layer's ops and layout by name (default: bmm on NCHW maps)."""
+    lowerings = lowerings or {}
     classes: list[str] = []
     names: dict[tuple, str] = {}
     taken: set[str] = set()
     table: list[tuple[str, str]] = []
     for layer, plan in layers:
-        key = (replace(plan.network.spec, bias=False), plan.network.fmt, plan.pairs, plan.name, plan.fold_weights)
+        lowering = lowerings.get(layer, Lowering())
+        key = (replace(plan.network.spec, bias=False), plan.network.fmt, plan.pairs, plan.name, plan.fold_weights,
+               lowering)
         if key not in names:
             base = class_name(plan)
             if base in taken:
@@ -425,7 +440,7 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
                 candidate, n = f"{base}V{n}", n + 1
             taken.add(candidate)
             names[key] = candidate
-            classes.append(emit_class(plan, candidate, bias=False))
+            classes.append(emit_class(plan, candidate, bias=False, lowering=lowering))
         table.append((layer, names[key]))
     doc = _header(
         f"TT layers generated by ttplan {__version__} for {title}: {len(classes)} classes for {len(table)} layers.",

@@ -8,11 +8,15 @@ convolution (what `torch.utils.flop_counter` counts):
 
 - a feature-map step is `mm` (`[M, K] @ [K, N]`) or `bmm` with the weight broadcast over the batch
   part of the feature map, whichever needs no copy of the feature map; if the contracted indices are
-  not adjacent in the feature map, it is permuted once so that they are;
+  not adjacent in the feature map, it is permuted once so that they are. With `Lowering(mix="conv")`
+  a step on a map laid out `[b, K, s]` (a pure channel mixing) runs as a 1x1 `conv2d` instead, which
+  oneDNN/cuDNN often run faster, especially on channels-last maps (`Lowering(channels_last=True)`);
 - the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation:
   input channels = the indices both operands share, batch = B x the feature map's other indices,
   output channels = the weight operand's other indices;
-- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1.
+- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1;
+- the weight operand of every feature-map step is laid out (reshaped and permuted) among the weight-only
+  instructions, so with folded weights that copy happens once at load, not in every forward.
 
 Feature maps are tensors whose axes follow an index order (each `MatMul`/`Conv` records its result's): `b`, the
 channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the conv). The input
@@ -35,11 +39,37 @@ INPUT = "x"
 RUNTIME = ("b", "h", "w", "s")
 
 
+#: how a channel-mixing feature-map step runs: `bmm`/`mm` on a view, or a 1x1 `conv2d`
+MIXES = ("bmm", "conv")
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """Choices of op and memory layout that keep the same steps and MACs: how channel mixings run and
+    whether the feature map is kept channels-last (NHWC in memory)."""
+
+    mix: str = "bmm"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mix not in MIXES:
+            raise TTPlanError(f"mix={self.mix!r}: expected one of {', '.join(MIXES)}")
+
+    @property
+    def label(self) -> str:
+        return self.mix + ("+nhwc" if self.channels_last else "")
+
+
+#: every lowering, for autotuning
+LOWERINGS = tuple(Lowering(mix, last) for mix in MIXES for last in (False, True))
+
+
 @dataclass(frozen=True)
 class Reshape:
     """`out = src.reshape(src_layout sizes).permute(perm).reshape(groups)`; then `.permute(after)` if given.
 
-    `groups` lists, per output axis, the indices merged into it (an empty group is an axis of 1).
+    `groups` lists, per output axis, the indices merged into it (an empty group is an axis of 1);
+    `contiguous`: the result is made contiguous (weights prepared for a feature-map product).
     """
 
     step: int
@@ -49,13 +79,15 @@ class Reshape:
     perm: tuple[int, ...] | None
     groups: tuple[tuple[str, ...], ...]
     after: tuple[int, ...] | None = None
+    contiguous: bool = False
 
 
 @dataclass(frozen=True)
 class MatMul:
     """`out = left @ right` as one `mm`, or as one `bmm` with `left` ([N, K]) broadcast over `batch`.
 
-    `layout` is the index order of the result's axes once unflattened.
+    `layout` is the index order of the result's axes once unflattened. `conv1x1`: run as
+    `conv2d(right [B, K, H, W], left [N, K, 1, 1])` instead (the same products, counted the same).
     """
 
     step: int
@@ -64,6 +96,7 @@ class MatMul:
     right: str
     layout: tuple[str, ...]
     batch: tuple[str, ...] | None = None
+    conv1x1: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +132,7 @@ class Program:
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
+    lowering: Lowering = Lowering()
 
 
 def _contiguous_block(order: tuple[str, ...], block: set[str]) -> tuple[int, int] | None:
@@ -133,9 +167,10 @@ class _Lowering:
     ordered so that those summed soonest end up next to the new ones.
     """
 
-    def __init__(self, plan: ContractionPlan) -> None:
+    def __init__(self, plan: ContractionPlan, lowering: Lowering) -> None:
         net = plan.network
         self.plan = plan
+        self.lowering = lowering
         self.sizes = {name: idx.size for name, idx in net.indices.items() if name not in ("b", "s")}
         self.sizes.update(kh=net.spec.kernel_size[0], kw=net.spec.kernel_size[1])
         self.layouts: dict[str, tuple[str, ...]] = {}
@@ -194,7 +229,8 @@ class _Lowering:
                     used.append(name)
             written.add(ins.out)
         return Program(plan, tuple(t.name for t in net.tensors[1:]), tuple(self.weight), tuple(self.feature),
-                       tuple(used), "y", self.sizes, net.spec.stride, net.spec.padding, net.spec.dilation)
+                       tuple(used), "y", self.sizes, net.spec.stride, net.spec.padding, net.spec.dilation,
+                       self.lowering)
 
     def _matmul(self, number: int, a: str, w: str, out: str, sink: list, feature: bool) -> None:
         """One contraction as `mm`/`bmm`; `a` keeps its order where it can (b first for the feature map)."""
@@ -213,24 +249,30 @@ class _Lowering:
         p, k, q = la[: block[0]], la[block[0]: block[1]], la[block[1]:]
         w_only = self._arrange(tuple(i for i in lw if i not in shared), p)
         # operands are reshaped into temporaries that the product consumes at once, so names repeat:
-        # the feature map stays `t` and its weight `w`; a weight-only step multiplies `lhs` by `rhs`
+        # the feature map stays `t`; a weight-only step multiplies `lhs` by `rhs`. The weight operand of a
+        # feature-map step is laid out among the weight-only instructions, as `w<step>` (folded once at load).
         if feature:
-            a2, w2 = "t", "w"
+            a2, w2, wsink = "t", f"w{number}", self.weight
         else:
-            a2, w2 = ("lhs", "rhs") if not q else ("rhs", "lhs")
+            (a2, w2), wsink = ("lhs", "rhs") if not q else ("rhs", "lhs"), sink
         if not q:  # [P, K] @ [K, N]
             layout = (*p, *w_only)
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k)))
-            sink.append(Reshape(number, w2, w, lw, _perm(lw, (*k, *w_only)), (k, w_only)))
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*k, *w_only)), (k, w_only), contiguous=feature))
             sink.append(MatMul(number, out, a2, w2, layout))
         elif not p:  # [N, K] @ [K, Q]
             layout = (*w_only, *q)
-            sink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k)))
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k), contiguous=feature))
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (k, q)))
             sink.append(MatMul(number, out, w2, a2, layout))
+        elif feature and p == ("b",) and q == ("s",) and self.lowering.mix == "conv":  # a 1x1 conv on [B, K, H, W]
+            layout = (*p, *w_only, *q)
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k, (), ()), contiguous=True))
+            sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, ("h",), ("w",))))
+            sink.append(MatMul(number, out, w2, a2, layout, batch=p, conv1x1=True))
         else:  # for each of P: [N, K] @ [K, Q]
             layout = (*p, *w_only, *q)
-            sink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k)))
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k), contiguous=feature))
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, q)))
             sink.append(MatMul(number, out, w2, a2, layout, batch=p))
         self.layouts[out] = layout
@@ -244,9 +286,9 @@ class _Lowering:
         target = (*batch, *shared, "s")
         layout = (*batch, *w_only, "s")
         self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target), (batch, shared, ("h",), ("w",))))
-        self.feature.append(Reshape(number, "w", w, lw, _perm(lw, (*w_only, *shared, "k")),
-                                    (w_only, shared, ("kh",), ("kw",))))
-        self.feature.append(Conv(number, out, "t", "w", layout))
+        self.weight.append(Reshape(number, f"w{number}", w, lw, _perm(lw, (*w_only, *shared, "k")),
+                                   (w_only, shared, ("kh",), ("kw",)), contiguous=True))
+        self.feature.append(Conv(number, out, "t", f"w{number}", layout))
         self.layouts[out] = layout
 
     def _output(self, fm: str) -> None:
@@ -282,9 +324,9 @@ def _reads(ins: Instruction) -> tuple[str, ...]:
     return (ins.src, ins.weight)
 
 
-def lower(plan: ContractionPlan) -> Program:
-    """Lower a plan to instructions; raises TTPlanError for a plan that does not end in `[b, s, o…]`."""
-    return _Lowering(plan).run()
+def lower(plan: ContractionPlan, lowering: Lowering | None = None) -> Program:
+    """Lower a plan to instructions (ops and layout per `lowering`, default bmm on NCHW maps)."""
+    return _Lowering(plan, lowering or Lowering()).run()
 
 
 def _as_program(plan: ContractionPlan | Program) -> Program:
@@ -309,10 +351,13 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
             if ins.perm is not None:
                 src = src.reshape([sizes[i] for i in ins.src_layout]).permute(ins.perm)
             out = src.reshape([group_size(g, sizes) for g in ins.groups])
-            env[ins.out] = out.permute(ins.after) if ins.after is not None else out
+            out = out.permute(ins.after) if ins.after is not None else out
+            env[ins.out] = out.contiguous() if ins.contiguous else out
         elif isinstance(ins, MatMul):
             left, right = env[ins.left], env[ins.right]
-            if ins.batch is None:
+            if ins.conv1x1:
+                env[ins.out] = F.conv2d(right, left)
+            elif ins.batch is None:
                 env[ins.out] = torch.mm(left, right)
             else:
                 env[ins.out] = torch.bmm(left.expand(right.shape[0], -1, -1), right)
@@ -364,6 +409,8 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     sizes = dict(program.sizes)
     sizes["b"], sizes["h"], sizes["w"] = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
     sizes["s"] = sizes["h"] * sizes["w"]
+    if program.lowering.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     env = {INPUT: x, **folded}
     execute(program, program.feature, env, sizes)
     return env[program.output]
@@ -383,8 +430,11 @@ def run_plan(plan: ContractionPlan | Program, x: torch.Tensor, cores: list[torch
 
 
 __all__ = [
+    "LOWERINGS",
+    "MIXES",
     "Conv",
     "Instruction",
+    "Lowering",
     "MatMul",
     "Program",
     "Reshape",
