@@ -7,13 +7,15 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ttplan.cli.objective_options import objective_options, profile_from_options, speed_options
 from ttplan.cli.options import IntList, format_from_options, format_options, geometry_options, spec_from_options
 from ttplan.errors import TTPlanError
 
 SCHEMES = ("best", "published", "classical", "hodec", "ttm", "dense")
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes")
-ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse")
+ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse",
+             "skip_slower")
 
 EXAMPLES = """
 Examples:
@@ -74,6 +76,8 @@ class SizeType(click.ParamType):
               help="--arch: keep layers with fewer than N input or output channels dense.")
 @click.option("--linear", is_flag=True, help="--arch: also decompose nn.Linear layers (ttm).")
 @click.option("--skip-worse", is_flag=True, help="--arch: leave dense the layers whose published order costs more.")
+@objective_options
+@speed_options
 @click.pass_context
 def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_name: str | None, out: Path | None,
          arch: str | None, **opts) -> None:
@@ -114,11 +118,21 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         raise TTPlanError(f"--class-name {name!r}: expected a Python identifier, e.g. MyTTConv")
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
-    plan = resolve_plan(spec, fmt, scheme, fold_weights, batch)
+    profile = profile_from_options(opts["profile_path"])
+    plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
+    lowering, note = None, ""
+    if opts["autotune"] is not None and scheme == "best":
+        from ttplan.runtime.autotune import autotune_layer
+
+        tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile)
+        fastest = min((t for t in tuned.timings if t.plan is not None), key=lambda t: t.ms)
+        plan, lowering = fastest.plan, fastest.lowering
+        note = (f"; autotuned: {fastest.ms:.3f} ms ({lowering.label}) vs dense {tuned.dense_ms:.3f} ms"
+                + (" (the dense conv is faster)" if tuned.plan is None else ""))
     name = name or class_name(plan)
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
-               f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters")
-    return emit_layer(plan, name), summary
+               f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
+    return emit_layer(plan, name, lowering), summary
 
 
 def _emit_arch(arch: str, opts: dict, explicit_size: bool, scheme: str, batch: int,
@@ -128,6 +142,7 @@ def _emit_arch(arch: str, opts: dict, explicit_size: bool, scheme: str, batch: i
     from ttplan.arch.config import load_config
     from ttplan.arch.policy import Policy
     from ttplan.runtime.codegen import emit_model
+    from ttplan.runtime.lowering import Lowering
 
     size = None
     if explicit_size:
@@ -138,7 +153,9 @@ def _emit_arch(arch: str, opts: dict, explicit_size: bool, scheme: str, batch: i
     policy = Policy(opts["kind"], opts["rank"], opts["rank_fraction"], opts["order"], opts["skip_first"],
                     opts["skip_1x1"], opts["min_channels"], opts["linear"])
     config = load_config(opts["config_path"]) if opts["config_path"] is not None else None
-    planned = plan_architecture(arch, size, config, policy, batch, fold_weights, opts["skip_worse"])
+    planned = plan_architecture(arch, size, config, policy, batch, fold_weights, opts["skip_worse"],
+                                objective=opts["objective"], profile=profile_from_options(opts["profile_path"]),
+                                skip_slower=opts["skip_slower"], autotune=opts["autotune"])
     layers = []
     for layer in planned.layers:
         if not layer.decomposed:
@@ -158,8 +175,13 @@ def _emit_arch(arch: str, opts: dict, explicit_size: bool, scheme: str, batch: i
                           "to emit (try --rank 16 or --no-skip-1x1)")
     totals = planned.totals
     summary = (f"{len(layers)} TT layers of {planned.model}; model MACs {totals.tt_macs:,} vs dense "
-               f"{totals.baseline_macs:,} at batch {batch}")
-    return emit_model(layers, planned.model), summary
+               f"{totals.baseline_macs:,} at batch {batch}; predicted {totals.tt_ms:.2f} ms vs dense "
+               f"{totals.baseline_ms:.2f} ms")
+    slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
+    if slower:
+        summary += f"; kept dense as slower: {', '.join(slower)}"
+    lowerings = {layer.name: Lowering(**layer.lowering) for layer in planned.layers if layer.decomposed}
+    return emit_model(layers, planned.model, lowerings), summary
 
 
 for _param in emit.params:  # the shared geometry options serve both modes

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ttplan.cli.objective_options import objective_options, profile_from_options
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
 from ttplan.core.layer import LayerPlan, plan_layer
 from ttplan.core.peers import im2col_equation, im2col_expression
@@ -31,13 +32,25 @@ Example (ResNet-18 layer3.0.conv1, hodec at uniform rank 16):
               help="Largest intermediate allowed, in elements (e.g. 1000000).")
 @click.option("--compare", is_flag=True,
               help="Also plan the layer as an im2col einsum with opt_einsum (optimal, dp) and cotengra.")
+@objective_options
+@click.option("--autotune", is_flag=True,
+              help="Also time the few best candidate orders, each lowering, and the dense conv here; report the "
+                   "fastest (cached per geometry, format, device, threads and torch version).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: bool, as_json: bool, **opts) -> None:
+def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: bool, objective: str, profile_path,
+          autotune: bool, as_json: bool, **opts) -> None:
     """Plan one TT-conv layer: MACs, parameters and memory of dense, the published order and the best order."""
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
     result = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, memory_limit=memory_limit,
-                        compare=compare)
+                        compare=compare, objective=objective, profile=profile_from_options(profile_path))
+    if autotune:
+        from ttplan.runtime.autotune import autotune_layer
+
+        tuned = autotune_layer(spec, fmt, batch, fold_weights, profile=result.profile)
+        if tuned.plan is not None:
+            result.best = tuned.plan
+        result.tuned = tuned.to_dict()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -51,21 +64,26 @@ def render_layer(result: LayerPlan) -> str:
         f"layer   {spec.describe()}   batch {result.network.batch}",
         f"format  {fmt.label}  in_modes={list(fmt.in_modes)} out_modes={list(fmt.out_modes)} "
         f"ranks={list(fmt.ranks)}",
-        "costs in MACs (FLOPs = 2 x MACs)" + ("; weights folded at load time" if result.best.fold_weights else ""),
+        "costs in MACs (FLOPs = 2 x MACs)" + ("; weights folded at load time" if result.best.fold_weights else "")
+        + f"; best = fewest {_OBJECTIVE_WORDS.get(result.objective, result.objective)}",
+        f"pred ms: predicted by the {'default ' if result.profile and result.profile.default else ''}latency profile"
+        + (f" ({result.profile.source})" if result.profile else ""),
         "",
     ]
-    header = f"{'order':<12}{'MACs':>15}{'x dense':>9}{'weight MACs':>13}{'params':>11}{'compr.':>8}" \
+    header = f"{'order':<12}{'MACs':>15}{'x dense':>9}{'pred ms':>9}{'weight MACs':>13}{'params':>11}{'compr.':>8}" \
              f"{'largest':>12}{'peak live':>12}"
     lines += [header, "-" * len(header)]
-    lines.append(f"{'dense conv':<12}{result.baseline_macs:>15,}{1.0:>9.3f}{0:>13,}{result.baseline_params:>11,}"
-                 f"{1.0:>8.1f}{'':>12}{'':>12}")
+    lines.append(f"{'dense conv':<12}{result.baseline_macs:>15,}{1.0:>9.3f}{_ms(result.baseline_ms)}{0:>13,}"
+                 f"{result.baseline_params:>11,}{1.0:>8.1f}{'':>12}{'':>12}")
     for name, plan in [*result.schemes.items(), ("best", result.best)]:
         s = result.summary(plan)
         flag = "  > dense" if plan.macs > result.baseline_macs else ""
         lines.append(
-            f"{name:<12}{s['macs']:>15,}{s['macs_vs_dense']:>9.3f}{s['weight_macs']:>13,}{s['params']:>11,}"
-            f"{s['compression']:>8.1f}{s['largest_intermediate']:>12,}{s['peak_live']:>12,}{flag}"
+            f"{name:<12}{s['macs']:>15,}{s['macs_vs_dense']:>9.3f}{_ms(s['predicted_ms'])}{s['weight_macs']:>13,}"
+            f"{s['params']:>11,}{s['compression']:>8.1f}{s['largest_intermediate']:>12,}{s['peak_live']:>12,}{flag}"
         )
+    if result.tuned is not None:
+        lines += ["", *_render_tuned(result.tuned)]
     if result.best.fold_weights:
         lines.append(f"runtime weight memory of the best plan (folded factors): "
                      f"{result.best.runtime_weight_elements:,} elements")
@@ -83,6 +101,29 @@ def render_layer(result: LayerPlan) -> str:
         lines.append(f"{peer.name:<22}{peer.im2col_macs:>19,}{peer.plan.macs:>20,}"
                      f"{peer.plan.macs / result.best.macs:>9.2f}{peer.seconds:>9.4f}")
     return "\n".join(lines)
+
+
+_OBJECTIVE_WORDS = {"macs": "MACs", "memory": "elements in the largest intermediate", "latency": "predicted ms"}
+
+
+def _ms(value: float | None) -> str:
+    return f"{'':>9}" if value is None else f"{value:>9.3f}"
+
+
+def _render_tuned(tuned: dict) -> list[str]:
+    """The autotune table: every timed candidate, fastest first."""
+    lines = [f"autotune on {tuned['device']}, {tuned['threads']} threads ({tuned['source']}): measured ms, median of "
+             f"{tuned['rounds']} interleaved rounds",
+             f"  {'candidate':<34}{'lowering':<10}{'MACs':>14}{'pred ms':>9}{'meas ms':>9}{'x dense':>9}"]
+    dense = tuned["dense_ms"]
+    for row in sorted(tuned["timings"], key=lambda r: r["ms"]):
+        pred = "" if row["predicted_ms"] is None else f"{row['predicted_ms']:.3f}"
+        lines.append(f"  {row['label']:<34}{row['lowering']:<10}{row['macs']:>14,}{pred:>9}{row['ms']:>9.3f}"
+                     f"{row['ms'] / dense:>9.3f}")
+    best = tuned["best"]
+    lines.append(f"fastest: {best['label']} ({best['lowering']})" + ("; the TT layer is slower than the dense conv"
+                                                                     if best["dense"] else ""))
+    return lines
 
 
 def _where(result: LayerPlan, step) -> str:

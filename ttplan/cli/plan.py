@@ -13,6 +13,7 @@ from ttplan.arch.budget import prepare_budget
 from ttplan.arch.config import load_config, save_config
 from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION, Policy
 from ttplan.arch.report import render_csv, render_json, render_markdown, render_text
+from ttplan.cli.objective_options import objective_options, profile_from_options, speed_options
 from ttplan.cli.options import INTS
 from ttplan.errors import TTPlanError
 from ttplan.models import PRESETS
@@ -85,6 +86,10 @@ def _output_kind(output: str | None, out: Path | None) -> str:
               help="Budget: model-level MACs (= FLOPs) reduction to reach, e.g. 0.72.")
 @click.option("--target-params-reduction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Budget: model-level parameter reduction to reach, e.g. 0.80.")
+@click.option("--target-speedup", type=click.FloatRange(1, min_open=True), default=None,
+              help="Budget: predicted speedup of the conv/linear layers to reach, e.g. 1.5 (instead of a MACs target).")
+@objective_options
+@speed_options
 @click.option("--search-format", is_flag=True,
               help="Budget: also search the number of modes (1-3 a side) and their factorisation.")
 @click.option("--save-config", type=click.Path(path_type=Path), default=None,
@@ -98,12 +103,14 @@ def _output_kind(output: str | None, out: Path | None) -> str:
 def plan(ctx: click.Context, arch: str, config_path: Path | None, input_size, kind: str, rank: int | None,
          rank_fraction: float, order: int | None, skip_first: bool, skip_1x1: bool, min_channels: int,
          linear: bool, batch: int, fold_weights: bool, skip_worse: bool, target_macs_reduction: float | None,
-         target_params_reduction: float | None, search_format: bool, save_config: Path | None,
+         target_params_reduction: float | None, target_speedup: float | None, objective: str, profile_path,
+         skip_slower: bool | None, autotune: str | None, search_format: bool, save_config: Path | None,
          output: str | None, out: Path | None) -> None:
     """Plan every conv layer of an architecture: per-layer costs, then model totals and FLOPs↓/params↓."""
     if rank is not None and ctx.get_parameter_source("rank_fraction") == ParameterSource.COMMANDLINE:
         raise TTPlanError("--rank and --rank-fraction both given: use one (a uniform rank or a fraction)")
-    budget = target_macs_reduction is not None or target_params_reduction is not None
+    budget = target_macs_reduction is not None or target_params_reduction is not None or target_speedup is not None
+    profile = profile_from_options(profile_path)
     if search_format and not budget:
         raise TTPlanError("--search-format needs a budget: add --target-macs-reduction and/or "
                           "--target-params-reduction")
@@ -114,7 +121,8 @@ def plan(ctx: click.Context, arch: str, config_path: Path | None, input_size, ki
     if budget:
         problem = prepare_budget(arch, size, target_macs_reduction=target_macs_reduction,
                                  target_params_reduction=target_params_reduction, policy=policy, config=config,
-                                 search_format=search_format, batch=batch, fold_weights=fold_weights)
+                                 search_format=search_format, batch=batch, fold_weights=fold_weights,
+                                 target_speedup=target_speedup, objective=objective, profile=profile)
         with click.progressbar(length=len(problem.jobs), label="costing candidate formats", file=sys.stderr,
                                show_pos=True) as bar:
             result = problem.solve(progress=bar.update)
@@ -123,7 +131,9 @@ def plan(ctx: click.Context, arch: str, config_path: Path | None, input_size, ki
             click.echo(result.message, err=True)
         formats = result.formats
     else:
-        result_plan = plan_architecture(arch, size, config, policy, batch, fold_weights, skip_worse)
+        result_plan = plan_architecture(arch, size, config, policy, batch, fold_weights, skip_worse,
+                                        objective=objective, profile=profile, skip_slower=skip_slower,
+                                        autotune=autotune)
         formats = result_plan.formats()
     if config_path is not None:
         result_plan.notes.insert(0, f"config: {config_path}")

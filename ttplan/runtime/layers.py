@@ -19,6 +19,7 @@ from torch import nn
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
+from ttplan.core.latency import LatencyProfile
 from ttplan.core.network import build_network
 from ttplan.core.schemes import SCHEMES
 from ttplan.core.search import optimize
@@ -33,8 +34,9 @@ PLAN_NAMES = ("best", "published", *SCHEMES)
 
 
 def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,
-                 batch: int = 1) -> ContractionPlan:
-    """The plan a layer runs: searched (`best`), a fixed scheme by name, or a given plan checked against the layer."""
+                 batch: int = 1, objective: str = "macs", profile: LatencyProfile | None = None) -> ContractionPlan:
+    """The plan a layer runs: searched (`best`, minimising `objective`), a fixed scheme by name, or a given plan
+    checked against the layer."""
     if isinstance(plan, ContractionPlan):
         net = plan.network
         if net.fmt != fmt or replace(net.spec, bias=False) != replace(spec, bias=False):
@@ -48,7 +50,7 @@ def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "b
         raise TTPlanError(f"plan={plan!r}: expected a ContractionPlan or one of {', '.join(PLAN_NAMES)}")
     network = build_network(spec, fmt, batch)
     if plan == "best":
-        return optimize(network, fold_weights=fold_weights)
+        return optimize(network, fold_weights=fold_weights, objective=objective, profile=profile)
     name = fmt.kind if plan == "published" else plan
     return SCHEMES[name](network, fold_weights)
 
