@@ -68,6 +68,62 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
     click.echo(section.strip().splitlines()[-1])
 
 
+@bench.command("model")
+@click.argument("arch")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(32,), show_default=True,
+              help="Batch sizes (repeat the option for several).")
+@click.option("--threads", "thread_counts", type=click.IntRange(min=1), multiple=True, default=None,
+              help="torch.set_num_threads (repeat for several); default: torch's (all cores).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--objective", type=click.Choice(["macs", "latency"]), default="latency", show_default=True,
+              help="What each layer's order minimises (latency also keeps dense the layers predicted slower).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Latency profile (default: ~/.cache/ttplan/profile.json, else the committed default).")
+@click.option("--rounds", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Interleaved rounds end to end and per layer; medians are reported.")
+@click.option("--runtime", type=click.Choice(["emitted", "layers"]), default="emitted", show_default=True,
+              help="Build the TT model by the generated code (`ttplan emit --arch`) or by ttplan.runtime.convert.")
+@click.option("--autotune", is_flag=True, help="Autotune each distinct layer first (cached).")
+@click.option("--out", type=click.Path(dir_okay=False), default="reports/latency_models.md", show_default=True)
+@click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
+def model(arch: str, config_path: str | None, batches: tuple[int, ...], thread_counts: tuple[int, ...] | None,
+          device: str, objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, out: str,
+          append: bool) -> None:
+    """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
+    from pathlib import Path
+
+    import torch
+
+    from ttplan.bench.model import bench_model, render_report, render_section
+    from ttplan.core.latency import load_profile
+
+    profile = load_profile(profile_path, device)
+    path = Path(out)
+    if append and not path.exists():
+        raise TTPlanError(f"--append: {path} does not exist yet; run once without --append first")
+    sections = []
+    for threads in thread_counts or (torch.get_num_threads(),):
+        for batch in batches:
+            result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
+                                 objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
+                                 runtime=runtime, autotune=autotune, progress=lambda m: click.echo(m, err=True))
+            command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
+                       + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
+                       + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
+                       + (" --autotune" if autotune else "")
+                       + (f" --runtime {runtime}" if runtime != "emitted" else ""))
+            sections.append(render_section(result, command))
+            click.echo(f"{arch} batch {batch}, {threads} threads: dense {result.dense_ms:.2f} ms, "
+                       f"TT {result.tt_ms:.2f} ms, {result.speedup:.2f}x "
+                       f"(MACs↓ {result.plan.totals.macs_reduction:.1%})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
+    path.write_text(text)
+    click.echo(f"wrote {path}")
+
+
 def _attach_planner() -> None:
     """`ttplan bench planner` lives in its own module; attach it when that module is there."""
     try:
