@@ -25,8 +25,8 @@ echo "load average now: $load (timings are only meaningful on an idle machine)" 
 mkdir -p reports/profiles
 
 step "calibrate, $ALL threads (also the committed default profile)"
-"$PYTHON" -m ttplan calibrate --threads "$ALL" --budget "$BUDGET" --profile "reports/profiles/cpu_${ALL}threads.json"
 "$PYTHON" -m ttplan calibrate --threads "$ALL" --budget "$BUDGET" --as-default
+cp ttplan/core/default_profile.json "reports/profiles/cpu_${ALL}threads.json"
 step "calibrate, 1 thread"
 "$PYTHON" -m ttplan calibrate --threads 1 --budget "$BUDGET" --profile reports/profiles/cpu_1thread.json
 

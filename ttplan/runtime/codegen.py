@@ -12,12 +12,11 @@ file for an architecture adds `LAYERS` (layer name -> class) and `convert(model)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
-from ttplan.core.formats import TTFormat
-from ttplan.core.spec import ConvSpec
+from ttplan.runtime.fold_cache import fold_key_source
 from ttplan.runtime.lowering import RUNTIME, Instruction, Lowering, MatMul, Program, Reshape, lower
 
 #: how generated code spells the run-time sizes
@@ -97,7 +96,7 @@ class _TTLayer(nn.Module):
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())
         if not self.fold_weights or recording:
             return self.weights()
-        key = tuple((core._version, core.data_ptr(), core.dtype, core.device) for core in self.cores())
+        key = FOLD_KEY
         if self._folded is None or self._folded[0] != key:
             with torch.no_grad():
                 self._folded = (key, self.weights())
@@ -138,6 +137,8 @@ class _TTLayer(nn.Module):
 '''
 
 
+_BASE = _BASE.replace("FOLD_KEY", fold_key_source("self.cores()"))
+
 _CONVERT = '''
 
 def convert(model: nn.Module) -> nn.Module:
@@ -155,32 +156,6 @@ def convert(model: nn.Module) -> nn.Module:
         setattr(parent, attr, layer)
     return model
 '''
-
-
-@dataclass(frozen=True)
-class ChainLayout:
-    """How the format reads the dense kernel `W[o_1…o_e, i_1…i_d, k_h, k_w]` as a chain of 3-way cores."""
-
-    kernel_modes: tuple[int, ...]
-    chain_axes: tuple[int, ...]
-    chain_sizes: tuple[int, ...]
-    chain_ranks: tuple[int, ...]
-
-
-def chain_layout(fmt: TTFormat, spec: ConvSpec) -> ChainLayout:
-    """The kernel's axes in core order (docs/conventions.md): classical `k, (i_1 o_1)…`, hodec `o…, k, i…`."""
-    kh, kw = spec.kernel_size
-    d, e = len(fmt.in_modes), len(fmt.out_modes)
-    modes = (*fmt.out_modes, *fmt.in_modes, kh, kw)
-    outs, ins = list(range(e)), [e + j for j in range(d)]
-    pairs = [axis for j in range(min(d, e)) for axis in (ins[j], outs[j])]
-    if fmt.kind == "classical":
-        axes, ranks = (e + d, e + d + 1, *pairs), (1, *fmt.ranks)
-    elif fmt.kind == "ttm":
-        axes, ranks = (*pairs, e + d, e + d + 1), tuple(fmt.ranks)
-    else:
-        axes, ranks = (*outs, e + d, e + d + 1, *ins), tuple(fmt.ranks)
-    return ChainLayout(modes, axes, fmt.tt_shapes(spec), ranks)
 
 
 def _size(group: tuple[str, ...], sizes: dict[str, int]) -> str:
@@ -264,16 +239,12 @@ class _Renderer:
         ]
 
     def comment(self, step: Step, batch: int, weights: bool = False) -> str:
-        plan = self.program.plan
-        spec = plan.network.spec
         what = f"step {step.number}: {_ascii(step.left_name)} x {_ascii(step.right_name)}"
         if weights and step.kind != "weight":
             return f"# {what}: its weight operand, laid out for the feature-map product"
         if step.kind == "weight":
             return f"# {what}, weight-only: {step.macs:,} MACs"
-        conv = next((s.number for s in plan.steps if s.kind == "conv"), None)
-        after = step.kind == "conv" or (conv is not None and step.number > conv)
-        h, w = spec.output_size if after else spec.input_size
+        h, w = step.map_size
         kind = "conv2d" if step.kind == "conv" else "feature map"
         return f"# {what}, {kind} at {h}x{w}: {step.macs:,} MACs at batch {batch}"
 
@@ -297,7 +268,7 @@ class _Renderer:
 def class_name(plan: ContractionPlan) -> str:
     """A readable class name from the layer geometry and format, e.g. `TTHodecConv128to256K3S2P1`."""
     spec, fmt = plan.network.spec, plan.network.fmt
-    label = fmt.label.capitalize()
+    label = "".join(part.capitalize() for part in fmt.label.replace("_", "-").split("-"))
     if spec.linear:
         return f"TT{label}Linear{spec.in_channels}to{spec.out_channels}"
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = spec.kernel_size, spec.stride, spec.padding, spec.dilation
@@ -310,21 +281,6 @@ def class_name(plan: ContractionPlan) -> str:
     kernel = f"K{kh}" if kh == kw else f"K{kh}x{kw}"
     return (f"TT{label}Conv{spec.in_channels}to{spec.out_channels}{kernel}"
             f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
-
-
-def _core_axes(fmt: TTFormat, spec: ConvSpec) -> list[str]:
-    """`[r0, o1, r1]`-style names of each core's parameter axes (boundary ranks show as 1, the window as kh, kw)."""
-    cores = fmt.cores(spec)
-    out = []
-    for n, core in enumerate(cores):
-        names = [a for i in core.indices for a in (("kh", "kw") if i == "k" else (i,))]
-        missing = len(core.shape) - len(names)
-        if missing == 2 or (missing == 1 and n == 0 and len(cores) > 1 and fmt.kind != "classical"):
-            names.insert(0, "1")
-        if len(names) < len(core.shape):
-            names.append("1")
-        out.append("[" + ", ".join(names) + "]")
-    return out
 
 
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
@@ -354,7 +310,7 @@ def _doc(plan: ContractionPlan, program: Program) -> list[str]:
         "",
         f"    in_modes {list(fmt.in_modes)}, out_modes {list(fmt.out_modes)}, ranks {list(fmt.ranks)}; "
         f"{net.params():,} core parameters",
-        f"    (dense kernel: {spec.out_channels * spec.in_channels * spec.window:,}). Planned at batch "
+        f"    (dense kernel: {spec.kernel_elements:,}). Planned at batch "
         f"{net.batch}: {plan.feature_macs:,} MACs on the feature map",
         f"    + {plan.weight_macs:,} weight-only MACs per forward (FLOPs = 2 x MACs); the dense {what}: "
         f"{spec.dense_macs(net.batch):,} MACs.",
@@ -368,7 +324,7 @@ def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
     """Class attributes `_TTLayer` reads: geometry, the TT-SVD view of the kernel, the cores and their axes."""
     net = plan.network
     spec, fmt = net.spec, net.fmt
-    layout = chain_layout(fmt, spec)
+    layout = fmt.chain_layout(spec)
     kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
         (spec.out_channels, spec.in_channels, *spec.kernel_size)
     chain = math.prod(idx.size for idx in net.indices.values() if idx.kind == "rank")
@@ -391,8 +347,8 @@ def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
         "    # the cores, in chain order: parameter name, shape and what each axis is",
         "    cores_spec = (",
     ]
-    for core, axes in zip(fmt.cores(spec), _core_axes(fmt, spec)):
-        lines.append(f'        ("{core.name}", {tuple(core.shape)}),  # {axes}')
+    for core in fmt.cores(spec):
+        lines.append(f'        ("{core.name}", {tuple(core.shape)}),  # [{", ".join(core.axes)}]')
     lines += [
         "    )",
         f"    default_bias = {bias}",
@@ -510,4 +466,4 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
     return _file(doc, classes, [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"], extra, copy=True)
 
 
-__all__ = ["ChainLayout", "chain_layout", "class_name", "emit_class", "emit_layer", "emit_model"]
+__all__ = ["class_name", "emit_class", "emit_layer", "emit_model"]
