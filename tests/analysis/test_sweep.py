@@ -13,6 +13,7 @@ from ttplan.analysis.sweep import (
     format_label,
     load_sweep,
     parse_rank_range,
+    rank_bound,
     sweep_from_csv,
     sweep_from_json,
     sweep_layer,
@@ -206,3 +207,12 @@ def test_corrupted_files_say_what_was_expected(tmp_path, name: str, text, messag
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(TTPlanError, match="does not exist"):
         load_sweep(tmp_path / "nope.json")
+
+
+def test_rank_range_is_clipped_to_the_bound_before_listing() -> None:
+    spec = ConvSpec.make(8, 8, 3, padding=1, input_size=8)
+    bound = rank_bound(spec)
+    assert parse_rank_range("1:100000000000", bound) == tuple(range(1, bound + 1))
+    assert parse_rank_range(f"{bound + 5}:{bound + 9}", bound) == (bound,)
+    above = sweep_layer(spec, [bound, bound + 1, 10**9])
+    assert {p.rank for p in above.points} == {bound}  # one point per format: larger ranks are the same format

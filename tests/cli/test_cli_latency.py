@@ -94,3 +94,10 @@ def test_calibrate_check_runs_on_a_given_profile(tmp_path, monkeypatch):
     result = run(["calibrate", "--check", "--profile", overhead_profile(tmp_path / "p.json")])
     assert result.exit_code == 0, result.output
     assert "median relative error 29.5%" in result.output and "worst 100.0%" in result.output
+
+
+def test_objective_choices_are_the_registry():
+    from ttplan.cli.objective_options import OBJECTIVE_NAMES
+    from ttplan.core.objectives import OBJECTIVES
+
+    assert OBJECTIVE_NAMES == tuple(OBJECTIVES)

@@ -65,3 +65,20 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, extra, message) -> None:
     monkeypatch.chdir(tmp_path)
     line = one_line_error(run(["sweep", *GEOMETRY, *extra]))
     assert message in line
+
+
+def test_a_huge_range_is_clipped_to_the_bound_first_and_says_so() -> None:
+    result = run(["sweep", "-i", "8", "-o", "8", "-p", "1", "--input-size", "8", "--ranks-range", "1:100000000",
+                  "--json"])
+    assert result.exit_code == 0, result.output
+    assert "sweeping up to" in result.stderr
+    bound = int(result.stderr.split("sweeping up to ")[1].split()[0])
+    points = json.loads(result.stdout)["points"]
+    assert max(p["rank"] for p in points) <= bound < 1000
+    for label in {p["format"] for p in points}:  # each distinct format planned once
+        ranks = [tuple(p["ranks"]) for p in points if p["format"] == label]
+        assert len(ranks) == len(set(ranks))
+
+
+def test_json_and_csv_together_are_refused() -> None:
+    one_line_error(run(["sweep", *GEOMETRY, "--ranks", "4", "--json", "--csv"]), "--json and --csv both given")

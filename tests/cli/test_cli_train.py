@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from ttplan.cli.main import cli
+from tests.helpers.cli import one_line_error, run
 
 LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}}
 TINY = ["--image-size", "8", "--batch-size", "32", "--max-batches", "2", "--threads", "1"]
@@ -22,21 +21,9 @@ def keep_threads():
     torch.set_num_threads(before)
 
 
-def run(args):
-    return CliRunner().invoke(cli, args)
-
-
 def write(path, data) -> str:
     path.write_text(json.dumps(data))
     return str(path)
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def test_tiny_run_prints_a_summary_and_resume_of_a_finished_run_changes_nothing(tmp_path):

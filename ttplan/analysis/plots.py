@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 from ttplan.analysis.sweep import Sweep
 from ttplan.core.contraction import ContractionPlan
 from ttplan.errors import TTPlanError
-from ttplan.files import read_user_json
+from ttplan.files import read_user_json, save_figure_atomic
 
 #: one colour per swept format, fixed so that figures are comparable
 FORMAT_COLOURS = {"classical": "#d62728", "tucker2": "#1f77b4", "hodec-2": "#2ca02c", "hodec-3": "#9467bd"}
@@ -41,17 +41,21 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, prefix: str | Path) -> tuple[Path, Path]:
-    """Write `PREFIX.png` (150 dpi) and `PREFIX.svg`; parent folders are created. Returns both paths."""
+def figure_paths(prefix: str | Path) -> tuple[Path, Path]:
+    """`PREFIX.png` and `PREFIX.svg` (a `.png`/`.svg` suffix on the prefix is dropped)."""
     prefix = Path(prefix)
     if prefix.suffix.lower() in (".png", ".svg"):
         prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = prefix.parent / f"{prefix.name}.png", prefix.parent / f"{prefix.name}.svg"
+    return prefix.parent / f"{prefix.name}.png", prefix.parent / f"{prefix.name}.svg"
+
+
+def save_figure(fig: Figure, prefix: str | Path) -> tuple[Path, Path]:
+    """Write `PREFIX.png` (150 dpi) and `PREFIX.svg`, each atomically, parent folders created; returns both paths."""
+    png, svg = figure_paths(prefix)
     # fixed ids and no timestamp, so regenerating unchanged data gives byte-identical files
     with rc_context({"svg.hashsalt": "ttplan"}):
-        fig.savefig(png, dpi=150, metadata={"Software": None})
-        fig.savefig(svg, metadata={"Date": None, "Creator": None})
+        save_figure_atomic(fig, png, dpi=150, metadata={"Software": None})
+        save_figure_atomic(fig, svg, metadata={"Date": None, "Creator": None})
     return png, svg
 
 

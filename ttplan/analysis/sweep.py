@@ -117,8 +117,11 @@ REQUIRED_FIELDS = tuple(f.name for f in fields(SweepPoint) if f.default is MISSI
 CSV_COLUMNS = ("layer", "name", "batch", "dense_macs", "dense_params", *POINT_FIELDS)
 
 
-def parse_rank_range(text: str) -> tuple[int, ...]:
-    """`START:STOP` or `START:STOP:STEP` (STOP included) as ranks, e.g. `2:64` or `2:64:2`."""
+def parse_rank_range(text: str, bound: int | None = None) -> tuple[int, ...]:
+    """`START:STOP` or `START:STOP:STEP` (STOP included) as ranks, e.g. `2:64` or `2:64:2`.
+
+    With `bound` (see `rank_bound`), STOP is clipped to it before any rank is listed, so a huge STOP costs nothing.
+    """
     parts = str(text).strip().split(":")
     try:
         values = [int(p) for p in parts]
@@ -127,8 +130,26 @@ def parse_rank_range(text: str) -> tuple[int, ...]:
     if len(values) not in (2, 3) or min(values) < 1 or values[0] > values[1]:
         raise TTPlanError(f"ranks range {text!r}: expected START:STOP or START:STOP:STEP with 1 <= START <= STOP, "
                           "e.g. 2:64 or 2:64:2")
+    start, stop = values[0], values[1]
     step = values[2] if len(values) == 3 else 1
-    return tuple(range(values[0], values[1] + 1, step))
+    if bound is not None:
+        if start > bound:
+            return (bound,)
+        stop = min(stop, bound)
+    return tuple(range(start, stop + 1, step))
+
+
+def rank_bound(spec: ConvSpec, formats: Iterable[tuple[str, int]] = DEFAULT_FORMATS) -> int:
+    """The largest uniform rank that still changes a format of `formats` on `spec`: every larger rank is clipped
+    to the same format (`TTFormat.rank_bounds`). Formats whose modes do not fit the layer are left out."""
+    bounds = []
+    for kind, order in formats:
+        try:
+            fmt = make_format(kind, spec, rank=1, order=order)
+        except TTPlanError:
+            continue
+        bounds.append(max(fmt.rank_bounds(spec)))
+    return max(bounds, default=1)
 
 
 def sweep_layer(
@@ -154,12 +175,14 @@ def sweep_layer(
     bad = [r for r in ranks if not isinstance(r, int) or isinstance(r, bool) or r < 1]
     if bad:
         raise TTPlanError(f"ranks {bad}: every rank must be a positive int")
+    bound = rank_bound(spec, formats)
+    ranks = tuple(sorted({min(r, bound) for r in ranks}))  # larger ranks give the same formats: plan each once
     profile = profile if profile is not None else load_profile()
     sweep = Sweep(spec.describe(), name, batch, spec.dense_macs(batch), spec.dense_params())
     for kind, order in formats:
         label = format_label(kind, order)
         seen: set[tuple[int, ...]] = set()
-        for rank in sorted(set(ranks)):
+        for rank in ranks:
             if progress is not None:
                 progress()
             try:
@@ -182,6 +205,23 @@ def sweep_layer(
     if not sweep.points:
         raise TTPlanError(f"no format fits layer {spec.describe()}: " + "; ".join(sweep.skipped))
     return sweep
+
+
+def render_sweep(result: Sweep) -> str:
+    """A table: one line per point, MACs relative to dense for the published and the best order."""
+    lines = [
+        f"layer   {result.name + '  ' if result.name else ''}{result.layer}   batch {result.batch}",
+        f"dense   {result.dense_macs:,} MACs, {result.dense_params:,} params (FLOPs = 2 x MACs)",
+        "",
+    ]
+    header = (f"{'format':<13}{'rank':>5}{'params':>10}{'reduction':>11}{'published x':>13}{'best x':>9}"
+              f"{'pred ms':>9}{'dense ms':>10}")
+    lines += [header, "-" * len(header)]
+    for p in result.points:
+        flag = "  published > dense" if p.published_vs_dense > 1 else ""
+        lines.append(f"{p.format:<13}{p.rank:>5}{p.params:>10,}{100 * p.param_reduction:>10.1f}%"
+                     f"{p.published_vs_dense:>13.3f}{p.best_vs_dense:>9.3f}{p.best_ms:>9.3f}{p.dense_ms:>10.3f}{flag}")
+    return "\n".join(lines)
 
 
 def _point(raw: dict, where: str) -> SweepPoint:
@@ -300,6 +340,8 @@ __all__ = [
     "format_label",
     "load_sweep",
     "parse_rank_range",
+    "rank_bound",
+    "render_sweep",
     "sweep_from_csv",
     "sweep_from_json",
     "sweep_layer",

@@ -15,6 +15,7 @@ from torch import nn
 
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide
+from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us
 from ttplan.core.layer import LayerPlan, plan_layer
@@ -220,6 +221,18 @@ class ArchPlan:
     def formats(self) -> dict[str, TTFormat | None]:
         """Each layer's format as planned (`None` = dense): what `save_config` writes."""
         return {layer.name: layer.fmt for layer in self.layers}
+
+    def plans(self, scheme: str = "best") -> list[tuple[str, ContractionPlan]]:
+        """(name, plan) of every decomposed layer at `scheme` (see `LayerPlan.named`): what `ttplan emit` writes."""
+        out = []
+        for layer in self.layers:
+            if layer.plan is None:
+                continue
+            try:
+                out.append((layer.name, layer.plan.named(scheme)))
+            except TTPlanError as error:
+                raise TTPlanError(f"layer {layer.name}: {error}; use best, published or dense") from None
+        return out
 
     def specs(self) -> dict[str, ConvSpec]:
         """Each layer's geometry by name."""

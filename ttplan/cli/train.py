@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from ttplan.training.run import BASELINES, DEVICES, TrainConfig, resume, train
+from ttplan.cli.main import Interrupted
+from ttplan.cli.options import arch_option, device_options
+from ttplan.files import check_writable_dir
+from ttplan.training.data import DATASETS
+from ttplan.training.run import BASELINES, CHECKPOINT, DEVICES, TrainConfig, resume, train
 
 EXAMPLE = """
 Examples:
@@ -28,9 +32,8 @@ def _click_progress(label: str, length: int):
 
 
 @click.command("train", epilog=EXAMPLE)
-@click.option("--arch", default="resnet20", show_default=True,
-              help="Model preset (resnet20, resnet32, ...) or module:callable building an nn.Module.")
-@click.option("--dataset", type=click.Choice(["digits", "cifar10"]), default="digits", show_default=True,
+@arch_option("resnet20")
+@click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True,
               help="digits: scikit-learn's bundled 8x8 digits; cifar10: python batches in --data-dir.")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="CIFAR-10 folder (cifar-10-batches-py or its parent).")
@@ -63,8 +66,7 @@ def _click_progress(label: str, length: int):
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder to create.")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue the run in this folder from its last checkpoint (other training options are ignored).")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@device_options(DEVICES)
 def train_command(config_path: str | None, init_path: str | None, out_dir: str | None, resume_dir: str | None,
                   threads: int | None, device: str, **opts) -> None:
     """Train a dense network with ADMM towards the TT formats of a layer config, decompose it, fine-tune it."""
@@ -72,18 +74,28 @@ def train_command(config_path: str | None, init_path: str | None, out_dir: str |
         import torch
 
         torch.set_num_threads(threads)
-    if resume_dir is not None:
-        if out_dir is not None:
-            raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
-        metrics = resume(resume_dir, device=device, progress=_click_progress)
-        run_dir = Path(resume_dir)
-    else:
-        if out_dir is None:
-            raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
-        cfg = TrainConfig(config=config_path, init=init_path, device=device, **opts)
-        metrics = train(cfg, out_dir, progress=_click_progress)
-        run_dir = Path(out_dir)
+    if resume_dir is not None and out_dir is not None:
+        raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
+    if resume_dir is None and out_dir is None:
+        raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
+    run_dir = check_writable_dir(resume_dir or out_dir, "--resume" if resume_dir else "--out")
+    try:
+        if resume_dir is not None:
+            metrics = resume(resume_dir, device=device, progress=_click_progress)
+        else:
+            cfg = TrainConfig(config=config_path, init=init_path, device=device, **opts)
+            metrics = train(cfg, out_dir, progress=_click_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(_where_to_resume(run_dir)) from None
     _summary(metrics, run_dir)
+
+
+def _where_to_resume(run_dir: Path) -> str:
+    """What Ctrl-C leaves: the run folder to resume from, or that no epoch was saved yet."""
+    if (run_dir / CHECKPOINT).is_file():
+        return (f"the run folder {run_dir} keeps its last finished epoch; continue with "
+                f"`ttplan train --resume {run_dir}`")
+    return f"no epoch had finished, so {run_dir} holds no checkpoint yet; start the run again"
 
 
 def _summary(metrics: dict, run_dir: Path) -> None:

@@ -12,6 +12,7 @@ from ttplan.core.peers import PeerResult, compare_peers, im2col_equation, im2col
 from ttplan.core.schemes import schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
 
 
 @dataclass
@@ -52,6 +53,17 @@ class LayerPlan:
     def published(self) -> ContractionPlan:
         """The format's own published order."""
         return self.schemes[self.fmt.published_scheme]
+
+    def named(self, name: str) -> ContractionPlan:
+        """The plan called `name`: `best`, `published`, or one of this layer's schemes (its published one, dense)."""
+        if name == "best":
+            return self.best
+        if name == "published":
+            return self.published
+        if name in self.schemes:
+            return self.schemes[name]
+        raise TTPlanError(f"scheme {name!r}: this {self.fmt.label} layer has best, published and "
+                          f"{', '.join(self.schemes)}")
 
     def summary(self, plan: ContractionPlan) -> dict:
         """One plan's totals, with ratios to dense."""

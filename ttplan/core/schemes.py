@@ -58,6 +58,10 @@ def scheme(name: str, network: TensorNetwork, fold_weights: bool = False) -> Con
         raise TTPlanError(f"scheme={name!r} needs a {' or '.join(owners)} format, got {fmt.label!r}")
     return published(network, fold_weights)
 
+def plan_names() -> tuple[str, ...]:
+    """Every name a plan can be asked for by: the searched best, the format's published order, or a scheme."""
+    return ("best", "published", *scheme_names())
+
 
 def published_scheme(network: TensorNetwork) -> str:
     """The name of the format's own published order."""

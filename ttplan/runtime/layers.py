@@ -21,7 +21,7 @@ from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile
 from ttplan.core.network import build_network
-from ttplan.core.schemes import scheme, scheme_names
+from ttplan.core.schemes import plan_names, scheme
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -31,7 +31,7 @@ from ttplan.runtime.fold_cache import fold_key
 from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
-PLAN_NAMES = ("best", "published", *scheme_names())
+PLAN_NAMES = plan_names()
 
 
 def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,
