@@ -24,6 +24,13 @@ def overhead_profile(path):
     return str(path)
 
 
+def mac_profile(path):
+    """A profile where time is proportional to MACs (1 us per million): predicted speedups equal MAC ratios."""
+    ops = {f"{k}:any": OpModel(0.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
+    LatencyProfile("macs", "cpu", 1, "test", ops).save(path)
+    return str(path)
+
+
 def test_layer_objective_latency_minimises_predicted_time(tmp_path):
     profile = overhead_profile(tmp_path / "p.json")
     macs = json.loads(run(["layer", *GEOMETRY, *HODEC, "--batch", "8", "--json", "--profile", profile]).output)
@@ -57,9 +64,9 @@ def test_plan_skip_slower_keeps_slower_layers_dense(tmp_path):
     assert any(row["decomposed"] and row["slower_than_dense"] for row in kept["layers"])
 
 
-def test_plan_target_speedup_meets_the_predicted_speedup():
+def test_plan_target_speedup_meets_the_predicted_speedup(tmp_path):
     result = run(["plan", "resnet20", "--target-speedup", "1.3", "--objective", "latency", "--fold-weights",
-                  "--batch", "32", "--json"])
+                  "--batch", "32", "--json", "--profile", mac_profile(tmp_path / "p.json")])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["budget"]["met"] and data["budget"]["predicted_speedup"] >= 1.3
@@ -71,7 +78,7 @@ def test_plan_target_speedup_meets_the_predicted_speedup():
 def test_emit_arch_with_latency_objective_runs(tmp_path):
     out = tmp_path / "tt.py"
     result = run(["emit", "--arch", "resnet20", "--objective", "latency", "--fold-weights", "--batch", "8",
-                  "--out", str(out)])
+                  "--profile", mac_profile(tmp_path / "p.json"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "predicted" in result.output and out.exists()
 

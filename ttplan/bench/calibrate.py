@@ -42,6 +42,9 @@ FIT_GEOMETRIES = ((24, 24, 32, 1), (48, 48, 16, 1), (24, 48, 32, 2), (96, 96, 8,
                   (96, 96, 28, 1), (192, 192, 14, 1), (96, 192, 28, 2), (384, 384, 7, 1), (192, 384, 14, 2))
 FIT_BATCHES = (1, 8, 32)
 FIT_RANKS = (4, 8, 16, 32)
+#: extra dense convs timed for the fit (channels, input size): the dense time depends on more than its MACs
+DENSE_CHANNELS = (24, 48, 96, 192, 384, 768)
+DENSE_SIZES = (6, 12, 20, 40, 60)
 
 
 def median_us(fn: Callable[[], object], budget_s: float = 0.03, min_reps: int = 5, max_reps: int = 200) -> float:
@@ -74,8 +77,10 @@ def time_steps(program: Program, batch: int, device: torch.device, budget_s: flo
     env: dict[str, torch.Tensor] = dict(zip(program.cores, cores))
     sizes = dict(program.sizes)
     out: list[tuple[int, float]] = []
+    weight_steps = {s.number for s in plan.steps if s.kind == "weight"}
     for step, group in by_step(program.weight):
-        out.append((step, _time_group(program, group, env, sizes, device, budget_s)))
+        if step in weight_steps:  # the rest lay out a feature-map product's weight: part of folding, not an op
+            out.append((step, _time_group(program, group, env, sizes, device, budget_s)))
         execute(program, group, env, sizes)
     folded = {name: env[name] for name in program.folded}
     h, w = spec.input_size
@@ -136,6 +141,17 @@ def fit_plans() -> Iterator[tuple[ContractionPlan, int]]:
                         yield plan, batch
 
 
+def dense_grid() -> Iterator[tuple[ConvSpec, int]]:
+    """Dense 3x3 convs (stride 1 and 2) over channel counts and sizes none of the preset models use."""
+    for channels in DENSE_CHANNELS:
+        for size in DENSE_SIZES:
+            for stride in (1, 2):
+                spec = ConvSpec.make(channels, channels * stride, 3, stride, 1, input_size=size)
+                for batch in FIT_BATCHES:
+                    if spec.dense_macs(batch) <= 500_000_000:
+                        yield spec, batch
+
+
 @dataclass
 class Calibration:
     """The fitted profile and the number of samples behind it."""
@@ -175,6 +191,9 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
                 dense_seen.add(key)
                 samples.append(Sample(dense_shape(plan.network.spec, batch),
                                       time_dense(plan.network.spec, batch, dev, budget_s)))
+    for spec, batch in dense_grid():
+        if (spec, batch) not in dense_seen:
+            samples.append(Sample(dense_shape(spec, batch), time_dense(spec, batch, dev, budget_s)))
     profile = fit_profile(samples, label=f"calibrated on {_describe(dev)}, {torch.get_num_threads()} threads",
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
                           layer_overhead_us=max(0.0, statistics.median(overheads)))

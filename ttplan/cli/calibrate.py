@@ -48,6 +48,10 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
         result = check(profile, device, budget_s=max(budget, 0.05), progress=say)
         click.echo(render_check(result, torch.get_num_threads()))
         return
+    load = _load_per_core()
+    if load is not None and load > 0.5:
+        say(f"warning: load average {load:.1f} per core: other processes share this machine, so the timings (and "
+            "the profile) will be noisy; calibrate on an idle machine for a reliable profile")
     result = run_calibration(device, threads, budget, progress=say)
     profile = result.profile
     if as_default:
@@ -76,3 +80,13 @@ def render_check(result, threads: int) -> str:
     lines += ["", f"{len(errors)} predictions ({len(result.rows)} layers, TT and dense), {threads} threads: "
                   f"median relative error {statistics.median(errors):.1%}, worst {max(errors):.1%}"]
     return "\n".join(lines)
+
+
+def _load_per_core() -> float | None:
+    """The 1-minute load average per CPU core, where the OS reports one."""
+    import os
+
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
