@@ -88,7 +88,7 @@ def test_layer_autotune_times_candidates_and_caches_them(tmp_path):
             "--batch", "2", "--autotune", "--json"]
     first = json.loads(run(args).output)["autotune"]
     assert first["source"] == "measured" and first["timings"][0]["dense"]
-    assert {row["lowering"] for row in first["timings"]} >= {"bmm", "conv", "bmm+nhwc", "conv+nhwc"}
+    assert {row["lowering"] for row in first["timings"]} == {"bmm", "conv"}  # NCHW models: NCHW lowerings
     again = json.loads(run(args).output)["autotune"]
     assert again["source"] == "cached" and again["best"] == first["best"]
 

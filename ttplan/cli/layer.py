@@ -31,8 +31,8 @@ Example (ResNet-18 layer3.0.conv1, hodec at uniform rank 16):
               help="Also plan the layer as an im2col einsum with opt_einsum (optimal, dp) and cotengra.")
 @objective_options
 @click.option("--autotune", is_flag=True,
-              help="Also time the few best candidate orders, each lowering, and the dense conv here; report the "
-                   "fastest (cached per geometry, format, device, threads and torch version).")
+              help="Also time the few best candidate orders (bmm and 1x1-conv lowerings) and the dense conv; "
+                   "report the fastest (cached per geometry, format, device, threads and torch version).")
 @output_options(("json",), wide=True)
 def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: bool, objective: str, profile_path,
           autotune: bool, output: str | None, out, wide: bool, **opts) -> None:

@@ -33,8 +33,8 @@ def speed_options(func: Callable) -> Callable:
                      help="Keep a layer dense where no TT order is faster than the dense conv (predicted, or "
                           "measured with --autotune). Default: on with --objective latency."),
         click.option("--autotune", type=click.Choice(["cpu", "cuda"]), is_flag=False, flag_value="cpu", default=None,
-                     help="Time the few best orders of each distinct layer (every lowering) and the dense conv on "
-                          "this device (cpu if no value) and keep the fastest; cached in ~/.cache/ttplan."),
+                     help="Time the few best orders of each distinct layer (bmm and 1x1-conv lowerings) and the "
+                          "dense conv on this device (cpu if no value), keep the fastest; cached in ~/.cache/ttplan."),
     ]
     for option in reversed(options):
         func = option(func)

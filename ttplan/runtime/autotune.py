@@ -32,6 +32,11 @@ from ttplan.errors import TTPlanError
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import LOWERINGS, Lowering
 
+#: the lowerings tried by default: NCHW maps only. A channels-last layer inside an NCHW model hands its
+#: neighbours (batch norm, residual adds) NHWC tensors, which measured slower end to end although the layer
+#: alone is faster; pass `LOWERINGS` when the whole model runs channels-last.
+NCHW_LOWERINGS = tuple(lowering for lowering in LOWERINGS if not lowering.channels_last)
+
 DENSE = "dense conv"
 
 
@@ -105,9 +110,11 @@ def candidate_plans(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: boo
     return ranked[:top]
 
 
-def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, threads: int) -> str:
+def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, threads: int,
+         lowerings: tuple[Lowering, ...]) -> str:
     return (f"{spec.describe()}|{spec.input_size}|{fmt.label}|{fmt.in_modes}|{fmt.out_modes}|{fmt.ranks}|b{batch}|"
-            f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}")
+            f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}|"
+            f"{','.join(lowering.label for lowering in lowerings)}")
 
 
 def cache_path() -> Path:
@@ -136,13 +143,13 @@ def _from_cache(entry: dict, spec: ConvSpec, fmt: TTFormat, batch: int, fold_wei
 
 def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, device: str = "cpu",
                    profile: LatencyProfile | None = None, top: int = 3, rounds: int = 7,
-                   lowerings: tuple[Lowering, ...] = LOWERINGS, use_cache: bool = True) -> TuneResult:
+                   lowerings: tuple[Lowering, ...] = NCHW_LOWERINGS, use_cache: bool = True) -> TuneResult:
     """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`."""
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
     profile = profile if profile is not None else load_profile(device=device)
     threads = torch.get_num_threads()
-    key = _key(spec, fmt, batch, fold_weights, device, threads)
+    key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings)
     path = cache_path()
     if use_cache:
         cached = _load_cache(path).get(key)
@@ -193,4 +200,4 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
     return TuneResult(spec, fmt, batch, device, torch.get_num_threads(), timings, rounds)
 
 
-__all__ = ["DENSE", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans"]
+__all__ = ["DENSE", "NCHW_LOWERINGS", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans"]
