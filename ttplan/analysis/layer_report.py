@@ -27,18 +27,16 @@ def render_layer(result: LayerPlan, wide: bool = False, limit: int = TERMINAL_WI
         + (f" ({result.profile.source})" if result.profile else ""),
         "",
     ]
-    header = f"{'order':<12}{'MACs':>15}{'x dense':>9}{'pred ms':>9}{'weight MACs':>13}{'params':>11}{'compr.':>8}" \
-             f"{'largest':>12}{'peak live':>12}"
-    lines += [header, "-" * len(header)]
-    lines.append(f"{'dense conv':<12}{result.baseline_macs:>15,}{1.0:>9.3f}{_ms(result.baseline_ms)}{0:>13,}"
-                 f"{result.baseline_params:>11,}{1.0:>8.1f}{'':>12}{'':>12}")
+    rows = [("dense conv", result.baseline_macs, 1.0, _ms(result.baseline_ms), 0, result.baseline_params, 1.0, "", "",
+             "")]
     for name, plan in [*result.schemes.items(), ("best", result.best)]:
         s = result.summary(plan)
         flag = "  > dense" if plan.macs > result.baseline_macs else ""
-        lines.append(
-            f"{name:<12}{s['macs']:>15,}{s['macs_vs_dense']:>9.3f}{_ms(s['predicted_ms'])}{s['weight_macs']:>13,}"
-            f"{s['params']:>11,}{s['compression']:>8.1f}{s['largest_intermediate']:>12,}{s['peak_live']:>12,}{flag}"
-        )
+        rows.append((name, s["macs"], s["macs_vs_dense"], _ms(s["predicted_ms"]), s["weight_macs"], s["params"],
+                     s["compression"], s["largest_intermediate"], s["peak_live"], flag))
+    table = _table(("order", "MACs", "x dense", "pred ms", "weight MACs", "params", "compr.", "largest", "peak live"),
+                   rows)
+    lines += table
     if result.tuned is not None:
         lines += ["", *_render_tuned(result.tuned)]
     if result.best.fold_weights:
@@ -65,16 +63,38 @@ def render_layer(result: LayerPlan, wide: bool = False, limit: int = TERMINAL_WI
     lines = [line.rstrip() for line in lines]
     if wide:
         return "\n".join(lines)
+    keep = set(table)  # table rows are never wrapped: a wider table beats broken columns
     return "\n".join(out for line in lines for out in (textwrap.wrap(line, limit, subsequent_indent="    ",
                                                                    break_on_hyphens=False)
-                                                     if len(line) > limit else [line]))
+                                                     if len(line) > limit and line not in keep else [line]))
+
+
+def _table(heads: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    """Right-aligned columns as wide as their widest cell, so counts of any size keep the table aligned."""
+
+    def cell(j: int, value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}" if j == 2 else f"{value:.1f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    cells = [[cell(j, v) for j, v in enumerate(row[:-1])] for row in rows]
+    widths = [max(len(heads[j]), *(len(c[j]) for c in cells)) for j in range(len(heads))]
+    widths[0] = max(widths[0], 11)
+
+    def line(values: list[str], flag: str = "") -> str:
+        first = values[0].ljust(widths[0])
+        return (first + "".join(f"  {v:>{w}}" for v, w in zip(values[1:], widths[1:]))).rstrip() + flag
+
+    header = line(list(heads))
+    return [header, "-" * len(header), *(line(c, row[-1]) for c, row in zip(cells, rows))]
 
 
 _OBJECTIVE_WORDS = {"macs": "MACs", "memory": "elements in the largest intermediate", "latency": "predicted ms"}
 
 
 def _ms(value: float | None) -> str:
-    return f"{'':>9}" if value is None else f"{value:>9.3f}"
+    """Predicted milliseconds as a table cell (empty without a profile)."""
+    return "" if value is None else f"{value:.3f}"
 
 
 def _render_tuned(tuned: dict) -> list[str]:

@@ -44,19 +44,32 @@ class ArchLayer:
     worse_than_dense: bool = False
     rejected: TTFormat | None = None
     rejected_plan: LayerPlan | None = None
+    calls: tuple[ConvSpec, ...] = ()
+    call_plans: tuple[LayerPlan, ...] = ()
     #: predicted ms of the dense layer (the latency profile), and whether the TT layer is slower than it
     dense_ms: float = 0.0
     slower_than_dense: bool = False
     #: autotune's measurements (`TuneResult.to_dict()`) when the layer was autotuned
     tuned: dict | None = None
 
+    def __post_init__(self) -> None:
+        if not self.calls:
+            self.calls = (self.spec,)
+        if not self.call_plans and (self.plan or self.rejected_plan) is not None:
+            self.call_plans = (self.plan or self.rejected_plan,) * len(self.calls)  # type: ignore[assignment]
+
+    @property
+    def n_calls(self) -> int:
+        """How many times the module runs in one forward pass (each call is planned and counted)."""
+        return len(self.calls)
+
     @property
     def predicted_ms(self) -> float:
         """Predicted ms of the layer as planned: its best order if decomposed, else the dense layer."""
         if self.plan is None:
             return self.dense_ms
-        value = self.plan.predicted_ms(self.plan.best)
-        return self.dense_ms if value is None else value
+        values = [p.predicted_ms(p.best) for p in self.call_plans]
+        return self.dense_ms if None in values else sum(values)
 
     @property
     def lowering(self) -> dict:
@@ -72,8 +85,8 @@ class ArchLayer:
 
     @property
     def baseline_macs(self) -> int:
-        """Dense MACs at the plan's batch (a grouped conv counts 1/groups)."""
-        return self.spec.dense_macs(self.batch)
+        """Dense MACs of every call at the plan's batch (a grouped conv counts 1/groups)."""
+        return sum(spec.dense_macs(self.batch) for spec in self.calls)
 
     @property
     def baseline_params(self) -> int:
@@ -82,8 +95,8 @@ class ArchLayer:
 
     @property
     def macs(self) -> int:
-        """The layer as planned: best order if decomposed, else dense."""
-        return self.plan.best.macs if self.plan else self.baseline_macs
+        """The layer as planned, every call: best order if decomposed, else dense."""
+        return sum(p.best.macs for p in self.call_plans) if self.plan else self.baseline_macs
 
     @property
     def params(self) -> int:
@@ -92,8 +105,13 @@ class ArchLayer:
 
     @property
     def published_macs(self) -> int:
-        """The format's published order if decomposed, else dense."""
-        return self.plan.published.macs if self.plan else self.baseline_macs
+        """The format's published order (every call) if decomposed, else dense."""
+        return sum(p.published.macs for p in self.call_plans) if self.plan else self.baseline_macs
+
+    @property
+    def shown_published_macs(self) -> int:
+        """The published order of the format planned or rejected (every call); dense if there is none."""
+        return sum(p.published.macs for p in self.call_plans) if self.call_plans else self.baseline_macs
 
     def to_dict(self) -> dict:
         """JSON-ready row: geometry, baseline, format, schemes, best, flags."""
@@ -103,6 +121,7 @@ class ArchLayer:
         out = {
             "name": self.name,
             "kind": self.kind,
+            "calls": self.n_calls,
             "geometry": spec.describe(),
             "in_channels": spec.in_channels,
             "out_channels": spec.out_channels,
@@ -129,14 +148,18 @@ class ArchLayer:
         if fmt is not None:
             out["format"] = {**fmt.to_dict(), "tt_shapes": list(fmt.tt_shapes(spec))}
         if shown is not None:
-            out["schemes"] = {name: {"macs": p.macs, "flops": p.flops, "params": p.params,
-                                     "weight_macs": p.weight_macs} for name, p in shown.schemes.items()}
+            per_call = [p.schemes for p in self.call_plans] or [shown.schemes]
+            out["schemes"] = {name: {"macs": sum(s[name].macs for s in per_call),
+                                     "flops": sum(s[name].flops for s in per_call), "params": p.params,
+                                     "weight_macs": sum(s[name].weight_macs for s in per_call)}
+                              for name, p in shown.schemes.items()}
             out["published"] = shown.fmt.published_scheme
         if self.tuned is not None:
             out["autotune"] = self.tuned
         if self.plan is not None:
             best = self.plan.best
-            out["best"].update(feature_macs=best.feature_macs, weight_macs=best.weight_macs,
+            out["best"].update(feature_macs=sum(p.best.feature_macs for p in self.call_plans),
+                               weight_macs=sum(p.best.weight_macs for p in self.call_plans),
                                path=[list(p) for p in best.pairs],
                                steps=[f"{s.left_name} x {s.right_name}" for s in best.steps])
         return out
@@ -297,22 +320,28 @@ def plan_layers(
     profile = profile if profile is not None else load_profile()
     cache: dict[tuple[ConvSpec, TTFormat], LayerPlan] = {}
     tuned: dict[tuple[ConvSpec, TTFormat], dict] = {}
+
+    def planned(spec: ConvSpec, fmt: TTFormat, kind: str) -> LayerPlan:
+        if (spec, fmt) not in cache:
+            cache[(spec, fmt)] = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, objective=objective,
+                                            profile=profile)
+            if autotune is not None and kind == "conv":
+                cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune)
+        return cache[(spec, fmt)]
+
     out: list[ArchLayer] = []
     for layer in layers:
         decision = decisions[layer.name]
         row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source,
-                        dense_ms=predict_dense_us(layer.spec, batch, profile) / 1000)
+                        calls=layer.calls,
+                        dense_ms=sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
         if decision.fmt is not None:
-            key = (layer.spec, decision.fmt)
-            if key not in cache:
-                cache[key] = plan_layer(layer.spec, decision.fmt, batch=batch, fold_weights=fold_weights,
-                                        objective=objective, profile=profile)
-                if autotune is not None and layer.kind == "conv":
-                    cache[key], tuned[key] = _autotuned(cache[key], autotune)
-            plan = cache[key]
-            row.tuned = tuned.get(key)
-            row.worse_than_dense = _worse(plan)
-            row.slower_than_dense = _slower(plan, row.dense_ms, row.tuned)
+            plans = tuple(planned(spec, decision.fmt, layer.kind) for spec in layer.calls)  # each call at its own size
+            plan = plans[0]
+            row.call_plans = plans
+            row.tuned = tuned.get((layer.spec, decision.fmt))
+            row.worse_than_dense = any(_worse(p) for p in plans)
+            row.slower_than_dense = _slower(plans, row.dense_ms, row.tuned)
             if row.worse_than_dense and skip_worse:
                 published = plan.published
                 row.rejected, row.rejected_plan = decision.fmt, plan
@@ -320,7 +349,7 @@ def plan_layers(
                               f"params vs dense {plan.baseline_macs:,} / {plan.baseline_params:,}")
             elif row.slower_than_dense and skip_slower:
                 row.rejected, row.rejected_plan = decision.fmt, plan
-                row.reason = f"--skip-slower: {_times(plan, row.dense_ms, row.tuned)}"
+                row.reason = f"--skip-slower: {_times(plans, row.dense_ms, row.tuned)}"
             else:
                 row.fmt, row.plan = decision.fmt, plan
         out.append(row)
@@ -340,19 +369,21 @@ def _autotuned(plan: LayerPlan, device: str) -> tuple[LayerPlan, dict]:
     return replace(plan, best=fastest.plan, tuned=result.to_dict()), result.to_dict()
 
 
-def _slower(plan: LayerPlan, dense_ms: float, tuned: dict | None) -> bool:
-    """Whether the best order is slower than the dense layer: measured when autotuned, else predicted."""
+def _slower(plans: tuple[LayerPlan, ...], dense_ms: float, tuned: dict | None) -> bool:
+    """Whether the best orders (every call) are slower than the dense layer: measured when autotuned (the first
+    call's geometry), else predicted."""
     if tuned is not None:
         return min(t["ms"] for t in tuned["timings"] if not t["dense"]) >= tuned["dense_ms"]
-    predicted = plan.predicted_ms(plan.best)
-    return predicted is not None and predicted >= dense_ms
+    predicted = [p.predicted_ms(p.best) for p in plans]
+    return None not in predicted and sum(predicted) >= dense_ms
 
 
-def _times(plan: LayerPlan, dense_ms: float, tuned: dict | None) -> str:
+def _times(plans: tuple[LayerPlan, ...], dense_ms: float, tuned: dict | None) -> str:
+    """The comparison behind a `--skip-slower` decision, in words."""
     if tuned is not None:
         best = min(t["ms"] for t in tuned["timings"] if not t["dense"])
         return f"measured {best:.3f} ms vs dense {tuned['dense_ms']:.3f} ms"
-    return f"predicted {plan.predicted_ms(plan.best):.3f} ms vs dense {dense_ms:.3f} ms"
+    return f"predicted {sum(p.predicted_ms(p.best) for p in plans):.3f} ms vs dense {dense_ms:.3f} ms"
 
 
 def plan_architecture(

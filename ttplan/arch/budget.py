@@ -35,7 +35,7 @@ from ttplan.core.network import build_network
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer
+from ttplan.models.trace import TracedLayer, traced_macs
 
 #: uniform ranks tried (each clipped to the exact rank at its cut)
 RANK_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
@@ -183,13 +183,15 @@ class BudgetProblem:
             if layer.name not in self.free:
                 fmt = self.decisions[layer.name].fmt
                 spec = layer.spec
-                fixed_macs += self._cost(spec, fmt)
+                fixed_macs += sum(self._cost(call, fmt) for call in layer.calls)
                 fixed_params += spec.dense_params() if fmt is None else fmt.params(spec)
         candidates = {}
         for name in self.free:
-            spec = by_name[name].spec
-            dense = Candidate(None, self._cost(spec, None), spec.dense_params())
-            candidates[name] = [dense, *(Candidate(f, costs[(spec, f)], f.params(spec)) for f in self.options[name])]
+            layer = by_name[name]
+            spec = layer.spec
+            dense = Candidate(None, sum(self._cost(call, None) for call in layer.calls), spec.dense_params())
+            candidates[name] = [dense, *(Candidate(f, sum(costs[(call, f)] for call in layer.calls), f.params(spec))
+                                         for f in self.options[name])]
         chosen, met = select(candidates, fixed_macs, fixed_params, self.target_macs, self.target_params)
         formats: dict[str, TTFormat | None] = {}
         decisions: dict[str, Decision] = {}
@@ -266,12 +268,14 @@ def prepare_budget(
         fmts = [f for probe in mode_pairs(layer, policy, search_format) for f in rank_formats(layer.spec, probe)]
         options[layer.name] = fmts
         for fmt in fmts:
-            jobs[(layer.spec, fmt)] = None
-    baseline_macs = sum(layer.spec.dense_macs(batch) for layer in layers)
+            for call in layer.calls:  # a module called twice is costed at each call's geometry
+                jobs[(call, fmt)] = None
+    baseline_macs = sum(traced_macs(layer, batch) for layer in layers)
     baseline_params = sum(layer.spec.dense_params() for layer in layers)
     target_macs = _target(target_macs_reduction, baseline_macs, "MACs")
     if target_speedup is not None:
-        baseline_ns = sum(round(predict_dense_us(layer.spec, batch, profile) * 1000) for layer in layers)
+        baseline_ns = sum(round(predict_dense_us(call, batch, profile) * 1000)
+                          for layer in layers for call in layer.calls)
         target_macs = math.floor(baseline_ns / target_speedup)
     return BudgetProblem(
         label, layers, size, all_params, decisions, free, options,

@@ -76,6 +76,8 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         notes.append("slower than dense")
     if layer.reason:
         notes.append(layer.reason)
+    if layer.n_calls > 1:
+        notes.append(f"{layer.n_calls} calls per forward, each counted")
     if layer.tuned is not None:
         notes.append("measured (autotune)")
     return {
@@ -87,7 +89,7 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         "short_format": short,
         "ranks": ranks,
         "max_rank": max(fmt.ranks) if fmt is not None else "",
-        "published_macs": plan.published.macs if plan is not None else layer.baseline_macs,
+        "published_macs": layer.shown_published_macs,
         "best_macs": layer.macs,
         "params": layer.params,
         "dense_ms": _measured(layer, dense=True),

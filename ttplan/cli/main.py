@@ -33,7 +33,7 @@ SUMMARIES = {
     "sweep": "Sweep ranks for one layer: parameter reduction and MACs vs dense of the published and the best order, "
              "for classical (3 modes) and hodec with 1 (tucker2), 2 and 3 modes a side.",
     "plot": "Draw figures, each saved as PNG and SVG: `sweep FILE`, `arch FILE`, `plan` (one layer), `admm RUN_DIR`.",
-    "train": "Train a dense network with ADMM towards the TT formats of a layer config, decompose it, fine-tune it.",
+    "train": "Train with ADMM towards TT formats (a layer config, or plan's policy), decompose, fine-tune.",
     "emit": "Write a standalone PyTorch file whose layers run the planned contraction order.",
     "bench": "Benchmarks; each writes a Markdown report under reports/.",
     "calibrate": "Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.",

@@ -46,6 +46,10 @@ def _check_weight(weight: torch.Tensor, spec: ConvSpec) -> None:
         )
     if not weight.is_floating_point():
         raise TTPlanError(f"weight of dtype {weight.dtype}: expected a floating-point tensor")
+    bad = int((~torch.isfinite(weight.detach())).sum())
+    if bad:
+        raise TTPlanError(f"weight has {bad} non-finite entries (NaN or inf) of {weight.numel()}: a TT-SVD needs "
+                          "finite weights")
 
 
 def _work_dtype(weight: torch.Tensor) -> torch.dtype:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 
 import torch
@@ -55,6 +56,19 @@ def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "b
     return scheme(fmt.published_scheme if plan == "published" else plan, network, fold_weights)
 
 
+def _check_layer_args(cls: str, spec: object, fmt: object) -> None:
+    """One-line errors for a spec or format of the wrong type, and for grouped convs (not decomposable)."""
+    if not isinstance(spec, ConvSpec):
+        raise TTPlanError(f"{cls}: spec={spec!r} is a {type(spec).__name__}, expected a ConvSpec, "
+                          "e.g. ConvSpec.make(64, 64, 3, padding=1, input_size=32)")
+    if not isinstance(fmt, TTFormat):
+        raise TTPlanError(f"{cls}: fmt={fmt!r} is a {type(fmt).__name__}, expected a TTFormat, "
+                          "e.g. make_format('hodec', spec, rank=8)")
+    if spec.groups != 1:
+        raise TTPlanError(f"{cls}: spec has groups={spec.groups}; only groups=1 convs can be TT-decomposed, so keep "
+                          "a grouped conv as nn.Conv2d")
+
+
 class _TTLayer(nn.Module):
     """What TT conv and linear layers share: cores, bias, plan, folding cache, dense round trip."""
 
@@ -62,6 +76,7 @@ class _TTLayer(nn.Module):
                  fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1,
                  lowering: Lowering | None = None) -> None:
         super().__init__()
+        _check_layer_args(type(self).__name__, spec, fmt)
         fmt.validate(spec)
         self.spec, self.fmt = spec, fmt
         self.fold_weights = bool(fold_weights)
@@ -152,6 +167,7 @@ class TTConv2d(_TTLayer):
     def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
                  fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1,
                  lowering: Lowering | None = None) -> None:
+        _check_layer_args("TTConv2d", spec, fmt)
         if spec.linear:
             raise TTPlanError(f"TTConv2d got a linear layer ({spec.describe()}); use TTLinear")
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
@@ -166,6 +182,7 @@ class TTLinear(_TTLayer):
     def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
                  fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1,
                  lowering: Lowering | None = None) -> None:
+        _check_layer_args("TTLinear", spec, fmt)
         if not spec.linear:
             raise TTPlanError(f"TTLinear got a conv layer ({spec.describe()}); use TTConv2d")
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
@@ -194,6 +211,17 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     layer's plan; `lowerings` a layer's ops and layout. Biases are kept; the copy keeps the model's
     device, dtype and training mode.
     """
+    if not isinstance(model, nn.Module):
+        hint = f"; build the preset with ttplan.models.load_model({model!r})" if isinstance(model, str) else ""
+        raise TTPlanError(f"convert: model={model!r} is a {type(model).__name__}, expected a torch nn.Module{hint}")
+    if not isinstance(formats, Mapping) or not all(isinstance(name, str) for name in formats):
+        raise TTPlanError(f"convert: formats={formats!r} is a {type(formats).__name__}, expected a dict of layer "
+                          "name -> TTFormat (or None), e.g. {'layer1.0.conv1': make_format('hodec', spec, rank=8)}")
+    wrong = [name for name, fmt in formats.items() if fmt is not None and not isinstance(fmt, TTFormat)]
+    if wrong:
+        value = formats[wrong[0]]
+        raise TTPlanError(f"convert: formats[{wrong[0]!r}]={value!r} is a {type(value).__name__}, expected a "
+                          "TTFormat or None (keep dense)")
     if scheme not in PLAN_NAMES:
         raise TTPlanError(f"scheme={scheme!r}: expected one of {', '.join(PLAN_NAMES)}")
     traced = {layer.name: layer for layer in trace_layers(model, input_size)}
