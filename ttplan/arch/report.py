@@ -126,8 +126,8 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
 def _cell(key: str, value: object) -> str:
     if key in ("macs_reduction", "params_reduction"):
         return f"{value:.1%}"
-    if key in ("dense_ms", "ms"):
-        return f"{value:.3f}"
+    if key in ("dense_ms", "ms"):  # short whatever the batch: 3 decimals, or 4 significant digits from 1000 ms
+        return f"{value:.3f}" if value < 1000 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
