@@ -108,3 +108,10 @@ def test_objective_choices_are_the_registry():
     from ttplan.core.objectives import OBJECTIVES
 
     assert OBJECTIVE_NAMES == tuple(OBJECTIVES)
+
+
+def test_emit_says_why_nothing_is_decomposed_when_every_layer_is_slower(tmp_path):
+    profile = overhead_profile(tmp_path / "p.json")
+    line = one_line_error(run(["emit", "--arch", "resnet20", "--objective", "latency", "--profile", profile,
+                               "--out", str(tmp_path / "tt.py")]))
+    assert "predicted slower than its dense conv at batch 1" in line and "--no-skip-slower" in line

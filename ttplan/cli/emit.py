@@ -129,6 +129,10 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
                                 autotune=opts["autotune"])
     layers = planned.plans(scheme)
     if not layers:
+        if any(layer.slower_than_dense for layer in planned.layers):
+            raise TTPlanError(f"model {arch!r}: every TT layer is predicted slower than its dense conv at batch {batch}"
+                              ", so --skip-slower keeps them all dense and there is nothing to emit; plan at the "
+                              "batch you run (e.g. --batch 32) or add --no-skip-slower")
         raise TTPlanError(f"model {arch!r}: no layer is decomposed under this policy/config, so there is nothing "
                           "to emit (try --rank 16 or --no-skip-1x1)")
     totals = planned.totals
