@@ -72,8 +72,9 @@ def test_objective_changes_the_order_when_time_and_macs_disagree():
     assert predict_plan_us(fast, profile) <= predict_plan_us(macs, profile)
 
 
-def test_brute_force_memory_objective_matches_exact():
-    spec, fmt = _layer()
+def test_brute_force_memory_objective_matches_exact(make_random_layer):
+    rng = random.Random(8)
+    spec, fmt = make_random_layer(rng, max_cores=5)
     net = build_network(spec, fmt)
     brute = BruteForce(9, objective="memory")(net)
     assert brute.largest_intermediate == ExactSearch("memory")(net).largest_intermediate
