@@ -194,7 +194,9 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
     for spec, batch in dense_grid():
         if (spec, batch) not in dense_seen:
             samples.append(Sample(dense_shape(spec, batch), time_dense(spec, batch, dev, budget_s)))
-    profile = fit_profile(samples, label=f"calibrated on {_describe(dev)}, {torch.get_num_threads()} threads",
+    threads_used = torch.get_num_threads()
+    label = f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
+    profile = fit_profile(samples, label=label,
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
                           layer_overhead_us=max(0.0, statistics.median(overheads)))
     return Calibration(profile, len(samples), time.perf_counter() - start)
