@@ -144,8 +144,8 @@ else:
     exec(compile(source, "generated_layer.py", "exec"), namespace)
     (class_name,) = namespace["__all__"]
     start = source.index(f"class {class_name}")
-    print(source[start:source.index("    def folded_weights", start)])  # the class up to its weight steps
-    print(source[source.index("    def forward", start):source.index("    @classmethod", start)])
+    print(source[start:source.index("    def weights", start)])  # the class constants: geometry and cores
+    print(source[source.index("    def forward", start):])  # the feature-map steps, in order
 
     torch.manual_seed(0)
     layer = namespace[class_name]()

@@ -126,7 +126,7 @@ def test_default_table_fits_120_columns_and_wide_has_every_column() -> None:
     assert max(len(line) for line in wide.stdout.splitlines()) > 120
     assert "published-order MACs" in wide.stdout and "dense params" in wide.stdout
     header = next(line for line in result.stdout.splitlines() if line.startswith("layer "))
-    assert header.split() == ["layer", "format", "rank≤", "MACs", "MACs↓", "params", "params↓", "note"]
+    assert header.split() == ["layer", "format", "rank≤", "MACs", "ms", "MACs↓", "params", "params↓", "note"]
 
 
 def test_the_architecture_is_the_same_argument_positional_or_option() -> None:

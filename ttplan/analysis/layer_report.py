@@ -21,17 +21,24 @@ def render_layer(result: LayerPlan, wide: bool = False, limit: int = TERMINAL_WI
         f"layer   {spec.describe()}   batch {result.network.batch}",
         f"format  {fmt.label}  in_modes={list(fmt.in_modes)} out_modes={list(fmt.out_modes)} "
         f"ranks={list(fmt.ranks)}",
-        "costs in MACs (FLOPs = 2 x MACs)" + ("; weights folded at load time" if result.best.fold_weights else ""),
+        "costs in MACs (FLOPs = 2 x MACs)" + ("; weights folded at load time" if result.best.fold_weights else "")
+        + f"; best = fewest {_OBJECTIVE_WORDS.get(result.objective, result.objective)}",
+        f"pred ms: predicted by the {'default ' if result.profile and result.profile.default else ''}latency profile"
+        + (f" ({result.profile.source})" if result.profile else ""),
         "",
     ]
-    rows = [("dense conv", result.baseline_macs, 1.0, 0, result.baseline_params, 1.0, "", "", "")]
+    rows = [("dense conv", result.baseline_macs, 1.0, _ms(result.baseline_ms), 0, result.baseline_params, 1.0, "", "",
+             "")]
     for name, plan in [*result.schemes.items(), ("best", result.best)]:
         s = result.summary(plan)
         flag = "  > dense" if plan.macs > result.baseline_macs else ""
-        rows.append((name, s["macs"], s["macs_vs_dense"], s["weight_macs"], s["params"], s["compression"],
-                     s["largest_intermediate"], s["peak_live"], flag))
-    table = _table(("order", "MACs", "x dense", "weight MACs", "params", "compr.", "largest", "peak live"), rows)
+        rows.append((name, s["macs"], s["macs_vs_dense"], _ms(s["predicted_ms"]), s["weight_macs"], s["params"],
+                     s["compression"], s["largest_intermediate"], s["peak_live"], flag))
+    table = _table(("order", "MACs", "x dense", "pred ms", "weight MACs", "params", "compr.", "largest", "peak live"),
+                   rows)
     lines += table
+    if result.tuned is not None:
+        lines += ["", *_render_tuned(result.tuned)]
     if result.best.fold_weights:
         lines.append(f"runtime weight memory of the best plan (folded factors): "
                      f"{result.best.runtime_weight_elements:,} elements")
@@ -80,6 +87,30 @@ def _table(heads: tuple[str, ...], rows: list[tuple]) -> list[str]:
 
     header = line(list(heads))
     return [header, "-" * len(header), *(line(c, row[-1]) for c, row in zip(cells, rows))]
+
+
+_OBJECTIVE_WORDS = {"macs": "MACs", "memory": "elements in the largest intermediate", "latency": "predicted ms"}
+
+
+def _ms(value: float | None) -> str:
+    """Predicted milliseconds as a table cell (empty without a profile)."""
+    return "" if value is None else f"{value:.3f}"
+
+
+def _render_tuned(tuned: dict) -> list[str]:
+    """The autotune table: every timed candidate, fastest first."""
+    lines = [f"autotune on {tuned['device']}, {tuned['threads']} threads ({tuned['source']}): measured ms, median of "
+             f"{tuned['rounds']} interleaved rounds",
+             f"  {'candidate':<34}{'lowering':<10}{'MACs':>14}{'pred ms':>9}{'meas ms':>9}{'x dense':>9}"]
+    dense = tuned["dense_ms"]
+    for row in sorted(tuned["timings"], key=lambda r: r["ms"]):
+        pred = "" if row["predicted_ms"] is None else f"{row['predicted_ms']:.3f}"
+        lines.append(f"  {row['label']:<34}{row['lowering']:<10}{row['macs']:>14,}{pred:>9}{row['ms']:>9.3f}"
+                     f"{row['ms'] / dense:>9.3f}")
+    best = tuned["best"]
+    lines.append(f"fastest: {best['label']} ({best['lowering']})" + ("; the TT layer is slower than the dense conv"
+                                                                     if best["dense"] else ""))
+    return lines
 
 
 def _where(result: LayerPlan, step) -> str:

@@ -15,10 +15,11 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ttplan.core.formats import get_format, make_format
+from ttplan.core.latency import LatencyProfile, load_profile
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -56,6 +57,8 @@ class SweepPoint:
     best_macs: int
     published_vs_dense: float  # published MACs / dense MACs
     best_vs_dense: float
+    best_ms: float = 0.0  # the best order's predicted ms (latency profile); absent in older sweeps
+    dense_ms: float = 0.0  # the dense conv's predicted ms
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Sweep:
 
 
 POINT_FIELDS = tuple(f.name for f in fields(SweepPoint))
+#: fields every saved point must have (the predicted times came later and are optional)
+REQUIRED_FIELDS = tuple(f.name for f in fields(SweepPoint) if f.default is MISSING)
 CSV_COLUMNS = ("layer", "name", "batch", "dense_macs", "dense_params", *POINT_FIELDS)
 
 
@@ -158,6 +163,8 @@ def sweep_layer(
     batch: int = 1,
     name: str = "",
     progress: Callable[[], None] | None = None,
+    objective: str = "macs",
+    profile: LatencyProfile | None = None,
 ) -> Sweep:
     """Plan `spec` in every format of `formats` at every uniform rank of `ranks`.
 
@@ -173,6 +180,7 @@ def sweep_layer(
         raise TTPlanError(f"ranks {bad}: every rank must be a positive int")
     bound = rank_bound(spec, formats)
     ranks = tuple(sorted({min(r, bound) for r in ranks}))  # larger ranks give the same formats: plan each once
+    profile = profile if profile is not None else load_profile()
     sweep = Sweep(spec.describe(), name, batch, spec.dense_macs(batch), spec.dense_params())
     for kind, order in formats:
         label = format_label(kind, order)
@@ -188,13 +196,14 @@ def sweep_layer(
             if fmt.ranks in seen:
                 continue
             seen.add(fmt.ranks)
-            result = plan_layer(spec, fmt, batch=batch)
+            result = plan_layer(spec, fmt, batch=batch, objective=objective, profile=profile)
             published, best = result.published.macs, result.best.macs
             params = result.best.params
             sweep.points.append(SweepPoint(
                 label, kind, order, rank, fmt.ranks, fmt.in_modes, fmt.out_modes, params,
                 1.0 - params / sweep.dense_params, published, best,
                 published / sweep.dense_macs, best / sweep.dense_macs,
+                result.predicted_ms(result.best) or 0.0, result.baseline_ms or 0.0,
             ))
     if not sweep.points:
         raise TTPlanError(f"no format fits layer {spec.describe()}: " + "; ".join(sweep.skipped))
@@ -208,23 +217,26 @@ def render_sweep(result: Sweep) -> str:
         f"dense   {result.dense_macs:,} MACs, {result.dense_params:,} params (FLOPs = 2 x MACs)",
         "",
     ]
-    header = f"{'format':<13}{'rank':>5}{'params':>10}{'reduction':>11}{'published x':>13}{'best x':>9}"
+    header = (f"{'format':<13}{'rank':>5}{'params':>10}{'reduction':>11}{'published x':>13}{'best x':>9}"
+              f"{'pred ms':>9}{'dense ms':>10}")
     lines += [header, "-" * len(header)]
     for p in result.points:
         flag = "  published > dense" if p.published_vs_dense > 1 else ""
         lines.append(f"{p.format:<13}{p.rank:>5}{p.params:>10,}{100 * p.param_reduction:>10.1f}%"
-                     f"{p.published_vs_dense:>13.3f}{p.best_vs_dense:>9.3f}{flag}")
+                     f"{p.published_vs_dense:>13.3f}{p.best_vs_dense:>9.3f}{p.best_ms:>9.3f}{p.dense_ms:>10.3f}{flag}")
     return "\n".join(lines)
 
 
 def _point(raw: dict, where: str) -> SweepPoint:
     """One point from a JSON object or CSV row, with every field checked."""
-    missing = [f for f in POINT_FIELDS if f not in raw]
+    missing = [f for f in REQUIRED_FIELDS if f not in raw]
     if missing:
         raise TTPlanError(f"{where} lacks {', '.join(missing)}: expected {EXPECTED}")
     values: dict = {}
     try:
         for f in POINT_FIELDS:
+            if f not in raw or raw[f] in ("", None):
+                continue
             v = raw[f]
             if f in ("format", "kind"):
                 if not isinstance(v, str) or not v:
@@ -235,7 +247,7 @@ def _point(raw: dict, where: str) -> SweepPoint:
                 values[f] = tuple(int(x) for x in items)
                 if not values[f]:
                     raise ValueError(f"{f} is empty")
-            elif f in ("param_reduction", "published_vs_dense", "best_vs_dense"):
+            elif f in ("param_reduction", "published_vs_dense", "best_vs_dense", "best_ms", "dense_ms"):
                 values[f] = float(v)
                 if not math.isfinite(values[f]):
                     raise ValueError(f"{f}={v!r}")

@@ -28,6 +28,8 @@ COLUMNS = (
     ("published_macs", "published-order MACs"),
     ("best_macs", "best-order MACs"),
     ("params", "params"),
+    ("dense_ms", "dense ms"),
+    ("ms", "TT ms"),
     ("macs_reduction", "MACs↓"),
     ("params_reduction", "params↓"),
     ("note", "note"),
@@ -38,13 +40,14 @@ COMPACT = (
     ("short_format", "format"),
     ("max_rank", "rank≤"),
     ("best_macs", "MACs"),
+    ("ms", "ms"),
     ("macs_reduction", "MACs↓"),
     ("params", "params"),
     ("params_reduction", "params↓"),
     ("note", "note"),
 )
 NUMERIC = {"dense_macs", "dense_params", "published_macs", "best_macs", "params", "macs_reduction",
-           "params_reduction", "max_rank"}
+           "params_reduction", "max_rank", "dense_ms", "ms"}
 #: text columns shortened (with …) when the compact table would be wider than the terminal, in this order
 SHRINKABLE = ("note", "layer", "short_format")
 #: a format's own description longer than this is shown as `label in→out` modes in the compact table
@@ -69,10 +72,14 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
     notes = []
     if layer.worse_than_dense and plan is not None:
         notes.append(f"worse than dense ({plan.published.name} order)")
+    if layer.slower_than_dense and plan is not None and not layer.reason:
+        notes.append("slower than dense")
     if layer.reason:
         notes.append(layer.reason)
     if layer.n_calls > 1:
         notes.append(f"{layer.n_calls} calls per forward, each counted")
+    if layer.tuned is not None:
+        notes.append("measured (autotune)")
     return {
         "layer": layer.name,
         "geometry": layer.spec.describe(),
@@ -85,10 +92,21 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         "published_macs": layer.shown_published_macs,
         "best_macs": layer.macs,
         "params": layer.params,
+        "dense_ms": _measured(layer, dense=True),
+        "ms": _measured(layer, dense=False),
         "macs_reduction": 1 - layer.macs / layer.baseline_macs if layer.baseline_macs else 0.0,
         "params_reduction": 1 - layer.params / layer.baseline_params if layer.baseline_params else 0.0,
         "note": "; ".join(notes),
     }
+
+
+def _measured(layer: ArchLayer, dense: bool) -> float:
+    """The layer's ms: autotune's measurement when it has one, else the profile's prediction."""
+    if layer.tuned is not None:
+        if dense or layer.plan is None:
+            return layer.tuned["dense_ms"]
+        return min(t["ms"] for t in layer.tuned["timings"] if not t["dense"])
+    return layer.dense_ms if dense else layer.predicted_ms
 
 
 def total_row(plan: ArchPlan) -> dict[str, object]:
@@ -99,6 +117,7 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
         "dense_macs": t.baseline_macs, "dense_params": t.baseline_params, "format": "", "ranks": "",
         "short_format": "", "max_rank": "",
         "published_macs": t.published_macs, "best_macs": t.tt_macs, "params": t.tt_params,
+        "dense_ms": t.baseline_ms, "ms": t.tt_ms,
         "macs_reduction": t.macs_reduction, "params_reduction": t.params_reduction,
         "note": "dense-kept layers included",
     }
@@ -107,6 +126,8 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
 def _cell(key: str, value: object) -> str:
     if key in ("macs_reduction", "params_reduction"):
         return f"{value:.1%}"
+    if key in ("dense_ms", "ms"):  # short whatever the batch: 3 decimals, or 4 significant digits from 1000 ms
+        return f"{value:.3f}" if value < 1000 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -120,6 +141,7 @@ def header_lines(plan: ArchPlan) -> list[str]:
         f"model {plan.model}, input {c}x{h}x{w}, batch {plan.batch}{fold}",
         f"policy for layers no config covers: {plan.policy.describe()}",
         "costs in MACs (FLOPs = 2 x MACs; papers' 'FLOPs' are MACs); params = conv/linear weights + biases",
+        f"best orders minimise {plan.objective}; ms predicted by the latency profile (measured where autotuned)",
         *plan.notes,
     ]
 
@@ -134,7 +156,12 @@ def summary_lines(plan: ArchPlan) -> list[str]:
         f"{t.tt_params:,} params",
         f"FLOPs↓ {t.macs_reduction:.1%}   params↓ {t.params_reduction:.1%}   "
         f"({t.decomposed} layers decomposed, {t.dense} kept dense and counted)",
+        f"predicted time of the conv/linear layers: dense {t.baseline_ms:.2f} ms, planned {t.tt_ms:.2f} ms "
+        f"({t.predicted_speedup:.2f}x)",
     ]
+    slower = [layer.name for layer in plan.layers if layer.slower_than_dense]
+    if slower:
+        lines.append(f"TT slower than dense ({len(slower)}): {', '.join(slower)}")
     if t.all_params is not None:
         lines.append(f"all parameters of the dense model (BN included): {t.all_params:,}")
     worse = [layer.name for layer in plan.layers if layer.worse_than_dense]

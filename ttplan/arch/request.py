@@ -34,6 +34,13 @@ class PlanRequest:
     target_macs_reduction: float | None = None
     target_params_reduction: float | None = None
     search_format: bool = False
+    #: what each layer's order minimises, the latency profile file (None: the user's, else the default one),
+    #: whether layers slower than dense stay dense (None: with `latency`), a device to autotune on, a speedup target
+    objective: str = "macs"
+    profile_path: str | Path | None = None
+    skip_slower: bool | None = None
+    autotune: str | None = None
+    target_speedup: float | None = None
 
     def __post_init__(self) -> None:
         if self.search_format and not self.budget:
@@ -47,7 +54,14 @@ class PlanRequest:
     @property
     def budget(self) -> bool:
         """Whether a reduction target is set (then the ranks are searched)."""
-        return self.target_macs_reduction is not None or self.target_params_reduction is not None
+        return (self.target_macs_reduction is not None or self.target_params_reduction is not None
+                or self.target_speedup is not None)
+
+    def profile(self):
+        """The latency profile the request names (a missing or malformed file is a one-line error)."""
+        from ttplan.core.latency import load_profile
+
+        return load_profile(self.profile_path)
 
 
 @dataclass
@@ -76,7 +90,9 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
                               None if result.met else result.message)
     else:
         planned = plan_architecture(request.arch, request.input_size, config, request.policy, request.batch,
-                                    request.fold_weights, request.skip_worse)
+                                    request.fold_weights, request.skip_worse, objective=request.objective,
+                                    profile=request.profile(), skip_slower=request.skip_slower,
+                                    autotune=request.autotune)
         outcome = PlanOutcome(planned, planned.formats())
     if request.config_path is not None:
         outcome.plan.notes.insert(0, f"config: {request.config_path}")
@@ -92,7 +108,8 @@ def prepare(request: PlanRequest, config: dict | None = None):
     return prepare_budget(request.arch, request.input_size, target_macs_reduction=request.target_macs_reduction,
                           target_params_reduction=request.target_params_reduction, policy=request.policy,
                           config=config, search_format=request.search_format, batch=request.batch,
-                          fold_weights=request.fold_weights)
+                          fold_weights=request.fold_weights, target_speedup=request.target_speedup,
+                          objective=request.objective, profile=request.profile())
 
 
 def save_plan_config(outcome: PlanOutcome, path: str | Path) -> bool:

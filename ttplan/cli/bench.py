@@ -1,4 +1,4 @@
-"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`, `formats`)."""
+"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`, `formats`, `model`)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,50 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
         if value != default)
     emit_text(render_markdown(rows, spec, "layer3.0.conv1", batch, dense_ms, threads, repeats, command, load), out,
               f" ({len(rows)} rows)")
+
+
+@bench.command("model")
+@click.argument("arch")
+@device_options(DEVICES)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(32,), show_default=True,
+              help="Batch sizes (repeat the option for several).")
+@click.option("--objective", type=click.Choice(["macs", "latency"]), default="latency", show_default=True,
+              help="What each layer's order minimises (latency also keeps dense the layers predicted slower).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Latency profile (default: ~/.cache/ttplan/profile.json, else the committed default).")
+@click.option("--rounds", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Interleaved rounds end to end and per layer; medians are reported.")
+@click.option("--runtime", type=click.Choice(["emitted", "layers"]), default="emitted", show_default=True,
+              help="Build the TT model by the generated code (`ttplan emit --arch`) or by ttplan.runtime.convert.")
+@click.option("--autotune", is_flag=True, help="Autotune each distinct layer first (cached).")
+@out_option("Markdown report.", default="reports/latency_models.md")
+@click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
+def model(arch: str, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
+          objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, out,
+          append: bool) -> None:
+    """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
+    import torch
+
+    from ttplan.bench.model import bench_model, render_report, render_section
+    from ttplan.core.latency import load_profile
+
+    if append and not out.is_file():
+        raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
+    profile = load_profile(profile_path, device)
+    threads = threads or torch.get_num_threads()
+    sections = []
+    for batch in batches:
+        result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
+                             objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
+                             runtime=runtime, autotune=autotune, progress=lambda m: click.echo(m, err=True))
+        command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
+                   + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
+                   + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
+                   + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else ""))
+        sections.append(render_section(result, command))
+        click.echo(f"{arch} batch {batch}, {threads} threads: dense {result.dense_ms:.2f} ms, TT {result.tt_ms:.2f} "
+                   f"ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})", err=True)
+    text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
+    emit_text(text, out)

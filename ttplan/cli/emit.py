@@ -7,6 +7,7 @@ import keyword
 import click
 from click.core import ParameterSource
 
+from ttplan.cli.objective_options import objective_options, profile_from_options, speed_options
 from ttplan.cli.options import (
     arch_option,
     format_from_options,
@@ -23,7 +24,8 @@ from ttplan.errors import TTPlanError
 
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes", "class_name")
-ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse")
+ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse",
+             "skip_slower")
 
 EXAMPLES = """
 Examples:
@@ -56,6 +58,8 @@ The file imports torch only; a single layer's `__all__` names its one class, an 
 @out_option("Python file to write (default: print the source).")
 @arch_option(help_suffix=" Emits every decomposed layer of it (--input-size: C,H,W, or H,W with a preset's C).")
 @policy_options(with_format=False, prefix="--arch policy: ")
+@objective_options
+@speed_options
 @click.pass_context
 def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_name: str | None, out,
          arch: str | None, **opts) -> None:
@@ -95,26 +99,48 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         check_class_name(name)
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
-    plan = resolve_plan(spec, fmt, scheme, fold_weights, batch)
+    profile = profile_from_options(opts["profile_path"])
+    plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
+    lowering, note = None, ""
+    if opts["autotune"] is not None and scheme == "best":
+        from ttplan.runtime.autotune import autotune_layer
+
+        tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile)
+        fastest = min((t for t in tuned.timings if t.plan is not None), key=lambda t: t.ms)
+        plan, lowering = fastest.plan, fastest.lowering
+        note = (f"; autotuned: {fastest.ms:.3f} ms ({lowering.label}) vs dense {tuned.dense_ms:.3f} ms"
+                + (" (the dense conv is faster)" if tuned.plan is None else ""))
     name = name or class_name(plan)
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
-               f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters")
-    return emit_layer(plan, name), summary
+               f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
+    return emit_layer(plan, name, lowering), summary
 
 
 def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str]:
     """Source and a summary for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
     from ttplan.arch.architecture import plan_architecture
     from ttplan.runtime.codegen import emit_model
+    from ttplan.runtime.lowering import Lowering
 
     policy = policy_from_options(opts)
     planned = plan_architecture(arch, model_input_size(arch, opts["input_size"]), opts["config_path"], policy, batch,
-                                fold_weights, opts["skip_worse"])
+                                fold_weights, opts["skip_worse"], objective=opts["objective"],
+                                profile=profile_from_options(opts["profile_path"]), skip_slower=opts["skip_slower"],
+                                autotune=opts["autotune"])
     layers = planned.plans(scheme)
     if not layers:
+        if any(layer.slower_than_dense for layer in planned.layers):
+            raise TTPlanError(f"model {arch!r}: every TT layer is predicted slower than its dense conv at batch {batch}"
+                              ", so --skip-slower keeps them all dense and there is nothing to emit; plan at the "
+                              "batch you run (e.g. --batch 32) or add --no-skip-slower")
         raise TTPlanError(f"model {arch!r}: no layer is decomposed under this policy/config, so there is nothing "
                           "to emit (try --rank 16 or --no-skip-1x1)")
     totals = planned.totals
     summary = (f"{len(layers)} TT layers of {planned.model}; model MACs {totals.tt_macs:,} vs dense "
-               f"{totals.baseline_macs:,} at batch {batch}")
-    return emit_model(layers, planned.model), summary
+               f"{totals.baseline_macs:,} at batch {batch}; predicted {totals.tt_ms:.2f} ms vs dense "
+               f"{totals.baseline_ms:.2f} ms")
+    slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
+    if slower:
+        summary += f"; kept dense as slower: {', '.join(slower)}"
+    lowerings = {layer.name: Lowering(**layer.lowering) for layer in planned.layers if layer.decomposed}
+    return emit_model(layers, planned.model, lowerings), summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ttplan.cli.objective_options import objective_options, profile_from_options
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
 from ttplan.cli.output import emit_text, output_options
 
@@ -28,9 +29,13 @@ Example (ResNet-18 layer3.0.conv1, hodec at uniform rank 16):
               help="Largest intermediate allowed, in elements (e.g. 1000000).")
 @click.option("--compare", is_flag=True,
               help="Also plan the layer as an im2col einsum with opt_einsum (optimal, dp) and cotengra.")
+@objective_options
+@click.option("--autotune", is_flag=True,
+              help="Also time the few best candidate orders (bmm and 1x1-conv lowerings) and the dense conv; "
+                   "report the fastest (cached per geometry, format, device, threads and torch version).")
 @output_options(("json",), wide=True)
-def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: bool, output: str | None, out,
-          wide: bool, **opts) -> None:
+def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: bool, objective: str, profile_path,
+          autotune: bool, output: str | None, out, wide: bool, **opts) -> None:
     """Plan one TT-conv layer: MACs, parameters and memory of dense, the published order and the best order."""
     import json
 
@@ -40,6 +45,13 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
     result = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, memory_limit=memory_limit,
-                        compare=compare)
+                        compare=compare, objective=objective, profile=profile_from_options(profile_path))
+    if autotune:
+        from ttplan.runtime.autotune import autotune_layer
+
+        tuned = autotune_layer(spec, fmt, batch, fold_weights, profile=result.profile)
+        if tuned.plan is not None:
+            result.best = tuned.plan
+        result.tuned = tuned.to_dict()
     text = json.dumps(result.to_dict(), indent=2) if output == "json" else render_layer(result, wide)
     emit_text(text, out)

@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "ttplan.cli.train:train_command",
     "emit": "ttplan.cli.emit:emit",
     "bench": "ttplan.cli.bench:bench",
+    "calibrate": "ttplan.cli.calibrate:calibrate",
 }
 
 #: each command's first docstring paragraph (a test keeps them equal), so `ttplan --help` imports no command
@@ -35,6 +36,7 @@ SUMMARIES = {
     "train": "Train with ADMM towards TT formats (a layer config, or plan's policy), decompose, fine-tune.",
     "emit": "Write a standalone PyTorch file whose layers run the planned contraction order.",
     "bench": "Benchmarks; each writes a Markdown report under reports/.",
+    "calibrate": "Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.",
 }
 
 

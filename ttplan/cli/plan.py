@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ttplan.cli.objective_options import objective_options, speed_options
 from ttplan.cli.options import ArchName, input_size_option, model_input_size, policy_from_options, policy_options
 from ttplan.cli.output import emit_text, out_option, output_options
 from ttplan.errors import TTPlanError
@@ -52,12 +53,17 @@ def click_progress(label: str, length: int):
               help="Budget: model-level MACs (= FLOPs) reduction to reach, e.g. 0.72 (picks every layer's ranks).")
 @click.option("--target-params-reduction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Budget: model-level parameter reduction to reach, e.g. 0.80 (picks every layer's ranks).")
+@click.option("--target-speedup", type=click.FloatRange(1, min_open=True), default=None,
+              help="Budget: predicted speedup of the conv/linear layers to reach, e.g. 1.5 (replaces a MACs target).")
+@objective_options
+@speed_options
 @click.option("--search-format", is_flag=True,
               help="Budget: also search the number of modes (1-3 a side) and their factorisation.")
 @out_option("Write the planned formats as a reusable config (JSON, or YAML for .yaml).", "--save-config")
 @output_options(wide=True)
 def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fold_weights: bool,
-         target_macs_reduction: float | None, target_params_reduction: float | None, search_format: bool,
+         target_macs_reduction: float | None, target_params_reduction: float | None, target_speedup: float | None,
+         objective: str, profile_path, skip_slower: bool | None, autotune: str | None, search_format: bool,
          save_config, output: str | None, out, wide: bool, **policy) -> None:
     """Plan every conv layer of an architecture: per-layer costs, then model totals and FLOPs↓/params↓."""
     from ttplan.arch.report import render
@@ -68,7 +74,8 @@ def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fo
     name = arch_argument or arch or DEFAULT_ARCH
     request = PlanRequest(name, model_input_size(name, input_size), policy["config_path"],
                           policy_from_options(policy), batch, fold_weights, policy["skip_worse"],
-                          target_macs_reduction, target_params_reduction, search_format)
+                          target_macs_reduction, target_params_reduction, search_format, objective, profile_path,
+                          skip_slower, autotune, target_speedup)
     outcome = run_request(request, progress=click_progress)
     if outcome.unmet:
         click.echo(outcome.unmet, err=True)

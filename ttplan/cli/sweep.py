@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ttplan.cli.objective_options import objective_options, profile_from_options
 from ttplan.cli.options import INTS, geometry_options, spec_from_options
 from ttplan.cli.output import emit_text, output_options
 from ttplan.errors import TTPlanError
@@ -32,10 +33,11 @@ clipped to it first (and says so), and each distinct point is planned once.
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size B: feature-map steps scale with it, weight-only steps do not.")
 @click.option("--name", default="", help="The layer's name, shown in figure titles, e.g. layer3.0.conv1.")
+@objective_options
 @output_options(("json", "csv"), out_help="Write to this file instead of stdout (format from --json/--csv, or the "
                                           ".json/.csv suffix; reload with `ttplan plot sweep`).")
-def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int, name: str, output: str | None,
-          out, **opts) -> None:
+def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int, name: str, objective: str,
+          profile_path, output: str | None, out, **opts) -> None:
     """Sweep ranks for one layer: parameter reduction and MACs vs dense of the published and the best order,
     for classical (3 modes), hodec with 1 (tucker2), 2 and 3 modes a side, the tensor ring (3 modes) and CP."""
     from ttplan.analysis.sweep import DEFAULT_FORMATS, parse_rank_range, rank_bound, render_sweep, sweep_layer
@@ -53,7 +55,8 @@ def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int
                    f"bound): sweeping up to {bound}", err=True)
     distinct = sorted({min(r, bound) for r in ranks})
     with click.progressbar(length=len(distinct) * len(DEFAULT_FORMATS), label="planning", file=sys.stderr) as bar:
-        result = sweep_layer(spec, distinct, batch=batch, name=name, progress=lambda: bar.update(1))
+        result = sweep_layer(spec, distinct, batch=batch, name=name, progress=lambda: bar.update(1),
+                             objective=objective, profile=profile_from_options(profile_path))
     for note in result.skipped:
         click.echo(f"skipped {note}", err=True)
     text = {"json": result.to_json, "csv": result.to_csv}.get(output or "", lambda: render_sweep(result))()
