@@ -108,7 +108,7 @@ for step in plan.steps:
     print(f"step {step.number}: {step.left_name} x {step.right_name} -> [{','.join(step.indices)}] "
           f"{step.elements:>9,} elements {step.macs:>12,} MACs{both}")
 
-# the formula of DESIGN.md, computed independently of the planner
+# the formula of docs/cost-model.md, computed independently of the planner
 pixels = spec.out_pixels
 expected = [pixels * spec.in_channels * r[0] * spec.window]
 for j in range(1, d + 1):

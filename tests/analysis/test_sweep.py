@@ -44,7 +44,7 @@ def _params(spec: ConvSpec, kind: str, in_modes, out_modes, ranks) -> int:
 
 
 def _published_macs(spec: ConvSpec, kind: str, in_modes, out_modes, ranks, batch: int = 1) -> int:
-    """DESIGN.md's step costs of the published orders, summed (batch B, H·W before the window, H'·W' after)."""
+    """docs/cost-model.md's step costs of the published orders, summed (batch B, H·W before the window, H'·W' after)."""
     hw, ohw, k = spec.in_pixels, spec.out_pixels, spec.window
     e, d = len(out_modes), len(in_modes)
     if kind == "classical":

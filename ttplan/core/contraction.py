@@ -2,7 +2,7 @@
 
 A plan is a sequence of pairwise contractions (`pairs`, in SSA form: tensors are numbered
 `0…n-1`, step `t` creates tensor `n+t`). `pair_cost` is the only place where a step is costed
-(DESIGN.md "Counting convention"); schemes, the search, brute force and peers all go through it.
+(docs/cost-model.md, "Counting"); schemes, the search, brute force and peers all go through it.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def open_indices(network: TensorNetwork, a: Operand, b: Operand, union: frozense
 
 
 def pair_cost(network: TensorNetwork, a: Operand, b: Operand) -> PairCost:
-    """Cost of contracting `a` with `b` under ttplan's conv-aware model (DESIGN.md).
+    """Cost of contracting `a` with `b` under ttplan's conv-aware model (docs/cost-model.md).
 
     - weight-only: product of every index in either operand;
     - feature-map step: B · (H·W before the window, H'·W' after) · the channel/rank indices;
