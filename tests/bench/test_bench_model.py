@@ -48,3 +48,12 @@ def test_bench_model_cli_writes_the_report(tmp_path):
                   "--objective", "macs", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Latency of whole models" in out.read_text() and "resnet20, batch 2, 1 thread" in out.read_text()
+
+
+def test_a_plan_that_keeps_every_layer_dense_benchmarks_as_the_dense_model():
+    # per-op overhead only: every TT layer (several ops) is predicted slower than its one dense conv
+    overhead = LatencyProfile("overhead", "cpu", 1, "test", {f"{k}:any": OpModel(1.0, 0.0, 0.0)
+                                                             for k in ("feature", "conv", "weight", "dense")})
+    result = bench_model("resnet20", batch=1, threads=1, rounds=1, profile=overhead)
+    assert not any(layer.decomposed for layer in result.plan.layers)
+    assert result.tt_ms > 0 and all(not row.decomposed for row in result.layers)
