@@ -46,7 +46,7 @@ from ttplan.models import load_model, trace_layers
 from ttplan.runtime.decomposition import decompose, project, relative_error
 from ttplan.training import distributed as D
 from ttplan.training.admm import ADMM, ADMMLayer
-from ttplan.training.data import DATASETS, load_dataset
+from ttplan.training.data import EVAL_SPLITS, dataset_key, load_dataset
 
 PHASES = ("pretrain", "admm", "finetune")
 BASELINES = ("admm", "direct")
@@ -74,13 +74,16 @@ class TrainConfig:
     ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant).
     `batch_size` is the global batch: under torchrun each of N processes takes `batch_size / N`.
     `max_batches` caps the batches per epoch, for training and evaluation (quick tests).
+    `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
+    training images (fashion-mnist, cifar10). `train_subset`: train on that many fixed images. `eval_split`:
+    `validation` evaluates on the fixed validation split instead of the test set (for choosing ρ).
     """
 
     arch: str = "resnet20"
     dataset: str = "digits"
     data_dir: str | None = None
     config: str | None = None
-    image_size: int = 32
+    image_size: int | None = 32
     pretrain_epochs: int = 10
     admm_epochs: int = 20
     finetune_epochs: int = 10
@@ -97,6 +100,9 @@ class TrainConfig:
     device: str = "cpu"
     scheme: str = "best"
     max_batches: int | None = None
+    augment: bool = True
+    train_subset: int | None = None
+    eval_split: str = "test"
 
     def validate(self) -> None:
         """One-line errors for values no run could use."""
@@ -106,10 +112,14 @@ class TrainConfig:
                 raise TTPlanError(f"{name}={value!r}: expected an int >= 0")
         if self.total_epochs == 0:
             raise TTPlanError("pretrain_epochs, admm_epochs and finetune_epochs are all 0: nothing to train")
-        for name in ("image_size", "batch_size"):
+        for name in ("image_size", "batch_size", "train_subset"):
             value = getattr(self, name)
+            if value is None and name != "batch_size":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TTPlanError(f"{name}={value!r}: expected a positive int")
+        if self.eval_split not in EVAL_SPLITS:
+            raise TTPlanError(f"eval_split={self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
         if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
             raise TTPlanError(f"max_batches={self.max_batches!r}: expected a positive int or None")
         for name in ("rho", "lr", "rho_growth"):
@@ -125,8 +135,7 @@ class TrainConfig:
             raise TTPlanError(f"baseline={self.baseline!r}: expected one of {', '.join(BASELINES)}")
         if self.device not in DEVICES:
             raise TTPlanError(f"device={self.device!r}: expected one of {', '.join(DEVICES)}")
-        if str(self.dataset).lower().replace("-", "") not in DATASETS:
-            raise TTPlanError(f"dataset={self.dataset!r}: expected one of {', '.join(DATASETS)}")
+        dataset_key(self.dataset)
         if self.config is None and (self.admm_epochs or self.finetune_epochs):
             raise TTPlanError("admm/finetune epochs need a layer config (--config ranks.json) naming the layers "
                               "to decompose and their TT formats")
@@ -326,9 +335,10 @@ def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path) -> _Run:
         raise TTPlanError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over "
                           f"{ctx.world_size} processes")
     _seed_everything(cfg.seed)
-    train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size)
-    channels = int(train_set[0][0].shape[0])
-    model, input_size = load_model(cfg.arch, (channels, cfg.image_size, cfg.image_size))
+    train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, augment=cfg.augment,
+                                       train_subset=cfg.train_subset, eval_split=cfg.eval_split)
+    channels, height, width = (int(n) for n in test_set[0][0].shape)
+    model, input_size = load_model(cfg.arch, (channels, height, width))
     if cfg.init is not None:
         _init_weights(model, cfg.init)
     formats, specs, names = _formats(cfg, model, input_size)
