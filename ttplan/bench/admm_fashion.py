@@ -57,7 +57,7 @@ class Settings:
     lr: float = 0.02
     finetune_lr: float = 0.01
     pilot_rhos: tuple[float, ...] = (0.1, 1.0, 10.0)
-    pilot_finetune_epochs: int = 1
+    pilot_finetune_epochs: int = 0
     seeds: tuple[int, ...] = (0, 1)
     threads: int = 1
     data_dir: str | None = None
@@ -172,29 +172,31 @@ def pilot_arms(settings: Settings, config: str) -> list[Arm]:
 
 
 def main_arms(settings: Settings, configs: dict[str, dict[str, Any]], rho: float) -> list[Arm]:
-    """Every arm after the pilot, most important first (so a deadline drops the least important): at the first
-    point direct and ADMM (first seed), the dense baseline, classical TT, random init, the other seeds; then the
-    second point."""
+    """Every arm after the pilot, most important first, so that a deadline drops the least important: direct and
+    ADMM at the first point (first seed), the dense baseline, the other seeds, direct and ADMM at the second point,
+    then classical TT and random init at each point."""
+    def pair(point: str, seed: int) -> list[Arm]:
+        hodec = configs[f"hodec{point}"]["path"]
+        return [Arm(f"direct{point}_s{seed}", "direct TT-SVD + fine-tune", point,
+                    _middle(settings, hodec, seed, "direct", None)),
+                Arm(f"admm{point}_s{seed}", f"ADMM ρ={rho:g} + fine-tune", point,
+                    _middle(settings, hodec, seed, "admm", rho))]
+
+    def others(point: str) -> list[Arm]:
+        total = settings.pretrain_epochs + settings.budget
+        return [Arm(f"classical{point}", f"classical TT, ADMM ρ={rho:g}", point,
+                    _middle(settings, configs[f"classical{point}"]["path"], 0, "admm", rho)),
+                Arm(f"random{point}", "TT from random init", point,
+                    ["--config", configs[f"hodec{point}"]["path"], "--pretrain-epochs", "0", "--admm-epochs", "0",
+                     "--finetune-epochs", str(total), "--finetune-lr", f"{settings.pretrain_lr:g}", "--seed", "0"])]
+
     dense = Arm("dense", "dense baseline", None,
                 ["--init", str(settings.runs / "pretrain"), "--pretrain-epochs", str(settings.budget),
                  "--admm-epochs", "0", "--finetune-epochs", "0", "--lr", f"{settings.lr:g}", "--seed", "0"])
-    arms: list[Arm] = []
-    for i, (point, _, _) in enumerate(POINTS):
-        hodec, classical = configs[f"hodec{point}"]["path"], configs[f"classical{point}"]["path"]
-        pair = []
-        for seed in settings.seeds if i == 0 else settings.seeds[:1]:
-            pair.append([Arm(f"direct{point}_s{seed}", "direct TT-SVD + fine-tune", point,
-                             _middle(settings, hodec, seed, "direct", None)),
-                         Arm(f"admm{point}_s{seed}", f"ADMM ρ={rho:g} + fine-tune", point,
-                             _middle(settings, hodec, seed, "admm", rho))])
-        total = settings.pretrain_epochs + settings.budget
-        random = Arm(f"random{point}", "TT from random init", point,
-                     ["--config", hodec, "--pretrain-epochs", "0", "--admm-epochs", "0", "--finetune-epochs",
-                      str(total), "--finetune-lr", f"{settings.pretrain_lr:g}", "--seed", "0"])
-        classic = Arm(f"classical{point}", f"classical TT, ADMM ρ={rho:g}", point,
-                      _middle(settings, classical, 0, "admm", rho))
-        arms += pair[0] + ([dense] if i == 0 else []) + [classic, random] + [a for p in pair[1:] for a in p]
-    return arms
+    (first, _, _), (second, _, _) = POINTS
+    arms = pair(first, settings.seeds[0]) + [dense]
+    arms += [arm for seed in settings.seeds[1:] for arm in pair(first, seed)]
+    return arms + pair(second, settings.seeds[0]) + others(first) + others(second)
 
 
 def _estimate(arm: Arm, settings: Settings, seconds_per_epoch: float) -> float:
@@ -243,10 +245,12 @@ def _store(arm: Arm, settings: Settings, info: dict[str, Any]) -> dict[str, Any]
 
 
 def choose_rho(pilots: dict[str, dict[str, Any]]) -> float:
-    """The pilot ρ with the best validation accuracy after fine-tuning; ties go to the best after decomposition."""
+    """The pilot ρ with the best validation accuracy after its fine-tuning epochs (right after decomposition when
+    the pilot has none); ties go to the best right after decomposition."""
     def key(name: str) -> tuple[float, float]:
         final = pilots[name]["final"]
-        return final["accuracy_finetuned"], final["accuracy_decomposed"]
+        tuned = final.get("accuracy_finetuned")
+        return (final["accuracy_decomposed"] if tuned is None else tuned), final["accuracy_decomposed"]
 
     best = max(pilots, key=key)
     return float(pilots[best]["config"]["rho"])

@@ -197,12 +197,16 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
               "classical-TT configs are the budget search's largest classical-TT model with at most the hodec "
               "model's parameters (no MACs target: at this size classical TT costs *more* MACs than the dense "
               "layers it replaces, which is the published table's point).", ""]
+    tune = settings.get("pilot_finetune_epochs", 0)
     lines += ["## Choosing ρ (pilot on the validation split)", "",
-              f"ADMM at the 80% point with each ρ for {settings.get('admm_epochs', '?')} epochs, decomposition, then "
-              f"{settings.get('pilot_finetune_epochs', 1)} fine-tuning epoch, scored on the 5,000 validation images. "
-              "The ρ with the best validation accuracy after that epoch is used for every ADMM arm below.", "",
+              f"ADMM at the 80% point with each ρ for {settings.get('admm_epochs', '?')} epochs from the shared "
+              "pretraining, then decomposition"
+              + (f" and {tune} fine-tuning epoch(s)" if tune else "")
+              + ", scored on the 5,000 validation images (never the test set). The ρ with the best validation "
+              + ("accuracy after that fine-tuning" if tune else "accuracy right after decomposition")
+              + " is used for every ADMM arm below (hodec and classical, both points).", "",
               "| ρ | ‖W − Z‖/‖W‖ mean, last ADMM epoch | approx. error at decomposition | val. accuracy before "
-              "decomposition | right after | after 1 fine-tuning epoch |",
+              "decomposition | right after | after fine-tuning |",
               "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in pilots:
         f = r.final
