@@ -54,6 +54,7 @@ def _metrics(rho=None, finetuned=None, decomposed=None, error=0.5, accuracy=0.9,
                      approximation_error_mean=error,
                      planned={"macs": 100, "params": 10, "macs_reduction": 0.72, "params_reduction": 0.8})
     config = {"rho": rho, "seed": seed, "train_subset": 8000, "batch_size": 128, "lr": 0.02, "admm_epochs": 4,
+              "finetune_epochs": 3, "finetune_lr": 0.01,
               "pretrain_epochs": 8 if phases == ("pretrain",) * 8 else 0}
     return {"config": config, "epochs": epochs, "final": final}
 

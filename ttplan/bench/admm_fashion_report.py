@@ -146,6 +146,7 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
     rho = experiment.get("rho")
     cfg = runs[next(iter(r for r in runs if r != "pretrain"), "pretrain")].metrics["config"]
     subset = cfg.get("train_subset")
+    settings = {**settings, **_schedule(runs)}
     lines = [
         "# ADMM against direct TT decomposition on Fashion-MNIST (CIFAR ResNet-20)",
         "",
@@ -165,8 +166,9 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
         "augmentation (random crop with 4-pixel padding, horizontal flip); evaluation images none. Normalised with "
         "the 60,000 training images' mean and std.",
         "- Model: CIFAR ResNet-20 (option-A shortcuts) with **one input channel at 28x28** — ResNet-20 rather "
-        "than ResNet-32 because the CPU budget (a shared 2-core machine, about an hour) cannot hold ResNet-32's "
-        "1.7x cost per batch at these epoch counts; the first conv and the classifier stay dense.",
+        "than the published table's ResNet-32 because the CPU budget (about an hour on a shared 2-core machine) "
+        "cannot hold ResNet-32's 1.70x the MACs (52.5 M against 30.8 M at 28x28, `ttplan plan resnet32 "
+        "--input-size 1,28,28`) at these epoch counts; the first conv and the classifier stay dense.",
         f"- Schedule: one shared dense pretraining of **{pre.metrics['config']['pretrain_epochs']} epochs** "
         f"(SGD momentum 0.9, weight decay 5e-4, batch {pre.metrics['config']['batch_size']}, lr "
         f"{pre.metrics['config']['lr']:g} cosine), test accuracy **{_pct(pre.final['accuracy'])}**. Then every "
@@ -181,7 +183,8 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
         "initialised dense kernels): the same total number of epochs as every other arm.",
         "- Seeds: the pretraining is shared (seed 0); a seed sets the data order and augmentation of the later "
         "epochs. Direct and ADMM at the 80% point run with seeds "
-        + ", ".join(str(s) for s in settings.get("seeds", [0])) + "; every other arm with seed 0.",
+        + ", ".join(str(s) for s in settings.get("seeds", [0])) + "; every other arm with seed 0 (the seed "
+        "half-range below is therefore the spread from data order and augmentation, not from the pretraining).",
         "",
         "### Operating points (ranks from `ttplan plan`'s budget search at the best orders)",
         "",
@@ -194,9 +197,9 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
                      f"{_pct(p['macs_reduction'], 1)} | {p['params']:,} | {_pct(p['params_reduction'], 1)} | "
                      f"`{entry['command']}` |")
     lines += ["", "FLOPs = 2 x MACs at batch 1 over every conv and linear layer (the dense ones included); the "
-              "classical-TT configs are the budget search's largest classical-TT model with at most the hodec "
-              "model's parameters (no MACs target: at this size classical TT costs *more* MACs than the dense "
-              "layers it replaces, which is the published table's point).", ""]
+              "classical-TT configs are the budget search's classical-TT model with the fewest MACs among the "
+              "largest that have at most the hodec model's parameters (no MACs target)."
+              + _classical_note(configs), ""]
     tune = settings.get("pilot_finetune_epochs", 0)
     lines += ["## Choosing ρ (pilot on the validation split)", "",
               f"ADMM at the 80% point with each ρ for {settings.get('admm_epochs', '?')} epochs from the shared "
@@ -252,9 +255,38 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
                      "accuracy, training loss and the mean ‖W − Z‖/‖W‖ (ADMM) or ‖W − Π(W)‖/‖W‖ (dense epochs: "
                      "the error a direct decomposition would have) per epoch of every arm.")
     lines += ["", "## Every run", "", "| run | wall time | command |", "| --- | ---: | --- |"]
-    for r in runs.values():
+    order = ("pretrain", "pilot", "dense", *ARM_ORDER)
+    for r in sorted(runs.values(), key=lambda r: (order.index(r.kind) if r.kind in order else 99,
+                                                   -int(r.point or 0), r.seed, r.name)):
         lines.append(f"| `{r.name}` | {r.wall_seconds:.0f} s | `{r.command}` |")
     return "\n".join(lines) + "\n"
+
+
+def _schedule(runs: dict[str, Run]) -> dict[str, Any]:
+    """Learning rates, epochs and seeds as the stored runs' configs have them."""
+    out: dict[str, Any] = {}
+    if "pretrain" in runs:
+        c = runs["pretrain"].metrics["config"]
+        out.update(pretrain_epochs=c["pretrain_epochs"], pretrain_lr=c["lr"])
+    middle = [r for r in runs.values() if r.kind in ("direct", "admm")]
+    if middle:
+        c = middle[0].metrics["config"]
+        out.update(admm_epochs=c["admm_epochs"], finetune_epochs=c["finetune_epochs"], lr=c["lr"],
+                   finetune_lr=c["finetune_lr"] or c["lr"])
+        out["seeds"] = sorted({r.seed for r in middle if r.point == "80"})
+    return out
+
+
+def _classical_note(configs: dict[str, Any]) -> str:
+    """What the classical-TT configs cost against their hodec counterparts (derived from the plans)."""
+    parts = []
+    for key, entry in configs.items():
+        if key.startswith("classical") and f"hodec{key[9:]}" in configs:
+            c, h = entry["planned"], configs[f"hodec{key[9:]}"]["planned"]
+            more = "more" if c["macs_reduction"] < 0 else "fewer"
+            parts.append(f"at the {key[9:]}% point classical TT plans {c['macs']:,} MACs ({more} than the dense "
+                         f"model) with {c['params']:,} params, hodec {h['macs']:,} MACs with {h['params']:,}")
+    return (" At the same parameter count " + "; ".join(parts) + ".") if parts else ""
 
 
 def _rho_strength(runs: dict[str, Run], pilots: list[Run]) -> str:
@@ -306,11 +338,9 @@ def _verdict(runs: dict[str, Run], base: float | None) -> list[str]:
         )
         if by["random"]:
             rnd = _compressed(by["random"][0])
+            side = "below" if rnd <= statistics.mean(a) else "above"
             out.append(f"  TT from random initialisation (same total epochs) reaches {_pct(rnd)}, "
-                       f"{_points(statistics.mean(a) - rnd)} points below ADMM."
-                       if statistics.mean(a) >= rnd else
-                       f"  TT from random initialisation (same total epochs) reaches {_pct(rnd)}, "
-                       f"{_points(rnd - statistics.mean(a))} points above ADMM.")
+                       f"{100 * abs(statistics.mean(a) - rnd):.2f} points {side} ADMM.")
         if by["classical"]:
             c = by["classical"][0]
             h = by["admm"][0]
