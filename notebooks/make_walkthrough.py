@@ -39,11 +39,11 @@ try:  # opened from notebooks/ without an installed ttplan: use the repository's
 except ImportError:
     sys.path.insert(0, str(Path.cwd().parent))
 
+from ttplan.analysis.plots import plan_figure, sweep_figure
+from ttplan.analysis.sweep import sweep_layer
 from ttplan.core.formats import make_format
 from ttplan.core.layer import plan_layer
-from ttplan.analysis.plots import plan_figure, sweep_figure
 from ttplan.core.spec import ConvSpec
-from ttplan.analysis.sweep import sweep_layer
 
 spec = ConvSpec.make(128, 256, kernel_size=3, stride=2, padding=1, input_size=28)
 print(spec.describe())
@@ -178,10 +178,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ttplan.analysis.plots import admm_figure, read_metrics
+from ttplan.runtime.decomposition import project
 from ttplan.training.admm import ADMM, ADMMLayer
 from ttplan.training.data import load_digits_dataset
-from ttplan.runtime.decomposition import project
-from ttplan.analysis.plots import admm_figure, read_metrics
 
 if importlib.util.find_spec("ttplan.training.run") is not None:
     print("ttplan.training.run is available: `ttplan train --help` runs the full pipeline")

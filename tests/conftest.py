@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from ttplan.core.formats import TTFormat, balanced_factors
+from ttplan.core.formats import TTFormat, balanced_factors, get_format
 from ttplan.core.spec import ConvSpec
 
 
@@ -32,16 +32,16 @@ def random_layer(rng: random.Random, max_cores: int = 5) -> tuple[ConvSpec, TTFo
         kind = rng.choice(["classical", "hodec", "hodec"])
         if kind == "classical":
             d = rng.choice([1, 2])
-            fmt = TTFormat("classical", _split(spec.in_channels, d, rng), _split(spec.out_channels, d, rng), ())
+            fmt = get_format("classical")(_split(spec.in_channels, d, rng), _split(spec.out_channels, d, rng), ())
         else:
             d, e = rng.choice([1, 2]), rng.choice([1, 2])
-            fmt = TTFormat("hodec", _split(spec.in_channels, d, rng), _split(spec.out_channels, e, rng), ())
+            fmt = get_format("hodec")(_split(spec.in_channels, d, rng), _split(spec.out_channels, e, rng), ())
         bounds = fmt.max_ranks(spec)
         if kind == "classical":
             ranks = tuple(rng.randint(1, max(1, min(b, 12))) for b in bounds[:-1]) + (1,)
         else:
             ranks = (1,) + tuple(rng.randint(2, max(2, min(b, 12))) if b > 1 else 1 for b in bounds[1:-1]) + (1,)
-        fmt = TTFormat(fmt.kind, fmt.in_modes, fmt.out_modes, ranks)
+        fmt = fmt.with_ranks(ranks)
         cores = len(fmt.cores(spec))
         if cores <= max_cores and math.prod(fmt.in_modes) == spec.in_channels:
             fmt.validate(spec)
@@ -62,3 +62,15 @@ def one_thread():
 def make_random_layer():
     """The `random_layer(rng, max_cores)` factory."""
     return random_layer
+
+
+@pytest.fixture
+def toy_format():
+    """The `spatial-last` test format, registered for one test and forgotten after it."""
+    from tests.helpers.toy_format import SpatialLastTT
+    from ttplan.core.formats import register
+    from ttplan.core.formats.registry import unregister
+
+    register(SpatialLastTT)
+    yield SpatialLastTT
+    unregister(SpatialLastTT.name)

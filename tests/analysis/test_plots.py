@@ -11,7 +11,6 @@ from ttplan.analysis.plots import (
     admm_figure,
     arch_figure,
     check_arch,
-    edge_steps,
     plan_figure,
     plot_admm,
     plot_arch,
@@ -98,20 +97,6 @@ def test_files_are_reproducible(tmp_path) -> None:
     first = plot_admm(metrics(), tmp_path / "a")
     second = plot_admm(metrics(), tmp_path / "b")
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
-
-
-def test_edge_steps_of_the_classical_order() -> None:
-    result = plan_layer(LAYER3, make_format("classical", LAYER3, rank=16))
-    # X×S sums k; X·S×G1 sums r0 and i1; then G2 sums r1, i2; G3 sums r2, i3
-    assert edge_steps(result.published) == {"k": 1, "r0": 2, "i1": 2, "r1": 3, "i2": 3, "r2": 4, "i3": 4}
-
-
-def test_edge_steps_cover_every_shared_index_of_the_best_plan() -> None:
-    result = plan_layer(LAYER3, make_format("hodec", LAYER3, tt_shapes=(4, 8, 8, 9, 4, 4, 8), rank=16))
-    steps = edge_steps(result.best)
-    shared = {i for t in result.network.tensors for i in t.indices} - set(result.network.output)
-    assert set(steps) == shared
-    assert set(steps.values()) <= set(range(1, len(result.best.steps) + 1))
 
 
 def test_plan_figure_lists_the_steps_with_costs(tmp_path) -> None:

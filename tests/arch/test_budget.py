@@ -12,7 +12,7 @@ import pytest
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.budget import Candidate, factorisations, prepare_budget, select
 from ttplan.arch.config import load_config, save_config
-from ttplan.core.formats import TTFormat
+from ttplan.core.formats import get_format
 from ttplan.errors import TTPlanError
 
 # DESIGN.md: HODEC on CIFAR-10, model-level FLOPs (= MACs) and params reductions
@@ -83,7 +83,8 @@ def _toy(seed: int) -> dict[str, list[Candidate]]:
         tts = []
         for r in range(1, 5):
             p = int(dense_p * r / 5 * rng.uniform(0.7, 1.2))
-            tts.append(Candidate(TTFormat("hodec", (r,), (n,), ()), int(dense.macs * r / 6 * rng.uniform(0.5, 1.3)), p))
+            fmt = get_format("hodec")((r,), (n,), ())
+            tts.append(Candidate(fmt, int(dense.macs * r / 6 * rng.uniform(0.5, 1.3)), p))
         out[f"l{n}"] = [dense, *tts]
     return out
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ttplan.arch.config import LayerConfig, load_config, resolve_formats, save_config
-from ttplan.core.formats import TTFormat
+from ttplan.core.formats import get_format
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
 
@@ -32,10 +32,10 @@ def test_published_hp_dict_with_weight_suffix(tmp_path, resnet20_layers) -> None
     assert set(config) == {"layer3.0.conv2", "layer2.1.conv1"}
     formats = resolve_formats(config, resnet20_layers)
     # tt_shapes = out_modes + [K] + in_modes
-    assert formats["layer3.0.conv2"] == TTFormat("hodec", (8, 8), (8, 8), (1, 8, 20, 20, 8, 1))
+    assert formats["layer3.0.conv2"] == get_format("hodec")((8, 8), (8, 8), (1, 8, 20, 20, 8, 1))
     # tt_shapes (4, 8, 9, 8, 4): a uniform rank clipped to the larger of the exact rank and the product of
     # the two modes a rank joins: 4*8 = 32 at both ends, 8*9 = 72 > 40 in the middle
-    assert formats["layer2.1.conv1"] == TTFormat("hodec", (8, 4), (4, 8), (1, 32, 40, 40, 32, 1))
+    assert formats["layer2.1.conv1"] == get_format("hodec")((8, 4), (4, 8), (1, 32, 40, 40, 32, 1))
 
 
 def test_yaml_and_dense_entries(tmp_path, resnet20_layers) -> None:
@@ -46,7 +46,7 @@ def test_yaml_and_dense_entries(tmp_path, resnet20_layers) -> None:
     assert config["linear"] == LayerConfig(format="dense")
     formats = resolve_formats(config, resnet20_layers)
     assert list(formats) == ["layer1.0.conv1"]
-    assert formats["layer1.0.conv1"] == TTFormat("classical", (4, 4), (4, 4), (3, 5, 1))
+    assert formats["layer1.0.conv1"] == get_format("classical")((4, 4), (4, 4), (3, 5, 1))
 
 
 def test_unknown_layer_lists_the_conv_layers(tmp_path, resnet20_layers) -> None:
@@ -100,7 +100,7 @@ def test_linear_needs_ttm(tmp_path, resnet20_layers) -> None:
         resolve_formats(config, resnet20_layers)
     config = load_config(_write(tmp_path / "d.json", {"linear": {"format": "ttm", "in_modes": [8, 8],
                                                                  "out_modes": [2, 5], "rank": 3}}))
-    assert resolve_formats(config, resnet20_layers)["linear"] == TTFormat("ttm", (8, 8), (2, 5), (1, 3, 1))
+    assert resolve_formats(config, resnet20_layers)["linear"] == get_format("ttm")((8, 8), (2, 5), (1, 3, 1))
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -108,9 +108,9 @@ def test_save_then_load_replays_the_formats(tmp_path, resnet20_layers, suffix) -
     specs = {layer.name: layer.spec for layer in resnet20_layers}
     formats = {
         "conv1": None,
-        "layer1.0.conv1": TTFormat("hodec", (4, 4), (2, 8), (1, 2, 7, 9, 4, 1)),
-        "layer2.0.conv1": TTFormat("hodec", (16,), (32,), (1, 5, 6, 1)),  # tucker2
-        "layer3.1.conv2": TTFormat("classical", (8, 8), (8, 8), (9, 12, 1)),
+        "layer1.0.conv1": get_format("hodec")((4, 4), (2, 8), (1, 2, 7, 9, 4, 1)),
+        "layer2.0.conv1": get_format("hodec")((16,), (32,), (1, 5, 6, 1)),  # tucker2
+        "layer3.1.conv2": get_format("classical")((8, 8), (8, 8), (9, 12, 1)),
     }
     path = save_config(formats, specs, tmp_path / f"cfg{suffix}")
     config = load_config(path)

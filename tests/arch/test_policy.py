@@ -8,7 +8,7 @@ import pytest
 
 from ttplan.arch.config import LayerConfig
 from ttplan.arch.policy import Policy, decide, formats_for
-from ttplan.core.formats import TTFormat, make_format
+from ttplan.core.formats import get_format, make_format
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
 
@@ -61,7 +61,7 @@ def test_skip_switches(resnet20_layers) -> None:
     everything = decide(resnet20_layers, Policy(skip_first=False, linear=True, order=2))
     # 3 input channels cannot be split into 2 modes: dense, and it says why
     assert everything["conv1"].fmt is None and "cannot be split" in everything["conv1"].reason
-    assert everything["linear"].fmt.kind == "ttm"
+    assert everything["linear"].fmt.name == "ttm"
     assert everything["linear"].fmt.in_modes == (8, 8) and everything["linear"].fmt.out_modes == (2, 5)
     narrow = decide(resnet20_layers, Policy(min_channels=32))
     assert narrow["layer1.0.conv1"].reason == "fewer than 32 channels"
@@ -75,7 +75,7 @@ def test_config_wins_over_the_policy(resnet20_layers) -> None:
     config = {"conv1": LayerConfig("hodec", tt_shapes=(4, 4, 9, 3), ranks=(1, 4, 3, 3, 1)),
               "layer1.0.conv1": LayerConfig("dense")}
     decisions = decide(resnet20_layers, Policy(), config)
-    assert decisions["conv1"].fmt == TTFormat("hodec", (3,), (4, 4), (1, 4, 3, 3, 1))
+    assert decisions["conv1"].fmt == get_format("hodec")((3,), (4, 4), (1, 4, 3, 3, 1))
     assert decisions["conv1"].source == "config"
     assert decisions["layer1.0.conv1"].fmt is None and decisions["layer1.0.conv1"].reason == "dense in config"
     assert decisions["layer1.0.conv2"].source == "policy" and decisions["layer1.0.conv2"].fmt is not None

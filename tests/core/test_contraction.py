@@ -7,8 +7,9 @@ import pytest
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import make_format
-from ttplan.core.network import build_network
-from ttplan.core.schemes import classical, dense, hodec
+from ttplan.core.network import build_network, index_order
+from ttplan.core.schemes import dense, scheme
+from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
@@ -40,11 +41,11 @@ def hodec_formula(spec: ConvSpec, fmt, batch: int) -> int:
 
 def test_issue_reference_numbers():
     cl = make_format("classical", SPEC, in_modes=(4, 4, 8), out_modes=(4, 8, 8), rank=16)
-    plan = classical(build_network(SPEC, cl))
+    plan = scheme("classical", build_network(SPEC, cl))
     assert plan.macs == 87_105_536 and plan.params == 13_456
     assert round(plan.macs / SPEC.dense_macs(), 2) == 1.51
     hd = make_format("hodec", SPEC, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
-    plan = hodec(build_network(SPEC, hd))
+    plan = scheme("hodec", build_network(SPEC, hd))
     assert plan.macs == 10_486_784 and plan.params == 8_640
 
 
@@ -54,10 +55,10 @@ def test_schemes_equal_formula_recount_on_random_layers(make_random_layer, batch
     for _ in range(60):
         spec, fmt = make_random_layer(rng, max_cores=7)
         net = build_network(spec, fmt, batch)
-        if fmt.kind == "classical":
-            assert classical(net).macs == classical_formula(spec, fmt, batch)
+        if fmt.name == "classical":
+            assert scheme("classical", net).macs == classical_formula(spec, fmt, batch)
         else:
-            assert hodec(net).macs == hodec_formula(spec, fmt, batch)
+            assert scheme("hodec", net).macs == hodec_formula(spec, fmt, batch)
 
 
 def test_dense_scheme_is_rebuild_plus_one_dense_conv():
@@ -80,7 +81,7 @@ def test_fold_weights_drops_weight_macs_and_reports_folded_size():
 
 def test_memory_counts_follow_the_steps():
     fmt = make_format("classical", SPEC, in_modes=(4, 4, 8), out_modes=(4, 8, 8), rank=16)
-    plan = classical(build_network(SPEC, fmt))
+    plan = scheme("classical", build_network(SPEC, fmt))
     # after G2 the map holds b, H'W', i3, o1, o2, r2: 196 * 8 * 4 * 8 * 16
     assert plan.largest_intermediate == 196 * 8 * 4 * 8 * 16
     assert plan.peak_live >= plan.largest_intermediate + 128 * 784
@@ -93,3 +94,49 @@ def test_bad_paths_are_rejected():
         ContractionPlan(net, [(0, 9)])
     with pytest.raises(TTPlanError, match="uncontracted"):
         ContractionPlan(net, [(0, 3)])
+
+
+LAYER3 = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
+
+
+def test_contracted_at_of_the_classical_order():
+    plan = scheme("classical", build_network(LAYER3, make_format("classical", LAYER3, rank=16)))
+    # X×S sums k; X·S×G1 sums r0 and i1; then G2 sums r1, i2; G3 sums r2, i3
+    assert plan.contracted_at() == {"k": 1, "r0": 2, "i1": 2, "r1": 3, "i2": 3, "r2": 4, "i3": 4}
+
+
+def test_contracted_at_covers_every_shared_index_of_the_best_plan():
+    fmt = make_format("hodec", LAYER3, tt_shapes=(4, 8, 8, 9, 4, 4, 8), rank=16)
+    network = build_network(LAYER3, fmt)
+    best = optimize(network)
+    at = best.contracted_at()
+    shared = {i for t in network.tensors for i in t.indices} - set(network.output)
+    assert set(at) == shared
+    # an index is summed where its two owners first meet in one operand
+    for name, number in at.items():
+        owners = {n for n, t in enumerate(network.tensors) if name in t.indices}
+        merged = {n: {n} for n in range(len(network.tensors))}
+        for step in best.steps:
+            merged[step.result] = merged.pop(step.left) | merged.pop(step.right)
+            if owners <= merged[step.result]:
+                assert step.number == number
+                break
+
+
+def test_each_feature_step_knows_the_map_size_it_runs_at(make_random_layer):
+    rng = random.Random(4)
+    for _ in range(30):
+        spec, fmt = make_random_layer(rng)
+        for plan in (optimize(build_network(spec, fmt)), scheme(fmt.published_scheme, build_network(spec, fmt))):
+            conv = next(s.number for s in plan.steps if s.kind == "conv")
+            for step in plan.steps:
+                if step.kind == "weight":
+                    assert step.map_size is None and step.pixels is None
+                else:
+                    want = spec.output_size if step.number >= conv else spec.input_size
+                    assert step.map_size == want and step.pixels == want[0] * want[1]
+
+
+def test_one_index_order():
+    names = ["r10", "o2", "i1", "r2", "k", "s", "b", "o10", "o1"]
+    assert sorted(names, key=index_order) == ["b", "s", "k", "i1", "o1", "o2", "o10", "r2", "r10"]

@@ -34,7 +34,8 @@ def test_published_128_256_config_is_read():
 
 def test_tucker2_is_hodec_with_one_mode_a_side():
     fmt = make_format("tucker2", SPEC, rank=32)
-    assert fmt.kind == "hodec" and fmt.label == "tucker2"
+    assert fmt.name == "tucker2" and fmt.label == "tucker2" and fmt.published_scheme == "hodec"
+    assert fmt == make_format("hodec", SPEC, order=1, rank=32)
     assert fmt.in_modes == (128,) and fmt.out_modes == (256,)
     assert fmt.params(SPEC) == 256 * 32 + 32 * 9 * 32 + 32 * 128
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ttplan.core.contraction import ContractionPlan
-from ttplan.core.formats import TTFormat, make_format
+from ttplan.core.formats import TTFormat, get_format, make_format
 from ttplan.core.network import build_network
 from ttplan.core.schemes import schemes_for
 from ttplan.core.search import optimize
@@ -63,12 +63,12 @@ def random_case(rng: random.Random, max_cores: int = 7) -> tuple[ConvSpec, TTFor
             in_modes = _factor(spec.in_channels, rng.randint(1, 3), rng)
             out_modes = _factor(spec.out_channels, rng.randint(1, 3), rng)
         base = "classical" if kind == "classical" else "hodec"
-        bounds = TTFormat(base, in_modes, out_modes, ()).rank_bounds(spec)
+        bounds = get_format(base)(in_modes, out_modes, ()).rank_bounds(spec)
         if base == "classical":
             ranks = (*(rng.randint(1, min(b, 10)) for b in bounds[:-1]), 1)
         else:
             ranks = (1, *(rng.randint(1, min(b, 10)) for b in bounds[1:-1]), 1)
-        fmt = TTFormat(base, in_modes, out_modes, ranks)
+        fmt = get_format(base)(in_modes, out_modes, ranks)
         if len(fmt.cores(spec)) > max_cores:
             continue
         fmt.validate(spec)
@@ -80,7 +80,7 @@ def random_linear(rng: random.Random) -> tuple[ConvSpec, TTFormat, int]:
     spec = ConvSpec.make_linear(rng.choice([4, 6, 8, 12]), rng.choice([2, 6, 9, 10]), bias=rng.random() < 0.5)
     d = rng.randint(1, 3)
     in_modes, out_modes = _factor(spec.in_channels, d, rng), _factor(spec.out_channels, d, rng)
-    bounds = TTFormat("ttm", in_modes, out_modes, ()).rank_bounds(spec)
+    bounds = get_format("ttm")(in_modes, out_modes, ()).rank_bounds(spec)
     fmt = make_format("ttm", spec, in_modes=in_modes, out_modes=out_modes,
                       ranks=(1, *(rng.randint(1, min(b, 6)) for b in bounds[1:-1]), 1))
     return spec, fmt, rng.randint(1, 4)

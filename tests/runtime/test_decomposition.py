@@ -47,11 +47,11 @@ def _reference_rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec)
     i = [next(letters) for _ in range(d)]
     kh, kw = next(letters), next(letters)
     r = [next(letters) for _ in range(len(fmt.ranks) + 1)]
-    if fmt.kind == "classical":
+    if fmt.name == "classical":
         terms = [kh + kw + r[0]] + [r[j] + i[j] + o[j] + r[j + 1] for j in range(d)]
         dense = torch.einsum(",".join(terms) + "->" + "".join(o + i) + kh + kw, *cores)
         return dense.reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)
-    if fmt.kind == "ttm":
+    if fmt.name == "ttm":
         terms = [r[j] + i[j] + o[j] + r[j + 1] for j in range(d)]
         dense = torch.einsum(",".join(terms) + "->" + "".join(o + i), *cores)
         return dense.reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)

@@ -42,7 +42,7 @@ def test_every_plan_equals_conv2d_with_the_rebuilt_kernel_values_and_gradients()
             assert_close(out, expected)
             for got, want in zip(torch.autograd.grad((out * probe).sum(), [x, *cores]), grads):
                 assert_close(got, want)
-            checked.add((fmt.kind, name))
+            checked.add((fmt.published_scheme, name))
     assert checked >= {("classical", "classical"), ("hodec", "hodec"), ("classical", "dense"), ("hodec", "dense"),
                        ("classical", "best"), ("hodec", "best")}
 

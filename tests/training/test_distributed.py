@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ttplan.core.formats import TTFormat
+from ttplan.core.formats import get_format
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.decomposition import project
@@ -23,7 +23,7 @@ from ttplan.training import distributed as D
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}}
 SPEC = ConvSpec.make(64, 64, 3, padding=1, input_size=2)
-FMT = TTFormat("hodec", (8, 8), (8, 8), (1, 6, 6, 6, 6, 1))
+FMT = get_format("hodec")((8, 8), (8, 8), (1, 6, 6, 6, 6, 1))
 
 
 def free_port() -> int:

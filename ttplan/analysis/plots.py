@@ -254,34 +254,12 @@ def _layout(plan: ContractionPlan) -> dict[int, tuple[float, float]]:
     return pos
 
 
-def edge_steps(plan: ContractionPlan) -> dict[str, int]:
-    """For each index shared by two tensors, the number of the step that sums it."""
-    net = plan.network
-    leaves: dict[int, frozenset[int]] = {n: frozenset({n}) for n in range(len(net.tensors))}
-    owner: dict[str, list[int]] = {}
-    for n, tensor in enumerate(net.tensors):
-        for name in tensor.indices:
-            owner.setdefault(name, []).append(n)
-    shared = {name: nodes for name, nodes in owner.items() if len(nodes) == 2}
-    out: dict[str, int] = {}
-    for step in plan.steps:
-        left, right = leaves[step.left], leaves[step.right]
-        for name, (u, v) in shared.items():
-            if (u in left and v in right) or (u in right and v in left):
-                out[name] = step.number
-        leaves[step.result] = left | right
-    return out
-
-
 def _where(plan: ContractionPlan, step) -> str:
     """`weights`, or where a feature-map step runs: `at 28x28` before the conv, `conv, at 14x14` and after."""
     if step.kind == "weight":
         return "weights" + (", folded at load" if plan.fold_weights else "")
-    spec = plan.network.spec
-    (h, w), (oh, ow) = spec.input_size, spec.output_size
-    conv = [s.number for s in plan.steps if s.kind == "conv"]
-    after = bool(conv) and step.number >= conv[0]
-    return f"{'conv, ' if step.kind == 'conv' else ''}at {oh}x{ow}" if after else f"at {h}x{w}"
+    h, w = step.map_size
+    return f"{'conv, ' if step.kind == 'conv' else ''}at {h}x{w}"
 
 
 def plan_figure(plan: ContractionPlan, title: str | None = None) -> Figure:
@@ -290,7 +268,7 @@ def plan_figure(plan: ContractionPlan, title: str | None = None) -> Figure:
     net = plan.network
     graph = net.graph()
     pos = _layout(plan)
-    steps_of = edge_steps(plan)
+    steps_of = plan.contracted_at()
     cores = len(net.tensors) - 1
     net_width = max(7.5, 1.25 * cores)  # about an inch and a quarter per core keeps the rank labels apart
     fig = new_figure(net_width + 6.5, max(6.0, 0.5 * len(plan.steps) + 2.0))
@@ -482,7 +460,6 @@ __all__ = [
     "arch_figure",
     "check_arch",
     "check_metrics",
-    "edge_steps",
     "new_figure",
     "plan_figure",
     "plot_admm",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ttplan.core.formats import make_format
+from ttplan.core.formats import get_format, make_format
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -30,10 +30,10 @@ EXPECTED = "the JSON or CSV that `ttplan sweep --json/--csv` writes"
 
 
 def format_label(kind: str, order: int) -> str:
-    """Short label of a swept format: `classical-3`, `tucker2`, `hodec-2`, ..."""
-    if kind == "hodec" and order == 1:
-        return "tucker2"
-    return f"{kind}-{order}"
+    """Short label of a swept format: the format's own label where it implies the order (`tucker2`), else
+    `classical-3`, `hodec-2`, ..."""
+    label = get_format(kind)((1,) * order, (1,) * order, ()).label
+    return label if label != kind else f"{kind}-{order}"
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,7 @@ def sweep_layer(
             if progress is not None:
                 progress()
             try:
-                fmt = make_format("tucker2" if (kind == "hodec" and order == 1) else kind, spec, rank=rank,
-                                  order=order)
+                fmt = make_format(kind, spec, rank=rank, order=order)
             except TTPlanError as err:  # the modes do not fit the layer: no rank will
                 sweep.skipped.append(f"{label}: {err}")
                 break

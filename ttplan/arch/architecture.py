@@ -20,7 +20,7 @@ from ttplan.core.layer import LayerPlan, plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import count_model_params, load_model, trace_layers
-from ttplan.models.trace import TracedLayer, layer_macs, layer_params
+from ttplan.models.trace import TracedLayer
 
 
 @dataclass
@@ -51,12 +51,12 @@ class ArchLayer:
     @property
     def baseline_macs(self) -> int:
         """Dense MACs at the plan's batch (a grouped conv counts 1/groups)."""
-        return layer_macs(self.spec, self.batch)
+        return self.spec.dense_macs(self.batch)
 
     @property
     def baseline_params(self) -> int:
         """Dense kernel plus bias."""
-        return layer_params(self.spec)
+        return self.spec.dense_params()
 
     @property
     def macs(self) -> int:
@@ -101,12 +101,11 @@ class ArchLayer:
             "params_reduction": 1 - self.params / self.baseline_params if self.baseline_params else 0.0,
         }
         if fmt is not None:
-            out["format"] = {"kind": fmt.label, "in_modes": list(fmt.in_modes), "out_modes": list(fmt.out_modes),
-                             "ranks": list(fmt.ranks), "tt_shapes": list(fmt.tt_shapes(spec))}
+            out["format"] = {**fmt.to_dict(), "tt_shapes": list(fmt.tt_shapes(spec))}
         if shown is not None:
             out["schemes"] = {name: {"macs": p.macs, "flops": p.flops, "params": p.params,
                                      "weight_macs": p.weight_macs} for name, p in shown.schemes.items()}
-            out["published"] = shown.fmt.kind
+            out["published"] = shown.fmt.published_scheme
         if self.plan is not None:
             best = self.plan.best
             out["best"].update(feature_macs=best.feature_macs, weight_macs=best.weight_macs,

@@ -29,12 +29,12 @@ from torch import nn
 from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide, skip_reason
-from ttplan.core.formats import TTFormat, make_format
+from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
 from ttplan.core.network import build_network
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer, layer_macs, layer_params
+from ttplan.models.trace import TracedLayer
 
 #: uniform ranks tried (each clipped to the exact rank at its cut)
 RANK_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
@@ -98,25 +98,24 @@ def arrangements(n: int, d: int) -> list[tuple[int, ...]]:
     return factorisations(n, d)
 
 
-def mode_pairs(layer: TracedLayer, policy: Policy, search_format: bool) -> list[tuple[str, tuple, tuple]]:
-    """(kind, in_modes, out_modes) shapes to try for one layer."""
+def mode_pairs(layer: TracedLayer, policy: Policy, search_format: bool) -> list[TTFormat]:
+    """The format shapes (modes, no ranks yet) to try for one layer."""
     spec = layer.spec
-    kind = "ttm" if layer.kind == "linear" else policy.format
+    kind = linear_format() if layer.kind == "linear" else policy.format
     if not search_format:
         try:
             fmt = make_format(kind, spec, rank=1, order=policy.order)
         except TTPlanError:
             return []
-        return [(fmt.kind, fmt.in_modes, fmt.out_modes)]
-    orders = (1,) if kind == "tucker2" else tuple(range(1 if kind == "hodec" else 2, MAX_ORDER + 1))
-    base = "hodec" if kind == "tucker2" else kind
-    return [(base, a, b) for d in orders
+        return [fmt.with_ranks(())]
+    cls = get_format(kind)
+    orders = cls.search_orders(MAX_ORDER)
+    return [cls(a, b, ()) for d in orders
             for a, b in itertools.product(arrangements(spec.in_channels, d), arrangements(spec.out_channels, d))]
 
 
-def rank_formats(spec: ConvSpec, kind: str, in_modes: tuple, out_modes: tuple) -> list[TTFormat]:
+def rank_formats(spec: ConvSpec, probe: TTFormat) -> list[TTFormat]:
     """The format at each grid rank, clipped to the exact ranks (duplicates dropped)."""
-    probe = TTFormat(kind, in_modes, out_modes, ())
     try:
         probe.validate_modes(spec)
     except TTPlanError:
@@ -125,13 +124,10 @@ def rank_formats(spec: ConvSpec, kind: str, in_modes: tuple, out_modes: tuple) -
     out: list[TTFormat] = []
     seen: set[tuple[int, ...]] = set()
     for r in RANK_GRID:
-        if kind == "classical":
-            ranks = (*(min(r, e) for e in exact[:-1]), 1)
-        else:
-            ranks = (1, *(min(r, e) for e in exact[1:-1]), 1)
+        ranks = probe.fill_ranks(spec, lambda p: min(r, exact[p]))  # noqa: B023  (used at once)
         if ranks not in seen:
             seen.add(ranks)
-            out.append(TTFormat(kind, in_modes, out_modes, ranks))
+            out.append(probe.with_ranks(ranks))
         if r >= max(exact):
             break
     return out
@@ -170,15 +166,15 @@ class BudgetProblem:
                 fmt = self.decisions[layer.name].fmt
                 spec = layer.spec
                 if fmt is None:
-                    fixed_macs += layer_macs(spec, self.batch)
-                    fixed_params += layer_params(spec)
+                    fixed_macs += spec.dense_macs(self.batch)
+                    fixed_params += spec.dense_params()
                 else:
                     fixed_macs += optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights).macs
                     fixed_params += fmt.params(spec)
         candidates = {}
         for name in self.free:
             spec = by_name[name].spec
-            dense = Candidate(None, layer_macs(spec, self.batch), layer_params(spec))
+            dense = Candidate(None, spec.dense_macs(self.batch), spec.dense_params())
             candidates[name] = [dense, *(Candidate(f, costs[(spec, f)], f.params(spec)) for f in self.options[name])]
         chosen, met = select(candidates, fixed_macs, fixed_params, self.target_macs, self.target_params)
         formats: dict[str, TTFormat | None] = {}
@@ -234,13 +230,12 @@ def prepare_budget(
     for layer in layers:
         if layer.name not in free:
             continue
-        fmts = [f for kind, a, b in mode_pairs(layer, policy, search_format)
-                for f in rank_formats(layer.spec, kind, a, b)]
+        fmts = [f for probe in mode_pairs(layer, policy, search_format) for f in rank_formats(layer.spec, probe)]
         options[layer.name] = fmts
         for fmt in fmts:
             jobs[(layer.spec, fmt)] = None
-    baseline_macs = sum(layer_macs(layer.spec, batch) for layer in layers)
-    baseline_params = sum(layer_params(layer.spec) for layer in layers)
+    baseline_macs = sum(layer.spec.dense_macs(batch) for layer in layers)
+    baseline_params = sum(layer.spec.dense_params() for layer in layers)
     return BudgetProblem(
         label, layers, size, all_params, decisions, free, options,
         _target(target_macs_reduction, baseline_macs, "MACs"), _target(target_params_reduction, baseline_params,

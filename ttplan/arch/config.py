@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from ttplan.core.formats import KINDS, TTFormat, make_format
+from ttplan.core.formats import KINDS, TTFormat, format_names, make_format
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import TracedLayer
@@ -153,9 +153,10 @@ def resolve_formats(config: dict[str, LayerConfig], layers: list[TracedLayer]) -
         if not layer.plannable:
             raise TTPlanError(f"config layer {name!r} is a grouped conv (groups={layer.spec.groups}); "
                               "only groups=1 convs can be TT-decomposed: use format 'dense' or drop the entry")
-        if layer.kind == "linear" and entry.format not in ("ttm",):
+        linear = format_names(linear=True)
+        if layer.kind == "linear" and entry.format not in linear:
             raise TTPlanError(f"config layer {name!r} is an nn.Linear ({layer.spec.describe()}); "
-                              "use format 'ttm' (or 'dense') for it")
+                              f"use format {' or '.join(map(repr, linear))} (or 'dense') for it")
         try:
             out[name] = entry.to_format(layer.spec)
         except TTPlanError as error:
@@ -164,13 +165,10 @@ def resolve_formats(config: dict[str, LayerConfig], layers: list[TracedLayer]) -
 
 
 def format_entry(fmt: TTFormat | None, spec: ConvSpec) -> dict:
-    """One entry as written by `save_config`: hodec in the published tt_shapes+ranks style."""
+    """One entry as written by `save_config` (`TTFormat.to_config`: hodec in the published tt_shapes+ranks style)."""
     if fmt is None:
         return {"format": DENSE}
-    if fmt.kind == "hodec":
-        return {"format": fmt.label, "tt_shapes": list(fmt.tt_shapes(spec)), "ranks": list(fmt.ranks)}
-    return {"format": fmt.kind, "in_modes": list(fmt.in_modes), "out_modes": list(fmt.out_modes),
-            "ranks": list(fmt.ranks)}
+    return fmt.to_config(spec)
 
 
 def save_config(formats: dict[str, TTFormat | None], spec_by_name: dict[str, ConvSpec], path: str | Path) -> Path:

@@ -12,12 +12,14 @@ import math
 from dataclasses import asdict, dataclass
 
 from ttplan.arch.config import LayerConfig, resolve_formats
-from ttplan.core.formats import TTFormat, make_format
+from ttplan.core.formats import TTFormat, format_names, linear_format, make_format
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import TracedLayer
 
-CONV_FORMATS = ("hodec", "tucker2", "classical")
+DEFAULT_FORMAT = "hodec"
+#: the formats a policy may give conv layers: the default first, then the other registered conv formats
+CONV_FORMATS = (DEFAULT_FORMAT, *(n for n in format_names(linear=False) if n != DEFAULT_FORMAT))
 DEFAULT_RANK_FRACTION = 0.5
 
 
@@ -30,7 +32,7 @@ class Policy:
     TT-matrix at the same rank rule).
     """
 
-    format: str = "hodec"
+    format: str = DEFAULT_FORMAT
     rank: int | None = None
     rank_fraction: float = DEFAULT_RANK_FRACTION
     order: int | None = None
@@ -79,15 +81,12 @@ class Decision:
 def fraction_ranks(fmt: TTFormat, spec: ConvSpec, fraction: float) -> tuple[int, ...]:
     """`fraction` of each exact rank, rounded up (at least 1), boundary ranks kept."""
     exact = fmt.max_ranks(spec)
-    inner = [max(1, math.ceil(fraction * r - 1e-9)) for r in exact]
-    if fmt.kind == "classical":
-        return (*inner[:-1], 1)
-    return (1, *inner[1:-1], 1)
+    return fmt.fill_ranks(spec, lambda p: max(1, math.ceil(fraction * exact[p] - 1e-9)))
 
 
 def policy_format(layer: TracedLayer, policy: Policy) -> TTFormat:
     """The policy's format for one layer (ttm for linear layers); TTPlanError if the channels do not split."""
-    kind = "ttm" if layer.kind == "linear" else policy.format
+    kind = linear_format() if layer.kind == "linear" else policy.format
     spec = layer.spec
     if policy.rank is not None:
         return make_format(kind, spec, rank=policy.rank, order=policy.order)

@@ -30,21 +30,14 @@ NUMERIC = {"dense_macs", "dense_params", "published_macs", "best_macs", "params"
            "params_reduction"}
 
 
-def _modes(values: tuple[int, ...]) -> str:
-    return "·".join(map(str, values))
-
-
 def layer_row(layer: ArchLayer) -> dict[str, object]:
     """One layer as plain values (ints and strings); dense layers repeat their dense cost as planned."""
     fmt = layer.fmt or layer.rejected
     plan = layer.plan or layer.rejected_plan
     if fmt is None:
         shape = ranks = "dense"
-    elif fmt.kind == "hodec":
-        shape = f"{fmt.label} {_modes(fmt.tt_shapes(layer.spec))}"
-        ranks = ",".join(map(str, fmt.ranks))
     else:
-        shape = f"{fmt.kind} in {_modes(fmt.in_modes)} out {_modes(fmt.out_modes)}"
+        shape = fmt.describe(layer.spec)
         ranks = ",".join(map(str, fmt.ranks))
     notes = []
     if layer.worse_than_dense and plan is not None:

@@ -76,7 +76,7 @@ def hodec_config(arch: str, input_size: tuple[int, int, int], stages: tuple[str,
                             out_modes=MODES[spec.out_channels][::-1], rank=1)
         ranks = tuple(min(rank, r) for r in probe.max_ranks(spec))
         fmt = make_format("hodec", spec, in_modes=probe.in_modes, out_modes=probe.out_modes, ranks=ranks)
-        out[layer.name] = {"format": "hodec", "tt_shapes": list(fmt.tt_shapes(spec)), "ranks": list(fmt.ranks)}
+        out[layer.name] = fmt.to_config(spec)
     return out
 
 

@@ -80,7 +80,7 @@ def run_benchmark(repeats: int = 5, optimal_max_tensors: int = 10, progress=None
         t_opt, opt = (None, None)
         if len(net.tensors) <= optimal_max_tensors:
             t_opt, opt = _median_time(lambda net=net: opt_einsum_peer(net, "optimal"), max(1, repeats // 2))
-        published = schemes_for(net)[net.fmt.kind].macs
+        published = schemes_for(net)[net.fmt.published_scheme].macs
         rows.append(PlannerRow(label, len(net.tensors), t_best, t_opt, t_dp, best.macs, published,
                                opt.plan.macs if opt else None, dp.plan.macs, dp.im2col_macs))
         if progress is not None:

@@ -8,9 +8,10 @@ import click
 from click.core import ParameterSource
 
 from ttplan.cli.options import IntList, format_from_options, format_options, geometry_options, spec_from_options
+from ttplan.core.formats import published_schemes
 from ttplan.errors import TTPlanError
 
-SCHEMES = ("best", "published", "classical", "hodec", "ttm", "dense")
+SCHEMES = ("best", "published", *published_schemes(), "dense")
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes")
 ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse")

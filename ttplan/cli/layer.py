@@ -89,7 +89,5 @@ def _where(result: LayerPlan, step) -> str:
     """Where a step runs: on the weights, or on the feature map at which resolution."""
     if step.kind == "weight":
         return "weights, once per forward" if not result.best.fold_weights else "weights, folded at load"
-    (h, w), (oh, ow) = result.spec.input_size, result.spec.output_size
-    conv = [s.number for s in result.best.steps if s.kind == "conv"]
-    after = step.kind == "conv" or (conv and step.number > conv[0])
-    return f"{'conv, ' if step.kind == 'conv' else ''}at {oh}x{ow}" if after else f"at {h}x{w}"
+    h, w = step.map_size
+    return f"{'conv, ' if step.kind == 'conv' else ''}at {h}x{w}"

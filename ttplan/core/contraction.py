@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ttplan.core.network import TensorNetwork
+from ttplan.core.network import TensorNetwork, index_order
 from ttplan.errors import TTPlanError
 
 #: indices whose size the cost model handles itself (batch, spatial, window)
@@ -108,6 +108,7 @@ class Step:
     pixels: int | None
     elements: int
     shares_index: bool  # False for an outer product
+    map_size: tuple[int, int] | None = None  # (H, W) the feature-map step runs at (H', W' from the conv on)
 
     def to_dict(self) -> dict:
         """JSON-ready description of the step."""
@@ -157,10 +158,12 @@ class ContractionPlan:
                 raise TTPlanError(f"plan {self.name!r} step {number}: ({a}, {b}) does not name two live tensors")
             cost = pair_cost(net, ops[a], ops[b])
             label = "·".join(net.tensors[n].name for n in sorted(cost.result.leaves))
+            size = None if cost.kind == "weight" else (
+                net.spec.output_size if cost.result.windowed else net.spec.input_size)
             steps.append(
                 Step(number, a, b, nxt, names[a], names[b], label, cost.kind,
-                     tuple(sorted(cost.result.indices, key=_index_order)), cost.macs, cost.pixels, cost.elements,
-                     bool(ops[a].indices & ops[b].indices))
+                     tuple(sorted(cost.result.indices, key=index_order)), cost.macs, cost.pixels, cost.elements,
+                     bool(ops[a].indices & ops[b].indices), size)
             )
             del ops[a], ops[b]
             ops[nxt], names[nxt] = cost.result, label
@@ -171,6 +174,17 @@ class ContractionPlan:
         if last.indices != frozenset(net.output):
             raise TTPlanError(f"plan {self.name!r} ends with indices {sorted(last.indices)}, not {list(net.output)}")
         return tuple(steps)
+
+    def contracted_at(self) -> dict[str, int]:
+        """For each index, the number of the step that sums it (indices never summed are absent)."""
+        live = {n: frozenset(t.indices) for n, t in enumerate(self.network.tensors)}
+        at: dict[str, int] = {}
+        for step in self.steps:
+            both = live.pop(step.left) | live.pop(step.right)
+            live[step.result] = frozenset(step.indices)
+            for name in both - live[step.result]:
+                at[name] = step.number
+        return at
 
     @property
     def feature_macs(self) -> int:
@@ -194,8 +208,8 @@ class ContractionPlan:
 
     @property
     def params(self) -> int:
-        """Elements of all cores plus the bias if present."""
-        return self.network.params() + (self.network.spec.out_channels if self.network.spec.bias else 0)
+        """Elements of all cores plus the bias if present (`TTFormat.params`)."""
+        return self.network.fmt.params(self.network.spec)
 
     @property
     def largest_intermediate(self) -> int:
@@ -257,9 +271,3 @@ class ContractionPlan:
 
     def __repr__(self) -> str:
         return f"ContractionPlan({self.name!r}, macs={self.macs:,}, steps={len(self.pairs)})"
-
-
-def _index_order(name: str) -> tuple[int, int]:
-    """Sort indices as b, s, k, i*, o*, r* for readable step listings."""
-    order = {"b": 0, "s": 1, "k": 2, "i": 3, "o": 4, "r": 5}
-    return (order.get(name[0], 9), int(name[1:]) if name[1:].isdigit() else 0)

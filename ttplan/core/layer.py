@@ -37,7 +37,7 @@ class LayerPlan:
     @property
     def published(self) -> ContractionPlan:
         """The format's own published order."""
-        return self.schemes[self.fmt.kind]
+        return self.schemes[self.fmt.published_scheme]
 
     def summary(self, plan: ContractionPlan) -> dict:
         """One plan's totals, with ratios to dense."""
@@ -72,12 +72,7 @@ class LayerPlan:
                 "output_size": list(self.spec.output_size),
                 "batch": self.network.batch,
             },
-            "format": {
-                "kind": self.fmt.label,
-                "in_modes": list(self.fmt.in_modes),
-                "out_modes": list(self.fmt.out_modes),
-                "ranks": list(self.fmt.ranks),
-            },
+            "format": self.fmt.to_dict(),
             "fold_weights": self.best.fold_weights,
             "baseline": {"macs": self.baseline_macs, "flops": 2 * self.baseline_macs, "params": self.baseline_params},
             "schemes": {name: self.summary(plan) for name, plan in self.schemes.items()},

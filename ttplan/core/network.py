@@ -20,6 +20,12 @@ from ttplan.errors import TTPlanError
 INDEX_KINDS = ("batch", "spatial", "window", "in", "out", "rank")
 
 
+def index_order(name: str) -> tuple[int, int]:
+    """The one sort key of index names: b, s, k, i*, o*, r* (by kind), then by number (`o2` before `o10`)."""
+    order = {"b": 0, "s": 1, "k": 2, "i": 3, "o": 4, "r": 5}
+    return (order.get(name[0], 9), int(name[1:]) if name[1:].isdigit() else 0)
+
+
 @dataclass(frozen=True)
 class Index:
     """One index: its name, its size and what it stands for."""
@@ -72,14 +78,8 @@ class TensorNetwork:
         return self.indices[name].size
 
     def params(self) -> int:
-        """Elements of all cores (the bias, if any, is not part of the network)."""
-        total = 0
-        for tensor in self.tensors[1:]:
-            n = 1
-            for name in tensor.indices:
-                n *= self.indices[name].size
-            total += n
-        return total
+        """Elements of all cores (the bias, if any, is not part of the network): `TTFormat.core_params`."""
+        return self.fmt.core_params(self.spec)
 
     def graph(self) -> nx.MultiGraph:
         """A networkx view: tensors are nodes, each shared index an edge, output indices dangle."""
@@ -117,7 +117,7 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
     for core in cores:
         for name in core.indices:
             if name.startswith("r"):
-                indices[name] = Index(name, fmt.ranks[int(name[1:])], "rank")
+                indices[name] = Index(name, fmt.rank_size(name), "rank")
     x_indices = ("b", "s", *(("k",) if has_window else ()), *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
     tensors = (Tensor("X", x_indices, is_input=True), *(Tensor(core.name, core.indices) for core in cores))
     output = ("b", "s", *(f"o{j}" for j in range(1, len(fmt.out_modes) + 1)))

@@ -72,14 +72,20 @@ class ConvSpec:
         return spec
 
     def validate(self) -> None:
-        """Reject what `nn.Conv2d` would reject or what ttplan cannot plan, in one line."""
+        """Reject what `nn.Conv2d` would reject or what ttplan cannot plan, in one line.
+
+        Grouped convs are valid specs (their dense cost is counted); only TT formats refuse them.
+        """
         for name in ("in_channels", "out_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise TTPlanError(f"{name}={value!r}: expected a positive int")
-        if self.groups != 1:
+        groups = self.groups
+        if (not isinstance(groups, int) or isinstance(groups, bool) or groups < 1
+                or self.in_channels % groups or self.out_channels % groups):
             raise TTPlanError(
-                f"groups={self.groups}: only groups=1 convs can be TT-decomposed; leave grouped convs dense"
+                f"groups={groups!r}: expected a positive int dividing in_channels={self.in_channels} "
+                f"and out_channels={self.out_channels}"
             )
         for name in ("kernel_size", "stride", "dilation", "input_size"):
             pair = getattr(self, name)
@@ -123,13 +129,18 @@ class ConvSpec:
         h, w = self.output_size
         return h * w
 
+    @cached_property
+    def kernel_elements(self) -> int:
+        """Elements of the dense kernel `[O, I/groups, k_h, k_w]`."""
+        return self.out_channels * (self.in_channels // self.groups) * self.window
+
     def dense_macs(self, batch: int = 1) -> int:
-        """MACs of the dense conv: B * H'W' * O * I * K (bias adds are not MACs)."""
-        return batch * self.out_pixels * self.out_channels * self.in_channels * self.window
+        """MACs of the dense conv: B * H'W' * O * (I/groups) * K (bias adds are not MACs). The one count of it."""
+        return batch * self.out_pixels * self.kernel_elements
 
     def dense_params(self) -> int:
-        """Elements of the dense kernel, plus the bias if present."""
-        return self.out_channels * self.in_channels * self.window + (self.out_channels if self.bias else 0)
+        """Elements of the dense kernel, plus the bias if present. The one count of it."""
+        return self.kernel_elements + (self.out_channels if self.bias else 0)
 
     def describe(self) -> str:
         """A one-line summary like `128->256 3x3 s2 p1 28x28->14x14`."""

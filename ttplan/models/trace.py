@@ -57,8 +57,8 @@ def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
 
 
 def _conv_spec(conv: nn.Conv2d, input_size: tuple[int, int]) -> ConvSpec:
-    """The spec of a conv module at the input size it was called with; grouped convs skip validation."""
-    fields = dict(
+    """The validated spec of a conv module at the input size it was called with (grouped convs included)."""
+    return ConvSpec.make(
         in_channels=conv.in_channels,
         out_channels=conv.out_channels,
         kernel_size=_ints(conv.kernel_size),
@@ -69,9 +69,6 @@ def _conv_spec(conv: nn.Conv2d, input_size: tuple[int, int]) -> ConvSpec:
         groups=conv.groups,
         bias=conv.bias is not None,
     )
-    if conv.groups != 1:
-        return ConvSpec(**fields)  # type: ignore[arg-type]
-    return ConvSpec.make(**fields)  # type: ignore[arg-type]
 
 
 def _one_line(error: BaseException) -> str:
@@ -136,16 +133,13 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Tra
 
 
 def layer_macs(spec: ConvSpec, batch: int = 1) -> int:
-    """Dense MACs of one layer; a grouped conv does `1/groups` of what `spec.dense_macs` reports."""
-    return spec.dense_macs(batch) // spec.groups
+    """Dense MACs of one layer (grouped convs included): `spec.dense_macs`, which owns the count."""
+    return spec.dense_macs(batch)
 
 
 def layer_params(spec: ConvSpec) -> int:
-    """Dense parameters of one layer; a grouped conv's kernel is `groups` times smaller, the bias is not."""
-    if spec.groups == 1:
-        return spec.dense_params()
-    weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.window
-    return weight + (spec.out_channels if spec.bias else 0)
+    """Dense parameters of one layer (grouped convs included): `spec.dense_params`, which owns the count."""
+    return spec.dense_params()
 
 
 def dense_totals(layers: list[TracedLayer], batch: int = 1) -> tuple[int, int]:

@@ -11,12 +11,11 @@ resolution. `from_dense` decomposes a dense kernel by a TT-SVD helper written in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
-from ttplan.core.formats import TTFormat
-from ttplan.core.spec import ConvSpec
+from ttplan.runtime.fold_cache import fold_key_source
 from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
 
 #: how generated code spells the run-time sizes
@@ -73,32 +72,6 @@ def convert(model: nn.Module) -> nn.Module:
         setattr(parent, attr, layer)
     return model
 '''
-
-
-@dataclass(frozen=True)
-class ChainLayout:
-    """How the format reads the dense kernel `W[o_1…o_e, i_1…i_d, k_h, k_w]` as a chain of 3-way cores."""
-
-    kernel_modes: tuple[int, ...]
-    chain_axes: tuple[int, ...]
-    chain_sizes: tuple[int, ...]
-    chain_ranks: tuple[int, ...]
-
-
-def chain_layout(fmt: TTFormat, spec: ConvSpec) -> ChainLayout:
-    """The kernel's axes in core order (docs/conventions.md): classical `k, (i_1 o_1)…`, hodec `o…, k, i…`."""
-    kh, kw = spec.kernel_size
-    d, e = len(fmt.in_modes), len(fmt.out_modes)
-    modes = (*fmt.out_modes, *fmt.in_modes, kh, kw)
-    outs, ins = list(range(e)), [e + j for j in range(d)]
-    pairs = [axis for j in range(min(d, e)) for axis in (ins[j], outs[j])]
-    if fmt.kind == "classical":
-        axes, ranks = (e + d, e + d + 1, *pairs), (1, *fmt.ranks)
-    elif fmt.kind == "ttm":
-        axes, ranks = (*pairs, e + d, e + d + 1), tuple(fmt.ranks)
-    else:
-        axes, ranks = (*outs, e + d, e + d + 1, *ins), tuple(fmt.ranks)
-    return ChainLayout(modes, axes, fmt.tt_shapes(spec), ranks)
 
 
 def _size(group: tuple[str, ...], sizes: dict[str, int]) -> str:
@@ -172,14 +145,10 @@ class _Renderer:
         ]
 
     def comment(self, step: Step, batch: int) -> str:
-        plan = self.program.plan
-        spec = plan.network.spec
         what = f"step {step.number}: {_ascii(step.left_name)} x {_ascii(step.right_name)}"
         if step.kind == "weight":
             return f"# {what}, weight-only: {step.macs:,} MACs"
-        conv = next((s.number for s in plan.steps if s.kind == "conv"), None)
-        after = step.kind == "conv" or (conv is not None and step.number > conv)
-        h, w = spec.output_size if after else spec.input_size
+        h, w = step.map_size
         kind = "conv2d" if step.kind == "conv" else "feature map"
         return f"# {what}, {kind} at {h}x{w}: {step.macs:,} MACs at batch {batch}"
 
@@ -203,7 +172,7 @@ class _Renderer:
 def class_name(plan: ContractionPlan) -> str:
     """A readable class name from the layer geometry and format, e.g. `TTHodecConv128to256K3S2P1`."""
     spec, fmt = plan.network.spec, plan.network.fmt
-    label = fmt.label.capitalize()
+    label = "".join(part.capitalize() for part in fmt.label.replace("_", "-").split("-"))
     if spec.linear:
         return f"TT{label}Linear{spec.in_channels}to{spec.out_channels}"
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = spec.kernel_size, spec.stride, spec.padding, spec.dilation
@@ -218,21 +187,6 @@ def class_name(plan: ContractionPlan) -> str:
             f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
 
 
-def _core_axes(fmt: TTFormat, spec: ConvSpec) -> list[str]:
-    """`[r0, o1, r1]`-style names of each core's parameter axes (boundary ranks show as 1, the window as kh, kw)."""
-    cores = fmt.cores(spec)
-    out = []
-    for n, core in enumerate(cores):
-        names = [a for i in core.indices for a in (("kh", "kw") if i == "k" else (i,))]
-        missing = len(core.shape) - len(names)
-        if missing == 2 or (missing == 1 and n == 0 and len(cores) > 1 and fmt.kind != "classical"):
-            names.insert(0, "1")
-        if len(names) < len(core.shape):
-            names.append("1")
-        out.append("[" + ", ".join(names) + "]")
-    return out
-
-
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None) -> str:
     """The source of one `nn.Module` class that runs `plan` (see the module docstring)."""
     program = lower(plan)
@@ -240,7 +194,7 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
     spec, fmt = net.spec, net.fmt
     name = name or class_name(plan)
     bias = spec.bias if bias is None else bias
-    layout = chain_layout(fmt, spec)
+    layout = fmt.chain_layout(spec)
     render = _Renderer(program)
     cores = fmt.cores(spec)
     kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
@@ -254,7 +208,7 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "",
         f"    in_modes {list(fmt.in_modes)}, out_modes {list(fmt.out_modes)}, ranks {list(fmt.ranks)}; "
         f"{net.params():,} core parameters",
-        f"    (dense kernel: {spec.out_channels * spec.in_channels * spec.window:,}). Planned at batch "
+        f"    (dense kernel: {spec.kernel_elements:,}). Planned at batch "
         f"{net.batch}: {plan.feature_macs:,} MACs on the feature map",
         f"    + {plan.weight_macs:,} weight-only MACs per forward (FLOPs = 2 x MACs); the dense {what}: "
         f"{dense_macs:,} MACs.",
@@ -281,8 +235,9 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "        super().__init__()",
         "        factory = {\"device\": device, \"dtype\": dtype}",
     ]
-    for core, axes in zip(cores, _core_axes(fmt, spec)):
+    for core in cores:
         shape = ", ".join(map(str, core.shape))
+        axes = "[" + ", ".join(core.axes) + "]"
         lines.append(f"        self.{core.name} = nn.Parameter(torch.empty({shape}, **factory))  # {axes}")
     lines += [
         "        if bias:",
@@ -319,11 +274,11 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
             "",
             "    def folded_weights(self) -> tuple[torch.Tensor, ...]:",
             '        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a',
-            '        core changes (version counter, storage, dtype), so training and load_state_dict keep working."""',
+            '        core changes (version, storage, dtype, device), so training and load_state_dict keep working."""',
             "        recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())",
             "        if not self.fold_weights or recording:",
             "            return self.weights()",
-            "        key = tuple((core._version, core.data_ptr(), core.dtype) for core in self.cores())",
+            f"        key = {fold_key_source('self.cores()')}",
             "        if self._folded is None or self._folded[0] != key:",
             "            with torch.no_grad():",
             "                self._folded = (key, self.weights())",
@@ -437,4 +392,4 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
     return _file(doc, classes, [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"], extra, copy=True)
 
 
-__all__ = ["ChainLayout", "chain_layout", "class_name", "emit_class", "emit_layer", "emit_model"]
+__all__ = ["class_name", "emit_class", "emit_layer", "emit_model"]

@@ -2,11 +2,8 @@
 
 Layouts follow docs/conventions.md: channels split row-major over their modes; the rebuilt kernel is
 `W[o_1…o_e, i_1…i_d, k_h, k_w]` reshaped to `[O, I, k_h, k_w]`. Each format is a chain of 3-way cores
-`[r_left, n, r_right]` over a reordered kernel:
-
-- classical: `[K, I_1·O_1, …, I_d·O_d]` (S first, then `G_j` with `i_j` major, `o_j` minor);
-- hodec / tucker2: `[O_1, …, O_e, K, I_1, …, I_d]` (the published `tt_shapes` order);
-- ttm: `[I_1·O_1, …, I_d·O_d]`.
+`[r_left, n, r_right]` over a reordered kernel; the format says which (`TTFormat.chain_layout`), e.g.
+classical `[K, I_1·O_1, …, I_d·O_d]`, hodec `[O_1, …, O_e, K, I_1, …, I_d]`.
 
 Decomposition is sequential truncated SVD left to right (left-orthogonal cores, singular values pushed
 right). Ranks above what an SVD can give are padded with zeros, which leaves the rebuild unchanged.
@@ -15,50 +12,18 @@ right). Ranks above what an SVD can give are padded with zeros, which leaves the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from ttplan.core.formats import TTFormat
+from ttplan.core.formats import ChainLayout, TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
 
-@dataclass(frozen=True)
-class _Chain:
-    """How a format sees the kernel: the permutation into chain order and the chain's sizes and ranks."""
-
-    base: tuple[int, ...]  # W viewed as [O_1..O_e, I_1..I_d, k_h, k_w]
-    perm: tuple[int, ...]  # axes of `base` in chain order
-    sizes: tuple[int, ...]  # mode size of each chain core
-    ranks: tuple[int, ...]  # len(sizes) + 1 ranks, 1 at both ends
-
-
-def _chain(fmt: TTFormat, spec: ConvSpec) -> _Chain:
-    """The chain view of `fmt` on `spec`'s kernel (which axes go to which core, in core order)."""
-    kh, kw = spec.kernel_size
-    d, e = len(fmt.in_modes), len(fmt.out_modes)
-    base = (*fmt.out_modes, *fmt.in_modes, kh, kw)
-    o_ax, i_ax, kh_ax, kw_ax = list(range(e)), [e + j for j in range(d)], e + d, e + d + 1
-    pairs = [ax for j in range(min(d, e)) for ax in (i_ax[j], o_ax[j])]  # classical/ttm: d == e
-    if fmt.kind == "classical":
-        perm = (kh_ax, kw_ax, *pairs)
-        ranks = (1, *fmt.ranks)
-    elif fmt.kind == "ttm":
-        perm = (*pairs, kh_ax, kw_ax)  # the window is 1x1 here, so it folds into the last core
-        ranks = tuple(fmt.ranks)
-    elif fmt.kind == "hodec":
-        perm = (*o_ax, kh_ax, kw_ax, *i_ax)
-        ranks = tuple(fmt.ranks)
-    else:
-        raise TTPlanError(f"format={fmt.kind!r}: expected classical, hodec or ttm")
-    return _Chain(base, perm, fmt.tt_shapes(spec), ranks)
-
-
-def _check_format(fmt: TTFormat, spec: ConvSpec) -> _Chain:
-    """Validate the format against the layer and return its chain view."""
+def _check_format(fmt: TTFormat, spec: ConvSpec) -> ChainLayout:
+    """Validate the format against the layer and return its chain view (`TTFormat.chain_layout`)."""
     fmt.validate(spec)
-    return _chain(fmt, spec)
+    return fmt.chain_layout(spec)
 
 
 def _kernel_shape(spec: ConvSpec) -> tuple[int, ...]:
@@ -107,19 +72,20 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
     _check_weight(weight, spec)
     chain = _check_format(fmt, spec)
     work = weight.detach().to(_work_dtype(weight))
-    tensor = work.reshape(chain.base).permute(chain.perm).reshape(chain.sizes)
+    tensor = work.reshape(chain.kernel_modes).permute(chain.chain_axes).reshape(chain.chain_sizes)
 
     chain_cores: list[torch.Tensor] = []
     rest = tensor.reshape(1, -1)
     r_prev = 1  # rank actually achieved at the previous cut (<= the requested one)
-    for t in range(len(chain.sizes) - 1):
-        mat = rest.reshape(r_prev * chain.sizes[t], -1)
+    sizes, ranks = chain.chain_sizes, chain.chain_ranks
+    for t in range(len(sizes) - 1):
+        mat = rest.reshape(r_prev * sizes[t], -1)
         u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-        r = min(chain.ranks[t + 1], s.numel())
-        chain_cores.append(_pad(u[:, :r].reshape(r_prev, chain.sizes[t], r), chain.ranks[t], chain.ranks[t + 1]))
+        r = min(ranks[t + 1], s.numel())
+        chain_cores.append(_pad(u[:, :r].reshape(r_prev, sizes[t], r), ranks[t], ranks[t + 1]))
         rest = s[:r, None] * vh[:r]
         r_prev = r
-    chain_cores.append(_pad(rest.reshape(r_prev, chain.sizes[-1], 1), chain.ranks[-2], 1))
+    chain_cores.append(_pad(rest.reshape(r_prev, sizes[-1], 1), ranks[-2], 1))
 
     shapes = [c.shape for c in fmt.cores(spec)]
     return [c.reshape(shape).to(weight.dtype) for c, shape in zip(chain_cores, shapes)]
@@ -128,21 +94,14 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
 def rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec) -> torch.Tensor:
     """The dense kernel `[O, I, k_h, k_w]` (`[O, I]` for linear layers) from the cores; differentiable."""
     chain = _check_format(fmt, spec)
-    expected = fmt.cores(spec)
-    if len(cores) != len(expected):
-        raise TTPlanError(
-            f"{len(cores)} cores given: the {fmt.label} format has {len(expected)} "
-            f"({', '.join(c.name for c in expected)})"
-        )
-    for core, want in zip(cores, expected):
-        if tuple(core.shape) != want.shape:
-            raise TTPlanError(f"core {want.name} of shape {list(core.shape)}: expected {list(want.shape)}")
-    full = cores[0].reshape(chain.sizes[0], chain.ranks[1])
+    fmt.check_cores([tuple(core.shape) for core in cores], spec)
+    sizes, ranks, axes = chain.chain_sizes, chain.chain_ranks, chain.chain_axes
+    full = cores[0].reshape(sizes[0], ranks[1])
     for t in range(1, len(cores)):
-        core = cores[t].reshape(chain.ranks[t], chain.sizes[t] * chain.ranks[t + 1])
-        full = torch.tensordot(full, core, dims=1).reshape(-1, chain.ranks[t + 1])
-    permuted = full.reshape([chain.base[p] for p in chain.perm])
-    inverse = [chain.perm.index(a) for a in range(len(chain.perm))]
+        core = cores[t].reshape(ranks[t], sizes[t] * ranks[t + 1])
+        full = torch.tensordot(full, core, dims=1).reshape(-1, ranks[t + 1])
+    permuted = full.reshape([chain.kernel_modes[p] for p in axes])
+    inverse = [axes.index(a) for a in range(len(axes))]
     return permuted.permute(inverse).reshape(_kernel_shape(spec))
 
 

@@ -20,16 +20,17 @@ from torch import nn
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.network import build_network
-from ttplan.core.schemes import SCHEMES
+from ttplan.core.schemes import scheme, scheme_names
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
+from ttplan.runtime.fold_cache import fold_key
 from ttplan.runtime.lowering import Program, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
-PLAN_NAMES = ("best", "published", *SCHEMES)
+PLAN_NAMES = ("best", "published", *scheme_names())
 
 
 def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,
@@ -49,8 +50,7 @@ def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "b
     network = build_network(spec, fmt, batch)
     if plan == "best":
         return optimize(network, fold_weights=fold_weights)
-    name = fmt.kind if plan == "published" else plan
-    return SCHEMES[name](network, fold_weights)
+    return scheme(fmt.published_scheme if plan == "published" else plan, network, fold_weights)
 
 
 class _TTLayer(nn.Module):
@@ -95,7 +95,7 @@ class _TTLayer(nn.Module):
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         if not self.fold_weights or recording:
             return fold(self.program, cores)
-        key = tuple((core._version, core.data_ptr(), core.dtype, core.device) for core in cores)
+        key = fold_key(cores)
         if self._folded is None or self._folded[0] != key:
             with torch.no_grad():
                 self._folded = (key, fold(self.program, cores))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ttplan.core.contraction import ContractionPlan
+from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
 
 #: name of the input feature map in a program
@@ -111,19 +112,6 @@ def _contiguous_block(order: tuple[str, ...], block: set[str]) -> tuple[int, int
     return (where[0], where[-1] + 1)
 
 
-def _contracted_at(plan: ContractionPlan) -> dict[str, int]:
-    """For each index, the number of the step that sums it (indices never summed are absent)."""
-    net = plan.network
-    live = {n: frozenset(t.indices) for n, t in enumerate(net.tensors)}
-    at: dict[str, int] = {}
-    for step in plan.steps:
-        left, right = live.pop(step.left), live.pop(step.right)
-        for name in left & right:
-            at[name] = step.number
-        live[step.result] = left ^ right
-    return at
-
-
 class _Lowering:
     """Walks the plan's steps and records instructions and the index order of every tensor.
 
@@ -142,7 +130,7 @@ class _Lowering:
         self.names: dict[int, str] = {}
         self.weight: list[Instruction] = []
         self.feature: list[Instruction] = []
-        self.at = _contracted_at(plan)
+        self.at = plan.contracted_at()
         self.partners: dict[int, set[str]] = {}
         for name, number in self.at.items():
             self.partners.setdefault(number, set()).add(name)
@@ -162,7 +150,7 @@ class _Lowering:
         """Order the indices a product creates, which land right after `before`: those summed together with one
         of `before` first (they will be adjacent to it), then the never-summed ones in index order, then the rest."""
         near = [i for i in new if i in self.at and self.partners[self.at[i]] & set(before)]
-        never = sorted((i for i in new if i not in self.at), key=_index_key)
+        never = sorted((i for i in new if i not in self.at), key=index_order)
         rest = [i for i in new if i in self.at and i not in near]
         return (*near, *never, *rest)
 
@@ -262,11 +250,6 @@ class _Lowering:
         self.layouts["y"] = ("b", *outs, "s")
 
 
-def _index_key(name: str) -> tuple[str, int]:
-    """Sort key for index names: by kind letter, then by number (`o2` before `o10`)."""
-    return (name[0], int(name[1:]) if name[1:].isdigit() else 0)
-
-
 def _perm(layout: tuple[str, ...], target: tuple[str, ...]) -> tuple[int, ...] | None:
     """The permutation taking `layout` to `target` (same indices), or None if it is the identity."""
     perm = tuple(layout.index(i) for i in target)
@@ -325,13 +308,9 @@ def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[
 
 
 def _check_cores(program: Program, cores: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
-    """One-line error unless the cores have the format's count and shapes."""
-    shapes = program.plan.network.fmt.cores(program.plan.network.spec)
-    if len(cores) != len(shapes):
-        raise TTPlanError(f"{len(cores)} cores given: the format has {len(shapes)} ({', '.join(program.cores)})")
-    for core, want in zip(cores, shapes):
-        if tuple(core.shape) != want.shape:
-            raise TTPlanError(f"core {want.name} of shape {list(core.shape)}: expected {list(want.shape)}")
+    """One-line error unless the cores have the format's count and shapes (`TTFormat.check_cores`)."""
+    net = program.plan.network
+    net.fmt.check_cores([tuple(core.shape) for core in cores], net.spec)
 
 
 def fold(plan: ContractionPlan | Program, cores: list[torch.Tensor] | tuple[torch.Tensor, ...]

@@ -526,9 +526,8 @@ def _decompose(run: _Run) -> None:
 
 
 def format_dict(fmt: TTFormat) -> dict[str, Any]:
-    """A format as plain data (the fields of `TTFormat`)."""
-    return {"kind": fmt.kind, "in_modes": list(fmt.in_modes), "out_modes": list(fmt.out_modes),
-            "ranks": list(fmt.ranks)}
+    """A format as plain data (`TTFormat.to_dict`)."""
+    return fmt.to_dict()
 
 
 def _planned(run: _Run) -> dict[str, Any]:
@@ -610,8 +609,7 @@ def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
         path = path / TT_MODEL
     data = _load(path, "TT model")
     model, input_size = load_model(data["arch"], tuple(data["input_size"]))
-    formats = {name: TTFormat(f["kind"], tuple(f["in_modes"]), tuple(f["out_modes"]), tuple(f["ranks"]))
-               for name, f in data["formats"].items()}
+    formats = {name: TTFormat.from_dict(f) for name, f in data["formats"].items()}
     tt = _convert(model, formats, input_size, data.get("scheme", "best"))
     tt.load_state_dict(data["model"])
     return tt.to(device).eval()

@@ -1,0 +1,32 @@
+"""The planning core imports and plans without torch: formats, networks, the search and the schemes."""
+
+import subprocess
+import sys
+
+from ttplan.core.formats import make_format
+from ttplan.core.layer import plan_layer
+from ttplan.core.spec import ConvSpec
+
+SCRIPT = """
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+from ttplan.core.formats import format_names, make_format
+from ttplan.core.layer import plan_layer
+from ttplan.core.spec import ConvSpec
+spec = ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
+for name in ("classical", "hodec", "tucker2"):
+    result = plan_layer(spec, make_format(name, spec, rank=16))
+    print(name, result.published.macs, result.best.macs, result.best.params)
+print(",".join(format_names()))
+"""
+
+
+def test_planning_needs_no_torch():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    spec = ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
+    expected = []
+    for name in ("classical", "hodec", "tucker2"):
+        result = plan_layer(spec, make_format(name, spec, rank=16))
+        expected.append(f"{name} {result.published.macs} {result.best.macs} {result.best.params}")
+    assert done.stdout.splitlines() == [*expected, "classical,hodec,tucker2,ttm"]
