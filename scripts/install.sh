@@ -16,7 +16,9 @@ FASHION=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 if [ -f "$FASHION" ]; then
     echo "Fashion-MNIST: already installed in /usr/share/datasets/fashion-mnist"
 elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-    if apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
+    # bounded: without a network apt-get update can wait a long time on each source
+    if timeout 300 apt-get update -qq >/dev/null 2>&1 \
+        && timeout 300 apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
         echo "Fashion-MNIST: installed the Debian package dataset-fashion-mnist"
     else
         echo "Fashion-MNIST: apt-get could not install dataset-fashion-mnist (no package index or no network);" \
