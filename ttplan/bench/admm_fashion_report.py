@@ -227,11 +227,11 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
               "accuracy before any fine-tuning; wall time is the whole run (training, evaluation after every epoch, "
               "decomposition) on the shared machine.", "",
               "| point | arm | seed | baseline acc. | compressed acc. | Δ | FLOPs↓ | params↓ | approx. error | "
-              "acc. after decomposition | wall time |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "acc. after decomposition | (dense acc. just before) | wall time |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     base = dense.final["accuracy"] if dense else None
     if dense:
-        lines.append(f"| – | dense baseline | 0 | {_pct(base)} | – | – | 0% | 0% | – | – | "
+        lines.append(f"| – | dense baseline | 0 | {_pct(base)} | – | – | 0% | 0% | – | – | – | "
                      f"{dense.wall_seconds:.0f} s |")
     for point in POINT_TITLES:
         for r in _arms(runs, point):
@@ -239,10 +239,11 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
             acc = _compressed(r)
             approx = "– (random weights)" if r.kind == "random" else f"{f['approximation_error_mean']:.4f}"
             after = "–" if r.kind == "random" else _pct(f["accuracy_decomposed"])
+            before = "–" if r.kind == "random" else _pct(f["accuracy_dense"])
             lines.append(f"| {point}% | {r.label} | {r.seed} | {_pct(base)} | {_pct(acc)} | "
                          f"{_points(acc - base) if base is not None else '–'} | "
                          f"{_pct(f['planned']['macs_reduction'], 1)} | {_pct(f['planned']['params_reduction'], 1)} | "
-                         f"{approx} | {after} | {r.wall_seconds:.0f} s |")
+                         f"{approx} | {after} | {before} | {r.wall_seconds:.0f} s |")
     skipped = experiment.get("skipped") or []
     if skipped:
         lines += ["", "Not run (the time limit given with `--deadline` would have been passed): "
