@@ -305,14 +305,20 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
 @click.option("--finetune-epochs", type=click.IntRange(min=1), default=Settings.finetune_epochs, show_default=True)
 @click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Cap batches per epoch (smoke tests).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seeds", default="0,1", show_default=True,
+              help="Seeds of the direct and ADMM arms at the first operating point (comma-separated).")
 @click.option("--deadline", type=click.IntRange(min=1), default=None,
               help="Minutes from now after which no arm may still be running: arms that would not finish are "
                    "skipped (most important first, see main_arms) and listed in the report.")
 def main(report_only: bool, out: Path, runs: Path, store: Path, configs: Path, data_dir: str | None,
          train_subset: int, pretrain_epochs: int, admm_epochs: int, finetune_epochs: int, max_batches: int | None,
-         threads: int, deadline: int | None) -> None:
+         threads: int, seeds: str, deadline: int | None) -> None:
     """Run every arm (or only render), then write reports/admm_fashion_mnist.md and its figures."""
-    settings = Settings(train_subset=train_subset, pretrain_epochs=pretrain_epochs, admm_epochs=admm_epochs,
+    try:
+        seed_list = tuple(int(v) for v in seeds.split(","))
+    except ValueError:
+        raise TTPlanError(f"--seeds {seeds!r}: expected comma-separated ints, e.g. 0,1,2") from None
+    settings = Settings(seeds=seed_list, train_subset=train_subset, pretrain_epochs=pretrain_epochs, admm_epochs=admm_epochs,
                         finetune_epochs=finetune_epochs, threads=threads, data_dir=data_dir, runs=runs, store=store,
                         configs=configs, extra=["--max-batches", str(max_batches)] if max_batches else [],
                         deadline=time.time() + 60 * deadline if deadline else None)
