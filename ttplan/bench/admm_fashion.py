@@ -318,7 +318,8 @@ def main(report_only: bool, out: Path, runs: Path, store: Path, configs: Path, d
         seed_list = tuple(int(v) for v in seeds.split(","))
     except ValueError:
         raise TTPlanError(f"--seeds {seeds!r}: expected comma-separated ints, e.g. 0,1,2") from None
-    settings = Settings(seeds=seed_list, train_subset=train_subset, pretrain_epochs=pretrain_epochs, admm_epochs=admm_epochs,
+    settings = Settings(seeds=seed_list, train_subset=train_subset, pretrain_epochs=pretrain_epochs,
+                        admm_epochs=admm_epochs,
                         finetune_epochs=finetune_epochs, threads=threads, data_dir=data_dir, runs=runs, store=store,
                         configs=configs, extra=["--max-batches", str(max_batches)] if max_batches else [],
                         deadline=time.time() + 60 * deadline if deadline else None)
