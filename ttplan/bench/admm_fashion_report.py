@@ -152,7 +152,7 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
         "",
         "Produced by `bash scripts/admm_fashion_mnist.sh` (`python -m ttplan.bench.admm_fashion`) on CPU with one "
         "torch thread at `nice 5` on a shared 2-core machine"
-        + (f", {experiment['total_seconds'] / 60:.0f} minutes in all" if "total_seconds" in experiment else "")
+        + f", {sum(r.wall_seconds for r in runs.values()) / 60:.0f} minutes of runs in all"
         + ". Every number is read from the runs' `metrics.json` and `run.json`, copied to "
         "`reports/admm_fashion_mnist/<run>/`; `bash scripts/admm_fashion_mnist.sh --report-only` renders this "
         "file again from them.",
