@@ -112,6 +112,7 @@ def figure_point(runs: dict[str, Run], point: str, prefix: Path) -> list[Path]:
     ax_acc.plot([e["epoch"] for e in pre], [e["accuracy"] for e in pre], color="#999999", label="shared pretraining")
     ax_loss.plot([e["epoch"] for e in pre], [e["loss"] for e in pre], color="#999999")
     arms = ([runs["dense"]] if "dense" in runs else []) + _arms(runs, point)
+    lowest = min([e["accuracy"] for r in [pretrain, *arms] for e in r.metrics["epochs"]])
     for run in arms:
         epochs = run.metrics["epochs"]
         offset = 0 if run.kind == "random" else shift
@@ -123,12 +124,19 @@ def figure_point(runs: dict[str, Run], point: str, prefix: Path) -> list[Path]:
         dist = [(x, _mean_distance(e)) for x, e in zip(xs, epochs) if _mean_distance(e) is not None]
         if dist:
             ax_dist.plot([p[0] for p in dist], [p[1] for p in dist], style, marker=".", color=colours.get(run.kind))
+    middle = [r for r in arms if r.kind in ("direct", "admm", "classical")]
+    decomposed_at = shift + middle[0].metrics["config"]["admm_epochs"] + 0.5 if middle else None
     for ax in (ax_acc, ax_loss, ax_dist):
         ax.axvline(shift + 0.5, color="#bbbbbb", linewidth=1)
+        if decomposed_at is not None:
+            ax.axvline(decomposed_at, color="#bbbbbb", linewidth=1, linestyle=":")
         ax.grid(True, alpha=0.3)
+    if decomposed_at is not None:
+        ax_acc.text(decomposed_at, 1.0, " decomposition", fontsize=7, va="top", color="#666666")
+    ax_acc.text(shift + 0.5, 1.0, " end of pretraining", fontsize=7, va="top", color="#666666")
     ax_acc.set_ylabel("test accuracy")
-    ax_acc.set_ylim(0.5, 1.0)
-    ax_acc.legend(fontsize=7, loc="lower right")
+    ax_acc.set_ylim(max(0.0, min(0.5, lowest - 0.05)), 1.0)
+    ax_acc.legend(fontsize=7, loc="lower left")
     ax_loss.set_ylabel("training loss")
     ax_loss.set_yscale("log")
     ax_dist.set_ylabel("mean ‖W − Z‖/‖W‖")
