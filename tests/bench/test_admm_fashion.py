@@ -102,7 +102,8 @@ def test_report_from_stored_runs(tmp_path):
     # mean 88.10 vs 86.80: +1.30 points, above the seed half-range (0.20)
     assert "ADMM ends **more accurate** than direct decomposition: 88.10% ± 0.10" in text
     assert "+1.30 points" in text and "`random65`" in text
-    assert "**Summary.** ADMM ends ahead of direct decomposition + fine-tuning at every point measured: 80% (+1.30" in text
+    summary = "**Summary.** ADMM ends ahead of direct decomposition + fine-tuning at every point measured: 80% (+1.30"
+    assert summary in text
     assert "Against the TT model trained from random initialisation for the same total epochs: 80%: ADMM +3.10" in text
     assert "python -m ttplan train --out runs/admm80_s1" in text
     assert (tmp_path / "report_80.png").is_file() and (tmp_path / "report_80.svg").is_file()
