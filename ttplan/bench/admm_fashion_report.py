@@ -174,7 +174,8 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
         "augmentation (random crop with 4-pixel padding, horizontal flip); evaluation images none. Normalised with "
         "the 60,000 training images' mean and std.",
         "- Model: CIFAR ResNet-20 (option-A shortcuts) with **one input channel at 28x28** — ResNet-20 rather "
-        "than the published table's ResNet-32 because the CPU budget (about an hour on a shared 2-core machine) "
+        "than the published table's ResNet-32 because the CPU budget (one core of a shared 2-core machine for "
+        "about an hour and a half) "
         "cannot hold ResNet-32's 1.70x the MACs (52.5 M against 30.8 M at 28x28, `ttplan plan resnet32 "
         "--input-size 1,28,28`) at these epoch counts; the first conv and the classifier stay dense.",
         f"- Schedule: one shared dense pretraining of **{pre.metrics['config']['pretrain_epochs']} epochs** "
@@ -215,7 +216,9 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
               + (f" and {tune} fine-tuning epoch(s)" if tune else "")
               + ", scored on the 5,000 validation images (never the test set). The ρ with the best validation "
               + ("accuracy after that fine-tuning" if tune else "accuracy right after decomposition")
-              + " is used for every ADMM arm below (hodec and classical, both points).", "",
+              + " is used for every ADMM arm below (hodec and classical, both points). The pilot at the chosen ρ "
+              "and the ADMM arm with seed 0 train identically (same seed, same training images); only the images "
+              "they are scored on differ.", "",
               "| ρ | ‖W − Z‖/‖W‖ mean, last ADMM epoch | approx. error at decomposition | val. accuracy before "
               "decomposition | right after | after fine-tuning |",
               "| ---: | ---: | ---: | ---: | ---: | ---: |"]
