@@ -255,6 +255,10 @@ def render(runs: dict[str, Run], configs: dict[str, Any], experiment: dict[str, 
                          f"{_points(acc - base) if base is not None else '–'} | "
                          f"{_pct(f['planned']['macs_reduction'], 1)} | {_pct(f['planned']['params_reduction'], 1)} | "
                          f"{approx} | {after} | {before} | {r.wall_seconds:.0f} s |")
+    same = [r.wall_seconds for r in runs.values() if r.kind in ("direct", "admm")]
+    if len(same) > 1:
+        lines += ["", f"Wall times vary with the other jobs on the shared machine: the direct and ADMM runs, which do "
+                  f"the same work, took {min(same):.0f}–{max(same):.0f} s ({max(same) / min(same):.1f}x)."]
     skipped = experiment.get("skipped") or []
     if skipped:
         lines += ["", "Not run (the time limit given with `--deadline` would have been passed): "
