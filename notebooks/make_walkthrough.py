@@ -108,7 +108,7 @@ for step in plan.steps:
     print(f"step {step.number}: {step.left_name} x {step.right_name} -> [{','.join(step.indices)}] "
           f"{step.elements:>9,} elements {step.macs:>12,} MACs{both}")
 
-# the formula of DESIGN.md, computed independently of the planner
+# the formula of docs/cost-model.md, computed independently of the planner
 pixels = spec.out_pixels
 expected = [pixels * spec.in_channels * r[0] * spec.window]
 for j in range(1, d + 1):
@@ -144,8 +144,8 @@ else:
     exec(compile(source, "generated_layer.py", "exec"), namespace)
     (class_name,) = namespace["__all__"]
     start = source.index(f"class {class_name}")
-    print(source[start:source.index("    def folded_weights", start)])  # the class up to its weight steps
-    print(source[source.index("    def forward", start):source.index("    @classmethod", start)])
+    print(source[start:source.index("    def weights", start)])  # the class constants: geometry and cores
+    print(source[source.index("    def forward", start):])  # the feature-map steps, in order
 
     torch.manual_seed(0)
     layer = namespace[class_name]()

@@ -8,7 +8,7 @@ read -r -a TTPLAN <<< "${TTPLAN:-python -m ttplan}"
 # ResNet-18 layer3.0.conv1: 128->256, 3x3, stride 2, padding 1, 28x28 -> 14x14
 LAYER=(--in-channels 128 --out-channels 256 --kernel-size 3 --stride 2 --padding 1 --input-size 28)
 
-# 1. rank sweep: classical and hodec (1, 2, 3 modes a side), ranks 2..64; data beside the figure
+# 1. rank sweep: classical, hodec (1, 2, 3 modes a side), tr (3 modes) and cp, ranks 2..64; data beside the figure
 "${TTPLAN[@]}" sweep "${LAYER[@]}" --ranks-range 2:64 --name "ResNet-18 layer3.0.conv1" \
     --json --out reports/sweep_layer3.0.conv1.json
 "${TTPLAN[@]}" plot sweep reports/sweep_layer3.0.conv1.json --out reports/sweep_layer3.0.conv1

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-}"
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
-python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "${OUT:-/tmp}/cuda_tests.log"
+python -m pytest -q -p no:cacheprovider tests/runtime/test_cuda.py 2>&1 | tee "${OUT:-/tmp}/cuda_tests.log"
 python -m ttplan bench latency --device cuda --append
 if [ "${1:-}" = "--admm" ]; then bash scripts/admm_digits.sh --device cuda; fi
 if [ -n "$OUT" ]; then cp reports/latency.md reports/admm_digits.md "$OUT"/; fi

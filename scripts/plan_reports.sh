@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the architecture planning reports (ttplan plan): default-policy tables for ResNet-18/50/32/56,
-# and budget runs for ResNet-32/56 at the HODEC paper's reductions (DESIGN.md), with the configs they find.
+# and budget runs for ResNet-32/56 at the HODEC paper's reductions (docs/cost-model.md), with the configs they find.
 # Usage: scripts/plan_reports.sh    (from the repository root; CPU only, about a minute)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -32,6 +32,7 @@ def test_committed_notebook_is_generated_and_cleared(tmp_path) -> None:
     assert target.read_text() == NOTEBOOK.read_text(), "run `python notebooks/make_walkthrough.py`"
 
 
+@pytest.mark.slow
 def test_notebook_executes_headless(monkeypatch) -> None:
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -1,8 +1,12 @@
-"""Reading files a user points ttplan at: every way they can be wrong is one line saying what was expected."""
+"""Files a user points ttplan at: reading them (every way they can be wrong is one line saying what was expected),
+checking an output path before any work, and writing atomically (temporary file beside it, then `os.replace`)."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ttplan.errors import TTPlanError
@@ -31,3 +35,102 @@ def read_user_json(path: str | Path, what: str, expected: str) -> object:
         raise TTPlanError(
             f"{what} {str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}): expected {expected}"
         ) from None
+
+
+def _nearest_existing(path: Path) -> Path:
+    """The closest ancestor of `path` (or `path` itself) that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def check_writable(path: str | Path, what: str = "--out") -> Path:
+    """`path` as a Path if a file can be written there (parents may be missing); else a one-line TTPlanError.
+
+    Checked before any work, so a long run never ends in a traceback: a folder given as the file, a parent
+    that is a file, and a folder where no file can be created (permissions, read-only or system paths).
+    """
+    path = Path(path)
+    shown = f"{what} {str(path)!r}"
+    if path.is_dir():
+        raise TTPlanError(f"{shown} is a folder: expected a file name, e.g. {path / 'report.md'}")
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise TTPlanError(f"{shown}: {str(existing)!r} is a file, not a folder: expected a path inside a folder")
+    _probe(existing, shown)
+    return path
+
+
+def _probe(folder: Path, shown: str) -> None:
+    """Create and remove a file in `folder`: the one test that sees permissions, read-only mounts and system paths."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".ttplan-probe-")
+    except OSError as error:
+        raise TTPlanError(f"{shown}: cannot create files in {str(folder)!r} ({error.strerror or error}): "
+                          "expected a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """`path` as a Path if it is (or can be created as) a folder to write files in; else a one-line TTPlanError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise TTPlanError(f"{what} {str(path)!r} is a file: expected a folder (new, or one ttplan made)")
+    if not path.is_dir():
+        return check_writable(path, what)
+    _probe(path, f"{what} {str(path)!r}")
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> bool:
+    """Call `write(tmp)` on a temporary file beside `path`, then move it into place; True if a file was replaced.
+
+    An interrupted or failed write leaves the old file (or none) and no temporary behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replaced = path.exists()
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return replaced
+
+
+def atomic_write_text(path: str | Path, text: str) -> bool:
+    """Write UTF-8 text atomically (see `atomic_write`); True if an existing file was replaced."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> bool:
+    """Write bytes atomically (see `atomic_write`); True if an existing file was replaced."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> bool:
+    """`torch.save` atomically (see `atomic_write`); True if an existing file was replaced."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_figure_atomic(fig: object, path: str | Path, **savefig_kwargs: object) -> bool:
+    """`fig.savefig` atomically, the format taken from `path`'s suffix; True if an existing file was replaced."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or None
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs))
+
+
+def written(path: str | Path, replaced: bool) -> str:
+    """The message after writing: `replaced PATH` when a file was there before, else `wrote PATH`."""
+    return f"{'replaced' if replaced else 'wrote'} {path}"

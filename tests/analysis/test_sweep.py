@@ -13,6 +13,7 @@ from ttplan.analysis.sweep import (
     format_label,
     load_sweep,
     parse_rank_range,
+    rank_bound,
     sweep_from_csv,
     sweep_from_json,
     sweep_layer,
@@ -31,6 +32,8 @@ def layer3_sweep() -> Sweep:
 def _params(spec: ConvSpec, kind: str, in_modes, out_modes, ranks) -> int:
     """Core elements from the conventions' shapes, written out independently of TTFormat.cores."""
     kh, kw = spec.kernel_size
+    if kind == "cp":
+        return ranks[0] * (sum(out_modes) + kh * kw + sum(in_modes))
     if kind == "classical":
         return kh * kw * ranks[0] + sum(ranks[j] * in_modes[j] * out_modes[j] * ranks[j + 1]
                                         for j in range(len(in_modes)))
@@ -41,15 +44,24 @@ def _params(spec: ConvSpec, kind: str, in_modes, out_modes, ranks) -> int:
 
 
 def _published_macs(spec: ConvSpec, kind: str, in_modes, out_modes, ranks, batch: int = 1) -> int:
-    """DESIGN.md's step costs of the published orders, summed (batch B, H·W before the window, H'·W' after)."""
+    """docs/cost-model.md's step costs of the published orders, summed (batch B, H·W before the window, H'·W' after)."""
     hw, ohw, k = spec.in_pixels, spec.out_pixels, spec.window
+    e, d = len(out_modes), len(in_modes)
     if kind == "classical":
-        d = len(in_modes)
         total = ohw * spec.in_channels * ranks[0] * k
         for j in range(1, d + 1):
             total += ohw * ranks[j - 1] * ranks[j] * math.prod(in_modes[j - 1:]) * math.prod(out_modes[:j])
         return batch * total
-    e, d = len(out_modes), len(in_modes)
+    if kind == "cp":  # Lebedev et al.: merged input factors, 1x1 to R, depthwise conv, merged outputs, 1x1 to O
+        rank = ranks[0]
+        weight = sum(math.prod(m[:j]) * rank for m in (in_modes, out_modes) for j in range(2, len(m) + 1))
+        return weight + batch * rank * (hw * spec.in_channels + ohw * k + ohw * spec.out_channels)
+    if kind == "tr":  # Wang et al.: merged input cores at H·W, the conv, merged output cores; r_0 carried
+        r, c = ranks, ranks[0]
+        weight = sum(r[e + 1] * math.prod(in_modes[:j]) * r[e + j] * r[e + j + 1] for j in range(2, d + 1))
+        weight += sum(c * math.prod(out_modes[:j]) * r[j - 1] * r[j] for j in range(2, e + 1))
+        feature = hw * spec.in_channels * r[e + 1] * c + ohw * k * r[e] * r[e + 1] * c
+        return weight + batch * (feature + ohw * spec.out_channels * r[e] * c)
     total = 0
     for j in range(d, 0, -1):  # A_d … A_1 at H·W; A_j joins ranks[e+j] and ranks[e+j+1]
         total += hw * math.prod(in_modes[:j]) * ranks[e + j] * ranks[e + j + 1]
@@ -91,7 +103,7 @@ def test_points_match_independent_counts(layer3_sweep: Sweep) -> None:
 
 
 def test_series_are_distinct_formats_growing_with_rank(layer3_sweep: Sweep) -> None:
-    assert layer3_sweep.formats == ["classical-3", "tucker2", "hodec-2", "hodec-3"]
+    assert layer3_sweep.formats == ["classical-3", "tucker2", "hodec-2", "hodec-3", "tr-3", "cp-1"]
     for label in layer3_sweep.formats:
         series = layer3_sweep.series(label)
         assert len({p.ranks for p in series}) == len(series)
@@ -119,8 +131,8 @@ def test_batch_scales_feature_steps() -> None:
 def test_format_that_does_not_fit_is_skipped_with_reason() -> None:
     spec = ConvSpec.make(3, 64, 3, input_size=8)
     sweep = sweep_layer(spec, [2, 3])
-    assert sweep.formats == ["tucker2"]
-    assert len(sweep.skipped) == 3 and all("cannot be split" in s for s in sweep.skipped)
+    assert sweep.formats == ["tucker2", "cp-1"]
+    assert len(sweep.skipped) == 4 and all("cannot be split" in s for s in sweep.skipped)
 
 
 def test_no_ranks_is_an_error() -> None:
@@ -206,3 +218,12 @@ def test_corrupted_files_say_what_was_expected(tmp_path, name: str, text, messag
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(TTPlanError, match="does not exist"):
         load_sweep(tmp_path / "nope.json")
+
+
+def test_rank_range_is_clipped_to_the_bound_before_listing() -> None:
+    spec = ConvSpec.make(8, 8, 3, padding=1, input_size=8)
+    bound = rank_bound(spec)
+    assert parse_rank_range("1:100000000000", bound) == tuple(range(1, bound + 1))
+    assert parse_rank_range(f"{bound + 5}:{bound + 9}", bound) == (bound,)
+    above = sweep_layer(spec, [bound, bound + 1, 10**9])
+    assert {p.rank for p in above.points} == {bound}  # one point per format: larger ranks are the same format

@@ -1,5 +1,5 @@
 """Whole-architecture plans: dense totals against the literature and torch's flop counter, published-style
-hodec configs against DESIGN.md's per-step formula, worse-than-dense flags and the JSON shape."""
+hodec configs against the per-step formula of docs/cost-model.md, worse-than-dense flags and the JSON shape."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ttplan.arch.policy import Policy
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model
 
-# DESIGN.md "Reference facts" / the issue: dense MACs and params (conv + linear layers)
+# docs/cost-model.md "Reference figures": dense MACs and params (conv + linear layers)
 LITERATURE = {
     "resnet20": (40.55e6, 0.27e6),
     "resnet56": (125.49e6, 0.85e6),
@@ -44,7 +44,7 @@ def test_dense_totals_match_literature_and_torch(name) -> None:
 
 
 def _hodec_published_macs(tt_shapes: list[int], ranks: list[int], e: int, hw: int, out_hw: int) -> int:
-    """DESIGN.md's hodec order, step by step: input cores A_d..A_1 at H*W, the conv with C at H'W',
+    """The hodec order of docs/cost-model.md, step by step: input cores A_d..A_1 at H*W, the conv with C at H'W',
     then the output cores B_e..B_1 at H'W'; the costs add."""
     out_modes, window, in_modes = tt_shapes[:e], tt_shapes[e], tt_shapes[e + 1:]
     d = len(in_modes)

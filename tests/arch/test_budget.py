@@ -15,10 +15,11 @@ from ttplan.arch.config import load_config, save_config
 from ttplan.core.formats import get_format
 from ttplan.errors import TTPlanError
 
-# DESIGN.md: HODEC on CIFAR-10, model-level FLOPs (= MACs) and params reductions
+# The published HODEC results on CIFAR-10, model-level FLOPs (= MACs) and params reductions
 HODEC = {"resnet32": (0.72, 0.80), "resnet56": (0.62, 0.67)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(HODEC))
 def test_budget_reaches_the_hodec_reductions_and_replays(name, tmp_path) -> None:
     macs_target, params_target = HODEC[name]
@@ -39,6 +40,7 @@ def test_budget_reaches_the_hodec_reductions_and_replays(name, tmp_path) -> None
     assert [layer.fmt for layer in replay.layers] == [layer.fmt for layer in result.plan.layers]
 
 
+@pytest.mark.slow
 def test_unreachable_target_says_how_close() -> None:
     result = prepare_budget("resnet20", target_macs_reduction=0.999).solve()
     assert not result.met
@@ -64,6 +66,7 @@ def test_factorisations() -> None:
             assert math.prod(f) == n and len(f) == d and list(f) == sorted(f, reverse=True)
 
 
+@pytest.mark.slow
 def test_search_format_tries_other_mode_counts() -> None:
     problem = prepare_budget("resnet20", target_params_reduction=0.5, search_format=True)
     counts = {(len(f.in_modes), len(f.out_modes)) for _, f in problem.jobs}

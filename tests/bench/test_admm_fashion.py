@@ -28,7 +28,7 @@ def test_every_arm_gets_the_same_epochs():
     names = [a.name for a in arms]
     assert names[:3] == ["direct80_s0", "admm80_s0", "dense"]  # the most important first
     assert {"direct80_s1", "admm80_s1", "random80", "classical80", "direct65_s0", "admm65_s0", "random65",
-            "classical65"} <= set(names) and len(names) == len(set(names)) == 11
+            "classical65"} <= set(names) and len(names) == len(set(names)) == 13
     for arm in arms:
         total = sum(_epochs(arm.options).values())
         if arm.name.startswith("random"):

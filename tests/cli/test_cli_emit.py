@@ -6,10 +6,9 @@ import importlib.util
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
-from ttplan.cli.main import cli
+from tests.helpers.cli import one_line_error, run
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.search import optimize
@@ -21,7 +20,7 @@ LAYER = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", 
 
 
 def _run(args: list[str]):
-    return CliRunner().invoke(cli, ["emit", *args])
+    return run(["emit", *args])
 
 
 def _load(path):
@@ -53,7 +52,7 @@ def test_scheme_class_name_and_stdout():
                    "2,3", "--rank", "4", "--scheme", "classical", "--class-name", "MyConv"])
     assert result.exit_code == 0, result.output
     namespace: dict = {}
-    exec(result.output, namespace)
+    exec(result.stdout, namespace)
     assert namespace["__all__"] == ["MyConv"]
     assert "'classical' order" in result.output
 
@@ -72,17 +71,18 @@ def test_architecture_file_converts_the_model(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rank", "4"], "Missing option '--in-channels'"),
+    (["--rank", "4"], "missing option --in-channels"),
     (["-i", "8", "-o", "8", "--rank", "2", "--config", "x.json"], "--config applies to --arch only"),
     (["-i", "8", "-o", "8", "--rank", "2", "--scheme", "classical"], "needs a classical format"),
-    (["-i", "8", "-o", "8", "--rank", "2", "--input-size", "3,8,8"], "a layer takes H or H,W"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--input-size", "3,8,8"], "C=3 differs from --in-channels 8"),
     (["-i", "8", "-o", "8", "--rank", "2", "--class-name", "9lives"], "expected a Python identifier"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--class-name", "class"], "not a keyword"),
+    (["-i", "8", "-o", "8", "--rank", "2", "--ranks", "1,2,2,2,2,2,2,1"], "both given"),
+    (["--arch", "resnet20", "--rank", "4", "--rank-fraction", "0.3"], "--rank 4 and --rank-fraction 0.3"),
     (["--arch", "resnet20", "--ranks", "1,2,1"], "--ranks describes one layer"),
-    (["--arch", "resnet20", "--input-size", "32"], "with --arch give C,H,W"),
+    (["--arch", "mypkg.nets:build", "--input-size", "32"], "give C,H,W"),
+    (["--arch", "ResNet20"], "did you mean 'resnet20'"),
     (["--arch", "resnet20", "--rank", "4", "--scheme", "classical"], "use best, published or dense"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(args, message):
-    result = _run(args)
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.output
+    one_line_error(_run(args), message)

@@ -3,25 +3,20 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from ttplan.cli.main import cli
+from tests.helpers.cli import GEOMETRY, one_line_error, run
 
-GEOMETRY = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2",
-            "--padding", "1", "--input-size", "28"]
 HODEC = ["--format", "hodec", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
 CLASSICAL = ["--format", "classical", "--in-modes", "4,4,8", "--out-modes", "4,8,8", "--rank", "16"]
-
-
-def run(args):
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
 
 
 def test_hodec_json_has_the_issue_keys_and_numbers():
     result = run(["layer", *GEOMETRY, *HODEC, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["baseline"] == {"macs": 57_802_752, "flops": 115_605_504, "params": 294_912}
+    baseline = {key: data["baseline"][key] for key in ("macs", "flops", "params")}
+    assert baseline == {"macs": 57_802_752, "flops": 115_605_504, "params": 294_912}
+    assert data["baseline"]["predicted_ms"] > data["best"]["predicted_ms"] > 0
     assert data["schemes"]["hodec"]["macs"] == 10_486_784
     assert data["schemes"]["hodec"]["params"] == 8_640
     assert data["best"]["macs"] * 3 < data["schemes"]["hodec"]["macs"]
@@ -73,14 +68,12 @@ def test_batch_and_fold_weights():
          "kernel_size=(9, 9)"),
         ([*GEOMETRY, "--kernel-size", "3,3,3", "--rank", "4"], "3,3,3"),
         ([*GEOMETRY, "--rank", "8", "--order", "9"], "order=9"),
+        ([*GEOMETRY, "--rank", "8", "--ranks", "1,8,8,8,8,8,8,1"], "--ranks 1,8,8,8,8,8,8,1 and --rank 8 both given"),
+        ([*GEOMETRY[:-1], "3,28,28", "--rank", "8"], "C=3 differs from --in-channels 128"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, fragment):
-    result = CliRunner().invoke(cli, ["layer", *args])
-    assert result.exit_code == 2, result.output
-    lines = [x for x in result.output.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    assert fragment in lines[0]
+    one_line_error(run(["layer", *args]), fragment)
 
 
 def test_help_explains_every_option_with_an_example():
@@ -90,3 +83,19 @@ def test_help_explains_every_option_with_an_example():
                    "--batch", "--fold-weights", "--memory-limit", "--compare", "--json", "--stride", "--dilation"):
         assert option in result.output
     assert "ttplan layer --in-channels 128" in result.output
+
+
+@pytest.mark.parametrize("extra", [HODEC, ["--format", "hodec", "--rank", "16", "--order", "7", "--compare"],
+                                   ["--format", "classical", "--rank", "16", "--order", "5", "--fold-weights"]])
+def test_report_fits_120_columns(extra):
+    result = run(["layer", *GEOMETRY, *extra])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 120
+    wide = run(["layer", *GEOMETRY, *extra, "--wide"]).stdout
+    assert len(wide.splitlines()) <= len(result.stdout.splitlines())
+
+
+def test_input_size_spellings_mean_the_same_layer():
+    sizes = [json.loads(run(["layer", *GEOMETRY[:-1], size, *HODEC, "--json"]).stdout)["best"]["macs"]
+             for size in ("28", "28,28", "28x28", "128,28,28")]
+    assert len(set(sizes)) == 1

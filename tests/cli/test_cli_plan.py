@@ -8,25 +8,12 @@ import json
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from ttplan.cli.main import cli
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0]
+from tests.helpers.cli import one_line_error, run
 
 
 def test_no_argument_plans_resnet18() -> None:
-    result = run("plan")
+    result = run(["plan"])
     assert result.exit_code == 0, result.output
     assert "model resnet18, input 3x224x224" in result.output
     assert "layer3.0.conv1" in result.output and "TOTAL" in result.output
@@ -35,7 +22,7 @@ def test_no_argument_plans_resnet18() -> None:
 
 
 def test_json_has_the_documented_keys() -> None:
-    result = run("plan", "resnet20", "--json")
+    result = run(["plan", "resnet20", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     first = next(row for row in data["layers"] if row["decomposed"])
@@ -49,61 +36,65 @@ def test_json_has_the_documented_keys() -> None:
 
 
 def test_csv_and_markdown_out(tmp_path) -> None:
-    result = run("plan", "resnet20", "--csv")
+    result = run(["plan", "resnet20", "--csv"])
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert len(rows) == 21 and rows[-1]["layer"] == "TOTAL"
     assert int(rows[-1]["dense_macs"]) == sum(int(r["dense_macs"]) for r in rows[:-1])
     out = tmp_path / "reports" / "r20.md"
-    result = run("plan", "resnet20", "--out", str(out))
+    result = run(["plan", "resnet20", "--out", str(out)])
     assert result.exit_code == 0 and f"wrote {out}" in result.output
     text = out.read_text()
     assert text.startswith("# ttplan plan resnet20") and "| layer1.0.conv1 |" in text and "**TOTAL**" in text
 
 
 def test_typo_suggests_the_closest_preset() -> None:
-    _one_line_error(run("plan", "resnet-56"), "did you mean 'resnet56'?")
+    one_line_error(run(["plan", "resnet-56"]), "did you mean 'resnet56'?")
 
 
 def test_config_naming_a_missing_layer_lists_the_conv_layers(tmp_path) -> None:
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"layer4.0.conv1.weight": {"rank": 4}}))
-    result = run("plan", "resnet20", "--config", str(path))
-    _one_line_error(result, "'layer4.0.conv1'", "conv layers: conv1, layer1.0.conv1", "layer3.2.conv2")
+    result = run(["plan", "resnet20", "--config", str(path)])
+    one_line_error(result, "'layer4.0.conv1'", "conv layers: conv1, layer1.0.conv1", "layer3.2.conv2")
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("--rank", "4", "--rank-fraction", "0.3"), "--rank and --rank-fraction"),
+    (("--rank", "4", "--rank-fraction", "0.3"), "--rank 4 and --rank-fraction 0.3 both given"),
+    (("--rank", "4", "--target-params-reduction", "0.5"), "--target-params-reduction and --rank 4"),
+    (("--json", "--csv"), "--json and --csv both given"),
+    (("--out", "."), "is a folder"),
+    (("--arch", "resnet32"), "two models given"),
     (("--search-format",), "needs a budget"),
-    (("--input-size", "32,32"), "three ints C,H,W"),
+    (("--input-size", "1,2,3,4"), "expected N, H,W or C,H,W"),
     (("--config", "no/such/file.json"), "cannot read"),
-    (("--format", "classical", "--order", "5"), ""),
+    (("--format", "classical", "--order", "5", "--wide"), ""),
 ])
 def test_bad_options_exit_2(args, needle) -> None:
-    result = run("plan", "resnet20", *args)
+    result = run(["plan", "resnet20", *args])
     if needle:
-        _one_line_error(result, needle)
+        one_line_error(result, needle)
     else:  # 16 channels cannot be split into 5 modes: every layer stays dense, with the reason
         assert result.exit_code == 0 and "cannot be split" in result.output
 
 
 def test_budget_saves_a_config_that_replays(tmp_path) -> None:
     config = tmp_path / "configs" / "r20.json"
-    result = run("plan", "resnet20", "--target-macs-reduction", "0.6", "--target-params-reduction", "0.6",
-                 "--save-config", str(config), "--json")
+    result = run(["plan", "resnet20", "--target-macs-reduction", "0.6", "--target-params-reduction", "0.6",
+                 "--save-config", str(config), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output[result.output.index("{"):])
+    data = json.loads(result.stdout)
     assert data["budget"]["met"] is True
     assert data["totals"]["macs_reduction"] >= 0.6 and data["totals"]["params_reduction"] >= 0.6
     saved = json.loads(config.read_text())
     assert saved["conv1"] == {"format": "dense"} and saved["layer2.0.conv1"]["format"] == "hodec"
-    replay = run("plan", "resnet20", "--config", str(config), "--json")
+    replay = run(["plan", "resnet20", "--config", str(config), "--json"])
     assert replay.exit_code == 0
-    assert json.loads(replay.output)["totals"] == data["totals"]
+    assert json.loads(replay.stdout)["totals"] == data["totals"]
 
 
 def test_unreachable_budget_says_so() -> None:
-    result = run("plan", "resnet20", "--target-params-reduction", "0.9999")
+    result = run(["plan", "resnet20", "--target-params-reduction", "0.9999"])
     assert result.exit_code == 0
     assert "targets cannot be met" in result.output and "closest point" in result.output
 
@@ -117,10 +108,62 @@ def test_module_callable(tmp_path, monkeypatch) -> None:
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "tiny_nets", raising=False)
-    result = run("plan", "tiny_nets:build", "--input-size", "3,8,8", "--order", "2", "--linear")
+    result = run(["plan", "tiny_nets:build", "--input-size", "3,8,8", "--order", "2", "--linear",
+                  "--wide"])
     assert result.exit_code == 0, result.output
     assert "model tiny_nets:build, input 3x8x8" in result.output
     names = [line.split()[0] for line in result.output.splitlines() if line[:1].isdigit()]
     assert names == ["0", "1", "3"]  # nn.Sequential's own names; the Flatten (2) has no weight
     assert "ttm in 32·32 out 2·5" in result.output and "worse than dense (ttm order)" in result.output
-    _one_line_error(run("plan", "tiny_nets:build"), "needs an input size")
+    one_line_error(run(["plan", "tiny_nets:build"]), "needs an input size")
+
+
+def test_default_table_fits_120_columns_and_wide_has_every_column() -> None:
+    result = run(["plan", "resnet18"])
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.stdout.splitlines()) <= 120
+    wide = run(["plan", "resnet18", "--wide"])
+    assert max(len(line) for line in wide.stdout.splitlines()) > 120
+    assert "published-order MACs" in wide.stdout and "dense params" in wide.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("layer "))
+    assert header.split() == ["layer", "format", "rank≤", "MACs", "ms", "MACs↓", "params", "params↓", "note"]
+
+
+def test_the_architecture_is_the_same_argument_positional_or_option() -> None:
+    assert run(["plan", "--arch", "resnet20", "--json"]).stdout == run(["plan", "resnet20", "--json"]).stdout
+
+
+def test_input_size_h_w_takes_the_presets_channels() -> None:
+    both = [json.loads(run(["plan", "resnet20", "--input-size", size, "--json"]).stdout)["totals"]
+            for size in ("3,16,16", "16,16", "16")]
+    assert both[0] == both[1] == both[2]
+
+
+def test_config_naming_a_layer_twice_is_refused(tmp_path) -> None:
+    path = tmp_path / "twice.json"
+    path.write_text('{"layer1.0.conv1": {"rank": 4}, "layer1.0.conv1": {"rank": 8}}')
+    one_line_error(run(["plan", "resnet20", "--config", str(path)]), "'layer1.0.conv1' appears twice")
+    yaml_path = tmp_path / "twice.yaml"
+    yaml_path.write_text("layer1.0.conv1: {rank: 4}\nlayer1.0.conv1: {rank: 8}\n")
+    one_line_error(run(["plan", "resnet20", "--config", str(yaml_path)]), "appears twice")
+
+
+def test_out_says_replaced_on_stderr_and_leaves_no_temporary(tmp_path) -> None:
+    out = tmp_path / "r20.csv"
+    first = run(["plan", "resnet20", "--out", str(out)])
+    second = run(["plan", "resnet20", "--out", str(out)])
+    assert first.stdout == second.stdout == ""
+    assert first.stderr.strip() == f"wrote {out}" and second.stderr.strip() == f"replaced {out}"
+    assert [p.name for p in tmp_path.iterdir()] == ["r20.csv"]
+
+
+@pytest.mark.parametrize("where, needle", [
+    ("folder", "is a folder"),
+    ("under_a_file", "is a file, not a folder"),
+    ("system", "cannot create files in"),
+])
+def test_unwritable_out_is_refused_before_any_work(tmp_path, where, needle) -> None:
+    (tmp_path / "plain.txt").write_text("x")
+    path = {"folder": tmp_path, "under_a_file": tmp_path / "plain.txt" / "r.md", "system": "/proc/ttplan/r.md"}[where]
+    for option in ("--out", "--save-config"):
+        one_line_error(run(["plan", "resnet20", option, str(path)]), option, needle)

@@ -32,7 +32,7 @@ def test_plot_sweep_default_prefix_beside_the_data(sweep_files, name) -> None:
     result = run(["plot", "sweep", str(sweep_files / name)])
     assert result.exit_code == 0, result.output
     assert_written(sweep_files / "s")
-    assert "wrote" in result.stdout
+    assert result.stderr.startswith(("wrote ", "replaced ")) and result.stdout == ""
 
 
 def test_plot_sweep_out(sweep_files, tmp_path) -> None:
@@ -120,3 +120,11 @@ def test_plot_without_a_subcommand_shows_help() -> None:
     assert result.exit_code == 0
     for name in ("sweep", "arch", "plan", "admm"):
         assert name in result.output
+
+
+def test_unwritable_prefix_is_refused_before_reading_or_drawing(tmp_path) -> None:
+    (tmp_path / "plain").write_text("x")
+    line = one_line_error(run(["plot", "plan", *GEOMETRY, "--rank", "4", "--out", str(tmp_path / "plain" / "p")]))
+    assert "is a file, not a folder" in line
+    line = one_line_error(run(["plot", "sweep", str(tmp_path / "none.json"), "--out", "/proc/ttplan/fig"]))
+    assert "cannot create files in" in line  # checked before the missing input is even read

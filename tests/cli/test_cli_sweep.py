@@ -18,7 +18,7 @@ def test_json_matches_the_library() -> None:
     expected = sweep_layer(ConvSpec.make(128, 256, 3, 2, 1, input_size=28), [2, 16, 64], name="layer3.0.conv1")
     assert data == json.loads(expected.to_json())
     assert data["dense"] == {"macs": 57_802_752, "params": 294_912}
-    assert len(data["points"]) == 12
+    assert len(data["points"]) == 18  # six formats at three ranks
 
 
 def test_table_flags_published_orders_above_dense() -> None:
@@ -47,7 +47,7 @@ def test_skipped_formats_are_reported() -> None:
     result = run(["sweep", "-i", "3", "-o", "64", "--ranks", "2", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["points"][0]["format"] == "tucker2"
-    assert result.stderr.count("skipped") == 3
+    assert result.stderr.count("skipped") == 4  # classical-3, hodec-2, hodec-3, tr-3
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,20 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, extra, message) -> None:
     monkeypatch.chdir(tmp_path)
     line = one_line_error(run(["sweep", *GEOMETRY, *extra]))
     assert message in line
+
+
+def test_a_huge_range_is_clipped_to_the_bound_first_and_says_so() -> None:
+    result = run(["sweep", "-i", "8", "-o", "8", "-p", "1", "--input-size", "8", "--ranks-range", "1:100000000",
+                  "--json"])
+    assert result.exit_code == 0, result.output
+    assert "sweeping up to" in result.stderr
+    bound = int(result.stderr.split("sweeping up to ")[1].split()[0])
+    points = json.loads(result.stdout)["points"]
+    assert max(p["rank"] for p in points) <= bound < 1000
+    for label in {p["format"] for p in points}:  # each distinct format planned once
+        ranks = [tuple(p["ranks"]) for p in points if p["format"] == label]
+        assert len(ranks) == len(set(ranks))
+
+
+def test_json_and_csv_together_are_refused() -> None:
+    one_line_error(run(["sweep", *GEOMETRY, "--ranks", "4", "--json", "--csv"]), "--json and --csv both given")

@@ -1,4 +1,4 @@
-"""Scheme costs against an independent step-by-step recount from DESIGN.md's formulas."""
+"""Scheme costs against an independent step-by-step recount from docs/cost-model.md's formulas."""
 
 import math
 import random

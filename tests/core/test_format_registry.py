@@ -24,10 +24,10 @@ SPEC = ConvSpec.make(12, 8, (3, 2), stride=(2, 1), padding=1, input_size=(7, 6))
 
 
 def test_shipped_formats_in_their_order():
-    assert KINDS == format_names() == ("classical", "hodec", "tucker2", "ttm")
+    assert KINDS == format_names() == ("classical", "hodec", "tucker2", "tr", "cp", "cp-separable", "ttm")
     assert format_names(linear=True) == ("ttm",)
-    assert published_schemes() == ("classical", "hodec", "ttm")
-    assert scheme_names() == ("classical", "hodec", "ttm", "dense")
+    assert published_schemes() == ("classical", "hodec", "tr", "cp", "ttm")
+    assert scheme_names() == ("classical", "hodec", "tr", "cp", "ttm", "dense")
 
 
 def test_a_registered_format_plans_like_the_shipped_ones(toy_format):
@@ -51,7 +51,8 @@ def test_an_unregistered_format_is_unknown_again(toy_format):
     from ttplan.core.formats.registry import unregister
 
     unregister("spatial-last")
-    with pytest.raises(TTPlanError, match="format='spatial-last': expected one of classical, hodec, tucker2, ttm"):
+    expected = "format='spatial-last': expected one of classical, hodec, tucker2, tr, cp, cp-separable, ttm"
+    with pytest.raises(TTPlanError, match=expected):
         make_format("spatial-last", SPEC, rank=3)
     register(toy_format)  # the fixture forgets it again
 
@@ -68,7 +69,7 @@ def test_a_scheme_of_another_format_is_refused():
     net = build_network(SPEC, make_format("classical", SPEC, rank=2))
     with pytest.raises(TTPlanError, match="scheme='hodec' needs a hodec or tucker2 format, got 'classical'"):
         scheme("hodec", net)
-    with pytest.raises(TTPlanError, match="scheme='nope': expected one of classical, hodec, ttm, dense"):
+    with pytest.raises(TTPlanError, match="scheme='nope': expected one of classical, hodec, tr, cp, ttm, dense"):
         scheme("nope", net)
     assert isinstance(scheme("dense", net), ContractionPlan)
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from ttplan.core.formats import make_format
+from ttplan.core.formats import format_names, make_format
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 
@@ -14,7 +14,7 @@ from ttplan.core.formats import format_names, make_format
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 spec = ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
-for name in ("classical", "hodec", "tucker2"):
+for name in ("classical", "hodec", "tucker2", "tr"):
     result = plan_layer(spec, make_format(name, spec, rank=16))
     print(name, result.published.macs, result.best.macs, result.best.params)
 print(",".join(format_names()))
@@ -26,7 +26,7 @@ def test_planning_needs_no_torch():
     assert done.returncode == 0, done.stderr
     spec = ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
     expected = []
-    for name in ("classical", "hodec", "tucker2"):
+    for name in ("classical", "hodec", "tucker2", "tr"):
         result = plan_layer(spec, make_format(name, spec, rank=16))
         expected.append(f"{name} {result.published.macs} {result.best.macs} {result.best.params}")
-    assert done.stdout.splitlines() == [*expected, "classical,hodec,tucker2,ttm"]
+    assert done.stdout.splitlines() == [*expected, ",".join(format_names())]

@@ -205,3 +205,24 @@ def test_generated_model_convert_gives_the_dense_logits():
     x = torch.randn(2, *size, dtype=torch.float64)
     with torch.no_grad():
         assert_close(tt(x), model(x), rel=1e-9)
+
+
+def test_generated_files_share_one_base_class_and_check_their_input():
+    sources = _sources()
+    for name, source in sources.items():
+        assert source.count("class _TTLayer(nn.Module):") == 1, name
+        assert source.count("def folded_weights(") == 1 and source.count("def from_dense(") == 1, name
+    model = load_source(sources["model.py"])
+    conv = model["TTHodecConv128to256K3S2P1"]()
+    with pytest.raises(ValueError, match=r"input of shape \[2, 64, 28, 28\]: expected \[B, 128, H, W\]"):
+        conv(torch.randn(2, 64, 28, 28))
+    linear = model["TTTtmLinear512to1000"]()
+    with pytest.raises(ValueError, match=r"expected \[\.\.\., 512\]"):
+        linear(torch.randn(3, 500))
+    assert linear(torch.randn(2, 3, 512)).shape == (2, 3, 1000)
+
+
+def test_generated_comments_show_physical_sizes():
+    source = _sources()["best.py"]
+    assert "(i1 i2 i3)=128" in source or "=128]" in source
+    assert "expand is a view" in source

@@ -53,6 +53,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, run_dir: str, out_dir: 
         D.shutdown(D.DistContext(rank, world, rank, "cpu", "gloo"))
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_hold_the_same_z(tmp_path):
     config = tmp_path / "layers.json"
     config.write_text(json.dumps(LAYERS))
@@ -84,6 +85,7 @@ def test_two_gloo_ranks_hold_the_same_z(tmp_path):
     assert [e["phase"] for e in metrics["epochs"]] == ["admm", "admm"]
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_cli_with_two_processes(tmp_path):
     config = tmp_path / "layers.json"
     config.write_text(json.dumps(LAYERS))

@@ -22,6 +22,8 @@ from ttplan.training.run import (
     train,
 )
 
+pytestmark = pytest.mark.slow  # whole training runs (seconds each)
+
 # two hodec layers of ResNet-20, ranks well below exact so the decomposition really loses something
 LAYERS = {
     "layer2.0.conv1": {"format": "hodec", "tt_shapes": [8, 4, 9, 4, 4], "ranks": [1, 4, 6, 6, 4, 1]},
@@ -80,8 +82,9 @@ def test_metrics_layout_and_saved_model(tmp_path):
     cfg = small_config(tmp_path)
     metrics = train(cfg, tmp_path / "run")
     on_disk = json.loads((tmp_path / "run" / METRICS).read_text())
-    assert set(on_disk) == {"config", "epochs", "final"}
-    assert on_disk["config"] == cfg.to_dict()
+    assert set(on_disk) == {"config", "layers", "changes", "epochs", "final"}
+    assert on_disk["config"] == {**cfg.to_dict(), "threads": 1}  # recorded: the conftest's one thread
+    assert set(on_disk["layers"]) == set(LAYERS) and on_disk["changes"] == []
     for row in on_disk["epochs"]:
         assert set(row) == {"epoch", "phase", "loss", "accuracy", "rho", "distances"}
         assert row["phase"] in ("pretrain", "admm", "finetune")
@@ -145,8 +148,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path):
-    with pytest.raises(TTPlanError, match="need a layer config"):
-        TrainConfig(config=None, admm_epochs=1).validate()
     with pytest.raises(TTPlanError, match="baseline='joint'"):
         small_config(tmp_path, baseline="joint").validate()
     bad = tmp_path / "bad.json"

@@ -21,11 +21,12 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 from ttplan.analysis.sweep import Sweep
 from ttplan.core.contraction import ContractionPlan
 from ttplan.errors import TTPlanError
-from ttplan.files import read_user_json
+from ttplan.files import read_user_json, save_figure_atomic
 
 #: one colour per swept format, fixed so that figures are comparable
-FORMAT_COLOURS = {"classical": "#d62728", "tucker2": "#1f77b4", "hodec-2": "#2ca02c", "hodec-3": "#9467bd"}
-FALLBACK_COLOURS = ("#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+FORMAT_COLOURS = {"classical": "#d62728", "tucker2": "#1f77b4", "hodec-2": "#2ca02c", "hodec-3": "#9467bd",
+                  "tr-3": "#ff7f0e", "cp-1": "#8c564b"}
+FALLBACK_COLOURS = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#98df8a")
 PHASE_COLOURS = {"pretrain": "#e8e8e8", "admm": "#fdf1d6", "finetune": "#e3f1e3"}
 ARCH_EXPECTED = "the JSON that `ttplan plan ARCH --json` writes (layers with name, baseline, best, schemes)"
 METRICS_EXPECTED = (
@@ -41,17 +42,21 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, prefix: str | Path) -> tuple[Path, Path]:
-    """Write `PREFIX.png` (150 dpi) and `PREFIX.svg`; parent folders are created. Returns both paths."""
+def figure_paths(prefix: str | Path) -> tuple[Path, Path]:
+    """`PREFIX.png` and `PREFIX.svg` (a `.png`/`.svg` suffix on the prefix is dropped)."""
     prefix = Path(prefix)
     if prefix.suffix.lower() in (".png", ".svg"):
         prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = prefix.parent / f"{prefix.name}.png", prefix.parent / f"{prefix.name}.svg"
+    return prefix.parent / f"{prefix.name}.png", prefix.parent / f"{prefix.name}.svg"
+
+
+def save_figure(fig: Figure, prefix: str | Path) -> tuple[Path, Path]:
+    """Write `PREFIX.png` (150 dpi) and `PREFIX.svg`, each atomically, parent folders created; returns both paths."""
+    png, svg = figure_paths(prefix)
     # fixed ids and no timestamp, so regenerating unchanged data gives byte-identical files
     with rc_context({"svg.hashsalt": "ttplan"}):
-        fig.savefig(png, dpi=150, metadata={"Software": None})
-        fig.savefig(svg, metadata={"Date": None, "Creator": None})
+        save_figure_atomic(fig, png, dpi=150, metadata={"Software": None})
+        save_figure_atomic(fig, svg, metadata={"Date": None, "Creator": None})
     return png, svg
 
 
@@ -292,8 +297,9 @@ def plan_figure(plan: ContractionPlan, title: str | None = None) -> Figure:
         size = net.spec.out_pixels if name == "s" else net.size(name)
         labels[(holder, stub)] = f"{name}={size}"
     tensors = list(range(len(net.tensors)))
-    colours = ["#f4a582" if net.tensors[n].is_input else ("#92c5de" if "k" in net.tensors[n].indices else "#d1e5f0")
-               for n in tensors]
+    windows = set(net.windows)
+    colours = ["#f4a582" if net.tensors[n].is_input else ("#92c5de" if windows & set(net.tensors[n].indices)
+                                                           else "#d1e5f0") for n in tensors]
     stubs = [n for n in simple.nodes if isinstance(n, str)]
     nx.draw_networkx_edges(simple, pos, ax=ax_net, edgelist=[e for e in simple.edges if not any(
         isinstance(v, str) for v in e)], width=1.6, edge_color="#444444")

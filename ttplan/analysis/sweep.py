@@ -1,4 +1,5 @@
-"""A rank sweep of one layer: parameters against MACs for the classical format and hodec with 1-3 modes a side.
+"""A rank sweep of one layer: parameters against MACs for the classical format, hodec with 1-3 modes a side,
+the tensor ring (3 modes a side) and CP.
 
 Each point is one format at one uniform rank (clipped at small boundary modes, `make_format`), planned with
 `plan_layer`: its parameter reduction and the MACs of its published order and of the searched best order,
@@ -14,17 +15,20 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ttplan.core.formats import get_format, make_format
+from ttplan.core.latency import LatencyProfile, load_profile
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.files import read_user_text
 
-#: the swept formats as (kind, modes per side): classical (Garipov) and hodec with 1 (= tucker2), 2 and 3 modes
-DEFAULT_FORMATS: tuple[tuple[str, int], ...] = (("classical", 3), ("hodec", 1), ("hodec", 2), ("hodec", 3))
+#: the swept formats as (kind, modes per side): classical (Garipov), hodec with 1 (= tucker2), 2 and 3 modes, the
+#: tensor ring with 3 modes (Wang et al.) and CP of the plain kernel (Lebedev et al.)
+DEFAULT_FORMATS: tuple[tuple[str, int], ...] = (("classical", 3), ("hodec", 1), ("hodec", 2), ("hodec", 3),
+                                                 ("tr", 3), ("cp", 1))
 DEFAULT_RANKS: tuple[int, ...] = tuple(range(2, 65))
 EXPECTED = "the JSON or CSV that `ttplan sweep --json/--csv` writes"
 
@@ -53,6 +57,8 @@ class SweepPoint:
     best_macs: int
     published_vs_dense: float  # published MACs / dense MACs
     best_vs_dense: float
+    best_ms: float = 0.0  # the best order's predicted ms (latency profile); absent in older sweeps
+    dense_ms: float = 0.0  # the dense conv's predicted ms
 
 
 @dataclass
@@ -109,11 +115,16 @@ class Sweep:
 
 
 POINT_FIELDS = tuple(f.name for f in fields(SweepPoint))
+#: fields every saved point must have (the predicted times came later and are optional)
+REQUIRED_FIELDS = tuple(f.name for f in fields(SweepPoint) if f.default is MISSING)
 CSV_COLUMNS = ("layer", "name", "batch", "dense_macs", "dense_params", *POINT_FIELDS)
 
 
-def parse_rank_range(text: str) -> tuple[int, ...]:
-    """`START:STOP` or `START:STOP:STEP` (STOP included) as ranks, e.g. `2:64` or `2:64:2`."""
+def parse_rank_range(text: str, bound: int | None = None) -> tuple[int, ...]:
+    """`START:STOP` or `START:STOP:STEP` (STOP included) as ranks, e.g. `2:64` or `2:64:2`.
+
+    With `bound` (see `rank_bound`), STOP is clipped to it before any rank is listed, so a huge STOP costs nothing.
+    """
     parts = str(text).strip().split(":")
     try:
         values = [int(p) for p in parts]
@@ -122,8 +133,26 @@ def parse_rank_range(text: str) -> tuple[int, ...]:
     if len(values) not in (2, 3) or min(values) < 1 or values[0] > values[1]:
         raise TTPlanError(f"ranks range {text!r}: expected START:STOP or START:STOP:STEP with 1 <= START <= STOP, "
                           "e.g. 2:64 or 2:64:2")
+    start, stop = values[0], values[1]
     step = values[2] if len(values) == 3 else 1
-    return tuple(range(values[0], values[1] + 1, step))
+    if bound is not None:
+        if start > bound:
+            return (bound,)
+        stop = min(stop, bound)
+    return tuple(range(start, stop + 1, step))
+
+
+def rank_bound(spec: ConvSpec, formats: Iterable[tuple[str, int]] = DEFAULT_FORMATS) -> int:
+    """The largest uniform rank that still changes a format of `formats` on `spec`: every larger rank is clipped
+    to the same format (`TTFormat.rank_bounds`). Formats whose modes do not fit the layer are left out."""
+    bounds = []
+    for kind, order in formats:
+        try:
+            fmt = make_format(kind, spec, rank=1, order=order)
+        except TTPlanError:
+            continue
+        bounds.append(max(fmt.rank_bounds(spec)))
+    return max(bounds, default=1)
 
 
 def sweep_layer(
@@ -134,6 +163,8 @@ def sweep_layer(
     batch: int = 1,
     name: str = "",
     progress: Callable[[], None] | None = None,
+    objective: str = "macs",
+    profile: LatencyProfile | None = None,
 ) -> Sweep:
     """Plan `spec` in every format of `formats` at every uniform rank of `ranks`.
 
@@ -147,11 +178,14 @@ def sweep_layer(
     bad = [r for r in ranks if not isinstance(r, int) or isinstance(r, bool) or r < 1]
     if bad:
         raise TTPlanError(f"ranks {bad}: every rank must be a positive int")
+    bound = rank_bound(spec, formats)
+    ranks = tuple(sorted({min(r, bound) for r in ranks}))  # larger ranks give the same formats: plan each once
+    profile = profile if profile is not None else load_profile()
     sweep = Sweep(spec.describe(), name, batch, spec.dense_macs(batch), spec.dense_params())
     for kind, order in formats:
         label = format_label(kind, order)
         seen: set[tuple[int, ...]] = set()
-        for rank in sorted(set(ranks)):
+        for rank in ranks:
             if progress is not None:
                 progress()
             try:
@@ -162,27 +196,47 @@ def sweep_layer(
             if fmt.ranks in seen:
                 continue
             seen.add(fmt.ranks)
-            result = plan_layer(spec, fmt, batch=batch)
+            result = plan_layer(spec, fmt, batch=batch, objective=objective, profile=profile)
             published, best = result.published.macs, result.best.macs
             params = result.best.params
             sweep.points.append(SweepPoint(
                 label, kind, order, rank, fmt.ranks, fmt.in_modes, fmt.out_modes, params,
                 1.0 - params / sweep.dense_params, published, best,
                 published / sweep.dense_macs, best / sweep.dense_macs,
+                result.predicted_ms(result.best) or 0.0, result.baseline_ms or 0.0,
             ))
     if not sweep.points:
         raise TTPlanError(f"no format fits layer {spec.describe()}: " + "; ".join(sweep.skipped))
     return sweep
 
 
+def render_sweep(result: Sweep) -> str:
+    """A table: one line per point, MACs relative to dense for the published and the best order."""
+    lines = [
+        f"layer   {result.name + '  ' if result.name else ''}{result.layer}   batch {result.batch}",
+        f"dense   {result.dense_macs:,} MACs, {result.dense_params:,} params (FLOPs = 2 x MACs)",
+        "",
+    ]
+    header = (f"{'format':<13}{'rank':>5}{'params':>10}{'reduction':>11}{'published x':>13}{'best x':>9}"
+              f"{'pred ms':>9}{'dense ms':>10}")
+    lines += [header, "-" * len(header)]
+    for p in result.points:
+        flag = "  published > dense" if p.published_vs_dense > 1 else ""
+        lines.append(f"{p.format:<13}{p.rank:>5}{p.params:>10,}{100 * p.param_reduction:>10.1f}%"
+                     f"{p.published_vs_dense:>13.3f}{p.best_vs_dense:>9.3f}{p.best_ms:>9.3f}{p.dense_ms:>10.3f}{flag}")
+    return "\n".join(lines)
+
+
 def _point(raw: dict, where: str) -> SweepPoint:
     """One point from a JSON object or CSV row, with every field checked."""
-    missing = [f for f in POINT_FIELDS if f not in raw]
+    missing = [f for f in REQUIRED_FIELDS if f not in raw]
     if missing:
         raise TTPlanError(f"{where} lacks {', '.join(missing)}: expected {EXPECTED}")
     values: dict = {}
     try:
         for f in POINT_FIELDS:
+            if f not in raw or raw[f] in ("", None):
+                continue
             v = raw[f]
             if f in ("format", "kind"):
                 if not isinstance(v, str) or not v:
@@ -193,7 +247,7 @@ def _point(raw: dict, where: str) -> SweepPoint:
                 values[f] = tuple(int(x) for x in items)
                 if not values[f]:
                     raise ValueError(f"{f} is empty")
-            elif f in ("param_reduction", "published_vs_dense", "best_vs_dense"):
+            elif f in ("param_reduction", "published_vs_dense", "best_vs_dense", "best_ms", "dense_ms"):
                 values[f] = float(v)
                 if not math.isfinite(values[f]):
                     raise ValueError(f"{f}={v!r}")
@@ -289,6 +343,8 @@ __all__ = [
     "format_label",
     "load_sweep",
     "parse_rank_range",
+    "rank_bound",
+    "render_sweep",
     "sweep_from_csv",
     "sweep_from_json",
     "sweep_layer",

@@ -15,7 +15,9 @@ from torch import nn
 
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide
+from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
+from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us
 from ttplan.core.layer import LayerPlan, plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -42,6 +44,39 @@ class ArchLayer:
     worse_than_dense: bool = False
     rejected: TTFormat | None = None
     rejected_plan: LayerPlan | None = None
+    calls: tuple[ConvSpec, ...] = ()
+    call_plans: tuple[LayerPlan, ...] = ()
+    #: predicted ms of the dense layer (the latency profile), and whether the TT layer is slower than it
+    dense_ms: float = 0.0
+    slower_than_dense: bool = False
+    #: autotune's measurements (`TuneResult.to_dict()`) when the layer was autotuned
+    tuned: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not self.calls:
+            self.calls = (self.spec,)
+        if not self.call_plans and (self.plan or self.rejected_plan) is not None:
+            self.call_plans = (self.plan or self.rejected_plan,) * len(self.calls)  # type: ignore[assignment]
+
+    @property
+    def n_calls(self) -> int:
+        """How many times the module runs in one forward pass (each call is planned and counted)."""
+        return len(self.calls)
+
+    @property
+    def predicted_ms(self) -> float:
+        """Predicted ms of the layer as planned: its best order if decomposed, else the dense layer."""
+        if self.plan is None:
+            return self.dense_ms
+        values = [p.predicted_ms(p.best) for p in self.call_plans]
+        return self.dense_ms if None in values else sum(values)
+
+    @property
+    def lowering(self) -> dict:
+        """How the layer's steps run (`mix`, `channels_last`): autotune's choice, else bmm on NCHW maps."""
+        if self.tuned is not None and not self.tuned["best"]["dense"]:
+            return {"mix": self.tuned["best"]["mix"], "channels_last": self.tuned["best"]["channels_last"]}
+        return {"mix": "bmm", "channels_last": False}
 
     @property
     def decomposed(self) -> bool:
@@ -50,8 +85,8 @@ class ArchLayer:
 
     @property
     def baseline_macs(self) -> int:
-        """Dense MACs at the plan's batch (a grouped conv counts 1/groups)."""
-        return self.spec.dense_macs(self.batch)
+        """Dense MACs of every call at the plan's batch (a grouped conv counts 1/groups)."""
+        return sum(spec.dense_macs(self.batch) for spec in self.calls)
 
     @property
     def baseline_params(self) -> int:
@@ -60,8 +95,8 @@ class ArchLayer:
 
     @property
     def macs(self) -> int:
-        """The layer as planned: best order if decomposed, else dense."""
-        return self.plan.best.macs if self.plan else self.baseline_macs
+        """The layer as planned, every call: best order if decomposed, else dense."""
+        return sum(p.best.macs for p in self.call_plans) if self.plan else self.baseline_macs
 
     @property
     def params(self) -> int:
@@ -70,8 +105,13 @@ class ArchLayer:
 
     @property
     def published_macs(self) -> int:
-        """The format's published order if decomposed, else dense."""
-        return self.plan.published.macs if self.plan else self.baseline_macs
+        """The format's published order (every call) if decomposed, else dense."""
+        return sum(p.published.macs for p in self.call_plans) if self.plan else self.baseline_macs
+
+    @property
+    def shown_published_macs(self) -> int:
+        """The published order of the format planned or rejected (every call); dense if there is none."""
+        return sum(p.published.macs for p in self.call_plans) if self.call_plans else self.baseline_macs
 
     def to_dict(self) -> dict:
         """JSON-ready row: geometry, baseline, format, schemes, best, flags."""
@@ -81,6 +121,7 @@ class ArchLayer:
         out = {
             "name": self.name,
             "kind": self.kind,
+            "calls": self.n_calls,
             "geometry": spec.describe(),
             "in_channels": spec.in_channels,
             "out_channels": spec.out_channels,
@@ -97,18 +138,28 @@ class ArchLayer:
             "best": {"order": "best" if self.plan else "dense conv", "macs": self.macs, "flops": 2 * self.macs,
                      "params": self.params},
             "worse_than_dense": self.worse_than_dense,
+            "slower_than_dense": self.slower_than_dense,
+            "dense_predicted_ms": self.dense_ms,
+            "predicted_ms": self.predicted_ms,
+            "lowering": self.lowering if self.decomposed else None,
             "macs_reduction": 1 - self.macs / self.baseline_macs if self.baseline_macs else 0.0,
             "params_reduction": 1 - self.params / self.baseline_params if self.baseline_params else 0.0,
         }
         if fmt is not None:
             out["format"] = {**fmt.to_dict(), "tt_shapes": list(fmt.tt_shapes(spec))}
         if shown is not None:
-            out["schemes"] = {name: {"macs": p.macs, "flops": p.flops, "params": p.params,
-                                     "weight_macs": p.weight_macs} for name, p in shown.schemes.items()}
+            per_call = [p.schemes for p in self.call_plans] or [shown.schemes]
+            out["schemes"] = {name: {"macs": sum(s[name].macs for s in per_call),
+                                     "flops": sum(s[name].flops for s in per_call), "params": p.params,
+                                     "weight_macs": sum(s[name].weight_macs for s in per_call)}
+                              for name, p in shown.schemes.items()}
             out["published"] = shown.fmt.published_scheme
+        if self.tuned is not None:
+            out["autotune"] = self.tuned
         if self.plan is not None:
             best = self.plan.best
-            out["best"].update(feature_macs=best.feature_macs, weight_macs=best.weight_macs,
+            out["best"].update(feature_macs=sum(p.best.feature_macs for p in self.call_plans),
+                               weight_macs=sum(p.best.weight_macs for p in self.call_plans),
                                path=[list(p) for p in best.pairs],
                                steps=[f"{s.left_name} x {s.right_name}" for s in best.steps])
         return out
@@ -126,6 +177,13 @@ class Totals:
     decomposed: int
     dense: int
     all_params: int | None = None
+    baseline_ms: float = 0.0
+    tt_ms: float = 0.0
+
+    @property
+    def predicted_speedup(self) -> float:
+        """Predicted dense time over planned time, summed over the traced layers."""
+        return self.baseline_ms / self.tt_ms if self.tt_ms else 1.0
 
     @property
     def macs_reduction(self) -> float:
@@ -149,6 +207,7 @@ class Totals:
             "decomposed_layers": self.decomposed,
             "dense_layers": self.dense,
             "all_model_params": self.all_params,
+            "predicted_ms": {"baseline": self.baseline_ms, "tt": self.tt_ms, "speedup": self.predicted_speedup},
         }
 
 
@@ -164,6 +223,7 @@ class ArchPlan:
     layers: list[ArchLayer]
     all_params: int | None = None
     notes: list[str] = field(default_factory=list)
+    objective: str = "macs"
 
     @property
     def totals(self) -> Totals:
@@ -177,11 +237,25 @@ class ArchPlan:
             decomposed=sum(layer.decomposed for layer in self.layers),
             dense=sum(not layer.decomposed for layer in self.layers),
             all_params=self.all_params,
+            baseline_ms=sum(layer.dense_ms for layer in self.layers),
+            tt_ms=sum(layer.predicted_ms for layer in self.layers),
         )
 
     def formats(self) -> dict[str, TTFormat | None]:
         """Each layer's format as planned (`None` = dense): what `save_config` writes."""
         return {layer.name: layer.fmt for layer in self.layers}
+
+    def plans(self, scheme: str = "best") -> list[tuple[str, ContractionPlan]]:
+        """(name, plan) of every decomposed layer at `scheme` (see `LayerPlan.named`): what `ttplan emit` writes."""
+        out = []
+        for layer in self.layers:
+            if layer.plan is None:
+                continue
+            try:
+                out.append((layer.name, layer.plan.named(scheme)))
+            except TTPlanError as error:
+                raise TTPlanError(f"layer {layer.name}: {error}; use best, published or dense") from None
+        return out
 
     def specs(self) -> dict[str, ConvSpec]:
         """Each layer's geometry by name."""
@@ -194,7 +268,9 @@ class ArchPlan:
             "input_size": list(self.input_size),
             "batch": self.batch,
             "fold_weights": self.fold_weights,
-            "units": "MACs (FLOPs = 2 x MACs); params = conv/linear weights + biases",
+            "objective": self.objective,
+            "units": "MACs (FLOPs = 2 x MACs); params = conv/linear weights + biases; ms predicted by the latency "
+                     "profile unless under autotune",
             "policy": self.policy.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
             "totals": self.totals.to_dict(),
@@ -231,28 +307,83 @@ def plan_layers(
     batch: int = 1,
     fold_weights: bool = False,
     skip_worse: bool = False,
+    objective: str = "macs",
+    profile: LatencyProfile | None = None,
+    skip_slower: bool = False,
+    autotune: str | None = None,
 ) -> list[ArchLayer]:
-    """Plan each decided layer with `plan_layer` (cached per geometry and format); dense ones as they are."""
+    """Plan each decided layer with `plan_layer` (cached per geometry and format); dense ones as they are.
+
+    `skip_slower`: keep a layer dense where its best order is slower than the dense layer (predicted
+    by `profile`, or measured when `autotune` names a device to time on: `cpu` or `cuda`).
+    """
+    profile = profile if profile is not None else load_profile()
     cache: dict[tuple[ConvSpec, TTFormat], LayerPlan] = {}
+    tuned: dict[tuple[ConvSpec, TTFormat], dict] = {}
+
+    def planned(spec: ConvSpec, fmt: TTFormat, kind: str) -> LayerPlan:
+        if (spec, fmt) not in cache:
+            cache[(spec, fmt)] = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, objective=objective,
+                                            profile=profile)
+            if autotune is not None and kind == "conv":
+                cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune)
+        return cache[(spec, fmt)]
+
     out: list[ArchLayer] = []
     for layer in layers:
         decision = decisions[layer.name]
-        row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source)
+        row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source,
+                        calls=layer.calls,
+                        dense_ms=sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
         if decision.fmt is not None:
-            key = (layer.spec, decision.fmt)
-            if key not in cache:
-                cache[key] = plan_layer(layer.spec, decision.fmt, batch=batch, fold_weights=fold_weights)
-            plan = cache[key]
-            row.worse_than_dense = _worse(plan)
+            plans = tuple(planned(spec, decision.fmt, layer.kind) for spec in layer.calls)  # each call at its own size
+            plan = plans[0]
+            row.call_plans = plans
+            row.tuned = tuned.get((layer.spec, decision.fmt))
+            row.worse_than_dense = any(_worse(p) for p in plans)
+            row.slower_than_dense = _slower(plans, row.dense_ms, row.tuned)
             if row.worse_than_dense and skip_worse:
                 published = plan.published
                 row.rejected, row.rejected_plan = decision.fmt, plan
                 row.reason = (f"--skip-worse: {published.name} order {published.macs:,} MACs / {published.params:,} "
                               f"params vs dense {plan.baseline_macs:,} / {plan.baseline_params:,}")
+            elif row.slower_than_dense and skip_slower:
+                row.rejected, row.rejected_plan = decision.fmt, plan
+                row.reason = f"--skip-slower: {_times(plans, row.dense_ms, row.tuned)}"
             else:
                 row.fmt, row.plan = decision.fmt, plan
         out.append(row)
     return out
+
+
+def _autotuned(plan: LayerPlan, device: str) -> tuple[LayerPlan, dict]:
+    """The layer plan with autotune's fastest order as its best (when a TT order is fastest), and the timings."""
+    from dataclasses import replace
+
+    from ttplan.runtime.autotune import autotune_layer
+
+    result = autotune_layer(plan.spec, plan.fmt, plan.network.batch, plan.best.fold_weights, device=device,
+                            profile=plan.profile)
+    tt = [t for t in result.timings if t.plan is not None]
+    fastest = min(tt, key=lambda t: t.ms)
+    return replace(plan, best=fastest.plan, tuned=result.to_dict()), result.to_dict()
+
+
+def _slower(plans: tuple[LayerPlan, ...], dense_ms: float, tuned: dict | None) -> bool:
+    """Whether the best orders (every call) are slower than the dense layer: measured when autotuned (the first
+    call's geometry), else predicted."""
+    if tuned is not None:
+        return min(t["ms"] for t in tuned["timings"] if not t["dense"]) >= tuned["dense_ms"]
+    predicted = [p.predicted_ms(p.best) for p in plans]
+    return None not in predicted and sum(predicted) >= dense_ms
+
+
+def _times(plans: tuple[LayerPlan, ...], dense_ms: float, tuned: dict | None) -> str:
+    """The comparison behind a `--skip-slower` decision, in words."""
+    if tuned is not None:
+        best = min(t["ms"] for t in tuned["timings"] if not t["dense"])
+        return f"measured {best:.3f} ms vs dense {tuned['dense_ms']:.3f} ms"
+    return f"predicted {sum(p.predicted_ms(p.best) for p in plans):.3f} ms vs dense {dense_ms:.3f} ms"
 
 
 def plan_architecture(
@@ -263,6 +394,11 @@ def plan_architecture(
     batch: int = 1,
     fold_weights: bool = False,
     skip_worse: bool = False,
+    *,
+    objective: str = "macs",
+    profile: LatencyProfile | None = None,
+    skip_slower: bool | None = None,
+    autotune: str | None = None,
 ) -> ArchPlan:
     """Trace a model and plan every layer; the result's `layers` and `totals` are what `ttplan plan` prints.
 
@@ -271,12 +407,17 @@ def plan_architecture(
     cover follow `policy`. Every decomposed layer is planned with `plan_layer` at `batch`; `to_dict()`
     gives `layers[i].{name, baseline.macs, baseline.params, schemes.<name>.macs, best.macs, best.params,
     worse_than_dense}` and `totals.{baseline,tt}.{macs,params}` (MACs; FLOPs = 2 x MACs).
+    `objective` picks what each best order minimises; `skip_slower` (default: on for `latency`) keeps
+    dense the layers no TT order beats in time; `autotune` (`cpu`/`cuda`) measures instead of predicting.
     """
+    if skip_slower is None:
+        skip_slower = objective == "latency"
     if batch < 1:
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):
         config = load_config(config)
     label, layers, size, all_params = trace_model(model_or_name, input_size)
     decisions = decide(layers, policy, config)
-    rows = plan_layers(layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse)
-    return ArchPlan(label, size, batch, fold_weights, policy, rows, all_params)
+    rows = plan_layers(layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse,
+                       objective=objective, profile=profile, skip_slower=skip_slower, autotune=autotune)
+    return ArchPlan(label, size, batch, fold_weights, policy, rows, all_params, objective=objective)

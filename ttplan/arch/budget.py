@@ -30,11 +30,12 @@ from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide, skip_reason
 from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
+from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
 from ttplan.core.network import build_network
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer
+from ttplan.models.trace import TracedLayer, traced_macs
 
 #: uniform ranks tried (each clipped to the exact rank at its cut)
 RANK_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
@@ -64,14 +65,16 @@ class BudgetResult:
     message: str
     evaluated: int
     seconds: float
+    target_speedup: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary of the search (the plan itself is `plan.to_dict()`)."""
         totals = self.plan.totals
-        return {"met": self.met, "target_macs": self.target_macs, "target_params": self.target_params,
+        return {"met": bool(self.met), "target_macs": self.target_macs, "target_params": self.target_params,
                 "macs": totals.tt_macs, "params": totals.tt_params, "macs_reduction": totals.macs_reduction,
                 "params_reduction": totals.params_reduction, "message": self.message,
-                "candidates_evaluated": self.evaluated, "seconds": round(self.seconds, 2)}
+                "candidates_evaluated": self.evaluated, "seconds": round(self.seconds, 2),
+                "target_speedup": self.target_speedup, "predicted_speedup": totals.predicted_speedup}
 
 
 def factorisations(n: int, d: int) -> list[tuple[int, ...]]:
@@ -150,13 +153,28 @@ class BudgetProblem:
     batch: int = 1
     fold_weights: bool = False
     jobs: list[tuple[ConvSpec, TTFormat]] = field(default_factory=list)
+    objective: str = "macs"
+    profile: LatencyProfile | None = None
+    #: with a speedup target the search's cost axis is predicted time (ns) instead of MACs; `target_macs` holds
+    #: the time to reach
+    target_speedup: float | None = None
+
+    def _cost(self, spec: ConvSpec, fmt: TTFormat | None) -> int:
+        """A layer's cost on the search's axis: MACs at its best order, or predicted ns with a speedup target."""
+        if fmt is None:
+            if self.target_speedup is not None:
+                return round(predict_dense_us(spec, self.batch, self.profile) * 1000)
+            return spec.dense_macs(self.batch)
+        plan = optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights,
+                        objective=self.objective, profile=self.profile)
+        return round(predict_plan_us(plan, self.profile) * 1000) if self.target_speedup is not None else plan.macs
 
     def solve(self, progress: Callable[[int], None] | None = None) -> BudgetResult:
         """Cost every job (calling `progress(1)` after each), then pick the per-layer candidates."""
         start = time.perf_counter()
         costs: dict[tuple[ConvSpec, TTFormat], int] = {}
         for spec, fmt in self.jobs:
-            costs[(spec, fmt)] = optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights).macs
+            costs[(spec, fmt)] = self._cost(spec, fmt)
             if progress is not None:
                 progress(1)
         by_name = {layer.name: layer for layer in self.layers}
@@ -165,17 +183,15 @@ class BudgetProblem:
             if layer.name not in self.free:
                 fmt = self.decisions[layer.name].fmt
                 spec = layer.spec
-                if fmt is None:
-                    fixed_macs += spec.dense_macs(self.batch)
-                    fixed_params += spec.dense_params()
-                else:
-                    fixed_macs += optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights).macs
-                    fixed_params += fmt.params(spec)
+                fixed_macs += sum(self._cost(call, fmt) for call in layer.calls)
+                fixed_params += spec.dense_params() if fmt is None else fmt.params(spec)
         candidates = {}
         for name in self.free:
-            spec = by_name[name].spec
-            dense = Candidate(None, spec.dense_macs(self.batch), spec.dense_params())
-            candidates[name] = [dense, *(Candidate(f, costs[(spec, f)], f.params(spec)) for f in self.options[name])]
+            layer = by_name[name]
+            spec = layer.spec
+            dense = Candidate(None, sum(self._cost(call, None) for call in layer.calls), spec.dense_params())
+            candidates[name] = [dense, *(Candidate(f, sum(costs[(call, f)] for call in layer.calls), f.params(spec))
+                                         for f in self.options[name])]
         chosen, met = select(candidates, fixed_macs, fixed_params, self.target_macs, self.target_params)
         formats: dict[str, TTFormat | None] = {}
         decisions: dict[str, Decision] = {}
@@ -186,12 +202,18 @@ class BudgetProblem:
             else:
                 decisions[layer.name] = self.decisions[layer.name]
             formats[layer.name] = decisions[layer.name].fmt
-        rows = plan_layers(self.layers, decisions, batch=self.batch, fold_weights=self.fold_weights)
-        plan = ArchPlan(self.label, self.input_size, self.batch, self.fold_weights, self.policy, rows, self.all_params)
-        message = describe_outcome(plan, met, self.target_macs, self.target_params, fixed_macs, fixed_params)
+        rows = plan_layers(self.layers, decisions, batch=self.batch, fold_weights=self.fold_weights,
+                           objective=self.objective, profile=self.profile)
+        plan = ArchPlan(self.label, self.input_size, self.batch, self.fold_weights, self.policy, rows, self.all_params,
+                        objective=self.objective)
+        if self.target_speedup is not None:
+            message = describe_speedup(plan, met, self.target_speedup, self.target_params)
+        else:
+            message = describe_outcome(plan, met, self.target_macs, self.target_params, fixed_macs, fixed_params)
         plan.notes.append(message)
-        return BudgetResult(formats, plan, met, self.target_macs, self.target_params, message, len(self.jobs),
-                            time.perf_counter() - start)
+        target_macs = None if self.target_speedup is not None else self.target_macs
+        return BudgetResult(formats, plan, met, target_macs, self.target_params, message, len(self.jobs),
+                            time.perf_counter() - start, self.target_speedup)
 
 
 def _target(reduction: float | None, baseline: int, what: str) -> int | None:
@@ -213,11 +235,24 @@ def prepare_budget(
     search_format: bool = False,
     batch: int = 1,
     fold_weights: bool = False,
+    target_speedup: float | None = None,
+    objective: str = "macs",
+    profile: LatencyProfile | None = None,
 ) -> BudgetProblem:
-    """Trace the model and list the candidates; targets are model-level reductions (e.g. 0.72 = 72% fewer)."""
-    if target_macs_reduction is None and target_params_reduction is None:
-        raise TTPlanError("a budget needs a target: give target_macs_reduction and/or target_params_reduction "
-                          "(e.g. --target-macs-reduction 0.72)")
+    """Trace the model and list the candidates; targets are model-level reductions (e.g. 0.72 = 72% fewer).
+
+    `target_speedup` S asks for a predicted time of the conv/linear layers <= dense / S (latency profile);
+    it replaces the MACs target (the search trades time against parameters instead of MACs).
+    """
+    if target_macs_reduction is None and target_params_reduction is None and target_speedup is None:
+        raise TTPlanError("a budget needs a target: give target_macs_reduction, target_params_reduction and/or "
+                          "target_speedup (e.g. --target-macs-reduction 0.72)")
+    if target_speedup is not None and target_macs_reduction is not None:
+        raise TTPlanError(f"target_speedup={target_speedup} and target_macs_reduction={target_macs_reduction}: "
+                          "give one (both constrain the same axis of the search)")
+    if target_speedup is not None and target_speedup <= 1:
+        raise TTPlanError(f"target_speedup={target_speedup}: expected a factor above 1, e.g. 1.5")
+    profile = profile if profile is not None else load_profile()
     if isinstance(config, (str, Path)):
         config = load_config(config)
     label, layers, size, all_params = trace_model(model_or_name, input_size)
@@ -233,14 +268,19 @@ def prepare_budget(
         fmts = [f for probe in mode_pairs(layer, policy, search_format) for f in rank_formats(layer.spec, probe)]
         options[layer.name] = fmts
         for fmt in fmts:
-            jobs[(layer.spec, fmt)] = None
-    baseline_macs = sum(layer.spec.dense_macs(batch) for layer in layers)
+            for call in layer.calls:  # a module called twice is costed at each call's geometry
+                jobs[(call, fmt)] = None
+    baseline_macs = sum(traced_macs(layer, batch) for layer in layers)
     baseline_params = sum(layer.spec.dense_params() for layer in layers)
+    target_macs = _target(target_macs_reduction, baseline_macs, "MACs")
+    if target_speedup is not None:
+        baseline_ns = sum(round(predict_dense_us(call, batch, profile) * 1000)
+                          for layer in layers for call in layer.calls)
+        target_macs = math.floor(baseline_ns / target_speedup)
     return BudgetProblem(
         label, layers, size, all_params, decisions, free, options,
-        _target(target_macs_reduction, baseline_macs, "MACs"), _target(target_params_reduction, baseline_params,
-                                                                        "params"),
-        policy, batch, fold_weights, list(jobs),
+        target_macs, _target(target_params_reduction, baseline_params, "params"),
+        policy, batch, fold_weights, list(jobs), objective, profile, target_speedup,
     )
 
 
@@ -414,6 +454,17 @@ def select(
     if met:
         best = _improve(table, _fill(table, best))
     return {n: candidates[n][fronts[n][int(best[row])]] for row, n in enumerate(names)}, met
+
+
+def describe_speedup(plan: ArchPlan, met: bool, speedup: float, target_params: int | None) -> str:
+    """One plain sentence for a speedup target: met or not, with the predicted times and reductions."""
+    totals = plan.totals
+    wanted = f"predicted speedup >= {speedup:.2f}x"
+    if target_params is not None:
+        wanted += f" and params <= {target_params:,}"
+    got = (f"dense {totals.baseline_ms:.2f} ms -> {totals.tt_ms:.2f} ms ({totals.predicted_speedup:.2f}x), "
+           f"{totals.macs_reduction:.1%} fewer MACs, {totals.params_reduction:.1%} fewer params")
+    return f"targets met: {wanted}; found {got}" if met else f"targets cannot be met: wanted {wanted}; closest {got}"
 
 
 def describe_outcome(plan: ArchPlan, met: bool, target_macs: int | None, target_params: int | None,

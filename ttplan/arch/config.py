@@ -16,13 +16,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ttplan.core.formats import KINDS, TTFormat, format_names, make_format
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer
+from ttplan.files import atomic_write_text
+
+if TYPE_CHECKING:  # tracing needs torch; planning from a config does not
+    from ttplan.models.trace import TracedLayer
 
 DENSE = "dense"
 FORMATS = (*KINDS, DENSE)
@@ -103,6 +107,29 @@ def parse_entry(name: str, entry: object) -> LayerConfig:
     return LayerConfig(kind, lists["tt_shapes"], lists["in_modes"], lists["out_modes"], lists["ranks"], rank, order)
 
 
+def _unique(pairs: list[tuple[object, object]], path: Path) -> dict:
+    """A JSON object's pairs as a dict; a key given twice (a layer named twice) is a one-line error."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise TTPlanError(f"config {str(path)!r}: key {key!r} appears twice; give each layer (and each of "
+                              "its keys) once")
+        out[key] = value
+    return out
+
+
+def _unique_key_loader(path: Path) -> type:
+    """A YAML SafeLoader that refuses a mapping key given twice, as `_unique` does for JSON."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            pairs = [(self.construct_object(key, deep=deep), value) for key, value in node.value]
+            _unique([(key, None) for key, _ in pairs], path)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def load_config(path: str | Path) -> dict[str, LayerConfig]:
     """Read a JSON (.json) or YAML (.yaml/.yml, or anything else) config into entries keyed by module name."""
     path = Path(path)
@@ -111,7 +138,10 @@ def load_config(path: str | Path) -> dict[str, LayerConfig]:
     except OSError as error:
         raise TTPlanError(f"config {str(path)!r}: cannot read it ({error.strerror or error})") from error
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if path.suffix.lower() == ".json":
+            data = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, path))
+        else:
+            data = yaml.load(text, Loader=_unique_key_loader(path))  # noqa: S506 - a SafeLoader subclass
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         detail = " ".join(str(error).split())
         raise TTPlanError(f"config {str(path)!r}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
@@ -178,10 +208,9 @@ def save_config(formats: dict[str, TTFormat | None], spec_by_name: dict[str, Con
     if missing:
         raise TTPlanError(f"save_config: no layer geometry for {', '.join(missing)}")
     data = {name: format_entry(fmt, spec_by_name[name]) for name, fmt in formats.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".yaml", ".yml"):
-        path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     else:
         lines = [f"  {json.dumps(name)}: {json.dumps(entry)}" for name, entry in data.items()]
-        path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+        atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
     return path

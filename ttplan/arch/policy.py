@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ttplan.arch.config import LayerConfig, resolve_formats
 from ttplan.core.formats import TTFormat, format_names, linear_format, make_format
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer
+
+if TYPE_CHECKING:  # tracing needs torch; planning from a config does not
+    from ttplan.models.trace import TracedLayer
 
 DEFAULT_FORMAT = "hodec"
 #: the formats a policy may give conv layers: the default first, then the other registered conv formats

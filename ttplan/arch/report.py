@@ -9,8 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
+from typing import TYPE_CHECKING
 
-from ttplan.arch.architecture import ArchLayer, ArchPlan
+if TYPE_CHECKING:  # rendering needs no torch; planning the architecture does
+    from ttplan.arch.architecture import ArchLayer, ArchPlan
+
+#: the default text table fits a terminal this wide; `wide=True` prints every column
+TERMINAL_WIDTH = 120
 
 COLUMNS = (
     ("layer", "layer"),
@@ -22,12 +28,34 @@ COLUMNS = (
     ("published_macs", "published-order MACs"),
     ("best_macs", "best-order MACs"),
     ("params", "params"),
+    ("dense_ms", "dense ms"),
+    ("ms", "TT ms"),
     ("macs_reduction", "MACs↓"),
     ("params_reduction", "params↓"),
     ("note", "note"),
 )
+#: the default text table: fewer, shorter columns (the rest in --wide, JSON, CSV and Markdown)
+COMPACT = (
+    ("layer", "layer"),
+    ("short_format", "format"),
+    ("max_rank", "rank≤"),
+    ("best_macs", "MACs"),
+    ("ms", "ms"),
+    ("macs_reduction", "MACs↓"),
+    ("params", "params"),
+    ("params_reduction", "params↓"),
+    ("note", "note"),
+)
 NUMERIC = {"dense_macs", "dense_params", "published_macs", "best_macs", "params", "macs_reduction",
-           "params_reduction"}
+           "params_reduction", "max_rank", "dense_ms", "ms"}
+#: text columns shortened (with …) when the compact table would be wider than the terminal, in this order
+SHRINKABLE = ("note", "layer", "short_format")
+#: a format's own description longer than this is shown as `label in→out` modes in the compact table
+SHORT_FORMAT = 24
+
+
+def _modes(values: tuple[int, ...]) -> str:
+    return "·".join(map(str, values))
 
 
 def layer_row(layer: ArchLayer) -> dict[str, object]:
@@ -35,29 +63,50 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
     fmt = layer.fmt or layer.rejected
     plan = layer.plan or layer.rejected_plan
     if fmt is None:
-        shape = ranks = "dense"
+        shape = ranks = short = "dense"
     else:
         shape = fmt.describe(layer.spec)
+        modes = f"{fmt.label} {_modes(fmt.in_modes)}→{_modes(fmt.out_modes)}"
+        short = shape if len(shape) <= SHORT_FORMAT else modes
         ranks = ",".join(map(str, fmt.ranks))
     notes = []
     if layer.worse_than_dense and plan is not None:
         notes.append(f"worse than dense ({plan.published.name} order)")
+    if layer.slower_than_dense and plan is not None and not layer.reason:
+        notes.append("slower than dense")
     if layer.reason:
         notes.append(layer.reason)
+    if layer.n_calls > 1:
+        notes.append(f"{layer.n_calls} calls per forward, each counted")
+    if layer.tuned is not None:
+        notes.append("measured (autotune)")
     return {
         "layer": layer.name,
         "geometry": layer.spec.describe(),
         "dense_macs": layer.baseline_macs,
         "dense_params": layer.baseline_params,
         "format": shape,
+        "short_format": short,
         "ranks": ranks,
-        "published_macs": plan.published.macs if plan is not None else layer.baseline_macs,
+        "max_rank": max(fmt.ranks) if fmt is not None else "",
+        "published_macs": layer.shown_published_macs,
         "best_macs": layer.macs,
         "params": layer.params,
+        "dense_ms": _measured(layer, dense=True),
+        "ms": _measured(layer, dense=False),
         "macs_reduction": 1 - layer.macs / layer.baseline_macs if layer.baseline_macs else 0.0,
         "params_reduction": 1 - layer.params / layer.baseline_params if layer.baseline_params else 0.0,
         "note": "; ".join(notes),
     }
+
+
+def _measured(layer: ArchLayer, dense: bool) -> float:
+    """The layer's ms: autotune's measurement when it has one, else the profile's prediction."""
+    if layer.tuned is not None:
+        if dense or layer.plan is None:
+            return layer.tuned["dense_ms"]
+        return min(t["ms"] for t in layer.tuned["timings"] if not t["dense"])
+    return layer.dense_ms if dense else layer.predicted_ms
 
 
 def total_row(plan: ArchPlan) -> dict[str, object]:
@@ -66,7 +115,9 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
     return {
         "layer": "TOTAL", "geometry": f"{t.decomposed} decomposed, {t.dense} dense",
         "dense_macs": t.baseline_macs, "dense_params": t.baseline_params, "format": "", "ranks": "",
+        "short_format": "", "max_rank": "",
         "published_macs": t.published_macs, "best_macs": t.tt_macs, "params": t.tt_params,
+        "dense_ms": t.baseline_ms, "ms": t.tt_ms,
         "macs_reduction": t.macs_reduction, "params_reduction": t.params_reduction,
         "note": "dense-kept layers included",
     }
@@ -75,6 +126,8 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
 def _cell(key: str, value: object) -> str:
     if key in ("macs_reduction", "params_reduction"):
         return f"{value:.1%}"
+    if key in ("dense_ms", "ms"):  # short whatever the batch: 3 decimals, or 4 significant digits from 1000 ms
+        return f"{value:.3f}" if value < 1000 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -88,6 +141,7 @@ def header_lines(plan: ArchPlan) -> list[str]:
         f"model {plan.model}, input {c}x{h}x{w}, batch {plan.batch}{fold}",
         f"policy for layers no config covers: {plan.policy.describe()}",
         "costs in MACs (FLOPs = 2 x MACs; papers' 'FLOPs' are MACs); params = conv/linear weights + biases",
+        f"best orders minimise {plan.objective}; ms predicted by the latency profile (measured where autotuned)",
         *plan.notes,
     ]
 
@@ -102,7 +156,12 @@ def summary_lines(plan: ArchPlan) -> list[str]:
         f"{t.tt_params:,} params",
         f"FLOPs↓ {t.macs_reduction:.1%}   params↓ {t.params_reduction:.1%}   "
         f"({t.decomposed} layers decomposed, {t.dense} kept dense and counted)",
+        f"predicted time of the conv/linear layers: dense {t.baseline_ms:.2f} ms, planned {t.tt_ms:.2f} ms "
+        f"({t.predicted_speedup:.2f}x)",
     ]
+    slower = [layer.name for layer in plan.layers if layer.slower_than_dense]
+    if slower:
+        lines.append(f"TT slower than dense ({len(slower)}): {', '.join(slower)}")
     if t.all_params is not None:
         lines.append(f"all parameters of the dense model (BN included): {t.all_params:,}")
     worse = [layer.name for layer in plan.layers if layer.worse_than_dense]
@@ -111,22 +170,60 @@ def summary_lines(plan: ArchPlan) -> list[str]:
     return lines
 
 
-def render_text(plan: ArchPlan) -> str:
-    """A fixed-width table for the terminal."""
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _fit(columns: tuple[tuple[str, str], ...], cells: list[list[str]], widths: list[int], limit: int) -> None:
+    """Shorten the text columns of `SHRINKABLE` (in place, cells and widths) until a line fits `limit`."""
+    for key in SHRINKABLE:
+        j = next((n for n, (k, _) in enumerate(columns) if k == key), None)
+        excess = sum(widths) + 2 * (len(widths) - 1) - limit
+        if j is None or excess <= 0:
+            continue
+        floor = len(columns[j][1]) if key != "note" else max(len(columns[j][1]), 12)
+        widths[j] = max(floor, widths[j] - excess)
+        for row in cells:
+            row[j] = _shorten(row[j], widths[j])
+
+
+def table_lines(plan: ArchPlan, wide: bool = False, limit: int = TERMINAL_WIDTH) -> list[str]:
+    """The per-layer table; compact (fits `limit` columns, text shortened with …) unless `wide`."""
+    columns = COLUMNS if wide else COMPACT
     rows = [layer_row(layer) for layer in plan.layers] + [total_row(plan)]
-    cells = [[_cell(k, r[k]) for k, _ in COLUMNS] for r in rows]
-    heads = [title for _, title in COLUMNS]
-    widths = [max(len(heads[j]), *(len(c[j]) for c in cells)) for j in range(len(COLUMNS))]
+    if not wide:
+        t = plan.totals
+        rows[-1]["note"] = f"{t.decomposed} TT + {t.dense} dense layers"
+    cells = [[_cell(k, r[k]) for k, _ in columns] for r in rows]
+    heads = [title for _, title in columns]
+    widths = [max(len(heads[j]), *(len(c[j]) for c in cells)) for j in range(len(columns))]
+    if not wide:
+        _fit(columns, cells, widths, limit)
 
     def line(values: list[str]) -> str:
-        parts = [v.rjust(widths[j]) if COLUMNS[j][0] in NUMERIC else v.ljust(widths[j])
+        parts = [v.rjust(widths[j]) if columns[j][0] in NUMERIC else v.ljust(widths[j])
                  for j, v in enumerate(values)]
         return "  ".join(parts).rstrip()
 
-    body = [line(heads), "-" * len(line(heads))]
-    body += [line(c) for c in cells[:-1]]
-    body += ["-" * len(line(heads)), line(cells[-1])]
-    return "\n".join([*header_lines(plan), "", *body, "", *summary_lines(plan)])
+    rule = "-" * max(len(line(c)) for c in [heads, *cells])
+    return [line(heads), rule, *(line(c) for c in cells[:-1]), rule, line(cells[-1])]
+
+
+def _wrap(lines: list[str], limit: int) -> list[str]:
+    """Prose lines wrapped to `limit` columns (continuations indented)."""
+    out: list[str] = []
+    for text in lines:
+        out += textwrap.wrap(text, limit, subsequent_indent="  ", break_on_hyphens=False) or [""]
+    return out
+
+
+def render_text(plan: ArchPlan, wide: bool = False) -> str:
+    """A fixed-width table for the terminal: 120 columns at most unless `wide` (every column, nothing shortened)."""
+    head, tail = header_lines(plan), summary_lines(plan)
+    if not wide:
+        head, tail = _wrap(head, TERMINAL_WIDTH), _wrap(tail, TERMINAL_WIDTH)
+        tail.append("(--wide: every column: geometry, dense MACs and params, ranks, published-order MACs)")
+    return "\n".join([*head, "", *table_lines(plan, wide), "", *tail])
 
 
 def render_markdown(plan: ArchPlan, title: str | None = None) -> str:
@@ -151,7 +248,7 @@ def render_csv(plan: ArchPlan) -> str:
     writer = csv.DictWriter(buffer, fieldnames=[k for k, _ in COLUMNS], lineterminator="\n")
     writer.writeheader()
     for row in [layer_row(layer) for layer in plan.layers] + [total_row(plan)]:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k, _ in COLUMNS})
     return buffer.getvalue()
 
 
@@ -163,4 +260,15 @@ def render_json(plan: ArchPlan, extra: dict | None = None) -> str:
     return json.dumps(data, indent=2)
 
 
-RENDERERS = {"text": render_text, "markdown": render_markdown, "csv": render_csv, "json": render_json}
+def render(plan: ArchPlan, kind: str = "text", *, extra: dict | None = None, title: str | None = None,
+           wide: bool = False) -> str:
+    """`plan` as `kind`: text (compact unless `wide`), markdown, csv or json (with `extra` keys)."""
+    if kind == "json":
+        return render_json(plan, extra)
+    if kind == "csv":
+        return render_csv(plan)
+    if kind == "markdown":
+        return render_markdown(plan, title)
+    if kind == "text":
+        return render_text(plan, wide)
+    raise ValueError(f"kind={kind!r}: expected text, markdown, csv or json")

@@ -58,7 +58,7 @@ class Settings:
     finetune_lr: float = 0.01
     pilot_rhos: tuple[float, ...] = (0.1, 1.0, 10.0)
     pilot_finetune_epochs: int = 0
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     threads: int = 1
     data_dir: str | None = None
     runs: Path = RUNS
@@ -305,7 +305,7 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
 @click.option("--finetune-epochs", type=click.IntRange(min=1), default=Settings.finetune_epochs, show_default=True)
 @click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Cap batches per epoch (smoke tests).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seeds", default="0,1", show_default=True,
+@click.option("--seeds", default="0,1,2", show_default=True,
               help="Seeds of the direct and ADMM arms at the first operating point (comma-separated).")
 @click.option("--deadline", type=click.IntRange(min=1), default=None,
               help="Minutes from now after which no arm may still be running: arms that would not finish are "

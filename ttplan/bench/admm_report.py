@@ -27,6 +27,7 @@ import torch
 
 from ttplan.core.formats import make_format
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_text, check_writable
 from ttplan.models import load_model, trace_layers
 from ttplan.training.run import TrainConfig, train
 
@@ -84,9 +85,8 @@ def write_config(settings: BenchSettings) -> Path:
     """Generate the layer config and write it (one entry per line)."""
     size = (3, settings.image_size, settings.image_size)
     entries = hodec_config(settings.arch, size, settings.stages, settings.rank)
-    settings.config.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"  {json.dumps(name)}: {json.dumps(entry)}" for name, entry in entries.items()]
-    settings.config.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    atomic_write_text(settings.config, "{\n" + ",\n".join(lines) + "\n}\n")
     return settings.config
 
 
@@ -317,14 +317,22 @@ def append_section(report: Path, section: str) -> None:
     text = report.read_text() if report.is_file() else "# ADMM against direct TT decomposition\n"
     if GPU_MARKER in text:
         text = text[: text.index(GPU_MARKER)].rstrip() + "\n"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text.rstrip() + "\n\n" + section)
+    atomic_write_text(report, text.rstrip() + "\n\n" + section)
+
+
+def _writable(path: Path) -> Path:
+    """The report path, checked before the benchmark runs (click prints the one-line error of this script)."""
+    try:
+        return check_writable(path, "--out")
+    except TTPlanError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 @click.command()
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cpu: the ADMM vs direct comparison; cuda: ADMM epochs/s on GPU vs CPU, appended to the report.")
-@click.option("--out", type=click.Path(path_type=Path), default=REPORT, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=REPORT, show_default=True,
+              callback=lambda _ctx, _param, value: _writable(value))
 @click.option("--runs", type=click.Path(path_type=Path), default=RUNS, show_default=True,
               help="Folder for the run folders.")
 @click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True)
@@ -341,7 +349,7 @@ def main(device: str, out: Path, runs: Path, image_size: int, threads: int | Non
         result = run_comparison(settings)
         out.parent.mkdir(parents=True, exist_ok=True)
         plot_arms(result, out.parent)
-        out.write_text(render(settings, result, time.perf_counter() - start))
+        atomic_write_text(out, render(settings, result, time.perf_counter() - start))
     else:
         settings = BenchSettings(image_size=image_size, threads=threads, runs=runs)
         append_section(out, run_gpu(settings, gpu_epochs))

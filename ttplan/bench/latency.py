@@ -27,7 +27,9 @@ from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
 from ttplan.runtime.layers import TTConv2d
 
-VARIANTS = ("dense", "classical", "hodec", "best", "tltorch")
+VARIANTS = ("dense", "classical", "hodec", "best", "fast", "tltorch", "tl-tucker")
+#: tensorly-torch's factorizations timed beside ttplan's, at the parameters of ttplan's hodec layer
+TLTORCH = {"tltorch": "tt", "tl-tucker": "tucker"}
 FOCUS = "layer3.0.conv1"
 
 
@@ -90,16 +92,19 @@ def bench_formats(spec: ConvSpec, rank: int = 16, order: int = 3) -> dict[str, T
             for kind in ("classical", "hodec")}
 
 
-def _tltorch_conv(spec: ConvSpec, rank: int) -> tuple[nn.Module | None, str]:
-    """tensorly-torch's TT conv of the same geometry, or None and why not."""
+def _tltorch_conv(spec: ConvSpec, params: int, factorization: str = "tt") -> tuple[nn.Module | None, str]:
+    """tensorly-torch's factorized conv (`tt` or `tucker`) of the same geometry with about `params` parameters
+    (its rank given as that fraction of the dense kernel), or None and why not."""
     try:
         import tltorch  # optional dependency
     except ImportError:
         return None, "not installed"
     conv = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
                      spec.dilation, bias=False)
+    fraction = params / conv.weight.numel()
     try:
-        return tltorch.FactorizedConv.from_conv(conv, rank=rank, factorization="tt", implementation="factorized"), ""
+        return tltorch.FactorizedConv.from_conv(conv, rank=fraction, factorization=factorization,
+                                                implementation="factorized"), ""
     except Exception as error:  # an API mismatch must not stop the benchmark
         return None, f"failed: {type(error).__name__}"
 
@@ -113,15 +118,27 @@ def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, ran
         "classical": TTConv2d(spec, formats["classical"], plan="classical", batch=batch),
         "hodec": TTConv2d(spec, formats["hodec"], plan="hodec", batch=batch),
         "best": TTConv2d(spec, formats["hodec"], plan="best", batch=batch),
+        "fast": TTConv2d(spec, formats["hodec"], plan=_fast_plan(spec, formats["hodec"], batch), fold_weights=True,
+                         batch=batch),
     }
     notes: dict[str, str] = {}
     if with_tltorch:
-        module, why = _tltorch_conv(spec, rank)
-        if module is None:
-            notes["tltorch"] = why
-        else:
-            modules["tltorch"] = module
+        params = formats["hodec"].params(spec)
+        for name, factorization in TLTORCH.items():
+            module, why = _tltorch_conv(spec, params, factorization)
+            if module is None:
+                notes[name] = why
+            else:
+                modules[name] = module
     return {name: m.to(device).eval() for name, m in modules.items()}, notes
+
+
+def _fast_plan(spec: ConvSpec, fmt: TTFormat, batch: int):
+    """The order for inference: least predicted time (latency profile) with weights folded at load."""
+    from ttplan.core.network import build_network
+    from ttplan.core.search import optimize
+
+    return optimize(build_network(spec, fmt, batch), fold_weights=True, objective="latency")
 
 
 def _sync(device: torch.device) -> None:
@@ -200,7 +217,7 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
             ms.update(time_interleaved(modules, x, repeats, cuda_graphs=cuda_graphs))
             macs: dict[str, int | None] = dict.fromkeys(VARIANTS)
             macs["dense"] = spec.dense_macs(batch)
-            for name in ("classical", "hodec", "best"):
+            for name in ("classical", "hodec", "best", "fast"):
                 macs[name] = modules[name].plan.macs
             rows.append(LatencyRow(group, batch, ms, macs, notes))
             del modules, x
@@ -228,7 +245,7 @@ def _cell(row: LatencyRow, variant: str) -> str:
 
 
 def _macs_cell(row: LatencyRow) -> str:
-    return " / ".join(f"{row.macs_ratio(v):.2f}" for v in ("classical", "hodec", "best"))
+    return " / ".join(f"{row.macs_ratio(v):.2f}" for v in ("classical", "hodec", "best", "fast"))
 
 
 def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str,
@@ -248,22 +265,26 @@ def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: i
         "variant for one block of back-to-back calls of about 25 ms (at least one call); cells give the median "
         f"over repeats of the mean time per call. Uniform rank {rank}. "
         "Cells: milliseconds per call (time / dense time in the same row). "
-        "`MACs vs dense`: planned MACs of classical / hodec / best over the dense conv's (FLOPs = 2 x MACs).",
+        "`MACs vs dense`: planned MACs of classical / hodec / best / fast over the dense conv's (FLOPs = 2 x MACs). "
+        "`fast`: the hodec format at the order of least predicted time (`--objective latency`), weights folded at "
+        "load. `tltorch` / `tl-tucker`: tensorly-torch's TT and Tucker convs (`implementation='factorized'`) at the "
+        "hodec layer's parameter count.",
         "",
     ]
     if tl:
-        lines += [f"tensorly-torch TT conv: {tl}; its column shows why.", ""]
+        lines += [f"tensorly-torch: {tl}; its columns show why.", ""]
     for batch in sorted({r.batch for r in rows}):
         lines += [
             f"### batch {batch}",
             "",
-            "| layers | geometry | dense ms | classical | hodec | best | tltorch | MACs vs dense |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| layers | geometry | dense ms | classical | hodec | best | fast | tltorch | tl-tucker | MACs vs dense |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in (r for r in rows if r.batch == batch):
             lines.append(f"| {', '.join(row.group.names)} | {row.group.spec.describe()} | {row.ms['dense']:.2f} | "
                          f"{_cell(row, 'classical')} | {_cell(row, 'hodec')} | {_cell(row, 'best')} | "
-                         f"{_cell(row, 'tltorch')} | {_macs_cell(row)} |")
+                         f"{_cell(row, 'fast')} | {_cell(row, 'tltorch')} | {_cell(row, 'tl-tucker')} | "
+                         f"{_macs_cell(row)} |")
         lines.append("")
     lines += _focus(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -274,12 +295,14 @@ def _focus(rows: list[LatencyRow]) -> list[str]:
     row = next((r for r in rows if FOCUS in r.group.names and r.batch == 32), None)
     if row is None:
         return []
-    best, classical = row.ratio("best"), row.ratio("classical")
+    best, classical, fast = row.ratio("best"), row.ratio("classical"), row.ratio("fast")
     speed = f"{1 / best:.1f}x faster than dense" if best < 1 else f"{best:.1f}x slower than dense"
     return [
         f"Check, {FOCUS} at batch 32 (hodec `tt_shapes 4,8,8,9,4,4,8`, ranks 16): the best order runs "
         f"{speed} ({'meets' if 1 / best >= 5 else 'misses'} the 5x target; planned MACs "
-        f"{1 / row.macs_ratio('best'):.1f}x fewer); the classical order takes {classical:.2f}x the dense time "
+        f"{1 / row.macs_ratio('best'):.1f}x fewer); the fast order (latency objective, folded weights) runs "
+        f"{1 / fast:.1f}x faster than dense ({'meets' if 1 / fast >= 10 else 'misses'} the 10x target; planned MACs "
+        f"{1 / row.macs_ratio('fast'):.1f}x fewer); the classical order takes {classical:.2f}x the dense time "
         f"({'slower' if classical > 1 else 'not slower'} than dense; planned MACs {row.macs_ratio('classical'):.2f}x "
         "dense).",
         "",
@@ -294,7 +317,7 @@ def render_report(section: str) -> str:
         "Dense `nn.Conv2d` against `ttplan.runtime.layers.TTConv2d` running the classical order (classical format), "
         "the "
         "hodec order and the searched best order (hodec format), with balanced ascending modes and uniform ranks, "
-        "and tensorly-torch's TT conv where installed. Written by `ttplan bench latency`; "
+        "and tensorly-torch's TT and Tucker convs where installed. Written by `ttplan bench latency`; "
         "`--append` adds a run (e.g. on CUDA) below.",
         "",
         section,

@@ -1,10 +1,13 @@
-"""`ttplan bench`: benchmarks that write reports under reports/ (`latency`; `planner` when present)."""
+"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`, `formats`, `model`)."""
 
 from __future__ import annotations
 
 import click
 
+from ttplan.cli.options import device_options
+from ttplan.cli.output import emit_text, out_option
 from ttplan.errors import TTPlanError
+from ttplan.training.run import DEVICES
 
 
 @click.group()
@@ -13,33 +16,29 @@ def bench() -> None:
 
 
 @bench.command("latency")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to time the layers (cuda synchronizes around every call).")
+@device_options(DEVICES, threads_default=1)
 @click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
-              help="Timed calls per variant; the median is reported.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="torch.set_num_threads for the run (one thread is steadiest on a shared machine).")
+              help="Timed calls per variant; the median is reported (cuda synchronizes around every call).")
 @click.option("--rank", "-r", type=click.IntRange(min=1), default=16, show_default=True, help="Uniform TT rank.")
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 32), show_default=True,
               help="Batch sizes (repeat the option for several).")
 @click.option("--layers", default=None,
               help="Comma-separated layer names to keep (e.g. layer3.0.conv1); default: every 3x3 conv.")
-@click.option("--out", type=click.Path(dir_okay=False), default="reports/latency.md", show_default=True,
-              help="Markdown report.")
+@out_option("Markdown report.", default="reports/latency.md")
 @click.option("--append", is_flag=True, help="Add this run below an existing report instead of replacing it.")
 @click.option("--cuda-graphs", is_flag=True,
               help="With --device cuda: replay each layer as one captured CUDA graph (no per-kernel launch cost).")
 def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[int, ...], layers: str | None,
-            out: str, append: bool, cuda_graphs: bool) -> None:
+            out, append: bool, cuda_graphs: bool) -> None:
     """Time dense nn.Conv2d against TT layers (classical, hodec and best orders) on ResNet-18's 3x3 convs."""
-    from pathlib import Path
-
     import torch
 
     from ttplan.bench.latency import render_report, render_section, resnet18_3x3_groups, run_latency, select_groups
 
     if cuda_graphs and device != "cuda":
         raise TTPlanError(f"--cuda-graphs needs --device cuda, got --device {device}")
+    if append and not out.is_file():
+        raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
     groups = resnet18_3x3_groups()
     if layers:
         groups = select_groups(groups, [name.strip() for name in layers.split(",") if name.strip()])
@@ -58,23 +57,101 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
         command += " --cuda-graphs"
     section = render_section(rows, device, threads, repeats, rank, command + (" --append" if append else ""),
                              cuda_graphs)
-    path = Path(out)
-    if append and not path.exists():
-        raise TTPlanError(f"--append: {path} does not exist yet; run once without --append first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text().rstrip("\n") + "\n\n" + section if append else render_report(section)
-    path.write_text(text)
-    click.echo(f"wrote {path}")
+    text = out.read_text().rstrip("\n") + "\n\n" + section if append else render_report(section)
+    emit_text(text, out)
     click.echo(section.strip().splitlines()[-1])
 
 
-def _attach_planner() -> None:
-    """`ttplan bench planner` lives in its own module; attach it when that module is there."""
+@bench.command("planner")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timing repeats per network.")
+@out_option("Markdown report to write.", default="reports/planner.md")
+def planner(repeats: int, out) -> None:
+    """Time ttplan's exact search against opt_einsum (optimal, dp) on networks of 4 to 16 tensors."""
+    from ttplan.bench.search_speed import benchmark_networks, render_markdown, run_benchmark
+
+    count = len(benchmark_networks())
+    with click.progressbar(length=count, label="planning networks") as bar:
+        rows = run_benchmark(repeats=repeats, progress=bar.update)
+    command = "ttplan bench planner" + (f" --repeats {repeats}" if repeats != 5 else "")
+    emit_text(render_markdown(rows, command), out, f" ({len(rows)} networks)")
+
+
+@bench.command("formats")
+@click.option("--targets", default="0.90,0.97", show_default=True,
+              help="Parameter reductions to compare the formats at, comma-separated.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True, help="Timing batch size.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed blocks per variant; the median is reported.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads for torch.")
+@out_option("Markdown report.", default="reports/formats_layer3.0.conv1.md")
+def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
+    """Every format at equal parameters on ResNet-18's layer3.0.conv1: published and best-order MACs, CPU time."""
+    import torch
+
+    from ttplan.bench.formats import compare_formats, load_average, render_markdown
+    from ttplan.core.spec import ConvSpec
+
     try:
-        from ttplan.cli.bench_planner import planner
-    except ImportError:
-        return
-    bench.add_command(planner)
+        wanted = tuple(float(t) for t in targets.split(","))
+    except ValueError:
+        wanted = ()
+    if not wanted or any(not 0 < t < 1 for t in wanted):
+        raise TTPlanError(f"--targets {targets}: expected reductions between 0 and 1, e.g. 0.90,0.97")
+    spec = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
+    load = load_average()
+    torch.set_num_threads(threads)
+    with click.progressbar(length=len(wanted), label="timing formats") as bar:
+        rows, dense_ms = compare_formats(spec, wanted, batch, repeats, progress=bar.update)
+    command = "ttplan bench formats" + "".join(
+        f" {flag} {value}" for flag, value, default in (("--targets", targets, "0.90,0.97"), ("--batch", batch, 32),
+                                                        ("--repeats", repeats, 5), ("--threads", threads, 1))
+        if value != default)
+    emit_text(render_markdown(rows, spec, "layer3.0.conv1", batch, dense_ms, threads, repeats, command, load), out,
+              f" ({len(rows)} rows)")
 
 
-_attach_planner()
+@bench.command("model")
+@click.argument("arch")
+@device_options(DEVICES)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(32,), show_default=True,
+              help="Batch sizes (repeat the option for several).")
+@click.option("--objective", type=click.Choice(["macs", "latency"]), default="latency", show_default=True,
+              help="What each layer's order minimises (latency also keeps dense the layers predicted slower).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Latency profile (default: ~/.cache/ttplan/profile.json, else the committed default).")
+@click.option("--rounds", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Interleaved rounds end to end and per layer; medians are reported.")
+@click.option("--runtime", type=click.Choice(["emitted", "layers"]), default="emitted", show_default=True,
+              help="Build the TT model by the generated code (`ttplan emit --arch`) or by ttplan.runtime.convert.")
+@click.option("--autotune", is_flag=True, help="Autotune each distinct layer first (cached).")
+@out_option("Markdown report.", default="reports/latency_models.md")
+@click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
+def model(arch: str, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
+          objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, out,
+          append: bool) -> None:
+    """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
+    import torch
+
+    from ttplan.bench.model import bench_model, render_report, render_section
+    from ttplan.core.latency import load_profile
+
+    if append and not out.is_file():
+        raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
+    profile = load_profile(profile_path, device)
+    threads = threads or torch.get_num_threads()
+    sections = []
+    for batch in batches:
+        result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
+                             objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
+                             runtime=runtime, autotune=autotune, progress=lambda m: click.echo(m, err=True))
+        command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
+                   + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
+                   + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
+                   + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else ""))
+        sections.append(render_section(result, command))
+        click.echo(f"{arch} batch {batch}, {threads} threads: dense {result.dense_ms:.2f} ms, TT {result.tt_ms:.2f} "
+                   f"ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})", err=True)
+    text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
+    emit_text(text, out)

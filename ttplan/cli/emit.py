@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import keyword
 
 import click
 from click.core import ParameterSource
 
-from ttplan.cli.options import IntList, format_from_options, format_options, geometry_options, spec_from_options
-from ttplan.core.formats import published_schemes
+from ttplan.cli.objective_options import objective_options, profile_from_options, speed_options
+from ttplan.cli.options import (
+    arch_option,
+    format_from_options,
+    format_options,
+    geometry_options,
+    model_input_size,
+    policy_from_options,
+    policy_options,
+    spec_from_options,
+)
+from ttplan.cli.output import emit_text, out_option
+from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
 
-SCHEMES = ("best", "published", *published_schemes(), "dense")
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
-              "ranks", "in_modes", "out_modes")
-ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse")
+              "ranks", "in_modes", "out_modes", "class_name")
+ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse",
+             "skip_slower")
 
 EXAMPLES = """
 Examples:
@@ -33,26 +44,10 @@ The file imports torch only; a single layer's `__all__` names its one class, an 
 """
 
 
-class SizeType(click.ParamType):
-    """`--input-size`: H or H,W for a layer (as `ttplan layer`), C,H,W for `--arch`."""
-
-    name = "H,W|C,H,W"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        values = IntList().convert(str(value).lower().replace("x", ","), param, ctx)
-        if len(values) == 1:
-            values = (values[0], values[0])
-        if len(values) not in (2, 3):
-            self.fail(f"{value!r}: expected H, H,W or (with --arch) C,H,W", param, ctx)
-        return values
-
-
 @click.command(epilog=EXAMPLES)
-@geometry_options
+@geometry_options(required=False)
 @format_options
-@click.option("--scheme", type=click.Choice(SCHEMES), default="best", show_default=True,
+@click.option("--scheme", type=click.Choice(plan_names()), default="best", show_default=True,
               help="Order to emit: the searched best, the format's published order, a named scheme, or dense "
                    "(rebuild the kernel, one conv).")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
@@ -60,23 +55,13 @@ class SizeType(click.ParamType):
 @click.option("--fold-weights", is_flag=True,
               help="Choose the order for folded weights and make the layers cache the weight-only steps.")
 @click.option("--class-name", default=None, help="Class name for a single layer (default from the geometry).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Python file to write (default: print the source).")
-@click.option("--arch", default=None,
-              help="Emit every decomposed layer of this model: a preset (resnet18, ...) or module:callable.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="--arch: JSON/YAML per-layer formats and ranks, as `ttplan plan --config`.")
-@click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="--arch policy: each rank as this fraction of the exact TT rank.")
-@click.option("--skip-first/--no-skip-first", default=True, show_default=True,
-              help="--arch: keep the first conv dense.")
-@click.option("--skip-1x1/--no-skip-1x1", default=True, show_default=True, help="--arch: keep 1x1 convs dense.")
-@click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="--arch: keep layers with fewer than N input or output channels dense.")
-@click.option("--linear", is_flag=True, help="--arch: also decompose nn.Linear layers (ttm).")
-@click.option("--skip-worse", is_flag=True, help="--arch: leave dense the layers whose published order costs more.")
+@out_option("Python file to write (default: print the source).")
+@arch_option(help_suffix=" Emits every decomposed layer of it (--input-size: C,H,W, or H,W with a preset's C).")
+@policy_options(with_format=False, prefix="--arch policy: ")
+@objective_options
+@speed_options
 @click.pass_context
-def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_name: str | None, out: Path | None,
+def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_name: str | None, out,
          arch: str | None, **opts) -> None:
     """Write a standalone PyTorch file whose layers run the planned contraction order."""
     given = {name for name in (*LAYER_ONLY, *ARCH_ONLY)
@@ -91,14 +76,15 @@ def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_
         if stray:
             raise TTPlanError(f"--{stray[0].replace('_', '-')} describes one layer; with --arch the layers come "
                               "from the model (use --config for per-layer formats)")
-        explicit = ctx.get_parameter_source("input_size") == ParameterSource.COMMANDLINE
-        source, summary = _emit_arch(arch, opts, explicit, scheme, batch, fold_weights)
-    if out is None:
-        click.echo(source, nl=False)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(source)
-    click.echo(f"wrote {out}: {summary}")
+        source, summary = _emit_arch(arch, opts, scheme, batch, fold_weights)
+    emit_text(source, out, f": {summary}")
+
+
+def check_class_name(name: str) -> str:
+    """A usable Python class name, or a one-line error (identifiers only, no keywords)."""
+    if not name.isidentifier() or keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise TTPlanError(f"--class-name {name!r}: expected a Python identifier that is not a keyword, e.g. MyTTConv")
+    return name
 
 
 def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: str | None) -> tuple[str, str]:
@@ -108,64 +94,53 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
 
     for option in ("in_channels", "out_channels"):
         if opts[option] is None:
-            raise click.UsageError(f"Missing option '--{option.replace('_', '-')}' (or give --arch)")
-    if len(opts["input_size"]) != 2:
-        raise TTPlanError(f"--input-size {','.join(map(str, opts['input_size']))}: a layer takes H or H,W")
-    if name is not None and not name.isidentifier():
-        raise TTPlanError(f"--class-name {name!r}: expected a Python identifier, e.g. MyTTConv")
+            raise TTPlanError(f"missing option --{option.replace('_', '-')} (or give --arch for a whole model)")
+    if name is not None:
+        check_class_name(name)
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
-    plan = resolve_plan(spec, fmt, scheme, fold_weights, batch)
+    profile = profile_from_options(opts["profile_path"])
+    plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
+    lowering, note = None, ""
+    if opts["autotune"] is not None and scheme == "best":
+        from ttplan.runtime.autotune import autotune_layer
+
+        tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile)
+        fastest = min((t for t in tuned.timings if t.plan is not None), key=lambda t: t.ms)
+        plan, lowering = fastest.plan, fastest.lowering
+        note = (f"; autotuned: {fastest.ms:.3f} ms ({lowering.label}) vs dense {tuned.dense_ms:.3f} ms"
+                + (" (the dense conv is faster)" if tuned.plan is None else ""))
     name = name or class_name(plan)
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
-               f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters")
-    return emit_layer(plan, name), summary
+               f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
+    return emit_layer(plan, name, lowering), summary
 
 
-def _emit_arch(arch: str, opts: dict, explicit_size: bool, scheme: str, batch: int,
-               fold_weights: bool) -> tuple[str, str]:
+def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str]:
     """Source and a summary for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
     from ttplan.arch.architecture import plan_architecture
-    from ttplan.arch.config import load_config
-    from ttplan.arch.policy import Policy
     from ttplan.runtime.codegen import emit_model
+    from ttplan.runtime.lowering import Lowering
 
-    size = None
-    if explicit_size:
-        if len(opts["input_size"]) != 3:
-            raise TTPlanError(f"--input-size {','.join(map(str, opts['input_size']))}: with --arch give C,H,W, "
-                              "e.g. 3,224,224")
-        size = opts["input_size"]
-    policy = Policy(opts["kind"], opts["rank"], opts["rank_fraction"], opts["order"], opts["skip_first"],
-                    opts["skip_1x1"], opts["min_channels"], opts["linear"])
-    config = load_config(opts["config_path"]) if opts["config_path"] is not None else None
-    planned = plan_architecture(arch, size, config, policy, batch, fold_weights, opts["skip_worse"])
-    layers = []
-    for layer in planned.layers:
-        if not layer.decomposed:
-            continue
-        if scheme == "best":
-            plan = layer.plan.best
-        elif scheme == "published":
-            plan = layer.plan.published
-        elif scheme in layer.plan.schemes:
-            plan = layer.plan.schemes[scheme]
-        else:
-            raise TTPlanError(f"--scheme {scheme}: layer {layer.name} is in the {layer.fmt.label} format, whose "
-                              f"schemes are {', '.join(layer.plan.schemes)}; use best, published or dense")
-        layers.append((layer.name, plan))
+    policy = policy_from_options(opts)
+    planned = plan_architecture(arch, model_input_size(arch, opts["input_size"]), opts["config_path"], policy, batch,
+                                fold_weights, opts["skip_worse"], objective=opts["objective"],
+                                profile=profile_from_options(opts["profile_path"]), skip_slower=opts["skip_slower"],
+                                autotune=opts["autotune"])
+    layers = planned.plans(scheme)
     if not layers:
+        if any(layer.slower_than_dense for layer in planned.layers):
+            raise TTPlanError(f"model {arch!r}: every TT layer is predicted slower than its dense conv at batch {batch}"
+                              ", so --skip-slower keeps them all dense and there is nothing to emit; plan at the "
+                              "batch you run (e.g. --batch 32) or add --no-skip-slower")
         raise TTPlanError(f"model {arch!r}: no layer is decomposed under this policy/config, so there is nothing "
                           "to emit (try --rank 16 or --no-skip-1x1)")
     totals = planned.totals
     summary = (f"{len(layers)} TT layers of {planned.model}; model MACs {totals.tt_macs:,} vs dense "
-               f"{totals.baseline_macs:,} at batch {batch}")
-    return emit_model(layers, planned.model), summary
-
-
-for _param in emit.params:  # the shared geometry options serve both modes
-    if _param.name in ("in_channels", "out_channels"):
-        _param.required = False
-    if _param.name == "input_size":
-        _param.type = SizeType()
-        _param.help = "Layer input H x W: 28 or 28,32; with --arch the model input C,H,W (default: the preset's)."
+               f"{totals.baseline_macs:,} at batch {batch}; predicted {totals.tt_ms:.2f} ms vs dense "
+               f"{totals.baseline_ms:.2f} ms")
+    slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
+    if slower:
+        summary += f"; kept dense as slower: {', '.join(slower)}"
+    lowerings = {layer.name: Lowering(**layer.lowering) for layer in planned.layers if layer.decomposed}
+    return emit_model(layers, planned.model, lowerings), summary

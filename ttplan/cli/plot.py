@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from ttplan.analysis.plots import plot_admm, plot_arch, plot_plan, plot_sweep, read_arch, read_metrics
-from ttplan.analysis.sweep import load_sweep
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
-from ttplan.core.layer import plan_layer
+from ttplan.core.schemes import plan_names
+from ttplan.files import check_writable, written
 
 OUT_HELP = "Write PREFIX.png and PREFIX.svg"
 
 
-def _out_option(default_help: str):
-    """`--out PREFIX`, with what it defaults to."""
+def _out_option(default_help: str | None):
+    """`--out PREFIX`, with what it defaults to (required when there is no default)."""
     return click.option("--out", "prefix", type=click.Path(path_type=Path), default=None, metavar="PREFIX",
-                        help=f"{OUT_HELP} (default: {default_help}).")
+                        required=default_help is None,
+                        help=OUT_HELP + (f" (default: {default_help})." if default_help else "."))
 
 
-def _wrote(paths: tuple[Path, Path]) -> None:
-    """Say which files were written."""
-    click.echo(f"wrote {paths[0]} and {paths[1]}")
+def _draw(prefix: Path, draw: Callable[[Path], tuple[Path, Path]]) -> None:
+    """Check both figure paths before any work, draw, then say which files were written or replaced (stderr)."""
+    from ttplan.analysis.plots import figure_paths
+
+    paths = figure_paths(prefix)
+    for path in paths:
+        check_writable(path, "--out")
+    existed = [path.exists() for path in paths]
+    draw(prefix)
+    click.echo(" and ".join(written(path, old) for path, old in zip(paths, existed, strict=True)), err=True)
 
 
 @click.group()
@@ -35,7 +43,10 @@ def plot() -> None:
 @_out_option("FILE without its suffix, beside it")
 def sweep_cmd(file: Path, prefix: Path | None) -> None:
     """MACs relative to dense against parameter reduction, from `ttplan sweep --json/--csv` output."""
-    _wrote(plot_sweep(load_sweep(file), prefix or file.with_suffix("")))
+    from ttplan.analysis.plots import plot_sweep
+    from ttplan.analysis.sweep import load_sweep
+
+    _draw(prefix or file.with_suffix(""), lambda p: plot_sweep(load_sweep(file), p))
 
 
 @plot.command("arch")
@@ -44,7 +55,9 @@ def sweep_cmd(file: Path, prefix: Path | None) -> None:
 @_out_option("FILE without its suffix, beside it")
 def arch_cmd(file: Path, title: str | None, prefix: Path | None) -> None:
     """Per-layer MACs and parameters, dense against TT, from `ttplan plan ARCH --json` output."""
-    _wrote(plot_arch(read_arch(file), prefix or file.with_suffix(""), title))
+    from ttplan.analysis.plots import plot_arch, read_arch
+
+    _draw(prefix or file.with_suffix(""), lambda p: plot_arch(read_arch(file), p, title))
 
 
 @plot.command("plan")
@@ -52,18 +65,24 @@ def arch_cmd(file: Path, title: str | None, prefix: Path | None) -> None:
 @format_options
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size B.")
 @click.option("--fold-weights", is_flag=True, help="Weights folded at load time: weight-only steps cost nothing.")
-@click.option("--scheme", "which", type=click.Choice(["best", "published", "dense"]), default="best",
-              show_default=True, help="Which order to draw: the searched best, the format's published one, "
-                                      "or rebuild-then-conv.")
+@click.option("--scheme", "which", type=click.Choice(plan_names()), default="best", show_default=True,
+              help="Which order to draw: the searched best, the format's published one, a named scheme, or dense "
+                   "(rebuild-then-conv).")
 @click.option("--title", default=None, help="Figure title (default: layer, format, ranks).")
-@click.option("--out", "prefix", type=click.Path(path_type=Path), required=True, metavar="PREFIX", help=OUT_HELP)
+@_out_option(None)
 def plan_cmd(batch: int, fold_weights: bool, which: str, title: str | None, prefix: Path, **opts) -> None:
     """Draw one layer's plan: the tensor network and the contraction steps in order, with MACs and resolutions."""
+    from ttplan.analysis.plots import plot_plan
+    from ttplan.core.layer import plan_layer
+
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
-    result = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights)
-    chosen = {"best": result.best, "published": result.published, "dense": result.schemes["dense"]}[which]
-    _wrote(plot_plan(chosen, prefix, title))
+
+    def draw(p: Path) -> tuple[Path, Path]:
+        result = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights)
+        return plot_plan(result.named(which), p, title)
+
+    _draw(prefix, draw)
 
 
 @plot.command("admm")
@@ -72,4 +91,6 @@ def plan_cmd(batch: int, fold_weights: bool, which: str, title: str | None, pref
 @_out_option("RUN_DIR/admm")
 def admm_cmd(run_dir: Path, title: str | None, prefix: Path | None) -> None:
     """Loss, accuracy and per-layer ‖W−Z‖/‖W‖ against epoch, from a run folder's metrics.json."""
-    _wrote(plot_admm(read_metrics(run_dir), prefix or run_dir / "admm", title))
+    from ttplan.analysis.plots import plot_admm, read_metrics
+
+    _draw(prefix or run_dir / "admm", lambda p: plot_admm(read_metrics(run_dir), p, title))

@@ -6,9 +6,19 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from ttplan.cli.main import Interrupted
+from ttplan.cli.options import arch_option, device_options, policy_from_options, policy_options
+from ttplan.errors import TTPlanError
+from ttplan.training.config import BASELINES, DEVICES, TrainConfig
 from ttplan.training.data import DATASETS, EVAL_SPLITS, FASHION_DIR
-from ttplan.training.run import BASELINES, DEVICES, TrainConfig, resume, train
+from ttplan.training.run import CHECKPOINT, resume, train
+
+#: the policy options, spelled as `ttplan plan` spells them
+POLICY_OPTIONS = ("kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear")
+#: CLI parameter name -> TrainConfig field, where they differ
+FIELDS = {"config_path": "config", "init_path": "init"}
 
 EXAMPLE = """
 Examples:
@@ -16,11 +26,15 @@ Examples:
 \b
   ttplan train --arch resnet20 --dataset digits --config ranks.json \\
       --pretrain-epochs 10 --admm-epochs 20 --finetune-epochs 10 --rho 1e-3 --out runs/r20
-  ttplan train --arch resnet32 --dataset fashion-mnist --config ranks.json --rho 0.1 --out runs/fm
-  ttplan train --resume runs/r20
+  ttplan train --arch resnet20 --admm-epochs 20 --out runs/r20_policy    # no config: ttplan plan's policy
+  ttplan train --arch resnet32 --dataset fashion-mnist --config ranks.json --rho 1 --out runs/fm
+  ttplan train --resume runs/r20                  # continue, exactly as recorded (from any directory)
+  ttplan train --resume runs/r20 --lr 0.01        # a deliberate change, recorded in metrics.json
   torchrun --nproc_per_node 2 -m ttplan train ...      # data-parallel (gloo on CPU, nccl on GPU)
 
 The run folder gets checkpoint.pt (every epoch), metrics.json, dense.pt, model_tt.pt, plan.json and curves.png.
+--out must be a new or empty folder. On --resume only --lr, --finetune-lr, the epoch counts (of epochs not yet
+run), --device and --threads may change; every other setting is the run's own.
 """
 
 
@@ -30,9 +44,8 @@ def _click_progress(label: str, length: int):
 
 
 @click.command("train", epilog=EXAMPLE)
-@click.option("--arch", default="resnet20", show_default=True,
-              help="Model preset (resnet20, resnet32, ...) or module:callable building an nn.Module.")
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default="digits", show_default=True,
+@arch_option("resnet20")
+@click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True,
               help="digits: scikit-learn's bundled 8x8 digits; fashion-mnist: the idx files of Debian's "
                    "dataset-fashion-mnist (or --data-dir); cifar10: python batches in --data-dir.")
 @click.option("--data-dir", type=click.Path(), default=None,
@@ -50,7 +63,8 @@ def _click_progress(label: str, length: int):
                    "or the learning rate) and train on the rest.")
 @click.option("--config", "config_path", type=click.Path(), default=None,
               help="Layer config (JSON/YAML): layer name -> {format, tt_shapes, ranks} or {format, in_modes, "
-                   "out_modes, rank}.")
+                   "out_modes, rank}; exactly these layers are decomposed. Without it: the policy options below.")
+@policy_options(with_config=False, with_skip_worse=False, prefix="Policy (without --config): ")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--admm-epochs", type=click.IntRange(min=0), default=20, show_default=True,
               help="ADMM epochs (with --baseline direct: the same number of dense epochs without the penalty).")
@@ -72,30 +86,51 @@ def _click_progress(label: str, length: int):
               help="direct: same epochs, but the dense weights are decomposed without ADMM.")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None,
               help="Cap the batches per epoch (quick trials).")
-@click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder to create.")
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder to create (new or empty).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue the run in this folder from its last checkpoint (other training options are ignored).")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
-def train_command(config_path: str | None, init_path: str | None, out_dir: str | None, resume_dir: str | None,
-                  threads: int | None, device: str, **opts) -> None:
-    """Train a dense network with ADMM towards the TT formats of a layer config, decompose it, fine-tune it."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    if resume_dir is not None:
-        if out_dir is not None:
-            raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
-        metrics = resume(resume_dir, device=device, progress=_click_progress)
-        run_dir = Path(resume_dir)
-    else:
-        if out_dir is None:
-            raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
-        cfg = TrainConfig(config=config_path, init=init_path, device=device, **opts)
-        metrics = train(cfg, out_dir, progress=_click_progress)
-        run_dir = Path(out_dir)
+              help="Continue the run in this folder from its last checkpoint, with its recorded settings.")
+@device_options(DEVICES)
+@click.pass_context
+def train_command(ctx: click.Context, out_dir: str | None, resume_dir: str | None, **opts) -> None:
+    """Train with ADMM towards TT formats (a layer config, or plan's policy), decompose, fine-tune."""
+    if resume_dir is not None and out_dir is not None:
+        raise click.UsageError("give either --out (a new run) or --resume (an existing one), not both")
+    if resume_dir is None and out_dir is None:
+        raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
+    run_dir = Path(resume_dir or out_dir)
+    try:
+        if resume_dir is not None:
+            given = [name for name in opts if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+            metrics = resume(resume_dir, options=_resume_options(opts, given), progress=_click_progress)
+        else:
+            metrics = train(_config(opts), out_dir, progress=_click_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(_where_to_resume(run_dir)) from None
     _summary(metrics, run_dir)
+
+
+def _config(opts: dict) -> TrainConfig:
+    """The run's config from the parsed options (the policy options as `ttplan plan` reads them)."""
+    fields = {FIELDS.get(name, name): value for name, value in opts.items() if name not in POLICY_OPTIONS}
+    return TrainConfig(**fields, policy=policy_from_options(opts).to_dict())
+
+
+def _where_to_resume(run_dir: Path) -> str:
+    """What Ctrl-C leaves: the run folder to resume from, or that no epoch was saved yet."""
+    if (run_dir / CHECKPOINT).is_file():
+        return (f"the run folder {run_dir} keeps its last finished epoch; continue with "
+                f"`ttplan train --resume {run_dir}`")
+    return f"no epoch had finished, so {run_dir} holds no checkpoint yet; start the run again"
+
+
+def _resume_options(opts: dict, given: list[str]) -> dict:
+    """The settings given on the command line of a resume, as TrainConfig fields (the library checks them)."""
+    out = {FIELDS.get(name, name): opts[name] for name in given if name not in POLICY_OPTIONS}
+    policy = [name for name in given if name in POLICY_OPTIONS]
+    if policy:
+        raise TTPlanError(f"--{_flag_name(policy[0])}: the layer formats are recorded in the run and cannot "
+                          "change on resume; start a new run with --out")
+    return out
 
 
 def _summary(metrics: dict, run_dir: Path) -> None:
@@ -124,3 +159,8 @@ def _summary(metrics: dict, run_dir: Path) -> None:
         lines.append(f"accuracy {pct(final.get('accuracy'))}")
     click.echo("\n".join(lines))
 
+
+
+def _flag_name(name: str) -> str:
+    """The option as typed: `kind` is `format`, underscores are dashes."""
+    return "format" if name == "kind" else name.replace("_", "-")

@@ -2,7 +2,7 @@
 
 A plan is a sequence of pairwise contractions (`pairs`, in SSA form: tensors are numbered
 `0…n-1`, step `t` creates tensor `n+t`). `pair_cost` is the only place where a step is costed
-(DESIGN.md "Counting convention"); schemes, the search, brute force and peers all go through it.
+(docs/cost-model.md, "Counting"); schemes, the search, brute force and peers all go through it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ttplan.core.network import TensorNetwork, index_order
+from ttplan.core.network import WINDOW_AXES, TensorNetwork, index_order
 from ttplan.errors import TTPlanError
 
+#: window indices and the map axes their conv applies to: the joint window `k` (both), or a separable
+#: window's height `kh` and width `kw` (one axis each, with that axis's stride, padding and dilation)
+WINDOWS = WINDOW_AXES
 #: indices whose size the cost model handles itself (batch, spatial, window)
-GEOMETRY = frozenset({"b", "s", "k"})
+GEOMETRY = frozenset({"b", "s", *WINDOWS})
 
 
 @dataclass(frozen=True)
@@ -49,38 +52,60 @@ def channel_product(network: TensorNetwork, names: frozenset[str]) -> int:
     return out
 
 
+def map_size(network: TensorNetwork, op: Operand) -> tuple[int, int]:
+    """(H, W) of a feature map: each axis at the output size once a window index over it has been summed."""
+    return network.resolutions[tuple(name for name in network.windows if name in op.indices)]
+
+
 def operand_elements(network: TensorNetwork, op: Operand) -> int:
     """Elements of a tensor: feature maps at their current resolution and without an unapplied window."""
     if not op.feature:
         return math.prod(network.indices[n].size for n in op.indices)
-    pixels = network.spec.out_pixels if op.windowed else network.spec.in_pixels
-    return network.batch * pixels * channel_product(network, op.indices)
+    h, w = map_size(network, op)
+    return network.batch * h * w * channel_product(network, op.indices)
+
+
+def open_indices(network: TensorNetwork, a: Operand, b: Operand, union: frozenset[str],
+                 leaves: frozenset[int]) -> frozenset[str]:
+    """The indices still open after contracting `a` with `b`: those of the output, and those held by a tensor
+    not yet in either operand. Without hyperedges that is the symmetric difference."""
+    if not network.hyperedges:
+        return a.indices ^ b.indices
+    output = network.output
+    holders = network.holders
+    return frozenset(i for i in union if i in output or not holders[i] <= leaves)
 
 
 def pair_cost(network: TensorNetwork, a: Operand, b: Operand) -> PairCost:
-    """Cost of contracting `a` with `b` under ttplan's conv-aware model (DESIGN.md).
+    """Cost of contracting `a` with `b` under ttplan's conv-aware model (docs/cost-model.md).
 
     - weight-only: product of every index in either operand;
     - feature-map step: B · (H·W before the window, H'·W' after) · the channel/rank indices;
-    - conv step (the feature map meets the tensor holding the window `k`): B · H'W' · K · the rest.
+    - conv step (the feature map meets the tensor holding the window `k`): B · H'W' · K · the rest; a
+      separable window's `kh` (or `kw`) step runs at H'×W (or H'×W') and multiplies by k_h (or k_w).
+
+    Every index in either operand counts once, so a rank both hold and keep open (a hyperedge) is a batch index
+    of the step: a depthwise conv step costs B · H'W' · K · the other open indices.
     """
     if a.feature and b.feature:
         raise TTPlanError("two operands both hold the feature map: a network has only one input")
     union = a.indices | b.indices
-    kept = a.indices ^ b.indices
     leaves = a.leaves | b.leaves
+    kept = open_indices(network, a, b, union, leaves)
     if not a.feature and not b.feature:
         macs = math.prod(network.indices[n].size for n in union)
         result = Operand(frozenset(kept), False, False, leaves)
         return PairCost("weight", macs, None, math.prod(network.indices[n].size for n in kept), result)
     fm, other = (a, b) if a.feature else (b, a)
-    conv = not fm.windowed and "k" in other.indices
-    windowed = fm.windowed or conv
-    pixels = network.spec.out_pixels if windowed else network.spec.in_pixels
+    summed = [name for name in network.windows if name in fm.indices and name in other.indices]
+    remaining = tuple(name for name in network.windows if name in kept)
+    result = Operand(frozenset(kept), True, not remaining, leaves)
+    h, w = network.resolutions[remaining]
+    pixels = h * w
     macs = network.batch * pixels * channel_product(network, union)
-    if conv:
-        macs *= network.indices["k"].size
-    result = Operand(frozenset(kept), True, windowed, leaves)
+    for name in summed:
+        macs *= network.indices[name].size
+    conv = bool(summed)
     return PairCost("conv" if conv else "feature", macs, pixels, operand_elements(network, result), result)
 
 
@@ -158,8 +183,7 @@ class ContractionPlan:
                 raise TTPlanError(f"plan {self.name!r} step {number}: ({a}, {b}) does not name two live tensors")
             cost = pair_cost(net, ops[a], ops[b])
             label = "·".join(net.tensors[n].name for n in sorted(cost.result.leaves))
-            size = None if cost.kind == "weight" else (
-                net.spec.output_size if cost.result.windowed else net.spec.input_size)
+            size = None if cost.kind == "weight" else map_size(net, cost.result)
             steps.append(
                 Step(number, a, b, nxt, names[a], names[b], label, cost.kind,
                      tuple(sorted(cost.result.indices, key=index_order)), cost.macs, cost.pixels, cost.elements,

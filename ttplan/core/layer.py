@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
+from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
 from ttplan.core.network import TensorNetwork, build_network
 from ttplan.core.peers import PeerResult, compare_peers, im2col_equation, im2col_expression
 from ttplan.core.schemes import schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
 
 
 @dataclass
@@ -23,6 +25,19 @@ class LayerPlan:
     schemes: dict[str, ContractionPlan]
     best: ContractionPlan
     peers: list[PeerResult] = field(default_factory=list)
+    objective: str = "macs"
+    profile: LatencyProfile | None = None
+    #: measured candidates when autotuned (`ttplan.runtime.autotune.TuneResult.to_dict()`), else None
+    tuned: dict | None = None
+
+    def predicted_ms(self, plan: ContractionPlan) -> float | None:
+        """Predicted milliseconds of one forward of `plan` on the profiled machine (None without a profile)."""
+        return None if self.profile is None else predict_plan_us(plan, self.profile) / 1000
+
+    @property
+    def baseline_ms(self) -> float | None:
+        """Predicted milliseconds of the dense conv at the plan's batch."""
+        return None if self.profile is None else predict_dense_us(self.spec, self.network.batch, self.profile) / 1000
 
     @property
     def baseline_macs(self) -> int:
@@ -39,6 +54,17 @@ class LayerPlan:
         """The format's own published order."""
         return self.schemes[self.fmt.published_scheme]
 
+    def named(self, name: str) -> ContractionPlan:
+        """The plan called `name`: `best`, `published`, or one of this layer's schemes (its published one, dense)."""
+        if name == "best":
+            return self.best
+        if name == "published":
+            return self.published
+        if name in self.schemes:
+            return self.schemes[name]
+        raise TTPlanError(f"scheme {name!r}: this {self.fmt.label} layer has best, published and "
+                          f"{', '.join(self.schemes)}")
+
     def summary(self, plan: ContractionPlan) -> dict:
         """One plan's totals, with ratios to dense."""
         return {
@@ -52,6 +78,7 @@ class LayerPlan:
             "largest_intermediate": plan.largest_intermediate,
             "peak_live": plan.peak_live,
             "runtime_weight_elements": plan.runtime_weight_elements,
+            "predicted_ms": self.predicted_ms(plan),
         }
 
     def to_dict(self) -> dict:
@@ -74,10 +101,15 @@ class LayerPlan:
             },
             "format": self.fmt.to_dict(),
             "fold_weights": self.best.fold_weights,
-            "baseline": {"macs": self.baseline_macs, "flops": 2 * self.baseline_macs, "params": self.baseline_params},
+            "objective": self.objective,
+            "profile": None if self.profile is None else self.profile.label,
+            "baseline": {"macs": self.baseline_macs, "flops": 2 * self.baseline_macs, "params": self.baseline_params,
+                         "predicted_ms": self.baseline_ms},
             "schemes": {name: self.summary(plan) for name, plan in self.schemes.items()},
             "best": best,
         }
+        if self.tuned is not None:
+            out["autotune"] = self.tuned
         if self.peers:
             equation, shapes = im2col_equation(self.network)
             out["im2col_einsum"] = {
@@ -97,10 +129,18 @@ def plan_layer(
     fold_weights: bool = False,
     memory_limit: int | None = None,
     compare: bool = False,
+    objective: str = "macs",
+    profile: LatencyProfile | None = None,
 ) -> LayerPlan:
-    """Build the network, cost the fixed schemes, search the best order and optionally ask the peers."""
+    """Build the network, cost the fixed schemes, search the best order and optionally ask the peers.
+
+    `objective`: what the best order minimises (`macs`, `memory`, `latency`); every plan also gets a
+    predicted time under `profile` (default: this user's calibrated profile, else the committed default).
+    """
+    profile = profile if profile is not None else load_profile()
     network = build_network(spec, fmt, batch)
     schemes = schemes_for(network, fold_weights)
-    best = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit)
+    best = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
+                    profile=profile)
     peers = compare_peers(network) if compare else []
-    return LayerPlan(spec, fmt, network, schemes, best, peers)
+    return LayerPlan(spec, fmt, network, schemes, best, peers, objective, profile)

@@ -3,13 +3,17 @@
 Index kinds: `batch` (b), `spatial` (s: H·W before the window is applied, H'·W' after), `window`
 (k: the k_h·k_w window, shared by the input and the window core), `in` / `out` (channel modes) and
 `rank`. The input `X[b, s, k, i_1…i_d]` carries `k` because convolving is contracting `k`: the
-step where the feature map meets the tensor holding `k` is the conv step. Ranks of size 1 at the
-chain's ends carry no index; interior ranks do, even of size 1.
+step where the feature map meets the tensor holding `k` is the conv step. A separable window is two indices,
+`kh` and `kw`, each summed by its own conv step over one axis of the map. Ranks of size 1 at the
+chain's ends carry no index; interior ranks do, even of size 1. A rank may be held by more than two tensors (a
+hyperedge: CP's one rank shared by every factor); it stays open until the last tensor holding it is absorbed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 
@@ -19,11 +23,20 @@ from ttplan.errors import TTPlanError
 
 INDEX_KINDS = ("batch", "spatial", "window", "in", "out", "rank")
 
+#: window indices and the map axes (height, width) their conv applies to: `k` both, `kh` / `kw` one each
+WINDOW_AXES = {"k": (True, True), "kh": (True, False), "kw": (False, True)}
+#: window indices and their sizes: the joint window `k` (k_h·k_w), or a separable window's `kh` and `kw`
+WINDOW_SIZES: dict[str, Callable[[ConvSpec], int]] = {
+    "k": lambda spec: spec.window,
+    "kh": lambda spec: spec.kernel_size[0],
+    "kw": lambda spec: spec.kernel_size[1],
+}
+
 
 def index_order(name: str) -> tuple[int, int]:
     """The one sort key of index names: b, s, k, i*, o*, r* (by kind), then by number (`o2` before `o10`)."""
     order = {"b": 0, "s": 1, "k": 2, "i": 3, "o": 4, "r": 5}
-    return (order.get(name[0], 9), int(name[1:]) if name[1:].isdigit() else 0)
+    return (order.get(name[0], 9), int(name[1:]) if name[1:].isdigit() else int(name == "kw"))
 
 
 @dataclass(frozen=True)
@@ -62,16 +75,47 @@ class TensorNetwork:
 
     @property
     def has_window(self) -> bool:
-        """Whether a core carries the window index (false only for TT-matrix linear layers)."""
-        return "k" in self.indices
+        """Whether a core carries a window index (false only for TT-matrix linear layers)."""
+        return any(name in self.indices for name in WINDOW_SIZES)
 
     @property
     def window_core(self) -> int | None:
-        """Position of the core that carries the window index."""
+        """Position of the first core that carries a window index."""
         for n, tensor in enumerate(self.tensors[1:], start=1):
-            if "k" in tensor.indices:
+            if any(name in WINDOW_SIZES for name in tensor.indices):
                 return n
         return None
+
+    @cached_property
+    def holders(self) -> dict[str, frozenset[int]]:
+        """For each index, the positions of the tensors holding it (three or more for a hyperedge)."""
+        out: dict[str, set[int]] = {}
+        for n, tensor in enumerate(self.tensors):
+            for name in tensor.indices:
+                out.setdefault(name, set()).add(n)
+        return {name: frozenset(nodes) for name, nodes in out.items()}
+
+    @cached_property
+    def windows(self) -> tuple[str, ...]:
+        """The network's window indices: `k`, or a separable window's `kh` and `kw`, or none (linear layers)."""
+        return tuple(name for name in WINDOW_SIZES if name in self.indices)
+
+    @cached_property
+    def resolutions(self) -> dict[tuple[str, ...], tuple[int, int]]:
+        """(H, W) of a feature map by the window indices it still holds (in `windows` order): an axis is at the
+        output size once a window over it has been summed."""
+        (h, w), (h2, w2) = self.spec.input_size, self.spec.output_size
+        out = {}
+        for mask in range(1 << len(self.windows)):
+            remaining = tuple(name for n, name in enumerate(self.windows) if mask >> n & 1)
+            summed = [WINDOW_AXES[name] for name in self.windows if name not in remaining]
+            out[remaining] = (h2 if any(a for a, _ in summed) else h, w2 if any(b for _, b in summed) else w)
+        return out
+
+    @cached_property
+    def hyperedges(self) -> frozenset[str]:
+        """Indices held by more than two tensors (a CP rank shared by all factors)."""
+        return frozenset(name for name, nodes in self.holders.items() if len(nodes) > 2)
 
     def size(self, name: str) -> int:
         """Size of one index (the spatial one at input resolution)."""
@@ -82,7 +126,8 @@ class TensorNetwork:
         return self.fmt.core_params(self.spec)
 
     def graph(self) -> nx.MultiGraph:
-        """A networkx view: tensors are nodes, each shared index an edge, output indices dangle."""
+        """A networkx view: tensors are nodes, each shared index an edge (a hyperedge: one between every two of
+        its holders), output indices dangle."""
         g = nx.MultiGraph()
         for n, tensor in enumerate(self.tensors):
             g.add_node(n, name=tensor.name, indices=tensor.indices, is_input=tensor.is_input)
@@ -92,8 +137,9 @@ class TensorNetwork:
                 owners.setdefault(name, []).append(n)
         for name, nodes in owners.items():
             idx = self.indices[name]
-            if len(nodes) == 2:
-                g.add_edge(nodes[0], nodes[1], key=name, size=idx.size, kind=idx.kind)
+            for n, first in enumerate(nodes):
+                for second in nodes[n + 1:]:
+                    g.add_edge(first, second, key=name, size=idx.size, kind=idx.kind)
         return g
 
 
@@ -103,13 +149,13 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
         raise TTPlanError(f"batch={batch!r}: expected a positive int")
     fmt.validate(spec)
     cores = fmt.cores(spec)
-    has_window = any("k" in core.indices for core in cores)
+    windows = tuple(name for name in WINDOW_SIZES if any(name in core.indices for core in cores))
     indices: dict[str, Index] = {
         "b": Index("b", batch, "batch"),
         "s": Index("s", spec.in_pixels, "spatial"),
     }
-    if has_window:
-        indices["k"] = Index("k", spec.window, "window")
+    for name in windows:
+        indices[name] = Index(name, WINDOW_SIZES[name](spec), "window")
     for j, size in enumerate(fmt.in_modes, start=1):
         indices[f"i{j}"] = Index(f"i{j}", size, "in")
     for j, size in enumerate(fmt.out_modes, start=1):
@@ -118,7 +164,7 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
         for name in core.indices:
             if name.startswith("r"):
                 indices[name] = Index(name, fmt.rank_size(name), "rank")
-    x_indices = ("b", "s", *(("k",) if has_window else ()), *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
+    x_indices = ("b", "s", *windows, *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
     tensors = (Tensor("X", x_indices, is_input=True), *(Tensor(core.name, core.indices) for core in cores))
     output = ("b", "s", *(f"o{j}" for j in range(1, len(fmt.out_modes) + 1)))
     return TensorNetwork(spec, fmt, batch, indices, tensors, output)

@@ -76,11 +76,14 @@ def im2col_expression(network: TensorNetwork) -> str:
 def im2col_macs(network: TensorNetwork, pairs: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> int:
     """MACs of an order when the input is unfolded: every step costs the product of its indices."""
     sizes = im2col_sizes(network)
-    live = {n: frozenset(t.indices) for n, t in enumerate(network.tensors)}
+    live = {n: (frozenset(t.indices), frozenset({n})) for n, t in enumerate(network.tensors)}
     nxt, total = len(live), 0
     for a, b in pairs:
-        total += math.prod(sizes[i] for i in live[a] | live[b])
-        live[nxt] = live.pop(a) ^ live.pop(b)
+        (ia, la), (ib, lb) = live.pop(a), live.pop(b)
+        union, leaves = ia | ib, la | lb
+        total += math.prod(sizes[i] for i in union)
+        # an index stays open while the output or a tensor not yet contracted holds it (hyperedges too)
+        live[nxt] = (frozenset(i for i in union if i in network.output or not network.holders[i] <= leaves), leaves)
         nxt += 1
     return total
 

@@ -1,10 +1,11 @@
 """The fixed, published contraction orders, as plans of the same type the search returns.
 
 Each format names its published scheme and the order it absorbs the cores in (`TTFormat.published_order`):
-classical (Garipov et al. 2016) convolves each input channel with `S`, then `G_1 … G_d`; hodec runs the
-input cores at H×W from the far end, one conv with `C`, then the output cores at H'×W'; ttm (Novikov et
-al. 2015) absorbs `G_1 … G_d` in turn. `dense` rebuilds the kernel from the cores (cheapest weight-only
-order), then runs one conv; it applies to every format.
+classical (Garipov et al. 2016) convolves each input channel with `S`, then `G_1 … G_d`; hodec runs the input cores
+at H×W from the far end, one conv with `C`, then the output cores at H'×W'; ttm (Novikov et al. 2015) absorbs `G_1
+… G_d` in turn; tr (Wang et al. 2018) merges the input cores, absorbs them, convolves with `C` and absorbs the
+merged output cores. `dense` rebuilds the kernel from the cores (cheapest weight-only order), then runs one conv;
+it applies to every format.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from ttplan.errors import TTPlanError
 DENSE = "dense"
 
 
-def _sequence(network: TensorNetwork, names: tuple[str, ...], scheme: str, fold_weights: bool) -> ContractionPlan:
-    """Absorb the named cores into the feature map one after another."""
+def _sequence(network: TensorNetwork, names: tuple[str | tuple[str, ...], ...], scheme: str,
+              fold_weights: bool) -> ContractionPlan:
+    """Absorb the named cores into the feature map one after another; a tuple of names is merged first, left to
+    right (weight-only steps), and absorbed as one."""
     position = {t.name: n for n, t in enumerate(network.tensors)}
     pairs, fm, nxt = [], 0, len(network.tensors)
-    for name in names:
-        pairs.append((fm, position[name]))
+    for entry in names:
+        group = (entry,) if isinstance(entry, str) else tuple(entry)
+        merged = position[group[0]]
+        for name in group[1:]:
+            pairs.append((merged, position[name]))
+            merged, nxt = nxt, nxt + 1
+        pairs.append((fm, merged))
         fm, nxt = nxt, nxt + 1
     return ContractionPlan(network, pairs, scheme, fold_weights)
 
@@ -57,6 +65,10 @@ def scheme(name: str, network: TensorNetwork, fold_weights: bool = False) -> Con
         owners = [n for n in format_names() if get_format(n).published_scheme == name]
         raise TTPlanError(f"scheme={name!r} needs a {' or '.join(owners)} format, got {fmt.label!r}")
     return published(network, fold_weights)
+
+def plan_names() -> tuple[str, ...]:
+    """Every name a plan can be asked for by: the searched best, the format's published order, or a scheme."""
+    return ("best", "published", *scheme_names())
 
 
 def published_scheme(network: TensorNetwork) -> str:

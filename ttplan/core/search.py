@@ -16,19 +16,22 @@ shaped core graphs of TT formats: intervals), which keeps 16-tensor networks wel
 opt_einsum's `dp` and cotengra make the same restriction by default. Costs come from
 `ttplan.core.contraction.pair_cost` alone.
 
-Each optimizer is a small object with one call, as in opt_einsum's `paths.py`.
+Each optimizer is a small object with one call, as in opt_einsum's `paths.py`, registered by name
+in `OPTIMIZERS`; what it minimises is an objective from `ttplan.core.objectives` (MACs, memory or
+predicted latency), so the same DP serves all three.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ttplan.core.contraction import ContractionPlan, Operand, leaf_operands, pair_cost
+from ttplan.core.latency import LatencyProfile
 from ttplan.core.network import TensorNetwork
+from ttplan.core.objectives import ZERO, Objective, Score, make_objective
 from ttplan.errors import TTPlanError
-
-# (objective MACs, largest intermediate, weight MACs): compared lexicographically
-Score = tuple[int, int, int]
 
 #: networks with at most this many cores are searched with outer products included
 OUTER_LIMIT = 9
@@ -69,16 +72,28 @@ def _connected_subsets(neighbours: dict[int, int], n: int) -> list[int]:
     return sorted(seen, key=lambda m: (m.bit_count(), m))
 
 
+class Optimizer(Protocol):
+    """One call: the best plan of a network under the optimizer's objective."""
+
+    name: str
+
+    def __call__(self, network: TensorNetwork, *, fold_weights: bool = False,
+                 memory_limit: int | None = None) -> ContractionPlan: ...
+
+
 @dataclass(frozen=True)
 class ExactSearch:
     """Dynamic programming over the feature map's absorbed cores and connected weight groups.
 
-    `objective="macs"` minimises MACs per forward (ties: smaller largest intermediate);
-    `objective="memory"` minimises the largest intermediate (ties: fewer MACs).
+    `objective` is a name in `ttplan.core.objectives.OBJECTIVES` (`macs`, `memory`, `latency`) or an
+    objective object; an unknown name is a TTPlanError.
     """
 
-    objective: str = "macs"
+    objective: str | Objective = "macs"
     name: str = "best"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objective", make_objective(self.objective))
 
     def __call__(
         self, network: TensorNetwork, *, fold_weights: bool = False, memory_limit: int | None = None
@@ -91,12 +106,14 @@ class ExactSearch:
         trees = self._weight_trees(network, cores, groups, outer, fold_weights, memory_limit)
         full = (1 << n) - 1
         # feature-map DP: state = mask of absorbed cores -> (score, operand, previous mask, group)
-        best: dict[int, tuple[Score, Operand, int, int]] = {0: ((0, 0, 0), leaves[0], -1, 0)}
+        best: dict[int, tuple[Score, Operand, int, int]] = {0: (ZERO, leaves[0], -1, 0)}
         for absorbed in range(full + 1):  # numeric order visits every subset before its supersets
             if absorbed not in best:
                 continue
             score, fm, _, _ = best[absorbed]
-            for group in groups:
+            # when every set of cores is a group (outer products, or a hyperedge joining all cores), walk the
+            # sub-masks of what is left (3^n in all) rather than every group for every state (4^n)
+            for group in (_submasks(full ^ absorbed) if len(groups) == full else groups):
                 if group & absorbed:
                     continue
                 tree = trees.get(group)
@@ -105,7 +122,8 @@ class ExactSearch:
                 cost = pair_cost(network, fm, tree.operand)
                 if memory_limit is not None and cost.elements > memory_limit:
                     continue
-                new = self._combine(score, tree.score, cost.macs, cost.elements, 0)
+                step = self.objective.step_cost(network, fm, tree.operand, cost, fold_weights)
+                new = self.objective.combine(score, tree.score, step, cost.elements)
                 target = absorbed | group
                 if target not in best or new < best[target][0]:
                     best[target] = (new, cost.result, absorbed, group)
@@ -113,12 +131,6 @@ class ExactSearch:
             raise TTPlanError(self._infeasible(network, fold_weights, memory_limit))
         pairs = self._pairs(network, best, trees, full)
         return ContractionPlan(network, pairs, self.name, fold_weights)
-
-    def _combine(self, a: Score, b: Score, feature: int, elements: int, weight: int) -> Score:
-        """Score of two subtrees joined by one step (feature MACs, result elements, weight MACs)."""
-        if self.objective == "memory":
-            return (max(a[0], b[0], elements), a[1] + b[1] + feature + weight, a[2] + b[2] + weight)
-        return (a[0] + b[0] + feature + weight, max(a[1], b[1], elements), a[2] + b[2] + weight)
 
     def _weight_trees(
         self,
@@ -135,12 +147,14 @@ class ExactSearch:
         subset), else pairs of connected groups that share an index.
         """
         trees: dict[int, _Tree] = {}
+        # every set of cores connected (a hyperedge joins them all): walk sub-masks, not the list of groups
+        submasks = outer or len(groups) == (1 << len(cores)) - 1
         for group in groups:
             if group & (group - 1) == 0:
-                trees[group] = _Tree((0, 0, 0), cores[group.bit_length() - 1])
+                trees[group] = _Tree(ZERO, cores[group.bit_length() - 1])
                 continue
             choice: _Tree | None = None
-            for left in _splits(group, groups, outer):
+            for left in _splits(group, groups, submasks):
                 right = group ^ left
                 if left > right or right not in trees or left not in trees:
                     continue
@@ -150,8 +164,8 @@ class ExactSearch:
                 cost = pair_cost(network, lt.operand, rt.operand)
                 if memory_limit is not None and cost.elements > memory_limit:
                     continue
-                counted = 0 if fold_weights else cost.macs
-                score = self._combine(lt.score, rt.score, counted, cost.elements, 0)
+                step = self.objective.step_cost(network, lt.operand, rt.operand, cost, fold_weights)
+                score = self.objective.combine(lt.score, rt.score, step, cost.elements)
                 score = (score[0], score[1], score[2] + cost.macs)
                 if choice is None or score < choice.score:
                     choice = _Tree(score, cost.result, [*lt.steps, *rt.steps, (left, right)])
@@ -223,6 +237,14 @@ def core_groups(network: TensorNetwork, outer: bool = False) -> list[int]:
     return _connected_subsets(neighbours, n)
 
 
+def _submasks(mask: int):
+    """Every non-empty sub-mask of `mask`."""
+    sub = mask
+    while sub:
+        yield sub
+        sub = (sub - 1) & mask
+
+
 def _splits(group: int, groups: list[int], outer: bool):
     """Candidate left halves of `group`: every proper sub-mask, or the connected groups inside it."""
     if outer:
@@ -245,6 +267,10 @@ class BruteForce:
 
     max_tensors: int = 7
     name: str = "brute-force"
+    objective: str | Objective = "macs"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objective", make_objective(self.objective))
 
     def __call__(
         self, network: TensorNetwork, *, fold_weights: bool = False, memory_limit: int | None = None
@@ -254,12 +280,12 @@ class BruteForce:
                 f"brute force over {len(network.tensors)} tensors: allowed up to {self.max_tensors}; use ExactSearch"
             )
         leaves = leaf_operands(network)
+        objective = self.objective
         best: list = [None]
 
-        def walk(live: dict[int, Operand], nxt: int, macs: int, largest: int, pairs: list) -> None:
+        def walk(live: dict[int, Operand], nxt: int, score: Score, pairs: list) -> None:
             if len(live) == 1:
-                score = (macs, largest)
-                if best[0] is None or score < best[0][0]:
+                if best[0] is None or score[:2] < best[0][0][:2]:
                     best[0] = (score, list(pairs))
                 return
             keys = sorted(live)
@@ -269,20 +295,25 @@ class BruteForce:
                     cost = pair_cost(network, a, b)
                     if memory_limit is not None and cost.elements > memory_limit:
                         continue
-                    counted = 0 if (fold_weights and cost.kind == "weight") else cost.macs
+                    step = objective.step_cost(network, a, b, cost, fold_weights)
                     rest = {k: v for k, v in live.items() if k not in (keys[x], keys[y])}
                     rest[nxt] = cost.result
                     pairs.append((keys[x], keys[y]))
-                    walk(rest, nxt + 1, macs + counted, max(largest, cost.elements), pairs)
+                    walk(rest, nxt + 1, objective.combine(score, ZERO, step, cost.elements), pairs)
                     pairs.pop()
 
-        walk(dict(enumerate(leaves)), len(leaves), 0, 0, [])
+        walk(dict(enumerate(leaves)), len(leaves), ZERO, [])
         if best[0] is None:
             raise TTPlanError(f"memory_limit={memory_limit}: no order fits")
         return ContractionPlan(network, best[0][1], self.name, fold_weights)
 
 
-OPTIMIZERS = {"exact": ExactSearch(), "memory": ExactSearch("memory"), "brute-force": BruteForce()}
+#: optimizer name -> factory taking the objective
+OPTIMIZERS: dict[str, Callable[[str | Objective], Optimizer]] = {
+    "exact": ExactSearch,
+    "memory": lambda objective: ExactSearch("memory"),
+    "brute-force": lambda objective: BruteForce(objective=objective),
+}
 
 
 def optimize(
@@ -291,10 +322,17 @@ def optimize(
     *,
     fold_weights: bool = False,
     memory_limit: int | None = None,
+    objective: str | Objective = "macs",
+    profile: LatencyProfile | None = None,
 ) -> ContractionPlan:
-    """The best plan for `network` by the named optimizer (`exact`, `memory` or `brute-force`)."""
+    """The best plan for `network` by the named optimizer (`exact`, `memory` or `brute-force`) and objective.
+
+    `objective` is `macs`, `memory` or `latency` (predicted time under `profile`, default: this user's
+    calibrated profile, else the committed default one).
+    """
     if method not in OPTIMIZERS:
         raise TTPlanError(f"method={method!r}: expected one of {', '.join(OPTIMIZERS)}")
     if memory_limit is not None and memory_limit <= 0:
         raise TTPlanError(f"memory_limit={memory_limit}: expected a positive number of elements")
-    return OPTIMIZERS[method](network, fold_weights=fold_weights, memory_limit=memory_limit)
+    optimizer = OPTIMIZERS[method](make_objective(objective, profile))
+    return optimizer(network, fold_weights=fold_weights, memory_limit=memory_limit)

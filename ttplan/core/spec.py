@@ -23,7 +23,7 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """Geometry of one conv layer; `linear=True` marks an `nn.Linear` seen as a 1x1 conv on a 1x1 map."""
+    """Geometry of one conv layer; `linear=True` marks an `nn.Linear` seen as a 1x1 conv on a rows x 1 map."""
 
     in_channels: int
     out_channels: int
@@ -65,9 +65,14 @@ class ConvSpec:
         return spec
 
     @classmethod
-    def make_linear(cls, in_features: int, out_features: int, bias: bool = False) -> ConvSpec:
-        """An `nn.Linear` as a 1x1 conv on a 1x1 feature map (one 'pixel' per sample)."""
-        spec = cls(in_features, out_features, (1, 1), (1, 1), (0, 0), (1, 1), (1, 1), 1, bias, True)
+    def make_linear(cls, in_features: int, out_features: int, bias: bool = False, rows: int = 1) -> ConvSpec:
+        """An `nn.Linear` as a 1x1 conv on a `rows` x 1 feature map: one 'pixel' per row it is applied to.
+
+        `rows` is the product of the input's leading dimensions per sample (T for a `(B, T, F)` input, else 1).
+        """
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise TTPlanError(f"rows={rows!r}: expected a positive int (the rows a linear layer sees per sample)")
+        spec = cls(in_features, out_features, (1, 1), (1, 1), (0, 0), (1, 1), (rows, 1), 1, bias, True)
         spec.validate()
         return spec
 
@@ -145,7 +150,8 @@ class ConvSpec:
     def describe(self) -> str:
         """A one-line summary like `128->256 3x3 s2 p1 28x28->14x14`."""
         if self.linear:
-            return f"linear {self.in_channels}->{self.out_channels}"
+            rows = self.in_pixels
+            return f"linear {self.in_channels}->{self.out_channels}" + (f" x{rows} rows" if rows > 1 else "")
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         (h, w), (oh, ow) = self.input_size, self.output_size
         stride = f" s{sh}" if sh == sw else f" s{sh}x{sw}"

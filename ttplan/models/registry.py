@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,13 +56,26 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _import_from_cwd(module_name: str) -> object:
+    """Import a module with the current directory first on the import path, as `python -m` does."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def _load_target(target: str) -> nn.Module:
     """Import `module`, look up `callable` (dots allowed), call it with no arguments, expect an nn.Module."""
     module_name, _, attr_path = target.partition(":")
     if not module_name or not attr_path:
         raise TTPlanError(f"model {target!r}: expected a preset name or 'module:callable', e.g. 'mypkg.nets:build'")
     try:
-        obj: object = importlib.import_module(module_name)
+        obj: object = _import_from_cwd(module_name)
     except Exception as error:
         raise TTPlanError(f"model {target!r}: cannot import module {module_name!r} ({_one_line(error)})") from error
     for part in attr_path.split("."):

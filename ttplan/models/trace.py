@@ -4,9 +4,11 @@
 `(1, C, H, W)`, and records each layer's geometry with the input size it actually saw, in execution
 order. Only those layers are what ttplan can decompose, so the dense totals count only them:
 
-- MACs: conv and linear multiply-accumulates at batch 1 (`H'W'·O·(I/groups)·K`; linear `O·I`).
+- MACs: conv and linear multiply-accumulates at batch 1 (`H'W'·O·(I/groups)·K`; linear `rows·O·I`, where
+  `rows` is every leading dimension of its input, e.g. the T tokens of a `(1, T, F)` input), summed over
+  every call: a module called twice in one forward costs twice (its weight is counted once).
   Bias adds, BN, activations, pooling and residual adds are not MACs and are not counted; this is
-  how the literature counts ResNet/VGG "FLOPs" (which are MACs, DESIGN.md).
+  how the literature counts ResNet/VGG "FLOPs" (which are MACs; docs/cost-model.md, "Counting").
 - params: conv and linear weights plus their biases. BN's affine parameters and any other parameter
   are excluded; `count_model_params` counts every parameter, so a report can give both.
 """
@@ -26,11 +28,25 @@ KINDS = ("conv", "linear")
 
 @dataclass(frozen=True)
 class TracedLayer:
-    """One conv/linear layer: `name + '.weight'` is its state_dict key; `spec` holds the seen geometry."""
+    """One conv/linear layer: `name + '.weight'` is its state_dict key; `spec` holds the geometry of its first call.
+
+    `calls` holds the geometry of every call in execution order (a module used twice in a forward, possibly at
+    two input sizes, has two); left empty it means the one call `spec`.
+    """
 
     name: str
     kind: str
     spec: ConvSpec
+    calls: tuple[ConvSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.calls:
+            object.__setattr__(self, "calls", (self.spec,))
+
+    @property
+    def n_calls(self) -> int:
+        """How many times the module ran in the traced forward pass."""
+        return len(self.calls)
 
     @property
     def plannable(self) -> bool:
@@ -83,26 +99,28 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Tra
     The input is `zeros(1, *input_size)` on the device and dtype of the model's first parameter
     (so a model built under `torch.device('meta')` traces without memory). The model runs in eval
     mode, so BN running statistics are left untouched; each module's training flag is restored.
-    A module called more than once is listed once, at its first call (it holds one weight). A linear
-    is counted as one row per sample: a Linear applied to `(B, T, F)` is charged for one of the T rows.
+    A module called more than once is listed once, at its first call (it holds one weight), with the
+    geometry of every call in `calls`. A linear layer's spec has one row per leading input element at
+    batch 1: a Linear applied to `(1, T, F)` is planned and counted at T rows, as `FlopCounterMode` counts it.
     Layers that never run are not listed. A failing forward pass is raised as a one-line TTPlanError.
     """
     names = {module: name for name, module in model.named_modules()}
-    traced: list[TracedLayer] = []
-    seen: set[str] = set()
+    calls: dict[str, list[ConvSpec]] = {}
+    kinds: dict[str, str] = {}
 
     def hook(module: nn.Module, args: tuple, kwargs: dict, _output: torch.Tensor) -> None:
         name = names[module]
-        if name in seen:
-            return
-        seen.add(name)
+        x = args[0] if args else next(iter(kwargs.values()))
         if isinstance(module, nn.Conv2d):
-            x = args[0] if args else next(iter(kwargs.values()))
             height, width = x.shape[-2:]
-            traced.append(TracedLayer(name, "conv", _conv_spec(module, (int(height), int(width)))))
+            kinds[name] = "conv"
+            spec = _conv_spec(module, (int(height), int(width)))
         else:
-            spec = ConvSpec.make_linear(module.in_features, module.out_features, module.bias is not None)
-            traced.append(TracedLayer(name, "linear", spec))
+            kinds[name] = "linear"
+            rows = x.numel() // module.in_features if module.in_features else 1
+            spec = ConvSpec.make_linear(module.in_features, module.out_features, module.bias is not None,
+                                        rows=max(1, rows))
+        calls.setdefault(name, []).append(spec)
 
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
@@ -129,7 +147,7 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Tra
             handle.remove()
         for module, training in modes.items():
             module.training = training
-    return traced
+    return [TracedLayer(name, kinds[name], specs[0], tuple(specs)) for name, specs in calls.items()]
 
 
 def layer_macs(spec: ConvSpec, batch: int = 1) -> int:
@@ -142,10 +160,15 @@ def layer_params(spec: ConvSpec) -> int:
     return spec.dense_params()
 
 
+def traced_macs(layer: TracedLayer, batch: int = 1) -> int:
+    """Dense MACs of every call of one traced layer (exact integers)."""
+    return sum(layer_macs(spec, batch) for spec in layer.calls)
+
+
 def dense_totals(layers: list[TracedLayer], batch: int = 1) -> tuple[int, int]:
-    """(MACs, params) of the traced conv and linear layers; BN and other parameters are excluded."""
+    """(MACs, params) of the traced conv and linear layers, every call counted; BN and other parameters excluded."""
     return (
-        sum(layer_macs(layer.spec, batch) for layer in layers),
+        sum(traced_macs(layer, batch) for layer in layers),
         sum(layer_params(layer.spec) for layer in layers),
     )
 

@@ -1,11 +1,12 @@
 """Emit standalone PyTorch source for TT layers: one readable `nn.Module` class per distinct layer plan.
 
-The source imports torch only. Each class holds the cores as parameters in the plan's format; its
-`forward` performs the plan's steps in order, rendered from the same lowering (`ttplan.runtime.lowering.lower`)
-that `TTConv2d` interprets, so the two cannot drift apart; comments give each step's MACs and
-resolution. `from_dense` decomposes a dense kernel by a TT-SVD helper written into the file and
-`to_dense` rebuilds it. A file for an architecture adds `LAYERS` (layer name -> class) and
-`convert(model)`.
+The source imports torch only. What every layer shares is written once per file: the TT-SVD helpers
+and a base class `_TTLayer` (parameters, init, the folded-weight cache, the input check,
+`from_dense` by TT-SVD, `to_dense`). Each layer class is small: its constants (geometry, the cores
+and their axes), `weights()` (the weight-only steps) and `forward`, both rendered from the same
+lowering (`ttplan.runtime.lowering.lower`) that `TTConv2d` interprets, so the two cannot drift apart;
+comments give each step's MACs and resolution and each tensor's index groups with their sizes. A
+file for an architecture adds `LAYERS` (layer name -> class) and `convert(model)`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
+from ttplan.core.formats import FactorLayout
+from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
 from ttplan.runtime.fold_cache import fold_key_source
-from ttplan.runtime.lowering import RUNTIME, Instruction, MatMul, Program, Reshape, lower
+from ttplan.runtime.lowering import RUNTIME, Instruction, Lowering, MatMul, Program, Reshape, conv_arguments, lower
 
 #: how generated code spells the run-time sizes
 _RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
@@ -26,19 +29,28 @@ _HELPERS = '''
 def tt_svd(chain: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
     """Sequential truncated SVD of `chain` (one axis per core) into cores `[r_t, n_t, r_t+1]`.
 
-    The SVDs run in float64 (float32 on MPS) and the cores come back in the input's dtype. Ranks
-    above what an SVD can give are padded with zeros, which leaves the chain's product unchanged.
+    `ranks[0] == ranks[-1]`: 1 for an open chain; a ring's closing rank splits the first SVD's rank as
+    `r_0 * r_1` and carries `r_0` to the far end. The SVDs run in float64 (float32 on MPS) and the cores
+    come back in the input's dtype. Ranks above what an SVD can give are padded with zeros, which leaves
+    the chain's product unchanged.
     """
     work = chain.detach().to(torch.float32 if chain.device.type == "mps" else torch.float64)
-    sizes = tuple(work.shape)
+    sizes, closing = tuple(work.shape), ranks[0]
     cores = []
     rest = work.reshape(1, -1)
     for t, size in enumerate(sizes[:-1]):
         u, s, vh = torch.linalg.svd(rest.reshape(rest.shape[0] * size, -1), full_matrices=False)
-        r = min(ranks[t + 1], s.numel())
-        cores.append(u[:, :r].reshape(rest.shape[0], size, r))
-        rest = s[:r, None] * vh[:r]
-    cores.append(rest.reshape(rest.shape[0], sizes[-1], 1))
+        width = closing * ranks[1] if t == 0 else ranks[t + 1]
+        r = min(width, s.numel())
+        u, rest = u[:, :r], s[:r, None] * vh[:r]
+        if t == 0 and closing > 1:
+            u = torch.cat([u, u.new_zeros(u.shape[0], width - r)], dim=1)
+            rest = torch.cat([rest, rest.new_zeros(width - r, rest.shape[1])], dim=0)
+            cores.append(u.reshape(size, closing, ranks[1]).permute(1, 0, 2))
+            rest = rest.reshape(closing, ranks[1], -1).permute(1, 2, 0).reshape(ranks[1], -1)
+        else:
+            cores.append(u.reshape(-1, size, r))
+    cores.append(rest.reshape(rest.shape[0], sizes[-1], closing))
     padded = []
     for t, core in enumerate(cores):
         full = core.new_zeros(ranks[t], core.shape[1], ranks[t + 1])
@@ -48,12 +60,150 @@ def tt_svd(chain: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
 
 
 def tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
-    """Contract cores `[r_t, n_t, r_t+1]` left to right into the tensor of shape `(n_1, ..., n_m)`."""
+    """Contract cores `[r_t, n_t, r_t+1]` left to right into the tensor of shape `(n_1, ..., n_m)`, tracing over
+    the closing rank of a ring (the equal end ranks; 1 for an open chain)."""
+    closing = cores[0].shape[0]
     full = cores[0].reshape(-1, cores[0].shape[-1])
     for core in cores[1:]:
         full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+    full = full.reshape(closing, -1, closing).diagonal(dim1=0, dim2=2).sum(-1)
     return full.reshape([core.shape[1] for core in cores])
 '''
+
+_CP_HELPERS = f'''
+
+def khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
+    """Column-wise Kronecker product [n_1 * ... * n_m, R] of factors [n_j, R], the last factor's rows fastest."""
+    out = factors[0]
+    for factor in factors[1:]:
+        out = (out[:, None, :] * factor[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def cp_als(tensor: torch.Tensor, rank: int, iterations: int = {CP_ITERATIONS}, tolerance: float = {CP_TOLERANCE}
+           ) -> list[torch.Tensor]:
+    """CP of `tensor` (one factor [n_j, R] per axis) by alternating least squares, in float64 (float32 on MPS).
+
+    Starts from each unfolding's leading left singular vectors (seeded random columns past its rank); stops
+    after `iterations` sweeps or when the relative error improves by less than `tolerance`. CP is not an exact
+    projection: the result is a local optimum. The factors come back in the input's dtype.
+    """
+    work = tensor.detach().to(torch.float32 if tensor.device.type == "mps" else torch.float64)
+    shape, m = tuple(work.shape), work.dim()
+    unfold = [work.movedim(n, 0).reshape(shape[n], -1) for n in range(m)]
+    gen = torch.Generator(device=work.device).manual_seed(0)
+    factors = []
+    for n in range(m):
+        u = torch.linalg.svd(unfold[n], full_matrices=False)[0][:, :rank]
+        extra = torch.randn(shape[n], rank - u.shape[1], generator=gen, dtype=work.dtype, device=work.device)
+        factors.append(torch.cat([u, extra / math.sqrt(shape[n])], dim=1))
+    norm = torch.linalg.vector_norm(work).item()
+    error = math.inf
+    for _ in range(iterations):
+        for n in range(m):
+            others = [factors[j] for j in range(m) if j != n]
+            gram = torch.ones(rank, rank, dtype=work.dtype, device=work.device)
+            for factor in others:
+                gram = gram * (factor.T @ factor)
+            mttkrp = unfold[n] @ khatri_rao(others) if others else unfold[n]
+            factors[n] = torch.linalg.lstsq(gram, mttkrp.T).solution.T if others else mttkrp
+            if n < m - 1:
+                scale = torch.linalg.vector_norm(factors[n], dim=0)
+                factors[n] = factors[n] / torch.where(scale > 0, scale, torch.ones_like(scale))
+        full = torch.ones(rank, rank, dtype=work.dtype, device=work.device)
+        for factor in factors:
+            full = full * (factor.T @ factor)
+        residual = max(norm ** 2 - 2 * (factors[-1] * mttkrp).sum().item() + full.sum().item(), 0.0)
+        new = math.sqrt(residual) / norm if norm > 0 else 0.0
+        if error - new < tolerance:
+            break
+        error = new
+    return [factor.to(tensor.dtype) for factor in factors]
+'''
+
+
+_BASE = '''
+
+
+class _TTLayer(nn.Module):
+    """What every TT layer of this file shares; a subclass sets the constants and defines weights() and forward()."""
+
+    def __init__(self, bias: bool | None = None, fold_weights: bool | None = None, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        for name, shape in self.cores_spec:
+            setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+        bias = self.default_bias if bias is None else bias
+        if bias:
+            self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.fold_weights = self.default_fold_weights if fold_weights is None else fold_weights
+        self._folded = None
+        self.reset_parameters()
+
+    def cores(self) -> list[torch.Tensor]:
+        """The cores in chain order."""
+        return [getattr(self, name) for name, _ in self.cores_spec]
+
+    def reset_parameters(self) -> None:
+        """Gaussian cores scaled so the rebuilt kernel has the variance of nn.Conv2d's default init."""
+        fan_in = self.kernel_shape[1] * math.prod(self.kernel_shape[2:])
+        std = (1.0 / (3.0 * fan_in * self.chain_product)) ** (1.0 / (2 * len(self.cores_spec)))
+        with torch.no_grad():
+            for core in self.cores():
+                core.normal_(0.0, std)
+            if self.bias is not None:
+                self.bias.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
+
+    def folded_weights(self) -> tuple[torch.Tensor, ...]:
+        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core
+        changes (version counter, storage, dtype, device), so training and load_state_dict keep working."""
+        recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())
+        if not self.fold_weights or recording:
+            return self.weights()
+        key = FOLD_KEY
+        if self._folded is None or self._folded[0] != key:
+            with torch.no_grad():
+                self._folded = (key, self.weights())
+        return self._folded[1]
+
+    def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
+        """One-line error unless `x` is [B, I, H, W] ([..., I] for a linear layer); returns the leading shape."""
+        if self.linear:
+            if x.shape[-1] != self.in_channels:
+                raise ValueError(f"input of shape {list(x.shape)}: expected [..., {self.in_channels}]")
+            return tuple(x.shape[:-1])
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"input of shape {list(x.shape)}: expected [B, {self.in_channels}, H, W]")
+        return (x.shape[0],)
+
+    @classmethod
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        """The layer whose cores are the TT-SVD of `weight` (exact at maximal ranks); bias kept."""
+        layer = cls(bias=bias is not None, device=weight.device, dtype=weight.dtype)
+        chain = weight.detach().reshape(cls.kernel_modes).permute(cls.chain_axes).reshape(cls.chain_sizes)
+        with torch.no_grad():
+            for param, core in zip(layer.cores(), tt_svd(chain, cls.chain_ranks)):
+                param.copy_(core.reshape(param.shape))
+            if bias is not None:
+                layer.bias.copy_(bias.detach())
+        return layer
+
+    def to_dense(self) -> torch.Tensor:
+        """The rebuilt kernel, shaped as the dense layer's weight (differentiable)."""
+        ranks, sizes = self.chain_ranks, self.chain_sizes
+        cores = [core.reshape(ranks[t], sizes[t], ranks[t + 1]) for t, core in enumerate(self.cores())]
+        kernel = tt_chain(cores).reshape([self.kernel_modes[axis] for axis in self.chain_axes])
+        inverse = [self.chain_axes.index(axis) for axis in range(len(self.chain_axes))]
+        return kernel.permute(inverse).reshape(self.kernel_shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.description}, bias={self.bias is not None}, fold_weights={self.fold_weights}"
+'''
+
+
+_BASE = _BASE.replace("FOLD_KEY", fold_key_source("self.cores()"))
 
 _CONVERT = '''
 
@@ -87,9 +237,14 @@ def _shape(groups: tuple[tuple[str, ...], ...], sizes: dict[str, int]) -> str:
     return ", ".join(_size(g, sizes) for g in groups)
 
 
-def _show(groups: tuple[tuple[str, ...], ...]) -> str:
-    """`[b, (i1 i2), s]`: the index groups of a reshaped tensor."""
-    shown = [g[0] if len(g) == 1 else f"({' '.join(g)})" if g else "1" for g in groups]
+def _show(groups: tuple[tuple[str, ...], ...], sizes: dict[str, int]) -> str:
+    """`[b, (i1 i2)=32, s]`: the index groups of a tensor and, where known, their physical sizes."""
+    shown = []
+    for group in groups:
+        label = group[0] if len(group) == 1 else f"({' '.join(group)})" if group else "1"
+        if group and any(i not in _RUNTIME for i in group):
+            label += "=" + _size(group, sizes).replace(" ", "")
+        shown.append(label)
     return f"[{', '.join(shown)}]"
 
 
@@ -125,34 +280,51 @@ class _Renderer:
                 full = ", ".join(_size((i,), sizes) for i in ins.src_layout)
                 order = [ins.src_layout[p] for p in ins.perm]
                 out.append((f"{ins.out} = {src}.reshape({full}).permute({', '.join(map(str, ins.perm))})",
-                            f"[{', '.join(order)}]"))
+                            _show(tuple((i,) for i in order), sizes)))
                 src = ins.out
             expr = f"{src}.reshape({_shape(ins.groups, sizes)})"
             if ins.after is not None:
                 expr += f".permute({', '.join(map(str, ins.after))})"
-            out.append((f"{ins.out} = {expr}", _show(ins.groups)))
+            if ins.contiguous:
+                expr += ".contiguous()"
+            out.append((f"{ins.out} = {expr}", _show(ins.groups, sizes)))
             return out
         if isinstance(ins, MatMul):
-            shown = f"-> [{', '.join(ins.layout)}]"
+            shown = f"-> {_show(tuple((i,) for i in ins.layout), sizes)}"
+            if ins.shared:
+                return [(f"{ins.out} = torch.bmm({ins.left}, {ins.right})", f"{shown}; batched over the shared rank")]
+            if ins.conv1x1:
+                return [(f"{ins.out} = F.conv2d({ins.right}, {ins.left})", f"1x1 conv {shown}")]
             if ins.batch is None:
                 return [(f"{ins.out} = torch.mm({ins.left}, {ins.right})", shown)]
             left = f"{ins.left}.expand({ins.right}.shape[0], -1, -1)"
-            return [(f"{ins.out} = torch.bmm({left}, {ins.right})", shown)]
+            why = "expand is a view, so the FLOP counter sees the planned MACs"
+            return [(f"{ins.out} = torch.bmm({left}, {ins.right})", f"{shown}; {why}")]
+        groups = f", groups={_size(ins.groups, sizes)}" if ins.groups else ""
+        # a grouped or one-axis conv's weight is made contiguous: some CPU kernels' backward needs it
+        contiguous = ".contiguous()" if ins.groups or ins.axes != (True, True) else ""
+        weight = f"{ins.src}, {ins.weight}{contiguous}"
+        if ins.axes == (True, True):
+            args = "stride=self.stride, padding=self.padding, dilation=self.dilation"
+        else:  # one axis of a separable window: the layer's stride, padding and dilation along it only
+            stride, padding, dilation = conv_arguments(self.program, ins)
+            args = f"stride={stride}, padding={padding}, dilation={dilation}"
         return [
-            (f"{ins.out} = F.conv2d({ins.src}, {ins.weight}, stride=self.stride, padding=self.padding, "
-             "dilation=self.dilation)", f"-> [{', '.join(ins.layout)}]"),
+            (f"{ins.out} = F.conv2d({weight}, {args}{groups})", f"-> {_show(tuple((i,) for i in ins.layout), sizes)}"),
             (f"height, width = {ins.out}.shape[-2:]", ""),
         ]
 
-    def comment(self, step: Step, batch: int) -> str:
+    def comment(self, step: Step, batch: int, weights: bool = False) -> str:
         what = f"step {step.number}: {_ascii(step.left_name)} x {_ascii(step.right_name)}"
+        if weights and step.kind != "weight":
+            return f"# {what}: its weight operand, laid out for the feature-map product"
         if step.kind == "weight":
             return f"# {what}, weight-only: {step.macs:,} MACs"
         h, w = step.map_size
         kind = "conv2d" if step.kind == "conv" else "feature map"
         return f"# {what}, {kind} at {h}x{w}: {step.macs:,} MACs at batch {batch}"
 
-    def block(self, instructions: tuple[Instruction, ...], indent: str) -> list[str]:
+    def block(self, instructions: tuple[Instruction, ...], indent: str, weights: bool = False) -> list[str]:
         plan = self.program.plan
         steps = {s.number: s for s in plan.steps}
         lines: list[str] = []
@@ -161,7 +333,7 @@ class _Renderer:
             if ins.step != current:
                 current = ins.step
                 if ins.step in steps:
-                    lines.append(indent + self.comment(steps[ins.step], plan.network.batch))
+                    lines.append(indent + self.comment(steps[ins.step], plan.network.batch, weights))
                 else:
                     lines.append(indent + "# the result as [B, O, H', W']")
             for code, note in self.line(ins):
@@ -187,23 +359,31 @@ def class_name(plan: ContractionPlan) -> str:
             f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
 
 
-def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None) -> str:
-    """The source of one `nn.Module` class that runs `plan` (see the module docstring)."""
-    program = lower(plan)
+def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
+               lowering: Lowering | None = None) -> str:
+    """The source of one layer class that runs `plan`: a subclass of the file's `_TTLayer` (see `_BASE`) with the
+    layer's constants, its weight-only steps (`weights`) and its feature-map steps (`forward`)."""
+    program = lower(plan, lowering)
     net = plan.network
-    spec, fmt = net.spec, net.fmt
+    spec = net.spec
     name = name or class_name(plan)
     bias = spec.bias if bias is None else bias
-    layout = fmt.chain_layout(spec)
     render = _Renderer(program)
-    cores = fmt.cores(spec)
-    kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
-        (spec.out_channels, spec.in_channels, *spec.kernel_size)
-    chain = math.prod(idx.size for idx in net.indices.values() if idx.kind == "rank")
-    dense_macs = spec.dense_macs(net.batch)
+    lines = [f"class {name}(_TTLayer):", *_doc(plan, program), "", *_constants(plan, bias), ""]
+    lines += _weights_method(program, render)
+    lines += _forward_method(program, render)
+    if isinstance(plan.network.fmt.kernel_layout(spec), FactorLayout):
+        lines += _cp_methods(plan)
+    return "\n".join(lines) + "\n"
+
+
+def _doc(plan: ContractionPlan, program: Program) -> list[str]:
+    """The class docstring: geometry, format, order, parameters and planned MACs."""
+    net = plan.network
+    spec, fmt = net.spec, net.fmt
     what = "nn.Linear" if spec.linear else "nn.Conv2d"
     geometry = spec.describe() if spec.linear else f"{spec.describe()} (planned size)"
-    doc = [
+    return [
         f'    """{geometry} as TT cores, {fmt.label} format, {plan.name!r} order.',
         "",
         f"    in_modes {list(fmt.in_modes)}, out_modes {list(fmt.out_modes)}, ranks {list(fmt.ranks)}; "
@@ -211,101 +391,49 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         f"    (dense kernel: {spec.kernel_elements:,}). Planned at batch "
         f"{net.batch}: {plan.feature_macs:,} MACs on the feature map",
         f"    + {plan.weight_macs:,} weight-only MACs per forward (FLOPs = 2 x MACs); the dense {what}: "
-        f"{dense_macs:,} MACs.",
+        f"{spec.dense_macs(net.batch):,} MACs.",
+        f"    Channel mixings run as {'1x1 conv2d' if program.lowering.mix == 'conv' else 'bmm/mm'}"
+        f"{' on channels-last maps' if program.lowering.channels_last else ''}.",
         '    """',
     ]
-    lines = [f"class {name}(nn.Module):", *doc, ""]
-    lines += [
-        f"    in_channels = {spec.in_channels}",
-        f"    out_channels = {spec.out_channels}",
-        f"    kernel_size = {spec.kernel_size}",
-        f"    stride = {spec.stride}",
-        f"    padding = {spec.padding}",
-        f"    dilation = {spec.dilation}",
-        f"    kernel_shape = {kernel_shape}",
+
+
+def _chain_attributes(layout) -> list[str]:
+    """Class attributes of a chain (or ring) of 3-way cores: what `tt_svd` and `tt_chain` follow."""
+    return [
         "    # TT-SVD view of the kernel: W reshaped to kernel_modes (o..., i..., kh, kw), permuted by chain_axes",
         "    # into core order and reshaped to chain_sizes, one axis per core, joined by chain_ranks",
         f"    kernel_modes = {layout.kernel_modes}",
         f"    chain_axes = {layout.chain_axes}",
         f"    chain_sizes = {layout.chain_sizes}",
         f"    chain_ranks = {layout.chain_ranks}",
-        "",
-        f"    def __init__(self, bias: bool = {bias}, fold_weights: bool = {plan.fold_weights}, device=None, "
-        "dtype=None) -> None:",
-        "        super().__init__()",
-        "        factory = {\"device\": device, \"dtype\": dtype}",
     ]
-    for core in cores:
-        shape = ", ".join(map(str, core.shape))
-        axes = "[" + ", ".join(core.axes) + "]"
-        lines.append(f"        self.{core.name} = nn.Parameter(torch.empty({shape}, **factory))  # {axes}")
-    lines += [
-        "        if bias:",
-        "            self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))",
-        "        else:",
-        "            self.register_parameter(\"bias\", None)",
-        "        self.fold_weights = fold_weights",
-        "        self._folded = None",
-        "        self.reset_parameters()",
-        "",
-        "    def cores(self) -> list[torch.Tensor]:",
-        '        """The cores in chain order."""',
-        f"        return [{', '.join(f'self.{c.name}' for c in cores)}]",
-        "",
-        "    def reset_parameters(self) -> None:",
-        '        """Gaussian cores scaled so the rebuilt kernel has the variance of nn.Conv2d\'s default init."""',
-        "        fan_in = self.kernel_shape[1] * math.prod(self.kernel_shape[2:])",
-        f"        # a kernel entry sums {chain:,} products of one entry per core",
-        f"        std = (1.0 / (3.0 * fan_in * {chain})) ** (1.0 / {2 * len(cores)})",
-        "        with torch.no_grad():",
-        "            for core in self.cores():",
-        "                core.normal_(0.0, std)",
-        "            if self.bias is not None:",
-        "                self.bias.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))",
-        "",
+
+
+def _factor_attributes(layout: FactorLayout) -> list[str]:
+    """Class attributes of factors on one shared rank (CP): what `cp_als` and `khatri_rao` follow."""
+    return [
+        "    # CP view of the kernel: W reshaped to kernel_modes (o..., i..., kh, kw), permuted by chain_axes",
+        "    # into factor order and reshaped to chain_sizes, one axis per factor, all joined by the one rank cp_rank",
+        f"    kernel_modes = {layout.kernel_modes}",
+        f"    chain_axes = {layout.axes}",
+        f"    chain_sizes = {layout.factor_sizes}",
+        f"    cp_rank = {layout.rank}",
     ]
-    folded = [n for n in program.folded if n not in program.cores]
-    if folded:
-        lines += [
-            "    def weights(self) -> tuple[torch.Tensor, ...]:",
-            '        """The weight-only steps (cores with cores): the merged cores the feature-map steps read."""',
-            *render.block(program.weight, "        "),
-            f"        return {folded[0]}," if len(folded) == 1 else f"        return {', '.join(folded)}",
-            "",
-            "    def folded_weights(self) -> tuple[torch.Tensor, ...]:",
-            '        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a',
-            '        core changes (version, storage, dtype, device), so training and load_state_dict keep working."""',
-            "        recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())",
-            "        if not self.fold_weights or recording:",
-            "            return self.weights()",
-            f"        key = {fold_key_source('self.cores()')}",
-            "        if self._folded is None or self._folded[0] != key:",
-            "            with torch.no_grad():",
-            "                self._folded = (key, self.weights())",
-            "        return self._folded[1]",
-            "",
-        ]
-    lines += ["    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
-    if spec.linear:
-        lines += ["        lead = x.shape[:-1]", f"        x = x.reshape(-1, {spec.in_channels}, 1, 1)"]
-    if folded:
-        target = f"{folded[0]}," if len(folded) == 1 else ", ".join(folded)
-        lines.append(f"        {target} = self.folded_weights()")
-    lines.append("        batch, _, height, width = x.shape")
-    lines += render.block(program.feature, "        ")
-    lines += ["        if self.bias is not None:", "            y = y + self.bias.view(1, -1, 1, 1)"]
-    lines.append(f"        return y.reshape(*lead, {spec.out_channels})" if spec.linear else "        return y")
-    kernel_doc = "[O, I]" if spec.linear else "[O, I, k_h, k_w]"
-    lines += [
+
+
+def _cp_methods(plan: ContractionPlan) -> list[str]:
+    """`from_dense` and `to_dense` of a CP layer, overriding `_TTLayer`'s TT-SVD ones (CP-ALS is not exact)."""
+    kernel_doc = "[O, I]" if plan.network.spec.linear else "[O, I, k_h, k_w]"
+    return [
         "",
         "    @classmethod",
-        f"    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> \"{name}\":",
-        f'        """The layer whose cores are the TT-SVD of `weight` {kernel_doc} (exact at maximal ranks); '
-        'bias kept."""',
+        "    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None):",
+        f'        """The layer whose factors are the CP-ALS fit of `weight` {kernel_doc} (not exact); bias kept."""',
         "        layer = cls(bias=bias is not None, device=weight.device, dtype=weight.dtype)",
         "        chain = weight.detach().reshape(cls.kernel_modes).permute(cls.chain_axes).reshape(cls.chain_sizes)",
         "        with torch.no_grad():",
-        "            for param, core in zip(layer.cores(), tt_svd(chain, cls.chain_ranks)):",
+        "            for param, core in zip(layer.cores(), cp_als(chain, cls.cp_rank)):",
         "                param.copy_(core.reshape(param.shape))",
         "            if bias is not None:",
         "                layer.bias.copy_(bias.detach())",
@@ -313,17 +441,81 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
         "",
         "    def to_dense(self) -> torch.Tensor:",
         f'        """The rebuilt kernel {kernel_doc} (differentiable)."""',
-        "        ranks, sizes = self.chain_ranks, self.chain_sizes",
-        "        cores = [core.reshape(ranks[t], sizes[t], ranks[t + 1]) for t, core in enumerate(self.cores())]",
-        "        kernel = tt_chain(cores).reshape([self.kernel_modes[axis] for axis in self.chain_axes])",
+        "        factors = [core.reshape(size, self.cp_rank) for core, size in zip(self.cores(), self.chain_sizes)]",
+        "        kernel = khatri_rao(factors).sum(-1).reshape([self.kernel_modes[axis] for axis in self.chain_axes])",
         "        inverse = [self.chain_axes.index(axis) for axis in range(len(self.chain_axes))]",
         "        return kernel.permute(inverse).reshape(self.kernel_shape)",
-        "",
-        "    def extra_repr(self) -> str:",
-        f"        text = \"{spec.describe()}, {fmt.label}, ranks={list(fmt.ranks)}, order={plan.name}\"",
-        "        return f\"{text}, bias={self.bias is not None}, fold_weights={self.fold_weights}\"",
     ]
-    return "\n".join(lines) + "\n"
+
+
+def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
+    """Class attributes `_TTLayer` reads: geometry, the TT-SVD view of the kernel, the cores and their axes."""
+    net = plan.network
+    spec, fmt = net.spec, net.fmt
+    layout = fmt.kernel_layout(spec)
+    factored = isinstance(layout, FactorLayout)
+    kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
+        (spec.out_channels, spec.in_channels, *spec.kernel_size)
+    chain = math.prod(idx.size for idx in net.indices.values() if idx.kind == "rank")
+    lines = [
+        f"    in_channels = {spec.in_channels}",
+        f"    out_channels = {spec.out_channels}",
+        f"    kernel_size = {spec.kernel_size}",
+        f"    stride = {spec.stride}",
+        f"    padding = {spec.padding}",
+        f"    dilation = {spec.dilation}",
+        f"    linear = {spec.linear}",
+        f"    kernel_shape = {kernel_shape}",
+        *(_factor_attributes(layout) if factored else _chain_attributes(layout)),
+        f"    chain_product = {chain}  # products of one entry per core summed into a kernel entry",
+        "    # the cores, in chain order: parameter name, shape and what each axis is",
+        "    cores_spec = (",
+    ]
+    for core in fmt.cores(spec):
+        lines.append(f'        ("{core.name}", {tuple(core.shape)}),  # [{", ".join(core.axes)}]')
+    lines += [
+        "    )",
+        f"    default_bias = {bias}",
+        f"    default_fold_weights = {plan.fold_weights}",
+        f'    description = "{spec.describe()}, {fmt.label}, ranks={list(fmt.ranks)}, order={plan.name}"',
+    ]
+    return lines
+
+
+def _weights_method(program: Program, render: _Renderer) -> list[str]:
+    """`weights()`: the weight-only steps and the layouts the feature-map products read."""
+    folded = [n for n in program.folded if n not in program.cores]
+    if not folded:
+        return []
+    return [
+        "    def weights(self) -> tuple[torch.Tensor, ...]:",
+        '        """The weight-only steps (cores with cores) and each product\'s weight laid out for it; with',
+        '        fold_weights set, run once and cached (see _TTLayer.folded_weights)."""',
+        *render.block(program.weight, "        ", weights=True),
+        f"        return {folded[0]}," if len(folded) == 1 else f"        return {', '.join(folded)}",
+        "",
+    ]
+
+
+def _forward_method(program: Program, render: _Renderer) -> list[str]:
+    """`forward(x)`: the input check, the feature-map steps, the bias."""
+    spec = program.plan.network.spec
+    folded = [n for n in program.folded if n not in program.cores]
+    lines = ["    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
+    if spec.linear:
+        lines += ["        lead = self.check_input(x)", f"        x = x.reshape(-1, {spec.in_channels}, 1, 1)"]
+    else:
+        lines.append("        self.check_input(x)")
+    if folded:
+        target = f"{folded[0]}," if len(folded) == 1 else ", ".join(folded)
+        lines.append(f"        {target} = self.folded_weights()")
+    lines.append("        batch, _, height, width = x.shape")
+    if program.lowering.channels_last:
+        lines.append("        x = x.contiguous(memory_format=torch.channels_last)  # NHWC in memory, shape unchanged")
+    lines += render.block(program.feature, "        ")
+    lines += ["        if self.bias is not None:", "            y = y + self.bias.view(1, -1, 1, 1)"]
+    lines.append(f"        return y.reshape(*lead, {spec.out_channels})" if spec.linear else "        return y")
+    return lines
 
 
 def _header(title: str, lines: list[str]) -> str:
@@ -340,7 +532,8 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    parts = [doc, "\n".join(imports), "", exported, _HELPERS.rstrip("\n"), ""]
+    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "")
+    parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), _BASE.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]
     text = "\n".join(parts)
@@ -349,7 +542,7 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     return text.rstrip("\n") + "\n"
 
 
-def emit_layer(plan: ContractionPlan, name: str | None = None) -> str:
+def emit_layer(plan: ContractionPlan, name: str | None = None, lowering: Lowering | None = None) -> str:
     """A standalone module with one class that runs `plan`; its `__all__` names exactly that class."""
     name = name or class_name(plan)
     spec, fmt = plan.network.spec, plan.network.fmt
@@ -359,17 +552,23 @@ def emit_layer(plan: ContractionPlan, name: str | None = None) -> str:
          f"From a dense kernel: `{name}.from_dense(weight, bias)`;",
          f"with random cores: `{name}()`."],
     )
-    return _file(doc, [emit_class(plan, name)], [name])
+    return _file(doc, [emit_class(plan, name, lowering=lowering)], [name])
 
 
-def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model") -> str:
-    """A standalone module with one class per distinct layer plan, `LAYERS` (layer name -> class) and `convert`."""
+def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model",
+               lowerings: dict[str, Lowering] | None = None) -> str:
+    """A standalone module with one class per distinct layer plan, `LAYERS` (layer name -> class) and `convert`.
+
+    `lowerings` gives a layer's ops and layout by name (default: bmm on NCHW maps)."""
+    lowerings = lowerings or {}
     classes: list[str] = []
     names: dict[tuple, str] = {}
     taken: set[str] = set()
     table: list[tuple[str, str]] = []
     for layer, plan in layers:
-        key = (replace(plan.network.spec, bias=False), plan.network.fmt, plan.pairs, plan.name, plan.fold_weights)
+        lowering = lowerings.get(layer, Lowering())
+        key = (replace(plan.network.spec, bias=False), plan.network.fmt, plan.pairs, plan.name, plan.fold_weights,
+               lowering)
         if key not in names:
             base = class_name(plan)
             if base in taken:
@@ -380,7 +579,7 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
                 candidate, n = f"{base}V{n}", n + 1
             taken.add(candidate)
             names[key] = candidate
-            classes.append(emit_class(plan, candidate, bias=False))
+            classes.append(emit_class(plan, candidate, bias=False, lowering=lowering))
         table.append((layer, names[key]))
     doc = _header(
         f"TT layers generated by ttplan {__version__} for {title}: {len(classes)} classes for {len(table)} layers.",

@@ -5,8 +5,9 @@ Layouts follow docs/conventions.md: channels split row-major over their modes; t
 `[r_left, n, r_right]` over a reordered kernel; the format says which (`TTFormat.chain_layout`), e.g.
 classical `[K, I_1·O_1, …, I_d·O_d]`, hodec `[O_1, …, O_e, K, I_1, …, I_d]`.
 
-Decomposition is sequential truncated SVD left to right (left-orthogonal cores, singular values pushed
-right). Ranks above what an SVD can give are padded with zeros, which leaves the rebuild unchanged.
+Decomposition is sequential truncated SVD left to right (left-orthogonal cores, singular values pushed right); a
+ring (equal end ranks above 1) splits the first SVD's rank into the closing rank and the next. Ranks above what an
+SVD can give are padded with zeros, which leaves the rebuild unchanged.
 """
 
 from __future__ import annotations
@@ -15,15 +16,77 @@ import math
 
 import torch
 
-from ttplan.core.formats import ChainLayout, TTFormat
+from ttplan.core.formats import ChainLayout, FactorLayout, TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
+#: CP-ALS: at most this many sweeps over the factors ...
+CP_ITERATIONS = 200
+#: ... stopping once the relative error improves by less than this in one sweep
+CP_TOLERANCE = 1e-7
 
-def _check_format(fmt: TTFormat, spec: ConvSpec) -> ChainLayout:
-    """Validate the format against the layer and return its chain view (`TTFormat.chain_layout`)."""
+
+def _check_format(fmt: TTFormat, spec: ConvSpec) -> ChainLayout | FactorLayout:
+    """Validate the format against the layer and return its kernel view (`TTFormat.kernel_layout`)."""
     fmt.validate(spec)
-    return fmt.chain_layout(spec)
+    return fmt.kernel_layout(spec)
+
+
+def _khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
+    """Column-wise Kronecker product `[n_1·…·n_m, R]` of factors `[n_j, R]`, the last factor's rows fastest."""
+    out = factors[0]
+    for factor in factors[1:]:
+        out = (out[:, None, :] * factor[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def cp_als(tensor: torch.Tensor, rank: int, iterations: int = CP_ITERATIONS,
+           tolerance: float = CP_TOLERANCE) -> tuple[list[torch.Tensor], int]:
+    """CP of `tensor` (one factor `[n_j, R]` per axis) by alternating least squares; (factors, sweeps run).
+
+    Starts from each unfolding's leading left singular vectors (seeded random columns past its rank), so it is
+    deterministic;
+    stops after `iterations` sweeps or when the relative error improves by less than `tolerance`. CP has no
+    exact projection: the result is a local optimum, `relative_error` says how close it is.
+    """
+    shape, m = tuple(tensor.shape), tensor.dim()
+    unfold = [tensor.movedim(n, 0).reshape(shape[n], -1) for n in range(m)]
+    factors = []
+    gen = torch.Generator(device=tensor.device).manual_seed(0)
+    for n in range(m):
+        u = torch.linalg.svd(unfold[n], full_matrices=False)[0][:, :rank]
+        extra = torch.randn(shape[n], rank - u.shape[1], generator=gen, dtype=tensor.dtype, device=tensor.device)
+        factors.append(torch.cat([u, extra / math.sqrt(shape[n])], dim=1))
+    norm = torch.linalg.vector_norm(tensor).item()
+    error, sweeps = math.inf, 0
+    for sweeps in range(1, iterations + 1):  # noqa: B007  (the count is returned)
+        for n in range(m):
+            others = [factors[j] for j in range(m) if j != n]
+            gram = torch.ones(rank, rank, dtype=tensor.dtype, device=tensor.device)
+            for factor in others:
+                gram = gram * (factor.T @ factor)
+            mttkrp = unfold[n] @ _khatri_rao(others) if others else unfold[n]
+            factors[n] = torch.linalg.lstsq(gram, mttkrp.T).solution.T if others else mttkrp
+            if n < m - 1:  # keep the scale in the last factor; the next solve absorbs this one's
+                scale = torch.linalg.vector_norm(factors[n], dim=0)
+                factors[n] = factors[n] / torch.where(scale > 0, scale, torch.ones_like(scale))
+        # ‖T − X‖² = ‖T‖² − 2⟨T, X⟩ + ‖X‖², with ⟨T, X⟩ from the last solve's MTTKRP
+        full = torch.ones(rank, rank, dtype=tensor.dtype, device=tensor.device)
+        for factor in factors:
+            full = full * (factor.T @ factor)
+        inner = (factors[-1] * mttkrp).sum()
+        residual = max(norm ** 2 - 2 * inner.item() + full.sum().item(), 0.0)
+        new = math.sqrt(residual) / norm if norm > 0 else 0.0
+        if error - new < tolerance:
+            error = new
+            break
+        error = new
+    return factors, sweeps
+
+
+def _factor_view(work: torch.Tensor, layout: FactorLayout) -> torch.Tensor:
+    """The kernel as a tensor with one axis per factor."""
+    return work.reshape(layout.kernel_modes).permute(layout.axes).reshape(layout.factor_sizes)
 
 
 def _kernel_shape(spec: ConvSpec) -> tuple[int, ...]:
@@ -46,6 +109,10 @@ def _check_weight(weight: torch.Tensor, spec: ConvSpec) -> None:
         )
     if not weight.is_floating_point():
         raise TTPlanError(f"weight of dtype {weight.dtype}: expected a floating-point tensor")
+    bad = int((~torch.isfinite(weight.detach())).sum())
+    if bad:
+        raise TTPlanError(f"weight has {bad} non-finite entries (NaN or inf) of {weight.numel()}: a TT-SVD needs "
+                          "finite weights")
 
 
 def _work_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -63,8 +130,39 @@ def _pad(core: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return out
 
 
+def ring_svd(tensor: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
+    """Sequential truncated SVDs of `tensor` (one axis per core) into cores `[r_t, n_t, r_t+1]` joined by `ranks`.
+
+    `ranks[0] == ranks[-1]` is the closing rank: 1 gives the open chain's TT-SVD; above 1 the first SVD's
+    rank is split as `r_0 · r_1` and `r_0` is carried to the far end (the tensor-ring SVD), so the ring's
+    trace rebuilds the tensor. Exact at `ring_exact_ranks`; larger ranks are padded with zeros.
+    """
+    sizes, closing = tuple(tensor.shape), ranks[0]
+    cores: list[torch.Tensor] = []
+    rest = tensor.reshape(1, -1)
+    r_prev = 1  # rank actually achieved at the previous cut (<= the requested one)
+    for t in range(len(sizes) - 1):
+        u, s, vh = torch.linalg.svd(rest.reshape(r_prev * sizes[t], -1), full_matrices=False)
+        width = closing * ranks[1] if t == 0 else ranks[t + 1]
+        r = min(width, s.numel())
+        u, rest = u[:, :r], s[:r, None] * vh[:r]
+        if t == 0 and closing > 1:
+            # split the first rank as (r_0, r_1): pad to r_0·r_1, then move r_0 to the far end of the rest
+            u = torch.cat([u, u.new_zeros(u.shape[0], width - r)], dim=1)
+            rest = torch.cat([rest, rest.new_zeros(width - r, rest.shape[1])], dim=0)
+            cores.append(u.reshape(sizes[0], closing, ranks[1]).permute(1, 0, 2))
+            rest = rest.reshape(closing, ranks[1], -1).permute(1, 2, 0).reshape(ranks[1], -1)
+            r_prev = ranks[1]
+            continue
+        cores.append(_pad(u.reshape(r_prev, sizes[t], r), ranks[t] if t else closing, ranks[t + 1]))
+        r_prev = r
+    cores.append(_pad(rest.reshape(r_prev, sizes[-1], closing), ranks[-2], closing))
+    return cores
+
+
 def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch.Tensor]:
-    """TT-SVD of a dense kernel into the cores of `fmt`, shaped exactly as `fmt.cores(spec)`, in that order.
+    """TT-SVD (ring SVD for a ring, CP-ALS for factors on one rank) of a dense kernel into the cores of `fmt`, shaped
+    as `fmt.cores(spec)`, in order.
 
     Runs on the weight's device; the SVDs run in float64 (except on MPS) and the cores come back in the
     weight's dtype. The weight is detached: this is a projection, not a differentiable op.
@@ -72,22 +170,14 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
     _check_weight(weight, spec)
     chain = _check_format(fmt, spec)
     work = weight.detach().to(_work_dtype(weight))
+    shapes = [c.shape for c in fmt.cores(spec)]
+    if isinstance(chain, FactorLayout):
+        factors, _ = cp_als(_factor_view(work, chain), chain.rank)
+        return [f.reshape(shape).to(weight.dtype) for f, shape in zip(factors, shapes)]
     tensor = work.reshape(chain.kernel_modes).permute(chain.chain_axes).reshape(chain.chain_sizes)
 
-    chain_cores: list[torch.Tensor] = []
-    rest = tensor.reshape(1, -1)
-    r_prev = 1  # rank actually achieved at the previous cut (<= the requested one)
-    sizes, ranks = chain.chain_sizes, chain.chain_ranks
-    for t in range(len(sizes) - 1):
-        mat = rest.reshape(r_prev * sizes[t], -1)
-        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-        r = min(ranks[t + 1], s.numel())
-        chain_cores.append(_pad(u[:, :r].reshape(r_prev, sizes[t], r), ranks[t], ranks[t + 1]))
-        rest = s[:r, None] * vh[:r]
-        r_prev = r
-    chain_cores.append(_pad(rest.reshape(r_prev, sizes[-1], 1), ranks[-2], 1))
 
-    shapes = [c.shape for c in fmt.cores(spec)]
+    chain_cores = ring_svd(tensor, chain.chain_ranks)
     return [c.reshape(shape).to(weight.dtype) for c, shape in zip(chain_cores, shapes)]
 
 
@@ -95,11 +185,18 @@ def rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec) -> torch.T
     """The dense kernel `[O, I, k_h, k_w]` (`[O, I]` for linear layers) from the cores; differentiable."""
     chain = _check_format(fmt, spec)
     fmt.check_cores([tuple(core.shape) for core in cores], spec)
+    if isinstance(chain, FactorLayout):
+        factors = [core.reshape(size, chain.rank) for core, size in zip(cores, chain.factor_sizes)]
+        view = [chain.kernel_modes[a] for a in chain.axes]
+        full, axes = _khatri_rao(factors).sum(-1).reshape(view), chain.axes
+        return full.permute([axes.index(a) for a in range(len(axes))]).reshape(_kernel_shape(spec))
     sizes, ranks, axes = chain.chain_sizes, chain.chain_ranks, chain.chain_axes
-    full = cores[0].reshape(sizes[0], ranks[1])
+    full = cores[0].reshape(ranks[0] * sizes[0], ranks[1])
     for t in range(1, len(cores)):
         core = cores[t].reshape(ranks[t], sizes[t] * ranks[t + 1])
-        full = torch.tensordot(full, core, dims=1).reshape(-1, ranks[t + 1])
+        full = torch.mm(full, core).reshape(-1, ranks[t + 1])
+    # the trace over the closing rank (a plain reshape for an open chain, whose ends are 1)
+    full = full.reshape(ranks[0], -1, ranks[-1]).diagonal(dim1=0, dim2=2).sum(-1)
     permuted = full.reshape([chain.kernel_modes[p] for p in axes])
     inverse = [axes.index(a) for a in range(len(axes))]
     return permuted.permute(inverse).reshape(_kernel_shape(spec))
@@ -118,8 +215,10 @@ def relative_error(weight: torch.Tensor, cores: list[torch.Tensor], fmt: TTForma
 
 
 def project(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> torch.Tensor:
-    """The ADMM projection Π: the closest-by-TT-SVD kernel in the format, shaped like `weight`."""
+    """The ADMM projection Π: the closest-by-TT-SVD kernel in the format (by CP-ALS for CP: a local optimum, not
+    an exact projection), shaped like `weight`."""
     return rebuild(decompose(weight, fmt, spec), fmt, spec).reshape(weight.shape)
 
 
-__all__ = ["decompose", "project", "rebuild", "relative_error"]
+__all__ = ["CP_ITERATIONS", "CP_TOLERANCE", "cp_als", "decompose", "project", "rebuild", "relative_error",
+           "ring_svd"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 
 import torch
@@ -19,23 +20,25 @@ from torch import nn
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
+from ttplan.core.latency import LatencyProfile
 from ttplan.core.network import build_network
-from ttplan.core.schemes import scheme, scheme_names
+from ttplan.core.schemes import plan_names, scheme
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.fold_cache import fold_key
-from ttplan.runtime.lowering import Program, fold, lower, run_feature_steps
+from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
-PLAN_NAMES = ("best", "published", *scheme_names())
+PLAN_NAMES = plan_names()
 
 
 def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best", fold_weights: bool = False,
-                 batch: int = 1) -> ContractionPlan:
-    """The plan a layer runs: searched (`best`), a fixed scheme by name, or a given plan checked against the layer."""
+                 batch: int = 1, objective: str = "macs", profile: LatencyProfile | None = None) -> ContractionPlan:
+    """The plan a layer runs: searched (`best`, minimising `objective`), a fixed scheme by name, or a given plan
+    checked against the layer."""
     if isinstance(plan, ContractionPlan):
         net = plan.network
         if net.fmt != fmt or replace(net.spec, bias=False) != replace(spec, bias=False):
@@ -49,21 +52,36 @@ def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "b
         raise TTPlanError(f"plan={plan!r}: expected a ContractionPlan or one of {', '.join(PLAN_NAMES)}")
     network = build_network(spec, fmt, batch)
     if plan == "best":
-        return optimize(network, fold_weights=fold_weights)
+        return optimize(network, fold_weights=fold_weights, objective=objective, profile=profile)
     return scheme(fmt.published_scheme if plan == "published" else plan, network, fold_weights)
+
+
+def _check_layer_args(cls: str, spec: object, fmt: object) -> None:
+    """One-line errors for a spec or format of the wrong type, and for grouped convs (not decomposable)."""
+    if not isinstance(spec, ConvSpec):
+        raise TTPlanError(f"{cls}: spec={spec!r} is a {type(spec).__name__}, expected a ConvSpec, "
+                          "e.g. ConvSpec.make(64, 64, 3, padding=1, input_size=32)")
+    if not isinstance(fmt, TTFormat):
+        raise TTPlanError(f"{cls}: fmt={fmt!r} is a {type(fmt).__name__}, expected a TTFormat, "
+                          "e.g. make_format('hodec', spec, rank=8)")
+    if spec.groups != 1:
+        raise TTPlanError(f"{cls}: spec has groups={spec.groups}; only groups=1 convs can be TT-decomposed, so keep "
+                          "a grouped conv as nn.Conv2d")
 
 
 class _TTLayer(nn.Module):
     """What TT conv and linear layers share: cores, bias, plan, folding cache, dense round trip."""
 
     def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
-                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1) -> None:
+                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1,
+                 lowering: Lowering | None = None) -> None:
         super().__init__()
+        _check_layer_args(type(self).__name__, spec, fmt)
         fmt.validate(spec)
         self.spec, self.fmt = spec, fmt
         self.fold_weights = bool(fold_weights)
         self.plan = resolve_plan(spec, fmt, plan, self.fold_weights, batch)
-        self.program: Program = lower(self.plan)
+        self.program: Program = lower(self.plan, lowering)
         factory = {"device": device, "dtype": dtype}
         self.core_names = tuple(core.name for core in fmt.cores(spec))
         self.cores = nn.ParameterList(nn.Parameter(torch.empty(core.shape, **factory)) for core in fmt.cores(spec))
@@ -115,12 +133,13 @@ class _TTLayer(nn.Module):
     @classmethod
     def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, spec: ConvSpec | None = None,
                    fmt: TTFormat | None = None, plan: ContractionPlan | str = "best", fold_weights: bool = False,
-                   *, batch: int = 1):
+                   *, batch: int = 1, lowering: Lowering | None = None):
         """A layer whose cores are the TT-SVD of `weight` in `fmt` (exact at maximal ranks); the bias is kept."""
         if spec is None or fmt is None:
             raise TTPlanError("from_dense needs the layer's spec and format: from_dense(weight, bias, spec, fmt)")
         spec = replace(spec, bias=bias is not None)
-        layer = cls(spec, fmt, plan, fold_weights, device=weight.device, dtype=weight.dtype, batch=batch)
+        layer = cls(spec, fmt, plan, fold_weights, device=weight.device, dtype=weight.dtype, batch=batch,
+                    lowering=lowering)
         cores = decompose(weight, fmt, spec)
         with torch.no_grad():
             for param, core in zip(layer.cores, cores):
@@ -134,7 +153,8 @@ class _TTLayer(nn.Module):
         fmt = self.fmt
         return (f"{self.spec.describe()}, format={fmt.label}, in_modes={list(fmt.in_modes)}, "
                 f"out_modes={list(fmt.out_modes)}, ranks={list(fmt.ranks)}, plan={self.plan.name!r}, "
-                f"macs={self.plan.macs:,} at batch {self.plan.network.batch}, fold_weights={self.fold_weights}")
+                f"macs={self.plan.macs:,} at batch {self.plan.network.batch}, fold_weights={self.fold_weights}, "
+                f"lowering={self.program.lowering.label}")
 
 
 class TTConv2d(_TTLayer):
@@ -145,10 +165,12 @@ class TTConv2d(_TTLayer):
     """
 
     def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
-                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1) -> None:
+                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1,
+                 lowering: Lowering | None = None) -> None:
+        _check_layer_args("TTConv2d", spec, fmt)
         if spec.linear:
             raise TTPlanError(f"TTConv2d got a linear layer ({spec.describe()}); use TTLinear")
-        super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch)
+        super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)
@@ -158,10 +180,12 @@ class TTLinear(_TTLayer):
     """A TT-decomposed `nn.Linear` (usually the ttm format): inputs `[..., I]`, outputs `[..., O]`."""
 
     def __init__(self, spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "best",
-                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1) -> None:
+                 fold_weights: bool = False, device=None, dtype=None, *, batch: int = 1,
+                 lowering: Lowering | None = None) -> None:
+        _check_layer_args("TTLinear", spec, fmt)
         if not spec.linear:
             raise TTPlanError(f"TTLinear got a conv layer ({spec.describe()}); use TTConv2d")
-        super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch)
+        super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -177,14 +201,27 @@ def _swap(model: nn.Module, name: str, layer: nn.Module) -> None:
 
 
 def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: tuple[int, int, int],
-            scheme: str = "best", fold_weights: bool = False) -> nn.Module:
+            scheme: str = "best", fold_weights: bool = False, *, plans: dict[str, ContractionPlan] | None = None,
+            lowerings: dict[str, Lowering] | None = None) -> nn.Module:
     """A deep copy of `model` with each named conv (and linear) layer replaced by its TT-SVD in the given format.
 
     `formats` maps traced layer names (`layer3.0.conv1`, `fc`) to a `TTFormat` (`None` keeps a layer
     dense); `input_size` (C, H, W) is what the layers are traced and planned at; `scheme` is `best`,
-    `published` (each format's own order), `dense` or a format's scheme name. Biases are kept; the
-    copy keeps the model's device, dtype and training mode.
+    `published` (each format's own order), `dense` or a format's scheme name, unless `plans` gives a
+    layer's plan; `lowerings` a layer's ops and layout. Biases are kept; the copy keeps the model's
+    device, dtype and training mode.
     """
+    if not isinstance(model, nn.Module):
+        hint = f"; build the preset with ttplan.models.load_model({model!r})" if isinstance(model, str) else ""
+        raise TTPlanError(f"convert: model={model!r} is a {type(model).__name__}, expected a torch nn.Module{hint}")
+    if not isinstance(formats, Mapping) or not all(isinstance(name, str) for name in formats):
+        raise TTPlanError(f"convert: formats={formats!r} is a {type(formats).__name__}, expected a dict of layer "
+                          "name -> TTFormat (or None), e.g. {'layer1.0.conv1': make_format('hodec', spec, rank=8)}")
+    wrong = [name for name, fmt in formats.items() if fmt is not None and not isinstance(fmt, TTFormat)]
+    if wrong:
+        value = formats[wrong[0]]
+        raise TTPlanError(f"convert: formats[{wrong[0]!r}]={value!r} is a {type(value).__name__}, expected a "
+                          "TTFormat or None (keep dense)")
     if scheme not in PLAN_NAMES:
         raise TTPlanError(f"scheme={scheme!r}: expected one of {', '.join(PLAN_NAMES)}")
     traced = {layer.name: layer for layer in trace_layers(model, input_size)}
@@ -201,7 +238,9 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
         layer = traced[name]
         module = out.get_submodule(name)
         cls = TTConv2d if layer.kind == "conv" else TTLinear
-        tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, scheme, fold_weights)
+        plan = (plans or {}).get(name, scheme)
+        tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights,
+                            lowering=(lowerings or {}).get(name))
         tt.train(module.training)
         _swap(out, name, tt)
     return out

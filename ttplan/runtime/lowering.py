@@ -8,11 +8,17 @@ convolution (what `torch.utils.flop_counter` counts):
 
 - a feature-map step is `mm` (`[M, K] @ [K, N]`) or `bmm` with the weight broadcast over the batch
   part of the feature map, whichever needs no copy of the feature map; if the contracted indices are
-  not adjacent in the feature map, it is permuted once so that they are;
+  not adjacent in the feature map, it is permuted once so that they are. With `Lowering(mix="conv")`
+  a step on a map laid out `[b, K, s]` (a pure channel mixing) runs as a 1x1 `conv2d` instead, which
+  oneDNN/cuDNN often run faster, especially on channels-last maps (`Lowering(channels_last=True)`);
 - the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation:
   input channels = the indices both operands share, batch = B x the feature map's other indices,
   output channels = the weight operand's other indices;
-- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1.
+- a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1;
+- an index both operands hold and keep open (a hyperedge rank, CP) is a batch axis of both: one `bmm` over it,
+  or for the conv step a grouped conv (depthwise over the rank).
+- the weight operand of every feature-map step is laid out (reshaped and permuted) among the weight-only
+  instructions, so with folded weights that copy happens once at load, not in every forward.
 
 Feature maps are tensors whose axes follow an index order (each `MatMul`/`Conv` records its result's): `b`, the
 channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the conv). The input
@@ -26,7 +32,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ttplan.core.contraction import ContractionPlan
+from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
 
@@ -36,11 +42,37 @@ INPUT = "x"
 RUNTIME = ("b", "h", "w", "s")
 
 
+#: how a channel-mixing feature-map step runs: `bmm`/`mm` on a view, or a 1x1 `conv2d`
+MIXES = ("bmm", "conv")
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """Choices of op and memory layout that keep the same steps and MACs: how channel mixings run and
+    whether the feature map is kept channels-last (NHWC in memory)."""
+
+    mix: str = "bmm"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mix not in MIXES:
+            raise TTPlanError(f"mix={self.mix!r}: expected one of {', '.join(MIXES)}")
+
+    @property
+    def label(self) -> str:
+        return self.mix + ("+nhwc" if self.channels_last else "")
+
+
+#: every lowering, for autotuning
+LOWERINGS = tuple(Lowering(mix, last) for mix in MIXES for last in (False, True))
+
+
 @dataclass(frozen=True)
 class Reshape:
     """`out = src.reshape(src_layout sizes).permute(perm).reshape(groups)`; then `.permute(after)` if given.
 
-    `groups` lists, per output axis, the indices merged into it (an empty group is an axis of 1).
+    `groups` lists, per output axis, the indices merged into it (an empty group is an axis of 1);
+    `contiguous`: the result is made contiguous (weights prepared for a feature-map product).
     """
 
     step: int
@@ -50,13 +82,16 @@ class Reshape:
     perm: tuple[int, ...] | None
     groups: tuple[tuple[str, ...], ...]
     after: tuple[int, ...] | None = None
+    contiguous: bool = False
 
 
 @dataclass(frozen=True)
 class MatMul:
-    """`out = left @ right` as one `mm`, or as one `bmm` with `left` ([N, K]) broadcast over `batch`.
+    """`out = left @ right` as one `mm`, or as one `bmm` with `left` ([N, K]) broadcast over `batch`; with
+    `shared`, one `bmm` of `left` [G, N, K] and `right` [G, K, Q] (a rank both keep open: a hyperedge).
 
-    `layout` is the index order of the result's axes once unflattened.
+    `layout` is the index order of the result's axes once unflattened. `conv1x1`: run as
+    `conv2d(right [B, K, H, W], left [N, K, 1, 1])` instead (the same products, counted the same).
     """
 
     step: int
@@ -65,17 +100,26 @@ class MatMul:
     right: str
     layout: tuple[str, ...]
     batch: tuple[str, ...] | None = None
+    shared: bool = False
+    conv1x1: bool = False
 
 
 @dataclass(frozen=True)
 class Conv:
-    """`out = conv2d(src, weight)` with the layer's stride, padding and dilation; the map becomes H'×W'."""
+    """`out = conv2d(src, weight)` with the layer's stride, padding and dilation; the map becomes H'×W'.
+
+    `groups` are the indices both operands keep open (a hyperedge rank): a grouped conv, depthwise when the
+    window factor holds nothing else. `axes` says which map axes (height, width) the window covers: a separable
+    window's `k_h×1` conv has stride, padding and dilation 1, 0, 1 along the width, and the `1×k_w` conv likewise.
+    """
 
     step: int
     out: str
     src: str
     weight: str
     layout: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+    axes: tuple[bool, bool] = (True, True)
 
 
 Instruction = Reshape | MatMul | Conv
@@ -100,6 +144,7 @@ class Program:
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
+    lowering: Lowering = Lowering()
 
 
 def _contiguous_block(order: tuple[str, ...], block: set[str]) -> tuple[int, int] | None:
@@ -121,9 +166,10 @@ class _Lowering:
     ordered so that those summed soonest end up next to the new ones.
     """
 
-    def __init__(self, plan: ContractionPlan) -> None:
+    def __init__(self, plan: ContractionPlan, lowering: Lowering) -> None:
         net = plan.network
         self.plan = plan
+        self.lowering = lowering
         self.sizes = {name: idx.size for name, idx in net.indices.items() if name not in ("b", "s")}
         self.sizes.update(kh=net.spec.kernel_size[0], kw=net.spec.kernel_size[1])
         self.layouts: dict[str, tuple[str, ...]] = {}
@@ -162,15 +208,17 @@ class _Lowering:
             if step.kind == "weight":
                 name = "_".join(part.lower() for part in step.name.split("·"))
                 self.names[step.result] = name
-                self._matmul(step.number, self.names[a], self.names[b], name, self.weight, feature=False)
+                self._matmul(step.number, self.names[a], self.names[b], name, self.weight, feature=False,
+                             kept=frozenset(step.indices))
                 continue
             if fm not in (a, b):
                 raise TTPlanError(f"plan {plan.name!r} step {step.number}: the feature map is not an operand")
             other = self.names[b if a == fm else a]
             if step.kind == "conv":
-                self._conv(step.number, self.names[fm], other, "t")
+                self._conv(step.number, self.names[fm], other, "t", frozenset(step.indices))
             else:
-                self._matmul(step.number, self.names[fm], other, "t", self.feature, feature=True)
+                self._matmul(step.number, self.names[fm], other, "t", self.feature, feature=True,
+                             kept=frozenset(step.indices))
             fm = step.result
             self.names[fm] = "t"
         self._output(self.names[fm])
@@ -182,12 +230,17 @@ class _Lowering:
                     used.append(name)
             written.add(ins.out)
         return Program(plan, tuple(t.name for t in net.tensors[1:]), tuple(self.weight), tuple(self.feature),
-                       tuple(used), "y", self.sizes, net.spec.stride, net.spec.padding, net.spec.dilation)
+                       tuple(used), "y", self.sizes, net.spec.stride, net.spec.padding, net.spec.dilation,
+                       self.lowering)
 
-    def _matmul(self, number: int, a: str, w: str, out: str, sink: list, feature: bool) -> None:
+    def _matmul(self, number: int, a: str, w: str, out: str, sink: list, feature: bool,
+                kept: frozenset[str] = frozenset()) -> None:
         """One contraction as `mm`/`bmm`; `a` keeps its order where it can (b first for the feature map)."""
         la, lw = self.layouts[a], self.layouts[w]
         shared = set(la) & set(lw)
+        if shared & kept:
+            self._batched(number, a, w, out, sink, feature, shared, kept)
+            return
         block = _contiguous_block(la, shared)
         perm = None
         if block is None:
@@ -201,40 +254,69 @@ class _Lowering:
         p, k, q = la[: block[0]], la[block[0]: block[1]], la[block[1]:]
         w_only = self._arrange(tuple(i for i in lw if i not in shared), p)
         # operands are reshaped into temporaries that the product consumes at once, so names repeat:
-        # the feature map stays `t` and its weight `w`; a weight-only step multiplies `lhs` by `rhs`
+        # the feature map stays `t`; a weight-only step multiplies `lhs` by `rhs`. The weight operand of a
+        # feature-map step is laid out among the weight-only instructions, as `w<step>` (folded once at load).
         if feature:
-            a2, w2 = "t", "w"
+            a2, w2, wsink = "t", f"w{number}", self.weight
         else:
-            a2, w2 = ("lhs", "rhs") if not q else ("rhs", "lhs")
+            (a2, w2), wsink = ("lhs", "rhs") if not q else ("rhs", "lhs"), sink
         if not q:  # [P, K] @ [K, N]
             layout = (*p, *w_only)
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k)))
-            sink.append(Reshape(number, w2, w, lw, _perm(lw, (*k, *w_only)), (k, w_only)))
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*k, *w_only)), (k, w_only), contiguous=feature))
             sink.append(MatMul(number, out, a2, w2, layout))
         elif not p:  # [N, K] @ [K, Q]
             layout = (*w_only, *q)
-            sink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k)))
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k), contiguous=feature))
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (k, q)))
             sink.append(MatMul(number, out, w2, a2, layout))
+        elif feature and p == ("b",) and q == ("s",) and self.lowering.mix == "conv":  # a 1x1 conv on [B, K, H, W]
+            layout = (*p, *w_only, *q)
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k, (), ()), contiguous=True))
+            sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, ("h",), ("w",))))
+            sink.append(MatMul(number, out, w2, a2, layout, batch=p, conv1x1=True))
         else:  # for each of P: [N, K] @ [K, Q]
             layout = (*p, *w_only, *q)
-            sink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k)))
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k), contiguous=feature))
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, q)))
             sink.append(MatMul(number, out, w2, a2, layout, batch=p))
         self.layouts[out] = layout
 
-    def _conv(self, number: int, fm: str, w: str, out: str) -> None:
-        """The conv step: `[B·rest, shared, H, W]` convolved with `[w_only, shared, k_h, k_w]`."""
+    def _batched(self, number: int, a: str, w: str, out: str, sink: list, feature: bool, shared: set[str],
+                 kept: frozenset[str]) -> None:
+        """A step whose operands share indices that stay open (a hyperedge rank): one `bmm` over them,
+        `[G, N, K] @ [G, K, P]` with G the kept shared indices, K the summed ones, P and N the rest of each side."""
+        la, lw = self.layouts[a], self.layouts[w]
+        g = tuple(i for i in la if i in shared and i in kept)
+        k = tuple(i for i in la if i in shared and i not in kept)
+        p = tuple(i for i in la if i not in shared)
+        n = self._arrange(tuple(i for i in lw if i not in shared), p)
+        a2, w2 = ("t", "w") if feature else ("rhs", "lhs")
+        sink.append(Reshape(number, w2, w, lw, _perm(lw, (*g, *n, *k)), (g, n, k)))
+        sink.append(Reshape(number, a2, a, la, _perm(la, (*g, *k, *p)), (g, k, p)))
+        sink.append(MatMul(number, out, w2, a2, (*g, *n, *p), shared=True))
+        self.layouts[out] = (*g, *n, *p)
+
+    def _conv(self, number: int, fm: str, w: str, out: str, kept: frozenset[str] = frozenset()) -> None:
+        """The conv step: `[B·rest, (G, shared), H, W]` convolved with `[(G, w_only), shared, k_h, k_w]` in groups
+        over G, the shared indices that stay open (none but for a hyperedge rank: then a depthwise conv)."""
         lf, lw = self.layouts[fm], self.layouts[w]
-        shared = tuple(i for i in lf if i in set(lw))
-        batch = ("b", *self._soonest_last(tuple(i for i in lf if i not in shared and i not in ("b", "s"))))
-        w_only = self._arrange(tuple(i for i in lw if i not in shared and i != "k"), batch)
-        target = (*batch, *shared, "s")
-        layout = (*batch, *w_only, "s")
-        self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target), (batch, shared, ("h",), ("w",))))
-        self.feature.append(Reshape(number, "w", w, lw, _perm(lw, (*w_only, *shared, "k")),
-                                    (w_only, shared, ("kh",), ("kw",))))
-        self.feature.append(Conv(number, out, "t", "w", layout))
+        both = tuple(i for i in lf if i in set(lw))
+        groups = tuple(i for i in both if i in kept)
+        shared = tuple(i for i in both if i not in kept)
+        batch = ("b", *self._soonest_last(tuple(i for i in lf if i not in both and i not in ("b", "s"))))
+        w_only = self._arrange(tuple(i for i in lw if i not in both and i not in WINDOWS), batch)
+        windows = tuple(i for i in WINDOWS if i in lw)
+        axes = (any(WINDOWS[i][0] for i in windows), any(WINDOWS[i][1] for i in windows))
+        target = (*batch, *groups, *shared, "s")
+        layout = (*batch, *groups, *w_only, "s")
+        self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
+                                    (batch, (*groups, *shared), ("h",), ("w",))))
+        # `k` holds k_h·k_w, split into the kernel's two axes; `kh` / `kw` alone leave the other axis 1
+        kernel = (("kh",) if axes[0] else (), ("kw",) if axes[1] else ())
+        self.weight.append(Reshape(number, f"w{number}", w, lw, _perm(lw, (*groups, *w_only, *shared, *windows)),
+                                   ((*groups, *w_only), shared, *kernel), contiguous=True))
+        self.feature.append(Conv(number, out, "t", f"w{number}", layout, groups, axes))
         self.layouts[out] = layout
 
     def _output(self, fm: str) -> None:
@@ -265,9 +347,9 @@ def _reads(ins: Instruction) -> tuple[str, ...]:
     return (ins.src, ins.weight)
 
 
-def lower(plan: ContractionPlan) -> Program:
-    """Lower a plan to instructions; raises TTPlanError for a plan that does not end in `[b, s, o…]`."""
-    return _Lowering(plan).run()
+def lower(plan: ContractionPlan, lowering: Lowering | None = None) -> Program:
+    """Lower a plan to instructions (ops and layout per `lowering`, default bmm on NCHW maps)."""
+    return _Lowering(plan, lowering or Lowering()).run()
 
 
 def _as_program(plan: ContractionPlan | Program) -> Program:
@@ -283,8 +365,8 @@ def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
     return size
 
 
-def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
-             sizes: dict[str, int]) -> None:
+def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
+            sizes: dict[str, int]) -> None:
     """Run instructions on `env` (names to tensors), updating the map size after the conv."""
     for ins in instructions:
         if isinstance(ins, Reshape):
@@ -292,19 +374,45 @@ def _execute(program: Program, instructions: tuple[Instruction, ...], env: dict[
             if ins.perm is not None:
                 src = src.reshape([sizes[i] for i in ins.src_layout]).permute(ins.perm)
             out = src.reshape([group_size(g, sizes) for g in ins.groups])
-            env[ins.out] = out.permute(ins.after) if ins.after is not None else out
+            out = out.permute(ins.after) if ins.after is not None else out
+            env[ins.out] = out.contiguous() if ins.contiguous else out
         elif isinstance(ins, MatMul):
             left, right = env[ins.left], env[ins.right]
-            if ins.batch is None:
+            if ins.shared:
+                env[ins.out] = torch.bmm(left, right)
+            elif ins.conv1x1:
+                env[ins.out] = F.conv2d(right, left)
+            elif ins.batch is None:
                 env[ins.out] = torch.mm(left, right)
             else:
                 env[ins.out] = torch.bmm(left.expand(right.shape[0], -1, -1), right)
         else:
-            out = F.conv2d(env[ins.src], env[ins.weight], stride=program.stride, padding=program.padding,
-                           dilation=program.dilation)
+            stride, padding, dilation = conv_arguments(program, ins)
+            # the conv's weight is made contiguous: some CPU kernels' backward needs it (free when it already is)
+            weight = env[ins.weight].contiguous()
+            out = F.conv2d(env[ins.src], weight, stride=stride, padding=padding, dilation=dilation,
+                           groups=group_size(ins.groups, sizes))
             sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
             sizes["s"] = sizes["h"] * sizes["w"]
             env[ins.out] = out
+
+
+def conv_arguments(program: Program, ins: Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Stride, padding and dilation of a conv instruction: the layer's along the axes its window covers."""
+    def along(values: tuple[int, int], neutral: int) -> tuple[int, int]:
+        return tuple(v if on else neutral for v, on in zip(values, ins.axes))  # type: ignore[return-value]
+
+    return along(program.stride, 1), along(program.padding, 0), along(program.dilation, 1)
+
+
+def by_step(instructions: tuple[Instruction, ...]) -> list[tuple[int, tuple[Instruction, ...]]]:
+    """Instructions grouped by the plan step they implement, in order (step 0: the final reshape)."""
+    groups: list[tuple[int, list[Instruction]]] = []
+    for ins in instructions:
+        if not groups or groups[-1][0] != ins.step:
+            groups.append((ins.step, []))
+        groups[-1][1].append(ins)
+    return [(step, tuple(group)) for step, group in groups]
 
 
 def _check_cores(program: Program, cores: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
@@ -319,7 +427,7 @@ def fold(plan: ContractionPlan | Program, cores: list[torch.Tensor] | tuple[torc
     program = _as_program(plan)
     _check_cores(program, cores)
     env = dict(zip(program.cores, cores))
-    _execute(program, program.weight, env, dict(program.sizes))
+    execute(program, program.weight, env, dict(program.sizes))
     return {name: env[name] for name in program.folded}
 
 
@@ -333,8 +441,10 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     sizes = dict(program.sizes)
     sizes["b"], sizes["h"], sizes["w"] = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
     sizes["s"] = sizes["h"] * sizes["w"]
+    if program.lowering.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     env = {INPUT: x, **folded}
-    _execute(program, program.feature, env, sizes)
+    execute(program, program.feature, env, sizes)
     return env[program.output]
 
 
@@ -352,11 +462,17 @@ def run_plan(plan: ContractionPlan | Program, x: torch.Tensor, cores: list[torch
 
 
 __all__ = [
+    "LOWERINGS",
+    "MIXES",
     "Conv",
     "Instruction",
+    "Lowering",
     "MatMul",
     "Program",
     "Reshape",
+    "conv_arguments",
+    "by_step",
+    "execute",
     "fold",
     "group_size",
     "lower",

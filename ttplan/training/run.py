@@ -10,34 +10,38 @@ optimizer with a cosine schedule over the segment.
 Run folder (only rank 0 writes; every file is written to a temporary name and moved into place):
 
 - `checkpoint.pt`: after every epoch: model, optimizer, scheduler, ADMM `Z`/`U`/ρ, RNG states (torch, CUDA,
-  numpy, python, the DataLoader's generator), the metrics so far. `resume` continues from it exactly.
-- `metrics.json`: `{"config", "epochs": [{"epoch", "phase", "loss", "accuracy", "rho", "distances"}], "final"}`;
-  `loss` is the mean training cross-entropy (without the penalty), `accuracy` the test accuracy, `distances`
-  each constrained layer's ‖W − Z‖/‖W‖ (ADMM epochs) or ‖W − Π(W)‖/‖W‖, the relative error that a direct
-  decomposition would have at that point (dense epochs once a config is given); empty while fine-tuning.
+  numpy, python, the DataLoader's generator), the metrics so far, the config and the resolved layer formats.
+  `resume` continues from it exactly, from any directory, without the original config file.
+- `metrics.json`: `{"config", "layers", "changes", "epochs": [{"epoch", "phase", "loss", "accuracy", "rho",
+  "distances"}], "final"}`; `loss` is the mean training cross-entropy (without the penalty), `accuracy` the test
+  accuracy, `distances` each constrained layer's ‖W − Z‖/‖W‖ (ADMM epochs) or ‖W − Π(W)‖/‖W‖, the relative error
+  that a direct decomposition would have at that point (dense epochs of a decomposing run); empty while
+  fine-tuning. `layers` holds the decomposed layers' formats (config-file spelling), `changes` the settings
+  changed on resume.
 - `dense.pt`: the dense weights just before decomposition (usable as `init` of another run).
 - `model_tt.pt` + `plan.json`: the fine-tuned TT model (state_dict, formats, layer config) and its planned
   MACs and params (`ttplan.arch.architecture.plan_architecture`); `load_tt_model` rebuilds it.
-- `curves.png`/`curves.svg` when `ttplan.analysis.plots.plot_admm` is available.
+- `curves.png`/`curves.svg`: the training curves (`ttplan.analysis.plots.plot_admm`).
+
+A diverged loss stops the run (`TrainingDiverged`) before the epoch is saved, so the checkpoint kept is the
+last one before the divergence: a loss that is not finite, or a batch cross-entropy above `EXPLODED` times the
+run's reference (its first epoch's mean, or its first batch while that epoch runs), or non-finite weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
@@ -46,127 +50,42 @@ from ttplan.models import load_model, trace_layers
 from ttplan.runtime.decomposition import decompose, project, relative_error
 from ttplan.training import distributed as D
 from ttplan.training.admm import ADMM, ADMMLayer
-from ttplan.training.data import EVAL_SPLITS, dataset_key, load_dataset
+from ttplan.training.checkpoint import (
+    KIND,
+    VERSION,
+    atomic_save,
+    atomic_write_json,
+    format_dict,
+    load_checkpoint,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from ttplan.training.config import BASELINES, DEVICES, PHASES, TrainConfig, phase_of
+from ttplan.training.data import load_dataset
+from ttplan.training.evaluate import evaluate
+from ttplan.training.models import convert_model, init_weights, load_tt_model, recorded_formats, resolve_formats
+from ttplan.training.run_folder import (
+    CHECKPOINT,
+    CURVES,
+    DENSE_WEIGHTS,
+    METRICS,
+    PLAN,
+    RESUMABLE,
+    TT_MODEL,
+    apply_changes,
+    check_new_run_dir,
+    check_resume_dir,
+)
 
-PHASES = ("pretrain", "admm", "finetune")
-BASELINES = ("admm", "direct")
-DEVICES = ("cpu", "cuda")
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-DENSE_WEIGHTS = "dense.pt"
-TT_MODEL = "model_tt.pt"
-PLAN = "plan.json"
-CURVES = "curves"
-CHECKPOINT_VERSION = 1
+#: a batch loss above this many times the run's reference loss counts as diverged
+EXPLODED = 1e3
 
 Progress = Callable[[str, int], Any]  # (label, number of batches) -> context manager with .update(n)
 
 
 class TrainingDiverged(TTPlanError):
-    """The loss became NaN or infinite; the run stopped and its last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a run's result (saved in metrics.json and in every checkpoint).
-
-    `lr` drives the dense segments (pretrain and ADMM/dense), `finetune_lr` (default: `lr`) the TT model.
-    ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant).
-    `batch_size` is the global batch: under torchrun each of N processes takes `batch_size / N`.
-    `max_batches` caps the batches per epoch, for training and evaluation (quick tests).
-    `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
-    training images (fashion-mnist, cifar10). `train_subset`: train on that many fixed images. `eval_split`:
-    `validation` evaluates on the fixed validation split instead of the test set (for choosing ρ).
-    """
-
-    arch: str = "resnet20"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    config: str | None = None
-    image_size: int | None = 32
-    pretrain_epochs: int = 10
-    admm_epochs: int = 20
-    finetune_epochs: int = 10
-    rho: float = 1e-3
-    rho_growth: float = 1.0
-    lr: float = 0.05
-    finetune_lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    seed: int = 0
-    init: str | None = None
-    baseline: str = "admm"
-    device: str = "cpu"
-    scheme: str = "best"
-    max_batches: int | None = None
-    augment: bool = True
-    train_subset: int | None = None
-    eval_split: str = "test"
-
-    def validate(self) -> None:
-        """One-line errors for values no run could use."""
-        for name in ("pretrain_epochs", "admm_epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise TTPlanError(f"{name}={value!r}: expected an int >= 0")
-        if self.total_epochs == 0:
-            raise TTPlanError("pretrain_epochs, admm_epochs and finetune_epochs are all 0: nothing to train")
-        for name in ("image_size", "batch_size", "train_subset"):
-            value = getattr(self, name)
-            if value is None and name != "batch_size":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TTPlanError(f"{name}={value!r}: expected a positive int")
-        if self.eval_split not in EVAL_SPLITS:
-            raise TTPlanError(f"eval_split={self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
-        if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
-            raise TTPlanError(f"max_batches={self.max_batches!r}: expected a positive int or None")
-        for name in ("rho", "lr", "rho_growth"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise TTPlanError(f"{name}={value!r}: expected a positive number")
-        if self.finetune_lr is not None and not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
-            raise TTPlanError(f"finetune_lr={self.finetune_lr!r}: expected a positive number or None")
-        if not (0 <= self.momentum < 1) or self.weight_decay < 0:
-            raise TTPlanError(f"momentum={self.momentum}, weight_decay={self.weight_decay}: expected "
-                              "0 <= momentum < 1 and weight_decay >= 0")
-        if self.baseline not in BASELINES:
-            raise TTPlanError(f"baseline={self.baseline!r}: expected one of {', '.join(BASELINES)}")
-        if self.device not in DEVICES:
-            raise TTPlanError(f"device={self.device!r}: expected one of {', '.join(DEVICES)}")
-        dataset_key(self.dataset)
-        if self.config is None and (self.admm_epochs or self.finetune_epochs):
-            raise TTPlanError("admm/finetune epochs need a layer config (--config ranks.json) naming the layers "
-                              "to decompose and their TT formats")
-
-    @property
-    def total_epochs(self) -> int:
-        """Pretrain + ADMM + fine-tune epochs."""
-        return self.pretrain_epochs + self.admm_epochs + self.finetune_epochs
-
-    def stages(self) -> list[str]:
-        """Each epoch's stage: `pretrain`, `admm` (or `dense` for the direct baseline), `finetune`."""
-        middle = "admm" if self.baseline == "admm" else "dense"
-        return ["pretrain"] * self.pretrain_epochs + [middle] * self.admm_epochs + ["finetune"] * self.finetune_epochs
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from `to_dict` output (unknown keys are an error naming them)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TTPlanError(f"train config has unknown key(s) {', '.join(unknown)}; accepted: {', '.join(known)}")
-        return cls(**data)
-
-
-def phase_of(stage: str) -> str:
-    """The phase written to metrics.json: the direct baseline's dense middle segment is `pretrain`."""
-    return "pretrain" if stage == "dense" else stage
+    """The loss diverged (not finite, or exploding); the run stopped and its last good checkpoint is kept."""
 
 
 @dataclass
@@ -209,142 +128,57 @@ class _Run:
     decomposition: dict[str, Any] | None = None
     epoch_seconds: list[float] = field(default_factory=list)
     z_divergence: float = 0.0
-
-
-# --- files -----------------------------------------------------------------------------------------------------
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """`torch.save` to a temporary file beside `path`, then `os.replace`: a killed run never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(data: Any, path: Path) -> None:
-    """JSON (indented, NaN spelled as null) written to a temporary file, then moved into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_ready(data), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_ready(value: Any) -> Any:
-    """Non-finite floats become null (JSON has no NaN); tuples become lists."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
-def _load(path: Path, what: str) -> Any:
-    """A file this module wrote (tensors and plain data only: loaded with `weights_only=True`)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TTPlanError(f"{what} {str(path)!r} does not exist") from None
-    except Exception as error:
-        text = " ".join(str(error).split())[:200]
-        raise TTPlanError(f"{what} {str(path)!r} cannot be read as a torch file ({text})") from None
-
-
-# --- RNG state -------------------------------------------------------------------------------------------------
-
-
-def _seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python's random."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every RNG the run touches, as tensors and plain ints (safe for `weights_only` loading)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
-        "loader": generator.get_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    """Restore what `rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    generator.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs now than when saved: leave them be
-            torch.cuda.set_rng_state_all(state["cuda"])
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    first_batch_loss: float | None = None
 
 
 # --- building the run ------------------------------------------------------------------------------------------
 
 
-def _formats(cfg: TrainConfig, model: nn.Module, input_size: tuple[int, int, int]):
-    """The TT format and geometry of every layer the config decomposes, and all traced layer names."""
-    if cfg.config is None:
-        return {}, {}, []
-    from ttplan.arch.config import load_config, resolve_formats
-
-    layers = trace_layers(model, input_size)
-    formats = resolve_formats(load_config(cfg.config), layers)
-    if not formats and (cfg.admm_epochs or cfg.finetune_epochs):
-        raise TTPlanError(f"config {cfg.config!r} keeps every layer dense: name at least one layer with a TT format")
-    specs = {layer.name: layer.spec for layer in layers if layer.name in formats}
-    return formats, specs, [layer.name for layer in layers]
-
-
-def _init_weights(model: nn.Module, path: str) -> None:
-    """Load dense weights from `path`: a run folder (its dense.pt), a dense.pt/checkpoint, or a bare state_dict."""
-    source = Path(path).expanduser()
-    if source.is_dir():
-        source = source / DENSE_WEIGHTS
-        if not source.is_file():
-            raise TTPlanError(f"init folder {path!r} has no {DENSE_WEIGHTS}: give a run folder whose dense "
-                              "phase finished, or a .pt file with a dense state_dict")
-    data = _load(source, "init checkpoint")
-    state = data.get("model", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise TTPlanError(f"init checkpoint {str(source)!r}: expected a state_dict or a dict with a 'model' state_dict")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else ""]
-        raise TTPlanError(f"init checkpoint {str(source)!r} does not fit the dense model: "
-                          + ", ".join(p for p in parts if p) + " keys; give the dense weights of the same --arch")
-    model.load_state_dict(state)
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's CPU thread count for the run, restored afterwards."""
+    before = torch.get_num_threads()
+    if count is not None and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
-def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path) -> _Run:
-    """Seed, load data and the model (with `init` weights), resolve the formats."""
+def _absolute(cfg: TrainConfig) -> TrainConfig:
+    """The config with its paths made absolute and its thread count fixed, as the run records it."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).expanduser().absolute())
+
+    return replace(cfg, data_dir=absolute(cfg.data_dir), config=absolute(cfg.config), init=absolute(cfg.init),
+                   threads=cfg.threads if cfg.threads is not None else torch.get_num_threads())
+
+
+def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path, recorded: dict[str, Any] | None = None) -> _Run:
+    """Seed, load data and the model (with `init` weights, or a checkpoint's formats), resolve the formats."""
     if cfg.batch_size % ctx.world_size:
         raise TTPlanError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over "
                           f"{ctx.world_size} processes")
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, augment=cfg.augment,
                                        train_subset=cfg.train_subset, eval_split=cfg.eval_split)
     channels, height, width = (int(n) for n in test_set[0][0].shape)
     model, input_size = load_model(cfg.arch, (channels, height, width))
-    if cfg.init is not None:
-        _init_weights(model, cfg.init)
-    formats, specs, names = _formats(cfg, model, input_size)
+    layers = trace_layers(model, input_size)
+    if recorded is None:
+        if cfg.init is not None:
+            init_weights(model, cfg.init)
+        formats = resolve_formats(cfg, model, input_size)
+    else:  # a resumed run: its weights come from the checkpoint, its formats from the record
+        formats = recorded_formats(recorded, {layer.name: layer.spec for layer in layers}, run_dir / CHECKPOINT)
+    specs = {layer.name: layer.spec for layer in layers if layer.name in formats}
     model.to(ctx.device)
     generator = torch.Generator().manual_seed(cfg.seed)
-    return _Run(cfg, ctx, run_dir, model, input_size, train_set, test_set, generator, formats, specs, names)
+    return _Run(cfg, ctx, run_dir, model, input_size, train_set, test_set, generator, formats, specs,
+                [layer.name for layer in layers])
 
 
 def _stage_lr(cfg: TrainConfig, stage: str) -> float:
@@ -372,6 +206,21 @@ def _enter_stage(run: _Run, stage: str) -> None:
     run.ddp = D.wrap_model(run.model, run.ctx)
 
 
+def _reschedule(run: _Run) -> None:
+    """After a resume that changed the learning rate or the segment's length: the cosine schedule of the new
+    settings, at the epoch the run is at (the rate of the remaining epochs follows the new schedule)."""
+    assert run.scheduler is not None and run.stage is not None
+    base = _stage_lr(run.cfg, run.stage)
+    t_max = max(1, _segment_length(run.cfg, run.stage))
+    run.scheduler.T_max = t_max
+    run.scheduler.base_lrs = [base for _ in run.scheduler.base_lrs]
+    at = run.scheduler.last_epoch
+    eta = run.scheduler.eta_min
+    for group in run.optimizer.param_groups:  # type: ignore[union-attr]
+        group["initial_lr"] = base
+        group["lr"] = eta + (base - eta) * (1 + math.cos(math.pi * min(at, t_max) / t_max)) / 2
+
+
 # --- one epoch -------------------------------------------------------------------------------------------------
 
 
@@ -397,13 +246,23 @@ def _checkpoint_path(run: _Run) -> Path:
     return run.run_dir / CHECKPOINT
 
 
-def _diverged(run: _Run, epoch: int, batch: int, value: float) -> TrainingDiverged:
+def _diverged(run: _Run, epoch: int, batch: int | None, what: str) -> TrainingDiverged:
     done = len(run.epochs)
     kept = (f"the last good checkpoint {str(_checkpoint_path(run))!r} (after epoch {done}) is kept"
             if done else "no epoch finished, so there is no checkpoint")
-    hint = " or --rho" if run.stage == "admm" else ""
-    return TrainingDiverged(f"loss became {value} in epoch {epoch + 1} ({phase_of(run.stage or '')}), "
-                            f"batch {batch + 1}; stopped: {kept}; retry with a lower --lr{hint}")
+    where = f"epoch {epoch + 1} ({phase_of(run.stage or '')})" + (f", batch {batch + 1}" if batch is not None else "")
+    lr = "--finetune-lr" if run.stage == "finetune" and run.cfg.finetune_lr is not None else "--lr"
+    retry = f"; retry with a lower {lr}" + (f" (ttplan train --resume {run.run_dir} {lr} ...)" if done else "")
+    if run.stage == "admm":
+        retry += ", or start a new run with a lower --rho"
+    return TrainingDiverged(f"{what} in {where}; stopped: {kept}{retry}")
+
+
+def _reference_loss(run: _Run) -> float | None:
+    """What an exploding loss is measured against: the first epoch's mean cross-entropy, else the first batch's."""
+    if run.epochs and run.epochs[0]["loss"] is not None and math.isfinite(run.epochs[0]["loss"]):
+        return float(run.epochs[0]["loss"])
+    return run.first_batch_loss
 
 
 def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
@@ -422,40 +281,27 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
             x, y = x.to(run.ctx.device), y.to(run.ctx.device)
             task = nn.functional.cross_entropy(run.ddp(x), y)
             loss = task + run.admm.penalty() if run.admm is not None else task
-            value = float(loss.detach())
+            value, ce = float(loss.detach()), float(task.detach())
             if D.any_across(not math.isfinite(value), run.ctx):
-                raise _diverged(run, epoch, b, value)
+                raise _diverged(run, epoch, b, f"loss became {value}")
+            if run.first_batch_loss is None:
+                run.first_batch_loss = ce
+            reference = _reference_loss(run)
+            if D.any_across(reference is not None and ce > EXPLODED * max(reference, 1e-12), run.ctx):
+                raise _diverged(run, epoch, b, f"loss exploded to {ce:.3g} (over {EXPLODED:g} x the run's "
+                                               f"reference loss {reference:.3g})")
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
-            total += float(task.detach()) * len(y)
+            total += ce * len(y)
             count += len(y)
             bar.update(1)
     run.scheduler.step()
     total, count = D.sum_across([total, count], run.ctx)
+    finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
+    if D.any_across(not finite, run.ctx):
+        raise _diverged(run, epoch, None, "the weights became non-finite")
     return total / max(count, 1)
-
-
-def evaluate(model: nn.Module, dataset: Dataset, ctx: D.DistContext | None = None, batch_size: int = 256,
-             max_batches: int | None = None) -> float:
-    """Top-1 accuracy of `model` on `dataset`, in eval mode; under DDP each rank scores its shard, then sums."""
-    ctx = ctx or D.DistContext()
-    device = next(model.parameters()).device
-    shard = Subset(dataset, D.shard_indices(len(dataset), ctx)) if ctx.enabled else dataset
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
-    was_training = model.training
-    model.eval()
-    correct, count = 0.0, 0.0
-    with torch.no_grad():
-        for b, (x, y) in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            pred = model(x.to(device)).argmax(dim=1)
-            correct += float((pred == y.to(device)).sum())
-            count += len(y)
-    model.train(was_training)
-    correct, count = D.sum_across([correct, count], ctx)
-    return correct / count if count else float("nan")
 
 
 def _sync_buffers(run: _Run) -> None:
@@ -481,14 +327,9 @@ def _direct_distances(run: _Run) -> dict[str, float]:
     return out
 
 
+
+
 # --- decomposition and the final model -------------------------------------------------------------------------
-
-
-def _convert(model: nn.Module, formats: dict[str, TTFormat], input_size: tuple[int, int, int], scheme: str):
-    """A copy of `model` with the named layers replaced by TT layers decomposed from it."""
-    from ttplan.runtime.layers import convert
-
-    return convert(model, formats, input_size, scheme=scheme)
 
 
 def _layer_error(dense: nn.Module, tt: nn.Module, name: str, fmt: TTFormat, spec: ConvSpec) -> float:
@@ -510,7 +351,7 @@ def _decompose(run: _Run) -> None:
     if run.ctx.is_main:
         atomic_save({"model": run.model.state_dict(), "config": run.cfg.to_dict()}, run.run_dir / DENSE_WEIGHTS)
     dense = run.model
-    tt = _convert(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
+    tt = convert_model(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
     errors = {name: _layer_error(dense, tt, name, fmt, run.specs[name]) for name, fmt in run.formats.items()}
     run.model = tt
     run.ddp = None
@@ -525,19 +366,13 @@ def _decompose(run: _Run) -> None:
     }
 
 
-def format_dict(fmt: TTFormat) -> dict[str, Any]:
-    """A format as plain data (`TTFormat.to_dict`)."""
-    return fmt.to_dict()
-
-
 def _planned(run: _Run) -> dict[str, Any]:
-    """Planned MACs/params of the TT model (config layers at the plan's order, every other layer dense)."""
+    """Planned MACs/params of the TT model (its layers at the plan's order, every other layer dense)."""
     from ttplan.arch.architecture import plan_architecture
-    from ttplan.arch.config import LayerConfig, load_config
+    from ttplan.arch.config import LayerConfig, format_entry, parse_entry
 
-    assert run.cfg.config is not None
     config = {name: LayerConfig(format="dense") for name in run.layer_names}
-    config.update(load_config(run.cfg.config))
+    config.update({name: parse_entry(name, format_entry(fmt, run.specs[name])) for name, fmt in run.formats.items()})
     plan = plan_architecture(run.cfg.arch, run.input_size, config=config)
     if run.ctx.is_main:
         atomic_write_json(plan.to_dict(), run.run_dir / PLAN)
@@ -602,31 +437,22 @@ def _plot(metrics: dict[str, Any], run_dir: Path) -> None:
     plot_admm(metrics, run_dir / CURVES)
 
 
-def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
-    """The fine-tuned TT model saved by a run (`RUN/model_tt.pt`, or the run folder), ready for inference."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / TT_MODEL
-    data = _load(path, "TT model")
-    model, input_size = load_model(data["arch"], tuple(data["input_size"]))
-    formats = {name: TTFormat.from_dict(f) for name, f in data["formats"].items()}
-    tt = _convert(model, formats, input_size, data.get("scheme", "best"))
-    tt.load_state_dict(data["model"])
-    return tt.to(device).eval()
-
-
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
 def _metrics(run: _Run, final: dict[str, Any] | None) -> dict[str, Any]:
-    return {"config": run.cfg.to_dict(), "epochs": run.epochs, "final": final or {}}
+    return {"config": run.cfg.to_dict(), "layers": _layer_config(run), "changes": run.changes,
+            "epochs": run.epochs, "final": final or {}}
 
 
 def _save_checkpoint(run: _Run) -> None:
     assert run.optimizer is not None
     state = {
-        "version": CHECKPOINT_VERSION,
+        "kind": KIND,
+        "version": VERSION,
         "config": run.cfg.to_dict(),
+        "formats": {name: format_dict(fmt) for name, fmt in run.formats.items()},
+        "changes": run.changes,
         "epoch": len(run.epochs),
         "stage": run.stage,
         "model": run.model.state_dict(),
@@ -691,77 +517,84 @@ def _loop(run: _Run, progress: Progress | None, on_epoch_end: EpochCallback | No
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, progress: Progress | None = None,
           on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
-    """Run the whole pipeline into a new run folder; returns the metrics (as written to metrics.json).
+    """Run the whole pipeline into a new (or empty) run folder; returns the metrics (as written to metrics.json).
 
-    Under torchrun every process calls this; only rank 0 writes. A NaN/inf loss raises `TrainingDiverged`.
+    Under torchrun every process calls this; only rank 0 writes. A diverged loss raises `TrainingDiverged`.
+    The run records its config (paths made absolute, the thread count fixed) and resolved formats, so
+    `resume` needs nothing but the folder.
     """
     cfg.validate()
-    run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT).exists():
-        raise TTPlanError(f"run folder {str(run_dir)!r} already holds a run: continue it with --resume "
-                          f"{run_dir} or choose another --out")
-    ctx = D.init_from_env(cfg.device)
-    run = _build(cfg, ctx, run_dir)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    D.barrier(ctx)
-    return _loop(run, progress, on_epoch_end)
+    run_dir = check_new_run_dir(run_dir)
+    cfg = _absolute(cfg)
+    with _threads(cfg.threads):
+        ctx = D.init_from_env(cfg.device)
+        run = _build(cfg, ctx, run_dir)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        D.barrier(ctx)
+        return _loop(run, progress, on_epoch_end)
 
 
-def resume(run_dir: str | Path, *, device: str | None = None, progress: Progress | None = None,
-           on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
+def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device: str | None = None,
+           progress: Progress | None = None, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Continue a stopped run from its last checkpoint, exactly as if it had never stopped.
 
-    `device` may move the run (e.g. to cuda); bit-identical results are promised on the same device only.
+    `options` may change the settings in `RESUMABLE` (learning rates, epoch counts of epochs not yet run,
+    device, threads); each change is recorded in the run's `changes`; any other setting that differs from the
+    recorded one is refused. `device` is short for `options={"device": ...}`. Bit-identical results are
+    promised when nothing changes.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TTPlanError(f"run folder {str(run_dir)!r} does not exist: give the --out folder of a started run")
-    if not (run_dir / CHECKPOINT).is_file():
-        raise TTPlanError(f"run folder {str(run_dir)!r} has no {CHECKPOINT}: the run never finished an epoch; "
-                          "start it again with --out")
-    state = _load(run_dir / CHECKPOINT, "checkpoint")
+    run_dir = check_resume_dir(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT)
     cfg = TrainConfig.from_dict(state["config"])
+    options = dict(options or {})
     if device is not None:
-        cfg.device = device
-    cfg.validate()
-    ctx = D.init_from_env(cfg.device)
-    run = _build(cfg, ctx, run_dir)
-    run.epochs = list(state["epochs"])
-    run.epoch_seconds = list(state.get("epoch_seconds", []))
-    run.decomposition = state["decomposition"]
-    stage = state["stage"]
-    if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
-        run.model = _convert(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
-    run.model.load_state_dict(state["model"])
-    _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
-    assert run.optimizer is not None
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if run.admm is not None:
-        run.admm.load_state_dict(state["admm"])
-    set_rng_state(state["rng"], run.generator)
-    return _loop(run, progress, on_epoch_end)
+        options.setdefault("device", device)
+    cfg, changes = apply_changes(cfg, options, int(state["epoch"]))
+    if (cfg.admm_epochs or cfg.finetune_epochs) and not state["formats"]:
+        raise TTPlanError(f"run folder {str(run_dir)!r} holds a dense run with no layers to decompose: ADMM or "
+                          f"fine-tuning epochs cannot be added on resume; start a new run with --init {run_dir}")
+    with _threads(cfg.threads):
+        ctx = D.init_from_env(cfg.device)
+        run = _build(cfg, ctx, run_dir, recorded=state)
+        run.epochs = list(state["epochs"])
+        run.epoch_seconds = list(state.get("epoch_seconds", []))
+        run.decomposition = state["decomposition"]
+        run.changes = [*state.get("changes", []), *changes]
+        stage = state["stage"]
+        if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
+            run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
+        run.model.load_state_dict(state["model"])
+        _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
+        assert run.optimizer is not None
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if any(change["setting"] != "device" and change["setting"] != "threads" for change in changes):
+            _reschedule(run)
+        if run.admm is not None:
+            run.admm.load_state_dict(state["admm"])
+        set_rng_state(state["rng"], run.generator)
+        return _loop(run, progress, on_epoch_end)
 
 
 __all__ = [
     "BASELINES",
     "CHECKPOINT",
     "DENSE_WEIGHTS",
+    "DEVICES",
+    "EXPLODED",
     "METRICS",
     "PHASES",
     "PLAN",
+    "RESUMABLE",
     "TT_MODEL",
     "EpochEnd",
     "TrainConfig",
     "TrainingDiverged",
-    "atomic_save",
-    "atomic_write_json",
     "evaluate",
     "load_tt_model",
     "phase_of",
+    "resolve_formats",
     "resume",
-    "rng_state",
-    "set_rng_state",
     "train",
 ]

@@ -40,13 +40,34 @@ class ChainLayout:
     """How a format reads the dense kernel `W[o_1…o_e, i_1…i_d, k_h, k_w]` as a chain of 3-way cores.
 
     `chain_axes` are the axes of `W` (viewed with `kernel_modes`) in core order, `chain_sizes` each
-    core's mode size and `chain_ranks` the `len(chain_sizes) + 1` chain ranks, 1 at both ends.
+    core's mode size and `chain_ranks` the `len(chain_sizes) + 1` chain ranks. Both ends are equal: 1 for an
+    open chain, the closing rank of a ring (traced over when the kernel is rebuilt).
     """
 
     kernel_modes: tuple[int, ...]
     chain_axes: tuple[int, ...]
     chain_sizes: tuple[int, ...]
     chain_ranks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FactorLayout:
+    """How a format reads the dense kernel as factors `[n, R]` on one shared rank (a CP hyperedge).
+
+    `kernel_modes` views `W` as `[o_1…o_e, i_1…i_d, k_h, k_w]`; `factor_axes` are, per factor in core order,
+    the axes of that view it covers (the joint window factor covers `k_h, k_w`); `factor_sizes` their products;
+    `rank` the shared rank R. `W = Σ_r Π_n F_n[·, r]`, the factors' axes permuted back into place.
+    """
+
+    kernel_modes: tuple[int, ...]
+    factor_axes: tuple[tuple[int, ...], ...]
+    factor_sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """The kernel view's axes in factor order (flattened)."""
+        return tuple(a for group in self.factor_axes for a in group)
 
 
 def check_ints(name: str, values: object, *, allow_empty: bool = False) -> tuple[int, ...]:
@@ -95,6 +116,12 @@ class TTFormat:
     paired: ClassVar[bool] = False
     #: said after "needs N ranks" when the count is wrong
     rank_note: ClassVar[str] = " (1 at both ends)"
+    #: formats that differ only in how they factor the window share a family (`--format cp --spatial separable`)
+    family: ClassVar[str] = ""
+    #: how the window is factored: `joint` (one `k_h·k_w` index) or `separable` (`k_h` and `k_w` apart)
+    spatial: ClassVar[str] = "joint"
+    #: what `rank_bounds` is, said when a rank exceeds it
+    bound_note: ClassVar[str] = "the larger of the exact TT rank and the product of the modes of the two cores it joins"
     #: accepts the published `tt_shapes` spelling (`_from_tt_shapes`)
     tt_shapes_spelling: ClassVar[bool] = False
 
@@ -149,8 +176,9 @@ class TTFormat:
         """Axes of `W[o_1…o_e, i_1…i_d, k_h, k_w]` in core order."""
         raise NotImplementedError
 
-    def published_order(self) -> tuple[str, ...]:
-        """The core names in the order the published scheme absorbs them into the feature map."""
+    def published_order(self) -> tuple[str | tuple[str, ...], ...]:
+        """The core names in the order the published scheme absorbs them into the feature map; a tuple of names
+        is merged first (left to right) and absorbed as one."""
         raise NotImplementedError
 
     def _stored(self, chain: tuple) -> tuple:
@@ -158,7 +186,7 @@ class TTFormat:
         return tuple(chain)
 
     def _chain_ranks(self) -> tuple[int, ...]:
-        """The `n + 1` chain ranks, 1 at both ends, from the stored ranks."""
+        """The `n + 1` chain ranks (equal ends: 1, or a ring's closing rank), from the stored ranks."""
         return tuple(self.ranks)
 
     @classmethod
@@ -201,6 +229,11 @@ class TTFormat:
         modes = (*self.out_modes, *self.in_modes, kh, kw)
         return ChainLayout(modes, self._chain_axes(len(self.out_modes), len(self.in_modes)), self.tt_shapes(spec),
                            self._chain_ranks())
+
+    def kernel_layout(self, spec: ConvSpec) -> ChainLayout | FactorLayout:
+        """How the runtime decomposes and rebuilds the kernel: a chain or ring of 3-way cores (`chain_layout`,
+        by sequential SVDs), or factors on one shared rank (`FactorLayout`, by ALS)."""
+        return self.chain_layout(spec)
 
     def _cuts(self, spec: ConvSpec) -> tuple[list[int], list[int]]:
         """At each interior cut of the chain: the exact rank and the product of the two joined cores' modes."""
@@ -302,8 +335,7 @@ class TTFormat:
             if r > bound:
                 raise TTPlanError(
                     f"ranks={list(self.ranks)}: rank {r} at position {j} exceeds its bound {bound} "
-                    "(the larger of the exact TT rank and the product of the modes of the two cores it joins); "
-                    f"bounds are {list(bounds)}"
+                    f"({self.bound_note}); bounds are {list(bounds)}"
                 )
 
     def check_cores(self, shapes: list[tuple[int, ...]], spec: ConvSpec) -> None:
@@ -367,4 +399,4 @@ class TTFormat:
         return fmt
 
 
-__all__ = ["ChainLayout", "CoreShape", "TTFormat", "check_ints", "check_positive", "paired_modes"]
+__all__ = ["ChainLayout", "CoreShape", "FactorLayout", "TTFormat", "check_ints", "check_positive", "paired_modes"]

@@ -49,6 +49,26 @@ def published_schemes() -> tuple[str, ...]:
     return tuple(dict.fromkeys(cls.published_scheme for cls in _FORMATS.values()))
 
 
+SPATIAL = ("joint", "separable")
+
+
+def spatial_variant(kind: str, spatial: str | None) -> str:
+    """The registered format of `kind`'s family whose window is `spatial` (`None` keeps `kind`)."""
+    cls = get_format(kind)
+    if spatial is None or spatial == cls.spatial:
+        return kind
+    if spatial not in SPATIAL:
+        raise TTPlanError(f"spatial={spatial!r}: expected one of {', '.join(SPATIAL)}")
+    family = cls.family or cls.name
+    for name, other in _FORMATS.items():
+        if (other.family or other.name) == family and other.spatial == spatial:
+            return name
+    having = [n for n, c in _FORMATS.items() if c.spatial == spatial and (c.family or n) != n]
+    families = sorted({(_FORMATS[n].family or n) for n in having})
+    raise TTPlanError(f"spatial={spatial!r} with format={kind!r}: only {', '.join(families) or 'no format'} "
+                      f"{'has' if len(families) == 1 else 'have'} a {spatial} window")
+
+
 def linear_format() -> str:
     """The format nn.Linear layers get (the one registered with `linear = True`)."""
     names = format_names(linear=True)
@@ -89,5 +109,5 @@ def format_from_dict(data: object) -> TTFormat:
                check_ints("ranks", data["ranks"]))
 
 
-__all__ = ["format_from_dict", "format_names", "get_format", "linear_format", "make_format", "max_rank_format",
-           "published_schemes", "register", "unregister"]
+__all__ = ["SPATIAL", "format_from_dict", "format_names", "get_format", "linear_format", "make_format",
+           "max_rank_format", "published_schemes", "register", "spatial_variant", "unregister"]

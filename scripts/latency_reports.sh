@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Regenerate every wall-clock report on this machine's CPU (about 10-15 minutes on 2 idle cores):
+#   1. latency profiles: all threads (also written as the committed default profile) and one thread,
+#      each checked on held-out layers -> reports/latency_model_check.md
+#   2. whole models, dense against TT (`ttplan bench model`) -> reports/latency_models.md:
+#      resnet56 (default policy and reports/configs/resnet56_budget.json) at batch 1 and 32,
+#      resnet18 (default policy) at batch 1, 8 and 32; one thread and all threads
+#   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
+# Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON="${PYTHON:-python3}"
+ALL=$("$PYTHON" -c "import torch; print(torch.get_num_threads())")
+ROUNDS="${ROUNDS:-9}"
+BIG_ROUNDS="${BIG_ROUNDS:-5}"   # resnet18 at batch 32: one forward takes seconds
+BUDGET="${BUDGET:-0.015}"       # seconds of repeats per timed op while calibrating
+if [ "${QUICK:-0}" = "1" ]; then ROUNDS=2; BIG_ROUNDS=1; BUDGET=0.003; fi
+START=$(date +%s)
+STEP=0
+TOTAL=8
+step() { STEP=$((STEP + 1)); echo "[$STEP/$TOTAL, $(( $(date +%s) - START )) s] $*" >&2; }
+load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
+echo "load average now: $load (timings are only meaningful on an idle machine)" >&2
+mkdir -p reports/profiles
+
+step "calibrate, $ALL threads (also the committed default profile, except with QUICK=1)"
+if [ "${QUICK:-0}" = "1" ]; then
+    "$PYTHON" -m ttplan calibrate --threads "$ALL" --budget "$BUDGET" --profile "reports/profiles/cpu_${ALL}threads.json"
+else
+    "$PYTHON" -m ttplan calibrate --threads "$ALL" --budget "$BUDGET" --as-default
+    cp ttplan/core/default_profile.json "reports/profiles/cpu_${ALL}threads.json"
+fi
+step "calibrate, 1 thread"
+"$PYTHON" -m ttplan calibrate --threads 1 --budget "$BUDGET" --profile reports/profiles/cpu_1thread.json
+
+step "check both profiles on held-out layers"
+{
+    echo "# Latency model: predictions against measurements on held-out layers"
+    echo
+    echo "Written by \`bash scripts/latency_reports.sh\`. The profiles are fitted by \`ttplan calibrate\` on a grid of"
+    echo "synthetic layers (channels 24-384); the check times layers the fit never saw (the 3x3 convs of ResNet-56 at"
+    echo "batch 32 and ResNet-18 at batch 1 and 8, hodec rank 16, folded weights) and their dense convs."
+    for threads in "$ALL" 1; do
+        if [ "$threads" = 1 ]; then profile=reports/profiles/cpu_1thread.json; else profile="reports/profiles/cpu_${ALL}threads.json"; fi
+        echo
+        echo "## $threads thread(s)"
+        echo
+        echo "Command: \`ttplan calibrate --check --threads $threads --profile $profile\`"
+        echo
+        echo '```'
+        "$PYTHON" -m ttplan calibrate --check --threads "$threads" --profile "$profile"
+        echo '```'
+    done
+} > reports/latency_model_check.md.tmp
+mv reports/latency_model_check.md.tmp reports/latency_model_check.md
+grep "median relative error" reports/latency_model_check.md >&2
+
+model() {  # model ARCH THREADS ROUNDS [options...]: one `bench model` run appended to the report
+    local arch=$1 threads=$2 rounds=$3
+    shift 3
+    local profile="reports/profiles/cpu_${threads}threads.json"
+    [ "$threads" = 1 ] && profile=reports/profiles/cpu_1thread.json
+    "$PYTHON" -m ttplan bench model "$arch" --threads "$threads" --rounds "$rounds" --profile "$profile" \
+        --out reports/latency_models.md.tmp --append "$@"
+}
+step "resnet56, default policy and the budget config, batch 1 and 32"
+"$PYTHON" -c "from ttplan.bench.model import render_report; open('reports/latency_models.md.tmp', 'w').write(render_report([]))"
+for threads in "$ALL" 1; do
+    model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1
+    model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1 --config reports/configs/resnet56_budget.json
+done
+step "resnet18, default policy, batch 1 and 8"
+for threads in "$ALL" 1; do
+    model resnet18 "$threads" "$ROUNDS" --batch 8 --batch 1
+done
+step "resnet18, default policy, batch 32"
+for threads in "$ALL" 1; do
+    model resnet18 "$threads" "$BIG_ROUNDS" --batch 32
+done
+mv reports/latency_models.md.tmp reports/latency_models.md
+
+step "single layers: ResNet-18's 3x3 convs at batch 1 and 32, one thread"
+"$PYTHON" -m ttplan bench latency --threads 1 --repeats "$BIG_ROUNDS"
+step "the layer3.0.conv1 check at batch 32, all threads"
+"$PYTHON" -m ttplan bench latency --threads "$ALL" --repeats "$ROUNDS" --batch 32 --layers layer3.0.conv1 --append
+echo "done in $(( $(date +%s) - START )) s: reports/latency_model_check.md, reports/latency_models.md, reports/latency.md," \
+     "reports/profiles/, ttplan/core/default_profile.json" >&2

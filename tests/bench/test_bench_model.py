@@ -1,0 +1,50 @@
+"""`ttplan bench model`: the TT model built from generated code matches the library's, and the report renders."""
+
+import pytest
+import torch
+
+from tests.helpers.cli import run
+from ttplan.arch.architecture import plan_architecture
+from ttplan.arch.policy import Policy
+from ttplan.bench.model import bench_model, build_tt_model, render_section
+from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.models import load_model
+
+#: time proportional to MACs, so that the latency objective decomposes layers whatever this machine measured
+MAC_PROFILE = LatencyProfile("macs", "cpu", 1, "test", {f"{k}:any": OpModel(0.0, 0.0, 1.0)
+                                                        for k in ("feature", "conv", "weight", "dense")})
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_generated_and_library_tt_models_compute_the_same():
+    plan = plan_architecture("resnet20", None, None, Policy(), 4, True, objective="latency", profile=MAC_PROFILE)
+    dense, size = load_model("resnet20", None)
+    dense.eval()
+    x = torch.randn(2, *size)
+    with torch.no_grad():
+        emitted = build_tt_model(dense, plan, "emitted")(x)
+        library = build_tt_model(dense, plan, "layers")(x)
+    assert torch.allclose(emitted, library, rtol=1e-4, atol=1e-5)
+
+
+def test_bench_model_times_end_to_end_and_per_layer():
+    result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE)
+    assert result.dense_ms > 0 and result.tt_ms > 0
+    decomposed = [row for row in result.layers if row.decomposed]
+    assert decomposed and all(row.tt_ms > 0 and row.tt_predicted_ms > 0 for row in decomposed)
+    names = [name for row in result.layers for name in row.names]
+    assert len(names) == len(set(names)) == sum(layer.kind == "conv" for layer in result.plan.layers)
+    text = render_section(result, "ttplan bench model resnet20")
+    assert "| dense ms | TT ms | speedup |" in text and "layer1.0.conv1" in text
+
+
+def test_bench_model_cli_writes_the_report(tmp_path):
+    out = tmp_path / "models.md"
+    result = run(["bench", "model", "resnet20", "--batch", "2", "--threads", "1", "--rounds", "1",
+                  "--objective", "macs", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Latency of whole models" in out.read_text() and "resnet20, batch 2, 1 thread" in out.read_text()

@@ -1,0 +1,117 @@
+"""The time-aware options: --objective, --profile, --skip-slower, --target-speedup, --autotune, and calibrate."""
+
+import json
+
+import pytest
+
+from tests.helpers.cli import GEOMETRY, one_line_error, run
+from ttplan.core.latency import LatencyProfile, OpModel
+
+HODEC = ["--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's real cache (profiles, autotune results)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def overhead_profile(path):
+    """A profile where each op costs 1 ms whatever its size: the fewest ops win."""
+    ops = {f"{k}:any": OpModel(1000.0, 0.0, 1e-6) for k in ("feature", "conv", "weight")}
+    ops["dense:any"] = OpModel(0.0, 0.0, 1e-6)
+    LatencyProfile("flat", "cpu", 1, "test", ops).save(path)
+    return str(path)
+
+
+def mac_profile(path):
+    """A profile where time is proportional to MACs (1 us per million): predicted speedups equal MAC ratios."""
+    ops = {f"{k}:any": OpModel(0.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
+    LatencyProfile("macs", "cpu", 1, "test", ops).save(path)
+    return str(path)
+
+
+def test_layer_objective_latency_minimises_predicted_time(tmp_path):
+    profile = overhead_profile(tmp_path / "p.json")
+    macs = json.loads(run(["layer", *GEOMETRY, *HODEC, "--batch", "8", "--json", "--profile", profile]).output)
+    fast = json.loads(run(["layer", *GEOMETRY, *HODEC, "--batch", "8", "--json", "--profile", profile,
+                           "--objective", "latency"]).output)
+    assert fast["objective"] == "latency" and macs["objective"] == "macs"
+    assert fast["best"]["predicted_ms"] <= macs["best"]["predicted_ms"]
+    assert fast["best"]["macs"] >= macs["best"]["macs"]
+
+
+def test_layer_table_shows_predicted_ms():
+    result = run(["layer", *GEOMETRY, *HODEC])
+    assert result.exit_code == 0
+    assert "pred ms" in result.output and "default latency profile" in result.output
+
+
+def test_bad_objective_and_profile_are_one_line_errors(tmp_path):
+    assert "Invalid value for '--objective'" in run(["layer", *GEOMETRY, *HODEC, "--objective", "fast"]).output
+    line = one_line_error(run(["layer", *GEOMETRY, *HODEC, "--profile", str(tmp_path / "none.json")]))
+    assert "no such file" in line
+
+
+def test_plan_skip_slower_keeps_slower_layers_dense(tmp_path):
+    profile = overhead_profile(tmp_path / "p.json")  # the dense conv is nearly free: every TT layer is slower
+    result = run(["plan", "resnet20", "--objective", "latency", "--profile", profile, "--json"])
+    data = json.loads(result.output)
+    convs = [row for row in data["layers"] if row["kind"] == "conv" and row["dense_reason"] != "first conv"]
+    assert convs and all(not row["decomposed"] and "--skip-slower" in row["dense_reason"] for row in convs)
+    kept = json.loads(run(["plan", "resnet20", "--objective", "latency", "--no-skip-slower", "--profile", profile,
+                           "--json"]).output)
+    assert any(row["decomposed"] and row["slower_than_dense"] for row in kept["layers"])
+
+
+def test_plan_target_speedup_meets_the_predicted_speedup(tmp_path):
+    result = run(["plan", "resnet20", "--target-speedup", "1.3", "--objective", "latency", "--fold-weights",
+                  "--batch", "32", "--json", "--profile", mac_profile(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["budget"]["met"] and data["budget"]["predicted_speedup"] >= 1.3
+    assert data["totals"]["predicted_ms"]["speedup"] == pytest.approx(data["budget"]["predicted_speedup"])
+    both = run(["plan", "resnet20", "--target-speedup", "1.3", "--target-macs-reduction", "0.5"])
+    assert "give one" in one_line_error(both)
+
+
+def test_emit_arch_with_latency_objective_runs(tmp_path):
+    out = tmp_path / "tt.py"
+    result = run(["emit", "--arch", "resnet20", "--objective", "latency", "--fold-weights", "--batch", "8",
+                  "--profile", mac_profile(tmp_path / "p.json"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "predicted" in result.output and out.exists()
+
+
+def test_layer_autotune_times_candidates_and_caches_them(tmp_path):
+    args = ["layer", "-i", "16", "-o", "16", "-p", "1", "--input-size", "8", "--rank", "4", "--fold-weights",
+            "--batch", "2", "--autotune", "--json"]
+    first = json.loads(run(args).output)["autotune"]
+    assert first["source"] == "measured" and first["timings"][0]["dense"]
+    assert {row["lowering"] for row in first["timings"]} == {"bmm", "conv"}  # NCHW models: NCHW lowerings
+    again = json.loads(run(args).output)["autotune"]
+    assert again["source"] == "cached" and again["best"] == first["best"]
+
+
+def test_calibrate_check_runs_on_a_given_profile(tmp_path, monkeypatch):
+    from ttplan.bench import calibrate as module
+
+    rows = [module.CheckRow("one", 1, 1.0, 1.1, 2.0, 2.0), module.CheckRow("two", 1, 1.0, 0.5, 2.0, 4.0)]
+    monkeypatch.setattr(module, "check", lambda *a, **k: module.CheckResult(rows))
+    result = run(["calibrate", "--check", "--profile", overhead_profile(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    assert "median relative error 29.5%" in result.output and "worst 100.0%" in result.output
+
+
+def test_objective_choices_are_the_registry():
+    from ttplan.cli.objective_options import OBJECTIVE_NAMES
+    from ttplan.core.objectives import OBJECTIVES
+
+    assert OBJECTIVE_NAMES == tuple(OBJECTIVES)
+
+
+def test_emit_says_why_nothing_is_decomposed_when_every_layer_is_slower(tmp_path):
+    profile = overhead_profile(tmp_path / "p.json")
+    line = one_line_error(run(["emit", "--arch", "resnet20", "--objective", "latency", "--profile", profile,
+                               "--out", str(tmp_path / "tt.py")]))
+    assert "predicted slower than its dense conv at batch 1" in line and "--no-skip-slower" in line

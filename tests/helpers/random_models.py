@@ -1,0 +1,48 @@
+"""Seeded random small models with what dense counting gets wrong most easily: a conv called several times,
+grouped and dilated convs, and linears applied token-wise to `(B, T, F)`; importable as `module:callable`."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+
+class RandomNet(nn.Module):
+    """A small conv net drawn from `seed`; `input_size` is the (C, H, W) it is built for."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        rng = random.Random(seed)
+        channels, size = rng.choice([3, 4]), rng.randint(6, 12)
+        self.input_size = (channels, size, size)
+        width = rng.choice([8, 12, 16])
+        self.stem = nn.Conv2d(channels, width, 3, stride=rng.choice([1, 2]), padding=1, bias=rng.random() < 0.5)
+        dilation = rng.choice([1, 2])
+        self.shared = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=rng.random() < 0.5)
+        self.repeats = rng.randint(1, 3)
+        groups = rng.choice([2, 4])
+        wide = rng.choice([8, 16])
+        self.grouped = nn.Conv2d(width, wide, 3, padding=1, groups=groups, bias=rng.random() < 0.5)
+        self.dilated = nn.Conv2d(wide, wide, 3, padding=2, dilation=2, bias=False)
+        features = rng.choice([6, 12])
+        self.token = nn.Linear(wide, features, bias=rng.random() < 0.5)
+        self.mixer = nn.Linear(features, features)
+        self.mixes = rng.randint(1, 2)
+        self.head = nn.Linear(features, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for _ in range(self.repeats):
+            x = torch.relu(self.shared(x))
+        x = self.dilated(self.grouped(x))
+        tokens = self.token(x.flatten(2).transpose(1, 2))  # (B, T, F): applied to every token
+        for _ in range(self.mixes):
+            tokens = self.mixer(tokens)
+        return self.head(tokens.mean(1))
+
+
+def module_source(seed: int) -> str:
+    """The text of a module whose `build()` returns `RandomNet(seed)`, for `ttplan plan file:build`."""
+    return f"from tests.helpers.random_models import RandomNet\n\n\ndef build():\n    return RandomNet({seed})\n"

@@ -1,0 +1,86 @@
+"""Every lowering (bmm or 1x1 conv for channel mixings, NCHW or channels-last maps) computes the same layer
+and costs exactly the planned FLOPs; weight layouts are prepared once when folded."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tests.helpers.runtime_cases import assert_close, load_source, plans_for, random_case, random_tensors, reference
+from ttplan.core.formats import make_format
+from ttplan.core.network import build_network
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.runtime.codegen import emit_layer
+from ttplan.runtime.layers import TTConv2d
+from ttplan.runtime.lowering import LOWERINGS, Lowering, MatMul, fold, lower, run_feature_steps, run_plan
+
+
+@pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
+def test_every_lowering_equals_conv2d_values_gradients_and_flops(lowering):
+    rng, gen = random.Random(31), torch.Generator().manual_seed(4)
+    mixed = 0
+    for _ in range(60):
+        spec, fmt, batch = random_case(rng)
+        x, cores = random_tensors(spec, fmt, batch, gen)
+        expected = reference(x, cores, spec, fmt)
+        probe = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
+        grads = torch.autograd.grad((expected * probe).sum(), [x, *cores])
+        for plan in plans_for(spec, fmt, batch).values():
+            program = lower(plan, lowering)
+            mixed += sum(1 for ins in program.feature if isinstance(ins, MatMul) and ins.conv1x1)
+            out = run_plan(program, x, cores)
+            assert_close(out, expected)
+            for got, want in zip(torch.autograd.grad((out * probe).sum(), [x, *cores]), grads):
+                assert_close(got, want)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                run_plan(program, x, cores)
+            assert counter.get_total_flops() == 2 * (plan.feature_macs + plan.weight_macs)
+            with torch.no_grad():
+                folded = fold(program, cores)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                run_feature_steps(program, x, folded)
+            assert counter.get_total_flops() == 2 * plan.feature_macs
+    assert (mixed > 0) == (lowering.mix == "conv")
+
+
+@pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
+def test_generated_code_runs_each_lowering_exactly(lowering):
+    spec = ConvSpec.make(32, 64, 3, 2, 1, input_size=12)
+    fmt = make_format("hodec", spec, rank=6)
+    plan = optimize(build_network(spec, fmt, 4), fold_weights=True)
+    source = emit_layer(plan, "Layer", lowering)
+    if lowering.mix == "conv":
+        assert "1x1 conv" in source
+    layer = load_source(source)["Layer"]().double().eval()
+    x = torch.randn(4, 32, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(x, layer.to_dense(), stride=2, padding=1)
+        layer(x)  # warm the folded cache
+        with FlopCounterMode(display=False) as counter:
+            out = layer(x)
+    assert_close(out, expected)
+    assert counter.get_total_flops() == plan.flops
+
+
+def test_folded_layers_prepare_weight_layouts_once():
+    """With folded weights a forward runs no op on the cores: every weight reshape happened at load."""
+    spec = ConvSpec.make(16, 32, 3, 1, 1, input_size=8)
+    fmt = make_format("hodec", spec, rank=4)
+    layer = TTConv2d(spec, fmt, "best", fold_weights=True, batch=2, lowering=Lowering("conv", True)).eval()
+    program = layer.program
+    assert all(name.startswith("w") for name in program.folded)
+    assert not any(ins.src in program.cores for ins in program.feature if hasattr(ins, "src"))
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        dense = torch.nn.functional.conv2d(x, layer.to_dense(), padding=1)
+        assert_close(layer(x).double(), dense.double(), rel=1e-4)
+
+
+def test_unknown_mix_is_a_one_line_error():
+    with pytest.raises(TTPlanError, match="mix='gemm': expected one of bmm, conv"):
+        Lowering("gemm")

@@ -1,0 +1,48 @@
+"""The top-level API: `import ttplan` offers the documented names, and planning through it never needs torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import ttplan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PLAN_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+import ttplan
+spec = ttplan.ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
+print(ttplan.plan_layer(spec, ttplan.make_format("hodec", spec, rank=16)).best.macs)
+"""
+
+
+def test_documented_names_are_exposed() -> None:
+    from ttplan.core.formats import TTFormat
+    from ttplan.runtime.layers import TTConv2d, convert
+
+    expected = {"ConvSpec", "make_format", "TTFormat", "plan_layer", "plan_architecture", "optimize",
+                "ContractionPlan", "TTConv2d", "TTLinear", "convert", "TTPlanError"}
+    assert expected <= set(ttplan.__all__) <= set(dir(ttplan)) | {"__version__"}
+    assert ttplan.TTFormat is TTFormat and ttplan.TTConv2d is TTConv2d and ttplan.convert is convert
+    assert issubclass(ttplan.TTPlanError, ValueError)
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    try:
+        ttplan.plan_layers  # noqa: B018
+    except AttributeError as error:
+        assert "plan_layer" in str(error)
+    else:
+        raise AssertionError("ttplan.plan_layers should not exist")
+
+
+def test_planning_through_the_api_is_torch_free_and_gives_the_same_macs() -> None:
+    spec = ttplan.ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
+    with_torch = ttplan.plan_layer(spec, ttplan.make_format("hodec", spec, rank=16)).best.macs
+    result = subprocess.run([sys.executable, "-c", PLAN_WITHOUT_TORCH], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == with_torch

@@ -1,0 +1,120 @@
+"""One architecture planning request, as `ttplan plan` makes it: a policy plan, or a budget search when targets are set.
+
+The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank; a
+format search needs a budget), runs, and returns the plan, the formats it chose and any extra report keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttplan.arch.config import load_config, save_config
+from ttplan.arch.policy import Policy
+from ttplan.errors import TTPlanError
+
+#: (label, length) -> a context manager whose `update(n)` advances a progress display
+Progress = Callable[[str, int], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to plan and how. `targets` are model-level reductions in [0, 1) of MACs and parameters (None: no budget)."""
+
+    arch: str
+    input_size: tuple[int, int, int] | None = None
+    config_path: str | Path | None = None
+    policy: Policy = field(default_factory=Policy)
+    batch: int = 1
+    fold_weights: bool = False
+    skip_worse: bool = False
+    target_macs_reduction: float | None = None
+    target_params_reduction: float | None = None
+    search_format: bool = False
+    #: what each layer's order minimises, the latency profile file (None: the user's, else the default one),
+    #: whether layers slower than dense stay dense (None: with `latency`), a device to autotune on, a speedup target
+    objective: str = "macs"
+    profile_path: str | Path | None = None
+    skip_slower: bool | None = None
+    autotune: str | None = None
+    target_speedup: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.search_format and not self.budget:
+            raise TTPlanError("--search-format needs a budget: add --target-macs-reduction and/or "
+                              "--target-params-reduction")
+        if self.budget and self.policy.rank is not None:
+            given = "--target-macs-reduction" if self.target_params_reduction is None else "--target-params-reduction"
+            raise TTPlanError(f"{given} and --rank {self.policy.rank} both given: the budget picks each layer's "
+                              "ranks; drop --rank (or the target)")
+
+    @property
+    def budget(self) -> bool:
+        """Whether a reduction target is set (then the ranks are searched)."""
+        return (self.target_macs_reduction is not None or self.target_params_reduction is not None
+                or self.target_speedup is not None)
+
+    def profile(self):
+        """The latency profile the request names (a missing or malformed file is a one-line error)."""
+        from ttplan.core.latency import load_profile
+
+        return load_profile(self.profile_path)
+
+
+@dataclass
+class PlanOutcome:
+    """The planned architecture, its formats, extra report keys (the budget outcome) and an unmet-target message."""
+
+    plan: object  # ArchPlan (imports torch for tracing)
+    formats: dict
+    extra: dict | None = None
+    unmet: str | None = None
+
+
+def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanOutcome:
+    """Plan `request`. A budget opens `progress(label, candidates)` and calls its `update(1)` per candidate costed."""
+    from ttplan.arch.architecture import plan_architecture
+
+    config = load_config(request.config_path) if request.config_path is not None else None
+    if request.budget:
+        problem = prepare(request, config)
+        if progress is None:
+            result = problem.solve()
+        else:
+            with progress("costing candidate formats", len(problem.jobs)) as bar:
+                result = problem.solve(progress=bar.update)
+        outcome = PlanOutcome(result.plan, result.formats, {"budget": result.to_dict()},
+                              None if result.met else result.message)
+    else:
+        planned = plan_architecture(request.arch, request.input_size, config, request.policy, request.batch,
+                                    request.fold_weights, request.skip_worse, objective=request.objective,
+                                    profile=request.profile(), skip_slower=request.skip_slower,
+                                    autotune=request.autotune)
+        outcome = PlanOutcome(planned, planned.formats())
+    if request.config_path is not None:
+        outcome.plan.notes.insert(0, f"config: {request.config_path}")
+    return outcome
+
+
+def prepare(request: PlanRequest, config: dict | None = None):
+    """The budget problem of a request with targets (its `jobs` are the candidates `solve` will cost)."""
+    from ttplan.arch.budget import prepare_budget
+
+    if config is None and request.config_path is not None:
+        config = load_config(request.config_path)
+    return prepare_budget(request.arch, request.input_size, target_macs_reduction=request.target_macs_reduction,
+                          target_params_reduction=request.target_params_reduction, policy=request.policy,
+                          config=config, search_format=request.search_format, batch=request.batch,
+                          fold_weights=request.fold_weights, target_speedup=request.target_speedup,
+                          objective=request.objective, profile=request.profile())
+
+
+def save_plan_config(outcome: PlanOutcome, path: str | Path) -> bool:
+    """Write the planned formats as a reusable config (atomic); True if a file was replaced."""
+    replaced = Path(path).exists()
+    save_config(outcome.formats, outcome.plan.specs(), path)
+    outcome.plan.notes.append(f"config written to {path}")
+    return replaced

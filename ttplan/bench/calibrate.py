@@ -1,0 +1,288 @@
+"""Calibrate the latency model: time the ops that plans lower to on this device, fit, and check on held-out layers.
+
+Fitting samples come from a grid of synthetic layers (channel counts 24…384, not those of the preset
+models): each layer's plans are lowered, run once to capture every intermediate, and then each step's
+instructions (its reshapes and its one `mm`/`bmm`/`conv2d`) are timed alone; the dense conv of each
+geometry is timed too. The check times whole layers the fit never saw (the 3x3 convs of ResNet-56 and
+ResNet-18 in the hodec format) and compares them with the prediction. Timings are medians over
+repeats in `torch.no_grad()`, float32.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ttplan.core.contraction import ContractionPlan
+from ttplan.core.formats import make_format
+from ttplan.core.latency import (
+    LatencyProfile,
+    Sample,
+    dense_shape,
+    fit_profile,
+    predict_dense_us,
+    predict_plan_us,
+    relative_errors,
+    step_shapes,
+)
+from ttplan.core.network import build_network
+from ttplan.core.schemes import schemes_for
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.runtime.lowering import INPUT, Program, by_step, execute, lower
+
+#: (channels in, channels out, input size, stride) of the fitting grid; batch per resolution keeps each op short
+FIT_GEOMETRIES = ((24, 24, 32, 1), (48, 48, 16, 1), (24, 48, 32, 2), (96, 96, 8, 1), (48, 96, 16, 2),
+                  (96, 96, 28, 1), (192, 192, 14, 1), (96, 192, 28, 2), (384, 384, 7, 1), (192, 384, 14, 2))
+FIT_BATCHES = (1, 8, 32)
+FIT_RANKS = (4, 8, 16, 32)
+#: extra dense convs timed for the fit (channels, input size): the dense time depends on more than its MACs
+DENSE_CHANNELS = (24, 48, 96, 192, 384, 768)
+DENSE_SIZES = (6, 12, 20, 40, 60)
+
+
+def median_us(fn: Callable[[], object], budget_s: float = 0.03, min_reps: int = 5, max_reps: int = 200) -> float:
+    """Median microseconds of `fn()` over repeats (one warm-up call; stops after `budget_s` once `min_reps` ran)."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def _random_cores(plan: ContractionPlan, device: torch.device) -> list[torch.Tensor]:
+    net = plan.network
+    return [torch.randn(core.shape, device=device) * 0.1 for core in net.fmt.cores(net.spec)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(program: Program, batch: int, device: torch.device, budget_s: float) -> list[tuple[int, float]]:
+    """(step number, median µs) of each step of `program`, weight-only steps included, each timed alone."""
+    plan = program.plan
+    spec = plan.network.spec
+    cores = _random_cores(plan, device)
+    env: dict[str, torch.Tensor] = dict(zip(program.cores, cores))
+    sizes = dict(program.sizes)
+    out: list[tuple[int, float]] = []
+    weight_steps = {s.number for s in plan.steps if s.kind == "weight"}
+    for step, group in by_step(program.weight):
+        if step in weight_steps:  # the rest lay out a feature-map product's weight: part of folding, not an op
+            out.append((step, _time_group(program, group, env, sizes, device, budget_s)))
+        execute(program, group, env, sizes)
+    folded = {name: env[name] for name in program.folded}
+    h, w = spec.input_size
+    env = {INPUT: torch.randn(batch, spec.in_channels, h, w, device=device), **folded}
+    sizes = dict(program.sizes, b=batch, h=h, w=w, s=h * w)
+    for step, group in by_step(program.feature):
+        if step:
+            out.append((step, _time_group(program, group, env, sizes, device, budget_s)))
+        execute(program, group, env, sizes)
+    return out
+
+
+def _time_group(program: Program, group: tuple, env: dict[str, torch.Tensor], sizes: dict[str, int],
+                device: torch.device, budget_s: float) -> float:
+    """Median µs of one step's instructions run from a copy of the current tensors and sizes."""
+    snapshot, size_snapshot = dict(env), dict(sizes)
+    return median_us(lambda: (execute(program, group, dict(snapshot), dict(size_snapshot)), _sync(device)), budget_s)
+
+
+def time_dense(spec: ConvSpec, batch: int, device: torch.device, budget_s: float) -> float:
+    """Median µs of the dense conv of `spec` at `batch`."""
+    h, w = spec.input_size
+    x = torch.randn(batch, spec.in_channels, h, w, device=device)
+    weight = torch.randn(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_size, device=device)
+    return median_us(lambda: (F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation, spec.groups),
+                              _sync(device)), budget_s)
+
+
+def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float) -> float:
+    """Median µs of one forward of a `TTConv2d` running `plan` (weights folded when the plan folds them)."""
+    from ttplan.runtime.layers import TTConv2d
+
+    net = plan.network
+    layer = TTConv2d(net.spec, net.fmt, plan, plan.fold_weights, device=device).eval()
+    h, w = net.spec.input_size
+    x = torch.randn(net.batch, net.spec.in_channels, h, w, device=device)
+    return median_us(lambda: (layer(x), _sync(device)), budget_s)
+
+
+def fit_plans() -> Iterator[tuple[ContractionPlan, int]]:
+    """The plans whose steps are timed for the fit: per grid geometry, batch and rank, the searched and published
+    orders of hodec (folded) and classical (one unfolded, so weight-only steps are sampled too)."""
+    for cin, cout, size, stride in FIT_GEOMETRIES:
+        spec = ConvSpec.make(cin, cout, 3, stride, 1, input_size=size)
+        for batch in FIT_BATCHES:
+            if batch * cin * size * size > 4_000_000:
+                continue
+            for rank in FIT_RANKS:
+                hodec = make_format("hodec", spec, rank=rank)
+                net = build_network(spec, hodec, batch)
+                plans = {optimize(net, fold_weights=True).pairs: optimize(net, fold_weights=True),
+                         schemes_for(net, True)["hodec"].pairs: schemes_for(net, True)["hodec"]}
+                if rank in (8, 32):
+                    classical = build_network(spec, make_format("classical", spec, rank=rank), batch)
+                    plans[("c",)] = optimize(classical, fold_weights=rank == 32)
+                for plan in plans.values():
+                    if plan.executable:
+                        yield plan, batch
+
+
+def dense_grid() -> Iterator[tuple[ConvSpec, int]]:
+    """Dense 3x3 convs (stride 1 and 2) over channel counts and sizes none of the preset models use."""
+    for channels in DENSE_CHANNELS:
+        for size in DENSE_SIZES:
+            for stride in (1, 2):
+                spec = ConvSpec.make(channels, channels * stride, 3, stride, 1, input_size=size)
+                for batch in FIT_BATCHES:
+                    if spec.dense_macs(batch) <= 500_000_000:
+                        yield spec, batch
+
+
+@dataclass
+class Calibration:
+    """The fitted profile and the number of samples behind it."""
+
+    profile: LatencyProfile
+    samples: int
+    seconds: float
+
+
+def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float = 0.02,
+              progress: Callable[[str], None] | None = None) -> Calibration:
+    """Time the grid's steps and dense convs on `device` and fit a profile (see the module docstring)."""
+    dev = _device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    samples: list[Sample] = []
+    overheads: list[float] = []
+    dense_seen: set[tuple] = set()
+    plans = list(fit_plans())
+    with torch.no_grad():
+        for n, (plan, batch) in enumerate(plans, start=1):
+            if progress is not None and n % 10 == 1:
+                progress(f"fitting samples: layer {n}/{len(plans)}")
+            program = lower(plan)
+            shapes = step_shapes(plan)
+            timed = time_steps(program, batch, dev, budget_s)
+            step_sum = 0.0
+            for step, us in timed:
+                samples.append(Sample(shapes[step], us))
+                if not (plan.fold_weights and shapes[step].kind == "weight"):
+                    step_sum += us
+            if n % 4 == 1:
+                overheads.append(time_layer(plan, dev, budget_s) - step_sum)
+            key = (plan.network.spec, batch)
+            if key not in dense_seen:
+                dense_seen.add(key)
+                samples.append(Sample(dense_shape(plan.network.spec, batch),
+                                      time_dense(plan.network.spec, batch, dev, budget_s)))
+    for spec, batch in dense_grid():
+        if (spec, batch) not in dense_seen:
+            samples.append(Sample(dense_shape(spec, batch), time_dense(spec, batch, dev, budget_s)))
+    threads_used = torch.get_num_threads()
+    label = f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
+    profile = fit_profile(samples, label=label,
+                          device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
+                          layer_overhead_us=max(0.0, statistics.median(overheads)))
+    return Calibration(profile, len(samples), time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One held-out layer: predicted and measured µs of the TT layer and of the dense conv."""
+
+    name: str
+    batch: int
+    tt_predicted: float
+    tt_measured: float
+    dense_predicted: float
+    dense_measured: float
+
+
+@dataclass
+class CheckResult:
+    """Held-out rows and their relative errors."""
+
+    rows: list[CheckRow]
+
+    @property
+    def errors(self) -> list[float]:
+        """Relative errors of every prediction (TT layers and dense convs)."""
+        return relative_errors([r.tt_predicted for r in self.rows] + [r.dense_predicted for r in self.rows],
+                               [r.tt_measured for r in self.rows] + [r.dense_measured for r in self.rows])
+
+    def to_dict(self) -> dict:
+        errors = self.errors
+        return {"median_relative_error": statistics.median(errors), "worst_relative_error": max(errors),
+                "layers": len(self.rows)}
+
+
+def check_layers() -> list[tuple[str, ContractionPlan]]:
+    """Held-out layers: the distinct 3x3 convs of ResNet-56 (batch 32) and ResNet-18 (batch 1, 8), hodec rank 16,
+    the searched order with folded weights."""
+    from ttplan.models import load_model, trace_layers
+
+    out: list[tuple[str, ContractionPlan]] = []
+    for arch, batches in (("resnet56", (32,)), ("resnet18", (1, 8))):
+        model, size = load_model(arch, None)
+        seen: set[ConvSpec] = set()
+        for layer in trace_layers(model, size):
+            spec = layer.spec
+            if layer.kind != "conv" or spec.kernel_size != (3, 3) or spec.in_channels < 16 or spec in seen:
+                continue
+            seen.add(spec)
+            fmt = make_format("hodec", spec, rank=16)
+            for batch in batches:
+                out.append((f"{arch} {layer.name} b{batch}", optimize(build_network(spec, fmt, batch),
+                                                                       fold_weights=True)))
+    return out
+
+
+def check(profile: LatencyProfile, device: str = "cpu", budget_s: float = 0.05,
+          progress: Callable[[str], None] | None = None) -> CheckResult:
+    """Measure the held-out layers and their dense convs and compare with `profile`'s predictions."""
+    dev = _device(device)
+    rows: list[CheckRow] = []
+    layers = check_layers()
+    with torch.no_grad():
+        for n, (name, plan) in enumerate(layers, start=1):
+            if progress is not None:
+                progress(f"checking {n}/{len(layers)}: {name}")
+            spec, batch = plan.network.spec, plan.network.batch
+            rows.append(CheckRow(name, batch, predict_plan_us(plan, profile), time_layer(plan, dev, budget_s),
+                                 predict_dense_us(spec, batch, profile), time_dense(spec, batch, dev, budget_s)))
+    return CheckResult(rows)
+
+
+def _device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda"):
+        raise TTPlanError(f"--device {device}: expected cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device(device)
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.machine()} CPU ({platform.processor() or platform.system()})"
+
+
+__all__ = ["Calibration", "CheckResult", "CheckRow", "calibrate", "check", "check_layers", "median_us"]

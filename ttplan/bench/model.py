@@ -1,0 +1,272 @@
+"""Whole-model latency: the dense model against its TT conversion, end to end and layer by layer.
+
+The TT model is built the way a user builds it: the architecture is planned (`plan_architecture`,
+weights folded, the chosen objective; `--skip-slower` on with `latency`), `emit_model` writes the
+standalone source and its `convert(model)` swaps the layers of a copy of the dense model (or, with
+`runtime="layers"`, `ttplan.runtime.layers.convert` does, running the same lowering). Both models run
+in eval mode under `torch.no_grad()`, float32. End to end, every round calls the dense model once
+and the TT model once, in turn (so load drifts hit both alike); the median over rounds is reported.
+Per layer, each distinct (geometry, plan) is timed the same way on its real input, beside its dense
+conv and, where the MAC objective would choose another order, that order too.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
+from ttplan.arch.policy import Policy
+from ttplan.core.contraction import ContractionPlan
+from ttplan.core.latency import LatencyProfile, load_profile
+from ttplan.core.search import optimize
+from ttplan.errors import TTPlanError
+from ttplan.models import load_model
+from ttplan.runtime.layers import TTConv2d, convert
+from ttplan.runtime.lowering import Lowering
+
+
+@dataclass
+class LayerTiming:
+    """One distinct (geometry, plan) of the model: measured and predicted ms, dense and TT."""
+
+    names: list[str]
+    geometry: str
+    decomposed: bool
+    dense_ms: float
+    tt_ms: float | None
+    dense_predicted_ms: float
+    tt_predicted_ms: float | None
+    macs_ratio: float
+    note: str = ""
+    macs_plan_ms: float | None = None  # the MAC objective's order, timed where it differs
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.tt_ms is None else self.dense_ms / self.tt_ms
+
+
+@dataclass
+class ModelBench:
+    """One end-to-end comparison and its per-layer breakdown."""
+
+    arch: str
+    config: str | None
+    batch: int
+    threads: int
+    device: str
+    objective: str
+    runtime: str
+    rounds: int
+    dense_ms: float
+    tt_ms: float
+    plan: ArchPlan
+    layers: list[LayerTiming] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.tt_ms
+
+
+def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
+              sync: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """Median ms of two calls timed in alternation over `rounds` (after one warm-up call each)."""
+    first(), second()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(rounds):
+        for fn, sink in ((first, a), (second, b)):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            sink.append((time.perf_counter() - start) * 1000)
+    return statistics.median(a), statistics.median(b)
+
+
+def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -> nn.Module:
+    """The dense model with every decomposed layer of `plan` swapped in, by generated code or by the library."""
+    layers = [layer for layer in plan.layers if layer.decomposed]
+    if not layers:
+        raise TTPlanError(f"model {plan.model}: no layer is decomposed, so there is nothing to compare")
+    lowerings = {layer.name: Lowering(**layer.lowering) for layer in layers}
+    if runtime == "emitted":
+        from ttplan.runtime.codegen import emit_model
+
+        source = emit_model([(layer.name, layer.plan.best) for layer in layers], plan.model, lowerings)
+        namespace: dict = {"__name__": f"tt_{plan.model}"}
+        exec(compile(source, f"tt_{plan.model}.py", "exec"), namespace)  # the file `ttplan emit --arch` writes
+        return namespace["convert"](dense).eval()
+    if runtime != "layers":
+        raise TTPlanError(f"runtime={runtime!r}: expected emitted or layers")
+    formats = {layer.name: layer.fmt for layer in layers}
+    plans = {layer.name: layer.plan.best for layer in layers}
+    return convert(dense, formats, plan.input_size, "best", True, plans=plans, lowerings=lowerings).eval()
+
+
+def _inputs(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
+    """The input each named submodule receives in one forward of `model`."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:  # returns None: the output stands
+            seen.setdefault(name, args[0].detach())
+        return hook
+
+    hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _group_key(layer: ArchLayer) -> tuple:
+    best = layer.plan.best.pairs if layer.plan else None
+    return (layer.spec, layer.fmt, best, tuple(sorted(layer.lowering.items())) if layer.plan else None)
+
+
+def layer_breakdown(dense: nn.Module, tt: nn.Module, plan: ArchPlan, x: torch.Tensor, rounds: int,
+                    sync: Callable[[], None], profile: LatencyProfile) -> list[LayerTiming]:
+    """Per distinct (geometry, plan): the dense conv and the TT layer on their real input, interleaved."""
+    groups: dict[tuple, list[ArchLayer]] = {}
+    for layer in plan.layers:
+        if layer.kind == "conv":
+            groups.setdefault(_group_key(layer), []).append(layer)
+    inputs = _inputs(dense, x, {g[0].name for g in groups.values()})
+    out: list[LayerTiming] = []
+    with torch.no_grad():
+        for members in groups.values():
+            layer = members[0]
+            xin = inputs[layer.name]
+            dense_mod, tt_mod = dense.get_submodule(layer.name), tt.get_submodule(layer.name)
+            if not layer.decomposed:
+                dense_ms = _time_modules(dense_mod, None, xin, rounds, sync)[0]
+                out.append(LayerTiming([m.name for m in members], layer.spec.describe(), False, dense_ms, None,
+                                       layer.dense_ms, None, 1.0, layer.reason or ""))
+                continue
+            dense_ms, tt_ms = _time_modules(dense_mod, tt_mod, xin, rounds, sync)
+            timing = LayerTiming([m.name for m in members], layer.spec.describe(), True, dense_ms, tt_ms,
+                                 layer.dense_ms, layer.predicted_ms, layer.macs / layer.baseline_macs)
+            other = _macs_plan(layer)
+            if other is not None:
+                alt = TTConv2d(layer.spec, layer.fmt, other, True, device=xin.device,
+                               lowering=Lowering(**layer.lowering)).eval()  # timing only: random cores serve
+                timing.macs_plan_ms, tt_again = _time_modules(alt, tt_mod, xin, rounds, sync)
+                timing.note = f"MAC plan {timing.macs_plan_ms:.3f} ms vs {tt_again:.3f} ms (same rounds)"
+            out.append(timing)
+    return out
+
+
+def _time_modules(first: nn.Module, second: nn.Module | None, x: torch.Tensor, rounds: int,
+                  sync: Callable[[], None]) -> tuple[float, float]:
+    """`time_pair` for two modules on one input (`second` None: time the first alone)."""
+    return time_pair(lambda: first(x), (lambda: second(x)) if second is not None else (lambda: None), rounds, sync)
+
+
+def _macs_plan(layer: ArchLayer) -> ContractionPlan | None:
+    """The order the MAC objective picks for this layer, when it differs from the layer's order."""
+    assert layer.plan is not None
+    mine = layer.plan.best
+    other = optimize(mine.network, fold_weights=True)
+    return None if other.pairs == mine.pairs else other
+
+
+def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
+                device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
+                rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
+                progress: Callable[[str], None] | None = None) -> ModelBench:
+    """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    say = progress or (lambda message: None)
+    profile = profile if profile is not None else load_profile(device=device)
+    dev = torch.device(device)
+    say(f"planning {arch} (objective {objective}, batch {batch})")
+    plan = plan_architecture(arch, None, config, Policy(), batch, True, objective=objective, profile=profile,
+                             autotune=device if autotune else None)
+    dense, size = load_model(arch, None)
+    dense = dense.to(dev).eval()
+    say("converting")
+    tt = build_tt_model(dense, plan, runtime).to(dev)
+    x = torch.randn(batch, *size, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    say(f"timing end to end, {rounds} rounds")
+    with torch.no_grad():
+        dense_ms, tt_ms = time_pair(lambda: dense(x), lambda: tt(x), rounds, sync)
+    say(f"timing layers, {layer_rounds} rounds each")
+    layers = layer_breakdown(dense, tt, plan, x, layer_rounds, sync, profile)
+    return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
+                      tt_ms, plan, layers)
+
+
+def machine() -> str:
+    """A one-line description of where the numbers were measured."""
+    import os
+
+    return (f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores visible), torch {torch.__version__}"
+            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+
+
+def render_section(result: ModelBench, command: str) -> str:
+    """Markdown for one run: the end-to-end row, then the per-layer breakdown."""
+    totals = result.plan.totals
+    lines = [
+        f"## {result.arch}{' (' + result.config + ')' if result.config else ''}, batch {result.batch}, "
+        f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}",
+        "",
+        f"Command: `{command}`. Objective `{result.objective}`, weights folded, TT model built by "
+        f"{'the generated code (`ttplan emit --arch`)' if result.runtime == 'emitted' else 'ttplan.runtime.convert'};"
+        f" median of {result.rounds} interleaved rounds.",
+        "",
+        "| dense ms | TT ms | speedup | MACs↓ | params↓ | predicted speedup (conv/linear layers) | "
+        "decomposed / dense layers |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {result.dense_ms:.2f} | {result.tt_ms:.2f} | **{result.speedup:.2f}x** | {totals.macs_reduction:.1%} | "
+        f"{totals.params_reduction:.1%} | {totals.predicted_speedup:.2f}x | {totals.decomposed} / {totals.dense} |",
+        "",
+        "Per layer (each distinct geometry and plan once; its layers in the first column): measured ms (dense, TT), "
+        "predicted ms by the latency profile, and the TT layer's MACs over dense.",
+        "",
+        "| layers | geometry | dense ms | TT ms | speedup | pred dense | pred TT | MACs x dense | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in result.layers:
+        names = row.names[0] + (f" (+{len(row.names) - 1})" if len(row.names) > 1 else "")
+        tt = "dense" if row.tt_ms is None else f"{row.tt_ms:.3f}"
+        speed = "" if row.speedup is None else f"{row.speedup:.2f}x"
+        pred = "" if row.tt_predicted_ms is None else f"{row.tt_predicted_ms:.3f}"
+        note = row.note + ("; TT slower than dense" if row.speedup is not None and row.speedup < 1 else "")
+        lines.append(f"| {names} | {row.geometry} | {row.dense_ms:.3f} | {tt} | {speed} | {row.dense_predicted_ms:.3f} "
+                     f"| {pred} | {row.macs_ratio:.3f} | {note.strip('; ')} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(sections: list[str]) -> str:
+    """The whole report: what it measures, where, then each run."""
+    head = [
+        "# Latency of whole models: dense against TT",
+        "",
+        "Written by `ttplan bench model` (regenerate all with `bash scripts/latency_reports.sh`). Each run plans "
+        "the architecture, builds the TT model as a user would (the generated code's `convert(model)`), and times "
+        "dense and TT end to end in one process, interleaved, float32, `torch.no_grad()`; then each distinct layer "
+        "on its real input. Predicted times come from the latency profile named in the command (`ttplan calibrate`).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+    ]
+    return "\n".join(head) + "\n" + "\n".join(sections)
+
+
+__all__ = ["LayerTiming", "ModelBench", "bench_model", "build_tt_model", "render_report", "render_section",
+           "time_pair"]

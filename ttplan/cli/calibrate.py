@@ -1,0 +1,92 @@
+"""`ttplan calibrate`: fit the latency model of this machine, save it as a JSON profile, optionally check it."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device whose ops are timed.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch.set_num_threads for the run (default: torch's, i.e. all cores).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Profile file to write (with --check only: to check). Default: ~/.cache/ttplan/profile.json "
+                   "($XDG_CACHE_HOME respected).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Do not fit: time held-out layers (ResNet-56/18 3x3 convs) and print the profile's median and "
+                   "worst relative error.")
+@click.option("--budget", type=click.FloatRange(min=0.001), default=0.02, show_default=True,
+              help="Seconds of repeats per timed op (the median is kept).")
+@click.option("--as-default", is_flag=True, hidden=True,
+              help="Maintainers: label the profile as the default and write ttplan/core/default_profile.json.")
+def calibrate(device: str, threads: int | None, profile_path: Path | None, check_only: bool, budget: float,
+              as_default: bool) -> None:
+    """Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.
+
+    The profile drives `--objective latency` in layer, plan, emit, sweep and the budgets. Without a
+    calibrated profile the committed default one (measured on a 2-core development machine) is used.
+    """
+    import torch
+
+    from ttplan.bench.calibrate import calibrate as run_calibration
+    from ttplan.bench.calibrate import check
+    from ttplan.core.latency import load_profile, user_profile_path
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    def say(message: str) -> None:
+        click.echo(message, err=True)
+
+    if check_only:
+        profile = load_profile(profile_path, device)
+        click.echo(f"profile: {profile.source} ({profile.label})" + (" [default profile]" if profile.default else ""))
+        result = check(profile, device, budget_s=max(budget, 0.05), progress=say)
+        click.echo(render_check(result, torch.get_num_threads()))
+        return
+    load = _load_per_core()
+    if load is not None and load > 0.5:
+        say(f"warning: load average {load:.1f} per core: other processes share this machine, so the timings (and "
+            "the profile) will be noisy; calibrate on an idle machine for a reliable profile")
+    result = run_calibration(device, threads, budget, progress=say)
+    profile = result.profile
+    if as_default:
+        from dataclasses import replace
+
+        import ttplan.core
+
+        profile = replace(profile, default=True, label=f"default profile ({profile.label}); run `ttplan calibrate` "
+                                                       "to fit this machine")
+        path = profile_path or Path(ttplan.core.__file__).parent / "default_profile.json"
+    else:
+        path = profile_path or user_profile_path(device)
+    profile.save(path)
+    click.echo(f"wrote {path}: {len(profile.ops)} op models from {result.samples} timed ops in "
+               f"{result.seconds:.0f} s ({profile.label})")
+
+
+def render_check(result, threads: int) -> str:
+    """Per-layer predicted vs measured µs, then the median and worst relative error."""
+    lines = [f"{'held-out layer':<34}{'TT pred us':>11}{'TT meas us':>11}{'dense pred':>11}{'dense meas':>11}",
+             "-" * 78]
+    for row in result.rows:
+        lines.append(f"{row.name:<34}{row.tt_predicted:>11.0f}{row.tt_measured:>11.0f}{row.dense_predicted:>11.0f}"
+                     f"{row.dense_measured:>11.0f}")
+    errors = result.errors
+    lines += ["", f"{len(errors)} predictions ({len(result.rows)} layers, TT and dense), {threads} threads: "
+                  f"median relative error {statistics.median(errors):.1%}, worst {max(errors):.1%}"]
+    return "\n".join(lines)
+
+
+def _load_per_core() -> float | None:
+    """The 1-minute load average per CPU core, where the OS reports one."""
+    import os
+
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None

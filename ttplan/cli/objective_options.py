@@ -1,0 +1,48 @@
+"""Options of the commands that choose orders by time: `--objective` and `--profile` (and their parsing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+#: the names in `ttplan.core.objectives.OBJECTIVES` (a test keeps them equal), so that `--help` imports no planning
+OBJECTIVE_NAMES = ("macs", "memory", "latency")
+
+
+def objective_options(func: Callable) -> Callable:
+    """`--objective macs|memory|latency` and `--profile FILE` (the latency model; see `ttplan calibrate`)."""
+    options = [
+        click.option("--objective", type=click.Choice(OBJECTIVE_NAMES), default="macs", show_default=True,
+                     help="What the best order minimises: MACs, the largest intermediate, or the time predicted "
+                          "by the latency profile."),
+        click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Latency profile (JSON from `ttplan calibrate`); default: ~/.cache/ttplan/profile.json, "
+                          "else the committed default profile."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def speed_options(func: Callable) -> Callable:
+    """`--skip-slower/--no-skip-slower` (default: on with `--objective latency`) and `--autotune [cpu|cuda]`."""
+    options = [
+        click.option("--skip-slower/--no-skip-slower", default=None,
+                     help="Keep a layer dense where no TT order is faster than the dense conv (predicted, or "
+                          "measured with --autotune). Default: on with --objective latency."),
+        click.option("--autotune", type=click.Choice(["cpu", "cuda"]), is_flag=False, flag_value="cpu", default=None,
+                     help="Time the few best orders of each distinct layer (bmm and 1x1-conv lowerings) and the "
+                          "dense conv on this device (cpu if no value), keep the fastest; cached in ~/.cache/ttplan."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def profile_from_options(profile_path: Path | None):
+    """The latency profile the options name (a missing or malformed file is a one-line error)."""
+    from ttplan.core.latency import load_profile
+
+    return load_profile(profile_path)

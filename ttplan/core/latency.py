@@ -1,0 +1,310 @@
+"""A latency model of one machine: predicted microseconds of each contraction step, fitted by `ttplan calibrate`.
+
+Each op the lowering emits is one of four kinds: a feature-map matrix product (`feature`), the
+convolution with the window (`conv`), a core-with-core product (`weight`) and the dense conv the layer
+replaces (`dense`). Its time is modelled as
+
+    overhead + bytes moved / bandwidth + MACs / throughput
+
+with the three coefficients fitted per kind and shape class (the smaller of the contracted size K and
+the produced size N: `narrow` < 16 <= `medium` < 64 <= `wide`), since thin products run far below
+peak. A profile is plain JSON; `load_profile` takes a given file, else the user's cache
+(`$XDG_CACHE_HOME/ttplan/profile.json`), else the committed default profile, which says it is one.
+Torch-free: the planner uses it to search by predicted time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ttplan.core.contraction import (
+    GEOMETRY,
+    ContractionPlan,
+    Operand,
+    PairCost,
+    channel_product,
+    leaf_operands,
+    operand_elements,
+    pair_cost,
+)
+from ttplan.core.network import TensorNetwork
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+
+KINDS = ("feature", "conv", "weight", "dense")
+WIDTHS = ("narrow", "medium", "wide")
+#: bytes per element of the float32 tensors the model is fitted for
+ELEMENT_BYTES = 4
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """One op as the model sees it: kind, `[M, K] @ [K, N]` sizes, and bytes read and written."""
+
+    kind: str
+    m: int
+    k: int
+    n: int
+    bytes: int
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.k * self.n
+
+    @property
+    def key(self) -> str:
+        """`kind:width`, the shape class a coefficient set is fitted for."""
+        small = min(self.k, self.n)
+        width = "narrow" if small < 16 else "medium" if small < 64 else "wide"
+        return f"{self.kind}:{width}"
+
+
+@dataclass(frozen=True)
+class OpModel:
+    """Coefficients of one shape class: µs per call, per MB moved, per million MACs (all >= 0)."""
+
+    overhead_us: float
+    us_per_mb: float
+    us_per_mmac: float
+    samples: int = 0
+
+    def predict(self, shape: OpShape) -> float:
+        return self.overhead_us + self.us_per_mb * shape.bytes / 1e6 + self.us_per_mmac * shape.macs / 1e6
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """A fitted model of one device at one thread count; `default` marks the committed fallback profile."""
+
+    label: str
+    device: str
+    threads: int
+    torch: str
+    ops: dict[str, OpModel]
+    layer_overhead_us: float = 0.0
+    default: bool = False
+    source: str = ""
+    check: dict = field(default_factory=dict)
+
+    def op(self, key: str) -> OpModel:
+        """The coefficients for a shape class, else the kind's pooled fit (`kind:any`)."""
+        if key in self.ops:
+            return self.ops[key]
+        pooled = f"{key.split(':')[0]}:any"
+        if pooled in self.ops:
+            return self.ops[pooled]
+        raise TTPlanError(f"latency profile {self.label!r} has no model for {key}; rerun `ttplan calibrate`")
+
+    def predict(self, shape: OpShape) -> float:
+        """Predicted microseconds of one op."""
+        return self.op(shape.key).predict(shape)
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label, "default": self.default, "device": self.device, "threads": self.threads,
+            "torch": self.torch, "layer_overhead_us": self.layer_overhead_us,
+            "ops": {key: {"overhead_us": m.overhead_us, "us_per_mb": m.us_per_mb, "us_per_mmac": m.us_per_mmac,
+                          "samples": m.samples} for key, m in sorted(self.ops.items())},
+            "check": self.check,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "") -> LatencyProfile:
+        """A profile from its JSON form; a malformed one is a one-line error naming what is missing."""
+        try:
+            ops = {key: OpModel(float(v["overhead_us"]), float(v["us_per_mb"]), float(v["us_per_mmac"]),
+                                int(v.get("samples", 0))) for key, v in data["ops"].items()}
+            return cls(str(data["label"]), str(data["device"]), int(data["threads"]), str(data["torch"]), ops,
+                       float(data.get("layer_overhead_us", 0.0)), bool(data.get("default", False)), source,
+                       dict(data.get("check", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise TTPlanError(f"latency profile {source or '(given)'}: not a ttplan profile ({error!r})") from error
+
+    def save(self, path: Path) -> Path:
+        """Write the profile as JSON (parents created); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+
+def cache_dir() -> Path:
+    """ttplan's directory in the user's cache (`$XDG_CACHE_HOME/ttplan`, default `~/.cache/ttplan`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ttplan"
+
+
+def user_profile_path(device: str = "cpu") -> Path:
+    """Where `ttplan calibrate` saves the profile of `device` by default."""
+    return cache_dir() / ("profile.json" if device == "cpu" else f"profile-{device}.json")
+
+
+def default_profile() -> LatencyProfile:
+    """The committed profile (measured on the project's 2-core development machine), labelled as the default."""
+    text = resources.files("ttplan.core").joinpath("default_profile.json").read_text()
+    return LatencyProfile.from_dict(json.loads(text), "ttplan/core/default_profile.json")
+
+
+def load_profile(path: str | Path | None = None, device: str = "cpu") -> LatencyProfile:
+    """The given profile file, else this user's calibrated one for `device`, else the committed default."""
+    if path is None:
+        cached = user_profile_path(device)
+        if not cached.is_file():
+            return default_profile()
+        path = cached
+    path = Path(path)
+    if not path.is_file():
+        raise TTPlanError(f"--profile {path}: no such file; run `ttplan calibrate --profile {path}` to make one")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise TTPlanError(f"--profile {path}: not readable JSON ({error})") from error
+    return LatencyProfile.from_dict(data, str(path))
+
+
+def step_shape(network: TensorNetwork, a: Operand, b: Operand, cost: PairCost) -> OpShape:
+    """The op one contraction step lowers to: `[M, K] @ [K, N]` (K includes the window for the conv)."""
+    shared = a.indices & b.indices
+    k = channel_product(network, shared)
+    if cost.kind == "weight":
+        m = math.prod(network.indices[i].size for i in a.indices - shared)
+        n = math.prod(network.indices[i].size for i in b.indices - shared)
+        if m < n:
+            m, n = n, m
+        size_a, size_b = operand_elements(network, a), operand_elements(network, b)
+        return OpShape("weight", m, k, n, ELEMENT_BYTES * (size_a + size_b + cost.elements))
+    fm, other = (a, b) if a.feature else (b, a)
+    n = channel_product(network, other.indices - shared - GEOMETRY)
+    if cost.kind == "conv":  # the window indices the conv sums (`k`, or one axis `kh`/`kw` of a separable window)
+        k *= math.prod(network.indices[w].size for w in network.windows if w in fm.indices and w in other.indices)
+    m = max(1, cost.macs // max(1, k * n))
+    moved = operand_elements(network, fm) + operand_elements(network, other) + cost.elements
+    return OpShape(cost.kind, m, k, n, ELEMENT_BYTES * moved)
+
+
+def dense_shape(spec: ConvSpec, batch: int) -> OpShape:
+    """The dense conv as an op: `[B·H'W', I·k·k] @ [I·k·k, O]` (grouped convs count their per-group K)."""
+    k = spec.in_channels // spec.groups * spec.window
+    m = batch * spec.out_pixels
+    moved = batch * (spec.in_channels * spec.in_pixels + spec.out_channels * spec.out_pixels)
+    moved += spec.out_channels * k
+    return OpShape("dense", m, k, spec.out_channels, ELEMENT_BYTES * moved)
+
+
+def step_shapes(plan: ContractionPlan) -> dict[int, OpShape]:
+    """The op of every step of `plan`, by step number (weight-only steps included)."""
+    net = plan.network
+    ops = dict(enumerate(leaf_operands(net)))
+    shapes: dict[int, OpShape] = {}
+    for step in plan.steps:
+        a, b = ops.pop(step.left), ops.pop(step.right)
+        cost = pair_cost(net, a, b)
+        ops[step.result] = cost.result
+        shapes[step.number] = step_shape(net, a, b, cost)
+    return shapes
+
+
+def plan_shapes(plan: ContractionPlan) -> list[OpShape]:
+    """The ops one forward of `plan` runs (weight-only steps only when not folded)."""
+    return [shape for shape in step_shapes(plan).values() if not (shape.kind == "weight" and plan.fold_weights)]
+
+
+def predict_plan_us(plan: ContractionPlan, profile: LatencyProfile) -> float:
+    """Predicted microseconds of one forward of `plan` at its batch: its ops plus the per-layer overhead."""
+    return profile.layer_overhead_us + sum(profile.predict(shape) for shape in plan_shapes(plan))
+
+
+def predict_dense_us(spec: ConvSpec, batch: int, profile: LatencyProfile) -> float:
+    """Predicted microseconds of the dense conv the layer replaces."""
+    return profile.predict(dense_shape(spec, batch))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured op: its shape and median microseconds."""
+
+    shape: OpShape
+    us: float
+
+
+def fit_op(samples: list[Sample]) -> OpModel:
+    """Non-negative coefficients minimising the squared relative error over `samples`.
+
+    Every subset of the three terms is solved by weighted least squares (weights 1/t²) and the best
+    fit whose coefficients are all >= 0 is kept: an exact non-negative least squares for three terms.
+    """
+    rows = [((1.0, s.shape.bytes / 1e6, s.shape.macs / 1e6), s.us) for s in samples if s.us > 0]
+    if not rows:
+        raise TTPlanError("no samples to fit")
+    best: tuple[float, tuple[float, float, float]] | None = None
+    for mask in range(1, 8):
+        terms = [j for j in range(3) if mask >> j & 1]
+        coef = _weighted_lstsq(rows, terms)
+        if coef is None or min(coef) < 0:
+            continue
+        full = [0.0, 0.0, 0.0]
+        for j, c in zip(terms, coef):
+            full[j] = c
+        err = sum(((sum(f * c for f, c in zip(x, full)) - t) / t) ** 2 for x, t in rows)
+        if best is None or err < best[0]:
+            best = (err, (full[0], full[1], full[2]))
+    assert best is not None  # the overhead-only fit is always >= 0
+    return OpModel(*best[1], samples=len(rows))
+
+
+def _weighted_lstsq(rows: list[tuple[tuple[float, ...], float]], terms: list[int]) -> list[float] | None:
+    """Solve min Σ ((x·c − t)/t)² over the chosen terms by the normal equations; None if singular."""
+    n = len(terms)
+    a = [[0.0] * n for _ in range(n)]
+    y = [0.0] * n
+    for x, t in rows:
+        w = 1.0 / (t * t)
+        for p in range(n):
+            y[p] += w * x[terms[p]] * t
+            for q in range(n):
+                a[p][q] += w * x[terms[p]] * x[terms[q]]
+    return _solve(a, y)
+
+
+def _solve(a: list[list[float]], y: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting on a small dense system."""
+    n = len(y)
+    m = [row[:] + [y[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if abs(m[pivot][col]) < 1e-300:
+            return None
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(n):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                m[r] = [vr - f * vc for vr, vc in zip(m[r], m[col])]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
+def fit_profile(samples: list[Sample], *, label: str, device: str, threads: int, torch_version: str,
+                layer_overhead_us: float = 0.0, min_samples: int = 4) -> LatencyProfile:
+    """Fit one `OpModel` per shape class with enough samples, and a pooled `kind:any` per kind."""
+    by_key: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_key.setdefault(s.shape.key, []).append(s)
+        by_key.setdefault(f"{s.shape.kind}:any", []).append(s)
+    ops = {key: fit_op(group) for key, group in by_key.items() if len(group) >= min_samples}
+    return LatencyProfile(label, device, threads, torch_version, ops, layer_overhead_us)
+
+
+def relative_errors(predicted: list[float], measured: list[float]) -> list[float]:
+    """|predicted − measured| / measured, per pair."""
+    return [abs(p - m) / m for p, m in zip(predicted, measured) if m > 0]
+
+
+__all__ = [
+    "KINDS", "LatencyProfile", "OpModel", "OpShape", "Sample", "cache_dir", "default_profile", "dense_shape",
+    "fit_op", "fit_profile", "load_profile", "plan_shapes", "predict_dense_us", "predict_plan_us",
+    "relative_errors", "step_shape", "step_shapes", "user_profile_path",
+]

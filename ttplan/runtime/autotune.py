@@ -1,0 +1,203 @@
+"""Autotune one layer geometry: time the few best candidate orders in every lowering, and the dense conv; keep the
+fastest.
+
+Candidates are the orders that minimise predicted time, MACs and the largest intermediate, and the
+format's published order, ranked by predicted time (the latency profile) and cut to `top`. Each is
+run as a `TTConv2d` (random cores; folded weights when planned so) in each lowering, and the dense
+conv beside them; every round calls every variant once, in turn, so load drifts hit all alike, and
+the median over rounds is kept. Results are cached in the user's cache directory
+(`~/.cache/ttplan/autotune.json`), keyed by geometry, format, batch, folding, device, thread count
+and torch version, so a second run costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ttplan.core.contraction import ContractionPlan
+from ttplan.core.formats import TTFormat
+from ttplan.core.latency import LatencyProfile, cache_dir, load_profile, predict_dense_us, predict_plan_us
+from ttplan.core.network import build_network
+from ttplan.core.schemes import schemes_for
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.runtime.layers import TTConv2d
+from ttplan.runtime.lowering import LOWERINGS, Lowering
+
+#: the lowerings tried by default: NCHW maps only. A channels-last layer inside an NCHW model hands its
+#: neighbours (batch norm, residual adds) NHWC tensors, which measured slower end to end although the layer
+#: alone is faster; pass `LOWERINGS` when the whole model runs channels-last.
+NCHW_LOWERINGS = tuple(lowering for lowering in LOWERINGS if not lowering.channels_last)
+
+DENSE = "dense conv"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measured variant: an order in one lowering (plan None: the dense conv)."""
+
+    label: str
+    plan: ContractionPlan | None
+    lowering: Lowering
+    ms: float
+    predicted_ms: float | None
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "dense": self.plan is None, "lowering": self.lowering.label,
+                "mix": self.lowering.mix, "channels_last": self.lowering.channels_last, "ms": self.ms,
+                "predicted_ms": self.predicted_ms, "macs": self.plan.macs if self.plan else None,
+                "path": [list(p) for p in self.plan.pairs] if self.plan else None}
+
+
+@dataclass
+class TuneResult:
+    """Every timed variant of one layer geometry and format, and the fastest."""
+
+    spec: ConvSpec
+    fmt: TTFormat
+    batch: int
+    device: str
+    threads: int
+    timings: list[Timing]
+    rounds: int
+    source: str = "measured"
+
+    @property
+    def best(self) -> Timing:
+        return min(self.timings, key=lambda t: t.ms)
+
+    @property
+    def plan(self) -> ContractionPlan | None:
+        """The fastest order, or None when the dense conv is fastest."""
+        return self.best.plan
+
+    @property
+    def lowering(self) -> Lowering:
+        return self.best.lowering
+
+    @property
+    def dense_ms(self) -> float:
+        return next(t.ms for t in self.timings if t.plan is None)
+
+    def to_dict(self) -> dict:
+        for_json = [t.to_dict() for t in self.timings]
+        for row in for_json:
+            row["macs"] = row["macs"] if row["macs"] is not None else self.spec.dense_macs(self.batch)
+        return {"device": self.device, "threads": self.threads, "rounds": self.rounds, "source": self.source,
+                "dense_ms": self.dense_ms, "best": self.best.to_dict(), "timings": for_json}
+
+
+def candidate_plans(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, profile: LatencyProfile,
+                    top: int = 3) -> list[ContractionPlan]:
+    """Distinct executable orders by objective and the published one, fastest predicted first, at most `top`."""
+    network = build_network(spec, fmt, batch)
+    found: dict[tuple, ContractionPlan] = {}
+    for objective in ("latency", "macs", "memory"):
+        plan = optimize(network, fold_weights=fold_weights, objective=objective, profile=profile)
+        found.setdefault(plan.pairs, ContractionPlan(network, plan.pairs, objective, fold_weights))
+    for name, plan in schemes_for(network, fold_weights).items():
+        if name != "dense" and plan.executable:
+            found.setdefault(plan.pairs, plan)
+    ranked = sorted((p for p in found.values() if p.executable), key=lambda p: predict_plan_us(p, profile))
+    return ranked[:top]
+
+
+def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, threads: int,
+         lowerings: tuple[Lowering, ...]) -> str:
+    return (f"{spec.describe()}|{spec.input_size}|{fmt.label}|{fmt.in_modes}|{fmt.out_modes}|{fmt.ranks}|b{batch}|"
+            f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}|"
+            f"{','.join(lowering.label for lowering in lowerings)}")
+
+
+def cache_path() -> Path:
+    """The autotune cache file in the user's cache directory."""
+    return cache_dir() / "autotune.json"
+
+
+def _load_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _from_cache(entry: dict, spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str,
+                threads: int, profile: LatencyProfile) -> TuneResult:
+    network = build_network(spec, fmt, batch)
+    timings = []
+    for row in entry["timings"]:
+        plan = None if row["dense"] else ContractionPlan(network, [tuple(p) for p in row["path"]], row["label"],
+                                                         fold_weights)
+        predicted = (predict_plan_us(plan, profile) if plan else predict_dense_us(spec, batch, profile)) / 1000
+        timings.append(Timing(row["label"], plan, Lowering(row["mix"], row["channels_last"]), row["ms"], predicted))
+    return TuneResult(spec, fmt, batch, device, threads, timings, entry["rounds"], "cached")
+
+
+def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, device: str = "cpu",
+                   profile: LatencyProfile | None = None, top: int = 3, rounds: int = 7,
+                   lowerings: tuple[Lowering, ...] = NCHW_LOWERINGS, use_cache: bool = True) -> TuneResult:
+    """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`."""
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
+    profile = profile if profile is not None else load_profile(device=device)
+    threads = torch.get_num_threads()
+    key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings)
+    path = cache_path()
+    if use_cache:
+        cached = _load_cache(path).get(key)
+        if cached is not None:
+            return _from_cache(cached, spec, fmt, batch, fold_weights, device, threads, profile)
+    result = _measure(spec, fmt, batch, fold_weights, device, profile, top, rounds, lowerings)
+    if use_cache:
+        data = _load_cache(path)
+        data[key] = {"rounds": rounds, "timings": [t.to_dict() for t in result.timings]}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+            tmp.replace(path)
+        except OSError:
+            pass  # an unwritable cache only costs a re-measurement next time
+    return result
+
+
+def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, profile: LatencyProfile,
+             top: int, rounds: int, lowerings: tuple[Lowering, ...]) -> TuneResult:
+    dev = torch.device(device)
+    h, w = spec.input_size
+    x = torch.randn(batch, spec.in_channels, h, w, device=dev)
+    weight = torch.randn(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_size, device=dev)
+    variants: list[tuple[str, ContractionPlan | None, Lowering, object]] = [
+        (DENSE, None, Lowering(), lambda: F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation))]
+    for plan in candidate_plans(spec, fmt, batch, fold_weights, profile, top):
+        for lowering in lowerings:
+            layer = TTConv2d(spec, fmt, plan, fold_weights, device=dev, lowering=lowering).eval()
+            variants.append((plan.name, plan, lowering, layer))
+    times: list[list[float]] = [[] for _ in variants]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with torch.no_grad():
+        for _, _, _, fn in variants:
+            fn(x) if isinstance(fn, torch.nn.Module) else fn()  # warm-up (and fold)
+        for _ in range(rounds):
+            for n, (_, _, _, fn) in enumerate(variants):
+                sync()
+                start = time.perf_counter()
+                fn(x) if isinstance(fn, torch.nn.Module) else fn()
+                sync()
+                times[n].append((time.perf_counter() - start) * 1000)
+    timings = []
+    for (label, plan, lowering, _), ms in zip(variants, times):
+        predicted = (predict_plan_us(plan, profile) if plan else predict_dense_us(spec, batch, profile)) / 1000
+        timings.append(Timing(label, plan, lowering, statistics.median(ms), predicted))
+    return TuneResult(spec, fmt, batch, device, torch.get_num_threads(), timings, rounds)
+
+
+__all__ = ["DENSE", "NCHW_LOWERINGS", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans"]

@@ -1,0 +1,146 @@
+"""`TrainConfig`: every setting that determines a training run's result, checked in one place.
+
+A run records its config in every checkpoint and in metrics.json; `--resume` continues from that record,
+never from the command line or the original config file. Which settings may still change on resume is
+`RESUMABLE` (see ttplan.training.run_folder).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ttplan.arch.policy import Policy
+from ttplan.errors import TTPlanError
+from ttplan.training.data import EVAL_SPLITS, dataset_key
+
+PHASES = ("pretrain", "admm", "finetune")
+BASELINES = ("admm", "direct")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run's result (saved in metrics.json and in every checkpoint).
+
+    `lr` drives the dense segments (pretrain and ADMM/dense), `finetune_lr` (default: `lr`) the TT model.
+    ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant).
+    `batch_size` is the global batch: under torchrun each of N processes takes `batch_size / N`.
+    `max_batches` caps the batches per epoch, for training and evaluation (quick tests).
+    `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
+    training images (fashion-mnist, cifar10). `train_subset`: train on that many fixed images. `eval_split`:
+    `validation` evaluates on the fixed validation split instead of the test set (for choosing ρ).
+    `config` names a layer config (exactly its layers are decomposed); without one, a run with ADMM or
+    fine-tuning epochs decomposes the layers `policy` picks (the fields of `ttplan.arch.policy.Policy`,
+    None: its defaults, as `ttplan plan` uses them). `threads`: torch's CPU threads (None: the process's).
+    """
+
+    arch: str = "resnet20"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    config: str | None = None
+    image_size: int | None = 32
+    pretrain_epochs: int = 10
+    admm_epochs: int = 20
+    finetune_epochs: int = 10
+    rho: float = 1e-3
+    rho_growth: float = 1.0
+    lr: float = 0.05
+    finetune_lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    seed: int = 0
+    init: str | None = None
+    baseline: str = "admm"
+    device: str = "cpu"
+    scheme: str = "best"
+    max_batches: int | None = None
+    augment: bool = True
+    train_subset: int | None = None
+    eval_split: str = "test"
+    policy: dict[str, Any] | None = None
+    threads: int | None = None
+
+    def validate(self) -> None:
+        """One-line errors for values no run could use."""
+        for name in ("pretrain_epochs", "admm_epochs", "finetune_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TTPlanError(f"{name}={value!r}: expected an int >= 0")
+        if self.total_epochs == 0:
+            raise TTPlanError("pretrain_epochs, admm_epochs and finetune_epochs are all 0: nothing to train")
+        for name in ("image_size", "batch_size", "train_subset"):
+            value = getattr(self, name)
+            if value is None and name != "batch_size":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TTPlanError(f"{name}={value!r}: expected a positive int")
+        if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
+            raise TTPlanError(f"max_batches={self.max_batches!r}: expected a positive int or None")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise TTPlanError(f"threads={self.threads!r}: expected a positive int or None")
+        for name in ("rho", "lr", "rho_growth"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise TTPlanError(f"{name}={value!r}: expected a positive number")
+        if self.finetune_lr is not None and not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
+            raise TTPlanError(f"finetune_lr={self.finetune_lr!r}: expected a positive number or None")
+        if not (0 <= self.momentum < 1) or self.weight_decay < 0:
+            raise TTPlanError(f"momentum={self.momentum}, weight_decay={self.weight_decay}: expected "
+                              "0 <= momentum < 1 and weight_decay >= 0")
+        if self.baseline not in BASELINES:
+            raise TTPlanError(f"baseline={self.baseline!r}: expected one of {', '.join(BASELINES)}")
+        if self.device not in DEVICES:
+            raise TTPlanError(f"device={self.device!r}: expected one of {', '.join(DEVICES)}")
+        dataset_key(self.dataset)
+        if self.eval_split not in EVAL_SPLITS:
+            raise TTPlanError(f"eval_split={self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
+        self.make_policy()
+
+    def make_policy(self) -> Policy:
+        """The policy for layers when no config is given (unknown fields are a one-line error)."""
+        if self.policy is None:
+            return Policy()
+        if not isinstance(self.policy, dict):
+            raise TTPlanError(f"policy={self.policy!r}: expected a mapping of Policy fields, e.g. {{'rank': 8}}")
+        known = {f.name for f in fields(Policy)}
+        unknown = sorted(set(self.policy) - known)
+        if unknown:
+            raise TTPlanError(f"policy has unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+        return Policy(**self.policy)
+
+    @property
+    def decomposes(self) -> bool:
+        """Whether the run ends in TT layers: a config is given, or it has ADMM or fine-tuning epochs."""
+        return self.config is not None or bool(self.admm_epochs or self.finetune_epochs)
+
+    @property
+    def total_epochs(self) -> int:
+        """Pretrain + ADMM + fine-tune epochs."""
+        return self.pretrain_epochs + self.admm_epochs + self.finetune_epochs
+
+    def stages(self) -> list[str]:
+        """Each epoch's stage: `pretrain`, `admm` (or `dense` for the direct baseline), `finetune`."""
+        middle = "admm" if self.baseline == "admm" else "dense"
+        return ["pretrain"] * self.pretrain_epochs + [middle] * self.admm_epochs + ["finetune"] * self.finetune_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from `to_dict` output (unknown keys are an error naming them)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TTPlanError(f"train config has unknown key(s) {', '.join(unknown)}; accepted: {', '.join(known)}")
+        return cls(**data)
+
+
+def phase_of(stage: str) -> str:
+    """The phase written to metrics.json: the direct baseline's dense middle segment is `pretrain`."""
+    return "pretrain" if stage == "dense" else stage

@@ -1,0 +1,96 @@
+"""The models of a training run: which layers it decomposes (a config, else `ttplan plan`'s policy), the dense
+weights it may start from, and the fine-tuned TT model it saves and `load_tt_model` rebuilds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ttplan.arch.config import load_config
+from ttplan.arch.config import resolve_formats as config_formats
+from ttplan.arch.policy import formats_for
+from ttplan.core.formats import TTFormat
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.models import load_model, trace_layers
+from ttplan.training.checkpoint import format_from_dict, load_state_dict, load_tt_file
+from ttplan.training.config import TrainConfig
+from ttplan.training.run_folder import DENSE_WEIGHTS, TT_MODEL
+
+
+def resolve_formats(cfg: TrainConfig, model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, TTFormat]:
+    """The TT format of every layer the run decomposes: the config's layers, else the policy's (as `ttplan plan`)."""
+    if not cfg.decomposes:
+        return {}
+    layers = trace_layers(model, input_size)
+    if cfg.config is not None:
+        formats = config_formats(load_config(cfg.config), layers)
+        where = f"config {cfg.config!r} keeps every layer dense: name at least one layer with a TT format"
+    else:
+        policy = cfg.make_policy()
+        formats = {name: fmt for name, fmt in formats_for(layers, policy).items() if fmt is not None}
+        where = f"the policy ({policy.describe()}) keeps every layer dense: give a layer config (--config)"
+    if not formats:
+        raise TTPlanError(where)
+    return formats
+
+
+def recorded_formats(state: dict[str, Any], layers: dict[str, ConvSpec], path: Path) -> dict[str, TTFormat]:
+    """The formats a checkpoint recorded, checked against the model's layers."""
+    out: dict[str, TTFormat] = {}
+    for name, data in state["formats"].items():
+        fmt = format_from_dict(data, f"checkpoint {str(path)!r}, layer {name!r}")
+        if name not in layers:
+            raise TTPlanError(f"checkpoint {str(path)!r} records layer {name!r}, which the model does not have")
+        fmt.validate(layers[name])
+        out[name] = fmt
+    return out
+
+
+def init_weights(model: nn.Module, path: str) -> None:
+    """Load dense weights from `path`: a run folder (its dense.pt), a dense.pt/checkpoint, or a bare state_dict."""
+    source = Path(path).expanduser()
+    if source.is_dir():
+        source = source / DENSE_WEIGHTS
+        if not source.is_file():
+            raise TTPlanError(f"init folder {path!r} has no {DENSE_WEIGHTS}: give a run folder whose dense "
+                              "phase finished, or a .pt file with a dense state_dict")
+    state = load_state_dict(source, "init checkpoint")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else ""]
+        raise TTPlanError(f"init checkpoint {str(source)!r} does not fit the dense model: "
+                          + ", ".join(p for p in parts if p) + " keys; give the dense weights of the same --arch")
+    model.load_state_dict(state)
+
+
+def convert_model(model: nn.Module, formats: dict[str, TTFormat], input_size: tuple[int, int, int], scheme: str):
+    """A copy of `model` with the named layers replaced by TT layers decomposed from it."""
+    from ttplan.runtime.layers import convert
+
+    return convert(model, formats, input_size, scheme=scheme)
+
+
+def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
+    """The fine-tuned TT model saved by a run (`RUN/model_tt.pt`, or the run folder), ready for inference."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / TT_MODEL
+    data = load_tt_file(path)
+    model, input_size = load_model(str(data["arch"]), tuple(data["input_size"]))
+    formats = {name: format_from_dict(f, f"TT model {str(path)!r}, layer {name!r}")
+               for name, f in data["formats"].items()}
+    tt = convert_model(model, formats, input_size, data.get("scheme", "best"))
+    try:
+        tt.load_state_dict(data["model"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TTPlanError(f"TT model {str(path)!r} does not fit the model it names ({first})") from None
+    return tt.to(device).eval()
