@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.helpers.cli import one_line_error, run
+from tests.helpers.fashion import write_fake_fashion
 
 LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}}
 TINY = ["--image-size", "8", "--batch-size", "32", "--max-batches", "2", "--threads", "1"]
@@ -128,3 +129,28 @@ def test_resume_takes_lr_and_epochs_and_refuses_the_rest(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [c["setting"] for c in metrics["changes"]] == ["lr", "finetune_epochs"]
     assert [e["phase"] for e in metrics["epochs"]] == ["pretrain", "finetune"]
+
+
+def test_fashion_mnist_resnet32_on_idx_files_in_data_dir(tmp_path):
+    """Grey 28x28 images into ResNet-32 with one input channel, the whole pipeline, scored on the validation split."""
+    data = tmp_path / "fashion"
+    write_fake_fashion(data, n_train=200, n_test=20, gz=False)
+    config = write(tmp_path / "layers.json", LAYERS)
+    out = tmp_path / "run"
+    result = run(["train", "--arch", "resnet32", "--dataset", "fashion-mnist", "--data-dir", str(data), "--config",
+                  config, "--pretrain-epochs", "1", "--admm-epochs", "1", "--finetune-epochs", "1", "--rho", "1",
+                  "--train-subset", "64", "--eval-split", "validation", "--batch-size", "32", "--max-batches", "1",
+                  "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    cfg = metrics["config"]
+    assert (cfg["dataset"], cfg["image_size"], cfg["augment"], cfg["train_subset"]) == ("fashion-mnist", None, True, 64)
+    assert metrics["final"]["planned"]["dense_params"] > 400_000  # ResNet-32, not ResNet-20
+    state = torch.load(out / "model_tt.pt", weights_only=True)
+    assert state["input_size"] == [1, 28, 28] and state["model"]["conv1.weight"].shape == (16, 1, 3, 3)
+
+
+def test_fashion_mnist_missing_says_how_to_install(tmp_path):
+    result = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "nowhere"), "--pretrain-epochs",
+                  "1", "--admm-epochs", "0", "--finetune-epochs", "0", *TINY, "--out", str(tmp_path / "r")])
+    one_line_error(result, "nowhere", "apt-get install dataset-fashion-mnist")

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from ttplan.errors import TTPlanError
@@ -55,6 +56,19 @@ def test_preset_with_default_and_given_input_size() -> None:
     model, size = load_model("resnet20", (3, 64, 64))
     assert size == (3, 64, 64)
     assert trace_layers(model, size)[0].spec.input_size == (64, 64)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet56"])
+def test_cifar_presets_take_grey_images(name: str) -> None:
+    """One input channel at 28x28 (Fashion-MNIST): the first conv has 1 input channel, the rest is unchanged."""
+    grey, size = load_model(name, (1, 28, 28))
+    rgb, _ = load_model(name)
+    assert size == (1, 28, 28) and grey.conv1.weight.shape == (16, 1, 3, 3)
+    assert grey(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    layers = trace_layers(grey, size)
+    assert layers[0].spec.in_channels == 1 and layers[0].spec.input_size == (28, 28)
+    grey_params = sum(p.numel() for p in grey.parameters())
+    assert grey_params == sum(p.numel() for p in rgb.parameters()) - 2 * 16 * 9
 
 
 def test_module_callable(tiny: str) -> None:

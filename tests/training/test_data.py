@@ -9,8 +9,20 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.fashion import write_fake_fashion
 from ttplan.errors import TTPlanError
-from ttplan.training.data import CIFAR_MEAN, CIFAR_STD, load_cifar10_folder, load_dataset, load_digits_dataset
+from ttplan.training.augment import Augmented
+from ttplan.training.data import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    FASHION_DIR,
+    load_cifar10_folder,
+    load_dataset,
+    load_digits_dataset,
+    load_fashion_mnist,
+    split_indices,
+)
+from ttplan.training.idx import write_idx
 
 
 def test_digits_shapes_deterministic_stratified():
@@ -78,7 +90,91 @@ def test_missing_cifar_folder_and_batch(tmp_path):
 def test_load_dataset_dispatch():
     train, _ = load_dataset("digits", None, image_size=16)
     assert train.tensors[0].shape == (1437, 3, 16, 16)
-    with pytest.raises(TTPlanError, match="expected one of digits, cifar10"):
+    with pytest.raises(TTPlanError, match="expected one of digits, fashion-mnist, cifar10"):
         load_dataset("mnist", None, 32)
     with pytest.raises(TTPlanError, match="needs the path"):
         load_dataset("cifar10", None, 32)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fake_fashion_folder(tmp_path, gz):
+    arrays = write_fake_fashion(tmp_path, gz=gz)
+    train, test = load_fashion_mnist(tmp_path)
+    x, y = train.tensors
+    assert x.shape == (120, 1, 28, 28) and x.dtype == torch.float32 and test.tensors[0].shape == (30, 1, 28, 28)
+    assert y.tolist() == arrays["train-labels-idx1-ubyte"].tolist() and y.dtype == torch.int64
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3  # the training images' statistics
+    raw = arrays["t10k-images-idx3-ubyte"].astype(np.float64) / 255
+    pixels = arrays["train-images-idx3-ubyte"].astype(np.float64) / 255
+    expected = (raw[3, 10, 20] - pixels.mean()) / pixels.std(ddof=1)
+    assert test.tensors[0][3, 0, 10, 20].item() == pytest.approx(expected, rel=1e-4)
+    assert load_fashion_mnist(tmp_path, image_size=32)[1].tensors[0].shape == (30, 1, 32, 32)
+
+
+def test_fashion_missing_files_say_how_to_install(tmp_path):
+    for folder in (tmp_path / "nowhere", tmp_path):
+        with pytest.raises(TTPlanError, match="apt-get install dataset-fashion-mnist") as err:
+            load_fashion_mnist(folder)
+        assert "\n" not in str(err.value)
+    write_fake_fashion(tmp_path, skip="t10k-labels-idx1-ubyte")
+    with pytest.raises(TTPlanError, match="t10k-labels-idx1-ubyte'\\[.gz\\] not found"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_fashion_inconsistent_files(tmp_path):
+    write_fake_fashion(tmp_path)
+    write_idx(np.zeros(119, dtype=np.uint8), tmp_path / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(TTPlanError, match="120 images but 119 labels"):
+        load_fashion_mnist(tmp_path)
+    write_idx(np.full(120, 10, dtype=np.uint8), tmp_path / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(TTPlanError, match="go up to 10"):
+        load_fashion_mnist(tmp_path)
+    write_idx(np.zeros((120, 28, 28), dtype=np.uint8), tmp_path / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(TTPlanError, match="magic number 0x00000803"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_validation_split_and_subset(tmp_path):
+    write_fake_fashion(tmp_path, n_train=200)
+    validation, rest = split_indices(200)
+    assert len(validation) == 20 and len(rest) == 180
+    assert sorted(torch.cat([validation, rest]).tolist()) == list(range(200))
+    assert torch.equal(split_indices(200)[0], validation)  # fixed, whatever the global seed
+    full, test = load_dataset("fashion-mnist", tmp_path)
+    train, val = load_dataset("fashion-mnist", tmp_path, eval_split="validation")
+    assert len(test) == 30 and len(val) == 20 and len(train) == 180
+    images = full.tensors[0]
+    assert torch.equal(val.tensors[0], images[validation])
+    sub_test, _ = load_dataset("fashion-mnist", tmp_path, train_subset=50)
+    sub_val, _ = load_dataset("fashion-mnist", tmp_path, train_subset=50, eval_split="validation")
+    assert len(sub_test) == 50 and torch.equal(sub_test.tensors[0], sub_val.tensors[0])  # same images either way
+    held_out = {tuple(v.flatten()[:20].tolist()) for v in val.tensors[0]}
+    assert not held_out & {tuple(v.flatten()[:20].tolist()) for v in sub_test.tensors[0]}
+    with pytest.raises(TTPlanError, match="train_subset=181: only 180"):
+        load_dataset("fashion-mnist", tmp_path, train_subset=181)
+    with pytest.raises(TTPlanError, match="eval_split='dev'"):
+        load_dataset("fashion-mnist", tmp_path, eval_split="dev")
+
+
+def test_augmentation_on_training_sets_only(tmp_path):
+    write_fake_fashion(tmp_path)
+    train, test = load_dataset("fashion-mnist", tmp_path, augment=True)
+    assert isinstance(train, Augmented) and not isinstance(test, Augmented)
+    black = train.base.tensors[0].amin()
+    assert train.fill.tolist() == [pytest.approx(float(black))]
+    _write_fake_cifar(tmp_path / "cifar")
+    ctrain, ctest = load_dataset("cifar10", tmp_path / "cifar", augment=True)
+    assert isinstance(ctrain, Augmented) and not isinstance(ctest, Augmented)
+    expected = [-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)]
+    assert ctrain.fill.tolist() == pytest.approx(expected)
+    digits, _ = load_dataset("digits", None, 8, augment=True)
+    assert not isinstance(digits, Augmented)  # a mirrored digit is another symbol
+
+
+@pytest.mark.skipif(not Path(FASHION_DIR, "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_files():
+    train, test = load_fashion_mnist()
+    assert train.tensors[0].shape == (60000, 1, 28, 28) and test.tensors[0].shape == (10000, 1, 28, 28)
+    assert torch.bincount(train.tensors[1]).tolist() == [6000] * 10
+    assert torch.bincount(test.tensors[1]).tolist() == [1000] * 10

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers.fashion import write_fake_fashion
 from ttplan.errors import TTPlanError
 from ttplan.training.data import load_dataset
 from ttplan.training.run import (
@@ -159,3 +160,30 @@ def test_bad_input_is_one_line(tmp_path):
         train(small_config(tmp_path), done)
     with pytest.raises(TTPlanError, match="does not fit the dense model"):
         train(small_config(tmp_path, arch="resnet32", init=str(done)), tmp_path / "init32")
+
+
+def test_augmented_run_is_deterministic_and_resumes_exactly(tmp_path):
+    """The crop/flip draws come from the RNG the checkpoint saves: a killed and resumed run with augmentation
+    ends exactly where an uninterrupted one does, and the same seed gives the same run."""
+    data = tmp_path / "fashion"
+    write_fake_fashion(data, n_train=160, n_test=16)
+    cfg = small_config(tmp_path, dataset="fashion-mnist", data_dir=str(data), image_size=None, augment=True,
+                       train_subset=96, admm_epochs=1)
+    full = train(cfg, tmp_path / "full")
+    same = train(cfg, tmp_path / "same")
+    assert full["epochs"] == same["epochs"]
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "cut", on_epoch_end=kill_after(1))
+    resumed = resume(tmp_path / "cut")
+    assert full["epochs"] == resumed["epochs"]
+    plain = train(TrainConfig(**{**cfg.to_dict(), "augment": False}), tmp_path / "plain")
+    assert plain["epochs"][0]["loss"] != full["epochs"][0]["loss"]  # the augmentation did change the batches
+
+
+def test_new_data_fields_are_checked():
+    with pytest.raises(TTPlanError, match="train_subset=0"):
+        TrainConfig(train_subset=0, pretrain_epochs=1, admm_epochs=0, finetune_epochs=0).validate()
+    with pytest.raises(TTPlanError, match="eval_split='train'"):
+        TrainConfig(eval_split="train", pretrain_epochs=1, admm_epochs=0, finetune_epochs=0).validate()
+    with pytest.raises(TTPlanError, match="dataset='mnist'"):
+        TrainConfig(dataset="mnist", pretrain_epochs=1, admm_epochs=0, finetune_epochs=0).validate()

@@ -12,7 +12,7 @@ from ttplan.cli.main import Interrupted
 from ttplan.cli.options import arch_option, device_options, policy_from_options, policy_options
 from ttplan.errors import TTPlanError
 from ttplan.training.config import BASELINES, DEVICES, TrainConfig
-from ttplan.training.data import DATASETS
+from ttplan.training.data import DATASETS, EVAL_SPLITS, FASHION_DIR
 from ttplan.training.run import CHECKPOINT, resume, train
 
 #: the policy options, spelled as `ttplan plan` spells them
@@ -27,6 +27,7 @@ Examples:
   ttplan train --arch resnet20 --dataset digits --config ranks.json \\
       --pretrain-epochs 10 --admm-epochs 20 --finetune-epochs 10 --rho 1e-3 --out runs/r20
   ttplan train --arch resnet20 --admm-epochs 20 --out runs/r20_policy    # no config: ttplan plan's policy
+  ttplan train --arch resnet32 --dataset fashion-mnist --config ranks.json --rho 1 --out runs/fm
   ttplan train --resume runs/r20                  # continue, exactly as recorded (from any directory)
   ttplan train --resume runs/r20 --lr 0.01        # a deliberate change, recorded in metrics.json
   torchrun --nproc_per_node 2 -m ttplan train ...      # data-parallel (gloo on CPU, nccl on GPU)
@@ -45,11 +46,21 @@ def _click_progress(label: str, length: int):
 @click.command("train", epilog=EXAMPLE)
 @arch_option("resnet20")
 @click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True,
-              help="digits: scikit-learn's bundled 8x8 digits; cifar10: python batches in --data-dir.")
+              help="digits: scikit-learn's bundled 8x8 digits; fashion-mnist: the idx files of Debian's "
+                   "dataset-fashion-mnist (or --data-dir); cifar10: python batches in --data-dir.")
 @click.option("--data-dir", type=click.Path(), default=None,
-              help="CIFAR-10 folder (cifar-10-batches-py or its parent).")
-@click.option("--image-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Images are resized to this square size.")
+              help="fashion-mnist: folder with the four idx files (.gz or plain; default "
+                   f"{FASHION_DIR}); cifar10: cifar-10-batches-py or its parent.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
+              help="Images are resized to this square size (default: 28 for fashion-mnist, 32 otherwise).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random crop (4-pixel padding) + horizontal flip of the training images (fashion-mnist, "
+                   "cifar10; never for evaluation).")
+@click.option("--train-subset", type=click.IntRange(min=1), default=None,
+              help="Train on this many fixed training images (never from the validation split).")
+@click.option("--eval-split", type=click.Choice(list(EVAL_SPLITS)), default="test", show_default=True,
+              help="validation: evaluate on the fixed validation split of the training images (to choose ρ "
+                   "or the learning rate) and train on the rest.")
 @click.option("--config", "config_path", type=click.Path(), default=None,
               help="Layer config (JSON/YAML): layer name -> {format, tt_shapes, ranks} or {format, in_modes, "
                    "out_modes, rank}; exactly these layers are decomposed. Without it: the policy options below.")

@@ -45,11 +45,12 @@ class CifarBasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 images: three stages of `n` basic blocks each."""
+    """ResNet-(6n+2) for 32x32 images: three stages of `n` basic blocks each (`in_channels`: 3 for RGB, 1 for
+    grey images such as Fashion-MNIST; any square size works, the pooling is adaptive)."""
 
-    def __init__(self, blocks_per_stage: int, num_classes: int = 10) -> None:
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = self._stage(16, 16, blocks_per_stage, 1)
@@ -73,16 +74,16 @@ class CifarResNet(nn.Module):
         return self.linear(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet20(num_classes: int = 10) -> CifarResNet:
+def resnet20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     """ResNet-20 (n=3): 0.27 M parameters, 40.55 M MACs at 32x32."""
-    return CifarResNet(3, num_classes)
+    return CifarResNet(3, num_classes, in_channels)
 
 
-def resnet32(num_classes: int = 10) -> CifarResNet:
+def resnet32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     """ResNet-32 (n=5): 0.46 M parameters, 68.86 M MACs at 32x32."""
-    return CifarResNet(5, num_classes)
+    return CifarResNet(5, num_classes, in_channels)
 
 
-def resnet56(num_classes: int = 10) -> CifarResNet:
+def resnet56(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     """ResNet-56 (n=9): 0.85 M parameters, 125.49 M MACs at 32x32."""
-    return CifarResNet(9, num_classes)
+    return CifarResNet(9, num_classes, in_channels)

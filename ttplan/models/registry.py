@@ -19,20 +19,22 @@ from ttplan.models.vgg import vgg16
 
 @dataclass(frozen=True)
 class Preset:
-    """A model builder (called with no arguments) and the input size (C, H, W) it is meant for."""
+    """A model builder and the input size (C, H, W) it is meant for; `any_channels`: the builder takes
+    `in_channels`, so the preset also accepts e.g. 1-channel grey images."""
 
-    builder: Callable[[], nn.Module]
+    builder: Callable[..., nn.Module]
     input_size: tuple[int, int, int]
     summary: str
+    any_channels: bool = False
 
 
 _CIFAR = (3, 32, 32)
 _IMAGENET = (3, 224, 224)
 
 PRESETS: dict[str, Preset] = {
-    "resnet20": Preset(resnet20, _CIFAR, "CIFAR ResNet-20, option-A shortcuts, 10 classes"),
-    "resnet32": Preset(resnet32, _CIFAR, "CIFAR ResNet-32, option-A shortcuts, 10 classes"),
-    "resnet56": Preset(resnet56, _CIFAR, "CIFAR ResNet-56, option-A shortcuts, 10 classes"),
+    "resnet20": Preset(resnet20, _CIFAR, "CIFAR ResNet-20, option-A shortcuts, 10 classes", True),
+    "resnet32": Preset(resnet32, _CIFAR, "CIFAR ResNet-32, option-A shortcuts, 10 classes", True),
+    "resnet56": Preset(resnet56, _CIFAR, "CIFAR ResNet-56, option-A shortcuts, 10 classes", True),
     "resnet18": Preset(resnet18, _IMAGENET, "ImageNet ResNet-18, torchvision layout"),
     "resnet34": Preset(resnet34, _IMAGENET, "ImageNet ResNet-34, torchvision layout"),
     "resnet50": Preset(resnet50, _IMAGENET, "ImageNet ResNet-50 (stride on conv2), torchvision layout"),
@@ -116,4 +118,6 @@ def load_model(
             f"unknown model {name_or_target!r}; {hint}presets: {', '.join(PRESETS)} (or give module:callable)"
         )
     size = preset.input_size if input_size is None else _check_input_size(input_size)
+    if preset.any_channels and size[0] != preset.input_size[0]:
+        return preset.builder(in_channels=size[0]), size
     return preset.builder(), size

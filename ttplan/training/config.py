@@ -13,7 +13,7 @@ from typing import Any
 
 from ttplan.arch.policy import Policy
 from ttplan.errors import TTPlanError
-from ttplan.training.data import DATASETS
+from ttplan.training.data import EVAL_SPLITS, dataset_key
 
 PHASES = ("pretrain", "admm", "finetune")
 BASELINES = ("admm", "direct")
@@ -28,6 +28,9 @@ class TrainConfig:
     ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant).
     `batch_size` is the global batch: under torchrun each of N processes takes `batch_size / N`.
     `max_batches` caps the batches per epoch, for training and evaluation (quick tests).
+    `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
+    training images (fashion-mnist, cifar10). `train_subset`: train on that many fixed images. `eval_split`:
+    `validation` evaluates on the fixed validation split instead of the test set (for choosing ρ).
     `config` names a layer config (exactly its layers are decomposed); without one, a run with ADMM or
     fine-tuning epochs decomposes the layers `policy` picks (the fields of `ttplan.arch.policy.Policy`,
     None: its defaults, as `ttplan plan` uses them). `threads`: torch's CPU threads (None: the process's).
@@ -37,7 +40,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     config: str | None = None
-    image_size: int = 32
+    image_size: int | None = 32
     pretrain_epochs: int = 10
     admm_epochs: int = 20
     finetune_epochs: int = 10
@@ -54,6 +57,9 @@ class TrainConfig:
     device: str = "cpu"
     scheme: str = "best"
     max_batches: int | None = None
+    augment: bool = True
+    train_subset: int | None = None
+    eval_split: str = "test"
     policy: dict[str, Any] | None = None
     threads: int | None = None
 
@@ -65,8 +71,10 @@ class TrainConfig:
                 raise TTPlanError(f"{name}={value!r}: expected an int >= 0")
         if self.total_epochs == 0:
             raise TTPlanError("pretrain_epochs, admm_epochs and finetune_epochs are all 0: nothing to train")
-        for name in ("image_size", "batch_size"):
+        for name in ("image_size", "batch_size", "train_subset"):
             value = getattr(self, name)
+            if value is None and name != "batch_size":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TTPlanError(f"{name}={value!r}: expected a positive int")
         if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
@@ -87,8 +95,9 @@ class TrainConfig:
             raise TTPlanError(f"baseline={self.baseline!r}: expected one of {', '.join(BASELINES)}")
         if self.device not in DEVICES:
             raise TTPlanError(f"device={self.device!r}: expected one of {', '.join(DEVICES)}")
-        if str(self.dataset).lower().replace("-", "") not in DATASETS:
-            raise TTPlanError(f"dataset={self.dataset!r}: expected one of {', '.join(DATASETS)}")
+        dataset_key(self.dataset)
+        if self.eval_split not in EVAL_SPLITS:
+            raise TTPlanError(f"eval_split={self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
         self.make_policy()
 
     def make_policy(self) -> Policy:

@@ -1,4 +1,6 @@
-"""Real image data without downloads: scikit-learn's bundled digits, or a CIFAR-10 folder already on disk."""
+"""Real image data without downloads: scikit-learn's bundled digits, Fashion-MNIST's idx files (Debian package
+`dataset-fashion-mnist`, or any folder), or a CIFAR-10 folder already on disk; with a fixed validation split,
+a fixed training subset and the standard crop + flip augmentation (fashion-mnist and cifar10, training only)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from ttplan.errors import TTPlanError
+from ttplan.training.augment import Augmented
+from ttplan.training.idx import read_idx
 
-DATASETS = ("digits", "cifar10")
+DATASETS = ("digits", "fashion-mnist", "cifar10")
+EVAL_SPLITS = ("test", "validation")
+#: the fixed validation split: this many training images (at most a tenth of them), drawn with this seed
+VALIDATION_SIZE = 5000
+SPLIT_SEED = 0
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_INSTALL = "as root: apt-get update && apt-get install dataset-fashion-mnist"
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
@@ -129,18 +141,121 @@ def load_cifar10_folder(path: str | Path, image_size: int = 32) -> tuple[TensorD
     return train, test
 
 
-def load_dataset(name: str, path: str | Path | None, image_size: int) -> tuple[TensorDataset, TensorDataset]:
-    """`(train, test)` for `digits` (bundled; `path` unused) or `cifar10` (read from `path`)."""
-    key = str(name).lower().replace("-", "")
+def _fashion_file(folder: Path, name: str) -> Path:
+    """`name.gz` or plain `name` in `folder`, or a one-line error saying how to get the files."""
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    every = ", ".join(f"{n}[.gz]" for pair in FASHION_FILES.values() for n in pair)
+    raise TTPlanError(f"Fashion-MNIST: {str(folder / name)!r}[.gz] not found; install the data ({FASHION_INSTALL}) "
+                      f"or give --data-dir a folder with {every}")
+
+
+def _fashion_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images `[N, 28, 28]` and int64 labels of one split, checked against each other."""
+    image_name, label_name = FASHION_FILES[split]
+    images = read_idx(_fashion_file(folder, image_name), ndim=3)
+    labels = read_idx(_fashion_file(folder, label_name), ndim=1)
+    if images.shape[0] != labels.shape[0]:
+        raise TTPlanError(f"Fashion-MNIST {split} split in {str(folder)!r}: {images.shape[0]} images but "
+                          f"{labels.shape[0]} labels; expected as many of each")
+    if labels.size and int(labels.max()) > 9:
+        raise TTPlanError(f"Fashion-MNIST {split} labels in {str(folder)!r} go up to {int(labels.max())}: "
+                          "expected classes 0..9")
+    return images, labels.astype(np.int64)
+
+
+def load_fashion_mnist(path: str | Path | None = None, image_size: int = 28) -> tuple[TensorDataset, TensorDataset]:
+    """Fashion-MNIST `(train, test)` (60,000 / 10,000 grey images, one channel) from the idx files in `path`
+    (default: where Debian's dataset-fashion-mnist puts them), normalised with the training images' mean/std.
+    """
+    _check_size("image_size", image_size)
+    folder = Path(path if path is not None else FASHION_DIR).expanduser()
+    if not folder.is_dir():
+        raise TTPlanError(f"Fashion-MNIST folder {str(folder)!r} does not exist; install the data "
+                          f"({FASHION_INSTALL}) or give --data-dir a folder with the four idx files")
+    parts = {split: _fashion_split(folder, split) for split in FASHION_FILES}
+    train_x = torch.from_numpy(parts["train"][0]).to(torch.float32).div_(255.0).unsqueeze(1)
+    mean, std = float(train_x.mean()), float(train_x.std())
+
+    def images(raw: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(raw).to(torch.float32).div_(255.0).unsqueeze(1)
+        return _resize((x - mean) / std, image_size)
+
+    return tuple(TensorDataset(images(x), torch.from_numpy(y)) for x, y in parts.values())  # type: ignore[return-value]
+
+
+def split_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed `(validation, rest)` index split of `n` training images: `min(5000, n // 10)` of them, drawn with
+    a seed of its own, so every run (whatever its --seed) holds out the same images; `rest` keeps that order."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    size = min(VALIDATION_SIZE, n // 10)
+    return order[:size], order[size:]
+
+
+def _take(dataset: TensorDataset, index: torch.Tensor) -> TensorDataset:
+    return TensorDataset(*(t[index] for t in dataset.tensors))
+
+
+def dataset_key(name: str) -> str:
+    """The canonical dataset name (`fashion_mnist`, `FashionMNIST`, `cifar-10` ... accepted), or a one-line error."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    canonical = {d.replace("-", ""): d for d in DATASETS}
+    if key not in canonical:
+        raise TTPlanError(f"dataset={name!r}: expected one of {', '.join(DATASETS)}")
+    return canonical[key]
+
+
+def default_image_size(name: str) -> int:
+    """The image size a dataset is trained at unless asked otherwise: 28 for fashion-mnist, 32 for the others."""
+    return 28 if dataset_key(name) == "fashion-mnist" else 32
+
+
+def load_dataset(name: str, path: str | Path | None, image_size: int | None = None, *, augment: bool = False,
+                 train_subset: int | None = None, eval_split: str = "test") -> tuple[Dataset, Dataset]:
+    """`(train, eval)` for `digits` (bundled; `path` unused), `fashion-mnist` (idx files in `path`, default the
+    Debian package's folder) or `cifar10` (read from `path`).
+
+    `eval_split="validation"` evaluates on the fixed validation split of the training images (`split_indices`)
+    and trains on the rest; `"test"` trains on every training image and evaluates on the test set.
+    `train_subset` keeps that many training images, always from outside the validation split, the same ones
+    for every run. `augment` wraps the training set in the random crop (4-pixel padding) + flip for
+    fashion-mnist and cifar10 (digits have no augmentation: a flipped digit is another symbol).
+    """
+    key = dataset_key(name)
+    size = default_image_size(key) if image_size is None else _check_size("image_size", image_size)
+    if eval_split not in EVAL_SPLITS:
+        raise TTPlanError(f"eval_split={eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
     if key == "digits":
-        return load_digits_dataset(image_size=image_size)
-    if key == "cifar10":
+        train, test = load_digits_dataset(image_size=size)
+        black_fill = None  # digits are not augmented
+    elif key == "fashion-mnist":
+        train, test = load_fashion_mnist(path, image_size=size)
+        black_fill = train.tensors[0].amin().reshape(1)  # the normalised value of pixel 0 (black)
+    else:
         if path is None:
             raise TTPlanError(
                 f"dataset 'cifar10' needs the path of a folder with {CIFAR_DIR} (nothing is downloaded)"
             )
-        return load_cifar10_folder(path, image_size=image_size)
-    raise TTPlanError(f"dataset={name!r}: expected one of {', '.join(DATASETS)}")
+        train, test = load_cifar10_folder(path, image_size=size)
+        black_fill = -torch.tensor(CIFAR_MEAN) / torch.tensor(CIFAR_STD)
+    validation, rest = split_indices(len(train))
+    evaluation: Dataset = test
+    keep = rest if eval_split == "validation" else None
+    if eval_split == "validation":
+        evaluation = _take(train, validation)
+    if train_subset is not None:
+        _check_size("train_subset", train_subset)
+        if train_subset > len(rest):
+            raise TTPlanError(f"train_subset={train_subset}: only {len(rest)} training images lie outside the "
+                              f"validation split of {key}; give at most {len(rest)} (or none for all)")
+        keep = rest[:train_subset]
+    if keep is not None:
+        train = _take(train, torch.sort(keep).values)
+    if augment and black_fill is not None:
+        return Augmented(train, black_fill), evaluation
+    return train, evaluation
 
 
-__all__ = ["DATASETS", "load_cifar10_folder", "load_dataset", "load_digits_dataset"]
+__all__ = ["DATASETS", "EVAL_SPLITS", "default_image_size", "load_cifar10_folder", "load_dataset",
+           "load_digits_dataset", "load_fashion_mnist", "split_indices"]

@@ -163,9 +163,10 @@ def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path, recorded: dict[s
         raise TTPlanError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over "
                           f"{ctx.world_size} processes")
     seed_everything(cfg.seed)
-    train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size)
-    channels = int(train_set[0][0].shape[0])
-    model, input_size = load_model(cfg.arch, (channels, cfg.image_size, cfg.image_size))
+    train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, augment=cfg.augment,
+                                       train_subset=cfg.train_subset, eval_split=cfg.eval_split)
+    channels, height, width = (int(n) for n in test_set[0][0].shape)
+    model, input_size = load_model(cfg.arch, (channels, height, width))
     layers = trace_layers(model, input_size)
     if recorded is None:
         if cfg.init is not None:
