@@ -7,7 +7,7 @@ import click
 from ttplan.cli.options import device_options
 from ttplan.cli.output import emit_text, out_option
 from ttplan.errors import TTPlanError
-from ttplan.training.run import DEVICES
+from ttplan.training.config import DEVICES
 
 
 @click.group()
