@@ -42,6 +42,11 @@ class Objective(Protocol):
         ...
 
 
+def forward_macs(cost: PairCost, folded: bool) -> int:
+    """A step's MACs per forward: a weight-only step costs nothing once weights are folded at load."""
+    return 0 if folded and cost.kind == "weight" else cost.macs
+
+
 @dataclass(frozen=True)
 class Macs:
     """Fewest MACs per forward (ties: smaller largest intermediate)."""
@@ -49,7 +54,7 @@ class Macs:
     name: str = "macs"
 
     def step_cost(self, network: TensorNetwork, a: Operand, b: Operand, cost: PairCost, folded: bool) -> float:
-        return 0 if folded and cost.kind == "weight" else cost.macs
+        return forward_macs(cost, folded)
 
     def combine(self, a: Score, b: Score, step: float, elements: int) -> Score:
         return (a[0] + b[0] + step, max(a[1], b[1], elements), a[2] + b[2])
@@ -62,7 +67,7 @@ class Memory:
     name: str = "memory"
 
     def step_cost(self, network: TensorNetwork, a: Operand, b: Operand, cost: PairCost, folded: bool) -> float:
-        return 0 if folded and cost.kind == "weight" else cost.macs
+        return forward_macs(cost, folded)
 
     def combine(self, a: Score, b: Score, step: float, elements: int) -> Score:
         return (max(a[0], b[0], elements), int(a[1] + b[1] + step), a[2] + b[2])
