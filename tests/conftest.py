@@ -59,6 +59,14 @@ def one_thread():
 
 
 @pytest.fixture
+def keep_threads():
+    """Put torch's thread count back after a test that changes it (`--threads`, `set_num_threads`)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def make_random_layer():
     """The `random_layer(rng, max_cores)` factory."""
     return random_layer

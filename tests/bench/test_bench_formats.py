@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.helpers.cli import one_line_error, run
 from ttplan.bench.formats import compare_formats, nearest_rank_format, render_markdown
@@ -14,11 +13,8 @@ from ttplan.core.spec import ConvSpec
 SPEC = ConvSpec.make(16, 32, 3, 2, 1, input_size=8)
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+#: commands here set torch's thread count for the process (`--threads`): put it back after each test
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 @pytest.mark.parametrize("kind, order", [("hodec", 2), ("tr", 2), ("cp", 1), ("cp-separable", 1)])

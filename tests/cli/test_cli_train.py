@@ -14,12 +14,8 @@ LAYERS = {"layer3.0.conv2": {"format": "hodec", "in_modes": [8, 8], "out_modes":
 TINY = ["--image-size", "8", "--batch-size", "32", "--max-batches", "2", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    """`--threads` sets torch's thread count for the process: put it back afterwards."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+#: commands here set torch's thread count for the process (`--threads`): put it back after each test
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 def write(path, data) -> str:

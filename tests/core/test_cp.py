@@ -6,6 +6,7 @@ import random
 import pytest
 
 from tests.helpers.ring_cp_cases import random_cp, recount
+from tests.helpers.search_checks import assert_best_is_brute_force, assert_exact_under_a_memory_limit
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.schemes import published, schemes_for
@@ -23,10 +24,7 @@ def test_search_equals_brute_force_on_random_cp_networks(kind):
         spec, fmt = random_cp(rng, kind=kind)
         net = build_network(spec, fmt, batch=rng.choice([1, 2, 8]))
         assert net.hyperedges == frozenset({"r"})
-        fold = rng.random() < 0.3
-        best = optimize(net, fold_weights=fold)
-        brute = optimize(net, "brute-force", fold_weights=fold)
-        assert best.macs == brute.macs, (spec, fmt, best.pairs, brute.pairs)
+        best = assert_best_is_brute_force(net, fold=rng.random() < 0.3)
         assert [s.macs for s in best.steps] == recount(net, best)
 
 
@@ -34,12 +32,7 @@ def test_search_equals_brute_force_on_cp_under_memory_limits():
     rng = random.Random(32)
     for _ in range(25):
         spec, fmt = random_cp(rng, max_cores=4)
-        net = build_network(spec, fmt)
-        least = optimize(net, "memory").largest_intermediate
-        limit = rng.randint(least, max(least, optimize(net).largest_intermediate))
-        best = optimize(net, memory_limit=limit)
-        assert best.macs == optimize(net, "brute-force", memory_limit=limit).macs
-        assert best.largest_intermediate <= limit
+        assert_exact_under_a_memory_limit(build_network(spec, fmt), rng)
 
 
 @pytest.mark.parametrize("kind", ["cp", "cp-separable"])

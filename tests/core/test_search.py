@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from tests.helpers.search_checks import assert_best_is_brute_force, assert_exact_under_a_memory_limit
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.schemes import schemes_for
@@ -20,10 +21,7 @@ def test_search_equals_brute_force_on_random_networks(make_random_layer):
     while checked < 60:
         spec, fmt = make_random_layer(rng, max_cores=5)
         net = build_network(spec, fmt, batch=rng.choice([1, 2, 8]))
-        fold = rng.random() < 0.3
-        best = optimize(net, fold_weights=fold)
-        brute = optimize(net, "brute-force", fold_weights=fold)
-        assert best.macs == brute.macs, (spec, fmt, best.pairs, brute.pairs)
+        best = assert_best_is_brute_force(net, fold=rng.random() < 0.3)
         assert best.executable
         checked += 1
 
@@ -32,13 +30,7 @@ def test_search_equals_brute_force_under_memory_limits(make_random_layer):
     rng = random.Random(7)
     for _ in range(25):
         spec, fmt = make_random_layer(rng, max_cores=4)
-        net = build_network(spec, fmt)
-        free = optimize(net)
-        limit = max(s.elements for s in optimize(net, "memory").steps)
-        limit = rng.randint(limit, max(limit, free.largest_intermediate))
-        best = optimize(net, memory_limit=limit)
-        brute = optimize(net, "brute-force", memory_limit=limit)
-        assert best.macs == brute.macs and best.largest_intermediate <= limit
+        assert_exact_under_a_memory_limit(build_network(spec, fmt), rng)
 
 
 def test_best_never_worse_than_any_scheme(make_random_layer):

@@ -6,6 +6,7 @@ import random
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat, get_format, make_format
@@ -15,6 +16,7 @@ from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.decomposition import rebuild
+from ttplan.runtime.lowering import Program, fold, run_feature_steps, run_plan
 
 
 def load_source(source: str) -> dict:
@@ -94,10 +96,35 @@ def plans_for(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = Fa
     return plans
 
 
+def conv_with(x: torch.Tensor, kernel: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    """`conv2d` of `x` with a dense `kernel` at the layer's stride, padding and dilation (no bias)."""
+    return F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+
+
 def reference(x: torch.Tensor, cores: list[torch.Tensor], spec: ConvSpec, fmt: TTFormat) -> torch.Tensor:
     """The dense conv with the kernel rebuilt by `ttplan.runtime.decomposition.rebuild` (independent of execute)."""
     kernel = rebuild(cores, fmt, spec).reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)
-    return F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+    return conv_with(x, kernel, spec)
+
+
+def the_class(source: str):
+    """The one layer class a generated module exports."""
+    namespace = load_source(source)
+    (name,) = namespace["__all__"]
+    return namespace[name]
+
+
+def assert_counts_planned_flops(program: Program, x: torch.Tensor, cores: list[torch.Tensor]) -> None:
+    """FlopCounterMode: a whole run is 2 x (feature + weight MACs), the feature steps after folding 2 x feature."""
+    plan = program.plan
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run_plan(program, x, cores)
+    assert counter.get_total_flops() == 2 * (plan.feature_macs + plan.weight_macs)
+    with torch.no_grad():
+        folded = fold(program, cores)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run_feature_steps(program, x, folded)
+    assert counter.get_total_flops() == 2 * plan.feature_macs
 
 
 def random_tensors(spec: ConvSpec, fmt: TTFormat, batch: int, gen: torch.Generator, dtype=torch.float64):

@@ -18,10 +18,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.helpers.runtime_cases import (
     assert_close,
     assert_same_values_and_gradients,
+    conv_with,
     load_source,
     plans_for,
     random_case,
     random_linear,
+    the_class,
 )
 from ttplan.core.formats import balanced_factors, make_format, max_rank_format
 from ttplan.core.network import build_network
@@ -34,12 +36,6 @@ from ttplan.runtime.layers import TTConv2d
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_IMPORTS = {"copy", "math", "torch", "torch.nn", "torch.nn.functional"}
-
-
-def the_class(source: str):
-    namespace = load_source(source)
-    (name,) = namespace["__all__"]
-    return namespace[name]
 
 
 def _example():
@@ -60,7 +56,7 @@ def test_generated_layers_equal_conv2d_with_the_rebuilt_kernel_for_every_scheme_
             assert [tuple(c.shape) for c in cores] == [c.shape for c in fmt.cores(spec)]
             kernel = rebuild(cores, fmt, spec)
             assert_close(layer.to_dense(), kernel)
-            expected = F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+            expected = conv_with(x, kernel, spec)
             assert_same_values_and_gradients(layer(x), expected, [x, *cores], gen)
 
 

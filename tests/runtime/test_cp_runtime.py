@@ -5,12 +5,17 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tests.helpers.ring_cp_cases import random_cp
-from tests.helpers.runtime_cases import assert_close, assert_same_values_and_gradients, load_source, plans_for
+from tests.helpers.runtime_cases import (
+    assert_close,
+    assert_same_values_and_gradients,
+    conv_with,
+    plans_for,
+    the_class,
+)
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.search import optimize
@@ -34,15 +39,6 @@ def cp_kernel(cores: list[torch.Tensor], fmt, spec: ConvSpec) -> torch.Tensor:
     return dense.reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)
 
 
-def _conv(x, kernel, spec):
-    return F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-
-
-def the_class(source: str):
-    namespace = load_source(source)
-    return namespace[namespace["__all__"][0]]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cp", "cp-separable"])
 def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients(kind):
@@ -57,7 +53,7 @@ def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients(kind):
             cores = list(layer.cores)
             kernel = cp_kernel(cores, fmt, spec)
             assert_close(rebuild(cores, fmt, spec), kernel)
-            assert_same_values_and_gradients(layer(x), _conv(x, kernel, spec), [x, *cores], gen)
+            assert_same_values_and_gradients(layer(x), conv_with(x, kernel, spec), [x, *cores], gen)
 
 
 @pytest.mark.slow
@@ -73,7 +69,7 @@ def test_generated_cp_layers_equal_conv2d_and_flops_are_the_planned_macs(kind):
             lib = TTConv2d(spec, fmt, plan=plan, dtype=torch.float64)
             generated = the_class(emit_layer(plan))(dtype=torch.float64)
             cores = generated.cores()
-            expected = _conv(x, cp_kernel(cores, fmt, spec), spec)
+            expected = conv_with(x, cp_kernel(cores, fmt, spec), spec)
             assert_same_values_and_gradients(generated(x), expected, [x, *cores], gen)
             for layer in (lib, generated):
                 with FlopCounterMode(display=False) as counter:

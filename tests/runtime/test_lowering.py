@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tests.helpers.runtime_cases import (
     assert_close,
+    assert_counts_planned_flops,
     plans_for,
     random_case,
     random_linear,
@@ -23,7 +24,7 @@ from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.decomposition import rebuild
-from ttplan.runtime.lowering import Conv, MatMul, fold, lower, run_feature_steps, run_plan
+from ttplan.runtime.lowering import Conv, MatMul, lower, run_plan
 
 CASES = 200
 
@@ -55,16 +56,9 @@ def test_flop_counter_reports_exactly_twice_the_planned_macs():
         for fold_weights in (False, True):
             for plan in plans_for(spec, fmt, batch, fold_weights).values():
                 program = lower(plan)
-                with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                    run_plan(program, x, cores)
-                assert counter.get_total_flops() == 2 * (plan.feature_macs + plan.weight_macs)
-                with torch.no_grad():
-                    folded = fold(program, cores)
-                with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                    run_feature_steps(program, x, folded)
-                assert counter.get_total_flops() == 2 * plan.feature_macs
+                assert_counts_planned_flops(program, x, cores)
                 if fold_weights:
-                    assert counter.get_total_flops() == plan.flops
+                    assert 2 * plan.feature_macs == plan.flops
 
 
 def test_every_step_is_one_product_and_the_conv_step_one_conv2d():

@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tests.helpers.runtime_cases import assert_close, load_source, plans_for, random_case, random_tensors, reference
+from tests.helpers.runtime_cases import (
+    assert_close,
+    assert_counts_planned_flops,
+    load_source,
+    plans_for,
+    random_case,
+    random_tensors,
+    reference,
+)
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.search import optimize
@@ -17,7 +25,7 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.codegen import emit_layer
 from ttplan.runtime.layers import TTConv2d
-from ttplan.runtime.lowering import LOWERINGS, Lowering, MatMul, fold, lower, run_feature_steps, run_plan
+from ttplan.runtime.lowering import LOWERINGS, Lowering, MatMul, lower, run_plan
 
 
 @pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
@@ -37,14 +45,7 @@ def test_every_lowering_equals_conv2d_values_gradients_and_flops(lowering):
             assert_close(out, expected)
             for got, want in zip(torch.autograd.grad((out * probe).sum(), [x, *cores]), grads):
                 assert_close(got, want)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                run_plan(program, x, cores)
-            assert counter.get_total_flops() == 2 * (plan.feature_macs + plan.weight_macs)
-            with torch.no_grad():
-                folded = fold(program, cores)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                run_feature_steps(program, x, folded)
-            assert counter.get_total_flops() == 2 * plan.feature_macs
+            assert_counts_planned_flops(program, x, cores)
     assert (mixed > 0) == (lowering.mix == "conv")
 
 

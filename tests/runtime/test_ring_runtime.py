@@ -5,11 +5,16 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from tests.helpers.ring_cp_cases import random_ring
-from tests.helpers.runtime_cases import assert_close, assert_same_values_and_gradients, load_source, plans_for
+from tests.helpers.runtime_cases import (
+    assert_close,
+    assert_same_values_and_gradients,
+    conv_with,
+    plans_for,
+    the_class,
+)
 from ttplan.core.formats import get_format, make_format
 from ttplan.core.formats.ring import ring_exact_ranks
 from ttplan.core.network import build_network
@@ -37,15 +42,6 @@ def ring_kernel(cores: list[torch.Tensor], fmt, spec: ConvSpec) -> torch.Tensor:
     return dense.reshape(spec.out_channels, spec.in_channels, *spec.kernel_size)
 
 
-def _conv(x, kernel, spec):
-    return F.conv2d(x, kernel, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-
-
-def the_class(source: str):
-    namespace = load_source(source)
-    return namespace[namespace["__all__"][0]]
-
-
 @pytest.mark.slow
 def test_ring_layers_equal_conv2d_with_the_ring_kernel_values_and_gradients():
     rng, gen = random.Random(21), torch.Generator().manual_seed(21)
@@ -59,7 +55,7 @@ def test_ring_layers_equal_conv2d_with_the_ring_kernel_values_and_gradients():
             cores = list(layer.cores)
             kernel = ring_kernel(cores, fmt, spec)
             assert_close(rebuild(cores, fmt, spec), kernel)
-            assert_same_values_and_gradients(layer(x), _conv(x, kernel, spec), [x, *cores], gen)
+            assert_same_values_and_gradients(layer(x), conv_with(x, kernel, spec), [x, *cores], gen)
 
 
 @pytest.mark.slow
@@ -74,7 +70,7 @@ def test_generated_ring_layers_equal_conv2d_and_count_the_planned_flops():
             layer = the_class(emit_layer(plan))(dtype=torch.float64)
             cores = layer.cores()
             assert_close(layer.to_dense(), ring_kernel(cores, fmt, spec))
-            expected = _conv(x, ring_kernel(cores, fmt, spec), spec)
+            expected = conv_with(x, ring_kernel(cores, fmt, spec), spec)
             assert_same_values_and_gradients(layer(x), expected, [x, *cores], gen)
             with FlopCounterMode(display=False) as counter:
                 layer(x)
@@ -96,10 +92,10 @@ def test_ring_svd_is_exact_at_the_exact_ring_ranks(closing):
     layer = the_class(emit_layer(optimize(build_network(SPEC, fmt, 2)))).from_dense(weight)
     assert_close(ring_kernel(layer.cores(), fmt, SPEC), weight)
     x = torch.randn(2, 12, 7, 6, dtype=torch.float64, generator=gen)
-    assert_close(layer(x), _conv(x, weight, SPEC))
+    assert_close(layer(x), conv_with(x, weight, SPEC))
     lib = TTConv2d.from_dense(weight, None, SPEC, fmt, plan="published")
     assert lib.decomposition_error < 1e-12
-    assert_close(lib(x), _conv(x, weight, SPEC))
+    assert_close(lib(x), conv_with(x, weight, SPEC))
 
 
 def test_truncated_ring_svd_is_a_projection_and_the_generated_one_agrees():

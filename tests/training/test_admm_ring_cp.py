@@ -19,11 +19,8 @@ SPEC = ConvSpec.make(8, 6, 3, padding=1, input_size=5)
 TINY = ["--image-size", "8", "--batch-size", "32", "--max-batches", "2", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+#: commands here set torch's thread count for the process (`--threads`): put it back after each test
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 @pytest.mark.parametrize("fmt", [
