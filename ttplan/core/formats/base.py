@@ -278,6 +278,17 @@ class TTFormat:
 
         return rank
 
+    def _paired_cores(self, spec: ConvSpec) -> list[CoreShape]:
+        """`G_j[r_{j-1}, I_j, O_j, r_j]`: one core per (input, output) mode pair (classical and ttm)."""
+        rank = self._rank_axis(spec)
+        out = []
+        for j in range(len(self.in_modes)):
+            (left, la), (right, ra) = rank(j), rank(j + 1)
+            shape = (self.ranks[j], self.in_modes[j], self.out_modes[j], self.ranks[j + 1])
+            out.append(CoreShape(f"G{j + 1}", shape, (*left, f"i{j + 1}", f"o{j + 1}", *right),
+                                 (la, f"i{j + 1}", f"o{j + 1}", ra)))
+        return out
+
     def with_ranks(self, ranks: tuple[int, ...]) -> TTFormat:
         """The same format and modes with other ranks."""
         return type(self)(self.in_modes, self.out_modes, tuple(ranks))

@@ -25,15 +25,9 @@ class ClassicalTT(TTFormat):
     def cores(self, spec: ConvSpec) -> tuple[CoreShape, ...]:
         """`S[k_h, k_w, r_0]`, then `G_j[r_{j-1}, I_j, O_j, r_j]`."""
         kh, kw = spec.kernel_size
-        rank = self._rank_axis(spec)
-        (index, axis) = rank(0)
-        out = [CoreShape("S", (kh, kw, self.ranks[0]), ("k", *index), ("kh", "kw", axis))]
-        for j in range(len(self.in_modes)):
-            (left, la), (right, ra) = rank(j), rank(j + 1)
-            shape = (self.ranks[j], self.in_modes[j], self.out_modes[j], self.ranks[j + 1])
-            out.append(CoreShape(f"G{j + 1}", shape, (*left, f"i{j + 1}", f"o{j + 1}", *right),
-                                 (la, f"i{j + 1}", f"o{j + 1}", ra)))
-        return tuple(out)
+        index, axis = self._rank_axis(spec)(0)
+        window = CoreShape("S", (kh, kw, self.ranks[0]), ("k", *index), ("kh", "kw", axis))
+        return (window, *self._paired_cores(spec))
 
     def _stored(self, chain: tuple) -> tuple:
         """The chain's leading rank (before `S`) is always 1 and not stored."""

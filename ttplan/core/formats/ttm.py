@@ -24,14 +24,7 @@ class TTMatrix(TTFormat):
 
     def cores(self, spec: ConvSpec) -> tuple[CoreShape, ...]:
         """`G_j[r_{j-1}, I_j, O_j, r_j]`."""
-        rank = self._rank_axis(spec)
-        out = []
-        for j in range(len(self.in_modes)):
-            (left, la), (right, ra) = rank(j), rank(j + 1)
-            shape = (self.ranks[j], self.in_modes[j], self.out_modes[j], self.ranks[j + 1])
-            out.append(CoreShape(f"G{j + 1}", shape, (*left, f"i{j + 1}", f"o{j + 1}", *right),
-                                 (la, f"i{j + 1}", f"o{j + 1}", ra)))
-        return tuple(out)
+        return tuple(self._paired_cores(spec))
 
     def _chain_axes(self, e: int, d: int) -> tuple[int, ...]:
         """`i_j, o_j` for each pair, then the 1x1 window (folded into the last core)."""
