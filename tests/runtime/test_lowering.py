@@ -24,7 +24,7 @@ from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.decomposition import rebuild
-from ttplan.runtime.lowering import Conv, MatMul, lower, run_plan
+from ttplan.runtime.lowering import LOWERINGS, Conv, Lowering, MatMul, _Lowering, copied_elements, lower, run_plan
 
 CASES = 200
 
@@ -112,6 +112,45 @@ def test_the_published_example_runs_without_copies_of_the_feature_map():
     program = lower(optimize(build_network(spec, fmt, 32)))
     reshapes = [ins for ins in program.feature if not isinstance(ins, (MatMul, Conv)) and ins.src in ("x", "t")]
     assert all(ins.perm is None for ins in reshapes)
+
+
+def test_both_arrangements_of_created_indices_equal_conv2d_and_count_their_planned_flops():
+    # lower() keeps whichever arrangement copies less, so each is checked here on its own, in every lowering
+    rng, gen = random.Random(31), torch.Generator().manual_seed(5)
+    differ = 0
+    for _ in range(40):
+        spec, fmt, batch = random_case(rng)
+        x, cores = random_tensors(spec, fmt, batch, gen)
+        expected = reference(x, cores, spec, fmt)
+        for fold_weights in (False, True):
+            for plan in plans_for(spec, fmt, batch, fold_weights).values():
+                for lowering in LOWERINGS:
+                    programs = [_Lowering(plan, lowering, first).run() for first in (False, True)]
+                    differ += programs[0].feature != programs[1].feature
+                    for program in programs:
+                        assert_close(run_plan(program, x, cores), expected)
+                        assert_counts_planned_flops(program, x, cores)
+                    assert copied_elements(lower(plan, lowering)) == min(map(copied_elements, programs))
+    assert differ > 0
+
+
+def test_the_output_mode_a_late_product_creates_lands_in_place_without_a_copy():
+    # ResNet-56's 32->32 layer at the latency objective's order: conv to (r1, o2, o3), then r1 x B1 -> o1. With the
+    # never-summed modes first the conv gives (o2, o3, r1), o1 lands last and the output is permuted: 32 x 16 x 16
+    # elements copied per image; with r1 first o1 lands ahead of o2, o3 and nothing is copied.
+    spec = ConvSpec.make(32, 32, 3, 1, 1, 1, 16)
+    fmt = make_format("hodec", spec, in_modes=(4, 4, 2), out_modes=(4, 4, 2), ranks=(1, 2, 8, 16, 16, 8, 1, 1))
+    plan = None
+    for candidate in plans_for(spec, fmt, 32, fold_weights=True).values():
+        old = _Lowering(candidate, Lowering(), False).run()
+        if copied_elements(old) == 32 * 16 * 16:
+            plan = candidate
+            break
+    assert plan is not None
+    assert copied_elements(lower(plan)) == 0
+    gen = torch.Generator().manual_seed(2)
+    x, cores = random_tensors(spec, fmt, 2, gen)
+    assert_close(run_plan(plan, x, cores), reference(x, cores, spec, fmt))
 
 
 def test_bad_cores_and_inputs_are_one_line_errors():

@@ -27,6 +27,7 @@ channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -166,10 +167,11 @@ class _Lowering:
     ordered so that those summed soonest end up next to the new ones.
     """
 
-    def __init__(self, plan: ContractionPlan, lowering: Lowering) -> None:
+    def __init__(self, plan: ContractionPlan, lowering: Lowering, summed_first: bool = False) -> None:
         net = plan.network
         self.plan = plan
         self.lowering = lowering
+        self.summed_first = summed_first
         self.sizes = {name: idx.size for name, idx in net.indices.items() if name not in ("b", "s")}
         self.sizes.update(kh=net.spec.kernel_size[0], kw=net.spec.kernel_size[1])
         self.layouts: dict[str, tuple[str, ...]] = {}
@@ -194,10 +196,14 @@ class _Lowering:
 
     def _arrange(self, new: tuple[str, ...], before: tuple[str, ...]) -> tuple[str, ...]:
         """Order the indices a product creates, which land right after `before`: those summed together with one
-        of `before` first (they will be adjacent to it), then the never-summed ones in index order, then the rest."""
+        of `before` first (they will be adjacent to it), then the never-summed ones in index order, then the rest;
+        with `summed_first`, the rest (soonest summed first) before the never-summed ones, so that a later product
+        puts what it creates where they were (an output mode ahead of the others, say)."""
         near = [i for i in new if i in self.at and self.partners[self.at[i]] & set(before)]
         never = sorted((i for i in new if i not in self.at), key=index_order)
         rest = [i for i in new if i in self.at and i not in near]
+        if self.summed_first:
+            return (*near, *sorted(rest, key=lambda i: self.at[i]), *never)
         return (*near, *never, *rest)
 
     def run(self) -> Program:
@@ -348,8 +354,28 @@ def _reads(ins: Instruction) -> tuple[str, ...]:
 
 
 def lower(plan: ContractionPlan, lowering: Lowering | None = None) -> Program:
-    """Lower a plan to instructions (ops and layout per `lowering`, default bmm on NCHW maps)."""
-    return _Lowering(plan, lowering or Lowering()).run()
+    """Lower a plan to instructions (ops and layout per `lowering`, default bmm on NCHW maps).
+
+    The order of the indices each product creates is chosen for the whole program: both arrangements
+    (`_Lowering._arrange`) are lowered and the one that copies fewer feature-map elements is kept (the first
+    on a tie). A copy is a pass over the map that saves no MACs, so it is the one layout cost worth counting.
+    """
+    lowering = lowering or Lowering()
+    programs = [_Lowering(plan, lowering, summed_first).run() for summed_first in (False, True)]
+    return min(programs, key=copied_elements)
+
+
+def copied_elements(program: Program) -> int:
+    """Feature-map elements per image that the forward copies to permute them (a reshape that is not a view)."""
+    spec = program.plan.network.spec
+    size = list(spec.input_size)
+    total = 0
+    for ins in program.feature:
+        if isinstance(ins, Reshape) and ins.perm is not None:
+            total += size[0] * size[1] * math.prod(program.sizes[i] for i in ins.src_layout if i not in RUNTIME)
+        elif isinstance(ins, Conv):  # a separable window's conv changes only the axis it covers
+            size = [spec.output_size[a] if ins.axes[a] else size[a] for a in (0, 1)]
+    return total
 
 
 def _as_program(plan: ContractionPlan | Program) -> Program:
@@ -470,8 +496,9 @@ __all__ = [
     "MatMul",
     "Program",
     "Reshape",
-    "conv_arguments",
     "by_step",
+    "conv_arguments",
+    "copied_elements",
     "execute",
     "fold",
     "group_size",
