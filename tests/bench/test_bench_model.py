@@ -8,6 +8,7 @@ from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.bench.model import bench_model, build_tt_model, render_section
 from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.errors import TTPlanError
 from ttplan.models import load_model
 
 #: time proportional to MACs, so that the latency objective decomposes layers whatever this machine measured
@@ -40,6 +41,17 @@ def test_bench_model_times_end_to_end_and_per_layer():
     assert len(names) == len(set(names)) == sum(layer.kind == "conv" for layer in result.plan.layers)
     text = render_section(result, "ttplan bench model resnet20")
     assert "| dense ms | TT ms | speedup |" in text and "layer1.0.conv1" in text
+    assert result.malloc == "default" and "Allocator: glibc's defaults (`--malloc default`)" in text
+    if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
+        assert result.dense_faults >= 0 and result.tt_faults >= 0
+        assert f"| {result.dense_faults:,.0f} / {result.tt_faults:,.0f} |" in text
+
+
+def test_bench_model_refuses_an_unknown_allocator_mode_in_one_line():
+    with pytest.raises(TTPlanError, match=r"malloc='jemalloc': expected one of default, retain"):
+        bench_model("resnet20", batch=1, threads=1, rounds=1, profile=MAC_PROFILE, malloc="jemalloc")
+    result = run(["bench", "model", "resnet20", "--malloc", "jemalloc"])
+    assert result.exit_code == 2 and "'jemalloc' is not one of 'default', 'retain'" in result.output
 
 
 def test_bench_model_cli_writes_the_report(tmp_path):

@@ -29,6 +29,7 @@ from ttplan.core.latency import LatencyProfile, load_profile
 from ttplan.core.search import optimize
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model
+from ttplan.runtime.allocator import MALLOC_MODES, minor_page_faults, set_malloc
 from ttplan.runtime.layers import TTConv2d, convert
 from ttplan.runtime.lowering import Lowering
 
@@ -69,6 +70,9 @@ class ModelBench:
     tt_ms: float
     plan: ArchPlan
     layers: list[LayerTiming] = field(default_factory=list)
+    malloc: str = "default"
+    dense_faults: float | None = None  # minor page faults per forward (None where not counted)
+    tt_faults: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -89,6 +93,15 @@ def time_pair(first: Callable[[], object], second: Callable[[], object], rounds:
             sync()
             sink.append((time.perf_counter() - start) * 1000)
     return statistics.median(a), statistics.median(b)
+
+
+def faults_per_call(fn: Callable[[], object], calls: int = 3) -> float | None:
+    """Minor page faults per call of `fn` (the allocator mapping memory anew), averaged over `calls` calls."""
+    before = minor_page_faults()
+    for _ in range(calls):
+        fn()
+    after = minor_page_faults()
+    return None if before is None or after is None else (after - before) / calls
 
 
 def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -> nn.Module:
@@ -188,10 +201,17 @@ def _macs_plan(layer: ArchLayer) -> ContractionPlan | None:
 def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
                 device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
-                progress: Callable[[str], None] | None = None) -> ModelBench:
-    """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring)."""
+                malloc: str = "default", progress: Callable[[str], None] | None = None) -> ModelBench:
+    """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
+
+    `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
+    process and the rest of its life, dense and TT alike.
+    """
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
+    if malloc not in MALLOC_MODES:
+        raise TTPlanError(f"malloc={malloc!r}: expected one of {', '.join(MALLOC_MODES)}")
+    set_malloc(malloc)
     if threads is not None:
         torch.set_num_threads(threads)
     say = progress or (lambda message: None)
@@ -209,10 +229,11 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     say(f"timing end to end, {rounds} rounds")
     with torch.no_grad():
         dense_ms, tt_ms = time_pair(lambda: dense(x), lambda: tt(x), rounds, sync)
+        dense_faults, tt_faults = faults_per_call(lambda: dense(x)), faults_per_call(lambda: tt(x))
     say(f"timing layers, {layer_rounds} rounds each")
     layers = layer_breakdown(dense, tt, plan, x, layer_rounds, sync, profile)
     return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
-                      tt_ms, plan, layers)
+                      tt_ms, plan, layers, malloc, dense_faults, tt_faults)
 
 
 def machine() -> str:
@@ -232,13 +253,14 @@ def render_section(result: ModelBench, command: str) -> str:
         "",
         f"Command: `{command}`. Objective `{result.objective}`, weights folded, TT model built by "
         f"{'the generated code (`ttplan emit --arch`)' if result.runtime == 'emitted' else 'ttplan.runtime.convert'};"
-        f" median of {result.rounds} interleaved rounds.",
+        f" median of {result.rounds} interleaved rounds. Allocator: {_malloc_words(result.malloc)}.",
         "",
         "| dense ms | TT ms | speedup | MACs↓ | params↓ | predicted speedup (conv/linear layers) | "
-        "decomposed / dense layers |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "decomposed / dense layers | page faults per forward (dense / TT) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {result.dense_ms:.2f} | {result.tt_ms:.2f} | **{result.speedup:.2f}x** | {totals.macs_reduction:.1%} | "
-        f"{totals.params_reduction:.1%} | {totals.predicted_speedup:.2f}x | {totals.decomposed} / {totals.dense} |",
+        f"{totals.params_reduction:.1%} | {totals.predicted_speedup:.2f}x | {totals.decomposed} / {totals.dense} | "
+        f"{_faults(result.dense_faults)} / {_faults(result.tt_faults)} |",
         "",
         "Per layer (each distinct geometry and plan once; its layers in the first column): measured ms (dense, TT), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
@@ -255,6 +277,15 @@ def render_section(result: ModelBench, command: str) -> str:
         lines.append(f"| {names} | {row.geometry} | {row.dense_ms:.3f} | {tt} | {speed} | {row.dense_predicted_ms:.3f} "
                      f"| {pred} | {row.macs_ratio:.3f} | {note.strip('; ')} |")
     return "\n".join(lines) + "\n"
+
+
+def _malloc_words(mode: str) -> str:
+    return ("glibc's defaults (`--malloc default`)" if mode == "default"
+            else "freed memory retained for reuse (`--malloc retain`, `ttplan.retain_freed_memory()`)")
+
+
+def _faults(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def render_report(sections: list[str]) -> str:

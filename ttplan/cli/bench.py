@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ttplan.cli.options import device_options
+from ttplan.cli.options import device_options, malloc_option
 from ttplan.cli.output import emit_text, out_option
 from ttplan.errors import TTPlanError
 from ttplan.training.config import DEVICES
@@ -28,12 +28,14 @@ def bench() -> None:
 @click.option("--append", is_flag=True, help="Add this run below an existing report instead of replacing it.")
 @click.option("--cuda-graphs", is_flag=True,
               help="With --device cuda: replay each layer as one captured CUDA graph (no per-kernel launch cost).")
+@malloc_option
 def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[int, ...], layers: str | None,
-            out, append: bool, cuda_graphs: bool) -> None:
+            out, append: bool, cuda_graphs: bool, malloc: str) -> None:
     """Time dense nn.Conv2d against TT layers (classical, hodec and best orders) on ResNet-18's 3x3 convs."""
     import torch
 
     from ttplan.bench.latency import render_report, render_section, resnet18_3x3_groups, run_latency, select_groups
+    from ttplan.runtime.allocator import set_malloc
 
     if cuda_graphs and device != "cuda":
         raise TTPlanError(f"--cuda-graphs needs --device cuda, got --device {device}")
@@ -43,6 +45,7 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
     if layers:
         groups = select_groups(groups, [name.strip() for name in layers.split(",") if name.strip()])
     torch.set_num_threads(threads)
+    set_malloc(malloc)
     with click.progressbar(length=len(groups) * len(batches), label=f"timing on {device}") as bar:
         rows = run_latency(groups, tuple(batches), repeats, rank, device, progress=bar.update,
                            cuda_graphs=cuda_graphs)
@@ -55,6 +58,8 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
         command += f" --layers {layers}"
     if cuda_graphs:
         command += " --cuda-graphs"
+    if malloc != "default":
+        command += f" --malloc {malloc}"
     section = render_section(rows, device, threads, repeats, rank, command + (" --append" if append else ""),
                              cuda_graphs)
     text = out.read_text().rstrip("\n") + "\n\n" + section if append else render_report(section)
@@ -126,10 +131,11 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @click.option("--runtime", type=click.Choice(["emitted", "layers"]), default="emitted", show_default=True,
               help="Build the TT model by the generated code (`ttplan emit --arch`) or by ttplan.runtime.convert.")
 @click.option("--autotune", is_flag=True, help="Autotune each distinct layer first (cached).")
+@malloc_option
 @out_option("Markdown report.", default="reports/latency_models.md")
 @click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
 def model(arch: str, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
-          objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, out,
+          objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, malloc: str, out,
           append: bool) -> None:
     """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
     import torch
@@ -145,13 +151,16 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
     for batch in batches:
         result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
                              objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
-                             runtime=runtime, autotune=autotune, progress=lambda m: click.echo(m, err=True))
+                             runtime=runtime, autotune=autotune, malloc=malloc,
+                             progress=lambda m: click.echo(m, err=True))
         command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
                    + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
                    + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
-                   + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else ""))
+                   + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else "")
+                   + (f" --malloc {malloc}" if malloc != "default" else ""))
         sections.append(render_section(result, command))
-        click.echo(f"{arch} batch {batch}, {threads} threads: dense {result.dense_ms:.2f} ms, TT {result.tt_ms:.2f} "
-                   f"ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})", err=True)
+        click.echo(f"{arch} batch {batch}, {threads} threads, malloc {malloc}: dense {result.dense_ms:.2f} ms, "
+                   f"TT {result.tt_ms:.2f} ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})",
+                   err=True)
     text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
     emit_text(text, out)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ttplan.cli.options import malloc_option
+
 
 @click.command()
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
@@ -23,8 +25,9 @@ import click
               help="Seconds of repeats per timed op (the median is kept).")
 @click.option("--as-default", is_flag=True, hidden=True,
               help="Maintainers: label the profile as the default and write ttplan/core/default_profile.json.")
+@malloc_option
 def calibrate(device: str, threads: int | None, profile_path: Path | None, check_only: bool, budget: float,
-              as_default: bool) -> None:
+              as_default: bool, malloc: str) -> None:
     """Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.
 
     The profile drives `--objective latency` in layer, plan, emit, sweep and the budgets. Without a
@@ -35,9 +38,11 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     from ttplan.bench.calibrate import calibrate as run_calibration
     from ttplan.bench.calibrate import check
     from ttplan.core.latency import load_profile, user_profile_path
+    from ttplan.runtime.allocator import set_malloc
 
     if threads is not None:
         torch.set_num_threads(threads)
+    set_malloc(malloc)
 
     def say(message: str) -> None:
         click.echo(message, err=True)
@@ -54,6 +59,10 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
             "the profile) will be noisy; calibrate on an idle machine for a reliable profile")
     result = run_calibration(device, threads, budget, progress=say)
     profile = result.profile
+    if malloc != "default":
+        from dataclasses import replace
+
+        profile = replace(profile, label=f"{profile.label}, malloc {malloc}")
     if as_default:
         from dataclasses import replace
 

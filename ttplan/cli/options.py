@@ -18,6 +18,7 @@ import click
 
 from ttplan.core.formats import KINDS
 from ttplan.errors import TTPlanError
+from ttplan.runtime.allocator import MALLOC_MODES  # ctypes only: --help stays free of torch
 
 
 class IntList(click.ParamType):
@@ -220,6 +221,12 @@ def device_options(devices: tuple[str, ...], threads_default: int | None = None)
         click.option("--threads", type=click.IntRange(min=1), default=threads_default,
                      show_default=threads_default is not None, help="CPU threads for torch (torch.set_num_threads)."),
     ])
+
+
+malloc_option = click.option(
+    "--malloc", type=click.Choice(MALLOC_MODES), default="default", show_default=True,
+    help="CPU timing: leave the C allocator as it is, or make glibc retain freed memory for reuse (no page "
+         "faults per forward; the whole process, dense and TT alike; see docs/latency.md).")
 
 
 def spec_from_options(opts: dict):
