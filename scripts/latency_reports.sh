@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Regenerate every wall-clock report on this machine's CPU (about 10-15 minutes on 2 idle cores):
+# Regenerate every wall-clock report on this machine's CPU (about 25 minutes on 2 idle cores):
 #   1. latency profiles: all threads (also written as the committed default profile) and one thread,
 #      each checked on held-out layers -> reports/latency_model_check.md
 #   2. whole models, dense against TT (`ttplan bench model`) -> reports/latency_models.md:
 #      resnet56 (default policy and reports/configs/resnet56_budget.json) at batch 1 and 32,
-#      resnet18 (default policy) at batch 1, 8 and 32; one thread and all threads
+#      resnet18 (default policy) at batch 1, 8 and 32; one thread and all threads; the default-policy
+#      batch-32 (resnet56) and batch-8 (resnet18) runs again with `--malloc retain` (glibc keeping freed
+#      memory: no page faults per forward) and, all threads, with `--compile` (torch.compile)
 #   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
 # Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run.
 set -euo pipefail
@@ -64,16 +66,20 @@ model() {  # model ARCH THREADS ROUNDS [options...]: one `bench model` run appen
     "$PYTHON" -m ttplan bench model "$arch" --threads "$threads" --rounds "$rounds" --profile "$profile" \
         --out reports/latency_models.md.tmp --append "$@"
 }
-step "resnet56, default policy and the budget config, batch 1 and 32"
+step "resnet56, default policy and the budget config, batch 1 and 32; retaining freed memory; compiled"
 "$PYTHON" -c "from ttplan.bench.model import render_report; open('reports/latency_models.md.tmp', 'w').write(render_report([]))"
 for threads in "$ALL" 1; do
     model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1
+    model resnet56 "$threads" "$ROUNDS" --batch 32 --malloc retain
     model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1 --config reports/configs/resnet56_budget.json
 done
-step "resnet18, default policy, batch 1 and 8"
+model resnet56 "$ALL" "$ROUNDS" --batch 32 --compile
+step "resnet18, default policy, batch 1 and 8; retaining freed memory; compiled"
 for threads in "$ALL" 1; do
     model resnet18 "$threads" "$ROUNDS" --batch 8 --batch 1
+    model resnet18 "$threads" "$ROUNDS" --batch 8 --malloc retain
 done
+model resnet18 "$ALL" "$ROUNDS" --batch 8 --compile
 step "resnet18, default policy, batch 32"
 for threads in "$ALL" 1; do
     model resnet18 "$threads" "$BIG_ROUNDS" --batch 32
@@ -82,7 +88,9 @@ mv reports/latency_models.md.tmp reports/latency_models.md
 
 step "single layers: ResNet-18's 3x3 convs at batch 1 and 32, one thread"
 "$PYTHON" -m ttplan bench latency --threads 1 --repeats "$BIG_ROUNDS"
-step "the layer3.0.conv1 check at batch 32, all threads"
+step "the layer3.0.conv1 check at batch 32, all threads, with glibc's defaults and retaining freed memory"
 "$PYTHON" -m ttplan bench latency --threads "$ALL" --repeats "$ROUNDS" --batch 32 --layers layer3.0.conv1 --append
+"$PYTHON" -m ttplan bench latency --threads "$ALL" --repeats "$ROUNDS" --batch 32 --layers layer3.0.conv1 --append \
+    --malloc retain
 echo "done in $(( $(date +%s) - START )) s: reports/latency_model_check.md, reports/latency_models.md, reports/latency.md," \
      "reports/profiles/, ttplan/core/default_profile.json" >&2

@@ -24,10 +24,13 @@ def test_documented_names_are_exposed() -> None:
     from ttplan.runtime.layers import TTConv2d, convert
 
     expected = {"ConvSpec", "make_format", "TTFormat", "plan_layer", "plan_architecture", "optimize",
-                "ContractionPlan", "TTConv2d", "TTLinear", "convert", "TTPlanError"}
+                "ContractionPlan", "TTConv2d", "TTLinear", "convert", "TTPlanError", "retain_freed_memory"}
     assert expected <= set(ttplan.__all__) <= set(dir(ttplan)) | {"__version__"}
     assert ttplan.TTFormat is TTFormat and ttplan.TTConv2d is TTConv2d and ttplan.convert is convert
     assert issubclass(ttplan.TTPlanError, ValueError)
+    from ttplan.runtime.allocator import retain_freed_memory
+
+    assert ttplan.retain_freed_memory is retain_freed_memory
 
 
 def test_unknown_name_is_an_attribute_error() -> None:

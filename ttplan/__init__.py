@@ -3,6 +3,7 @@
 The documented names are importable from here. Each is loaded on first use, so `import ttplan` is instant
 and planning (`ConvSpec`, `make_format`, `plan_layer`, `optimize`, `ContractionPlan`) never imports torch;
 `TTConv2d`, `TTLinear`, `convert` and `plan_architecture` (which traces a model) do.
+`retain_freed_memory` sets the C allocator of a CPU inference process to reuse freed memory (docs/latency.md).
 
     >>> import ttplan
     >>> spec = ttplan.ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
@@ -30,11 +31,12 @@ _HOMES = {
     "TTConv2d": "ttplan.runtime.layers",
     "TTLinear": "ttplan.runtime.layers",
     "convert": "ttplan.runtime.layers",
+    "retain_freed_memory": "ttplan.runtime.allocator",
 }
 
 __all__ = [
     "ContractionPlan", "ConvSpec", "TTConv2d", "TTFormat", "TTLinear", "TTPlanError", "__version__", "convert",
-    "make_format", "optimize", "plan_architecture", "plan_layer",
+    "make_format", "optimize", "plan_architecture", "plan_layer", "retain_freed_memory",
 ]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` loads each name on first use
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` lo
     from ttplan.core.layer import plan_layer
     from ttplan.core.search import optimize
     from ttplan.core.spec import ConvSpec
+    from ttplan.runtime.allocator import retain_freed_memory
     from ttplan.runtime.layers import TTConv2d, TTLinear, convert
 
 

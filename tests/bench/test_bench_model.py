@@ -69,3 +69,21 @@ def test_a_plan_that_keeps_every_layer_dense_benchmarks_as_the_dense_model():
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, profile=overhead)
     assert not any(layer.decomposed for layer in result.plan.layers)
     assert result.tt_ms > 0 and all(not row.decomposed for row in result.layers)
+
+
+@pytest.mark.slow
+def test_compiled_models_are_timed_under_both_layout_settings_and_compute_the_same():
+    result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE, compile=True)
+    assert [t.layout_optimization for t in result.compiled] == [True, False]
+    assert all(t.dense_ms > 0 and t.tt_ms > 0 for t in result.compiled)
+    text = render_section(result, "ttplan bench model resnet20 --compile")
+    assert "| inductor layout optimization | dense ms | TT ms | speedup |" in text and "Best of each" in text
+    # the generated layers under torch.compile trace their weight-only steps and compute what eager mode does
+    dense, size = load_model("resnet20", None)
+    tt = build_tt_model(dense.eval(), result.plan)
+    x = torch.randn(2, *size)
+    with torch.no_grad():
+        eager = tt(x)
+        compiled = torch.compile(tt, dynamic=False)(x)
+    torch._dynamo.reset()
+    assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-5)

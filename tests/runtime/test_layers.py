@@ -243,3 +243,21 @@ def test_bias_adds_no_flops_and_channels_last_inputs_run():
     assert counter.get_total_flops() == 2 * layer.plan.macs
     assert_close(layer(x.contiguous(memory_format=torch.channels_last)), out)
     assert_close(layer(x[:, :, :, :].transpose(2, 3).contiguous().transpose(2, 3)), out)
+
+
+@pytest.mark.slow
+def test_a_compiled_layer_with_folded_weights_follows_its_cores():
+    # under torch.compile the weight-only steps are traced, so changing a core in place changes the output
+    spec = ConvSpec.make(8, 16, 3, stride=1, padding=1, input_size=6)
+    layer = TTConv2d(spec, make_format("hodec", spec, rank=3), fold_weights=True, batch=4).eval()
+    x = torch.randn(4, 8, 6, 6)
+    compiled = torch.compile(layer, dynamic=False)
+    try:
+        with torch.no_grad():
+            before = compiled(x)
+            assert torch.allclose(before, layer(x), rtol=1e-4, atol=1e-5)
+            layer.cores[0].mul_(2.0)  # the kernel doubles
+            assert torch.allclose(compiled(x), 2.0 * before, rtol=1e-4, atol=1e-5)
+            assert torch.allclose(compiled(x), F.conv2d(x, layer.to_dense(), padding=1), rtol=1e-4, atol=1e-5)
+    finally:
+        torch._dynamo.reset()

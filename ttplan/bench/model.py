@@ -13,9 +13,12 @@ conv and, where the MAC objective would choose another order, that order too.
 from __future__ import annotations
 
 import copy
+import hashlib
 import platform
 import statistics
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +27,7 @@ from torch import nn
 
 from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
 from ttplan.arch.policy import Policy
+from ttplan.bench.compiled import CompiledTiming, best_of_each, time_compiled
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.latency import LatencyProfile, load_profile
 from ttplan.core.search import optimize
@@ -73,6 +77,7 @@ class ModelBench:
     malloc: str = "default"
     dense_faults: float | None = None  # minor page faults per forward (None where not counted)
     tt_faults: float | None = None
+    compiled: list[CompiledTiming] = field(default_factory=list)  # with --compile
 
     @property
     def speedup(self) -> float:
@@ -118,9 +123,14 @@ def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -
         from ttplan.runtime.codegen import emit_model
 
         source = emit_model([(layer.name, layer.plan.best) for layer in layers], plan.model, lowerings)
-        namespace: dict = {"__name__": f"tt_{plan.model}"}
-        exec(compile(source, f"tt_{plan.model}.py", "exec"), namespace)  # the file `ttplan emit --arch` writes
-        return namespace["convert"](dense).eval()
+        # the file `ttplan emit --arch` writes, as a module: torch.compile looks its globals up in sys.modules
+        name = f"ttplan_generated_{plan.model}_{hashlib.sha1(source.encode()).hexdigest()[:12]}"
+        module = sys.modules.get(name)
+        if module is None:
+            module = types.ModuleType(name)
+            exec(compile(source, f"tt_{plan.model}.py", "exec"), module.__dict__)
+            sys.modules[name] = module
+        return module.convert(dense).eval()
     if runtime != "layers":
         raise TTPlanError(f"runtime={runtime!r}: expected emitted or layers")
     formats = {layer.name: layer.fmt for layer in layers}
@@ -201,11 +211,13 @@ def _macs_plan(layer: ArchLayer) -> ContractionPlan | None:
 def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
                 device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
-                malloc: str = "default", progress: Callable[[str], None] | None = None) -> ModelBench:
+                malloc: str = "default", compile: bool = False,
+                progress: Callable[[str], None] | None = None) -> ModelBench:
     """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
 
     `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
-    process and the rest of its life, dense and TT alike.
+    process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
+    (`ttplan.bench.compiled`).
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
@@ -230,10 +242,14 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     with torch.no_grad():
         dense_ms, tt_ms = time_pair(lambda: dense(x), lambda: tt(x), rounds, sync)
         dense_faults, tt_faults = faults_per_call(lambda: dense(x)), faults_per_call(lambda: tt(x))
+    compiled = []
+    if compile:
+        say("compiling both models (inductor, layout optimization on and off) and timing them")
+        compiled = time_compiled(dense, tt, x, rounds, time_pair, sync)
     say(f"timing layers, {layer_rounds} rounds each")
     layers = layer_breakdown(dense, tt, plan, x, layer_rounds, sync, profile)
     return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
-                      tt_ms, plan, layers, malloc, dense_faults, tt_faults)
+                      tt_ms, plan, layers, malloc, dense_faults, tt_faults, compiled)
 
 
 def machine() -> str:
@@ -262,6 +278,7 @@ def render_section(result: ModelBench, command: str) -> str:
         f"{totals.params_reduction:.1%} | {totals.predicted_speedup:.2f}x | {totals.decomposed} / {totals.dense} | "
         f"{_faults(result.dense_faults)} / {_faults(result.tt_faults)} |",
         "",
+        *_compiled_lines(result),
         "Per layer (each distinct geometry and plan once; its layers in the first column): measured ms (dense, TT), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
         "",
@@ -277,6 +294,24 @@ def render_section(result: ModelBench, command: str) -> str:
         lines.append(f"| {names} | {row.geometry} | {row.dense_ms:.3f} | {tt} | {speed} | {row.dense_predicted_ms:.3f} "
                      f"| {pred} | {row.macs_ratio:.3f} | {note.strip('; ')} |")
     return "\n".join(lines) + "\n"
+
+
+def _compiled_lines(result: ModelBench) -> list[str]:
+    """The `--compile` table: each inductor layout setting, then the best of each model."""
+    if not result.compiled:
+        return []
+    lines = ["Under `torch.compile` (inductor, `dynamic=False`; both models compiled with each layout setting, "
+             "each pair timed interleaved):", "",
+             "| inductor layout optimization | dense ms | TT ms | speedup |", "| --- | ---: | ---: | ---: |"]
+    for t in result.compiled:
+        lines.append(f"| {'on' if t.layout_optimization else 'off'} | {t.dense_ms:.2f} | {t.tt_ms:.2f} | "
+                     f"{t.speedup:.2f}x |")
+    dense, tt = best_of_each(result.compiled)
+    lines += ["", f"Best of each: dense {dense.dense_ms:.2f} ms (layout optimization "
+                  f"{'on' if dense.layout_optimization else 'off'}), TT {tt.tt_ms:.2f} ms (layout optimization "
+                  f"{'on' if tt.layout_optimization else 'off'}): **{dense.dense_ms / tt.tt_ms:.2f}x**; "
+                  f"compiled TT against the eager dense model: {result.dense_ms / tt.tt_ms:.2f}x.", ""]
+    return lines
 
 
 def _malloc_words(mode: str) -> str:

@@ -158,9 +158,10 @@ class _TTLayer(nn.Module):
 
     def folded_weights(self) -> tuple[torch.Tensor, ...]:
         """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core
-        changes (version counter, storage, dtype, device), so training and load_state_dict keep working."""
+        changes (version counter, storage, dtype, device), so training and load_state_dict keep working.
+        Under torch.compile the weight-only steps are traced into the graph instead: never stale."""
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())
-        if not self.fold_weights or recording:
+        if not self.fold_weights or recording or torch.compiler.is_compiling():
             return self.weights()
         key = FOLD_KEY
         if self._folded is None or self._folded[0] != key:

@@ -108,10 +108,12 @@ class _TTLayer(nn.Module):
                 self.bias.uniform_(-bound, bound)
 
     def folded(self) -> dict[str, torch.Tensor]:
-        """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads."""
+        """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads.
+        Under torch.compile they are recomputed (traced into the graph), so a compiled model never reads a stale
+        cache: the cache key (storage addresses, version counters) is nothing a graph can guard."""
         cores = tuple(self.cores)
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
-        if not self.fold_weights or recording:
+        if not self.fold_weights or recording or torch.compiler.is_compiling():
             return fold(self.program, cores)
         key = fold_key(cores)
         if self._folded is None or self._folded[0] != key:
