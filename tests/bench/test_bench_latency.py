@@ -34,6 +34,21 @@ def test_rows_time_every_variant_against_dense():
     assert all(row.ms[v] > 0 for v in ("dense", "classical", "hodec", "best"))
     assert row.ratio("dense") == 1.0
     assert row.macs["best"] <= row.macs["hodec"] < row.macs["dense"]
+    assert row.ms["floor"] > 0  # the memory floor is timed in the same rounds
+
+
+def test_the_memory_floor_reads_the_input_and_writes_an_output_of_the_layers_shape():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ttplan.bench.latency import MemoryFloor
+    from ttplan.core.spec import ConvSpec
+
+    spec = ConvSpec.make(8, 16, 3, stride=2, padding=1, input_size=10)
+    x = torch.randn(3, 8, 10, 10)
+    with FlopCounterMode(display=False) as counter:
+        y = MemoryFloor(spec)(x)
+    assert y.shape == torch.nn.functional.conv2d(x, torch.zeros(16, 8, 3, 3), stride=2, padding=1).shape
+    assert counter.get_total_flops() == 0
 
 
 @pytest.fixture

@@ -42,6 +42,11 @@ def test_bench_model_times_end_to_end_and_per_layer():
     text = render_section(result, "ttplan bench model resnet20")
     assert "| dense ms | TT ms | speedup |" in text and "layer1.0.conv1" in text
     assert result.malloc == "default" and "Allocator: glibc's defaults (`--malloc default`)" in text
+    replaced = sum(row.dense_ms * len(row.names) for row in decomposed)
+    assert result.replaced_ms == pytest.approx(replaced)
+    if result.dense_ms > replaced:
+        assert result.ceiling == pytest.approx(result.dense_ms / (result.dense_ms - replaced))
+        assert f"at most {result.ceiling:.2f}x" in text
     if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
         assert result.dense_faults >= 0 and result.tt_faults >= 0
         assert f"| {result.dense_faults:,.0f} / {result.tt_faults:,.0f} |" in text

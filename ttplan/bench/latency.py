@@ -120,6 +120,7 @@ def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, ran
         "best": TTConv2d(spec, formats["hodec"], plan="best", batch=batch),
         "fast": TTConv2d(spec, formats["hodec"], plan=_fast_plan(spec, formats["hodec"], batch), fold_weights=True,
                          batch=batch),
+        "floor": MemoryFloor(spec),
     }
     notes: dict[str, str] = {}
     if with_tltorch:
@@ -131,6 +132,19 @@ def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, ran
             else:
                 modules[name] = module
     return {name: m.to(device).eval() for name, m in modules.items()}, notes
+
+
+class MemoryFloor(nn.Module):
+    """Reads its input once and writes an output of the layer's shape, with no arithmetic to speak of: no layer
+    that reads its input and writes its output can take less time (the `floor` of the layer3.0.conv1 check)."""
+
+    def __init__(self, spec: ConvSpec) -> None:
+        super().__init__()
+        self.out_channels, self.output_size = spec.out_channels, spec.output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.sum()  # one pass over the input (eager: it runs although its result is dropped)
+        return torch.empty(x.shape[0], self.out_channels, *self.output_size, dtype=x.dtype, device=x.device).fill_(0.0)
 
 
 def _fast_plan(spec: ConvSpec, fmt: TTFormat, batch: int):
@@ -297,6 +311,11 @@ def _focus(rows: list[LatencyRow]) -> list[str]:
         return []
     best, classical, fast = row.ratio("best"), row.ratio("classical"), row.ratio("fast")
     speed = f"{1 / best:.1f}x faster than dense" if best < 1 else f"{best:.1f}x slower than dense"
+    floor = row.ratio("floor")
+    floor_words = "" if floor is None else (
+        f" Reading the input once and writing the output once, with no arithmetic, takes {row.ms['floor']:.2f} ms "
+        f"in the same rounds ({1 / floor:.1f}x faster than dense): the bound for any layer that reads and writes "
+        "its maps, before it computes anything.")
     return [
         f"Check, {FOCUS} at batch 32 (hodec `tt_shapes 4,8,8,9,4,4,8`, ranks 16): the best order runs "
         f"{speed} ({'meets' if 1 / best >= 5 else 'misses'} the 5x target; planned MACs "
@@ -304,7 +323,7 @@ def _focus(rows: list[LatencyRow]) -> list[str]:
         f"{1 / fast:.1f}x faster than dense ({'meets' if 1 / fast >= 10 else 'misses'} the 10x target; planned MACs "
         f"{1 / row.macs_ratio('fast'):.1f}x fewer); the classical order takes {classical:.2f}x the dense time "
         f"({'slower' if classical > 1 else 'not slower'} than dense; planned MACs {row.macs_ratio('classical'):.2f}x "
-        "dense).",
+        "dense)." + floor_words,
         "",
     ]
 

@@ -83,6 +83,17 @@ class ModelBench:
     def speedup(self) -> float:
         return self.dense_ms / self.tt_ms
 
+    @property
+    def replaced_ms(self) -> float:
+        """The dense time of the layers TT replaces: each distinct layer's measured dense ms times its count."""
+        return sum(row.dense_ms * len(row.names) for row in self.layers if row.decomposed)
+
+    @property
+    def ceiling(self) -> float | None:
+        """The end-to-end speedup if the replaced layers took no time at all (Amdahl's bound), or None."""
+        rest = self.dense_ms - self.replaced_ms
+        return self.dense_ms / rest if rest > 0 and self.replaced_ms > 0 else None
+
 
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
               sync: Callable[[], None] = lambda: None) -> tuple[float, float]:
@@ -265,7 +276,9 @@ def render_section(result: ModelBench, command: str) -> str:
     totals = result.plan.totals
     lines = [
         f"## {result.arch}{' (' + result.config + ')' if result.config else ''}, batch {result.batch}, "
-        f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}",
+        f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}"
+        + (f", --malloc {result.malloc}" if result.malloc != "default" else "")
+        + (", --compile" if result.compiled else ""),
         "",
         f"Command: `{command}`. Objective `{result.objective}`, weights folded, TT model built by "
         f"{'the generated code (`ttplan emit --arch`)' if result.runtime == 'emitted' else 'ttplan.runtime.convert'};"
@@ -278,6 +291,7 @@ def render_section(result: ModelBench, command: str) -> str:
         f"{totals.params_reduction:.1%} | {totals.predicted_speedup:.2f}x | {totals.decomposed} / {totals.dense} | "
         f"{_faults(result.dense_faults)} / {_faults(result.tt_faults)} |",
         "",
+        *_ceiling_lines(result),
         *_compiled_lines(result),
         "Per layer (each distinct geometry and plan once; its layers in the first column): measured ms (dense, TT), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
@@ -294,6 +308,16 @@ def render_section(result: ModelBench, command: str) -> str:
         lines.append(f"| {names} | {row.geometry} | {row.dense_ms:.3f} | {tt} | {speed} | {row.dense_predicted_ms:.3f} "
                      f"| {pred} | {row.macs_ratio:.3f} | {note.strip('; ')} |")
     return "\n".join(lines) + "\n"
+
+
+def _ceiling_lines(result: ModelBench) -> list[str]:
+    """Amdahl's bound from the per-layer times: what the layers TT leaves alone cost."""
+    if result.ceiling is None:
+        return []
+    return [f"The replaced layers take about {result.replaced_ms:.2f} ms of the dense model's {result.dense_ms:.2f} "
+            f"ms (their per-layer dense times summed); the rest (dense layers, pooling, batch norm, adds) about "
+            f"{result.dense_ms - result.replaced_ms:.2f} ms, so even free TT layers would give at most "
+            f"{result.ceiling:.2f}x.", ""]
 
 
 def _compiled_lines(result: ModelBench) -> list[str]:
