@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Regenerate every wall-clock report on this machine's CPU (about 25 minutes on 2 idle cores):
+# Regenerate every wall-clock report on this machine's CPU (about 10 minutes on 2 idle cores):
 #   1. latency profiles: all threads (also written as the committed default profile) and one thread,
 #      each checked on held-out layers -> reports/latency_model_check.md
 #   2. whole models, dense against TT (`ttplan bench model`) -> reports/latency_models.md:
 #      resnet56 (default policy and reports/configs/resnet56_budget.json) at batch 1 and 32,
 #      resnet18 (default policy) at batch 1, 8 and 32; one thread and all threads; the default-policy
 #      batch-32 (resnet56) and batch-8 (resnet18) runs again with `--malloc retain` (glibc keeping freed
-#      memory: no page faults per forward) and, all threads, with `--compile` (torch.compile)
+#      memory: no page faults per forward) and, all threads, with `--compile` (torch.compile); the
+#      all-threads runs also repeat their end-to-end timing in $PROCESSES fresh processes (`--processes`)
 #   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
 # Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run.
 set -euo pipefail
@@ -68,16 +69,23 @@ model() {  # model ARCH THREADS ROUNDS [options...]: one `bench model` run appen
 }
 step "resnet56, default policy and the budget config, batch 1 and 32; retaining freed memory; compiled"
 "$PYTHON" -c "from ttplan.bench.model import render_report; open('reports/latency_models.md.tmp', 'w').write(render_report([]))"
+PROCESSES="${PROCESSES:-5}"   # fresh processes repeating the all-threads end-to-end timings
+if [ "${QUICK:-0}" = "1" ]; then PROCESSES=1; fi
+repeat() { if [ "$1" = "$ALL" ]; then echo "--processes $PROCESSES"; fi; }  # only with all threads
 for threads in "$ALL" 1; do
-    model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1
-    model resnet56 "$threads" "$ROUNDS" --batch 32 --malloc retain
+    # shellcheck disable=SC2046
+    model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1 $(repeat "$threads")
+    # shellcheck disable=SC2046
+    model resnet56 "$threads" "$ROUNDS" --batch 32 --malloc retain $(repeat "$threads")
     model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1 --config reports/configs/resnet56_budget.json
 done
 model resnet56 "$ALL" "$ROUNDS" --batch 32 --compile
 step "resnet18, default policy, batch 1 and 8; retaining freed memory; compiled"
 for threads in "$ALL" 1; do
-    model resnet18 "$threads" "$ROUNDS" --batch 8 --batch 1
-    model resnet18 "$threads" "$ROUNDS" --batch 8 --malloc retain
+    # shellcheck disable=SC2046
+    model resnet18 "$threads" "$ROUNDS" --batch 8 --batch 1 $(repeat "$threads")
+    # shellcheck disable=SC2046
+    model resnet18 "$threads" "$ROUNDS" --batch 8 --malloc retain $(repeat "$threads")
 done
 model resnet18 "$ALL" "$ROUNDS" --batch 8 --compile
 step "resnet18, default policy, batch 32"

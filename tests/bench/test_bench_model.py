@@ -92,3 +92,24 @@ def test_compiled_models_are_timed_under_both_layout_settings_and_compute_the_sa
         compiled = torch.compile(tt, dynamic=False)(x)
     torch._dynamo.reset()
     assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_the_end_to_end_timing_repeats_in_fresh_processes():
+    result = bench_model("resnet20", batch=1, threads=1, rounds=1, profile=MAC_PROFILE, processes=2)
+    assert len(result.processes) == 2
+    assert all(t.dense_ms > 0 and t.tt_ms > 0 for t in result.processes)
+    text = render_section(result, "ttplan bench model resnet20 --processes 2")
+    speedups = sorted(t.speedup for t in result.processes)
+    assert f"Median over the fresh processes: **{(speedups[0] + speedups[1]) / 2:.2f}x**" in text
+    assert f"from {speedups[0]:.2f}x to {speedups[1]:.2f}x" in text
+
+
+def test_a_failing_fresh_process_is_a_one_line_error():
+    from ttplan.bench.processes import ChildRequest, time_in_processes
+
+    request = ChildRequest("resnet999", None, 1, 1, "cpu", "latency", MAC_PROFILE.to_dict(), 1, "emitted", False,
+                           "default")
+    with pytest.raises(TTPlanError, match=r"fresh process 1 of 1 failed \(exit 2\): Error: .*resnet999"):
+        time_in_processes(request, 1)
+    with pytest.raises(TTPlanError, match=r"processes=0: expected a number of fresh processes >= 1"):
+        time_in_processes(request, 0)

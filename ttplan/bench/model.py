@@ -28,6 +28,7 @@ from torch import nn
 from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.bench.compiled import CompiledTiming, best_of_each, time_compiled
+from ttplan.bench.processes import ChildRequest, ProcessTiming, median_speedup, time_in_processes
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.latency import LatencyProfile, load_profile
 from ttplan.core.search import optimize
@@ -78,6 +79,7 @@ class ModelBench:
     dense_faults: float | None = None  # minor page faults per forward (None where not counted)
     tt_faults: float | None = None
     compiled: list[CompiledTiming] = field(default_factory=list)  # with --compile
+    processes: list[ProcessTiming] = field(default_factory=list)  # with --processes
 
     @property
     def speedup(self) -> float:
@@ -219,17 +221,22 @@ def _macs_plan(layer: ArchLayer) -> ContractionPlan | None:
     return None if other.pairs == mine.pairs else other
 
 
-def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
-                device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
-                rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
-                malloc: str = "default", compile: bool = False,
-                progress: Callable[[str], None] | None = None) -> ModelBench:
-    """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
+@dataclass
+class Prepared:
+    """What one benchmark run times: the plan, the dense and TT models on the device, an input, a sync."""
 
-    `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
-    process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
-    (`ttplan.bench.compiled`).
-    """
+    plan: ArchPlan
+    dense: nn.Module
+    tt: nn.Module
+    x: torch.Tensor
+    sync: Callable[[], None]
+
+
+def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
+            device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
+            runtime: str = "emitted", autotune: bool = False, malloc: str = "default",
+            progress: Callable[[str], None] | None = None) -> Prepared:
+    """Set the process up (allocator, threads), plan `arch` and build both models, as `bench_model` times them."""
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     if malloc not in MALLOC_MODES:
@@ -249,18 +256,50 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     tt = build_tt_model(dense, plan, runtime).to(dev)
     x = torch.randn(batch, *size, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    say(f"timing end to end, {rounds} rounds")
+    return Prepared(plan, dense, tt, x, sync)
+
+
+def end_to_end(run: Prepared, rounds: int) -> tuple[float, float, float | None, float | None]:
+    """Median ms of dense and TT over interleaved rounds, then page faults per forward of each."""
+    dense, tt, x = run.dense, run.tt, run.x
     with torch.no_grad():
-        dense_ms, tt_ms = time_pair(lambda: dense(x), lambda: tt(x), rounds, sync)
+        dense_ms, tt_ms = time_pair(lambda: dense(x), lambda: tt(x), rounds, run.sync)
         dense_faults, tt_faults = faults_per_call(lambda: dense(x)), faults_per_call(lambda: tt(x))
+    return dense_ms, tt_ms, dense_faults, tt_faults
+
+
+def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
+                device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
+                rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
+                malloc: str = "default", compile: bool = False, processes: int = 0,
+                progress: Callable[[str], None] | None = None) -> ModelBench:
+    """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
+
+    `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
+    process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
+    (`ttplan.bench.compiled`); `processes` repeats the end-to-end timing in that many fresh processes
+    (`ttplan.bench.processes`).
+    """
+    say = progress or (lambda message: None)
+    profile = profile if profile is not None else load_profile(device=device)
+    run = prepare(arch, config=config, batch=batch, threads=threads, device=device, objective=objective,
+                  profile=profile, runtime=runtime, autotune=autotune, malloc=malloc, progress=say)
+    say(f"timing end to end, {rounds} rounds")
+    dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)
     compiled = []
     if compile:
         say("compiling both models (inductor, layout optimization on and off) and timing them")
-        compiled = time_compiled(dense, tt, x, rounds, time_pair, sync)
+        compiled = time_compiled(run.dense, run.tt, run.x, rounds, time_pair, run.sync)
+    repeats = []
+    if processes:
+        say(f"timing end to end again in {processes} fresh processes")
+        request = ChildRequest(arch, config, batch, torch.get_num_threads(), device, objective, profile.to_dict(),
+                               rounds, runtime, autotune, malloc)
+        repeats = time_in_processes(request, processes, progress=say)
     say(f"timing layers, {layer_rounds} rounds each")
-    layers = layer_breakdown(dense, tt, plan, x, layer_rounds, sync, profile)
+    layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)
     return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
-                      tt_ms, plan, layers, malloc, dense_faults, tt_faults, compiled)
+                      tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled, repeats)
 
 
 def machine() -> str:
@@ -292,6 +331,7 @@ def render_section(result: ModelBench, command: str) -> str:
         f"{_faults(result.dense_faults)} / {_faults(result.tt_faults)} |",
         "",
         *_ceiling_lines(result),
+        *_process_lines(result),
         *_compiled_lines(result),
         "Per layer (each distinct geometry and plan once; its layers in the first column): measured ms (dense, TT), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
@@ -308,6 +348,23 @@ def render_section(result: ModelBench, command: str) -> str:
         lines.append(f"| {names} | {row.geometry} | {row.dense_ms:.3f} | {tt} | {speed} | {row.dense_predicted_ms:.3f} "
                      f"| {pred} | {row.macs_ratio:.3f} | {note.strip('; ')} |")
     return "\n".join(lines) + "\n"
+
+
+def _process_lines(result: ModelBench) -> list[str]:
+    """The `--processes` table: the same end-to-end timing in each fresh process, and the median speedup."""
+    if not result.processes:
+        return []
+    lines = [f"The same end-to-end timing in {len(result.processes)} fresh processes, one after another "
+             "(`--processes`; the allocator's state, and so the page faults, belong to a process):", "",
+             "| process | dense ms | TT ms | speedup | page faults per forward (dense / TT) |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for number, t in enumerate(result.processes, start=1):
+        lines.append(f"| {number} | {t.dense_ms:.2f} | {t.tt_ms:.2f} | {t.speedup:.2f}x | "
+                     f"{_faults(t.dense_faults)} / {_faults(t.tt_faults)} |")
+    speedups = [t.speedup for t in result.processes]
+    lines += ["", f"Median over the fresh processes: **{median_speedup(result.processes):.2f}x** "
+                  f"(from {min(speedups):.2f}x to {max(speedups):.2f}x).", ""]
+    return lines
 
 
 def _ceiling_lines(result: ModelBench) -> list[str]:

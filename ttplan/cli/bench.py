@@ -134,15 +134,18 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @malloc_option
 @click.option("--compile", "compile_", is_flag=True,
               help="Also time both models under torch.compile (inductor, layout optimization on and off).")
+@click.option("--processes", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also repeat the end-to-end timing in N fresh processes and report the median speedup.")
 @out_option("Markdown report.", default="reports/latency_models.md")
 @click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
 def model(arch: str, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
           objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, malloc: str,
-          compile_: bool, out, append: bool) -> None:
+          compile_: bool, processes: int, out, append: bool) -> None:
     """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
     import torch
 
     from ttplan.bench.model import bench_model, render_report, render_section
+    from ttplan.bench.processes import median_speedup
     from ttplan.core.latency import load_profile
 
     if append and not out.is_file():
@@ -154,16 +157,20 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
         result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
                              objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
                              runtime=runtime, autotune=autotune, malloc=malloc, compile=compile_,
+                             processes=processes,
                              progress=lambda m: click.echo(m, err=True))
         command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
                    + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
                    + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
                    + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else "")
-                   + (f" --malloc {malloc}" if malloc != "default" else "") + (" --compile" if compile_ else ""))
+                   + (f" --malloc {malloc}" if malloc != "default" else "") + (" --compile" if compile_ else "")
+                   + (f" --processes {processes}" if processes else ""))
         sections.append(render_section(result, command))
         click.echo(f"{arch} batch {batch}, {threads} threads, malloc {malloc}: dense {result.dense_ms:.2f} ms, "
                    f"TT {result.tt_ms:.2f} ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})"
                    + "".join(f"; compiled, layout optimization {'on' if t.layout_optimization else 'off'}: "
-                             f"{t.speedup:.2f}x" for t in result.compiled), err=True)
+                             f"{t.speedup:.2f}x" for t in result.compiled)
+                   + (f"; median over {processes} fresh processes: {median_speedup(result.processes):.2f}x"
+                      if result.processes else ""), err=True)
     text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
     emit_text(text, out)
