@@ -47,6 +47,8 @@ def test_bench_model_times_end_to_end_and_per_layer():
     if result.dense_ms > replaced:
         assert result.ceiling == pytest.approx(result.dense_ms / (result.dense_ms - replaced))
         assert f"at most {result.ceiling:.2f}x" in text
+    else:
+        assert result.ceiling is None and "so no bound is given" in text
     if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
         assert result.dense_faults >= 0 and result.tt_faults >= 0
         assert f"| {result.dense_faults:,.0f} / {result.tt_faults:,.0f} |" in text

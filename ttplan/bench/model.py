@@ -369,8 +369,12 @@ def _process_lines(result: ModelBench) -> list[str]:
 
 def _ceiling_lines(result: ModelBench) -> list[str]:
     """Amdahl's bound from the per-layer times: what the layers TT leaves alone cost."""
-    if result.ceiling is None:
+    if result.replaced_ms <= 0:
         return []
+    if result.ceiling is None:
+        return [f"The replaced layers' per-layer dense times sum to {result.replaced_ms:.2f} ms, more than the whole "
+                f"dense model's {result.dense_ms:.2f} ms: timed apart, at other moments, they ran slower than inside "
+                "the model, so no bound is given.", ""]
     return [f"The replaced layers take about {result.replaced_ms:.2f} ms of the dense model's {result.dense_ms:.2f} "
             f"ms (their per-layer dense times summed); the rest (dense layers, pooling, batch norm, adds) about "
             f"{result.dense_ms - result.replaced_ms:.2f} ms, so even free TT layers would give at most "
