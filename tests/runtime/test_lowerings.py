@@ -25,13 +25,13 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.codegen import emit_layer
 from ttplan.runtime.layers import TTConv2d
-from ttplan.runtime.lowering import LOWERINGS, Lowering, MatMul, lower, run_plan
+from ttplan.runtime.lowering import LOWERINGS, Lowering, MatMul, _Lowering, copied_elements, lower, run_plan
 
 
 @pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
 def test_every_lowering_equals_conv2d_values_gradients_and_flops(lowering):
     rng, gen = random.Random(31), torch.Generator().manual_seed(4)
-    mixed = 0
+    mixed = differ = 0
     for _ in range(60):
         spec, fmt, batch = random_case(rng)
         x, cores = random_tensors(spec, fmt, batch, gen)
@@ -39,14 +39,19 @@ def test_every_lowering_equals_conv2d_values_gradients_and_flops(lowering):
         probe = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
         grads = torch.autograd.grad((expected * probe).sum(), [x, *cores])
         for plan in plans_for(spec, fmt, batch).values():
-            program = lower(plan, lowering)
-            mixed += sum(1 for ins in program.feature if isinstance(ins, MatMul) and ins.conv1x1)
-            out = run_plan(program, x, cores)
-            assert_close(out, expected)
-            for got, want in zip(torch.autograd.grad((out * probe).sum(), [x, *cores]), grads):
-                assert_close(got, want)
-            assert_counts_planned_flops(program, x, cores)
+            # both arrangements of the indices a product creates, each checked: lower() keeps the one copying less
+            programs = [_Lowering(plan, lowering, summed_first).run() for summed_first in (False, True)]
+            assert copied_elements(lower(plan, lowering)) == min(map(copied_elements, programs))
+            differ += programs[0].feature != programs[1].feature
+            for program in programs:
+                mixed += sum(1 for ins in program.feature if isinstance(ins, MatMul) and ins.conv1x1)
+                out = run_plan(program, x, cores)
+                assert_close(out, expected)
+                for got, want in zip(torch.autograd.grad((out * probe).sum(), [x, *cores]), grads):
+                    assert_close(got, want)
+                assert_counts_planned_flops(program, x, cores)
     assert (mixed > 0) == (lowering.mix == "conv")
+    assert differ > 0
 
 
 @pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
