@@ -3,9 +3,9 @@
 torch allocates every CPU tensor with the C library's `malloc`. glibc returns large freed blocks to the
 operating system (blocks above its mmap threshold, and free memory above its trim threshold at the top of
 the heap), so the next forward maps them again and touches every page anew: a minor page fault per 4 KiB,
-each zeroed by the kernel. On the 2-core machine of `reports/latency_models.md` that was 10,000-20,000 faults
-per ResNet-56 forward at batch 32, dense 50 -> 75 ms and TT 30 -> 55-80 ms, varying from one process to the
-next. A TT layer runs more, smaller ops than the conv it replaces, so it pays more of this.
+each zeroed by the kernel, thousands per forward of a ResNet at batch 32 and a different number in
+every process (`ttplan bench model` counts them: `reports/latency_models.md`). A TT layer runs more,
+smaller ops than the conv it replaces, so it tends to pay more of this.
 
 `retain_freed_memory()` sets both glibc thresholds high so that freed blocks stay in the process and are
 reused, as torch's CUDA caching allocator does on the GPU. It changes the whole process (like
