@@ -78,7 +78,9 @@ def test_interrupted_train_names_the_run_folder_to_resume(tmp_path, monkeypatch,
             (Path(out_dir) / ttplan.cli.train.CHECKPOINT).write_bytes(b"")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ttplan.cli.train, "train", interrupted)
+    import ttplan.training.run
+
+    monkeypatch.setattr(ttplan.training.run, "train", interrupted)  # the command imports it when a run starts
     result = run(["train", "--pretrain-epochs", "1", "--admm-epochs", "0", "--finetune-epochs", "0",
                   "--out", str(run_dir)])
     assert result.exit_code == 130
@@ -104,7 +106,9 @@ def test_ctrl_c_during_a_real_run_exits_130_and_the_run_resumes(tmp_path) -> Non
 
 
 def test_help_imports_neither_torch_nor_matplotlib() -> None:
-    code = ("import sys\nfrom ttplan.cli.main import cli\nfor args in (['--help'], ['layer', '--help']):\n"
+    code = ("import sys\nfrom ttplan.cli.main import cli\n"
+            "for args in (['--help'], ['layer', '--help'], ['bench', '--help'], ['bench', 'model', '--help'],"
+            " ['train', '--help'], ['calibrate', '--help']):\n"
             "    try:\n        cli(args)\n    except SystemExit:\n        pass\n"
             "print([m for m in ('torch', 'matplotlib', 'networkx') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -128,7 +132,7 @@ def test_help_lists_every_command() -> None:
 
 
 def test_dataset_and_device_choices_come_from_the_registries() -> None:
-    from ttplan.training.data import DATASETS
+    from ttplan.training.datasets import DATASETS
     from ttplan.training.run import DEVICES
 
     text = run(["train", "--help"]).stdout

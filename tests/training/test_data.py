@@ -15,13 +15,13 @@ from ttplan.training.augment import Augmented
 from ttplan.training.data import (
     CIFAR_MEAN,
     CIFAR_STD,
-    FASHION_DIR,
     load_cifar10_folder,
     load_dataset,
     load_digits_dataset,
     load_fashion_mnist,
     split_indices,
 )
+from ttplan.training.datasets import FASHION_DIR
 from ttplan.training.idx import write_idx
 
 

@@ -12,8 +12,8 @@ from ttplan.cli.main import Interrupted
 from ttplan.cli.options import arch_option, device_options, policy_from_options, policy_options
 from ttplan.errors import TTPlanError
 from ttplan.training.config import BASELINES, DEVICES, TrainConfig
-from ttplan.training.data import DATASETS, EVAL_SPLITS, FASHION_DIR
-from ttplan.training.run import CHECKPOINT, resume, train
+from ttplan.training.datasets import DATASETS, EVAL_SPLITS, FASHION_DIR
+from ttplan.training.run_folder import CHECKPOINT
 
 #: the policy options, spelled as `ttplan plan` spells them
 POLICY_OPTIONS = ("kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear")
@@ -98,6 +98,8 @@ def train_command(ctx: click.Context, out_dir: str | None, resume_dir: str | Non
     if resume_dir is None and out_dir is None:
         raise click.UsageError("no run folder: add --out RUN_DIR (or --resume RUN_DIR to continue one)")
     run_dir = Path(resume_dir or out_dir)
+    from ttplan.training.run import resume, train  # torch: loaded only when a run starts, not for --help
+
     try:
         if resume_dir is not None:
             given = [name for name in opts if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]

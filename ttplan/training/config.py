@@ -13,7 +13,7 @@ from typing import Any
 
 from ttplan.arch.policy import Policy
 from ttplan.errors import TTPlanError
-from ttplan.training.data import EVAL_SPLITS, dataset_key
+from ttplan.training.datasets import EVAL_SPLITS, dataset_key
 
 PHASES = ("pretrain", "admm", "finetune")
 BASELINES = ("admm", "direct")

@@ -14,14 +14,12 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ttplan.errors import TTPlanError
 from ttplan.training.augment import Augmented
+from ttplan.training.datasets import EVAL_SPLITS, FASHION_DIR, dataset_key
 from ttplan.training.idx import read_idx
 
-DATASETS = ("digits", "fashion-mnist", "cifar10")
-EVAL_SPLITS = ("test", "validation")
 #: the fixed validation split: this many training images (at most a tenth of them), drawn with this seed
 VALIDATION_SIZE = 5000
 SPLIT_SEED = 0
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 FASHION_INSTALL = "as root: apt-get update && apt-get install dataset-fashion-mnist"
@@ -197,15 +195,6 @@ def _take(dataset: TensorDataset, index: torch.Tensor) -> TensorDataset:
     return TensorDataset(*(t[index] for t in dataset.tensors))
 
 
-def dataset_key(name: str) -> str:
-    """The canonical dataset name (`fashion_mnist`, `FashionMNIST`, `cifar-10` ... accepted), or a one-line error."""
-    key = str(name).lower().replace("-", "").replace("_", "")
-    canonical = {d.replace("-", ""): d for d in DATASETS}
-    if key not in canonical:
-        raise TTPlanError(f"dataset={name!r}: expected one of {', '.join(DATASETS)}")
-    return canonical[key]
-
-
 def default_image_size(name: str) -> int:
     """The image size a dataset is trained at unless asked otherwise: 28 for fashion-mnist, 32 for the others."""
     return 28 if dataset_key(name) == "fashion-mnist" else 32
@@ -257,5 +246,5 @@ def load_dataset(name: str, path: str | Path | None, image_size: int | None = No
     return train, evaluation
 
 
-__all__ = ["DATASETS", "EVAL_SPLITS", "default_image_size", "load_cifar10_folder", "load_dataset",
-           "load_digits_dataset", "load_fashion_mnist", "split_indices"]
+__all__ = ["default_image_size", "load_cifar10_folder", "load_dataset", "load_digits_dataset", "load_fashion_mnist",
+           "split_indices"]

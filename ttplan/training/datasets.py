@@ -1,0 +1,22 @@
+"""The data sets `ttplan train` knows by name, and their canonical spelling; torch-free, so `--help` stays fast."""
+
+from __future__ import annotations
+
+from ttplan.errors import TTPlanError
+
+DATASETS = ("digits", "fashion-mnist", "cifar10")
+EVAL_SPLITS = ("test", "validation")
+#: where Debian's `dataset-fashion-mnist` package puts the idx files
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def dataset_key(name: str) -> str:
+    """The canonical dataset name (`fashion_mnist`, `FashionMNIST`, `cifar-10` ... accepted), or a one-line error."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    canonical = {d.replace("-", ""): d for d in DATASETS}
+    if key not in canonical:
+        raise TTPlanError(f"dataset={name!r}: expected one of {', '.join(DATASETS)}")
+    return canonical[key]
+
+
+__all__ = ["DATASETS", "EVAL_SPLITS", "FASHION_DIR", "dataset_key"]
