@@ -161,7 +161,8 @@ class _TTLayer(nn.Module):
         changes (version counter, storage, dtype, device), so training and load_state_dict keep working.
         Under torch.compile the weight-only steps are traced into the graph instead: never stale."""
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())
-        if not self.fold_weights or recording or torch.compiler.is_compiling():
+        # torch.compiler.is_compiling exists from torch 2.3; on older torch a compiled graph breaks at the cache instead
+        if not self.fold_weights or recording or getattr(torch.compiler, "is_compiling", bool)():
             return self.weights()
         key = FOLD_KEY
         if self._folded is None or self._folded[0] != key:

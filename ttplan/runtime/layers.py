@@ -113,7 +113,7 @@ class _TTLayer(nn.Module):
         cache: the cache key (storage addresses, version counters) is nothing a graph can guard."""
         cores = tuple(self.cores)
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
-        if not self.fold_weights or recording or torch.compiler.is_compiling():
+        if not self.fold_weights or recording or getattr(torch.compiler, "is_compiling", bool)():  # torch >= 2.3
             return fold(self.program, cores)
         key = fold_key(cores)
         if self._folded is None or self._folded[0] != key:
