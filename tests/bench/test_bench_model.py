@@ -109,8 +109,7 @@ def test_the_end_to_end_timing_repeats_in_fresh_processes():
 def test_a_failing_fresh_process_is_a_one_line_error():
     from ttplan.bench.processes import ChildRequest, time_in_processes
 
-    request = ChildRequest("resnet999", None, 1, 1, "cpu", "latency", MAC_PROFILE.to_dict(), 1, "emitted", False,
-                           "default")
+    request = ChildRequest({"arch": "resnet999", "batch": 1, "threads": 1}, MAC_PROFILE.to_dict(), 1)
     with pytest.raises(TTPlanError, match=r"fresh process 1 of 1 failed \(exit 2\): Error: .*resnet999"):
         time_in_processes(request, 1)
     with pytest.raises(TTPlanError, match=r"processes=0: expected a number of fresh processes >= 1"):

@@ -282,8 +282,9 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     """
     say = progress or (lambda message: None)
     profile = profile if profile is not None else load_profile(device=device)
-    run = prepare(arch, config=config, batch=batch, threads=threads, device=device, objective=objective,
-                  profile=profile, runtime=runtime, autotune=autotune, malloc=malloc, progress=say)
+    settings = {"arch": arch, "config": config, "batch": batch, "threads": threads, "device": device,
+                "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc}
+    run = prepare(**settings, profile=profile, progress=say)
     say(f"timing end to end, {rounds} rounds")
     dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)
     compiled = []
@@ -293,8 +294,7 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     repeats = []
     if processes:
         say(f"timing end to end again in {processes} fresh processes")
-        request = ChildRequest(arch, config, batch, torch.get_num_threads(), device, objective, profile.to_dict(),
-                               rounds, runtime, autotune, malloc)
+        request = ChildRequest({**settings, "threads": torch.get_num_threads()}, profile.to_dict(), rounds)
         repeats = time_in_processes(request, processes, progress=say)
     say(f"timing layers, {layer_rounds} rounds each")
     layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)

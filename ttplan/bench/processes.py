@@ -24,19 +24,12 @@ from ttplan.errors import TTPlanError
 
 @dataclass(frozen=True)
 class ChildRequest:
-    """Everything a child needs to rebuild the same comparison (the profile as its dict)."""
+    """Everything a child needs to rebuild the same comparison: `bench.model.prepare`'s keyword arguments
+    (JSON values), the latency profile as its dict, and the rounds to time."""
 
-    arch: str
-    config: str | None
-    batch: int
-    threads: int
-    device: str
-    objective: str
+    prepare: dict
     profile: dict
     rounds: int
-    runtime: str
-    autotune: bool
-    malloc: str
 
 
 @dataclass(frozen=True)
@@ -63,10 +56,7 @@ def run_child(request: ChildRequest) -> ProcessTiming:
     from ttplan.bench.model import end_to_end, prepare
     from ttplan.core.latency import LatencyProfile
 
-    run = prepare(request.arch, config=request.config, batch=request.batch, threads=request.threads,
-                  device=request.device, objective=request.objective,
-                  profile=LatencyProfile.from_dict(request.profile, "the parent's profile"), runtime=request.runtime,
-                  autotune=request.autotune, malloc=request.malloc)
+    run = prepare(**request.prepare, profile=LatencyProfile.from_dict(request.profile, "the parent's profile"))
     return ProcessTiming(*end_to_end(run, request.rounds))
 
 
