@@ -114,3 +114,12 @@ def test_a_failing_fresh_process_is_a_one_line_error():
         time_in_processes(request, 1)
     with pytest.raises(TTPlanError, match=r"processes=0: expected a number of fresh processes >= 1"):
         time_in_processes(request, 0)
+
+
+def test_time_pair_visits_each_side_in_turn_with_blocks_of_calls():
+    from ttplan.bench.model import time_pair
+
+    order: list[str] = []
+    first_ms, second_ms = time_pair(lambda: order.append("a"), lambda: order.append("b"), rounds=2, calls=3)
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3  # one warm-up each, then blocks
+    assert first_ms >= 0 and second_ms >= 0

@@ -98,8 +98,9 @@ class ModelBench:
 
 
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
-              sync: Callable[[], None] = lambda: None) -> tuple[float, float]:
-    """Median ms of two calls timed in alternation over `rounds` (after one warm-up call each)."""
+              sync: Callable[[], None] = lambda: None, calls: int = 1) -> tuple[float, float]:
+    """Median ms per call of two callables timed in alternation over `rounds` (after one warm-up call each);
+    each visit makes `calls` back-to-back calls and records their mean."""
     first(), second()
     a: list[float] = []
     b: list[float] = []
@@ -107,9 +108,10 @@ def time_pair(first: Callable[[], object], second: Callable[[], object], rounds:
         for fn, sink in ((first, a), (second, b)):
             sync()
             start = time.perf_counter()
-            fn()
+            for _ in range(calls):
+                fn()
             sync()
-            sink.append((time.perf_counter() - start) * 1000)
+            sink.append((time.perf_counter() - start) * 1000 / calls)
     return statistics.median(a), statistics.median(b)
 
 
@@ -207,10 +209,24 @@ def layer_breakdown(dense: nn.Module, tt: nn.Module, plan: ArchPlan, x: torch.Te
     return out
 
 
+#: ms each module runs per visit in the per-layer timing: a block of back-to-back calls, so one page fault or
+#: scheduler tick does not decide a layer that takes a millisecond (`bench latency` times single layers alike)
+LAYER_BLOCK_MS = 10.0
+
+
 def _time_modules(first: nn.Module, second: nn.Module | None, x: torch.Tensor, rounds: int,
                   sync: Callable[[], None]) -> tuple[float, float]:
-    """`time_pair` for two modules on one input (`second` None: time the first alone)."""
-    return time_pair(lambda: first(x), (lambda: second(x)) if second is not None else (lambda: None), rounds, sync)
+    """`time_pair` for two modules on one input (`second` None: time the first alone), in blocks of calls
+    lasting about `LAYER_BLOCK_MS` for the slower of the two (the same count for both)."""
+    def one() -> object:
+        return first(x)
+
+    def two() -> object:
+        return second(x) if second is not None else None
+
+    slowest = max(time_pair(one, two, 1, sync))
+    calls = max(1, round(LAYER_BLOCK_MS / max(slowest, 1e-3)))
+    return time_pair(one, two, rounds, sync, calls)
 
 
 def _macs_plan(layer: ArchLayer) -> ContractionPlan | None:
@@ -333,7 +349,8 @@ def render_section(result: ModelBench, command: str) -> str:
         *_ceiling_lines(result),
         *_process_lines(result),
         *_compiled_lines(result),
-        "Per layer (each distinct geometry and plan once; its layers in the first column): measured ms (dense, TT), "
+        "Per layer (each distinct geometry and plan once; its layers in the first column; each visit a block of "
+        f"back-to-back calls lasting about {LAYER_BLOCK_MS:.0f} ms): measured ms (dense, TT), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
         "",
         "| layers | geometry | dense ms | TT ms | speedup | pred dense | pred TT | MACs x dense | note |",
