@@ -5,21 +5,12 @@ from __future__ import annotations
 import math
 import random
 
+from tests.helpers.factors import random_factors
 from ttplan.core.contraction import GEOMETRY, ContractionPlan
 from ttplan.core.formats import TTFormat, get_format
 from ttplan.core.network import TensorNetwork
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-
-
-def _factor(n: int, parts: int, rng: random.Random) -> tuple[int, ...]:
-    """A random ordered factorisation of `n` into `parts` factors (factors of 1 allowed)."""
-    out = []
-    for _ in range(parts - 1):
-        q = rng.choice([v for v in range(1, n + 1) if n % v == 0])
-        out.append(q)
-        n //= q
-    return (*out, n)
 
 
 def random_spec(rng: random.Random) -> ConvSpec:
@@ -44,7 +35,8 @@ def random_ring(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = 
         d, e = rng.randint(1, 3), rng.randint(1, 3)
         if d + e + 1 > max_cores:
             continue
-        probe = get_format("tr")(_factor(layer.in_channels, d, rng), _factor(layer.out_channels, e, rng), ())
+        modes = random_factors(layer.in_channels, d, rng), random_factors(layer.out_channels, e, rng)
+        probe = get_format("tr")(*modes, ())
         close = closing or rng.randint(1, 4)
         bounds = probe.with_ranks((close,)).rank_bounds(layer)
         ranks = (close, *(rng.randint(1, min(b, 6)) for b in bounds[1:-1]), close)
@@ -67,7 +59,8 @@ def random_cp(rng: random.Random, max_cores: int = 5, spec: ConvSpec | None = No
         d, e = rng.randint(1, 3), rng.randint(1, 3)
         if d + e + windows > max_cores:
             continue
-        probe = get_format(kind)(_factor(layer.in_channels, d, rng), _factor(layer.out_channels, e, rng), ())
+        modes = random_factors(layer.in_channels, d, rng), random_factors(layer.out_channels, e, rng)
+        probe = get_format(kind)(*modes, ())
         fmt = probe.with_ranks((rng.randint(1, min(8, probe.max_ranks(layer)[0])),))
         fmt.validate(layer)
         return layer, fmt

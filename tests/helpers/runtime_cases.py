@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.helpers.factors import random_factors
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat, get_format, make_format
 from ttplan.core.network import build_network
@@ -16,6 +17,7 @@ from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.decomposition import rebuild
+from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Program, fold, run_feature_steps, run_plan
 
 
@@ -24,18 +26,6 @@ def load_source(source: str) -> dict:
     namespace: dict = {"__name__": "generated"}
     exec(compile(source, "generated.py", "exec"), namespace)
     return namespace
-
-
-def _factor(n: int, parts: int, rng: random.Random) -> tuple[int, ...]:
-    """A random ordered factorisation of `n` into `parts` factors (a factor of 1 is allowed)."""
-    divisors = [q for q in range(1, n + 1) if n % q == 0]
-    out = []
-    for _ in range(parts - 1):
-        q = rng.choice(divisors)
-        out.append(q)
-        n //= q
-        divisors = [v for v in range(1, n + 1) if n % v == 0]
-    return (*out, n)
 
 
 def random_case(rng: random.Random, max_cores: int = 7) -> tuple[ConvSpec, TTFormat, int]:
@@ -58,12 +48,12 @@ def random_case(rng: random.Random, max_cores: int = 7) -> tuple[ConvSpec, TTFor
         kind = rng.choice(["classical", "hodec", "hodec", "tucker2"])
         if kind == "classical":
             d = rng.randint(1, 3)
-            in_modes, out_modes = _factor(spec.in_channels, d, rng), _factor(spec.out_channels, d, rng)
+            in_modes, out_modes = random_factors(spec.in_channels, d, rng), random_factors(spec.out_channels, d, rng)
         elif kind == "tucker2":
             in_modes, out_modes = (spec.in_channels,), (spec.out_channels,)
         else:
-            in_modes = _factor(spec.in_channels, rng.randint(1, 3), rng)
-            out_modes = _factor(spec.out_channels, rng.randint(1, 3), rng)
+            in_modes = random_factors(spec.in_channels, rng.randint(1, 3), rng)
+            out_modes = random_factors(spec.out_channels, rng.randint(1, 3), rng)
         base = "classical" if kind == "classical" else "hodec"
         bounds = get_format(base)(in_modes, out_modes, ()).rank_bounds(spec)
         if base == "classical":
@@ -81,7 +71,7 @@ def random_linear(rng: random.Random) -> tuple[ConvSpec, TTFormat, int]:
     """A random nn.Linear in the ttm format."""
     spec = ConvSpec.make_linear(rng.choice([4, 6, 8, 12]), rng.choice([2, 6, 9, 10]), bias=rng.random() < 0.5)
     d = rng.randint(1, 3)
-    in_modes, out_modes = _factor(spec.in_channels, d, rng), _factor(spec.out_channels, d, rng)
+    in_modes, out_modes = random_factors(spec.in_channels, d, rng), random_factors(spec.out_channels, d, rng)
     bounds = get_format("ttm")(in_modes, out_modes, ()).rank_bounds(spec)
     fmt = make_format("ttm", spec, in_modes=in_modes, out_modes=out_modes,
                       ranks=(1, *(rng.randint(1, min(b, 6)) for b in bounds[1:-1]), 1))
@@ -149,3 +139,17 @@ def assert_same_values_and_gradients(out: torch.Tensor, expected: torch.Tensor, 
     want = torch.autograd.grad((expected * probe).sum(), inputs)
     for a, b in zip(got, want):
         assert_close(a, b)
+
+
+def assert_every_order_equals_conv2d_with(kernel_of, spec: ConvSpec, fmt: TTFormat, batch: int,
+                                          gen: torch.Generator) -> None:
+    """Every order of `fmt` as a float64 TTConv2d equals conv2d with `kernel_of(cores, fmt, spec)` (a kernel built
+    independently of the library), values and gradients, and `rebuild` gives that kernel too."""
+    x = torch.randn(batch, spec.in_channels, *spec.input_size, dtype=torch.float64, generator=gen)
+    x.requires_grad_()
+    for name in plans_for(spec, fmt, batch):
+        layer = TTConv2d(spec, fmt, plan=name, dtype=torch.float64, batch=batch)
+        cores = list(layer.cores)
+        kernel = kernel_of(cores, fmt, spec)
+        assert_close(rebuild(cores, fmt, spec), kernel)
+        assert_same_values_and_gradients(layer(x), conv_with(x, kernel, spec), [x, *cores], gen)

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.helpers.ring_cp_cases import random_cp
 from tests.helpers.runtime_cases import (
     assert_close,
+    assert_every_order_equals_conv2d_with,
     assert_same_values_and_gradients,
     conv_with,
     plans_for,
@@ -45,15 +46,7 @@ def test_cp_layers_equal_conv2d_with_the_cp_kernel_values_and_gradients(kind):
     rng, gen = random.Random(41), torch.Generator().manual_seed(41)
     for _ in range(110):
         spec, fmt = random_cp(rng, max_cores=7, kind=kind)
-        batch = rng.randint(1, 3)
-        x = torch.randn(batch, spec.in_channels, *spec.input_size, dtype=torch.float64, generator=gen)
-        x.requires_grad_()
-        for name in plans_for(spec, fmt, batch):
-            layer = TTConv2d(spec, fmt, plan=name, dtype=torch.float64, batch=batch)
-            cores = list(layer.cores)
-            kernel = cp_kernel(cores, fmt, spec)
-            assert_close(rebuild(cores, fmt, spec), kernel)
-            assert_same_values_and_gradients(layer(x), conv_with(x, kernel, spec), [x, *cores], gen)
+        assert_every_order_equals_conv2d_with(cp_kernel, spec, fmt, rng.randint(1, 3), gen)
 
 
 @pytest.mark.slow

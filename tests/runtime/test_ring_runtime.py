@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.helpers.ring_cp_cases import random_ring
 from tests.helpers.runtime_cases import (
     assert_close,
+    assert_every_order_equals_conv2d_with,
     assert_same_values_and_gradients,
     conv_with,
     plans_for,
@@ -21,7 +22,7 @@ from ttplan.core.network import build_network
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.runtime.codegen import emit_layer
-from ttplan.runtime.decomposition import decompose, project, rebuild, relative_error
+from ttplan.runtime.decomposition import decompose, project, relative_error
 from ttplan.runtime.layers import TTConv2d
 
 SPEC = ConvSpec.make(12, 8, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), input_size=(7, 6))
@@ -47,15 +48,7 @@ def test_ring_layers_equal_conv2d_with_the_ring_kernel_values_and_gradients():
     rng, gen = random.Random(21), torch.Generator().manual_seed(21)
     for _ in range(110):
         spec, fmt = random_ring(rng, max_cores=7)
-        batch = rng.randint(1, 3)
-        x = torch.randn(batch, spec.in_channels, *spec.input_size, dtype=torch.float64, generator=gen)
-        x.requires_grad_()
-        for name in plans_for(spec, fmt, batch):
-            layer = TTConv2d(spec, fmt, plan=name, dtype=torch.float64, batch=batch)
-            cores = list(layer.cores)
-            kernel = ring_kernel(cores, fmt, spec)
-            assert_close(rebuild(cores, fmt, spec), kernel)
-            assert_same_values_and_gradients(layer(x), conv_with(x, kernel, spec), [x, *cores], gen)
+        assert_every_order_equals_conv2d_with(ring_kernel, spec, fmt, rng.randint(1, 3), gen)
 
 
 @pytest.mark.slow
