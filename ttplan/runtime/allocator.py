@@ -21,6 +21,8 @@ import ctypes
 import ctypes.util
 import sys
 
+from ttplan.errors import TTPlanError
+
 #: how a benchmark leaves the allocator: as the process found it, or retaining freed memory
 MALLOC_MODES = ("default", "retain")
 
@@ -51,7 +53,7 @@ def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
     Returns True when both thresholds were set, False where the C library is not glibc (nothing changes).
     """
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"limit={limit!r}: expected a positive number of bytes, e.g. {RETAIN_BYTES}")
+        raise TTPlanError(f"limit={limit!r}: expected a positive number of bytes, e.g. {RETAIN_BYTES}")
     libc = _glibc()
     if libc is None:
         return False
@@ -63,7 +65,7 @@ def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
 def set_malloc(mode: str) -> str:
     """Apply a `MALLOC_MODES` mode; returns what was done, in words, for a report."""
     if mode not in MALLOC_MODES:
-        raise ValueError(f"malloc={mode!r}: expected one of {', '.join(MALLOC_MODES)}")
+        raise TTPlanError(f"malloc={mode!r}: expected one of {', '.join(MALLOC_MODES)}")
     if mode == "default":
         return "the C allocator as the process found it"
     if retain_freed_memory():
