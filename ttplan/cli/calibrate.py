@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -60,12 +61,8 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     result = run_calibration(device, threads, budget, progress=say)
     profile = result.profile
     if malloc != "default":
-        from dataclasses import replace
-
         profile = replace(profile, label=f"{profile.label}, malloc {malloc}")
     if as_default:
-        from dataclasses import replace
-
         import ttplan.core
 
         profile = replace(profile, default=True, label=f"default profile ({profile.label}); run `ttplan calibrate` "
