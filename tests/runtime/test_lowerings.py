@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from tests.helpers.runtime_cases import (
@@ -90,3 +91,45 @@ def test_folded_layers_prepare_weight_layouts_once():
 def test_unknown_mix_is_a_one_line_error():
     with pytest.raises(TTPlanError, match="mix='gemm': expected one of bmm, conv"):
         Lowering("gemm")
+
+
+class _Ops(TorchDispatchMode):
+    """Records the name of every aten op that runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
+def test_a_program_copies_the_map_only_where_copied_elements_says_and_nhwc_stays_channels_last(lowering):
+    """On an input in the lowering's memory format, a forward whose program counts no copied elements runs no copy
+    at all (no hidden `reshape` copy), and an NHWC program returns a channels-last output: a channels-last model
+    keeps its format through the layer."""
+    rng = random.Random(5)
+    copy_free = 0
+    for f in ("hodec", "classical", "tucker2", "tr", "cp"):
+        for _ in range(4):
+            spec = ConvSpec.make(rng.choice([8, 12, 16]), rng.choice([8, 16, 24]), 3, rng.choice([1, 2]), 1,
+                                 input_size=(rng.randint(5, 9), rng.randint(5, 9)))
+            fmt = make_format(f, spec, rank=rng.choice([3, 4, 6]))
+            plan = optimize(build_network(spec, fmt, 2), fold_weights=True, objective=rng.choice(["macs", "memory"]))
+            layer = TTConv2d(spec, fmt, plan, fold_weights=True, lowering=lowering).eval()
+            x = torch.randn(2, spec.in_channels, *spec.input_size)
+            if lowering.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                layer(x)  # fold first
+                with _Ops() as seen:
+                    out = layer(x)
+            copies = [op for op in seen.ops if op.startswith(("aten.clone", "aten.copy_", "aten._to_copy"))]
+            if copied_elements(layer.program) == 0:
+                copy_free += 1
+                assert copies == [], (f, plan.pairs)
+            if lowering.channels_last:
+                assert out.is_contiguous(memory_format=torch.channels_last)
+    assert copy_free >= 5

@@ -10,7 +10,10 @@ convolution (what `torch.utils.flop_counter` counts):
   part of the feature map, whichever needs no copy of the feature map; if the contracted indices are
   not adjacent in the feature map, it is permuted once so that they are. With `Lowering(mix="conv")`
   a step on a map laid out `[b, K, s]` (a pure channel mixing) runs as a 1x1 `conv2d` instead, which
-  oneDNN/cuDNN often run faster, especially on channels-last maps (`Lowering(channels_last=True)`);
+  oneDNN/cuDNN often run faster, especially on channels-last maps;
+- with `Lowering(channels_last=True)` the map is NHWC throughout: `(b, s, …)` in memory, so a channel mixing
+  is one `mm` over all pixels (`[B·H·W, K] @ [K, N]`), the conv reads and writes channels-last tensors
+  (views, no copies) and the output is a channels-last `[B, O, H', W']`, as a channels-last model expects;
 - the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation:
   input channels = the indices both operands share, batch = B x the feature map's other indices,
   output channels = the weight operand's other indices;
@@ -22,7 +25,8 @@ convolution (what `torch.utils.flop_counter` counts):
 
 Feature maps are tensors whose axes follow an index order (each `MatMul`/`Conv` records its result's): `b`, the
 channel/rank indices, and `s` (H·W flattened, split into `h`, `w` only for the conv). The input
-`[B, I, H, W]` is `(b, i_1…i_d, s)` as it lies in memory (docs/conventions.md: channels split row-major).
+`[B, I, H, W]` is `(b, i_1…i_d, s)` as it lies in memory (docs/conventions.md: channels split row-major), or
+`(b, s, i_1…i_d)` with `channels_last`.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ MIXES = ("bmm", "conv")
 @dataclass(frozen=True)
 class Lowering:
     """Choices of op and memory layout that keep the same steps and MACs: how channel mixings run and
-    whether the feature map is kept channels-last (NHWC in memory)."""
+    whether the feature map is kept channels-last (NHWC in memory from input to output)."""
 
     mix: str = "bmm"
     channels_last: bool = False
@@ -66,6 +70,9 @@ class Lowering:
 
 #: every lowering, for autotuning
 LOWERINGS = tuple(Lowering(mix, last) for mix in MIXES for last in (False, True))
+#: the lowerings of each memory format: NCHW maps, or channels-last (NHWC) maps from input to output
+NCHW_LOWERINGS = tuple(lowering for lowering in LOWERINGS if not lowering.channels_last)
+NHWC_LOWERINGS = tuple(lowering for lowering in LOWERINGS if lowering.channels_last)
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,8 @@ class MatMul:
     `shared`, one `bmm` of `left` [G, N, K] and `right` [G, K, Q] (a rank both keep open: a hyperedge).
 
     `layout` is the index order of the result's axes once unflattened. `conv1x1`: run as
-    `conv2d(right [B, K, H, W], left [N, K, 1, 1])` instead (the same products, counted the same).
+    `conv2d(right [B, K, H, W], left [N, K, 1, 1])` instead (the same products, counted the same);
+    `nhwc`: that conv's channels-last result is kept as its `[B, H, W, N]` view.
     """
 
     step: int
@@ -103,6 +111,7 @@ class MatMul:
     batch: tuple[str, ...] | None = None
     shared: bool = False
     conv1x1: bool = False
+    nhwc: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class Conv:
     `groups` are the indices both operands keep open (a hyperedge rank): a grouped conv, depthwise when the
     window factor holds nothing else. `axes` says which map axes (height, width) the window covers: a separable
     window's `k_h×1` conv has stride, padding and dilation 1, 0, 1 along the width, and the `1×k_w` conv likewise.
+    `nhwc`: the source is a channels-last view and the result is kept as its `[B, H', W', C']` view.
     """
 
     step: int
@@ -121,6 +131,7 @@ class Conv:
     layout: tuple[str, ...]
     groups: tuple[str, ...] = ()
     axes: tuple[bool, bool] = (True, True)
+    nhwc: bool = False
 
 
 Instruction = Reshape | MatMul | Conv
@@ -172,6 +183,7 @@ class _Lowering:
         self.plan = plan
         self.lowering = lowering
         self.summed_first = summed_first
+        self.nhwc = lowering.channels_last
         self.sizes = {name: idx.size for name, idx in net.indices.items() if name not in ("b", "s")}
         self.sizes.update(kh=net.spec.kernel_size[0], kw=net.spec.kernel_size[1])
         self.layouts: dict[str, tuple[str, ...]] = {}
@@ -184,7 +196,7 @@ class _Lowering:
             self.partners.setdefault(number, set()).add(name)
         in_modes = tuple(f"i{j}" for j in range(1, len(net.fmt.in_modes) + 1))
         self.names[0] = INPUT
-        self.layouts[INPUT] = ("b", *in_modes, "s")
+        self.layouts[INPUT] = ("b", "s", *in_modes) if self.nhwc else ("b", *in_modes, "s")
         for n, tensor in enumerate(net.tensors[1:], start=1):
             self.names[n] = tensor.name
             self.layouts[tensor.name] = tensor.indices
@@ -194,13 +206,19 @@ class _Lowering:
         never = len(self.plan.steps) + 1
         return tuple(sorted(names, key=lambda i: -self.at.get(i, never)))
 
-    def _arrange(self, new: tuple[str, ...], before: tuple[str, ...]) -> tuple[str, ...]:
+    def _arrange(self, new: tuple[str, ...], before: tuple[str, ...], tail: bool = False) -> tuple[str, ...]:
         """Order the indices a product creates, which land right after `before`: those summed together with one
         of `before` first (they will be adjacent to it), then the never-summed ones in index order, then the rest;
         with `summed_first`, the rest (soonest summed first) before the never-summed ones, so that a later product
-        puts what it creates where they were (an output mode ahead of the others, say)."""
-        near = [i for i in new if i in self.at and self.partners[self.at[i]] & set(before)]
+        puts what it creates where they were (an output mode ahead of the others, say).
+
+        `tail`: they land at the end of an NHWC map, where a product sums the last indices: the soonest summed
+        go last (after the never-summed ones, or with `summed_first` before them, latest first)."""
         never = sorted((i for i in new if i not in self.at), key=index_order)
+        if tail:
+            summed = sorted((i for i in new if i in self.at), key=lambda i: -self.at[i])
+            return (*summed, *never) if self.summed_first else (*never, *summed)
+        near = [i for i in new if i in self.at and self.partners[self.at[i]] & set(before)]
         rest = [i for i in new if i in self.at and i not in near]
         if self.summed_first:
             return (*near, *sorted(rest, key=lambda i: self.at[i]), *never)
@@ -249,6 +267,10 @@ class _Lowering:
             return
         block = _contiguous_block(la, shared)
         perm = None
+        if feature and self.nhwc and block is not None and block[1] != len(la):
+            # an NHWC map is summed over its last indices, as one mm over all pixels; else it is permuted
+            order = (*(i for i in la if i not in shared), *(i for i in la if i in shared))
+            perm, la, block = _perm(la, order), order, (len(la) - len(shared), len(la))
         if block is None:
             keep_last = feature and la[-1] == "s"
             head = self._soonest_last(tuple(i for i in la if i not in shared and not (keep_last and i == "s")))
@@ -258,7 +280,7 @@ class _Lowering:
             block = _contiguous_block(la, shared)
         assert block is not None
         p, k, q = la[: block[0]], la[block[0]: block[1]], la[block[1]:]
-        w_only = self._arrange(tuple(i for i in lw if i not in shared), p)
+        w_only = self._arrange(tuple(i for i in lw if i not in shared), p, tail=feature and self.nhwc)
         # operands are reshaped into temporaries that the product consumes at once, so names repeat:
         # the feature map stays `t`; a weight-only step multiplies `lhs` by `rhs`. The weight operand of a
         # feature-map step is laid out among the weight-only instructions, as `w<step>` (folded once at load).
@@ -266,7 +288,12 @@ class _Lowering:
             a2, w2, wsink = "t", f"w{number}", self.weight
         else:
             (a2, w2), wsink = ("lhs", "rhs") if not q else ("rhs", "lhs"), sink
-        if not q:  # [P, K] @ [K, N]
+        if feature and self.nhwc and p == ("b", "s") and not q and self.lowering.mix == "conv":  # 1x1, NHWC
+            layout = (*p, *w_only)
+            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k, (), ()), contiguous=True))
+            sink.append(Reshape(number, a2, a, self.layouts[a], perm, (("b",), ("h",), ("w",), k), after=(0, 3, 1, 2)))
+            sink.append(MatMul(number, out, w2, a2, layout, batch=("b",), conv1x1=True, nhwc=True))
+        elif not q:  # [P, K] @ [K, N]
             layout = (*p, *w_only)
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k)))
             wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*k, *w_only)), (k, w_only), contiguous=feature))
@@ -314,24 +341,34 @@ class _Lowering:
         w_only = self._arrange(tuple(i for i in lw if i not in both and i not in WINDOWS), batch)
         windows = tuple(i for i in WINDOWS if i in lw)
         axes = (any(WINDOWS[i][0] for i in windows), any(WINDOWS[i][1] for i in windows))
-        target = (*batch, *groups, *shared, "s")
-        layout = (*batch, *groups, *w_only, "s")
-        self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
-                                    (batch, (*groups, *shared), ("h",), ("w",))))
+        if self.nhwc:  # the conv reads a channels-last view [B, C, H, W] of the map (b…, s, c…) and keeps its
+            # channels-last result as the view (b…, s, c'…)
+            target = (*batch, "s", *groups, *shared)
+            layout = (*batch, "s", *groups, *w_only)
+            self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
+                                        (batch, ("h",), ("w",), (*groups, *shared)), after=(0, 3, 1, 2)))
+        else:
+            target = (*batch, *groups, *shared, "s")
+            layout = (*batch, *groups, *w_only, "s")
+            self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
+                                        (batch, (*groups, *shared), ("h",), ("w",))))
         # `k` holds k_h·k_w, split into the kernel's two axes; `kh` / `kw` alone leave the other axis 1
         kernel = (("kh",) if axes[0] else (), ("kw",) if axes[1] else ())
         self.weight.append(Reshape(number, f"w{number}", w, lw, _perm(lw, (*groups, *w_only, *shared, *windows)),
                                    ((*groups, *w_only), shared, *kernel), contiguous=True))
-        self.feature.append(Conv(number, out, "t", f"w{number}", layout, groups, axes))
+        self.feature.append(Conv(number, out, "t", f"w{number}", layout, groups, axes, nhwc=self.nhwc))
         self.layouts[out] = layout
 
     def _output(self, fm: str) -> None:
-        """The result as `[B, O, H', W']` (a channels-last view when the map ends as `(b, s, o…)`)."""
+        """The result as `[B, O, H', W']` (a channels-last view when the map ends as `(b, s, o…)`, which the
+        NHWC lowering makes it)."""
         net = self.plan.network
         lf = self.layouts[fm]
         outs = tuple(f"o{j}" for j in range(1, len(net.fmt.out_modes) + 1))
-        if lf == ("b", "s", *outs):
-            self.feature.append(Reshape(0, "y", fm, lf, None, (("b",), ("h",), ("w",), outs), after=(0, 3, 1, 2)))
+        if lf == ("b", "s", *outs) or self.nhwc:
+            target = ("b", "s", *outs)
+            self.feature.append(Reshape(0, "y", fm, lf, _perm(lf, target), (("b",), ("h",), ("w",), outs),
+                                        after=(0, 3, 1, 2)))
         else:
             target = ("b", *outs, "s")
             self.feature.append(Reshape(0, "y", fm, lf, _perm(lf, target), (("b",), outs, ("h",), ("w",))))
@@ -407,7 +444,8 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
             if ins.shared:
                 env[ins.out] = torch.bmm(left, right)
             elif ins.conv1x1:
-                env[ins.out] = F.conv2d(right, left)
+                out = F.conv2d(right, left)
+                env[ins.out] = out.permute(0, 2, 3, 1) if ins.nhwc else out
             elif ins.batch is None:
                 env[ins.out] = torch.mm(left, right)
             else:
@@ -420,7 +458,7 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
                            groups=group_size(ins.groups, sizes))
             sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
             sizes["s"] = sizes["h"] * sizes["w"]
-            env[ins.out] = out
+            env[ins.out] = out.permute(0, 2, 3, 1) if ins.nhwc else out
 
 
 def conv_arguments(program: Program, ins: Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -467,8 +505,8 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     sizes = dict(program.sizes)
     sizes["b"], sizes["h"], sizes["w"] = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
     sizes["s"] = sizes["h"] * sizes["w"]
-    if program.lowering.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if program.lowering.channels_last:  # (b, s, i…): a view of a channels-last input (else the first reshape copies)
+        x = x.permute(0, 2, 3, 1)
     env = {INPUT: x, **folded}
     execute(program, program.feature, env, sizes)
     return env[program.output]
