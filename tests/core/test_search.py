@@ -7,7 +7,7 @@ import pytest
 from tests.helpers.search_checks import assert_best_is_brute_force, assert_exact_under_a_memory_limit
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
-from ttplan.core.schemes import schemes_for
+from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -41,6 +41,20 @@ def test_best_never_worse_than_any_scheme(make_random_layer):
         best = optimize(net)
         for plan in schemes_for(net).values():
             assert best.macs <= plan.macs
+
+
+def test_merged_order_merges_each_run_of_cores_between_window_cores():
+    """hodec: input cores merged, the window core, output cores merged (three feature-map steps); a format whose
+    published order already merges them (tr) gives the same pairs; a linear layer has none."""
+    spec = ConvSpec.make(32, 32, 3, 1, 1, input_size=8)
+    hodec = build_network(spec, make_format("hodec", spec, rank=4))
+    plan = merged(hodec)
+    assert [step.kind for step in plan.steps if step.kind != "weight"] == ["feature", "conv", "feature"]
+    assert plan.executable and plan.macs >= optimize(hodec).macs
+    ring = build_network(spec, make_format("tr", spec, rank=4))
+    assert merged(ring).pairs == schemes_for(ring)["tr"].pairs
+    linear = ConvSpec.make(64, 64, 1, input_size=1)
+    assert merged(build_network(linear, make_format("ttm", linear, rank=4))) is None
 
 
 def test_reference_layer_best_orders():

@@ -5,12 +5,13 @@ classical (Garipov et al. 2016) convolves each input channel with `S`, then `G_1
 at H×W from the far end, one conv with `C`, then the output cores at H'×W'; ttm (Novikov et al. 2015) absorbs `G_1
 … G_d` in turn; tr (Wang et al. 2018) merges the input cores, absorbs them, convolves with `C` and absorbs the
 merged output cores. `dense` rebuilds the kernel from the cores (cheapest weight-only order), then runs one conv;
-it applies to every format.
+it applies to every format. `merged` (not a published scheme: a candidate for measuring) is the published order
+with each run of cores between window cores merged first, so the feature map meets one wide product per run.
 """
 
 from __future__ import annotations
 
-from ttplan.core.contraction import ContractionPlan
+from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.formats import format_names, get_format, published_schemes
 from ttplan.core.network import TensorNetwork
 from ttplan.core.search import ExactSearch
@@ -49,6 +50,30 @@ def dense(network: TensorNetwork, fold_weights: bool = False) -> ContractionPlan
     return ContractionPlan(network, [*pairs, (0, kernel)], DENSE, fold_weights)
 
 
+def merged(network: TensorNetwork, fold_weights: bool = False) -> ContractionPlan | None:
+    """The published order with every run of cores between window cores merged (weight-only) and absorbed as one:
+    hodec's input cores, the window core, its output cores. Few feature-map passes, each a wide product, at some
+    MACs: the order a channels-last map runs fastest when thin products are slow. None for a format without a
+    window core (a linear layer: merging everything is the `dense` rebuild)."""
+    entries = network.fmt.published_order()
+    names = [name for entry in entries for name in ((entry,) if isinstance(entry, str) else entry)]
+    window = {t.name for t in network.tensors[1:] if set(t.indices) & set(WINDOWS)}
+    if not window:
+        return None
+    order: list[str | tuple[str, ...]] = []
+    run: list[str] = []
+    for name in [*names, None]:
+        if name is not None and name not in window:
+            run.append(name)
+            continue
+        if run:
+            order.append(run[0] if len(run) == 1 else tuple(run))
+        if name is not None:
+            order.append(name)
+        run = []
+    return _sequence(network, tuple(order), "merged", fold_weights)
+
+
 def scheme_names() -> tuple[str, ...]:
     """Every scheme a plan may be asked for by name: the registered formats' published ones, then dense."""
     return (*published_schemes(), DENSE)
@@ -81,4 +106,4 @@ def schemes_for(network: TensorNetwork, fold_weights: bool = False) -> dict[str,
     return {network.fmt.published_scheme: published(network, fold_weights), DENSE: dense(network, fold_weights)}
 
 
-__all__ = ["DENSE", "dense", "published", "published_scheme", "scheme", "scheme_names", "schemes_for"]
+__all__ = ["DENSE", "dense", "merged", "published", "published_scheme", "scheme", "scheme_names", "schemes_for"]
