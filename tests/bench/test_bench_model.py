@@ -32,6 +32,37 @@ def test_generated_and_library_tt_models_compute_the_same():
     assert torch.allclose(emitted, library, rtol=1e-4, atol=1e-5)
 
 
+def test_a_channels_last_plan_builds_a_channels_last_model_that_computes_the_same():
+    """Planned with `channels_last`, every TT layer lowers to NHWC maps, the generated and the library models are
+    channels-last and equal the NCHW TT model on the same input, and every activation stays channels-last."""
+    plan = plan_architecture("resnet20", None, None, Policy(), 4, True, objective="latency", profile=MAC_PROFILE,
+                             channels_last=True)
+    assert plan.channels_last and plan.to_dict()["channels_last"] is True
+    assert all(layer.lowering["channels_last"] for layer in plan.layers if layer.decomposed)
+    nchw = plan_architecture("resnet20", None, None, Policy(), 4, True, objective="latency", profile=MAC_PROFILE)
+    dense, size = load_model("resnet20", None)
+    dense.eval()
+    x = torch.randn(2, *size)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    emitted = build_tt_model(dense, plan, "emitted")
+    library = build_tt_model(dense, plan, "layers")
+    reference = build_tt_model(dense, nchw, "layers")
+    formats: set[bool] = set()
+
+    def hook(module, args, out):
+        if out.dim() == 4 and min(out.shape[2:]) > 1:
+            formats.add(out.is_contiguous(memory_format=torch.channels_last))
+
+    for module in emitted.modules():
+        module.register_forward_hook(hook)
+    with torch.no_grad():
+        got = emitted(xc)
+        assert torch.allclose(got, library(xc), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(got, reference(x), rtol=1e-4, atol=1e-5)  # TT-SVD of the same weights, NCHW
+    assert formats == {True}
+
+
 def test_bench_model_times_end_to_end_and_per_layer():
     result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE)
     assert result.dense_ms > 0 and result.tt_ms > 0
@@ -52,6 +83,13 @@ def test_bench_model_times_end_to_end_and_per_layer():
     if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
         assert result.dense_faults >= 0 and result.tt_faults >= 0
         assert f"| {result.dense_faults:,.0f} / {result.tt_faults:,.0f} |" in text
+
+
+def test_bench_model_runs_both_models_channels_last_when_asked():
+    result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE, channels_last=True)
+    assert result.channels_last and result.plan.channels_last
+    text = render_section(result, "ttplan bench model resnet20 --channels-last")
+    assert ", --channels-last" in text.splitlines()[0] and "both models and the input channels-last" in text
 
 
 def test_bench_model_refuses_an_unknown_allocator_mode_in_one_line():

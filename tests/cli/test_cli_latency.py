@@ -93,6 +93,30 @@ def test_layer_autotune_times_candidates_and_caches_them(tmp_path):
     assert again["source"] == "cached" and again["best"] == first["best"]
 
 
+def test_layer_autotune_for_a_channels_last_model_times_nhwc_lowerings_and_the_merged_order(tmp_path):
+    """`emit --channels-last --autotune` measures on a channels-last input in the NHWC lowerings, offers the merged
+    order beside the searched ones, caches apart from the NCHW run, and the emitted layer runs NHWC."""
+    from ttplan.core.formats import make_format
+    from ttplan.core.spec import ConvSpec
+    from ttplan.runtime.autotune import autotune_layer
+    from ttplan.runtime.lowering import NHWC_LOWERINGS
+
+    spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
+    fmt = make_format("hodec", spec, rank=4)
+    nhwc = autotune_layer(spec, fmt, 2, True, channels_last=True, rounds=1)
+    assert {t.lowering for t in nhwc.timings if t.plan is not None} == set(NHWC_LOWERINGS)
+    assert "merged" in {t.label for t in nhwc.timings}
+    nchw = autotune_layer(spec, fmt, 2, True, rounds=1)
+    assert nchw.source == "measured" and not any(t.lowering.channels_last for t in nchw.timings)
+    assert autotune_layer(spec, fmt, 2, True, channels_last=True, rounds=1).source == "cached"
+    out = tmp_path / "layer.py"
+    args = ["emit", "-i", "16", "-o", "16", "-p", "1", "--input-size", "8", "--rank", "4", "--fold-weights",
+            "--batch", "2", "--channels-last", "--out", str(out)]
+    assert run(args).exit_code == 0
+    source = out.read_text()
+    assert "x = x.permute(0, 2, 3, 1)" in source and "on channels-last maps" in source
+
+
 def test_calibrate_check_runs_on_a_given_profile(tmp_path, monkeypatch):
     from ttplan.bench import calibrate as module
 
@@ -115,3 +139,8 @@ def test_emit_says_why_nothing_is_decomposed_when_every_layer_is_slower(tmp_path
     line = one_line_error(run(["emit", "--arch", "resnet20", "--objective", "latency", "--profile", profile,
                                "--out", str(tmp_path / "tt.py")]))
     assert "predicted slower than its dense conv at batch 1" in line and "--no-skip-slower" in line
+
+
+def test_plan_channels_last_with_a_budget_is_a_one_line_error():
+    one_line_error(run(["plan", "resnet20", "--channels-last", "--target-macs-reduction", "0.5"]),
+                   "--channels-last applies to policy and config plans")

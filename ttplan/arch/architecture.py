@@ -51,6 +51,8 @@ class ArchLayer:
     slower_than_dense: bool = False
     #: autotune's measurements (`TuneResult.to_dict()`) when the layer was autotuned
     tuned: dict | None = None
+    #: planned for a model that runs channels-last (NHWC maps from input to output)
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if not self.calls:
@@ -73,10 +75,10 @@ class ArchLayer:
 
     @property
     def lowering(self) -> dict:
-        """How the layer's steps run (`mix`, `channels_last`): autotune's choice, else bmm on NCHW maps."""
+        """How the layer's steps run (`mix`, `channels_last`): autotune's choice, else bmm on the model's maps."""
         if self.tuned is not None and not self.tuned["best"]["dense"]:
             return {"mix": self.tuned["best"]["mix"], "channels_last": self.tuned["best"]["channels_last"]}
-        return {"mix": "bmm", "channels_last": False}
+        return {"mix": "bmm", "channels_last": self.channels_last}
 
     @property
     def decomposed(self) -> bool:
@@ -224,6 +226,7 @@ class ArchPlan:
     all_params: int | None = None
     notes: list[str] = field(default_factory=list)
     objective: str = "macs"
+    channels_last: bool = False
 
     @property
     def totals(self) -> Totals:
@@ -269,6 +272,7 @@ class ArchPlan:
             "batch": self.batch,
             "fold_weights": self.fold_weights,
             "objective": self.objective,
+            "channels_last": self.channels_last,
             "units": "MACs (FLOPs = 2 x MACs); params = conv/linear weights + biases; ms predicted by the latency "
                      "profile unless under autotune",
             "policy": self.policy.to_dict(),
@@ -311,11 +315,13 @@ def plan_layers(
     profile: LatencyProfile | None = None,
     skip_slower: bool = False,
     autotune: str | None = None,
+    channels_last: bool = False,
 ) -> list[ArchLayer]:
     """Plan each decided layer with `plan_layer` (cached per geometry and format); dense ones as they are.
 
     `skip_slower`: keep a layer dense where its best order is slower than the dense layer (predicted
-    by `profile`, or measured when `autotune` names a device to time on: `cpu` or `cuda`).
+    by `profile`, or measured when `autotune` names a device to time on: `cpu` or `cuda`). `channels_last`: the
+    model runs channels-last, so its TT layers lower to NHWC maps (and autotune measures them so).
     """
     profile = profile if profile is not None else load_profile()
     cache: dict[tuple[ConvSpec, TTFormat], LayerPlan] = {}
@@ -326,14 +332,14 @@ def plan_layers(
             cache[(spec, fmt)] = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, objective=objective,
                                             profile=profile)
             if autotune is not None and kind == "conv":
-                cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune)
+                cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune, channels_last)
         return cache[(spec, fmt)]
 
     out: list[ArchLayer] = []
     for layer in layers:
         decision = decisions[layer.name]
         row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source,
-                        calls=layer.calls,
+                        calls=layer.calls, channels_last=channels_last,
                         dense_ms=sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
         if decision.fmt is not None:
             plans = tuple(planned(spec, decision.fmt, layer.kind) for spec in layer.calls)  # each call at its own size
@@ -356,14 +362,14 @@ def plan_layers(
     return out
 
 
-def _autotuned(plan: LayerPlan, device: str) -> tuple[LayerPlan, dict]:
+def _autotuned(plan: LayerPlan, device: str, channels_last: bool = False) -> tuple[LayerPlan, dict]:
     """The layer plan with autotune's fastest order as its best (when a TT order is fastest), and the timings."""
     from dataclasses import replace
 
     from ttplan.runtime.autotune import autotune_layer
 
     result = autotune_layer(plan.spec, plan.fmt, plan.network.batch, plan.best.fold_weights, device=device,
-                            profile=plan.profile)
+                            profile=plan.profile, channels_last=channels_last)
     tt = [t for t in result.timings if t.plan is not None]
     fastest = min(tt, key=lambda t: t.ms)
     return replace(plan, best=fastest.plan, tuned=result.to_dict()), result.to_dict()
@@ -399,6 +405,7 @@ def plan_architecture(
     profile: LatencyProfile | None = None,
     skip_slower: bool | None = None,
     autotune: str | None = None,
+    channels_last: bool = False,
 ) -> ArchPlan:
     """Trace a model and plan every layer; the result's `layers` and `totals` are what `ttplan plan` prints.
 
@@ -409,6 +416,9 @@ def plan_architecture(
     worse_than_dense}` and `totals.{baseline,tt}.{macs,params}` (MACs; FLOPs = 2 x MACs).
     `objective` picks what each best order minimises; `skip_slower` (default: on for `latency`) keeps
     dense the layers no TT order beats in time; `autotune` (`cpu`/`cuda`) measures instead of predicting.
+    `channels_last`: plan for a model run channels-last (`model.to(memory_format=torch.channels_last)`): TT layers
+    lower to NHWC maps and autotune measures on channels-last inputs. Predicted times come from the profile as
+    calibrated (NCHW ops), so `--autotune` is the sound judge of time for such a model.
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
@@ -419,5 +429,7 @@ def plan_architecture(
     label, layers, size, all_params = trace_model(model_or_name, input_size)
     decisions = decide(layers, policy, config)
     rows = plan_layers(layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse,
-                       objective=objective, profile=profile, skip_slower=skip_slower, autotune=autotune)
-    return ArchPlan(label, size, batch, fold_weights, policy, rows, all_params, objective=objective)
+                       objective=objective, profile=profile, skip_slower=skip_slower, autotune=autotune,
+                       channels_last=channels_last)
+    return ArchPlan(label, size, batch, fold_weights, policy, rows, all_params, objective=objective,
+                    channels_last=channels_last)

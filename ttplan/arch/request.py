@@ -41,11 +41,16 @@ class PlanRequest:
     skip_slower: bool | None = None
     autotune: str | None = None
     target_speedup: float | None = None
+    #: plan for a model run channels-last (TT layers on NHWC maps)
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.search_format and not self.budget:
             raise TTPlanError("--search-format needs a budget: add --target-macs-reduction and/or "
                               "--target-params-reduction")
+        if self.budget and self.channels_last:
+            raise TTPlanError("--channels-last applies to policy and config plans; a budget search plans NCHW "
+                              "layers: drop --channels-last or the targets")
         if self.budget and self.policy.rank is not None:
             given = "--target-macs-reduction" if self.target_params_reduction is None else "--target-params-reduction"
             raise TTPlanError(f"{given} and --rank {self.policy.rank} both given: the budget picks each layer's "
@@ -92,7 +97,7 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
         planned = plan_architecture(request.arch, request.input_size, config, request.policy, request.batch,
                                     request.fold_weights, request.skip_worse, objective=request.objective,
                                     profile=request.profile(), skip_slower=request.skip_slower,
-                                    autotune=request.autotune)
+                                    autotune=request.autotune, channels_last=request.channels_last)
         outcome = PlanOutcome(planned, planned.formats())
     if request.config_path is not None:
         outcome.plan.notes.insert(0, f"config: {request.config_path}")

@@ -5,7 +5,9 @@ models): each layer's plans are lowered, run once to capture every intermediate,
 instructions (its reshapes and its one `mm`/`bmm`/`conv2d`) are timed alone; the dense conv of each
 geometry is timed too. The check times whole layers the fit never saw (the 3x3 convs of ResNet-56 and
 ResNet-18 in the hodec format) and compares them with the prediction. Timings are medians over
-repeats in `torch.no_grad()`, float32.
+repeats in `torch.no_grad()`, float32. With `channels_last` every input is channels-last and every plan
+is lowered to NHWC maps (`Lowering(channels_last=True)`), the dense conv too runs channels-last: the
+profile of a model run in `torch.channels_last`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ttplan.core.schemes import schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.runtime.lowering import INPUT, Program, by_step, execute, lower
+from ttplan.runtime.lowering import INPUT, Lowering, Program, by_step, execute, lower
 
 #: (channels in, channels out, input size, stride) of the fitting grid; batch per resolution keeps each op short
 FIT_GEOMETRIES = ((24, 24, 32, 1), (48, 48, 16, 1), (24, 48, 32, 2), (96, 96, 8, 1), (48, 96, 16, 2),
@@ -84,7 +86,9 @@ def time_steps(program: Program, batch: int, device: torch.device, budget_s: flo
         execute(program, group, env, sizes)
     folded = {name: env[name] for name in program.folded}
     h, w = spec.input_size
-    env = {INPUT: torch.randn(batch, spec.in_channels, h, w, device=device), **folded}
+    env = {INPUT: _input(program.lowering.channels_last, batch, spec.in_channels, h, w, device), **folded}
+    if program.lowering.channels_last:  # the program reads the input as (b, s, i…), as `run_feature_steps` hands it
+        env[INPUT] = env[INPUT].permute(0, 2, 3, 1)
     sizes = dict(program.sizes, b=batch, h=h, w=w, s=h * w)
     for step, group in by_step(program.feature):
         if step:
@@ -100,23 +104,32 @@ def _time_group(program: Program, group: tuple, env: dict[str, torch.Tensor], si
     return median_us(lambda: (execute(program, group, dict(snapshot), dict(size_snapshot)), _sync(device)), budget_s)
 
 
-def time_dense(spec: ConvSpec, batch: int, device: torch.device, budget_s: float) -> float:
-    """Median µs of the dense conv of `spec` at `batch`."""
+def _input(channels_last: bool, batch: int, channels: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """A random input map, channels-last in memory when asked."""
+    x = torch.randn(batch, channels, h, w, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def time_dense(spec: ConvSpec, batch: int, device: torch.device, budget_s: float, channels_last: bool = False
+               ) -> float:
+    """Median µs of the dense conv of `spec` at `batch` (on a channels-last input when asked)."""
     h, w = spec.input_size
-    x = torch.randn(batch, spec.in_channels, h, w, device=device)
+    x = _input(channels_last, batch, spec.in_channels, h, w, device)
     weight = torch.randn(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_size, device=device)
     return median_us(lambda: (F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation, spec.groups),
                               _sync(device)), budget_s)
 
 
-def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float) -> float:
-    """Median µs of one forward of a `TTConv2d` running `plan` (weights folded when the plan folds them)."""
+def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float, channels_last: bool = False) -> float:
+    """Median µs of one forward of a `TTConv2d` running `plan` (weights folded when the plan folds them); with
+    `channels_last` on a channels-last input, lowered to NHWC maps."""
     from ttplan.runtime.layers import TTConv2d
 
     net = plan.network
-    layer = TTConv2d(net.spec, net.fmt, plan, plan.fold_weights, device=device).eval()
+    layer = TTConv2d(net.spec, net.fmt, plan, plan.fold_weights, device=device,
+                     lowering=Lowering(channels_last=channels_last)).eval()
     h, w = net.spec.input_size
-    x = torch.randn(net.batch, net.spec.in_channels, h, w, device=device)
+    x = _input(channels_last, net.batch, net.spec.in_channels, h, w, device)
     return median_us(lambda: (layer(x), _sync(device)), budget_s)
 
 
@@ -162,7 +175,7 @@ class Calibration:
 
 
 def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float = 0.02,
-              progress: Callable[[str], None] | None = None) -> Calibration:
+              progress: Callable[[str], None] | None = None, channels_last: bool = False) -> Calibration:
     """Time the grid's steps and dense convs on `device` and fit a profile (see the module docstring)."""
     dev = _device(device)
     if threads is not None:
@@ -176,7 +189,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
         for n, (plan, batch) in enumerate(plans, start=1):
             if progress is not None and n % 10 == 1:
                 progress(f"fitting samples: layer {n}/{len(plans)}")
-            program = lower(plan)
+            program = lower(plan, Lowering(channels_last=channels_last))
             shapes = step_shapes(plan)
             timed = time_steps(program, batch, dev, budget_s)
             step_sum = 0.0
@@ -185,17 +198,18 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
                 if not (plan.fold_weights and shapes[step].kind == "weight"):
                     step_sum += us
             if n % 4 == 1:
-                overheads.append(time_layer(plan, dev, budget_s) - step_sum)
+                overheads.append(time_layer(plan, dev, budget_s, channels_last) - step_sum)
             key = (plan.network.spec, batch)
             if key not in dense_seen:
                 dense_seen.add(key)
                 samples.append(Sample(dense_shape(plan.network.spec, batch),
-                                      time_dense(plan.network.spec, batch, dev, budget_s)))
+                                      time_dense(plan.network.spec, batch, dev, budget_s, channels_last)))
     for spec, batch in dense_grid():
         if (spec, batch) not in dense_seen:
-            samples.append(Sample(dense_shape(spec, batch), time_dense(spec, batch, dev, budget_s)))
+            samples.append(Sample(dense_shape(spec, batch), time_dense(spec, batch, dev, budget_s, channels_last)))
     threads_used = torch.get_num_threads()
-    label = f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
+    label = (f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
+             + (", channels-last" if channels_last else ""))
     profile = fit_profile(samples, label=label,
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
                           layer_overhead_us=max(0.0, statistics.median(overheads)))
@@ -254,8 +268,9 @@ def check_layers() -> list[tuple[str, ContractionPlan]]:
 
 
 def check(profile: LatencyProfile, device: str = "cpu", budget_s: float = 0.05,
-          progress: Callable[[str], None] | None = None) -> CheckResult:
-    """Measure the held-out layers and their dense convs and compare with `profile`'s predictions."""
+          progress: Callable[[str], None] | None = None, channels_last: bool = False) -> CheckResult:
+    """Measure the held-out layers and their dense convs (channels-last when asked) and compare with `profile`'s
+    predictions."""
     dev = _device(device)
     rows: list[CheckRow] = []
     layers = check_layers()
@@ -264,8 +279,9 @@ def check(profile: LatencyProfile, device: str = "cpu", budget_s: float = 0.05,
             if progress is not None:
                 progress(f"checking {n}/{len(layers)}: {name}")
             spec, batch = plan.network.spec, plan.network.batch
-            rows.append(CheckRow(name, batch, predict_plan_us(plan, profile), time_layer(plan, dev, budget_s),
-                                 predict_dense_us(spec, batch, profile), time_dense(spec, batch, dev, budget_s)))
+            rows.append(CheckRow(name, batch, predict_plan_us(plan, profile),
+                                 time_layer(plan, dev, budget_s, channels_last), predict_dense_us(spec, batch, profile),
+                                 time_dense(spec, batch, dev, budget_s, channels_last)))
     return CheckResult(rows)
 
 

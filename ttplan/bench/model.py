@@ -80,6 +80,7 @@ class ModelBench:
     tt_faults: float | None = None
     compiled: list[CompiledTiming] = field(default_factory=list)  # with --compile
     processes: list[ProcessTiming] = field(default_factory=list)  # with --processes
+    channels_last: bool = False  # both models and the input in torch.channels_last
 
     @property
     def speedup(self) -> float:
@@ -128,16 +129,19 @@ def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -
     """The dense model with every decomposed layer of `plan` swapped in, by generated code or by the library.
 
     Where the plan keeps every layer dense (the latency objective at batch 1 may), that is the dense model: a copy,
-    so the benchmark still reports the plan's outcome (speedup 1 within noise) instead of failing.
+    so the benchmark still reports the plan's outcome (speedup 1 within noise) instead of failing. A plan made
+    for a channels-last model gives a channels-last model.
     """
     layers = [layer for layer in plan.layers if layer.decomposed]
     if not layers:
-        return copy.deepcopy(dense).eval()
+        model = copy.deepcopy(dense).eval()
+        return model.to(memory_format=torch.channels_last) if plan.channels_last else model
     lowerings = {layer.name: Lowering(**layer.lowering) for layer in layers}
     if runtime == "emitted":
         from ttplan.runtime.codegen import emit_model
 
-        source = emit_model([(layer.name, layer.plan.best) for layer in layers], plan.model, lowerings)
+        source = emit_model([(layer.name, layer.plan.best) for layer in layers], plan.model, lowerings,
+                            channels_last=plan.channels_last)
         # the file `ttplan emit --arch` writes, as a module: torch.compile looks its globals up in sys.modules
         name = f"ttplan_generated_{plan.model}_{hashlib.sha1(source.encode()).hexdigest()[:12]}"
         module = sys.modules.get(name)
@@ -150,7 +154,8 @@ def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -
         raise TTPlanError(f"runtime={runtime!r}: expected emitted or layers")
     formats = {layer.name: layer.fmt for layer in layers}
     plans = {layer.name: layer.plan.best for layer in layers}
-    return convert(dense, formats, plan.input_size, "best", True, plans=plans, lowerings=lowerings).eval()
+    model = convert(dense, formats, plan.input_size, "best", True, plans=plans, lowerings=lowerings).eval()
+    return model.to(memory_format=torch.channels_last) if plan.channels_last else model
 
 
 def _inputs(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
@@ -250,9 +255,10 @@ class Prepared:
 
 def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
             device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
-            runtime: str = "emitted", autotune: bool = False, malloc: str = "default",
+            runtime: str = "emitted", autotune: bool = False, malloc: str = "default", channels_last: bool = False,
             progress: Callable[[str], None] | None = None) -> Prepared:
-    """Set the process up (allocator, threads), plan `arch` and build both models, as `bench_model` times them."""
+    """Set the process up (allocator, threads), plan `arch` and build both models, as `bench_model` times them;
+    with `channels_last` both models and the input are `torch.channels_last` (the TT layers planned so)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     set_malloc(malloc)  # a one-line error for an unknown mode
@@ -263,12 +269,14 @@ def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: i
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
     plan = plan_architecture(arch, None, config, Policy(), batch, True, objective=objective, profile=profile,
-                             autotune=device if autotune else None)
+                             autotune=device if autotune else None, channels_last=channels_last)
     dense, size = load_model(arch, None)
     dense = dense.to(dev).eval()
     say("converting")
     tt = build_tt_model(dense, plan, runtime).to(dev)
     x = torch.randn(batch, *size, device=dev)
+    if channels_last:
+        dense, x = dense.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     return Prepared(plan, dense, tt, x, sync)
 
@@ -285,19 +293,20 @@ def end_to_end(run: Prepared, rounds: int) -> tuple[float, float, float | None, 
 def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
                 device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
-                malloc: str = "default", compile: bool = False, processes: int = 0,
+                malloc: str = "default", compile: bool = False, processes: int = 0, channels_last: bool = False,
                 progress: Callable[[str], None] | None = None) -> ModelBench:
     """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
 
     `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
     process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
     (`ttplan.bench.compiled`); `processes` repeats the end-to-end timing in that many fresh processes
-    (`ttplan.bench.processes`).
+    (`ttplan.bench.processes`). `channels_last` runs both models, and plans the TT one, in `torch.channels_last`.
     """
     say = progress or (lambda message: None)
     profile = profile if profile is not None else load_profile(device=device)
     settings = {"arch": arch, "config": config, "batch": batch, "threads": threads, "device": device,
-                "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc}
+                "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc,
+                "channels_last": channels_last}
     run = prepare(**settings, profile=profile, progress=say)
     say(f"timing end to end, {rounds} rounds")
     dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)
@@ -313,7 +322,8 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     say(f"timing layers, {layer_rounds} rounds each")
     layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)
     return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
-                      tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled, repeats)
+                      tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled, repeats,
+                      channels_last)
 
 
 def machine() -> str:
@@ -331,11 +341,13 @@ def render_section(result: ModelBench, command: str) -> str:
         f"## {result.arch}{' (' + result.config + ')' if result.config else ''}, batch {result.batch}, "
         f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}"
         + (f", --malloc {result.malloc}" if result.malloc != "default" else "")
-        + (", --compile" if result.compiled else ""),
+        + (", --compile" if result.compiled else "") + (", --channels-last" if result.channels_last else ""),
         "",
         f"Command: `{command}`. Objective `{result.objective}`, weights folded, TT model built by "
         f"{'the generated code (`ttplan emit --arch`)' if result.runtime == 'emitted' else 'ttplan.runtime.convert'};"
-        f" median of {result.rounds} interleaved rounds. Allocator: {_malloc_words(result.malloc)}.",
+        f" median of {result.rounds} interleaved rounds. Allocator: {_malloc_words(result.malloc)}."
+        + (" Memory format: both models and the input channels-last (`torch.channels_last`), the TT layers on NHWC "
+           "maps from input to output." if result.channels_last else ""),
         "",
         "| dense ms | TT ms | speedup | MACs↓ | params↓ | predicted speedup (conv/linear layers) | "
         "decomposed / dense layers | page faults per forward (dense / TT) |",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ttplan.cli.objective_options import channels_last_option
 from ttplan.cli.options import malloc_option
 
 
@@ -27,8 +28,11 @@ from ttplan.cli.options import malloc_option
 @click.option("--as-default", is_flag=True, hidden=True,
               help="Maintainers: label the profile as the default and write ttplan/core/default_profile.json.")
 @malloc_option
+@channels_last_option("Time ops on channels-last inputs with TT layers on NHWC maps: the profile for "
+                      "`--channels-last` plans (default file ~/.cache/ttplan/profile-channels-last.json; pass it "
+                      "as --profile).")
 def calibrate(device: str, threads: int | None, profile_path: Path | None, check_only: bool, budget: float,
-              as_default: bool, malloc: str) -> None:
+              as_default: bool, malloc: str, channels_last: bool) -> None:
     """Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.
 
     The profile drives `--objective latency` in layer, plan, emit, sweep and the budgets. Without a
@@ -51,14 +55,14 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     if check_only:
         profile = load_profile(profile_path, device)
         click.echo(f"profile: {profile.source} ({profile.label})" + (" [default profile]" if profile.default else ""))
-        result = check(profile, device, budget_s=max(budget, 0.05), progress=say)
+        result = check(profile, device, budget_s=max(budget, 0.05), progress=say, channels_last=channels_last)
         click.echo(render_check(result, torch.get_num_threads()))
         return
     load = _load_per_core()
     if load is not None and load > 0.5:
         say(f"warning: load average {load:.1f} per core: other processes share this machine, so the timings (and "
             "the profile) will be noisy; calibrate on an idle machine for a reliable profile")
-    result = run_calibration(device, threads, budget, progress=say)
+    result = run_calibration(device, threads, budget, progress=say, channels_last=channels_last)
     profile = result.profile
     if malloc != "default":
         profile = replace(profile, label=f"{profile.label}, malloc {malloc}")
@@ -69,7 +73,7 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
                                                        "to fit this machine")
         path = profile_path or Path(ttplan.core.__file__).parent / "default_profile.json"
     else:
-        path = profile_path or user_profile_path(device)
+        path = profile_path or user_profile_path(device, channels_last)
     profile.save(path)
     click.echo(f"wrote {path}: {len(profile.ops)} op models from {result.samples} timed ops in "
                f"{result.seconds:.0f} s ({profile.label})")

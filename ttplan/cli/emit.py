@@ -101,11 +101,14 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     fmt = format_from_options(spec, opts)
     profile = profile_from_options(opts["profile_path"])
     plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
-    lowering, note = None, ""
+    from ttplan.runtime.lowering import Lowering
+
+    lowering, note = Lowering(channels_last=opts["channels_last"]), ""
     if opts["autotune"] is not None and scheme == "best":
         from ttplan.runtime.autotune import autotune_layer
 
-        tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile)
+        tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile,
+                               channels_last=opts["channels_last"])
         fastest = min((t for t in tuned.timings if t.plan is not None), key=lambda t: t.ms)
         plan, lowering = fastest.plan, fastest.lowering
         note = (f"; autotuned: {fastest.ms:.3f} ms ({lowering.label}) vs dense {tuned.dense_ms:.3f} ms"
@@ -126,7 +129,7 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     planned = plan_architecture(arch, model_input_size(arch, opts["input_size"]), opts["config_path"], policy, batch,
                                 fold_weights, opts["skip_worse"], objective=opts["objective"],
                                 profile=profile_from_options(opts["profile_path"]), skip_slower=opts["skip_slower"],
-                                autotune=opts["autotune"])
+                                autotune=opts["autotune"], channels_last=opts["channels_last"])
     layers = planned.plans(scheme)
     if not layers:
         if any(layer.slower_than_dense for layer in planned.layers):
@@ -143,4 +146,4 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
     lowerings = {layer.name: Lowering(**layer.lowering) for layer in planned.layers if layer.decomposed}
-    return emit_model(layers, planned.model, lowerings), summary
+    return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary

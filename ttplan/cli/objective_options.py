@@ -27,7 +27,8 @@ def objective_options(func: Callable) -> Callable:
 
 
 def speed_options(func: Callable) -> Callable:
-    """`--skip-slower/--no-skip-slower` (default: on with `--objective latency`) and `--autotune [cpu|cuda]`."""
+    """`--skip-slower/--no-skip-slower` (default: on with `--objective latency`), `--autotune [cpu|cuda]` and
+    `--channels-last` (the memory format the model will run in)."""
     options = [
         click.option("--skip-slower/--no-skip-slower", default=None,
                      help="Keep a layer dense where no TT order is faster than the dense conv (predicted, or "
@@ -35,10 +36,17 @@ def speed_options(func: Callable) -> Callable:
         click.option("--autotune", type=click.Choice(["cpu", "cuda"]), is_flag=False, flag_value="cpu", default=None,
                      help="Time the few best orders of each distinct layer (bmm and 1x1-conv lowerings) and the "
                           "dense conv on this device (cpu if no value), keep the fastest; cached in ~/.cache/ttplan."),
+        channels_last_option("Plan for a model run channels-last (model.to(memory_format=torch.channels_last)): "
+                             "TT layers keep NHWC maps from input to output; --autotune measures them so."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def channels_last_option(help_text: str) -> Callable:
+    """`--channels-last`: one spelling wherever the memory format of the model matters."""
+    return click.option("--channels-last", is_flag=True, help=help_text)
 
 
 def profile_from_options(profile_path: Path | None):

@@ -139,9 +139,11 @@ def cache_dir() -> Path:
     return Path(base) / "ttplan"
 
 
-def user_profile_path(device: str = "cpu") -> Path:
-    """Where `ttplan calibrate` saves the profile of `device` by default."""
-    return cache_dir() / ("profile.json" if device == "cpu" else f"profile-{device}.json")
+def user_profile_path(device: str = "cpu", channels_last: bool = False) -> Path:
+    """Where `ttplan calibrate` saves the profile of `device` by default (`--channels-last`: its own file, which
+    plans read when given as `--profile`)."""
+    name = "profile" + ("" if device == "cpu" else f"-{device}") + ("-channels-last" if channels_last else "")
+    return cache_dir() / f"{name}.json"
 
 
 def default_profile() -> LatencyProfile:

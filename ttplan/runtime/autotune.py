@@ -25,19 +25,21 @@ from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile, cache_dir, load_profile, predict_dense_us, predict_plan_us
 from ttplan.core.network import build_network
-from ttplan.core.schemes import schemes_for
+from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.layers import TTConv2d
-from ttplan.runtime.lowering import LOWERINGS, Lowering
+from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
 
-#: the lowerings tried by default: NCHW maps only. A channels-last layer inside an NCHW model hands its
-#: neighbours (batch norm, residual adds) NHWC tensors, which measured slower end to end although the layer
-#: alone is faster; pass `LOWERINGS` when the whole model runs channels-last.
-NCHW_LOWERINGS = tuple(lowering for lowering in LOWERINGS if not lowering.channels_last)
+# The lowerings tried follow the model's memory format (`channels_last`): a channels-last layer inside an NCHW
+# model hands its neighbours (batch norm, residual adds) NHWC tensors, which measured slower end to end although
+# the layer alone was faster; so an NCHW model tries NCHW lowerings on an NCHW input, and a channels-last model
+# NHWC lowerings on a channels-last input, with the dense conv on that same input.
 
 DENSE = "dense conv"
+#: what `candidate_plans` offers, in the cache key: entries measured over another candidate set are not reused
+CANDIDATES = "candidates=objectives,published,merged"
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ class TuneResult:
 
 def candidate_plans(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, profile: LatencyProfile,
                     top: int = 3) -> list[ContractionPlan]:
-    """Distinct executable orders by objective and the published one, fastest predicted first, at most `top`."""
+    """Distinct executable orders by objective and the published one, fastest predicted first, at most `top`; then
+    the `merged` order (each side's cores merged: few wide products) if it is not among them, whatever its
+    prediction, since the latency model prices thin products on channels-last maps poorly."""
     network = build_network(spec, fmt, batch)
     found: dict[tuple, ContractionPlan] = {}
     for objective in ("latency", "macs", "memory"):
@@ -106,15 +110,22 @@ def candidate_plans(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: boo
     for name, plan in schemes_for(network, fold_weights).items():
         if name != "dense" and plan.executable:
             found.setdefault(plan.pairs, plan)
-    ranked = sorted((p for p in found.values() if p.executable), key=lambda p: predict_plan_us(p, profile))
-    return ranked[:top]
+    ranked = sorted((p for p in found.values() if p.executable), key=lambda p: predict_plan_us(p, profile))[:top]
+    wide = merged(network, fold_weights)
+    if wide is not None and wide.executable and all(p.pairs != wide.pairs for p in ranked):
+        ranked.append(wide)
+    return ranked
 
 
 def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, threads: int,
-         lowerings: tuple[Lowering, ...]) -> str:
+         lowerings: tuple[Lowering, ...], channels_last: bool = False) -> str:
     return (f"{spec.describe()}|{spec.input_size}|{fmt.label}|{fmt.in_modes}|{fmt.out_modes}|{fmt.ranks}|b{batch}|"
-            f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}|"
-            f"{','.join(lowering.label for lowering in lowerings)}")
+            f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}|{CANDIDATES}|"
+            f"{','.join(lowering.label for lowering in lowerings)}"
+            # NHWC lowerings keep the map channels-last throughout since ttplan 0.1 measured them converting the
+            # input only: entries from then must not be reused
+            + ("|nhwc-throughout" if any(lowering.channels_last for lowering in lowerings) else "")
+            + ("|input=channels-last" if channels_last else ""))
 
 
 def cache_path() -> Path:
@@ -143,19 +154,25 @@ def _from_cache(entry: dict, spec: ConvSpec, fmt: TTFormat, batch: int, fold_wei
 
 def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, device: str = "cpu",
                    profile: LatencyProfile | None = None, top: int = 3, rounds: int = 7,
-                   lowerings: tuple[Lowering, ...] = NCHW_LOWERINGS, use_cache: bool = True) -> TuneResult:
-    """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`."""
+                   lowerings: tuple[Lowering, ...] | None = None, use_cache: bool = True,
+                   channels_last: bool = False) -> TuneResult:
+    """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`.
+
+    `channels_last`: the input (and the dense conv's) is channels-last and the lowerings default to the NHWC ones,
+    as in a model converted to `torch.channels_last`; else NCHW and the NCHW lowerings."""
+    if lowerings is None:
+        lowerings = NHWC_LOWERINGS if channels_last else NCHW_LOWERINGS
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
     profile = profile if profile is not None else load_profile(device=device)
     threads = torch.get_num_threads()
-    key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings)
+    key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings, channels_last)
     path = cache_path()
     if use_cache:
         cached = _load_cache(path).get(key)
         if cached is not None:
             return _from_cache(cached, spec, fmt, batch, fold_weights, device, threads, profile)
-    result = _measure(spec, fmt, batch, fold_weights, device, profile, top, rounds, lowerings)
+    result = _measure(spec, fmt, batch, fold_weights, device, profile, top, rounds, lowerings, channels_last)
     if use_cache:
         data = _load_cache(path)
         data[key] = {"rounds": rounds, "timings": [t.to_dict() for t in result.timings]}
@@ -170,10 +187,12 @@ def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool
 
 
 def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, profile: LatencyProfile,
-             top: int, rounds: int, lowerings: tuple[Lowering, ...]) -> TuneResult:
+             top: int, rounds: int, lowerings: tuple[Lowering, ...], channels_last: bool = False) -> TuneResult:
     dev = torch.device(device)
     h, w = spec.input_size
     x = torch.randn(batch, spec.in_channels, h, w, device=dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_size, device=dev)
     variants: list[tuple[str, ContractionPlan | None, Lowering, object]] = [
         (DENSE, None, Lowering(), lambda: F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation))]
@@ -200,4 +219,4 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
     return TuneResult(spec, fmt, batch, device, torch.get_num_threads(), timings, rounds)
 
 
-__all__ = ["DENSE", "NCHW_LOWERINGS", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans"]
+__all__ = ["DENSE", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans"]
