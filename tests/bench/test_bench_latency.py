@@ -35,6 +35,27 @@ def test_rows_time_every_variant_against_dense():
     assert row.ratio("dense") == 1.0
     assert row.macs["best"] <= row.macs["hodec"] < row.macs["dense"]
     assert row.ms["floor"] > 0  # the memory floor is timed in the same rounds
+    assert row.ms["dense-cl"] > 0 and row.ms["fast-cl"] > 0  # and the channels-last pair
+    assert row.macs["dense-cl"] == row.macs["dense"] and row.macs["fast-cl"] == row.macs["fast"]
+
+
+def test_channels_last_variants_get_a_channels_last_input_and_compute_the_same():
+    from ttplan.bench.latency import CHANNELS_LAST, build_variants, time_interleaved
+
+    (group,) = select_groups(resnet18_3x3_groups(), ["layer4.0.conv2"])
+    modules, _ = build_variants(group.spec, bench_formats(group.spec, 4), 1, 4, torch.device("cpu"),
+                                with_tltorch=False)
+    x = torch.randn(1, group.spec.in_channels, *group.spec.input_size)
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert modules["dense-cl"] is modules["dense"]  # the same conv, only its input differs
+    seen: dict[str, set[int]] = {"dense": set(), "fast-cl": set()}
+    for name in seen:
+        modules[name].register_forward_pre_hook(lambda m, args, name=name: seen[name].add(id(args[0])))
+    time_interleaved({n: modules[n] for n in ("dense", *CHANNELS_LAST)}, x, 1, warmup=1, block_ms=0.0,
+                     inputs=dict.fromkeys(CHANNELS_LAST, last))
+    assert seen == {"dense": {id(x), id(last)}, "fast-cl": {id(last)}}
+    with torch.no_grad():
+        assert modules["fast-cl"](last).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_the_memory_floor_reads_the_input_and_writes_an_output_of_the_layers_shape():

@@ -3,7 +3,9 @@
 For each distinct 3x3 conv geometry of the ResNet-18 preset (traced at 3x224x224) and each batch, one
 process times, interleaved and in `torch.no_grad()`: the dense `nn.Conv2d`, and `TTConv2d` running
 the classical order (classical format), the hodec order and the searched best order (hodec format),
-plus tensorly-torch's TT conv when it is installed. Modes are the balanced factors of the channels in
+plus tensorly-torch's TT conv when it is installed, and the dense conv and the fast order again on a channels-last
+copy of the input (`dense-cl`, `fast-cl`: the comparison for a model run channels-last). Modes are the balanced
+factors of the channels in
 ascending order (layer3.0.conv1: `tt_shapes 4,8,8,9,4,4,8`), ranks uniform (16 by default, clipped at
 small boundary modes). Each repeat calls every variant once, in turn, so drifts in machine load hit
 all of them alike; a row reports the median over repeats and the ratio to dense in the same row.
@@ -26,8 +28,11 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
 from ttplan.runtime.layers import TTConv2d
+from ttplan.runtime.lowering import Lowering
 
-VARIANTS = ("dense", "classical", "hodec", "best", "fast", "tltorch", "tl-tucker")
+VARIANTS = ("dense", "classical", "hodec", "best", "fast", "tltorch", "tl-tucker", "dense-cl", "fast-cl")
+#: the variants that run on a channels-last copy of the input
+CHANNELS_LAST = ("dense-cl", "fast-cl")
 #: tensorly-torch's factorizations timed beside ttplan's, at the parameters of ttplan's hodec layer
 TLTORCH = {"tltorch": "tt", "tl-tucker": "tucker"}
 FOCUS = "layer3.0.conv1"
@@ -112,15 +117,19 @@ def _tltorch_conv(spec: ConvSpec, params: int, factorization: str = "tt") -> tup
 def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, rank: int,
                    device: torch.device, with_tltorch: bool = True) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """The modules to time (float32, eval mode, on `device`) and a note per variant that could not be built."""
+    dense = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
+                      spec.dilation, bias=False)
+    fast = _fast_plan(spec, formats["hodec"], batch)
     modules: dict[str, nn.Module] = {
-        "dense": nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
-                           spec.dilation, bias=False),
+        "dense": dense,
         "classical": TTConv2d(spec, formats["classical"], plan="classical", batch=batch),
         "hodec": TTConv2d(spec, formats["hodec"], plan="hodec", batch=batch),
         "best": TTConv2d(spec, formats["hodec"], plan="best", batch=batch),
-        "fast": TTConv2d(spec, formats["hodec"], plan=_fast_plan(spec, formats["hodec"], batch), fold_weights=True,
-                         batch=batch),
+        "fast": TTConv2d(spec, formats["hodec"], plan=fast, fold_weights=True, batch=batch),
         "floor": MemoryFloor(spec),
+        "dense-cl": dense,  # the same conv, handed a channels-last input
+        "fast-cl": TTConv2d(spec, formats["hodec"], plan=fast, fold_weights=True, batch=batch,
+                            lowering=Lowering("conv", channels_last=True)),
     }
     notes: dict[str, str] = {}
     if with_tltorch:
@@ -175,18 +184,21 @@ def graphed(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def time_interleaved(modules: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int = 2,
-                     block_ms: float = 25.0, cuda_graphs: bool = False) -> dict[str, float]:
-    """Median milliseconds per call of each module; every repeat visits each module in turn.
+                     block_ms: float = 25.0, cuda_graphs: bool = False,
+                     inputs: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Median milliseconds per call of each module; every repeat visits each module in turn. `inputs` gives some
+    modules an input of their own (the same values in another memory format, say); the rest get `x`.
 
     A visit runs one block of calls lasting about `block_ms` (the count per module is fixed from the
     warm-up) and records the mean per call, so a layer is timed in steady state, as when called over
     and over, rather than right after a different, possibly much larger, layer ran.
     """
     device = x.device
+    given = {name: (inputs or {}).get(name, x) for name in modules}
     if cuda_graphs:
-        run = {name: graphed(module, x) for name, module in modules.items()}
+        run = {name: graphed(module, given[name]) for name, module in modules.items()}
     else:
-        run = {name: (lambda module=module: module(x)) for name, module in modules.items()}
+        run = {name: (lambda module=module, arg=given[name]: module(arg)) for name, module in modules.items()}
     times: dict[str, list[float]] = {name: [] for name in modules}
     calls: dict[str, int] = {}
     with torch.no_grad():
@@ -228,13 +240,16 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
             modules, notes = build_variants(spec, formats, batch, rank, target)
             x = torch.randn(batch, spec.in_channels, *spec.input_size, generator=generator).to(target)
             ms: dict[str, float | None] = dict.fromkeys(VARIANTS)
-            ms.update(time_interleaved(modules, x, repeats, cuda_graphs=cuda_graphs))
+            last = x.contiguous(memory_format=torch.channels_last)
+            ms.update(time_interleaved(modules, x, repeats, cuda_graphs=cuda_graphs,
+                                       inputs=dict.fromkeys(CHANNELS_LAST, last)))
             macs: dict[str, int | None] = dict.fromkeys(VARIANTS)
             macs["dense"] = spec.dense_macs(batch)
-            for name in ("classical", "hodec", "best", "fast"):
+            macs["dense-cl"] = macs["dense"]
+            for name in ("classical", "hodec", "best", "fast", "fast-cl"):
                 macs[name] = modules[name].plan.macs
             rows.append(LatencyRow(group, batch, ms, macs, notes))
-            del modules, x
+            del modules, x, last
             if progress is not None:
                 progress(1)
     return rows
@@ -282,7 +297,9 @@ def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: i
         "`MACs vs dense`: planned MACs of classical / hodec / best / fast over the dense conv's (FLOPs = 2 x MACs). "
         "`fast`: the hodec format at the order of least predicted time (`--objective latency`), weights folded at "
         "load. `tltorch` / `tl-tucker`: tensorly-torch's TT and Tucker convs (`implementation='factorized'`) at the "
-        "hodec layer's parameter count.",
+        "hodec layer's parameter count. `dense-cl` / `fast-cl`: the dense conv and the fast order on a channels-last "
+        "copy of the input, the TT layer on NHWC maps with its channel mixings as 1x1 convs (ratios still over the "
+        "NCHW dense conv; the check below compares them with each other).",
         "",
     ]
     if tl:
@@ -291,13 +308,15 @@ def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: i
         lines += [
             f"### batch {batch}",
             "",
-            "| layers | geometry | dense ms | classical | hodec | best | fast | tltorch | tl-tucker | MACs vs dense |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| layers | geometry | dense ms | classical | hodec | best | fast | tltorch | tl-tucker | dense-cl | "
+            "fast-cl | MACs vs dense |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in (r for r in rows if r.batch == batch):
             lines.append(f"| {', '.join(row.group.names)} | {row.group.spec.describe()} | {row.ms['dense']:.2f} | "
                          f"{_cell(row, 'classical')} | {_cell(row, 'hodec')} | {_cell(row, 'best')} | "
                          f"{_cell(row, 'fast')} | {_cell(row, 'tltorch')} | {_cell(row, 'tl-tucker')} | "
+                         f"{_cell(row, 'dense-cl')} | {_cell(row, 'fast-cl')} | "
                          f"{_macs_cell(row)} |")
         lines.append("")
     lines += _focus(rows)
@@ -323,9 +342,20 @@ def _focus(rows: list[LatencyRow]) -> list[str]:
         f"{1 / fast:.1f}x faster than dense ({'meets' if 1 / fast >= 10 else 'misses'} the 10x target; planned MACs "
         f"{1 / row.macs_ratio('fast'):.1f}x fewer); the classical order takes {classical:.2f}x the dense time "
         f"({'slower' if classical > 1 else 'not slower'} than dense; planned MACs {row.macs_ratio('classical'):.2f}x "
-        "dense)." + floor_words,
+        "dense)." + floor_words + _channels_last_words(row),
         "",
     ]
+
+
+def _channels_last_words(row: LatencyRow) -> str:
+    """The check again for a channels-last model: the fast order on NHWC maps against the dense conv on the same
+    channels-last input."""
+    dense, fast = row.ms.get("dense-cl"), row.ms.get("fast-cl")
+    if not dense or not fast:
+        return ""
+    return (f" On a channels-last input the dense conv takes {dense:.2f} ms and the fast order on NHWC maps "
+            f"{fast:.2f} ms: {dense / fast:.1f}x ({'meets' if dense / fast >= 10 else 'misses'} the 10x target "
+            "against that baseline).")
 
 
 def render_report(section: str) -> str:
