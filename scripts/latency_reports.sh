@@ -8,6 +8,8 @@
 #      batch-32 (resnet56) and batch-8 (resnet18) runs again with `--malloc retain` (glibc keeping freed
 #      memory: no page faults per forward) and, all threads, with `--compile` (torch.compile); the
 #      all-threads runs also repeat their end-to-end timing in $PROCESSES fresh processes (`--processes`)
+#      and, all threads, both models channels-last (`--channels-last`, TT layers autotuned on NHWC maps against a
+#      profile calibrated channels-last), with glibc's defaults and retaining freed memory
 #   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
 # Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run.
 set -euo pipefail
@@ -21,11 +23,15 @@ BUDGET="${BUDGET:-0.015}"       # seconds of repeats per timed op while calibrat
 if [ "${QUICK:-0}" = "1" ]; then ROUNDS=2; BIG_ROUNDS=1; BUDGET=0.003; fi
 START=$(date +%s)
 STEP=0
-TOTAL=8
+TOTAL=10
 step() { STEP=$((STEP + 1)); echo "[$STEP/$TOTAL, $(( $(date +%s) - START )) s] $*" >&2; }
 load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 echo "load average now: $load (timings are only meaningful on an idle machine)" >&2
 mkdir -p reports/profiles
+# autotune results go to a fresh cache, so every run measures its own (profiles are passed as files)
+XDG_CACHE_HOME=$(mktemp -d)
+export XDG_CACHE_HOME
+trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 
 step "calibrate, $ALL threads (also the committed default profile, except with QUICK=1)"
 if [ "${QUICK:-0}" = "1" ]; then
@@ -37,7 +43,11 @@ fi
 step "calibrate, 1 thread"
 "$PYTHON" -m ttplan calibrate --threads 1 --budget "$BUDGET" --profile reports/profiles/cpu_1thread.json
 
-step "check both profiles on held-out layers"
+step "calibrate, $ALL threads, channels-last"
+"$PYTHON" -m ttplan calibrate --threads "$ALL" --budget "$BUDGET" --channels-last \
+    --profile "reports/profiles/cpu_${ALL}threads_channels_last.json"
+
+step "check the profiles on held-out layers"
 {
     echo "# Latency model: predictions against measurements on held-out layers"
     echo
@@ -55,6 +65,15 @@ step "check both profiles on held-out layers"
         "$PYTHON" -m ttplan calibrate --check --threads "$threads" --profile "$profile"
         echo '```'
     done
+    echo
+    echo "## $ALL threads, channels-last (inputs, dense convs and TT layers on NHWC maps)"
+    echo
+    echo "Command: \`ttplan calibrate --check --channels-last --threads $ALL --profile reports/profiles/cpu_${ALL}threads_channels_last.json\`"
+    echo
+    echo '```'
+    "$PYTHON" -m ttplan calibrate --check --channels-last --threads "$ALL" \
+        --profile "reports/profiles/cpu_${ALL}threads_channels_last.json"
+    echo '```'
 } > reports/latency_model_check.md.tmp
 mv reports/latency_model_check.md.tmp reports/latency_model_check.md
 grep "median relative error" reports/latency_model_check.md >&2
@@ -88,6 +107,15 @@ for threads in "$ALL" 1; do
     model resnet18 "$threads" "$ROUNDS" --batch 8 --malloc retain $(repeat "$threads")
 done
 model resnet18 "$ALL" "$ROUNDS" --batch 8 --compile
+step "resnet56 batch 32 and resnet18 batch 8, both models channels-last, TT layers autotuned"
+for malloc in default retain; do
+    for spec in "resnet56 32" "resnet18 8"; do
+        set -- $spec
+        "$PYTHON" -m ttplan bench model "$1" --batch "$2" --threads "$ALL" --rounds "$ROUNDS" --channels-last \
+            --autotune --profile "reports/profiles/cpu_${ALL}threads_channels_last.json" --malloc "$malloc" \
+            --processes "$PROCESSES" --out reports/latency_models.md.tmp --append
+    done
+done
 step "resnet18, default policy, batch 32"
 for threads in "$ALL" 1; do
     model resnet18 "$threads" "$BIG_ROUNDS" --batch 32
