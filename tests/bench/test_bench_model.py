@@ -90,6 +90,15 @@ def test_bench_model_runs_both_models_channels_last_when_asked():
     assert result.channels_last and result.plan.channels_last
     text = render_section(result, "ttplan bench model resnet20 --channels-last")
     assert ", --channels-last" in text.splitlines()[0] and "both models and the input channels-last" in text
+    from ttplan.bench.memory_formats import MODELS
+
+    ms = result.formats.ms
+    assert set(ms) == set(MODELS) and all(value > 0 for value in ms.values())
+    best_dense, best_tt = result.formats.best("dense"), result.formats.best("TT")
+    assert best_dense.startswith("dense ") and best_tt.startswith("TT ")
+    assert result.formats.speedup == pytest.approx(ms[best_dense] / ms[best_tt])
+    assert "| dense NCHW ms | dense channels-last ms | TT NCHW ms | TT channels-last ms |" in text
+    assert f"**{result.formats.speedup:.2f}x**" in text
 
 
 def test_bench_model_refuses_an_unknown_allocator_mode_in_one_line():

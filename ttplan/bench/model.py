@@ -15,9 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import platform
-import statistics
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from torch import nn
 from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.bench.compiled import CompiledTiming, best_of_each, time_compiled
+from ttplan.bench.memory_formats import MODELS, FormatTimings, time_all
 from ttplan.bench.processes import ChildRequest, ProcessTiming, median_speedup, time_in_processes
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.latency import LatencyProfile, load_profile
@@ -81,6 +80,7 @@ class ModelBench:
     compiled: list[CompiledTiming] = field(default_factory=list)  # with --compile
     processes: list[ProcessTiming] = field(default_factory=list)  # with --processes
     channels_last: bool = False  # both models and the input in torch.channels_last
+    formats: FormatTimings | None = None  # with channels_last: dense and TT in both memory formats
 
     @property
     def speedup(self) -> float:
@@ -101,19 +101,9 @@ class ModelBench:
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
               sync: Callable[[], None] = lambda: None, calls: int = 1) -> tuple[float, float]:
     """Median ms per call of two callables timed in alternation over `rounds` (after one warm-up call each);
-    each visit makes `calls` back-to-back calls and records their mean."""
-    first(), second()
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(rounds):
-        for fn, sink in ((first, a), (second, b)):
-            sync()
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            sync()
-            sink.append((time.perf_counter() - start) * 1000 / calls)
-    return statistics.median(a), statistics.median(b)
+    each visit makes `calls` back-to-back calls and records their mean (`memory_formats.time_all`)."""
+    ms = time_all({"first": first, "second": second}, rounds, sync, calls)
+    return ms["first"], ms["second"]
 
 
 def faults_per_call(fn: Callable[[], object], calls: int = 3) -> float | None:
@@ -314,6 +304,10 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     if compile:
         say("compiling both models (inductor, layout optimization on and off) and timing them")
         compiled = time_compiled(run.dense, run.tt, run.x, rounds, time_pair, run.sync)
+    formats = None
+    if channels_last:
+        say("timing dense and TT in both memory formats")
+        formats = both_formats(run, settings, rounds, say)
     repeats = []
     if processes:
         say(f"timing end to end again in {processes} fresh processes")
@@ -323,7 +317,20 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)
     return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
                       tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled, repeats,
-                      channels_last)
+                      channels_last, formats)
+
+
+def both_formats(run: Prepared, settings: dict, rounds: int, progress: Callable[[str], None]) -> FormatTimings:
+    """The channels-last run's models beside the NCHW ones (the TT one planned as for an NCHW model, with the
+    NCHW profile `load_profile` finds), all four timed interleaved on the same input values
+    (`ttplan.bench.memory_formats`)."""
+    nchw = prepare(**{**settings, "channels_last": False}, profile=load_profile(device=settings["device"]),
+                   progress=progress)
+    x_last, x = run.x, run.x.contiguous()
+    models = dict(zip(MODELS, (lambda: nchw.dense(x), lambda: run.dense(x_last), lambda: nchw.tt(x),
+                               lambda: run.tt(x_last))))
+    with torch.no_grad():
+        return FormatTimings(time_all(models, rounds, run.sync))
 
 
 def machine() -> str:
@@ -359,6 +366,7 @@ def render_section(result: ModelBench, command: str) -> str:
         *_ceiling_lines(result),
         *_process_lines(result),
         *_compiled_lines(result),
+        *_format_lines(result),
         "Per layer (each distinct geometry and plan once; its layers in the first column; each visit a block of "
         f"back-to-back calls lasting about {LAYER_BLOCK_MS:.0f} ms): measured ms (dense, TT), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
@@ -406,6 +414,22 @@ def _ceiling_lines(result: ModelBench) -> list[str]:
             f"ms (their per-layer dense times summed); the rest (dense layers, pooling, batch norm, adds) about "
             f"{result.dense_ms - result.replaced_ms:.2f} ms, so even free TT layers would give at most "
             f"{result.ceiling:.2f}x.", ""]
+
+
+def _format_lines(result: ModelBench) -> list[str]:
+    """The four models of `--channels-last` (both memory formats, one set of rounds) and the best of each."""
+    if result.formats is None:
+        return []
+    ms = result.formats.ms
+    dense, tt = result.formats.best("dense"), result.formats.best("TT")
+    return ["Both memory formats in one process, the four models timed interleaved on the same input values (the "
+            "NCHW TT model planned as for an NCHW model: this objective, the NCHW profile"
+            + (", autotuned on NCHW inputs" if result.plan.layers and any(layer.tuned for layer in result.plan.layers)
+               else "") + "):", "",
+            "| " + " | ".join(f"{name} ms" for name in MODELS) + " |", "|" + " ---: |" * len(MODELS),
+            "| " + " | ".join(f"{ms[name]:.2f}" for name in MODELS) + " |", "",
+            f"Best of each: {dense} {ms[dense]:.2f} ms, {tt} {ms[tt]:.2f} ms: **{result.formats.speedup:.2f}x**; "
+            f"the best TT model against the dense model as loaded (NCHW): {ms['dense NCHW'] / ms[tt]:.2f}x.", ""]
 
 
 def _compiled_lines(result: ModelBench) -> list[str]:
