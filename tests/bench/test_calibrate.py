@@ -22,3 +22,37 @@ def test_every_step_is_timed_in_either_memory_format(channels_last):
     assert all(us > 0 for _, us in timed)
     assert time_layer(plan, torch.device("cpu"), 0.0, channels_last) > 0
     assert time_dense(spec, 2, torch.device("cpu"), 0.0, channels_last) > 0
+
+
+def test_calibration_keeps_each_ops_median_over_rounds(monkeypatch):
+    """Three passes over the grid: a step timed 1, 100 and 2 µs (one slow moment) is fitted at 2 µs, once."""
+    from ttplan.bench import calibrate as module
+
+    spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
+    plan = optimize(build_network(spec, make_format("hodec", spec, rank=4), 2), fold_weights=True)
+    per_round = iter([1.0, 100.0, 2.0])
+    monkeypatch.setattr(module, "fit_plans", lambda: iter([(plan, 2)]))
+    monkeypatch.setattr(module, "dense_grid", lambda: iter([]))
+
+    def fake_steps(program, batch, device, budget_s):
+        us = next(per_round)
+        return [(step.number, us) for step in plan.steps]
+
+    monkeypatch.setattr(module, "time_steps", fake_steps)
+    monkeypatch.setattr(module, "time_layer", lambda *a: 50.0)
+    monkeypatch.setattr(module, "time_dense", lambda *a: 7.0)
+    seen = {}
+    real_fit = module.fit_profile
+
+    def capture(samples, **kwargs):
+        seen["samples"] = samples
+        return real_fit(samples, **kwargs)
+
+    monkeypatch.setattr(module, "fit_profile", capture)
+    result = module.calibrate(rounds=3)
+    steps = [s for s in seen["samples"] if s.shape.kind != "dense"]
+    assert len(steps) == len(plan.steps) and all(s.us == 2.0 for s in steps)
+    assert [s.us for s in seen["samples"] if s.shape.kind == "dense"] == [7.0]  # timed once a round, median kept
+    assert "median of 3 rounds" in result.profile.label
+    with pytest.raises(module.TTPlanError, match="rounds=0"):
+        module.calibrate(rounds=0)

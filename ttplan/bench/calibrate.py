@@ -175,41 +175,57 @@ class Calibration:
 
 
 def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float = 0.02,
-              progress: Callable[[str], None] | None = None, channels_last: bool = False) -> Calibration:
-    """Time the grid's steps and dense convs on `device` and fit a profile (see the module docstring)."""
+              progress: Callable[[str], None] | None = None, channels_last: bool = False,
+              rounds: int = 3) -> Calibration:
+    """Time the grid's steps and dense convs on `device` and fit a profile (see the module docstring).
+
+    The whole grid is timed `rounds` times over and each op keeps its median over the rounds, so a slow
+    moment of the machine (seconds long) spoils one round of a few ops, not the fit: one pass over the grid
+    once gave a profile with a 27% median error where the same machine's next gave 9%."""
+    if rounds < 1:
+        raise TTPlanError(f"rounds={rounds}: expected a positive int")
     dev = _device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     start = time.perf_counter()
+    plans = list(fit_plans())
+    steps: dict[tuple[int, int], list[float]] = {}  # (plan, step) -> µs per round
+    layers: dict[int, list[float]] = {}  # plan -> the whole layer's µs per round, for every fourth plan
+    dense: dict[tuple, list[float]] = {}  # (spec, batch) -> µs per round
+    with torch.no_grad():
+        for r in range(1, rounds + 1):
+            for n, (plan, batch) in enumerate(plans, start=1):
+                if progress is not None and n % 10 == 1:
+                    progress(f"fitting samples: round {r}/{rounds}, layer {n}/{len(plans)}")
+                program = lower(plan, Lowering(channels_last=channels_last))
+                for step, us in time_steps(program, batch, dev, budget_s):
+                    steps.setdefault((n, step), []).append(us)
+                if n % 4 == 1:
+                    layers.setdefault(n, []).append(time_layer(plan, dev, budget_s, channels_last))
+                key = (plan.network.spec, batch)
+                if len(dense.get(key, ())) < r:
+                    dense.setdefault(key, []).append(time_dense(*key, dev, budget_s, channels_last))
+            for key in dense_grid():
+                if len(dense.get(key, ())) < r:
+                    dense.setdefault(key, []).append(time_dense(*key, dev, budget_s, channels_last))
     samples: list[Sample] = []
     overheads: list[float] = []
-    dense_seen: set[tuple] = set()
-    plans = list(fit_plans())
-    with torch.no_grad():
-        for n, (plan, batch) in enumerate(plans, start=1):
-            if progress is not None and n % 10 == 1:
-                progress(f"fitting samples: layer {n}/{len(plans)}")
-            program = lower(plan, Lowering(channels_last=channels_last))
-            shapes = step_shapes(plan)
-            timed = time_steps(program, batch, dev, budget_s)
-            step_sum = 0.0
-            for step, us in timed:
-                samples.append(Sample(shapes[step], us))
-                if not (plan.fold_weights and shapes[step].kind == "weight"):
-                    step_sum += us
-            if n % 4 == 1:
-                overheads.append(time_layer(plan, dev, budget_s, channels_last) - step_sum)
-            key = (plan.network.spec, batch)
-            if key not in dense_seen:
-                dense_seen.add(key)
-                samples.append(Sample(dense_shape(plan.network.spec, batch),
-                                      time_dense(plan.network.spec, batch, dev, budget_s, channels_last)))
-    for spec, batch in dense_grid():
-        if (spec, batch) not in dense_seen:
-            samples.append(Sample(dense_shape(spec, batch), time_dense(spec, batch, dev, budget_s, channels_last)))
+    for n, (plan, _) in enumerate(plans, start=1):
+        shapes = step_shapes(plan)
+        step_sum = 0.0
+        for (m, step), values in steps.items():
+            if m != n:
+                continue
+            us = statistics.median(values)
+            samples.append(Sample(shapes[step], us))
+            if not (plan.fold_weights and shapes[step].kind == "weight"):
+                step_sum += us
+        if n in layers:
+            overheads.append(statistics.median(layers[n]) - step_sum)
+    samples += [Sample(dense_shape(spec, batch), statistics.median(values)) for (spec, batch), values in dense.items()]
     threads_used = torch.get_num_threads()
     label = (f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
-             + (", channels-last" if channels_last else ""))
+             + (", channels-last" if channels_last else "") + f", median of {rounds} round{'s' if rounds > 1 else ''}")
     profile = fit_profile(samples, label=label,
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
                           layer_overhead_us=max(0.0, statistics.median(overheads)))

@@ -25,6 +25,9 @@ from ttplan.cli.options import malloc_option
                    "worst relative error.")
 @click.option("--budget", type=click.FloatRange(min=0.001), default=0.02, show_default=True,
               help="Seconds of repeats per timed op (the median is kept).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Passes over the fitting grid; each op keeps its median over them, so a slow moment of the "
+                   "machine spoils one pass, not the profile.")
 @click.option("--as-default", is_flag=True, hidden=True,
               help="Maintainers: label the profile as the default and write ttplan/core/default_profile.json.")
 @malloc_option
@@ -32,7 +35,7 @@ from ttplan.cli.options import malloc_option
                       "`--channels-last` plans (default file ~/.cache/ttplan/profile-channels-last.json; pass it "
                       "as --profile).")
 def calibrate(device: str, threads: int | None, profile_path: Path | None, check_only: bool, budget: float,
-              as_default: bool, malloc: str, channels_last: bool) -> None:
+              rounds: int, as_default: bool, malloc: str, channels_last: bool) -> None:
     """Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.
 
     The profile drives `--objective latency` in layer, plan, emit, sweep and the budgets. Without a
@@ -62,7 +65,7 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     if load is not None and load > 0.5:
         say(f"warning: load average {load:.1f} per core: other processes share this machine, so the timings (and "
             "the profile) will be noisy; calibrate on an idle machine for a reliable profile")
-    result = run_calibration(device, threads, budget, progress=say, channels_last=channels_last)
+    result = run_calibration(device, threads, budget, progress=say, channels_last=channels_last, rounds=rounds)
     profile = result.profile
     if malloc != "default":
         profile = replace(profile, label=f"{profile.label}, malloc {malloc}")
