@@ -56,3 +56,17 @@ def test_calibration_keeps_each_ops_median_over_rounds(monkeypatch):
     assert "median of 3 rounds" in result.profile.label
     with pytest.raises(module.TTPlanError, match="rounds=0"):
         module.calibrate(rounds=0)
+
+
+def test_the_check_keeps_each_layers_median_over_rounds(monkeypatch):
+    from ttplan.bench import calibrate as module
+    from ttplan.core.latency import default_profile
+
+    spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
+    plan = optimize(build_network(spec, make_format("hodec", spec, rank=4), 2), fold_weights=True)
+    monkeypatch.setattr(module, "check_layers", lambda: [("one", plan)])
+    tt, dense = iter([1.0, 100.0, 2.0]), iter([30.0, 10.0, 20.0])
+    monkeypatch.setattr(module, "time_layer", lambda *a: next(tt))
+    monkeypatch.setattr(module, "time_dense", lambda *a: next(dense))
+    (row,) = module.check(default_profile(), rounds=3).rows
+    assert (row.tt_measured, row.dense_measured) == (2.0, 20.0)

@@ -50,8 +50,21 @@ def test_profile_round_trips_and_falls_back_to_the_pooled_fit(tmp_path):
     assert again.to_dict() == profile.to_dict()
     wide = OpShape("dense", 100, 576, 128, 1000)
     assert again.op(wide.key) is again.ops["dense:any"]
-    with pytest.raises(TTPlanError, match="no model for feature:narrow"):
+    with pytest.raises(TTPlanError, match="no model for feature:thin"):
         again.predict(OpShape("feature", 10, 2, 2, 10))
+
+
+def test_thin_products_have_their_own_class_and_fall_back_to_narrow():
+    """K or N below 4 is `thin` (on channels-last maps such products ran far slower per MAC than K, N of 4-15);
+    a profile fitted before the class existed predicts them with its `narrow` fit."""
+    assert OpShape("feature", 1000, 2, 16, 0).key == "feature:thin"
+    assert OpShape("feature", 1000, 4, 16, 0).key == "feature:narrow"
+    narrow = [Sample(OpShape("feature", m, 8, 8, 4 * m * 16), 1 + m * 0.01) for m in (10, 100, 1000, 5000)]
+    old = fit_profile(narrow, label="old", device="cpu", threads=1, torch_version="x")
+    assert old.op("feature:thin") is old.ops["feature:narrow"]
+    thin = [Sample(OpShape("feature", m, 2, 1, 4 * m * 3), 1 + m * 0.1) for m in (10, 100, 1000, 5000)]
+    both = fit_profile(narrow + thin, label="new", device="cpu", threads=1, torch_version="x")
+    assert both.op("feature:thin") is both.ops["feature:thin"] is not both.ops["feature:narrow"]
 
 
 def test_bad_profile_files_are_one_line_errors(tmp_path):

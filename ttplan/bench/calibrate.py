@@ -284,21 +284,29 @@ def check_layers() -> list[tuple[str, ContractionPlan]]:
 
 
 def check(profile: LatencyProfile, device: str = "cpu", budget_s: float = 0.05,
-          progress: Callable[[str], None] | None = None, channels_last: bool = False) -> CheckResult:
+          progress: Callable[[str], None] | None = None, channels_last: bool = False, rounds: int = 3
+          ) -> CheckResult:
     """Measure the held-out layers and their dense convs (channels-last when asked) and compare with `profile`'s
-    predictions."""
+    predictions; every layer is measured once per round over the whole list and keeps its median, as the fit's
+    ops do (a single pass over the same profile gave 20% one minute and 10% the next)."""
+    if rounds < 1:
+        raise TTPlanError(f"rounds={rounds}: expected a positive int")
     dev = _device(device)
-    rows: list[CheckRow] = []
     layers = check_layers()
+    tt: list[list[float]] = [[] for _ in layers]
+    dense: list[list[float]] = [[] for _ in layers]
     with torch.no_grad():
-        for n, (name, plan) in enumerate(layers, start=1):
-            if progress is not None:
-                progress(f"checking {n}/{len(layers)}: {name}")
-            spec, batch = plan.network.spec, plan.network.batch
-            rows.append(CheckRow(name, batch, predict_plan_us(plan, profile),
-                                 time_layer(plan, dev, budget_s, channels_last), predict_dense_us(spec, batch, profile),
-                                 time_dense(spec, batch, dev, budget_s, channels_last)))
-    return CheckResult(rows)
+        for r in range(1, rounds + 1):
+            for n, (name, plan) in enumerate(layers):
+                if progress is not None:
+                    progress(f"checking, round {r}/{rounds}, {n + 1}/{len(layers)}: {name}")
+                spec, batch = plan.network.spec, plan.network.batch
+                tt[n].append(time_layer(plan, dev, budget_s, channels_last))
+                dense[n].append(time_dense(spec, batch, dev, budget_s, channels_last))
+    return CheckResult([CheckRow(name, plan.network.batch, predict_plan_us(plan, profile), statistics.median(tt[n]),
+                                 predict_dense_us(plan.network.spec, plan.network.batch, profile),
+                                 statistics.median(dense[n]))
+                        for n, (name, plan) in enumerate(layers)])
 
 
 def _device(device: str) -> torch.device:

@@ -26,8 +26,8 @@ from ttplan.cli.options import malloc_option
 @click.option("--budget", type=click.FloatRange(min=0.001), default=0.02, show_default=True,
               help="Seconds of repeats per timed op (the median is kept).")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Passes over the fitting grid; each op keeps its median over them, so a slow moment of the "
-                   "machine spoils one pass, not the profile.")
+              help="Passes over the fitting grid (with --check: over the held-out layers); each op keeps its "
+                   "median over them, so a slow moment of the machine spoils one pass, not the result.")
 @click.option("--as-default", is_flag=True, hidden=True,
               help="Maintainers: label the profile as the default and write ttplan/core/default_profile.json.")
 @malloc_option
@@ -58,7 +58,8 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     if check_only:
         profile = load_profile(profile_path, device)
         click.echo(f"profile: {profile.source} ({profile.label})" + (" [default profile]" if profile.default else ""))
-        result = check(profile, device, budget_s=max(budget, 0.05), progress=say, channels_last=channels_last)
+        result = check(profile, device, budget_s=max(budget, 0.05), progress=say, channels_last=channels_last,
+                       rounds=rounds)
         click.echo(render_check(result, torch.get_num_threads()))
         return
     load = _load_per_core()

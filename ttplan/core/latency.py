@@ -7,9 +7,10 @@ replaces (`dense`). Its time is modelled as
     overhead + bytes moved / bandwidth + MACs / throughput
 
 with the three coefficients fitted per kind and shape class (the smaller of the contracted size K and
-the produced size N: `narrow` < 16 <= `medium` < 64 <= `wide`), since thin products run far below
-peak. A profile is plain JSON; `load_profile` takes a given file, else the user's cache
-(`$XDG_CACHE_HOME/ttplan/profile.json`), else the committed default profile, which says it is one.
+the produced size N: `thin` < 4 <= `narrow` < 16 <= `medium` < 64 <= `wide`), since thin products run
+far below peak (a profile without a `thin` fit uses its `narrow` one). A profile is plain JSON;
+`load_profile` takes a given file, else the user's cache (`$XDG_CACHE_HOME/ttplan/profile.json`), else
+the committed default profile, which says it is one.
 Torch-free: the planner uses it to search by predicted time.
 """
 
@@ -37,7 +38,7 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
 KINDS = ("feature", "conv", "weight", "dense")
-WIDTHS = ("narrow", "medium", "wide")
+WIDTHS = ("thin", "narrow", "medium", "wide")
 #: bytes per element of the float32 tensors the model is fitted for
 ELEMENT_BYTES = 4
 
@@ -60,7 +61,7 @@ class OpShape:
     def key(self) -> str:
         """`kind:width`, the shape class a coefficient set is fitted for."""
         small = min(self.k, self.n)
-        width = "narrow" if small < 16 else "medium" if small < 64 else "wide"
+        width = "thin" if small < 4 else "narrow" if small < 16 else "medium" if small < 64 else "wide"
         return f"{self.kind}:{width}"
 
 
@@ -92,9 +93,12 @@ class LatencyProfile:
     check: dict = field(default_factory=dict)
 
     def op(self, key: str) -> OpModel:
-        """The coefficients for a shape class, else the kind's pooled fit (`kind:any`)."""
+        """The coefficients for a shape class (`thin` falls back to `narrow`, fitted before `thin` existed), else
+        the kind's pooled fit (`kind:any`)."""
         if key in self.ops:
             return self.ops[key]
+        if key.endswith(":thin") and key.replace(":thin", ":narrow") in self.ops:
+            return self.ops[key.replace(":thin", ":narrow")]
         pooled = f"{key.split(':')[0]}:any"
         if pooled in self.ops:
             return self.ops[pooled]
