@@ -144,3 +144,27 @@ def test_emit_says_why_nothing_is_decomposed_when_every_layer_is_slower(tmp_path
 def test_plan_channels_last_with_a_budget_is_a_one_line_error():
     one_line_error(run(["plan", "resnet20", "--channels-last", "--target-macs-reduction", "0.5"]),
                    "--channels-last applies to policy and config plans")
+
+
+def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch):
+    """A visit is a block of back-to-back calls lasting about BLOCK_MS, not one call that a page fault decides."""
+    import torch.nn.functional as real_f
+
+    from ttplan.core.formats import make_format
+    from ttplan.core.spec import ConvSpec
+    from ttplan.runtime import autotune
+
+    calls = []
+
+    class CountingF:
+        @staticmethod
+        def conv2d(*args, **kwargs):
+            calls.append(1)
+            return real_f.conv2d(*args, **kwargs)
+
+    monkeypatch.setattr(autotune, "F", CountingF)
+    monkeypatch.setattr(autotune, "BLOCK_MS", 50.0)
+    spec = ConvSpec.make(8, 8, 3, 1, 1, input_size=6)
+    result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, rounds=2, use_cache=False)
+    assert result.dense_ms > 0
+    assert len(calls) > 2 + 2 * 5  # two warm-up calls, then two visits of many calls each (a call is well under 10 ms)

@@ -2,12 +2,13 @@
 fastest.
 
 Candidates are the orders that minimise predicted time, MACs and the largest intermediate, and the
-format's published order, ranked by predicted time (the latency profile) and cut to `top`. Each is
-run as a `TTConv2d` (random cores; folded weights when planned so) in each lowering, and the dense
-conv beside them; every round calls every variant once, in turn, so load drifts hit all alike, and
-the median over rounds is kept. Results are cached in the user's cache directory
-(`~/.cache/ttplan/autotune.json`), keyed by geometry, format, batch, folding, device, thread count
-and torch version, so a second run costs nothing.
+format's published order, ranked by predicted time (the latency profile) and cut to `top`, plus the
+`merged` order. Each is run as a `TTConv2d` (random cores; folded weights when planned so) in each
+lowering, and the dense conv beside them; every round visits every variant once, in turn, for a block
+of back-to-back calls lasting about `BLOCK_MS`, so load drifts hit all alike, and the median over rounds
+is kept. Results are cached in the user's cache directory (`~/.cache/ttplan/autotune.json`), keyed by
+geometry, format, batch, folding, device, thread count, torch version, lowerings, input memory format
+and candidate set, so a second run costs nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
 # NHWC lowerings on a channels-last input, with the dense conv on that same input.
 
 DENSE = "dense conv"
-#: what `candidate_plans` offers, in the cache key: entries measured over another candidate set are not reused
-CANDIDATES = "candidates=objectives,published,merged"
+#: what `candidate_plans` offers and how it is timed, in the cache key: entries measured otherwise are not reused
+CANDIDATES = "candidates=objectives,published,merged|blocks"
+#: ms each variant runs per visit: a block of back-to-back calls, so one page fault or scheduler tick does not
+#: decide between two orders (single calls picked differently from one run to the next)
+BLOCK_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -202,16 +206,24 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
             variants.append((plan.name, plan, lowering, layer))
     times: list[list[float]] = [[] for _ in variants]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    calls = [(lambda fn=fn: fn(x)) if isinstance(fn, torch.nn.Module) else fn for _, _, _, fn in variants]
     with torch.no_grad():
-        for _, _, _, fn in variants:
-            fn(x) if isinstance(fn, torch.nn.Module) else fn()  # warm-up (and fold)
+        blocks = []
+        for call in calls:
+            call()  # warm-up (and fold)
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            blocks.append(max(1, round(BLOCK_MS / max((time.perf_counter() - start) * 1000, 1e-3))))
         for _ in range(rounds):
-            for n, (_, _, _, fn) in enumerate(variants):
+            for n, call in enumerate(calls):
                 sync()
                 start = time.perf_counter()
-                fn(x) if isinstance(fn, torch.nn.Module) else fn()
+                for _ in range(blocks[n]):
+                    call()
                 sync()
-                times[n].append((time.perf_counter() - start) * 1000)
+                times[n].append((time.perf_counter() - start) * 1000 / blocks[n])
     timings = []
     for (label, plan, lowering, _), ms in zip(variants, times):
         predicted = (predict_plan_us(plan, profile) if plan else predict_dense_us(spec, batch, profile)) / 1000
