@@ -81,6 +81,11 @@ def test_user_cache_profile_wins_over_the_default(tmp_path, monkeypatch):
     custom = LatencyProfile("mine", "cpu", 2, "x", {"dense:any": OpModel(1, 0, 0)})
     custom.save(tmp_path / "ttplan" / "profile.json")
     assert load_profile().label == "mine"
+    assert load_profile(channels_last=True).label == "mine"  # no channels-last profile: the NCHW one serves
+    last = LatencyProfile("mine, channels-last", "cpu", 2, "x", {"dense:any": OpModel(1, 0, 0)})
+    last.save(tmp_path / "ttplan" / "profile-channels-last.json")
+    assert load_profile(channels_last=True).label == "mine, channels-last"
+    assert load_profile().label == "mine"  # an NCHW model never reads the channels-last one
 
 
 def test_default_profile_is_labelled_and_predicts_every_kind():

@@ -66,7 +66,7 @@ class PlanRequest:
         """The latency profile the request names (a missing or malformed file is a one-line error)."""
         from ttplan.core.latency import load_profile
 
-        return load_profile(self.profile_path)
+        return load_profile(self.profile_path, channels_last=self.channels_last)
 
 
 @dataclass

@@ -255,7 +255,7 @@ def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: i
     if threads is not None:
         torch.set_num_threads(threads)
     say = progress or (lambda message: None)
-    profile = profile if profile is not None else load_profile(device=device)
+    profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
     plan = plan_architecture(arch, None, config, Policy(), batch, True, objective=objective, profile=profile,
@@ -293,7 +293,7 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     (`ttplan.bench.processes`). `channels_last` runs both models, and plans the TT one, in `torch.channels_last`.
     """
     say = progress or (lambda message: None)
-    profile = profile if profile is not None else load_profile(device=device)
+    profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     settings = {"arch": arch, "config": config, "batch": batch, "threads": threads, "device": device,
                 "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc,
                 "channels_last": channels_last}

@@ -153,7 +153,7 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
-    profile = load_profile(profile_path, device)
+    profile = load_profile(profile_path, device, channels_last)
     threads = threads or torch.get_num_threads()
     sections = []
     for batch in batches:

@@ -31,9 +31,8 @@ from ttplan.cli.options import malloc_option
 @click.option("--as-default", is_flag=True, hidden=True,
               help="Maintainers: label the profile as the default and write ttplan/core/default_profile.json.")
 @malloc_option
-@channels_last_option("Time ops on channels-last inputs with TT layers on NHWC maps: the profile for "
-                      "`--channels-last` plans (default file ~/.cache/ttplan/profile-channels-last.json; pass it "
-                      "as --profile).")
+@channels_last_option("Time ops on channels-last inputs with TT layers on NHWC maps: the profile that "
+                      "`--channels-last` plans read by default (~/.cache/ttplan/profile-channels-last.json).")
 def calibrate(device: str, threads: int | None, profile_path: Path | None, check_only: bool, budget: float,
               rounds: int, as_default: bool, malloc: str, channels_last: bool) -> None:
     """Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.
@@ -56,7 +55,7 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
         click.echo(message, err=True)
 
     if check_only:
-        profile = load_profile(profile_path, device)
+        profile = load_profile(profile_path, device, channels_last)
         click.echo(f"profile: {profile.source} ({profile.label})" + (" [default profile]" if profile.default else ""))
         result = check(profile, device, budget_s=max(budget, 0.05), progress=say, channels_last=channels_last,
                        rounds=rounds)

@@ -99,7 +99,7 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         check_class_name(name)
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
-    profile = profile_from_options(opts["profile_path"])
+    profile = profile_from_options(opts["profile_path"], opts["channels_last"])
     plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
     from ttplan.runtime.lowering import Lowering
 
@@ -128,7 +128,8 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     policy = policy_from_options(opts)
     planned = plan_architecture(arch, model_input_size(arch, opts["input_size"]), opts["config_path"], policy, batch,
                                 fold_weights, opts["skip_worse"], objective=opts["objective"],
-                                profile=profile_from_options(opts["profile_path"]), skip_slower=opts["skip_slower"],
+                                profile=profile_from_options(opts["profile_path"], opts["channels_last"]),
+                                skip_slower=opts["skip_slower"],
                                 autotune=opts["autotune"], channels_last=opts["channels_last"])
     layers = planned.plans(scheme)
     if not layers:

@@ -49,8 +49,9 @@ def channels_last_option(help_text: str) -> Callable:
     return click.option("--channels-last", is_flag=True, help=help_text)
 
 
-def profile_from_options(profile_path: Path | None):
-    """The latency profile the options name (a missing or malformed file is a one-line error)."""
+def profile_from_options(profile_path: Path | None, channels_last: bool = False):
+    """The latency profile the options name (a missing or malformed file is a one-line error); without a file,
+    the user's calibrated one (the channels-last one first for a channels-last model), else the default."""
     from ttplan.core.latency import load_profile
 
-    return load_profile(profile_path)
+    return load_profile(profile_path, channels_last=channels_last)

@@ -144,8 +144,7 @@ def cache_dir() -> Path:
 
 
 def user_profile_path(device: str = "cpu", channels_last: bool = False) -> Path:
-    """Where `ttplan calibrate` saves the profile of `device` by default (`--channels-last`: its own file, which
-    plans read when given as `--profile`)."""
+    """Where `ttplan calibrate` saves the profile of `device` by default (`--channels-last`: its own file)."""
     name = "profile" + ("" if device == "cpu" else f"-{device}") + ("-channels-last" if channels_last else "")
     return cache_dir() / f"{name}.json"
 
@@ -156,13 +155,15 @@ def default_profile() -> LatencyProfile:
     return LatencyProfile.from_dict(json.loads(text), "ttplan/core/default_profile.json")
 
 
-def load_profile(path: str | Path | None = None, device: str = "cpu") -> LatencyProfile:
-    """The given profile file, else this user's calibrated one for `device`, else the committed default."""
+def load_profile(path: str | Path | None = None, device: str = "cpu", channels_last: bool = False) -> LatencyProfile:
+    """The given profile file, else this user's calibrated one for `device` (with `channels_last`, the channels-last
+    one first), else the committed default."""
     if path is None:
-        cached = user_profile_path(device)
-        if not cached.is_file():
+        cached = [user_profile_path(device, last) for last in ((True, False) if channels_last else (False,))]
+        found = [candidate for candidate in cached if candidate.is_file()]
+        if not found:
             return default_profile()
-        path = cached
+        path = found[0]
     path = Path(path)
     if not path.is_file():
         raise TTPlanError(f"--profile {path}: no such file; run `ttplan calibrate --profile {path}` to make one")

@@ -168,7 +168,7 @@ def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool
         lowerings = NHWC_LOWERINGS if channels_last else NCHW_LOWERINGS
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
-    profile = profile if profile is not None else load_profile(device=device)
+    profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     threads = torch.get_num_threads()
     key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings, channels_last)
     path = cache_path()
