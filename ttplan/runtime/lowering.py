@@ -288,11 +288,16 @@ class _Lowering:
             a2, w2, wsink = "t", f"w{number}", self.weight
         else:
             (a2, w2), wsink = ("lhs", "rhs") if not q else ("rhs", "lhs"), sink
-        if feature and self.nhwc and p == ("b", "s") and not q and self.lowering.mix == "conv":  # 1x1, NHWC
-            layout = (*p, *w_only)
+        nhwc_mix = self.nhwc and p == ("b", "s") and not q  # a channel mixing of an NHWC map
+        if feature and self.lowering.mix == "conv" and (nhwc_mix or (p == ("b",) and q == ("s",))):  # a 1x1 conv
+            layout = (*p, *w_only, *q)
             wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k, (), ()), contiguous=True))
-            sink.append(Reshape(number, a2, a, self.layouts[a], perm, (("b",), ("h",), ("w",), k), after=(0, 3, 1, 2)))
-            sink.append(MatMul(number, out, w2, a2, layout, batch=("b",), conv1x1=True, nhwc=True))
+            if nhwc_mix:  # on the channels-last view [B, K, H, W] of (b, s, k…), its result kept as (b, s, n…)
+                sink.append(Reshape(number, a2, a, self.layouts[a], perm, (("b",), ("h",), ("w",), k),
+                                    after=(0, 3, 1, 2)))
+            else:  # on [B, K, H, W]
+                sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, ("h",), ("w",))))
+            sink.append(MatMul(number, out, w2, a2, layout, batch=("b",), conv1x1=True, nhwc=nhwc_mix))
         elif not q:  # [P, K] @ [K, N]
             layout = (*p, *w_only)
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k)))
@@ -303,11 +308,6 @@ class _Lowering:
             wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k), contiguous=feature))
             sink.append(Reshape(number, a2, a, self.layouts[a], perm, (k, q)))
             sink.append(MatMul(number, out, w2, a2, layout))
-        elif feature and p == ("b",) and q == ("s",) and self.lowering.mix == "conv":  # a 1x1 conv on [B, K, H, W]
-            layout = (*p, *w_only, *q)
-            wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k, (), ()), contiguous=True))
-            sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, ("h",), ("w",))))
-            sink.append(MatMul(number, out, w2, a2, layout, batch=p, conv1x1=True))
         else:  # for each of P: [N, K] @ [K, Q]
             layout = (*p, *w_only, *q)
             wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k), contiguous=feature))
@@ -341,17 +341,15 @@ class _Lowering:
         w_only = self._arrange(tuple(i for i in lw if i not in both and i not in WINDOWS), batch)
         windows = tuple(i for i in WINDOWS if i in lw)
         axes = (any(WINDOWS[i][0] for i in windows), any(WINDOWS[i][1] for i in windows))
+        channels = (*groups, *shared)
         if self.nhwc:  # the conv reads a channels-last view [B, C, H, W] of the map (b…, s, c…) and keeps its
             # channels-last result as the view (b…, s, c'…)
-            target = (*batch, "s", *groups, *shared)
-            layout = (*batch, "s", *groups, *w_only)
-            self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
-                                        (batch, ("h",), ("w",), (*groups, *shared)), after=(0, 3, 1, 2)))
+            target, layout = (*batch, "s", *channels), (*batch, "s", *groups, *w_only)
+            shape, after = (batch, ("h",), ("w",), channels), (0, 3, 1, 2)
         else:
-            target = (*batch, *groups, *shared, "s")
-            layout = (*batch, *groups, *w_only, "s")
-            self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target),
-                                        (batch, (*groups, *shared), ("h",), ("w",))))
+            target, layout = (*batch, *channels, "s"), (*batch, *groups, *w_only, "s")
+            shape, after = (batch, channels, ("h",), ("w",)), None
+        self.feature.append(Reshape(number, "t", fm, lf, _perm(lf, target), shape, after=after))
         # `k` holds k_h·k_w, split into the kernel's two axes; `kh` / `kw` alone leave the other axis 1
         kernel = (("kh",) if axes[0] else (), ("kw",) if axes[1] else ())
         self.weight.append(Reshape(number, f"w{number}", w, lw, _perm(lw, (*groups, *w_only, *shared, *windows)),
