@@ -189,33 +189,29 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
         torch.set_num_threads(threads)
     start = time.perf_counter()
     plans = list(fit_plans())
-    steps: dict[tuple[int, int], list[float]] = {}  # (plan, step) -> µs per round
+    lowering = Lowering(channels_last=channels_last)
+    programs = [lower(plan, lowering) for plan, _ in plans]  # lowered once, timed every round
+    dense_keys = list(dict.fromkeys([(plan.network.spec, batch) for plan, batch in plans] + list(dense_grid())))
+    steps: list[dict[int, list[float]]] = [{} for _ in plans]  # per plan: step -> µs per round
     layers: dict[int, list[float]] = {}  # plan -> the whole layer's µs per round, for every fourth plan
-    dense: dict[tuple, list[float]] = {}  # (spec, batch) -> µs per round
+    dense: dict[tuple, list[float]] = {key: [] for key in dense_keys}  # (spec, batch) -> µs per round
     with torch.no_grad():
         for r in range(1, rounds + 1):
-            for n, (plan, batch) in enumerate(plans, start=1):
-                if progress is not None and n % 10 == 1:
-                    progress(f"fitting samples: round {r}/{rounds}, layer {n}/{len(plans)}")
-                program = lower(plan, Lowering(channels_last=channels_last))
+            for n, ((plan, batch), program) in enumerate(zip(plans, programs)):
+                if progress is not None and n % 10 == 0:
+                    progress(f"fitting samples: round {r}/{rounds}, layer {n + 1}/{len(plans)}")
                 for step, us in time_steps(program, batch, dev, budget_s):
-                    steps.setdefault((n, step), []).append(us)
-                if n % 4 == 1:
+                    steps[n].setdefault(step, []).append(us)
+                if n % 4 == 0:
                     layers.setdefault(n, []).append(time_layer(plan, dev, budget_s, channels_last))
-                key = (plan.network.spec, batch)
-                if len(dense.get(key, ())) < r:
-                    dense.setdefault(key, []).append(time_dense(*key, dev, budget_s, channels_last))
-            for key in dense_grid():
-                if len(dense.get(key, ())) < r:
-                    dense.setdefault(key, []).append(time_dense(*key, dev, budget_s, channels_last))
+            for key in dense_keys:
+                dense[key].append(time_dense(*key, dev, budget_s, channels_last))
     samples: list[Sample] = []
     overheads: list[float] = []
-    for n, (plan, _) in enumerate(plans, start=1):
+    for n, (plan, _) in enumerate(plans):
         shapes = step_shapes(plan)
         step_sum = 0.0
-        for (m, step), values in steps.items():
-            if m != n:
-                continue
+        for step, values in steps[n].items():
             us = statistics.median(values)
             samples.append(Sample(shapes[step], us))
             if not (plan.fold_weights and shapes[step].kind == "weight"):
