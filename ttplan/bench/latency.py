@@ -13,10 +13,9 @@ all of them alike; a row reports the median over repeats and the ratio to dense 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Lowering
+from ttplan.runtime.timing import block_calls, time_all
 
 VARIANTS = ("dense", "classical", "hodec", "best", "fast", "tltorch", "tl-tucker", "dense-cl", "fast-cl")
 #: the variants that run on a channels-last copy of the input
@@ -199,27 +199,10 @@ def time_interleaved(modules: dict[str, nn.Module], x: torch.Tensor, repeats: in
         run = {name: graphed(module, given[name]) for name, module in modules.items()}
     else:
         run = {name: (lambda module=module, arg=given[name]: module(arg)) for name, module in modules.items()}
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    calls: dict[str, int] = {}
+    sync = functools.partial(_sync, device)
     with torch.no_grad():
-        for name, call in run.items():
-            elapsed = 0.0
-            for _ in range(warmup):
-                _sync(device)
-                start = time.perf_counter()
-                call()
-                _sync(device)
-                elapsed = 1000 * (time.perf_counter() - start)
-            calls[name] = max(1, round(block_ms / max(elapsed, 1e-3)))
-        for _ in range(repeats):
-            for name, call in run.items():
-                _sync(device)
-                start = time.perf_counter()
-                for _ in range(calls[name]):
-                    call()
-                _sync(device)
-                times[name].append(1000 * (time.perf_counter() - start) / calls[name])
-    return {name: statistics.median(values) for name, values in times.items()}
+        blocks = block_calls(run, block_ms, sync, warmup)
+        return time_all(run, repeats, sync, blocks, warmup=False)
 
 
 def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), repeats: int = 7, rank: int = 16,

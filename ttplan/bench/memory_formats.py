@@ -11,9 +11,6 @@ each in whichever format suits it.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 #: the four models, in the order they are timed and reported
@@ -36,23 +33,4 @@ class FormatTimings:
         return self.ms[self.best("dense")] / self.ms[self.best("TT")]
 
 
-def time_all(calls: dict[str, Callable[[], object]], rounds: int, sync: Callable[[], None] = lambda: None,
-             block: int = 1) -> dict[str, float]:
-    """Median ms per call of each callable over `rounds`, every round visiting each in turn (after one warm-up
-    call each), so drifts in load hit all of them alike; a visit makes `block` back-to-back calls and records
-    their mean."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            sync()
-            start = time.perf_counter()
-            for _ in range(block):
-                call()
-            sync()
-            times[name].append((time.perf_counter() - start) * 1000 / block)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-__all__ = ["MODELS", "FormatTimings", "time_all"]
+__all__ = ["MODELS", "FormatTimings"]

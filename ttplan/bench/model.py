@@ -26,7 +26,7 @@ from torch import nn
 from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.bench.compiled import CompiledTiming, best_of_each, time_compiled
-from ttplan.bench.memory_formats import MODELS, FormatTimings, time_all
+from ttplan.bench.memory_formats import MODELS, FormatTimings
 from ttplan.bench.processes import ChildRequest, ProcessTiming, median_speedup, time_in_processes
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.latency import LatencyProfile, load_profile
@@ -36,6 +36,7 @@ from ttplan.models import load_model
 from ttplan.runtime.allocator import minor_page_faults, set_malloc
 from ttplan.runtime.layers import TTConv2d, convert
 from ttplan.runtime.lowering import Lowering
+from ttplan.runtime.timing import time_all
 
 
 @dataclass
@@ -101,7 +102,7 @@ class ModelBench:
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
               sync: Callable[[], None] = lambda: None, calls: int = 1) -> tuple[float, float]:
     """Median ms per call of two callables timed in alternation over `rounds` (after one warm-up call each);
-    each visit makes `calls` back-to-back calls and records their mean (`memory_formats.time_all`)."""
+    each visit makes `calls` back-to-back calls and records their mean (`ttplan.runtime.timing.time_all`)."""
     ms = time_all({"first": first, "second": second}, rounds, sync, calls)
     return ms["first"], ms["second"]
 

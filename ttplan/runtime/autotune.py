@@ -14,8 +14,6 @@ and candidate set, so a second run costs nothing.
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
+from ttplan.runtime.timing import block_calls, time_all
 
 # The lowerings tried follow the model's memory format (`channels_last`): a channels-last layer inside an NCHW
 # model hands its neighbours (batch norm, residual adds) NHWC tensors, which measured slower end to end although
@@ -204,30 +203,16 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
         for lowering in lowerings:
             layer = TTConv2d(spec, fmt, plan, fold_weights, device=dev, lowering=lowering).eval()
             variants.append((plan.name, plan, lowering, layer))
-    times: list[list[float]] = [[] for _ in variants]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    calls = [(lambda fn=fn: fn(x)) if isinstance(fn, torch.nn.Module) else fn for _, _, _, fn in variants]
+    calls = {n: (lambda fn=fn: fn(x)) if isinstance(fn, torch.nn.Module) else fn
+             for n, (_, _, _, fn) in enumerate(variants)}
     with torch.no_grad():
-        blocks = []
-        for call in calls:
-            call()  # warm-up (and fold)
-            sync()
-            start = time.perf_counter()
-            call()
-            sync()
-            blocks.append(max(1, round(BLOCK_MS / max((time.perf_counter() - start) * 1000, 1e-3))))
-        for _ in range(rounds):
-            for n, call in enumerate(calls):
-                sync()
-                start = time.perf_counter()
-                for _ in range(blocks[n]):
-                    call()
-                sync()
-                times[n].append((time.perf_counter() - start) * 1000 / blocks[n])
+        blocks = block_calls(calls, BLOCK_MS, sync, warmup=2)  # the first call warms up (and folds)
+        ms = time_all(calls, rounds, sync, blocks, warmup=False)
     timings = []
-    for (label, plan, lowering, _), ms in zip(variants, times):
+    for n, (label, plan, lowering, _) in enumerate(variants):
         predicted = (predict_plan_us(plan, profile) if plan else predict_dense_us(spec, batch, profile)) / 1000
-        timings.append(Timing(label, plan, lowering, statistics.median(ms), predicted))
+        timings.append(Timing(label, plan, lowering, ms[n], predicted))
     return TuneResult(spec, fmt, batch, device, torch.get_num_threads(), timings, rounds)
 
 

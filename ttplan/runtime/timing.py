@@ -1,0 +1,58 @@
+"""Interleaved timing, the one loop every measurement in ttplan uses (autotune, the benchmarks).
+
+Every round visits each callable in turn, so a drift in machine load hits all of them alike, and the
+median over rounds is kept. A visit can be a block of back-to-back calls (their mean is recorded), sized
+so that it lasts a few milliseconds: one page fault or scheduler tick then does not decide between two
+variants that each take a fraction of a millisecond.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Hashable
+
+
+def _no_sync() -> None:
+    return None
+
+
+def block_calls(calls: dict[Hashable, Callable[[], object]], block_ms: float, sync: Callable[[], None] = _no_sync,
+                warmup: int = 2) -> dict[Hashable, int]:
+    """Calls per visit for each callable so that a visit lasts about `block_ms` (at least one call), from the last
+    of `warmup` timed calls of each (the first ones warm caches and fold weights)."""
+    blocks = {}
+    for name, call in calls.items():
+        elapsed = 0.0
+        for _ in range(warmup):
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            elapsed = 1000 * (time.perf_counter() - start)
+        blocks[name] = max(1, round(block_ms / max(elapsed, 1e-3)))
+    return blocks
+
+
+def time_all(calls: dict[Hashable, Callable[[], object]], rounds: int, sync: Callable[[], None] = _no_sync,
+             block: int | dict[Hashable, int] = 1, warmup: bool = True) -> dict[Hashable, float]:
+    """Median ms per call of each callable over `rounds`, every round visiting each in turn (after one warm-up
+    call each unless `warmup` is off); a visit makes `block` back-to-back calls (a count per callable, or one
+    for all) and records their mean."""
+    counts = block if isinstance(block, dict) else dict.fromkeys(calls, block)
+    if warmup:
+        for call in calls.values():
+            call()
+    times: dict[Hashable, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                call()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000 / counts[name])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+__all__ = ["block_calls", "time_all"]
