@@ -417,8 +417,8 @@ def plan_architecture(
     `objective` picks what each best order minimises; `skip_slower` (default: on for `latency`) keeps
     dense the layers no TT order beats in time; `autotune` (`cpu`/`cuda`) measures instead of predicting.
     `channels_last`: plan for a model run channels-last (`model.to(memory_format=torch.channels_last)`): TT layers
-    lower to NHWC maps and autotune measures on channels-last inputs. Predicted times come from the profile as
-    calibrated (NCHW ops), so `--autotune` is the sound judge of time for such a model.
+    lower to NHWC maps and autotune measures on channels-last inputs. Predicted times come from `profile` (fit one
+    with `ttplan calibrate --channels-last` for such a model); `--autotune` measures instead.
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
