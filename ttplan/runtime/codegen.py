@@ -19,7 +19,17 @@ from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import FactorLayout
 from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
 from ttplan.runtime.fold_cache import fold_key_source
-from ttplan.runtime.lowering import RUNTIME, Instruction, Lowering, MatMul, Program, Reshape, conv_arguments, lower
+from ttplan.runtime.lowering import (
+    RUNTIME,
+    Fused,
+    Instruction,
+    Lowering,
+    MatMul,
+    Program,
+    Reshape,
+    conv_arguments,
+    lower,
+)
 
 #: how generated code spells the run-time sizes
 _RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
@@ -207,6 +217,16 @@ class _TTLayer(nn.Module):
 
 _BASE = _BASE.replace("FOLD_KEY", fold_key_source("self.cores()"))
 
+#: the generated file's optional use of ttplan's fused kernel: the layers run on torch alone without it
+_FUSED_IMPORT = '''
+try:  # ttplan's fused CPU kernel (one pass per image) where ttplan is installed; stock torch ops otherwise
+    from ttplan.runtime.kernels import fused_available as _fused_ok
+    from ttplan.runtime.kernels import tucker_conv2d as _tucker_conv2d
+except ImportError:
+    def _fused_ok(*tensors):
+        return False
+'''
+
 _CONVERT = '''
 
 def convert(model: nn.Module) -> nn.Module:
@@ -332,12 +352,37 @@ class _Renderer:
         kind = "conv2d" if step.kind == "conv" else "feature map"
         return f"# {what}, {kind} at {h}x{w}: {step.macs:,} MACs at batch {batch}"
 
+    def fused(self, ins: Fused, indent: str) -> list[str]:
+        """The fused kernel where it may run, else the stock instructions it stands for (`ttplan.runtime.kernels`)."""
+        steps = sorted({part.step for part in ins.parts})
+        def matrix(name: str | None) -> str:  # a mixing's weight as [N, K] (a 1x1 conv's is [N, K, 1, 1])
+            return f"{name}.reshape({name}.shape[0], -1)" if name else "None"
+
+        operands = [ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)]
+        tensors = ", ".join(n for n in (ins.src, ins.mix_in, ins.weight, ins.mix_out) if n)
+        inner = indent + "    "
+        return [
+            f"{indent}# steps {', '.join(map(str, steps))} in one pass per image: ttplan's fused CPU kernel where it",
+            f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed), else the stock ops",
+            f"{indent}if _fused_ok({tensors}):",
+            f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}",
+            f"{inner}{ins.out} = _tucker_conv2d({', '.join(operands)},",
+            f"{inner}                   list(self.stride), list(self.padding), list(self.dilation))",
+            f"{inner}height, width = {ins.out}.shape[-2:]",
+            f"{indent}else:",
+            *self.block(ins.parts, indent + "    "),
+        ]
+
     def block(self, instructions: tuple[Instruction, ...], indent: str, weights: bool = False) -> list[str]:
         plan = self.program.plan
         steps = {s.number: s for s in plan.steps}
         lines: list[str] = []
         current = None
         for ins in instructions:
+            if isinstance(ins, Fused):
+                lines += self.fused(ins, indent)
+                current = None
+                continue
             if ins.step != current:
                 current = ins.step
                 if ins.step in steps:
@@ -537,6 +582,10 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     if any("F.conv2d(" in source for source in classes):
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
+    if any("_tucker_conv2d(" in source for source in classes):
+        imports += ["", _FUSED_IMPORT.rstrip("\n")]
+        doc = doc.replace("Standalone: imports torch only.",
+                          "Standalone: imports torch only (and ttplan's fused kernel where ttplan is installed).")
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"

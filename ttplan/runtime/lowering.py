@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
+from ttplan.runtime.kernels.tucker import fused_available, tucker_conv2d
 
 #: name of the input feature map in a program
 INPUT = "x"
@@ -58,18 +59,22 @@ class Lowering:
 
     mix: str = "bmm"
     channels_last: bool = False
+    fused: bool = False
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
             raise TTPlanError(f"mix={self.mix!r}: expected one of {', '.join(MIXES)}")
+        if self.fused and self.channels_last:
+            raise TTPlanError("fused=True with channels_last=True: the fused kernel reads and writes NCHW maps; "
+                              "expected fused=False for channels-last maps")
 
     @property
     def label(self) -> str:
-        return self.mix + ("+nhwc" if self.channels_last else "")
+        return self.mix + ("+nhwc" if self.channels_last else "") + ("+fused" if self.fused else "")
 
 
-#: every lowering, for autotuning
-LOWERINGS = tuple(Lowering(mix, last) for mix in MIXES for last in (False, True))
+#: every lowering, for autotuning: each mix on NCHW and NHWC maps, and the fused kernel (NCHW)
+LOWERINGS = (*(Lowering(mix, last) for mix in MIXES for last in (False, True)), Lowering(fused=True))
 #: the lowerings of each memory format: NCHW maps, or channels-last (NHWC) maps from input to output
 NCHW_LOWERINGS = tuple(lowering for lowering in LOWERINGS if not lowering.channels_last)
 NHWC_LOWERINGS = tuple(lowering for lowering in LOWERINGS if lowering.channels_last)
@@ -134,7 +139,24 @@ class Conv:
     nhwc: bool = False
 
 
-Instruction = Reshape | MatMul | Conv
+@dataclass(frozen=True)
+class Fused:
+    """The feature-map steps `parts` -- a channel mixing of the input (`mix_in`), the conv (`weight`) and a channel
+    mixing (`mix_out`), either mixing possibly absent -- as one `ttplan::tucker_conv2d` call, one pass per image
+    (`ttplan.runtime.kernels`), where that kernel may run; elsewhere `parts` run as they are. Same MACs either way.
+    """
+
+    step: int
+    out: str
+    src: str
+    mix_in: str | None
+    weight: str
+    mix_out: str | None
+    layout: tuple[str, ...]
+    parts: tuple[Reshape | MatMul | Conv, ...]
+
+
+Instruction = Reshape | MatMul | Conv | Fused
 
 
 @dataclass(frozen=True)
@@ -381,6 +403,8 @@ def _perm(layout: tuple[str, ...], target: tuple[str, ...]) -> tuple[int, ...] |
 
 def _reads(ins: Instruction) -> tuple[str, ...]:
     """Names an instruction reads."""
+    if isinstance(ins, Fused):
+        return tuple(name for part in ins.parts for name in _reads(part))
     if isinstance(ins, Reshape):
         return (ins.src,)
     if isinstance(ins, MatMul):
@@ -397,7 +421,57 @@ def lower(plan: ContractionPlan, lowering: Lowering | None = None) -> Program:
     """
     lowering = lowering or Lowering()
     programs = [_Lowering(plan, lowering, summed_first).run() for summed_first in (False, True)]
-    return min(programs, key=copied_elements)
+    program = min(programs, key=copied_elements)
+    return fuse(program) if lowering.fused else program
+
+
+def _view(ins: Instruction, groups: int | None = None) -> bool:
+    """A reshape that is a view of a contiguous map (no permute), with `b` alone first and `groups` groups."""
+    return (isinstance(ins, Reshape) and ins.perm is None and ins.after is None and ins.groups[0] == ("b",)
+            and (groups is None or len(ins.groups) == groups))
+
+
+def _mixing(ins: Instruction) -> bool:
+    """A channel mixing of an NCHW map: `[N, K] @ [b, K, s]` per image (bmm or 1x1 conv)."""
+    return isinstance(ins, MatMul) and ins.batch == ("b",) and not ins.shared and not ins.nhwc
+
+
+def fuse(program: Program) -> Program:
+    """`program` with its feature-map steps as one `Fused` instruction where they are a channel mixing of the input,
+    the conv and a channel mixing (either mixing may be absent) on NCHW maps, all reshapes views; else unchanged."""
+    feature = program.feature
+    if program.lowering.channels_last or not feature or feature[-1].out != program.output:
+        return program
+    body = feature[:-1]  # the last instruction reshapes the result to [B, O, H', W']
+    convs = [n for n, ins in enumerate(body) if isinstance(ins, Conv)]
+    if len(convs) != 1 or not _view(feature[-1]):
+        return program
+    at = convs[0]
+    conv = body[at]
+    if conv.groups or conv.axes != (True, True) or conv.nhwc or not _view(body[at - 1], 4):
+        return program
+    before, after = body[: at - 1], body[at + 1:]
+    if before and not (len(before) == 2 and _view(before[0]) and _mixing(before[1])):
+        return program
+    if after and not (len(after) == 2 and _view(after[0], 3) and _mixing(after[1])):
+        return program
+    first = before[0] if before else body[at - 1]
+    if first.src != INPUT or body[at - 1].src != (before[1].out if before else INPUT):
+        return program
+    if (before and before[1].right != before[0].out) or (after and (after[0].src != conv.out
+                                                                    or after[1].right != after[0].out)):
+        return program
+    if before and not before[1].conv1x1 and len(before[0].groups) != 3:
+        return program
+    last = after[1] if after else conv
+    fused = Fused(conv.step, last.out, INPUT, before[1].left if before else None, conv.weight,
+                  after[1].left if after else None, last.layout, body)
+    return replace(program, feature=(fused, feature[-1]))
+
+
+def parts(instructions: tuple[Instruction, ...]) -> tuple[Reshape | MatMul | Conv, ...]:
+    """The instructions with each `Fused` one replaced by the stock instructions it stands for."""
+    return tuple(part for ins in instructions for part in (ins.parts if isinstance(ins, Fused) else (ins,)))
 
 
 def copied_elements(program: Program) -> int:
@@ -405,7 +479,7 @@ def copied_elements(program: Program) -> int:
     spec = program.plan.network.spec
     size = list(spec.input_size)
     total = 0
-    for ins in program.feature:
+    for ins in parts(program.feature):
         if isinstance(ins, Reshape) and ins.perm is not None:
             total += size[0] * size[1] * math.prod(program.sizes[i] for i in ins.src_layout if i not in RUNTIME)
         elif isinstance(ins, Conv):  # a separable window's conv changes only the axis it covers
@@ -430,7 +504,9 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
             sizes: dict[str, int]) -> None:
     """Run instructions on `env` (names to tensors), updating the map size after the conv."""
     for ins in instructions:
-        if isinstance(ins, Reshape):
+        if isinstance(ins, Fused):
+            _run_fused(program, ins, env, sizes)
+        elif isinstance(ins, Reshape):
             src = env[ins.src]
             if ins.perm is not None:
                 src = src.reshape([sizes[i] for i in ins.src_layout]).permute(ins.perm)
@@ -457,6 +533,27 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
             sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
             sizes["s"] = sizes["h"] * sizes["w"]
             env[ins.out] = out.permute(0, 2, 3, 1) if ins.nhwc else out
+
+
+def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """The input, `[R1, C]` mixing, conv weight and `[O, R2]` mixing a `Fused` instruction hands the kernel."""
+    def matrix(name: str | None) -> torch.Tensor | None:  # a 1x1 conv's [N, K, 1, 1] weight as [N, K]
+        return None if name is None else env[name].reshape(env[name].shape[0], -1)
+
+    return env[ins.src], matrix(ins.mix_in), env[ins.weight], matrix(ins.mix_out)
+
+
+def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int]) -> None:
+    """The fused kernel where it may run (CPU, float32, no gradient needed, built), else the stock instructions."""
+    x, wa, g, wc = fused_operands(ins, env)
+    if not fused_available(*(t for t in (x, wa, g, wc) if t is not None)):
+        execute(program, ins.parts, env, sizes)
+        return
+    out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation))
+    sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
+    sizes["s"] = sizes["h"] * sizes["w"]
+    env[ins.out] = out
 
 
 def conv_arguments(program: Program, ins: Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -527,6 +624,7 @@ __all__ = [
     "LOWERINGS",
     "MIXES",
     "Conv",
+    "Fused",
     "Instruction",
     "Lowering",
     "MatMul",
@@ -537,8 +635,11 @@ __all__ = [
     "copied_elements",
     "execute",
     "fold",
+    "fuse",
+    "fused_operands",
     "group_size",
     "lower",
+    "parts",
     "run_feature_steps",
     "run_plan",
 ]

@@ -1,0 +1,197 @@
+"""The fused lowering: where a plan's feature-map steps are a mixing, the conv and a mixing, one
+`ttplan::tucker_conv2d` call computes the layer (against conv2d with the rebuilt kernel), counts exactly the
+planned FLOPs, and hands over to the stock ops wherever the kernel may not run (gradients, float64, no compiler)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from tests.helpers.runtime_cases import assert_close, load_source, plans_for, random_case, reference
+from ttplan.core.formats import make_format
+from ttplan.core.network import build_network
+from ttplan.core.schemes import merged as merged_order
+from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
+from ttplan.runtime.codegen import emit_layer
+from ttplan.runtime.kernels import build, kernel_status, tucker_conv2d
+from ttplan.runtime.layers import TTConv2d
+from ttplan.runtime.lowering import Fused, Lowering, fold, lower, run_feature_steps
+
+pytestmark = pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
+FUSED = Lowering(fused=True)
+
+
+class OpLog(TorchDispatchMode):
+    """The names of the aten/ttplan ops a block runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def stock(x, wa, g, wc, stride, padding, dilation):
+    t = F.conv2d(x, wa[:, :, None, None]) if wa is not None else x
+    t = F.conv2d(t, g, stride=stride, padding=padding, dilation=dilation)
+    return F.conv2d(t, wc[:, :, None, None]) if wc is not None else t
+
+
+def test_kernel_equals_stock_ops_and_counts_their_flops():
+    """Odd sizes on every axis (tails of the 8 x 32 register tiles), strides, padding, dilation, no mixing on a side."""
+    rng, gen = random.Random(5), torch.Generator().manual_seed(5)
+    for _ in range(40):
+        batch, channels = rng.randint(1, 5), rng.randint(1, 40)
+        size = (rng.randint(1, 37), rng.randint(1, 37))
+        kernel = (rng.choice([1, 2, 3, 5]), rng.choice([1, 3]))
+        stride, padding, dilation = ([rng.choice([1, 2, 3]) for _ in "hw"], [rng.randint(0, 2) for _ in "hw"],
+                                     [rng.choice([1, 2]) for _ in "hw"])
+        if any(size[a] + 2 * padding[a] < dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)):
+            continue
+        r1, r2, out = rng.choice([0, 1, 3, 8, 17]), rng.randint(1, 19), rng.choice([0, 1, 9, 33])
+        x = torch.randn(batch, channels, *size, generator=gen)
+        wa = torch.randn(r1, channels, generator=gen) if r1 else None
+        g = torch.randn(r2, r1 or channels, *kernel, generator=gen)
+        wc = torch.randn(out, r2, generator=gen) if out else None
+        expected = stock(x, wa, g, wc, stride, padding, dilation)
+        with FlopCounterMode(display=False) as fused_count:
+            got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation)
+        with FlopCounterMode(display=False) as stock_count:
+            stock(x, wa, g, wc, stride, padding, dilation)
+        assert_close(got, expected, rel=1e-5)
+        assert fused_count.get_total_flops() == stock_count.get_total_flops()
+
+
+def test_kernel_shape_on_fake_tensors_and_under_compile():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, wa, g, wc = torch.randn(2, 6, 9, 7), torch.randn(4, 6), torch.randn(5, 4, 3, 3), torch.randn(8, 5)
+    with FakeTensorMode() as mode:
+        fake = tucker_conv2d(mode.from_tensor(x), mode.from_tensor(wa), mode.from_tensor(g), mode.from_tensor(wc),
+                             [2, 1], [1, 1], [1, 1])
+    assert tuple(fake.shape) == (2, 8, 5, 7)
+
+
+def fusable_plans(count: int, seed: int):
+    """(spec, fmt, batch, plan) for random layers whose merged or best order lowers to one fused instruction."""
+    rng = random.Random(seed)
+    found = 0
+    while found < count:
+        spec, fmt, batch = random_case(rng)
+        network = build_network(spec, fmt, batch)
+        candidates = [*plans_for(spec, fmt, batch, fold_weights=True).values()]
+        merged = merged_order(network, fold_weights=True)
+        candidates += [merged] if merged is not None else []
+        for plan in candidates:
+            if isinstance(lower(plan, FUSED).feature[0], Fused):
+                found += 1
+                yield spec, fmt, batch, plan
+                break
+
+
+def test_fused_layers_equal_conv2d_with_the_rebuilt_kernel_and_count_the_planned_flops():
+    gen = torch.Generator().manual_seed(11)
+    for spec, fmt, batch, plan in fusable_plans(40, seed=3):
+        program = lower(plan, FUSED)
+        x = torch.randn(batch, spec.in_channels, *spec.input_size, generator=gen)
+        cores = [torch.randn(c.shape, generator=gen) for c in fmt.cores(spec)]
+        with torch.no_grad():
+            expected = reference(x.double(), [c.double() for c in cores], spec, fmt)
+            folded = fold(program, cores)
+            with OpLog() as log, FlopCounterMode(display=False) as counter:
+                out = run_feature_steps(program, x, folded)
+        assert "ttplan.tucker_conv2d" in log.ops
+        assert not {"aten.bmm", "aten.mm", "aten.convolution"} & set(log.ops)
+        assert_close(out.double(), expected, rel=1e-4)
+        assert counter.get_total_flops() == 2 * plan.feature_macs
+
+
+def test_the_fused_lowering_hands_over_to_stock_ops_for_gradients_and_float64():
+    spec, fmt, batch, plan = next(fusable_plans(1, seed=8))
+    layer = TTConv2d(spec, fmt, plan, batch=batch, lowering=FUSED)
+    x = torch.randn(batch, spec.in_channels, *spec.input_size, requires_grad=True)
+    with OpLog() as log:
+        out = layer(x)
+    assert "ttplan.tucker_conv2d" not in log.ops
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in layer.parameters())
+    with torch.no_grad(), OpLog() as log:
+        layer.double()(x.double())
+    assert "ttplan.tucker_conv2d" not in log.ops
+
+
+def test_plans_that_are_not_a_mixing_conv_mixing_are_left_alone():
+    """A classical order (a product per mode on the map) keeps its stock instructions under the fused lowering."""
+    spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
+    fmt = make_format("classical", spec, rank=4, order=2)
+    plan = plans_for(spec, fmt, 2)["classical"]
+    assert lower(plan, FUSED).feature == lower(plan).feature
+
+
+def test_layer3_0_conv1_fast_order_is_one_fused_call_in_library_and_generated_code():
+    spec = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
+    fmt = make_format("hodec", spec, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
+    plan = plans_for(spec, fmt, 4, fold_weights=True)["best"]
+    assert isinstance(lower(plan, FUSED).feature[0], Fused)
+    namespace = load_source(emit_layer(plan, "Layer", FUSED))
+    generated = namespace["Layer"]().eval()
+    library = TTConv2d(spec, fmt, plan, fold_weights=True, batch=4, lowering=FUSED).eval()
+    library.load_state_dict({f"cores.{n}": core for n, core in enumerate(generated.cores())})
+    x = torch.randn(4, 128, 28, 28)
+    with torch.no_grad():
+        expected = F.conv2d(x.double(), generated.to_dense().double(), stride=2, padding=1)
+        for layer in (generated, library):
+            layer(x)  # fold once
+            with OpLog() as log, FlopCounterMode(display=False) as counter:
+                out = layer(x)
+            assert "ttplan.tucker_conv2d" in log.ops
+            assert counter.get_total_flops() == plan.flops
+            assert_close(out.double(), expected, rel=1e-4)
+
+
+def test_without_a_compiler_the_kernel_is_reported_unavailable_and_stock_ops_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "find_compiler", lambda: None)
+    build.load.cache_clear()
+    try:
+        status = kernel_status()
+        assert not status.available and "no C compiler" in status.detail
+        spec, fmt, batch, plan = next(fusable_plans(1, seed=8))
+        layer = TTConv2d(spec, fmt, plan, batch=batch, lowering=FUSED).eval()
+        x = torch.randn(batch, spec.in_channels, *spec.input_size)
+        with torch.no_grad(), OpLog() as log:
+            out = layer(x)
+        assert "ttplan.tucker_conv2d" not in log.ops
+        plain = TTConv2d(spec, fmt, plan, batch=batch).eval()
+        plain.load_state_dict(layer.state_dict())
+        with torch.no_grad():
+            assert_close(out, plain(x), rel=0)
+    finally:
+        build.load.cache_clear()
+
+
+def test_a_broken_compiler_is_reported_not_raised(monkeypatch, tmp_path):
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(build, "find_compiler", lambda: str(fake))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    build.load.cache_clear()
+    try:
+        status = kernel_status()
+        assert not status.available and "could not build" in status.detail
+        assert not list((tmp_path / "cache").rglob("*.so"))
+    finally:
+        build.load.cache_clear()
+
+
+def test_fused_with_channels_last_is_one_line_error():
+    with pytest.raises(TTPlanError, match="fused=True with channels_last=True"):
+        Lowering(fused=True, channels_last=True)

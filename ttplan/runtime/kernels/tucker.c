@@ -1,0 +1,173 @@
+/* ttplan's fused CPU kernel: one pass over each image for a 1x1 mixing, a k_h x k_w convolution and a second
+ * 1x1 mixing (a folded hodec / Tucker-2 layer), with the intermediates kept in per-thread buffers that stay in
+ * cache, instead of three passes of stock ops over maps in memory.
+ *
+ *   y[b] = Wc @ conv(Wa @ x[b], G)        x [B, C, H, W], Wa [R1, C], G [R2, R1, KH, KW], Wc [O, R2], float32
+ *
+ * Either mixing may be absent (R1 = 0: the conv reads x; O = 0: the conv writes y). The arithmetic is exactly
+ * the three products' multiply-accumulates, nothing recomputed: ttplan counts them as the planned MACs.
+ * Built by ttplan/runtime/kernels/build.py with the C compiler found at run time; without one, ttplan runs
+ * the same steps as stock torch ops. Vectors are GCC/Clang vector extensions, so the code is portable C
+ * that the compiler maps to AVX-512, AVX2, NEON or plain scalar code for the machine it builds on. */
+#include <stdlib.h>
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(64)));
+typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
+#define VL 16        /* floats per vector */
+#define MR 8         /* rows of a register tile */
+#define NR (2 * VL)  /* columns of a register tile */
+
+static inline vf loadu(const float *p) { return *(const vfu *)p; }
+static inline void storeu(float *p, vf v) { *(vfu *)p = v; }
+
+/* acc = A[m0:m0+MR, :] @ B[:, n0:n0+NR] with A packed as At [K, Mp] (Mp a multiple of MR) and B rows ldb apart;
+ * the next tile's columns are prefetched, since K rows far apart are K streams no hardware prefetcher follows */
+static inline void tile(int K, const float *restrict a, int Mp, const float *restrict b, int ldb, vf acc[MR][2]) {
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vf){0};
+    for (int k = 0; k < K; k++, b += ldb, a += Mp) {
+        vf b0 = loadu(b), b1 = loadu(b + VL);
+        __builtin_prefetch(b + NR);
+        __builtin_prefetch(b + NR + VL);
+        for (int i = 0; i < MR; i++) {
+            acc[i][0] += a[i] * b0;
+            acc[i][1] += a[i] * b1;
+        }
+    }
+}
+
+static inline void put(float *restrict c, int ldc, vf acc[MR][2], int mb, int nb) {
+    if (nb == NR) {
+        for (int i = 0; i < mb; i++) {
+            storeu(c + (size_t)i * ldc, acc[i][0]);
+            storeu(c + (size_t)i * ldc + VL, acc[i][1]);
+        }
+        return;
+    }
+    for (int i = 0; i < mb; i++) {
+        float row[NR];
+        storeu(row, acc[i][0]);
+        storeu(row + VL, acc[i][1]);
+        memcpy(c + (size_t)i * ldc, row, sizeof(float) * (size_t)nb);
+    }
+}
+
+/* C[M, N] (rows ldc apart) = A @ B, A packed as At [K, Mp], B [K, N] rows ldb apart. `panel` holds K x NR
+ * floats for the last, partial column block, copied and zero-padded so that every tile runs full vectors.
+ * Rows outer when B is small (it stays in cache while C is written a few rows at a time), columns outer when B
+ * is large (each column block of B is read once, for all rows of C). */
+static void gemm(int M, int N, int K, const float *restrict At, int Mp, const float *restrict B, int ldb,
+                 float *restrict C, int ldc, float *restrict panel) {
+    int full = N - N % NR;
+    vf acc[MR][2];
+    if ((size_t)K * N <= 32768) {
+        for (int m0 = 0; m0 < M; m0 += MR) {
+            int mb = M - m0 < MR ? M - m0 : MR;
+            for (int n0 = 0; n0 < full; n0 += NR) {
+                tile(K, At + m0, Mp, B + n0, ldb, acc);
+                put(C + (size_t)m0 * ldc + n0, ldc, acc, mb, NR);
+            }
+        }
+    } else {
+        for (int n0 = 0; n0 < full; n0 += NR)
+            for (int m0 = 0; m0 < M; m0 += MR) {
+                tile(K, At + m0, Mp, B + n0, ldb, acc);
+                put(C + (size_t)m0 * ldc + n0, ldc, acc, M - m0 < MR ? M - m0 : MR, NR);
+            }
+    }
+    if (full < N) {
+        int nb = N - full;
+        for (int k = 0; k < K; k++) {
+            memcpy(panel + (size_t)k * NR, B + (size_t)k * ldb + full, sizeof(float) * (size_t)nb);
+            memset(panel + (size_t)k * NR + nb, 0, sizeof(float) * (size_t)(NR - nb));
+        }
+        for (int m0 = 0; m0 < M; m0 += MR) {
+            tile(K, At + m0, Mp, panel, NR, acc);
+            put(C + (size_t)m0 * ldc + full, ldc, acc, M - m0 < MR ? M - m0 : MR, nb);
+        }
+    }
+}
+
+static int padded(int m) { return (m + MR - 1) / MR * MR; }
+
+/* At [K, Mp] = A^T for A [M, K], zero-padded to Mp columns */
+static float *pack(const float *A, int M, int K) {
+    int Mp = padded(M);
+    float *At = calloc((size_t)K * Mp, sizeof(float));
+    if (!At) return NULL;
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) At[(size_t)k * Mp + m] = A[(size_t)m * K + k];
+    return At;
+}
+
+/* col[(c, kh, kw), (oh, ow)] = the padded, strided, dilated window of src [Cn, H, W] (im2col of one image) */
+static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int KW, int sh, int sw, int ph,
+                   int pw, int dh, int dw, int OH, int OW, float *restrict col) {
+    for (int c = 0; c < Cn; c++)
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++) {
+                float *dst = col + (size_t)((c * KH + kh) * KW + kw) * OH * OW;
+                const float *plane = src + (size_t)c * H * W;
+                int lo = 0, hi = OW;  /* output columns whose input column lies inside the map */
+                while (lo < OW && lo * sw - pw + kw * dw < 0) lo++;
+                while (hi > lo && (hi - 1) * sw - pw + kw * dw >= W) hi--;
+                for (int oh = 0; oh < OH; oh++) {
+                    int ih = oh * sh - ph + kh * dh;
+                    float *d = dst + (size_t)oh * OW;
+                    if (ih < 0 || ih >= H) {
+                        memset(d, 0, sizeof(float) * (size_t)OW);
+                        continue;
+                    }
+                    const float *s = plane + (size_t)ih * W - pw + kw * dw;
+                    for (int ow = 0; ow < lo; ow++) d[ow] = 0.f;
+                    if (sw == 1)
+                        for (int ow = lo; ow < hi; ow++) d[ow] = s[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) d[ow] = s[ow * sw];
+                    for (int ow = hi; ow < OW; ow++) d[ow] = 0.f;
+                }
+            }
+}
+
+/* Returns 0, or 1 when memory for the packed weights or the per-thread buffers could not be had. */
+int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
+                         int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
+                         int dw, int OH, int OW, float *y, int threads) {
+    int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW;
+    int failed = 0;
+    float *Gt = pack(G, R2, KK);
+    float *At = R1 ? pack(Wa, R1, C) : NULL;
+    float *Ct = O ? pack(Wc, O, R2) : NULL;
+    if (!Gt || (R1 && !At) || (O && !Ct)) failed = 1;
+    if (!failed) {
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+        {
+            int maxk = KK > C ? KK : C;  /* the largest inner size of the three products */
+            if (R2 > maxk) maxk = R2;
+            float *t1 = R1 ? malloc(sizeof(float) * (size_t)R1 * HW) : NULL;
+            float *col = malloc(sizeof(float) * (size_t)KK * OHW);
+            float *t2 = O ? malloc(sizeof(float) * (size_t)R2 * OHW) : NULL;
+            float *panel = malloc(sizeof(float) * (size_t)maxk * NR);
+            int mine = !col || !panel || (R1 && !t1) || (O && !t2);
+            failed |= mine;
+#pragma omp for schedule(static)
+            for (int b = 0; b < B; b++) {
+                if (mine) continue;
+                const float *xb = x + (size_t)b * C * HW;
+                float *yb = y + (size_t)b * (O ? O : R2) * OHW;
+                if (R1) gemm(R1, HW, C, At, padded(R1), xb, HW, t1, HW, panel);
+                unfold(R1 ? t1 : xb, Cin, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col);
+                gemm(R2, OHW, KK, Gt, padded(R2), col, OHW, O ? t2 : yb, OHW, panel);
+                if (O) gemm(O, OHW, R2, Ct, padded(O), t2, OHW, yb, OHW, panel);
+            }
+            free(t1);
+            free(col);
+            free(t2);
+            free(panel);
+        }
+    }
+    free(Gt);
+    free(At);
+    free(Ct);
+    return failed;
+}

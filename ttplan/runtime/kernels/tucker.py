@@ -1,0 +1,80 @@
+"""`ttplan::tucker_conv2d`: a 1x1 mixing, a k_h x k_w conv and a 1x1 mixing as one torch op, run by the fused C kernel.
+
+`y = conv1x1(conv2d(conv1x1(x, wa), g, stride, padding, dilation), wc)`, with `wa` or `wc` None for no mixing on
+that side. It is a registered custom op, so `FlopCounterMode` counts it (2 x the three products' MACs, exactly
+what the kernel computes), `torch.compile` traces it, and a fake tensor gives its shape. It is an inference op: it
+has no autograd formula, and `fused_available` says when a caller may use it (CPU, float32, no gradient needed,
+the kernel built); otherwise callers run the same products as stock ops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+from ttplan.runtime.kernels.build import load
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int], padding: list[int],
+           dilation: list[int]) -> list[int]:
+    height, width = (_output_size(x.shape[2 + a], g.shape[2 + a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+    return [x.shape[0], (wc.shape[0] if wc is not None else g.shape[0]), height, width]
+
+
+@torch.library.custom_op("ttplan::tucker_conv2d", mutates_args=())
+def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                  stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+    """x [B, C, H, W] (NCHW), wa [R1, C] or None, g [R2, R1 or C, k_h, k_w], wc [O, R2] or None -> [B, O, H', W']."""
+    library, status = load()
+    if library is None:
+        raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
+    x = x.contiguous()
+    g = g.contiguous()
+    wa = wa.contiguous() if wa is not None else None
+    wc = wc.contiguous() if wc is not None else None
+    y = torch.empty(_shape(x, g, wc, stride, padding, dilation), dtype=x.dtype)
+    batch, channels, height, width = x.shape
+    failed = library.ttplan_tucker_conv2d(
+        batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
+        wa.data_ptr() if wa is not None else None, g.shape[0], g.shape[2], g.shape[3], g.data_ptr(),
+        wc.shape[0] if wc is not None else 0, wc.data_ptr() if wc is not None else None, stride[0], stride[1],
+        padding[0], padding[1], dilation[0], dilation[1], y.shape[2], y.shape[3], y.data_ptr(),
+        torch.get_num_threads())
+    if failed:
+        raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
+    return y
+
+
+@tucker_conv2d.register_fake
+def _(x, wa, g, wc, stride, padding, dilation):
+    return x.new_empty(_shape(x, g, wc, stride, padding, dilation))
+
+
+@register_flop_formula(torch.ops.ttplan.tucker_conv2d)
+def _flops(x_shape, wa_shape, g_shape, wc_shape, stride, padding, dilation, *args, out_shape=None, **kwargs) -> int:
+    """2 x the MACs of the three products: the mixings per input and output pixel, the conv per output pixel."""
+    batch, channels, height, width = x_shape
+    pixels = out_shape[2] * out_shape[3]
+    macs = batch * pixels * g_shape[0] * g_shape[1] * g_shape[2] * g_shape[3]
+    if wa_shape is not None:
+        macs += batch * height * width * wa_shape[0] * channels
+    if wc_shape is not None:
+        macs += batch * pixels * wc_shape[0] * wc_shape[1]
+    return 2 * macs
+
+
+def fused_available(*tensors: torch.Tensor) -> bool:
+    """True where `tucker_conv2d` may replace the stock ops: CPU float32 tensors, none needing a gradient (the op
+    has no backward), and the kernel built on this machine."""
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return load()[0] is not None
+
+
+__all__ = ["fused_available", "tucker_conv2d"]
