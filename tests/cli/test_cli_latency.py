@@ -84,11 +84,16 @@ def test_emit_arch_with_latency_objective_runs(tmp_path):
 
 
 def test_layer_autotune_times_candidates_and_caches_them(tmp_path):
+    from ttplan.runtime.kernels import kernel_status
+
     args = ["layer", "-i", "16", "-o", "16", "-p", "1", "--input-size", "8", "--rank", "4", "--fold-weights",
             "--batch", "2", "--autotune", "--json"]
     first = json.loads(run(args).output)["autotune"]
     assert first["source"] == "measured" and first["timings"][0]["dense"]
-    assert {row["lowering"] for row in first["timings"]} == {"bmm", "conv"}  # NCHW models: NCHW lowerings
+    # NCHW models: NCHW lowerings, and the fused kernel for the orders it runs (where it is built here)
+    fused = {"bmm+fused"} if kernel_status().available else set()
+    assert {row["lowering"] for row in first["timings"]} == {"bmm", "conv", *fused}
+    assert all(row["label"] in ("merged", "latency", "macs", "memory") for row in first["timings"] if row["fused"])
     again = json.loads(run(args).output)["autotune"]
     assert again["source"] == "cached" and again["best"] == first["best"]
 

@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tests.helpers.runtime_cases import assert_close, load_source, plans_for, random_case, reference
 from ttplan.core.formats import make_format
+from ttplan.core.fusion import fused_form
 from ttplan.core.network import build_network
 from ttplan.core.schemes import merged as merged_order
 from ttplan.core.spec import ConvSpec
@@ -80,21 +81,72 @@ def test_kernel_shape_on_fake_tensors_and_under_compile():
     assert tuple(fake.shape) == (2, 8, 5, 7)
 
 
+def candidates(spec, fmt, batch):
+    """Every fixed scheme, the searched best order and the merged order, weights folded."""
+    plans = [*plans_for(spec, fmt, batch, fold_weights=True).values()]
+    merged = merged_order(build_network(spec, fmt, batch), fold_weights=True)
+    return [plan for plan in plans + ([merged] if merged is not None else []) if plan.executable]
+
+
 def fusable_plans(count: int, seed: int):
-    """(spec, fmt, batch, plan) for random layers whose merged or best order lowers to one fused instruction."""
+    """(spec, fmt, batch, plan) for random layers with an order the fused kernel runs (`fused_form`)."""
     rng = random.Random(seed)
     found = 0
     while found < count:
         spec, fmt, batch = random_case(rng)
-        network = build_network(spec, fmt, batch)
-        candidates = [*plans_for(spec, fmt, batch, fold_weights=True).values()]
-        merged = merged_order(network, fold_weights=True)
-        candidates += [merged] if merged is not None else []
-        for plan in candidates:
-            if isinstance(lower(plan, FUSED).feature[0], Fused):
+        for plan in candidates(spec, fmt, batch):
+            if fused_form(plan) is not None and plan.name != "dense":
                 found += 1
                 yield spec, fmt, batch, plan
                 break
+
+
+def test_the_lowering_fuses_exactly_the_plans_the_planner_calls_fusable():
+    """`fuse` (runtime) and `fused_form` (torch-free core) agree on every order of 300 random layers, both mixes."""
+    rng = random.Random(1)
+    fusable = 0
+    for _ in range(300):
+        spec, fmt, batch = random_case(rng)
+        for plan in candidates(spec, fmt, batch):
+            form = fused_form(plan)
+            fusable += form is not None
+            for mix in ("bmm", "conv"):
+                program = lower(plan, Lowering(mix, fused=True))
+                assert isinstance(program.feature[0], Fused) == (form is not None), (plan.name, spec.describe())
+            if form is not None:
+                assert form.macs == plan.feature_macs
+    assert fusable > 100
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_both_ways_of_sharing_the_work_among_threads(threads, batch):
+    """Fewer images than threads: each image's columns are shared; else whole images are."""
+    gen = torch.Generator().manual_seed(batch)
+    x, wa = torch.randn(batch, 24, 13, 11, generator=gen), torch.randn(9, 24, generator=gen)
+    g, wc = torch.randn(7, 9, 3, 3, generator=gen), torch.randn(40, 7, generator=gen)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = tucker_conv2d(x, wa, g, wc, [1, 2], [1, 1], [1, 1])
+    finally:
+        torch.set_num_threads(before)
+    assert_close(got, stock(x, wa, g, wc, [1, 2], [1, 1], [1, 1]), rel=1e-5)
+
+
+def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "FLAG_SETS", (("-O2",),))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    build.load.cache_clear()
+    try:
+        status = kernel_status()
+        assert status.available and not status.threaded and str(tmp_path) in status.detail
+        gen = torch.Generator().manual_seed(2)
+        x, g, wc = torch.randn(2, 5, 9, 9, generator=gen), torch.randn(4, 5, 3, 3, generator=gen), torch.randn(6, 4)
+        assert_close(tucker_conv2d(x, None, g, wc, [1, 1], [0, 0], [2, 2]),
+                     stock(x, None, g, wc, [1, 1], [0, 0], [2, 2]), rel=1e-5)
+    finally:
+        build.load.cache_clear()
 
 
 def test_fused_layers_equal_conv2d_with_the_rebuilt_kernel_and_count_the_planned_flops():

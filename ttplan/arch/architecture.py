@@ -75,10 +75,12 @@ class ArchLayer:
 
     @property
     def lowering(self) -> dict:
-        """How the layer's steps run (`mix`, `channels_last`): autotune's choice, else bmm on the model's maps."""
+        """How the layer's steps run (`mix`, `channels_last`, `fused`): autotune's choice, else bmm on the model's
+        maps, as one fused kernel call where the plan chose that."""
         if self.tuned is not None and not self.tuned["best"]["dense"]:
-            return {"mix": self.tuned["best"]["mix"], "channels_last": self.tuned["best"]["channels_last"]}
-        return {"mix": "bmm", "channels_last": self.channels_last}
+            best = self.tuned["best"]
+            return {"mix": best["mix"], "channels_last": best["channels_last"], "fused": best.get("fused", False)}
+        return {"mix": "bmm", "channels_last": self.channels_last, "fused": bool(self.plan and self.plan.fused)}
 
     @property
     def decomposed(self) -> bool:
@@ -316,12 +318,14 @@ def plan_layers(
     skip_slower: bool = False,
     autotune: str | None = None,
     channels_last: bool = False,
+    fused: bool = False,
 ) -> list[ArchLayer]:
     """Plan each decided layer with `plan_layer` (cached per geometry and format); dense ones as they are.
 
     `skip_slower`: keep a layer dense where its best order is slower than the dense layer (predicted
     by `profile`, or measured when `autotune` names a device to time on: `cpu` or `cuda`). `channels_last`: the
-    model runs channels-last, so its TT layers lower to NHWC maps (and autotune measures them so).
+    model runs channels-last, so its TT layers lower to NHWC maps (and autotune measures them so). `fused`: the
+    fused kernel may run layers (`plan_layer`).
     """
     profile = profile if profile is not None else load_profile()
     cache: dict[tuple[ConvSpec, TTFormat], LayerPlan] = {}
@@ -330,7 +334,7 @@ def plan_layers(
     def planned(spec: ConvSpec, fmt: TTFormat, kind: str) -> LayerPlan:
         if (spec, fmt) not in cache:
             cache[(spec, fmt)] = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, objective=objective,
-                                            profile=profile)
+                                            profile=profile, fused=fused)
             if autotune is not None and kind == "conv":
                 cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune, channels_last)
         return cache[(spec, fmt)]
@@ -406,6 +410,7 @@ def plan_architecture(
     skip_slower: bool | None = None,
     autotune: str | None = None,
     channels_last: bool = False,
+    fused: bool | None = None,
 ) -> ArchPlan:
     """Trace a model and plan every layer; the result's `layers` and `totals` are what `ttplan plan` prints.
 
@@ -419,9 +424,17 @@ def plan_architecture(
     `channels_last`: plan for a model run channels-last (`model.to(memory_format=torch.channels_last)`): TT layers
     lower to NHWC maps and autotune measures on channels-last inputs. Predicted times come from `profile` (fit one
     with `ttplan calibrate --channels-last` for such a model); `--autotune` measures instead.
+    `fused` (with `latency`): layers may run as one call of ttplan's fused CPU kernel where predicted faster; None
+    (default): wherever it can be built, i.e. for NCHW maps with a C compiler on this machine.
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
+    if fused is None:
+        from ttplan.runtime.kernels.build import find_compiler  # torch-free
+
+        fused = not channels_last and find_compiler() is not None
+    if fused and channels_last:
+        raise TTPlanError("fused=True with channels_last=True: the fused kernel runs NCHW maps; expected one of them")
     if batch < 1:
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):
@@ -430,6 +443,6 @@ def plan_architecture(
     decisions = decide(layers, policy, config)
     rows = plan_layers(layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse,
                        objective=objective, profile=profile, skip_slower=skip_slower, autotune=autotune,
-                       channels_last=channels_last)
+                       channels_last=channels_last, fused=fused)
     return ArchPlan(label, size, batch, fold_weights, policy, rows, all_params, objective=objective,
                     channels_last=channels_last)

@@ -80,6 +80,8 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         notes.append(f"{layer.n_calls} calls per forward, each counted")
     if layer.tuned is not None:
         notes.append("measured (autotune)")
+    if layer.decomposed and layer.lowering.get("fused"):
+        notes.append("fused kernel")
     return {
         "layer": layer.name,
         "geometry": layer.spec.describe(),
@@ -162,6 +164,10 @@ def summary_lines(plan: ArchPlan) -> list[str]:
     slower = [layer.name for layer in plan.layers if layer.slower_than_dense]
     if slower:
         lines.append(f"TT slower than dense ({len(slower)}): {', '.join(slower)}")
+    fused = sum(1 for layer in plan.layers if layer.decomposed and layer.lowering.get("fused"))
+    if fused:
+        lines.append(f"fused kernel: {fused} TT layers run as one call of ttplan's fused CPU kernel (predicted faster "
+                     "than stock ops; --no-fuse to plan without it)")
     if t.all_params is not None:
         lines.append(f"all parameters of the dense model (BN included): {t.all_params:,}")
     worse = [layer.name for layer in plan.layers if layer.worse_than_dense]

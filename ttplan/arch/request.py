@@ -43,6 +43,9 @@ class PlanRequest:
     target_speedup: float | None = None
     #: plan for a model run channels-last (TT layers on NHWC maps)
     channels_last: bool = False
+    #: layers may run as one fused kernel call where predicted faster (None: where a C compiler is found, NCHW);
+    #: a budget search plans stock ops
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
         if self.search_format and not self.budget:
@@ -97,7 +100,8 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
         planned = plan_architecture(request.arch, request.input_size, config, request.policy, request.batch,
                                     request.fold_weights, request.skip_worse, objective=request.objective,
                                     profile=request.profile(), skip_slower=request.skip_slower,
-                                    autotune=request.autotune, channels_last=request.channels_last)
+                                    autotune=request.autotune, channels_last=request.channels_last,
+                                    fused=request.fused)
         outcome = PlanOutcome(planned, planned.formats())
     if request.config_path is not None:
         outcome.plan.notes.insert(0, f"config: {request.config_path}")

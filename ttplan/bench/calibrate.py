@@ -15,25 +15,28 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import make_format
+from ttplan.core.fusion import fused_form
 from ttplan.core.latency import (
     LatencyProfile,
     Sample,
     dense_shape,
     fit_profile,
+    fused_shape,
     predict_dense_us,
+    predict_fused_us,
     predict_plan_us,
     relative_errors,
     step_shapes,
 )
 from ttplan.core.network import build_network
-from ttplan.core.schemes import schemes_for
+from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -120,14 +123,15 @@ def time_dense(spec: ConvSpec, batch: int, device: torch.device, budget_s: float
                               _sync(device)), budget_s)
 
 
-def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float, channels_last: bool = False) -> float:
+def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float, channels_last: bool = False,
+               fused: bool = False) -> float:
     """Median µs of one forward of a `TTConv2d` running `plan` (weights folded when the plan folds them); with
-    `channels_last` on a channels-last input, lowered to NHWC maps."""
+    `channels_last` on a channels-last input, lowered to NHWC maps; with `fused`, by the fused kernel."""
     from ttplan.runtime.layers import TTConv2d
 
     net = plan.network
     layer = TTConv2d(net.spec, net.fmt, plan, plan.fold_weights, device=device,
-                     lowering=Lowering(channels_last=channels_last)).eval()
+                     lowering=Lowering(channels_last=channels_last, fused=fused)).eval()
     h, w = net.spec.input_size
     x = _input(channels_last, net.batch, net.spec.in_channels, h, w, device)
     return median_us(lambda: (layer(x), _sync(device)), budget_s)
@@ -152,6 +156,28 @@ def fit_plans() -> Iterator[tuple[ContractionPlan, int]]:
                 for plan in plans.values():
                     if plan.executable:
                         yield plan, batch
+
+
+def fused_plans() -> Iterator[ContractionPlan]:
+    """The plans timed as fused layers: per grid geometry, batch and rank, hodec's fusable orders among the
+    fewest-MACs and the merged one (folded)."""
+    for cin, cout, size, stride in FIT_GEOMETRIES:
+        spec = ConvSpec.make(cin, cout, 3, stride, 1, input_size=size)
+        for batch in FIT_BATCHES:
+            if batch * cin * size * size > 4_000_000:
+                continue
+            for rank in FIT_RANKS:
+                net = build_network(spec, make_format("hodec", spec, rank=rank), batch)
+                plans = {plan.pairs: plan for plan in (optimize(net, fold_weights=True), merged(net, True))
+                         if plan is not None and plan.executable and fused_form(plan) is not None}
+                yield from plans.values()
+
+
+def fused_kernel_available(device: torch.device, channels_last: bool) -> bool:
+    """Whether the fused kernel runs here (CPU, NCHW maps, built), so that a profile gets fused samples."""
+    from ttplan.runtime.kernels import kernel_status
+
+    return device.type == "cpu" and not channels_last and kernel_status().available
 
 
 def dense_grid() -> Iterator[tuple[ConvSpec, int]]:
@@ -192,6 +218,8 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
     lowering = Lowering(channels_last=channels_last)
     programs = [lower(plan, lowering) for plan, _ in plans]  # lowered once, timed every round
     dense_keys = list(dict.fromkeys([(plan.network.spec, batch) for plan, batch in plans] + list(dense_grid())))
+    fusable = list(fused_plans()) if fused_kernel_available(dev, channels_last) else []
+    fused: list[list[float]] = [[] for _ in fusable]  # per fusable plan: the fused layer's µs per round
     steps: list[dict[int, list[float]]] = [{} for _ in plans]  # per plan: step -> µs per round
     layers: dict[int, list[float]] = {}  # plan -> the whole layer's µs per round, for every fourth plan
     dense: dict[tuple, list[float]] = {key: [] for key in dense_keys}  # (spec, batch) -> µs per round
@@ -206,6 +234,10 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
                     layers.setdefault(n, []).append(time_layer(plan, dev, budget_s, channels_last))
             for key in dense_keys:
                 dense[key].append(time_dense(*key, dev, budget_s, channels_last))
+            if progress is not None and fusable:
+                progress(f"fused layers: round {r}/{rounds}, {len(fusable)} layers")
+            for n, plan in enumerate(fusable):
+                fused[n].append(time_layer(plan, dev, budget_s, fused=True))
     samples: list[Sample] = []
     overheads: list[float] = []
     for n, (plan, _) in enumerate(plans):
@@ -219,12 +251,17 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
         if n in layers:
             overheads.append(statistics.median(layers[n]) - step_sum)
     samples += [Sample(dense_shape(spec, batch), statistics.median(values)) for (spec, batch), values in dense.items()]
+    layer_overhead = max(0.0, statistics.median(overheads))
+    # a fused layer (weights folded) is one op: its fit's own overhead is the whole layer's, far below the
+    # per-layer overhead of a layer of stock ops
+    samples += [Sample(fused_shape(fused_form(plan)), statistics.median(values))  # type: ignore[arg-type]
+                for plan, values in zip(fusable, fused)]
     threads_used = torch.get_num_threads()
     label = (f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
              + (", channels-last" if channels_last else "") + f", median of {rounds} round{'s' if rounds > 1 else ''}")
     profile = fit_profile(samples, label=label,
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
-                          layer_overhead_us=max(0.0, statistics.median(overheads)))
+                          layer_overhead_us=layer_overhead)
     return Calibration(profile, len(samples), time.perf_counter() - start)
 
 
@@ -238,6 +275,9 @@ class CheckRow:
     tt_measured: float
     dense_predicted: float
     dense_measured: float
+    #: the merged order run by the fused kernel, where the kernel runs here (NCHW, built) and the order is fusable
+    fused_predicted: float | None = None
+    fused_measured: float | None = None
 
 
 @dataclass
@@ -248,14 +288,27 @@ class CheckResult:
 
     @property
     def errors(self) -> list[float]:
-        """Relative errors of every prediction (TT layers and dense convs)."""
-        return relative_errors([r.tt_predicted for r in self.rows] + [r.dense_predicted for r in self.rows],
-                               [r.tt_measured for r in self.rows] + [r.dense_measured for r in self.rows])
+        """Relative errors of every prediction (TT layers on stock ops and fused, dense convs)."""
+        fused = [r for r in self.rows if r.fused_predicted is not None and r.fused_measured is not None]
+        return relative_errors([r.tt_predicted for r in self.rows] + [r.dense_predicted for r in self.rows]
+                               + [r.fused_predicted for r in fused],  # type: ignore[misc]
+                               [r.tt_measured for r in self.rows] + [r.dense_measured for r in self.rows]
+                               + [r.fused_measured for r in fused])  # type: ignore[misc]
+
+    @property
+    def fused_errors(self) -> list[float]:
+        """Relative errors of the fused layers' predictions alone."""
+        fused = [r for r in self.rows if r.fused_predicted is not None and r.fused_measured is not None]
+        return relative_errors([r.fused_predicted for r in fused], [r.fused_measured for r in fused])  # type: ignore
 
     def to_dict(self) -> dict:
-        errors = self.errors
-        return {"median_relative_error": statistics.median(errors), "worst_relative_error": max(errors),
-                "layers": len(self.rows)}
+        errors, fused = self.errors, self.fused_errors
+        out = {"median_relative_error": statistics.median(errors), "worst_relative_error": max(errors),
+               "layers": len(self.rows)}
+        if fused:
+            out.update(fused_median_relative_error=statistics.median(fused), fused_worst_relative_error=max(fused),
+                       fused_layers=len(fused))
+        return out
 
 
 def check_layers() -> list[tuple[str, ContractionPlan]]:
@@ -291,6 +344,9 @@ def check(profile: LatencyProfile, device: str = "cpu", budget_s: float = 0.05,
     layers = check_layers()
     tt: list[list[float]] = [[] for _ in layers]
     dense: list[list[float]] = [[] for _ in layers]
+    wide = [merged(plan.network, True) for _, plan in layers] if fused_kernel_available(dev, channels_last) else []
+    wide = [plan if plan is not None and fused_form(plan) is not None else None for plan in wide]
+    fused: list[list[float]] = [[] for _ in layers]
     with torch.no_grad():
         for r in range(1, rounds + 1):
             for n, (name, plan) in enumerate(layers):
@@ -299,10 +355,17 @@ def check(profile: LatencyProfile, device: str = "cpu", budget_s: float = 0.05,
                 spec, batch = plan.network.spec, plan.network.batch
                 tt[n].append(time_layer(plan, dev, budget_s, channels_last))
                 dense[n].append(time_dense(spec, batch, dev, budget_s, channels_last))
-    return CheckResult([CheckRow(name, plan.network.batch, predict_plan_us(plan, profile), statistics.median(tt[n]),
-                                 predict_dense_us(plan.network.spec, plan.network.batch, profile),
-                                 statistics.median(dense[n]))
-                        for n, (name, plan) in enumerate(layers)])
+                if wide and wide[n] is not None:
+                    fused[n].append(time_layer(wide[n], dev, budget_s, fused=True))
+    rows = []
+    for n, (name, plan) in enumerate(layers):
+        row = CheckRow(name, plan.network.batch, predict_plan_us(plan, profile), statistics.median(tt[n]),
+                       predict_dense_us(plan.network.spec, plan.network.batch, profile), statistics.median(dense[n]))
+        if fused[n]:
+            row = replace(row, fused_predicted=predict_fused_us(wide[n], profile),
+                          fused_measured=statistics.median(fused[n]))
+        rows.append(row)
+    return CheckResult(rows)
 
 
 def _device(device: str) -> torch.device:

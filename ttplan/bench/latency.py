@@ -30,7 +30,7 @@ from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Lowering
 from ttplan.runtime.timing import block_calls, time_all
 
-VARIANTS = ("dense", "classical", "hodec", "best", "fast", "tltorch", "tl-tucker", "dense-cl", "fast-cl")
+VARIANTS = ("dense", "classical", "hodec", "best", "fast", "fused", "tltorch", "tl-tucker", "dense-cl", "fast-cl")
 #: the variants that run on a channels-last copy of the input
 CHANNELS_LAST = ("dense-cl", "fast-cl")
 #: tensorly-torch's factorizations timed beside ttplan's, at the parameters of ttplan's hodec layer
@@ -120,6 +120,7 @@ def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, ran
     dense = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
                       spec.dilation, bias=False)
     fast = _fast_plan(spec, formats["hodec"], batch)
+    fused, why = _fused_plan(spec, formats["hodec"], batch)
     modules: dict[str, nn.Module] = {
         "dense": dense,
         "classical": TTConv2d(spec, formats["classical"], plan="classical", batch=batch),
@@ -132,6 +133,11 @@ def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, ran
                             lowering=Lowering("conv", channels_last=True)),
     }
     notes: dict[str, str] = {}
+    if fused is not None and device.type == "cpu":
+        modules["fused"] = TTConv2d(spec, formats["hodec"], plan=fused, fold_weights=True, batch=batch,
+                                    lowering=Lowering(fused=True))
+    else:
+        notes["fused"] = why if fused is None else "CPU only"
     if with_tltorch:
         params = formats["hodec"].params(spec)
         for name, factorization in TLTORCH.items():
@@ -162,6 +168,20 @@ def _fast_plan(spec: ConvSpec, fmt: TTFormat, batch: int):
     from ttplan.core.search import optimize
 
     return optimize(build_network(spec, fmt, batch), fold_weights=True, objective="latency")
+
+
+def _fused_plan(spec: ConvSpec, fmt: TTFormat, batch: int) -> tuple[object | None, str]:
+    """The fusable order the fused kernel is predicted to run fastest (folded weights), or None and why not."""
+    from ttplan.core.latency import load_profile
+    from ttplan.core.layer import fastest_fused
+    from ttplan.core.network import build_network
+    from ttplan.runtime.kernels import kernel_status
+
+    status = kernel_status()
+    if not status.available:
+        return None, "no kernel"
+    plan = fastest_fused(build_network(spec, fmt, batch), True, load_profile())
+    return (plan, "") if plan is not None else (None, "not fusable")
 
 
 def _sync(device: torch.device) -> None:
@@ -229,8 +249,9 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
             macs: dict[str, int | None] = dict.fromkeys(VARIANTS)
             macs["dense"] = spec.dense_macs(batch)
             macs["dense-cl"] = macs["dense"]
-            for name in ("classical", "hodec", "best", "fast", "fast-cl"):
-                macs[name] = modules[name].plan.macs
+            for name in ("classical", "hodec", "best", "fast", "fused", "fast-cl"):
+                if name in modules:
+                    macs[name] = modules[name].plan.macs
             rows.append(LatencyRow(group, batch, ms, macs, notes))
             del modules, x, last
             if progress is not None:
@@ -257,7 +278,8 @@ def _cell(row: LatencyRow, variant: str) -> str:
 
 
 def _macs_cell(row: LatencyRow) -> str:
-    return " / ".join(f"{row.macs_ratio(v):.2f}" for v in ("classical", "hodec", "best", "fast"))
+    return " / ".join(f"{row.macs_ratio(v):.2f}" if row.macs.get(v) else "-"
+                      for v in ("classical", "hodec", "best", "fast", "fused"))
 
 
 def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str,
@@ -277,9 +299,11 @@ def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: i
         "variant for one block of back-to-back calls of about 25 ms (at least one call); cells give the median "
         f"over repeats of the mean time per call. Uniform rank {rank}. "
         "Cells: milliseconds per call (time / dense time in the same row). "
-        "`MACs vs dense`: planned MACs of classical / hodec / best / fast over the dense conv's (FLOPs = 2 x MACs). "
-        "`fast`: the hodec format at the order of least predicted time (`--objective latency`), weights folded at "
-        "load. `tltorch` / `tl-tucker`: tensorly-torch's TT and Tucker convs (`implementation='factorized'`) at the "
+        "`MACs vs dense`: planned MACs of classical / hodec / best / fast / fused over the dense conv's (FLOPs = 2 x "
+        "MACs). `fast`: the hodec format at the order of least predicted time (`--objective latency`), weights folded "
+        "at load. `fused`: the hodec order that ttplan's fused CPU kernel is predicted to run fastest (a mixing, the "
+        "conv and a mixing in one pass per image; `Lowering(fused=True)`), weights folded at load. "
+        "`tltorch` / `tl-tucker`: tensorly-torch's TT and Tucker convs (`implementation='factorized'`) at the "
         "hodec layer's parameter count. `dense-cl` / `fast-cl`: the dense conv and the fast order on a channels-last "
         "copy of the input, the TT layer on NHWC maps with its channel mixings as 1x1 convs (ratios still over the "
         "NCHW dense conv; the check below compares them with each other).",
@@ -291,14 +315,15 @@ def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: i
         lines += [
             f"### batch {batch}",
             "",
-            "| layers | geometry | dense ms | classical | hodec | best | fast | tltorch | tl-tucker | dense-cl | "
-            "fast-cl | MACs vs dense |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| layers | geometry | dense ms | classical | hodec | best | fast | fused | tltorch | tl-tucker | "
+            "dense-cl | fast-cl | MACs vs dense |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in (r for r in rows if r.batch == batch):
             lines.append(f"| {', '.join(row.group.names)} | {row.group.spec.describe()} | {row.ms['dense']:.2f} | "
                          f"{_cell(row, 'classical')} | {_cell(row, 'hodec')} | {_cell(row, 'best')} | "
-                         f"{_cell(row, 'fast')} | {_cell(row, 'tltorch')} | {_cell(row, 'tl-tucker')} | "
+                         f"{_cell(row, 'fast')} | {_cell(row, 'fused')} | {_cell(row, 'tltorch')} | "
+                         f"{_cell(row, 'tl-tucker')} | "
                          f"{_cell(row, 'dense-cl')} | {_cell(row, 'fast-cl')} | "
                          f"{_macs_cell(row)} |")
         lines.append("")
@@ -325,9 +350,24 @@ def _focus(rows: list[LatencyRow]) -> list[str]:
         f"{1 / fast:.1f}x faster than dense ({'meets' if 1 / fast >= 10 else 'misses'} the 10x target; planned MACs "
         f"{1 / row.macs_ratio('fast'):.1f}x fewer); the classical order takes {classical:.2f}x the dense time "
         f"({'slower' if classical > 1 else 'not slower'} than dense; planned MACs {row.macs_ratio('classical'):.2f}x "
-        "dense)." + floor_words + _channels_last_words(row),
+        "dense)." + _fused_words(row) + floor_words + _channels_last_words(row),
         "",
     ]
+
+
+def _fused_words(row: LatencyRow) -> str:
+    """The check for the fused kernel, against the dense conv and (where timed) the dense conv channels-last."""
+    fused = row.ratio("fused")
+    if fused is None:
+        return f" The fused kernel did not run ({row.notes.get('fused', 'not timed')})."
+    against = row.ms.get("dense-cl")
+    verdict = "meets" if 1 / fused >= 10 else "misses"
+    words = (f" The fused kernel runs its order {1 / fused:.1f}x faster than dense ({verdict} the 10x target; "
+             f"planned MACs {1 / row.macs_ratio('fused'):.1f}x fewer)")  # type: ignore[operator]
+    if against:
+        ratio = against / row.ms["fused"]  # type: ignore[operator]
+        words += f" and {ratio:.1f}x faster than the dense conv on a channels-last input"
+    return words + "."
 
 
 def _channels_last_words(row: LatencyRow) -> str:

@@ -247,9 +247,10 @@ class Prepared:
 def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
             device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
             runtime: str = "emitted", autotune: bool = False, malloc: str = "default", channels_last: bool = False,
-            progress: Callable[[str], None] | None = None) -> Prepared:
+            fused: bool | None = None, progress: Callable[[str], None] | None = None) -> Prepared:
     """Set the process up (allocator, threads), plan `arch` and build both models, as `bench_model` times them;
-    with `channels_last` both models and the input are `torch.channels_last` (the TT layers planned so)."""
+    with `channels_last` both models and the input are `torch.channels_last` (the TT layers planned so). `fused`:
+    whether layers may run by the fused kernel (`plan_architecture`; None: where it can, never channels-last)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     set_malloc(malloc)  # a one-line error for an unknown mode
@@ -260,7 +261,8 @@ def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: i
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
     plan = plan_architecture(arch, None, config, Policy(), batch, True, objective=objective, profile=profile,
-                             autotune=device if autotune else None, channels_last=channels_last)
+                             autotune=device if autotune else None, channels_last=channels_last,
+                             fused=False if channels_last else fused)
     dense, size = load_model(arch, None)
     dense = dense.to(dev).eval()
     say("converting")
@@ -285,19 +287,20 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
                 device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
                 malloc: str = "default", compile: bool = False, processes: int = 0, channels_last: bool = False,
-                progress: Callable[[str], None] | None = None) -> ModelBench:
+                fused: bool | None = None, progress: Callable[[str], None] | None = None) -> ModelBench:
     """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
 
     `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
     process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
     (`ttplan.bench.compiled`); `processes` repeats the end-to-end timing in that many fresh processes
     (`ttplan.bench.processes`). `channels_last` runs both models, and plans the TT one, in `torch.channels_last`.
+    `fused`: whether NCHW TT layers may run by the fused kernel (None: wherever it can be built).
     """
     say = progress or (lambda message: None)
     profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     settings = {"arch": arch, "config": config, "batch": batch, "threads": threads, "device": device,
                 "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc,
-                "channels_last": channels_last}
+                "channels_last": channels_last, "fused": fused}
     run = prepare(**settings, profile=profile, progress=say)
     say(f"timing end to end, {rounds} rounds")
     dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)

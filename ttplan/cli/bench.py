@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ttplan.cli.objective_options import channels_last_option
+from ttplan.cli.objective_options import channels_last_option, fuse_option
 from ttplan.cli.options import device_options, malloc_option
 from ttplan.cli.output import emit_text, out_option
 from ttplan.errors import TTPlanError
@@ -139,11 +139,12 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
               help="Also repeat the end-to-end timing in N fresh processes and report the median speedup.")
 @channels_last_option("Run both models and the input channels-last (torch.channels_last), the TT layers planned "
                       "for NHWC maps: the fair comparison where a dense model would run channels-last.")
+@fuse_option()
 @out_option("Markdown report.", default="reports/latency_models.md")
 @click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
 def model(arch: str, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
           objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, malloc: str,
-          compile_: bool, processes: int, channels_last: bool, out, append: bool) -> None:
+          compile_: bool, processes: int, channels_last: bool, fuse: bool | None, out, append: bool) -> None:
     """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
     import torch
 
@@ -153,6 +154,8 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
+    if fuse and channels_last:
+        raise TTPlanError("--fuse with --channels-last: the fused kernel runs NCHW maps; drop one of them")
     profile = load_profile(profile_path, device, channels_last)
     threads = threads or torch.get_num_threads()
     sections = []
@@ -160,14 +163,15 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
         result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
                              objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
                              runtime=runtime, autotune=autotune, malloc=malloc, compile=compile_,
-                             processes=processes, channels_last=channels_last,
+                             processes=processes, channels_last=channels_last, fused=fuse,
                              progress=lambda m: click.echo(m, err=True))
         command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
                    + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
                    + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
                    + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else "")
                    + (f" --malloc {malloc}" if malloc != "default" else "") + (" --compile" if compile_ else "")
-                   + (f" --processes {processes}" if processes else "") + (" --channels-last" if channels_last else ""))
+                   + (f" --processes {processes}" if processes else "") + (" --channels-last" if channels_last else "")
+                   + ({True: " --fuse", False: " --no-fuse", None: ""}[fuse]))
         sections.append(render_section(result, command))
         click.echo(f"{arch} batch {batch}, {threads} threads, malloc {malloc}: dense {result.dense_ms:.2f} ms, "
                    f"TT {result.tt_ms:.2f} ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})"

@@ -84,14 +84,24 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
 
 def render_check(result, threads: int) -> str:
     """Per-layer predicted vs measured µs, then the median and worst relative error."""
-    lines = [f"{'held-out layer':<34}{'TT pred us':>11}{'TT meas us':>11}{'dense pred':>11}{'dense meas':>11}",
-             "-" * 78]
+    fused = result.fused_errors
+
+    def cell(value: float | None) -> str:
+        return f"{value:>11.0f}" if value is not None else f"{'-':>11}"
+
+    lines = [f"{'held-out layer':<34}{'TT pred us':>11}{'TT meas us':>11}{'dense pred':>11}{'dense meas':>11}"
+             + (f"{'fused pred':>11}{'fused meas':>11}" if fused else ""), "-" * (78 + (22 if fused else 0))]
     for row in result.rows:
         lines.append(f"{row.name:<34}{row.tt_predicted:>11.0f}{row.tt_measured:>11.0f}{row.dense_predicted:>11.0f}"
-                     f"{row.dense_measured:>11.0f}")
+                     f"{row.dense_measured:>11.0f}"
+                     + (cell(row.fused_predicted) + cell(row.fused_measured) if fused else ""))
     errors = result.errors
-    lines += ["", f"{len(errors)} predictions ({len(result.rows)} layers, TT and dense), {threads} threads: "
+    what = "TT, dense and fused (the merged order)" if fused else "TT and dense"
+    lines += ["", f"{len(errors)} predictions ({len(result.rows)} layers, {what}), {threads} threads: "
                   f"median relative error {statistics.median(errors):.1%}, worst {max(errors):.1%}"]
+    if fused:
+        lines.append(f"fused layers alone ({len(fused)}): median relative error {statistics.median(fused):.1%}, "
+                     f"worst {max(fused):.1%}")
     return "\n".join(lines)
 
 

@@ -104,6 +104,13 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     from ttplan.runtime.lowering import Lowering
 
     lowering, note = Lowering(channels_last=opts["channels_last"]), ""
+    if scheme == "best" and opts["objective"] == "latency" and opts["autotune"] is None and _fuse(opts):
+        from ttplan.core.layer import fused_choice
+        from ttplan.core.network import build_network
+
+        fused = fused_choice(build_network(spec, fmt, batch), plan, fold_weights, profile)
+        if fused is not None:
+            plan, lowering, note = fused, Lowering(fused=True), "; run by the fused kernel (predicted faster)"
     if opts["autotune"] is not None and scheme == "best":
         from ttplan.runtime.autotune import autotune_layer
 
@@ -119,6 +126,17 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     return emit_layer(plan, name, lowering), summary
 
 
+def _fuse(opts: dict) -> bool:
+    """`--fuse/--no-fuse`, by default on where a C compiler is found and maps are NCHW."""
+    if opts["fuse"] is not None:
+        if opts["fuse"] and opts["channels_last"]:
+            raise TTPlanError("--fuse with --channels-last: the fused kernel runs NCHW maps; drop one of them")
+        return opts["fuse"]
+    from ttplan.runtime.kernels.build import find_compiler
+
+    return not opts["channels_last"] and find_compiler() is not None
+
+
 def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str]:
     """Source and a summary for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
     from ttplan.arch.architecture import plan_architecture
@@ -130,7 +148,7 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
                                 fold_weights, opts["skip_worse"], objective=opts["objective"],
                                 profile=profile_from_options(opts["profile_path"], opts["channels_last"]),
                                 skip_slower=opts["skip_slower"],
-                                autotune=opts["autotune"], channels_last=opts["channels_last"])
+                                autotune=opts["autotune"], channels_last=opts["channels_last"], fused=opts["fuse"])
     layers = planned.plans(scheme)
     if not layers:
         if any(layer.slower_than_dense for layer in planned.layers):

@@ -38,10 +38,19 @@ def speed_options(func: Callable) -> Callable:
                           "dense conv on this device (cpu if no value), keep the fastest; cached in ~/.cache/ttplan."),
         channels_last_option("Plan for a model run channels-last (model.to(memory_format=torch.channels_last)): "
                              "TT layers keep NHWC maps from input to output; --autotune measures them so."),
+        fuse_option(),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def fuse_option() -> Callable:
+    """`--fuse/--no-fuse`: whether layers may run as one call of ttplan's fused CPU kernel."""
+    return click.option("--fuse/--no-fuse", default=None,
+                        help="With --objective latency: run a layer as one call of ttplan's fused CPU kernel (a "
+                             "mixing, the conv and a mixing in one pass) where predicted faster. Default: where a C "
+                             "compiler is found and maps are NCHW.")
 
 
 def channels_last_option(help_text: str) -> Callable:

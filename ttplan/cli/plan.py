@@ -64,7 +64,7 @@ def click_progress(label: str, length: int):
 def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fold_weights: bool,
          target_macs_reduction: float | None, target_params_reduction: float | None, target_speedup: float | None,
          objective: str, profile_path, skip_slower: bool | None, autotune: str | None, channels_last: bool,
-         search_format: bool,
+         fuse: bool | None, search_format: bool,
          save_config, output: str | None, out, wide: bool, **policy) -> None:
     """Plan every conv layer of an architecture: per-layer costs, then model totals and FLOPs↓/params↓."""
     from ttplan.arch.report import render
@@ -76,7 +76,7 @@ def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fo
     request = PlanRequest(name, model_input_size(name, input_size), policy["config_path"],
                           policy_from_options(policy), batch, fold_weights, policy["skip_worse"],
                           target_macs_reduction, target_params_reduction, search_format, objective, profile_path,
-                          skip_slower, autotune, target_speedup, channels_last)
+                          skip_slower, autotune, target_speedup, channels_last, fuse)
     outcome = run_request(request, progress=click_progress)
     if outcome.unmet:
         click.echo(outcome.unmet, err=True)

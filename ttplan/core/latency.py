@@ -33,11 +33,12 @@ from ttplan.core.contraction import (
     operand_elements,
     pair_cost,
 )
+from ttplan.core.fusion import FusedForm, fused_form
 from ttplan.core.network import TensorNetwork
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
-KINDS = ("feature", "conv", "weight", "dense")
+KINDS = ("feature", "conv", "weight", "dense", "fused")
 WIDTHS = ("thin", "narrow", "medium", "wide")
 #: bytes per element of the float32 tensors the model is fitted for
 ELEMENT_BYTES = 4
@@ -52,10 +53,12 @@ class OpShape:
     k: int
     n: int
     bytes: int
+    #: a fused op's MACs (its three products); None: the product's own `m * k * n`
+    total_macs: int | None = None
 
     @property
     def macs(self) -> int:
-        return self.m * self.k * self.n
+        return self.m * self.k * self.n if self.total_macs is None else self.total_macs
 
     @property
     def key(self) -> str:
@@ -203,6 +206,14 @@ def dense_shape(spec: ConvSpec, batch: int) -> OpShape:
     return OpShape("dense", m, k, spec.out_channels, ELEMENT_BYTES * moved)
 
 
+def fused_shape(form: FusedForm) -> OpShape:
+    """A fused layer as one op (`fused`): its conv's `[B·H'W', K] @ [K, R2]` sizes for the shape class, the three
+    products' MACs, and the bytes of its input, output and weights (the intermediates stay in cache)."""
+    k = (form.r1 or form.c) * form.window
+    moved = form.batch * (form.c * form.in_pixels + form.out_channels * form.out_pixels) + form.weight_elements
+    return OpShape("fused", form.batch * form.out_pixels, k, form.r2, ELEMENT_BYTES * moved, form.macs)
+
+
 def step_shapes(plan: ContractionPlan) -> dict[int, OpShape]:
     """The op of every step of `plan`, by step number (weight-only steps included)."""
     net = plan.network
@@ -224,6 +235,18 @@ def plan_shapes(plan: ContractionPlan) -> list[OpShape]:
 def predict_plan_us(plan: ContractionPlan, profile: LatencyProfile) -> float:
     """Predicted microseconds of one forward of `plan` at its batch: its ops plus the per-layer overhead."""
     return profile.layer_overhead_us + sum(profile.predict(shape) for shape in plan_shapes(plan))
+
+
+def predict_fused_us(plan: ContractionPlan, profile: LatencyProfile) -> float | None:
+    """Predicted microseconds of `plan` run by the fused kernel (weight-only steps as in `predict_plan_us`), or None
+    where the kernel cannot run it or the profile was fitted without fused samples. The fused fit is of whole
+    layers, so its overhead replaces the per-layer overhead of stock ops."""
+    form = fused_form(plan)
+    if form is None or not any(key.startswith("fused:") for key in profile.ops):
+        return None
+    weights = [shape for shape in step_shapes(plan).values() if shape.kind == "weight" and not plan.fold_weights]
+    shape = fused_shape(form)
+    return profile.predict(shape) + sum(profile.predict(w) for w in weights)
 
 
 def predict_dense_us(spec: ConvSpec, batch: int, profile: LatencyProfile) -> float:
@@ -312,6 +335,7 @@ def relative_errors(predicted: list[float], measured: list[float]) -> list[float
 
 __all__ = [
     "KINDS", "LatencyProfile", "OpModel", "OpShape", "Sample", "cache_dir", "default_profile", "dense_shape",
-    "fit_op", "fit_profile", "load_profile", "plan_shapes", "predict_dense_us", "predict_plan_us",
+    "fit_op", "fit_profile", "fused_shape", "load_profile", "plan_shapes", "predict_dense_us", "predict_fused_us",
+    "predict_plan_us",
     "relative_errors", "step_shape", "step_shapes", "user_profile_path",
 ]

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
-from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
+from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_fused_us, predict_plan_us
 from ttplan.core.network import TensorNetwork, build_network
 from ttplan.core.peers import PeerResult, compare_peers, im2col_equation, im2col_expression
-from ttplan.core.schemes import schemes_for
+from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -29,10 +29,19 @@ class LayerPlan:
     profile: LatencyProfile | None = None
     #: measured candidates when autotuned (`ttplan.runtime.autotune.TuneResult.to_dict()`), else None
     tuned: dict | None = None
+    #: the best order runs as one call of the fused kernel (`ttplan.core.fusion`), chosen for its predicted time
+    fused: bool = False
 
     def predicted_ms(self, plan: ContractionPlan) -> float | None:
-        """Predicted milliseconds of one forward of `plan` on the profiled machine (None without a profile)."""
-        return None if self.profile is None else predict_plan_us(plan, self.profile) / 1000
+        """Predicted milliseconds of one forward of `plan` on the profiled machine (None without a profile); the
+        fused kernel's time for the best order when it runs fused."""
+        if self.profile is None:
+            return None
+        if self.fused and plan.pairs == self.best.pairs:
+            fused = predict_fused_us(plan, self.profile)
+            if fused is not None:
+                return fused / 1000
+        return predict_plan_us(plan, self.profile) / 1000
 
     @property
     def baseline_ms(self) -> float | None:
@@ -102,6 +111,7 @@ class LayerPlan:
             "format": self.fmt.to_dict(),
             "fold_weights": self.best.fold_weights,
             "objective": self.objective,
+            "fused": self.fused,
             "profile": None if self.profile is None else self.profile.label,
             "baseline": {"macs": self.baseline_macs, "flops": 2 * self.baseline_macs, "params": self.baseline_params,
                          "predicted_ms": self.baseline_ms},
@@ -131,16 +141,44 @@ def plan_layer(
     compare: bool = False,
     objective: str = "macs",
     profile: LatencyProfile | None = None,
+    fused: bool = False,
 ) -> LayerPlan:
     """Build the network, cost the fixed schemes, search the best order and optionally ask the peers.
 
     `objective`: what the best order minimises (`macs`, `memory`, `latency`); every plan also gets a
     predicted time under `profile` (default: this user's calibrated profile, else the committed default).
+    `fused` (with `latency`): the fused kernel may run the layer, so a fusable order run fused
+    (`fastest_fused`) becomes the best where it is predicted faster than the best order on stock ops.
     """
     profile = profile if profile is not None else load_profile()
     network = build_network(spec, fmt, batch)
     schemes = schemes_for(network, fold_weights)
     best = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
                     profile=profile)
+    candidate = fused_choice(network, best, fold_weights, profile, memory_limit) if fused and objective == "latency" \
+        else None
     peers = compare_peers(network) if compare else []
-    return LayerPlan(spec, fmt, network, schemes, best, peers, objective, profile)
+    return LayerPlan(spec, fmt, network, schemes, candidate or best, peers, objective, profile,
+                     fused=candidate is not None)
+
+
+def fused_choice(network: TensorNetwork, best: ContractionPlan, fold_weights: bool, profile: LatencyProfile,
+                 memory_limit: int | None = None) -> ContractionPlan | None:
+    """The order to run by the fused kernel instead of `best` on stock ops, where one is predicted faster; else
+    None."""
+    candidate = fastest_fused(network, fold_weights, profile, best, memory_limit)
+    if candidate is not None and predict_fused_us(candidate, profile) < predict_plan_us(best, profile):  # type: ignore
+        return candidate
+    return None
+
+
+def fastest_fused(network: TensorNetwork, fold_weights: bool, profile: LatencyProfile,
+                  best: ContractionPlan | None = None, memory_limit: int | None = None) -> ContractionPlan | None:
+    """Of the fusable orders among `best`, the fewest-MACs order and the `merged` order, the one the fused kernel
+    is predicted to run fastest; None if none is fusable (or the profile has no fused fit)."""
+    candidates = [plan for plan in (best, optimize(network, fold_weights=fold_weights, memory_limit=memory_limit),
+                                    merged(network, fold_weights)) if plan is not None and plan.executable]
+    if memory_limit is not None:
+        candidates = [plan for plan in candidates if plan.largest_intermediate <= memory_limit]
+    timed = [(us, plan) for plan in candidates if (us := predict_fused_us(plan, profile)) is not None]
+    return min(timed, key=lambda pair: pair[0])[1] if timed else None

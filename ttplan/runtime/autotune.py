@@ -22,12 +22,21 @@ import torch.nn.functional as F
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
-from ttplan.core.latency import LatencyProfile, cache_dir, load_profile, predict_dense_us, predict_plan_us
+from ttplan.core.fusion import fused_form
+from ttplan.core.latency import (
+    LatencyProfile,
+    cache_dir,
+    load_profile,
+    predict_dense_us,
+    predict_fused_us,
+    predict_plan_us,
+)
 from ttplan.core.network import build_network
 from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
 from ttplan.runtime.timing import block_calls, time_all
@@ -39,7 +48,7 @@ from ttplan.runtime.timing import block_calls, time_all
 
 DENSE = "dense conv"
 #: what `candidate_plans` offers and how it is timed, in the cache key: entries measured otherwise are not reused
-CANDIDATES = "candidates=objectives,published,merged|blocks"
+CANDIDATES = "candidates=objectives,published,merged|blocks|fused"
 #: ms each variant runs per visit: a block of back-to-back calls, so one page fault or scheduler tick does not
 #: decide between two orders (single calls picked differently from one run to the next)
 BLOCK_MS = 5.0
@@ -57,7 +66,8 @@ class Timing:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "dense": self.plan is None, "lowering": self.lowering.label,
-                "mix": self.lowering.mix, "channels_last": self.lowering.channels_last, "ms": self.ms,
+                "mix": self.lowering.mix, "channels_last": self.lowering.channels_last,
+                "fused": self.lowering.fused, "ms": self.ms,
                 "predicted_ms": self.predicted_ms, "macs": self.plan.macs if self.plan else None,
                 "path": [list(p) for p in self.plan.pairs] if self.plan else None}
 
@@ -150,8 +160,9 @@ def _from_cache(entry: dict, spec: ConvSpec, fmt: TTFormat, batch: int, fold_wei
     for row in entry["timings"]:
         plan = None if row["dense"] else ContractionPlan(network, [tuple(p) for p in row["path"]], row["label"],
                                                          fold_weights)
-        predicted = (predict_plan_us(plan, profile) if plan else predict_dense_us(spec, batch, profile)) / 1000
-        timings.append(Timing(row["label"], plan, Lowering(row["mix"], row["channels_last"]), row["ms"], predicted))
+        lowering = Lowering(row["mix"], row["channels_last"], row.get("fused", False))
+        timings.append(Timing(row["label"], plan, lowering, row["ms"], _predicted_ms(spec, batch, plan, lowering,
+                                                                                    profile)))
     return TuneResult(spec, fmt, batch, device, threads, timings, entry["rounds"], "cached")
 
 
@@ -189,6 +200,15 @@ def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool
     return result
 
 
+def _predicted_ms(spec: ConvSpec, batch: int, plan: ContractionPlan | None, lowering: Lowering,
+                  profile: LatencyProfile) -> float:
+    """The profile's prediction for one timed variant: the dense conv, the fused kernel, or the plan's stock ops."""
+    if plan is None:
+        return predict_dense_us(spec, batch, profile) / 1000
+    fused = predict_fused_us(plan, profile) if lowering.fused else None
+    return (fused if fused is not None else predict_plan_us(plan, profile)) / 1000
+
+
 def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, profile: LatencyProfile,
              top: int, rounds: int, lowerings: tuple[Lowering, ...], channels_last: bool = False) -> TuneResult:
     dev = torch.device(device)
@@ -201,6 +221,8 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
         (DENSE, None, Lowering(), lambda: F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation))]
     for plan in candidate_plans(spec, fmt, batch, fold_weights, profile, top):
         for lowering in lowerings:
+            if lowering.fused and (fused_form(plan) is None or not kernel_status().available):
+                continue  # the fused lowering would run the stock ops of another lowering: nothing new to time
             layer = TTConv2d(spec, fmt, plan, fold_weights, device=dev, lowering=lowering).eval()
             variants.append((plan.name, plan, lowering, layer))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -211,8 +233,7 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
         ms = time_all(calls, rounds, sync, blocks, warmup=False)
     timings = []
     for n, (label, plan, lowering, _) in enumerate(variants):
-        predicted = (predict_plan_us(plan, profile) if plan else predict_dense_us(spec, batch, profile)) / 1000
-        timings.append(Timing(label, plan, lowering, ms[n], predicted))
+        timings.append(Timing(label, plan, lowering, ms[n], _predicted_ms(spec, batch, plan, lowering, profile)))
     return TuneResult(spec, fmt, batch, device, torch.get_num_threads(), timings, rounds)
 
 

@@ -425,43 +425,44 @@ def lower(plan: ContractionPlan, lowering: Lowering | None = None) -> Program:
     return fuse(program) if lowering.fused else program
 
 
-def _view(ins: Instruction, groups: int | None = None) -> bool:
-    """A reshape that is a view of a contiguous map (no permute), with `b` alone first and `groups` groups."""
-    return (isinstance(ins, Reshape) and ins.perm is None and ins.after is None and ins.groups[0] == ("b",)
-            and (groups is None or len(ins.groups) == groups))
+#: the spatial groups of a map reshaped for a product: flattened (bmm) or as height and width (a conv)
+FLAT, PLANE = (("s",),), (("h",), ("w",))
 
 
-def _mixing(ins: Instruction) -> bool:
-    """A channel mixing of an NCHW map: `[N, K] @ [b, K, s]` per image (bmm or 1x1 conv)."""
-    return isinstance(ins, MatMul) and ins.batch == ("b",) and not ins.shared and not ins.nhwc
+def _view(ins: Instruction, tail: tuple[tuple[str, ...], ...]) -> bool:
+    """A reshape that is a view of a contiguous map (no permute) as `[B, channels, *tail]`: `b` alone first, every
+    channel or rank index in one group, the spatial groups `tail` last."""
+    return (isinstance(ins, Reshape) and ins.perm is None and ins.after is None and len(ins.groups) == 2 + len(tail)
+            and ins.groups[0] == ("b",) and ins.groups[2:] == tail)
+
+
+def _mixing(view: Instruction, product: Instruction) -> bool:
+    """`product` is a channel mixing of an NCHW map, `[N, K] @ [b, K, s]` per image (bmm or 1x1 conv), of `view`."""
+    return (isinstance(product, MatMul) and product.batch == ("b",) and not product.shared and not product.nhwc
+            and product.right == view.out and _view(view, PLANE if product.conv1x1 else FLAT))
 
 
 def fuse(program: Program) -> Program:
     """`program` with its feature-map steps as one `Fused` instruction where they are a channel mixing of the input,
-    the conv and a channel mixing (either mixing may be absent) on NCHW maps, all reshapes views; else unchanged."""
+    the conv and a channel mixing (either mixing may be absent) on NCHW maps, all reshapes views; else unchanged.
+    These are exactly the plans `ttplan.core.fusion.fused_form` describes (tested)."""
     feature = program.feature
-    if program.lowering.channels_last or not feature or feature[-1].out != program.output:
+    if program.lowering.channels_last or len(feature) < 3 or not _view(feature[-1], PLANE):
         return program
     body = feature[:-1]  # the last instruction reshapes the result to [B, O, H', W']
     convs = [n for n, ins in enumerate(body) if isinstance(ins, Conv)]
-    if len(convs) != 1 or not _view(feature[-1]):
+    if len(convs) != 1 or convs[0] not in (1, 3):
         return program
     at = convs[0]
-    conv = body[at]
-    if conv.groups or conv.axes != (True, True) or conv.nhwc or not _view(body[at - 1], 4):
+    conv, into = body[at], body[at - 1]
+    if conv.groups or conv.axes != (True, True) or conv.nhwc or conv.src != into.out or not _view(into, PLANE):
         return program
     before, after = body[: at - 1], body[at + 1:]
-    if before and not (len(before) == 2 and _view(before[0]) and _mixing(before[1])):
+    if before and not _mixing(*before):
         return program
-    if after and not (len(after) == 2 and _view(after[0], 3) and _mixing(after[1])):
+    if after and not (len(after) == 2 and after[0].src == conv.out and _mixing(*after)):
         return program
-    first = before[0] if before else body[at - 1]
-    if first.src != INPUT or body[at - 1].src != (before[1].out if before else INPUT):
-        return program
-    if (before and before[1].right != before[0].out) or (after and (after[0].src != conv.out
-                                                                    or after[1].right != after[0].out)):
-        return program
-    if before and not before[1].conv1x1 and len(before[0].groups) != 3:
+    if (before[0] if before else into).src != INPUT or into.src != (before[1].out if before else INPUT):
         return program
     last = after[1] if after else conv
     fused = Fused(conv.step, last.out, INPUT, before[1].left if before else None, conv.weight,

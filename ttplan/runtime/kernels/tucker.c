@@ -11,6 +11,9 @@
  * that the compiler maps to AVX-512, AVX2, NEON or plain scalar code for the machine it builds on. */
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
@@ -129,21 +132,85 @@ static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int 
             }
 }
 
-/* Returns 0, or 1 when memory for the packed weights or the per-thread buffers could not be had. */
+/* The columns [lo, hi) of `n` that thread `t` of `threads` computes: whole register tiles, split evenly. */
+static void share(int n, int t, int threads, int *lo, int *hi) {
+    int tiles = (n + NR - 1) / NR;
+    *lo = (int)((long)tiles * t / threads) * NR;
+    *hi = (int)((long)tiles * (t + 1) / threads) * NR;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
+/* One image, its columns shared among the threads of the enclosing parallel region (batches smaller than the
+ * thread count): each product's columns split into whole tiles, a barrier between products. */
+static void image_shared(const float *xb, float *yb, int C, int H, int W, int R1, const float *At, int R2, int KH,
+                         int KW, const float *Gt, int O, const float *Ct, int sh, int sw, int ph, int pw, int dh,
+                         int dw, int OH, int OW, float *t1, float *col, float *t2, float *panel) {
+    int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW, lo, hi;
+#ifdef _OPENMP
+    int t = omp_get_thread_num(), threads = omp_get_num_threads();
+#else
+    int t = 0, threads = 1;
+#endif
+    if (R1) {
+        share(HW, t, threads, &lo, &hi);
+        if (hi > lo) gemm(R1, hi - lo, C, At, padded(R1), xb + lo, HW, t1 + lo, HW, panel);
+#pragma omp barrier
+    }
+    int c0 = Cin * t / threads, c1 = Cin * (t + 1) / threads;
+    if (c1 > c0)
+        unfold((R1 ? t1 : xb) + (size_t)c0 * HW, c1 - c0, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
+               col + (size_t)c0 * KH * KW * OHW);
+#pragma omp barrier
+    share(OHW, t, threads, &lo, &hi);
+    if (hi > lo) gemm(R2, hi - lo, KK, Gt, padded(R2), col + lo, OHW, (O ? t2 : yb) + lo, OHW, panel);
+    if (O) {
+#pragma omp barrier
+        if (hi > lo) gemm(O, hi - lo, R2, Ct, padded(O), t2 + lo, OHW, yb + lo, OHW, panel);
+    }
+#pragma omp barrier
+}
+
+/* Returns 0, or 1 when memory for the packed weights or the buffers could not be had (nothing is computed). Images are shared among
+ * the threads when there are at least as many as threads; otherwise each image's columns are. */
 int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
                          int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
                          int dw, int OH, int OW, float *y, int threads) {
     int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW;
+    int maxk = KK > C ? KK : C; /* the largest inner size of the three products */
+    if (R2 > maxk) maxk = R2;
+    size_t out = (size_t)(O ? O : R2) * OHW;
     int failed = 0;
     float *Gt = pack(G, R2, KK);
     float *At = R1 ? pack(Wa, R1, C) : NULL;
     float *Ct = O ? pack(Wc, O, R2) : NULL;
     if (!Gt || (R1 && !At) || (O && !Ct)) failed = 1;
-    if (!failed) {
+    if (!failed && B < threads && threads > 1) { /* one image at a time, its columns shared */
+        float *t1 = R1 ? malloc(sizeof(float) * (size_t)R1 * HW) : NULL;
+        float *col = malloc(sizeof(float) * (size_t)KK * OHW);
+        float *t2 = O ? malloc(sizeof(float) * (size_t)R2 * OHW) : NULL;
+        float *panels = malloc(sizeof(float) * (size_t)maxk * NR * threads);
+        if (!col || !panels || (R1 && !t1) || (O && !t2)) failed = 1;
+        if (!failed) {
+#pragma omp parallel num_threads(threads)
+            {
+#ifdef _OPENMP
+                float *panel = panels + (size_t)omp_get_thread_num() * maxk * NR;
+#else
+                float *panel = panels;
+#endif
+                for (int b = 0; b < B; b++)
+                    image_shared(x + (size_t)b * C * HW, y + (size_t)b * out, C, H, W, R1, At, R2, KH, KW, Gt, O,
+                                 Ct, sh, sw, ph, pw, dh, dw, OH, OW, t1, col, t2, panel);
+            }
+        }
+        free(t1);
+        free(col);
+        free(t2);
+        free(panels);
+    } else if (!failed) {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
         {
-            int maxk = KK > C ? KK : C;  /* the largest inner size of the three products */
-            if (R2 > maxk) maxk = R2;
             float *t1 = R1 ? malloc(sizeof(float) * (size_t)R1 * HW) : NULL;
             float *col = malloc(sizeof(float) * (size_t)KK * OHW);
             float *t2 = O ? malloc(sizeof(float) * (size_t)R2 * OHW) : NULL;
@@ -154,7 +221,7 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
             for (int b = 0; b < B; b++) {
                 if (mine) continue;
                 const float *xb = x + (size_t)b * C * HW;
-                float *yb = y + (size_t)b * (O ? O : R2) * OHW;
+                float *yb = y + (size_t)b * out;
                 if (R1) gemm(R1, HW, C, At, padded(R1), xb, HW, t1, HW, panel);
                 unfold(R1 ? t1 : xb, Cin, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col);
                 gemm(R2, OHW, KK, Gt, padded(R2), col, OHW, O ? t2 : yb, OHW, panel);

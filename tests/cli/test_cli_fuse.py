@@ -1,0 +1,70 @@
+"""`--fuse/--no-fuse`: planning by time runs layers by the fused kernel where the profile predicts it faster, the
+table and the emitted code say so, and the emitted model computes the same layers at the planned FLOPs."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tests.helpers.cli import one_line_error, run
+from tests.helpers.runtime_cases import load_source
+from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.runtime.kernels import kernel_status
+
+
+def fused_profile(path, fused_us_per_mmac: float = 0.01) -> str:
+    """Stock ops at 1 µs per million MACs and 50 µs each; fused layers far cheaper per MAC (or dearer)."""
+    ops = {f"{k}:any": OpModel(50.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
+    ops["fused:any"] = OpModel(5.0, 0.0, fused_us_per_mmac)
+    LatencyProfile("fused-test", "cpu", 1, "test", ops).save(path)
+    return str(path)
+
+
+ARGS = ["--objective", "latency", "--fold-weights", "--batch", "4", "--no-skip-slower"]
+
+
+def test_plan_marks_fused_layers_and_no_fuse_plans_stock_ops(tmp_path):
+    profile = fused_profile(tmp_path / "p.json")
+    fused = run(["plan", "resnet20", *ARGS, "--profile", profile, "--fuse"])
+    assert fused.exit_code == 0, fused.output
+    assert "fused kernel" in fused.output and "run as one call of ttplan's fused CPU kernel" in fused.output
+    stock = run(["plan", "resnet20", *ARGS, "--profile", profile, "--no-fuse"])
+    assert stock.exit_code == 0 and "fused kernel" not in stock.output
+    dear = run(["plan", "resnet20", *ARGS, "--profile", fused_profile(tmp_path / "q.json", 1000.0), "--fuse"])
+    assert "fused kernel" not in dear.output  # predicted slower than stock ops: not chosen
+
+
+def test_fuse_with_channels_last_is_a_one_line_error(tmp_path):
+    result = run(["plan", "resnet20", *ARGS, "--fuse", "--channels-last"])
+    one_line_error(result, "fused", "channels")
+
+
+@pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
+def test_the_emitted_fused_model_equals_the_stock_one_and_counts_the_planned_flops(tmp_path):
+    profile = fused_profile(tmp_path / "p.json")
+    out = tmp_path / "tt.py"
+    result = run(["emit", "--arch", "resnet20", *ARGS, "--profile", profile, "--fuse", "--out", out])
+    assert result.exit_code == 0, result.output
+    source = out.read_text()
+    assert "_tucker_conv2d(" in source and "from ttplan.runtime.kernels import" in source
+    namespace = load_source(source)
+    from ttplan.arch.architecture import plan_architecture
+    from ttplan.core.latency import load_profile
+    from ttplan.models import load_model
+
+    planned = plan_architecture("resnet20", None, batch=4, fold_weights=True, objective="latency",
+                                profile=load_profile(profile), skip_slower=False, fused=True)
+    dense, _ = load_model("resnet20", None)
+    tt = namespace["convert"](dense.eval()).eval()
+    x = torch.randn(4, 3, 32, 32)
+    stock_layers = {name: cls for name, cls in namespace["LAYERS"].items()}
+    with torch.no_grad():
+        tt(x)  # fold once
+        with FlopCounterMode(display=False) as counter:
+            fused_out = tt(x)
+        names = {str(op) for op in counter.get_flop_counts()["Global"]}
+        assert "ttplan.tucker_conv2d" in names
+        planned_flops = 2 * planned.totals.tt_macs
+        assert counter.get_total_flops() == planned_flops
+        # the same layers on stock ops: the fallback path of every fused layer, forced by float64
+        reference = tt.double()(x.double())
+    assert stock_layers and torch.allclose(fused_out.double(), reference, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,87 @@
+"""Which plans the fused kernel runs (`fused_form`), what it predicts for them, and when planning picks them."""
+
+import pytest
+
+from ttplan.core.formats import make_format
+from ttplan.core.fusion import fused_form
+from ttplan.core.latency import (
+    LatencyProfile,
+    OpModel,
+    fused_shape,
+    predict_fused_us,
+    predict_plan_us,
+    step_shapes,
+)
+from ttplan.core.layer import plan_layer
+from ttplan.core.network import build_network
+from ttplan.core.schemes import merged, schemes_for
+from ttplan.core.search import optimize
+from ttplan.core.spec import ConvSpec
+
+SPEC = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
+HODEC = make_format("hodec", SPEC, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
+
+
+def profile(fused_us_per_mmac: float | None) -> LatencyProfile:
+    """Stock ops at 1 µs per million MACs plus 10 µs each; a fused fit at the given rate (None: no fused fit)."""
+    ops = {f"{k}:any": OpModel(10.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
+    if fused_us_per_mmac is not None:
+        ops["fused:any"] = OpModel(10.0, 0.0, fused_us_per_mmac)
+    return LatencyProfile("test", "cpu", 2, "x", ops, layer_overhead_us=5.0)
+
+
+def test_the_merged_hodec_order_is_a_mixing_the_conv_and_a_mixing():
+    plan = merged(build_network(SPEC, HODEC, 4), fold_weights=True)
+    form = fused_form(plan)
+    assert (form.c, form.r1, form.r2, form.o, form.window) == (128, 16, 16, 256, 9)
+    assert (form.in_pixels, form.out_pixels, form.batch) == (28 * 28, 14 * 14, 4)
+    assert form.macs == plan.feature_macs
+    assert form.weight_elements == 16 * 128 + 16 * 16 * 9 + 256 * 16
+
+
+def test_orders_with_a_product_per_mode_or_an_open_rank_are_not_fusable():
+    net = build_network(SPEC, HODEC, 4)
+    assert fused_form(schemes_for(net, True)["hodec"]) is None  # one core at a time: the map keeps modes open
+    classical = make_format("classical", SPEC, rank=8)
+    assert fused_form(schemes_for(build_network(SPEC, classical, 4), True)["classical"]) is None
+    ring = make_format("tr", SPEC, rank=4)
+    ring_net = build_network(SPEC, ring, 4)
+    assert all(fused_form(p) is None for name, p in schemes_for(ring_net, True).items() if name != "dense")
+    assert fused_form(merged(ring_net, True)) is None  # the closing rank stays open on the map through the conv
+    assert fused_form(schemes_for(net, True)["dense"]) is not None  # the rebuilt kernel: one conv, no mixing
+    linear = ConvSpec.make_linear(64, 32)
+    assert fused_form(optimize(build_network(linear, make_format("ttm", linear, rank=4), 2))) is None
+
+
+def test_a_fused_prediction_is_one_op_and_the_unfolded_weight_steps():
+    net = build_network(SPEC, HODEC, 4)
+    folded, unfolded = merged(net, True), merged(net, False)
+    fast = profile(0.5)
+    assert predict_fused_us(folded, fast) == pytest.approx(fast.predict(fused_shape(fused_form(folded))))
+    weights = sum(fast.predict(s) for s in step_shapes(unfolded).values() if s.kind == "weight")
+    assert predict_fused_us(unfolded, fast) == pytest.approx(predict_fused_us(folded, fast) + weights)
+    assert predict_fused_us(folded, profile(None)) is None  # a profile fitted without fused samples
+    assert predict_fused_us(schemes_for(net, True)["hodec"], fast) is None
+
+
+def test_planning_by_time_runs_a_layer_fused_only_where_that_is_predicted_faster():
+    fast, slow = profile(0.01), profile(100.0)
+    chosen = plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="latency", profile=fast, fused=True)
+    assert chosen.fused and fused_form(chosen.best) is not None
+    assert chosen.predicted_ms(chosen.best) == pytest.approx(predict_fused_us(chosen.best, fast) / 1000)
+    stock = plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="latency", profile=fast)
+    assert not stock.fused and chosen.predicted_ms(chosen.best) < stock.predicted_ms(stock.best)
+    assert stock.predicted_ms(stock.best) == pytest.approx(predict_plan_us(stock.best, fast) / 1000)
+    assert not plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="latency", profile=slow,
+                          fused=True).fused
+    assert not plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="macs", profile=fast, fused=True).fused
+    assert chosen.to_dict()["fused"] and not stock.to_dict()["fused"]
+
+
+def test_a_memory_limit_is_kept_by_the_fused_choice():
+    fast = profile(0.01)
+    net = build_network(SPEC, HODEC, 4)
+    limit = optimize(net, fold_weights=True, objective="memory").largest_intermediate
+    layer = plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="latency", profile=fast, fused=True,
+                       memory_limit=limit)
+    assert layer.best.largest_intermediate <= limit
