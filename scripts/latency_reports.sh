@@ -9,7 +9,8 @@
 #      memory: no page faults per forward) and, all threads, with `--compile` (torch.compile); the
 #      all-threads runs also repeat their end-to-end timing in $PROCESSES fresh processes (`--processes`)
 #      and, all threads, both models channels-last (`--channels-last`, TT layers autotuned on NHWC maps against a
-#      profile calibrated channels-last), with glibc's defaults and retaining freed memory
+#      profile calibrated channels-last), with glibc's defaults and retaining freed memory; resnet56 batch 32
+#      again with --no-fuse (stock ops only), to show what the fused kernel adds
 #   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
 # Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run.
 set -euo pipefail
@@ -99,6 +100,9 @@ for threads in "$ALL" 1; do
     model resnet56 "$threads" "$ROUNDS" --batch 32 --batch 1 --config reports/configs/resnet56_budget.json
 done
 model resnet56 "$ALL" "$ROUNDS" --batch 32 --compile
+# the same plan search without the fused kernel: what it adds (the runs above fuse wherever predicted faster)
+# shellcheck disable=SC2046
+model resnet56 "$ALL" "$ROUNDS" --batch 32 --no-fuse $(repeat "$ALL")
 step "resnet18, default policy, batch 1 and 8; retaining freed memory; compiled"
 for threads in "$ALL" 1; do
     # shellcheck disable=SC2046
