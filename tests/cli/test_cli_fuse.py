@@ -68,3 +68,18 @@ def test_the_emitted_fused_model_equals_the_stock_one_and_counts_the_planned_flo
         # the same layers on stock ops: the fallback path of every fused layer, forced by float64
         reference = tt.double()(x.double())
     assert stock_layers and torch.allclose(fused_out.double(), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
+def test_emit_one_layer_runs_it_fused_where_predicted_faster(tmp_path):
+    geometry = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2", "--padding",
+                "1", "--input-size", "28", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
+    out = tmp_path / "layer.py"
+    fast = run(["emit", *geometry, *ARGS[:-1], "--profile", fused_profile(tmp_path / "p.json"), "--out", out])
+    assert fast.exit_code == 0, fast.output
+    assert "fused kernel" in fast.output and "_tucker_conv2d(" in out.read_text()
+    stock = run(["emit", *geometry, *ARGS[:-1], "--profile", fused_profile(tmp_path / "p.json"), "--no-fuse",
+                 "--out", out])
+    assert stock.exit_code == 0 and "_tucker_conv2d(" not in out.read_text()
+    layer = load_source(out.read_text())
+    assert len(layer["__all__"]) == 1

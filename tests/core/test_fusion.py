@@ -85,3 +85,11 @@ def test_a_memory_limit_is_kept_by_the_fused_choice():
     layer = plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="latency", profile=fast, fused=True,
                        memory_limit=limit)
     assert layer.best.largest_intermediate <= limit
+
+
+def test_a_profile_without_the_fused_class_of_a_layer_predicts_nothing_for_it():
+    plan = merged(build_network(SPEC, HODEC, 4), fold_weights=True)
+    key = fused_shape(fused_form(plan)).key
+    only_other = LatencyProfile("test", "cpu", 2, "x", {**profile(None).ops, "fused:thin": OpModel(1.0, 0.0, 0.0)})
+    assert key != "fused:thin" and not only_other.covers(key) and predict_fused_us(plan, only_other) is None
+    assert profile(1.0).covers(key)  # the pooled fused:any fit serves every class

@@ -348,11 +348,13 @@ def machine() -> str:
 def render_section(result: ModelBench, command: str) -> str:
     """Markdown for one run: the end-to-end row, then the per-layer breakdown."""
     totals = result.plan.totals
+    fused = sum(1 for layer in result.plan.layers if layer.decomposed and layer.lowering.get("fused"))
     lines = [
         f"## {result.arch}{' (' + result.config + ')' if result.config else ''}, batch {result.batch}, "
         f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}"
         + (f", --malloc {result.malloc}" if result.malloc != "default" else "")
-        + (", --compile" if result.compiled else "") + (", --channels-last" if result.channels_last else ""),
+        + (", --compile" if result.compiled else "") + (", --channels-last" if result.channels_last else "")
+        + (f", {fused} layers fused" if fused else ", stock ops only"),
         "",
         f"Command: `{command}`. Objective `{result.objective}`, weights folded, TT model built by "
         f"{'the generated code (`ttplan emit --arch`)' if result.runtime == 'emitted' else 'ttplan.runtime.convert'};"

@@ -107,6 +107,14 @@ class LatencyProfile:
             return self.ops[pooled]
         raise TTPlanError(f"latency profile {self.label!r} has no model for {key}; rerun `ttplan calibrate`")
 
+    def covers(self, key: str) -> bool:
+        """Whether `op(key)` has coefficients (its class, the `narrow` fallback of `thin`, or the pooled fit)."""
+        try:
+            self.op(key)
+        except TTPlanError:
+            return False
+        return True
+
     def predict(self, shape: OpShape) -> float:
         """Predicted microseconds of one op."""
         return self.op(shape.key).predict(shape)
@@ -208,10 +216,13 @@ def dense_shape(spec: ConvSpec, batch: int) -> OpShape:
 
 def fused_shape(form: FusedForm) -> OpShape:
     """A fused layer as one op (`fused`): its conv's `[B·H'W', K] @ [K, R2]` sizes for the shape class, the three
-    products' MACs, and the bytes of its input, output and weights (the intermediates stay in cache)."""
+    products' MACs, and the bytes it moves: input, output and weights once, and per image the intermediates the
+    kernel writes and reads back in cache (the first mixing's output, its im2col, the conv's output)."""
     k = (form.r1 or form.c) * form.window
     moved = form.batch * (form.c * form.in_pixels + form.out_channels * form.out_pixels) + form.weight_elements
-    return OpShape("fused", form.batch * form.out_pixels, k, form.r2, ELEMENT_BYTES * moved, form.macs)
+    inner = form.r1 * form.in_pixels + 2 * k * form.out_pixels + (form.r2 * form.out_pixels if form.o else 0)
+    return OpShape("fused", form.batch * form.out_pixels, k, form.r2, ELEMENT_BYTES * (moved + form.batch * inner),
+                   form.macs)
 
 
 def step_shapes(plan: ContractionPlan) -> dict[int, OpShape]:
@@ -242,10 +253,12 @@ def predict_fused_us(plan: ContractionPlan, profile: LatencyProfile) -> float | 
     where the kernel cannot run it or the profile was fitted without fused samples. The fused fit is of whole
     layers, so its overhead replaces the per-layer overhead of stock ops."""
     form = fused_form(plan)
-    if form is None or not any(key.startswith("fused:") for key in profile.ops):
+    if form is None:
+        return None
+    shape = fused_shape(form)
+    if not profile.covers(shape.key):
         return None
     weights = [shape for shape in step_shapes(plan).values() if shape.kind == "weight" and not plan.fold_weights]
-    shape = fused_shape(form)
     return profile.predict(shape) + sum(profile.predict(w) for w in weights)
 
 
