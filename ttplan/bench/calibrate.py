@@ -137,40 +137,39 @@ def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float, cha
     return median_us(lambda: (layer(x), _sync(device)), budget_s)
 
 
-def fit_plans() -> Iterator[tuple[ContractionPlan, int]]:
-    """The plans whose steps are timed for the fit: per grid geometry, batch and rank, the searched and published
-    orders of hodec (folded) and classical (one unfolded, so weight-only steps are sampled too)."""
+def grid() -> Iterator[tuple[ConvSpec, int, int]]:
+    """(spec, batch, rank) of the fitting grid: every geometry, batch and rank, big maps at small batches only."""
     for cin, cout, size, stride in FIT_GEOMETRIES:
         spec = ConvSpec.make(cin, cout, 3, stride, 1, input_size=size)
         for batch in FIT_BATCHES:
-            if batch * cin * size * size > 4_000_000:
-                continue
-            for rank in FIT_RANKS:
-                hodec = make_format("hodec", spec, rank=rank)
-                net = build_network(spec, hodec, batch)
-                plans = {optimize(net, fold_weights=True).pairs: optimize(net, fold_weights=True),
-                         schemes_for(net, True)["hodec"].pairs: schemes_for(net, True)["hodec"]}
-                if rank in (8, 32):
-                    classical = build_network(spec, make_format("classical", spec, rank=rank), batch)
-                    plans[("c",)] = optimize(classical, fold_weights=rank == 32)
-                for plan in plans.values():
-                    if plan.executable:
-                        yield plan, batch
+            if batch * cin * size * size <= 4_000_000:
+                for rank in FIT_RANKS:
+                    yield spec, batch, rank
+
+
+def fit_plans() -> Iterator[tuple[ContractionPlan, int]]:
+    """The plans whose steps are timed for the fit: per grid geometry, batch and rank, the searched and published
+    orders of hodec (folded) and classical (one unfolded, so weight-only steps are sampled too)."""
+    for spec, batch, rank in grid():
+        net = build_network(spec, make_format("hodec", spec, rank=rank), batch)
+        plans = {optimize(net, fold_weights=True).pairs: optimize(net, fold_weights=True),
+                 schemes_for(net, True)["hodec"].pairs: schemes_for(net, True)["hodec"]}
+        if rank in (8, 32):
+            classical = build_network(spec, make_format("classical", spec, rank=rank), batch)
+            plans[("c",)] = optimize(classical, fold_weights=rank == 32)
+        for plan in plans.values():
+            if plan.executable:
+                yield plan, batch
 
 
 def fused_plans() -> Iterator[ContractionPlan]:
     """The plans timed as fused layers: per grid geometry, batch and rank, hodec's fusable orders among the
     fewest-MACs and the merged one (folded)."""
-    for cin, cout, size, stride in FIT_GEOMETRIES:
-        spec = ConvSpec.make(cin, cout, 3, stride, 1, input_size=size)
-        for batch in FIT_BATCHES:
-            if batch * cin * size * size > 4_000_000:
-                continue
-            for rank in FIT_RANKS:
-                net = build_network(spec, make_format("hodec", spec, rank=rank), batch)
-                plans = {plan.pairs: plan for plan in (optimize(net, fold_weights=True), merged(net, True))
-                         if plan is not None and plan.executable and fused_form(plan) is not None}
-                yield from plans.values()
+    for spec, batch, rank in grid():
+        net = build_network(spec, make_format("hodec", spec, rank=rank), batch)
+        plans = {plan.pairs: plan for plan in (optimize(net, fold_weights=True), merged(net, True))
+                 if plan is not None and plan.executable and fused_form(plan) is not None}
+        yield from plans.values()
 
 
 def fused_kernel_available(device: torch.device, channels_last: bool) -> bool:
