@@ -37,6 +37,8 @@ def test_the_merged_hodec_order_is_a_mixing_the_conv_and_a_mixing():
     assert (form.in_pixels, form.out_pixels, form.batch) == (28 * 28, 14 * 14, 4)
     assert form.macs == plan.feature_macs
     assert form.weight_elements == 16 * 128 + 16 * 16 * 9 + 256 * 16
+    # whole 8 x 32 tiles: 784 input pixels are 24.5 tiles and 196 output pixels 6.125, each rounded up
+    assert form.tile_macs == 4 * (16 * 128 * 800 + 16 * 144 * 224 + 256 * 16 * 224) > form.macs
 
 
 def test_orders_with_a_product_per_mode_or_an_open_rank_are_not_fusable():

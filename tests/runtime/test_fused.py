@@ -247,3 +247,22 @@ def test_a_broken_compiler_is_reported_not_raised(monkeypatch, tmp_path):
 def test_fused_with_channels_last_is_one_line_error():
     with pytest.raises(TTPlanError, match="fused=True with channels_last=True"):
         Lowering(fused=True, channels_last=True)
+
+
+def test_packed_weights_follow_in_place_changes_and_go_with_their_tensor():
+    from ttplan.runtime.kernels import tucker
+
+    gen = torch.Generator().manual_seed(3)
+    x, wa = torch.randn(2, 6, 7, 7, generator=gen), torch.randn(5, 6, generator=gen)
+    g, wc = torch.randn(4, 5, 3, 3, generator=gen), torch.randn(9, 4, generator=gen)
+    first = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1])
+    assert tucker.pack(wa) is tucker.pack(wa)  # packed once while unchanged
+    with torch.no_grad():
+        wa.mul_(2.0)
+        g[0].zero_()
+    again = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1])
+    assert_close(again, stock(x, wa, g, wc, [1, 1], [1, 1], [1, 1]), rel=1e-5)
+    assert not torch.allclose(first, again)
+    key = id(wa)
+    del wa
+    assert key not in tucker._PACKED

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from ttplan.core.contraction import GEOMETRY, ContractionPlan, channel_product, leaf_operands, pair_cost
 
+#: the fused kernel's register tile (rows x columns of a product it computes at once; `tucker.c`'s MR and NR)
+TILE = (8, 32)
 #: the feature-map step kinds a fusable plan may have, in order
 SHAPES = (("conv",), ("feature", "conv"), ("conv", "feature"), ("feature", "conv", "feature"))
 
@@ -42,9 +44,22 @@ class FusedForm:
 
     @property
     def macs(self) -> int:
-        """The three products' MACs: what the kernel computes and the FLOP counter counts (halved)."""
+        """The three products' MACs: what the FLOP counter counts (halved)."""
         conv = self.batch * self.out_pixels * self.r2 * (self.r1 or self.c) * self.window
         return conv + self.batch * (self.in_pixels * self.r1 * self.c + self.out_pixels * self.o * self.r2)
+
+    @property
+    def tile_macs(self) -> int:
+        """The MACs the kernel's register tiles run: each product's rows and columns (pixels per image) rounded up
+        to whole tiles, the padding computed and dropped. What its time follows, for small maps in particular."""
+        def up(n: int, to: int) -> int:
+            return -(-n // to) * to
+
+        rows, cols = TILE
+        conv = up(self.r2, rows) * (self.r1 or self.c) * self.window * up(self.out_pixels, cols)
+        mix_in = up(self.r1, rows) * self.c * up(self.in_pixels, cols) if self.r1 else 0
+        mix_out = up(self.o, rows) * self.r2 * up(self.out_pixels, cols) if self.o else 0
+        return self.batch * (conv + mix_in + mix_out)
 
 
 def fused_form(plan: ContractionPlan) -> FusedForm | None:
@@ -78,4 +93,4 @@ def fused_form(plan: ContractionPlan) -> FusedForm | None:
                      spec.out_pixels)
 
 
-__all__ = ["SHAPES", "FusedForm", "fused_form"]
+__all__ = ["SHAPES", "TILE", "FusedForm", "fused_form"]

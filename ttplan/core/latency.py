@@ -53,7 +53,7 @@ class OpShape:
     k: int
     n: int
     bytes: int
-    #: a fused op's MACs (its three products); None: the product's own `m * k * n`
+    #: a fused op's MACs (its three products, as its register tiles run them); None: the product's own `m * k * n`
     total_macs: int | None = None
 
     @property
@@ -215,14 +215,15 @@ def dense_shape(spec: ConvSpec, batch: int) -> OpShape:
 
 
 def fused_shape(form: FusedForm) -> OpShape:
-    """A fused layer as one op (`fused`): its conv's `[B·H'W', K] @ [K, R2]` sizes for the shape class, the three
-    products' MACs, and the bytes it moves: input, output and weights once, and per image the intermediates the
-    kernel writes and reads back in cache (the first mixing's output, its im2col, the conv's output)."""
+    """A fused layer as one op (`fused`): its conv's `[B·H'W', K] @ [K, R2]` sizes for the shape class, the MACs its
+    register tiles run (`FusedForm.tile_macs`), and the bytes it moves: input, output and weights once, and per image
+    the intermediates the kernel writes and reads back in cache (the first mixing's output, its im2col, the conv's
+    output)."""
     k = (form.r1 or form.c) * form.window
     moved = form.batch * (form.c * form.in_pixels + form.out_channels * form.out_pixels) + form.weight_elements
     inner = form.r1 * form.in_pixels + 2 * k * form.out_pixels + (form.r2 * form.out_pixels if form.o else 0)
     return OpShape("fused", form.batch * form.out_pixels, k, form.r2, ELEMENT_BYTES * (moved + form.batch * inner),
-                   form.macs)
+                   form.tile_macs)
 
 
 def step_shapes(plan: ContractionPlan) -> dict[int, OpShape]:

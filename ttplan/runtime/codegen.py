@@ -356,7 +356,10 @@ class _Renderer:
         """The fused kernel where it may run, else the stock instructions it stands for (`ttplan.runtime.kernels`)."""
         steps = sorted({part.step for part in ins.parts})
         def matrix(name: str | None) -> str:  # a mixing's weight as [N, K] (a 1x1 conv's is [N, K, 1, 1])
-            return f"{name}.reshape({name}.shape[0], -1)" if name else "None"
+            if name is None:
+                return "None"
+            conv1x1 = any(isinstance(p, MatMul) and p.left == name and p.conv1x1 for p in ins.parts)
+            return f"{name}.reshape({name}.shape[0], -1)" if conv1x1 else name
 
         operands = [ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)]
         tensors = ", ".join(n for n in (ins.src, ins.mix_in, ins.weight, ins.mix_out) if n)

@@ -540,7 +540,10 @@ def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
     """The input, `[R1, C]` mixing, conv weight and `[O, R2]` mixing a `Fused` instruction hands the kernel."""
     def matrix(name: str | None) -> torch.Tensor | None:  # a 1x1 conv's [N, K, 1, 1] weight as [N, K]
-        return None if name is None else env[name].reshape(env[name].shape[0], -1)
+        if name is None:
+            return None
+        weight = env[name]
+        return weight if weight.dim() == 2 else weight.reshape(weight.shape[0], -1)
 
     return env[ins.src], matrix(ins.mix_in), env[ins.weight], matrix(ins.mix_out)
 

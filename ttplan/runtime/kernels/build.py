@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttplan.core.fusion import TILE
 from ttplan.core.latency import cache_dir
 
 SOURCE = Path(__file__).with_name("tucker.c")
@@ -97,6 +98,8 @@ def load() -> tuple[ctypes.CDLL | None, KernelStatus]:
         try:
             library = ctypes.CDLL(str(target))
             function = getattr(library, SYMBOL)
+            if library.ttplan_tile_rows() != TILE[0]:
+                continue  # a library built from another version of the source than this package's packing expects
         except (OSError, AttributeError):
             continue
         function.restype = ctypes.c_int

@@ -24,11 +24,11 @@ typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
 static inline vf loadu(const float *p) { return *(const vfu *)p; }
 static inline void storeu(float *p, vf v) { *(vfu *)p = v; }
 
-/* acc = A[m0:m0+MR, :] @ B[:, n0:n0+NR] with A packed as At [K, Mp] (Mp a multiple of MR) and B rows ldb apart;
- * the next tile's columns are prefetched, since K rows far apart are K streams no hardware prefetcher follows */
-static inline void tile(int K, const float *restrict a, int Mp, const float *restrict b, int ldb, vf acc[MR][2]) {
+/* acc = A[m0:m0+MR, :] @ B[:, n0:n0+NR] with `a` the packed row block of A ([K][MR], contiguous) and B rows ldb
+ * apart; the next tile's columns are prefetched, since K rows far apart are K streams no hardware prefetcher follows */
+static inline void tile(int K, const float *restrict a, const float *restrict b, int ldb, vf acc[MR][2]) {
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vf){0};
-    for (int k = 0; k < K; k++, b += ldb, a += Mp) {
+    for (int k = 0; k < K; k++, b += ldb, a += MR) {
         vf b0 = loadu(b), b1 = loadu(b + VL);
         __builtin_prefetch(b + NR);
         __builtin_prefetch(b + NR + VL);
@@ -55,26 +55,27 @@ static inline void put(float *restrict c, int ldc, vf acc[MR][2], int mb, int nb
     }
 }
 
-/* C[M, N] (rows ldc apart) = A @ B, A packed as At [K, Mp], B [K, N] rows ldb apart. `panel` holds K x NR
+/* C[M, N] (rows ldc apart) = A @ B, A packed in row blocks (see ttplan_tucker_conv2d), B [K, N] rows ldb apart. `panel` holds K x NR
  * floats for the last, partial column block, copied and zero-padded so that every tile runs full vectors.
- * Rows outer when B is small (it stays in cache while C is written a few rows at a time), columns outer when B
- * is large (each column block of B is read once, for all rows of C). */
-static void gemm(int M, int N, int K, const float *restrict At, int Mp, const float *restrict B, int ldb,
+ * Whichever operand is larger is read once: rows outer when A is (each row block of A stays in cache while all of
+ * B's columns pass, B itself re-read from cache), columns outer when B is (each column block of B stays in cache
+ * while every row block of A passes). */
+static void gemm(int M, int N, int K, const float *restrict Ap, const float *restrict B, int ldb,
                  float *restrict C, int ldc, float *restrict panel) {
     int full = N - N % NR;
     vf acc[MR][2];
-    if ((size_t)K * N <= 32768) {
+    if (M >= N) {
         for (int m0 = 0; m0 < M; m0 += MR) {
             int mb = M - m0 < MR ? M - m0 : MR;
             for (int n0 = 0; n0 < full; n0 += NR) {
-                tile(K, At + m0, Mp, B + n0, ldb, acc);
+                tile(K, Ap + (size_t)m0 * K, B + n0, ldb, acc);
                 put(C + (size_t)m0 * ldc + n0, ldc, acc, mb, NR);
             }
         }
     } else {
         for (int n0 = 0; n0 < full; n0 += NR)
             for (int m0 = 0; m0 < M; m0 += MR) {
-                tile(K, At + m0, Mp, B + n0, ldb, acc);
+                tile(K, Ap + (size_t)m0 * K, B + n0, ldb, acc);
                 put(C + (size_t)m0 * ldc + n0, ldc, acc, M - m0 < MR ? M - m0 : MR, NR);
             }
     }
@@ -85,23 +86,15 @@ static void gemm(int M, int N, int K, const float *restrict At, int Mp, const fl
             memset(panel + (size_t)k * NR + nb, 0, sizeof(float) * (size_t)(NR - nb));
         }
         for (int m0 = 0; m0 < M; m0 += MR) {
-            tile(K, At + m0, Mp, panel, NR, acc);
+            tile(K, Ap + (size_t)m0 * K, panel, NR, acc);
             put(C + (size_t)m0 * ldc + full, ldc, acc, M - m0 < MR ? M - m0 : MR, nb);
         }
     }
 }
 
-static int padded(int m) { return (m + MR - 1) / MR * MR; }
-
-/* At [K, Mp] = A^T for A [M, K], zero-padded to Mp columns */
-static float *pack(const float *A, int M, int K) {
-    int Mp = padded(M);
-    float *At = calloc((size_t)K * Mp, sizeof(float));
-    if (!At) return NULL;
-    for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) At[(size_t)k * Mp + m] = A[(size_t)m * K + k];
-    return At;
-}
+/* The rows of a register tile: the weights arrive packed in blocks of this many rows (ttplan/runtime/kernels/tucker.py
+ * packs them and checks it against this). */
+int ttplan_tile_rows(void) { return MR; }
 
 /* col[(c, kh, kw), (oh, ow)] = the padded, strided, dilated window of src [Cn, H, W] (im2col of one image) */
 static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int KW, int sh, int sw, int ph,
@@ -154,7 +147,7 @@ static void image_shared(const float *xb, float *yb, int C, int H, int W, int R1
 #endif
     if (R1) {
         share(HW, t, threads, &lo, &hi);
-        if (hi > lo) gemm(R1, hi - lo, C, At, padded(R1), xb + lo, HW, t1 + lo, HW, panel);
+        if (hi > lo) gemm(R1, hi - lo, C, At, xb + lo, HW, t1 + lo, HW, panel);
 #pragma omp barrier
     }
     int c0 = Cin * t / threads, c1 = Cin * (t + 1) / threads;
@@ -163,15 +156,17 @@ static void image_shared(const float *xb, float *yb, int C, int H, int W, int R1
                col + (size_t)c0 * KH * KW * OHW);
 #pragma omp barrier
     share(OHW, t, threads, &lo, &hi);
-    if (hi > lo) gemm(R2, hi - lo, KK, Gt, padded(R2), col + lo, OHW, (O ? t2 : yb) + lo, OHW, panel);
+    if (hi > lo) gemm(R2, hi - lo, KK, Gt, col + lo, OHW, (O ? t2 : yb) + lo, OHW, panel);
     if (O) {
 #pragma omp barrier
-        if (hi > lo) gemm(O, hi - lo, R2, Ct, padded(O), t2 + lo, OHW, yb + lo, OHW, panel);
+        if (hi > lo) gemm(O, hi - lo, R2, Ct, t2 + lo, OHW, yb + lo, OHW, panel);
     }
 #pragma omp barrier
 }
 
-/* Returns 0, or 1 when memory for the packed weights or the buffers could not be had (nothing is computed). Images are shared among
+/* Wa, G and Wc arrive packed in row blocks of MR: block j holds rows j*MR... of the [M, K] matrix as [K][MR], zero
+ * rows past M (G as its [R2, R1*KH*KW] matrix), so that a tile reads its block of A contiguously.
+ * Returns 0, or 1 when memory for the buffers could not be had (nothing is computed). Images are shared among
  * the threads when there are at least as many as threads; otherwise each image's columns are. */
 int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
                          int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
@@ -181,10 +176,7 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
     if (R2 > maxk) maxk = R2;
     size_t out = (size_t)(O ? O : R2) * OHW;
     int failed = 0;
-    float *Gt = pack(G, R2, KK);
-    float *At = R1 ? pack(Wa, R1, C) : NULL;
-    float *Ct = O ? pack(Wc, O, R2) : NULL;
-    if (!Gt || (R1 && !At) || (O && !Ct)) failed = 1;
+    const float *Gt = G, *At = Wa, *Ct = Wc;
     if (!failed && B < threads && threads > 1) { /* one image at a time, its columns shared */
         float *t1 = R1 ? malloc(sizeof(float) * (size_t)R1 * HW) : NULL;
         float *col = malloc(sizeof(float) * (size_t)KK * OHW);
@@ -222,10 +214,10 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
                 if (mine) continue;
                 const float *xb = x + (size_t)b * C * HW;
                 float *yb = y + (size_t)b * out;
-                if (R1) gemm(R1, HW, C, At, padded(R1), xb, HW, t1, HW, panel);
+                if (R1) gemm(R1, HW, C, At, xb, HW, t1, HW, panel);
                 unfold(R1 ? t1 : xb, Cin, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col);
-                gemm(R2, OHW, KK, Gt, padded(R2), col, OHW, O ? t2 : yb, OHW, panel);
-                if (O) gemm(O, OHW, R2, Ct, padded(O), t2, OHW, yb, OHW, panel);
+                gemm(R2, OHW, KK, Gt, col, OHW, O ? t2 : yb, OHW, panel);
+                if (O) gemm(O, OHW, R2, Ct, t2, OHW, yb, OHW, panel);
             }
             free(t1);
             free(col);
@@ -233,8 +225,5 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
             free(panel);
         }
     }
-    free(Gt);
-    free(At);
-    free(Ct);
     return failed;
 }

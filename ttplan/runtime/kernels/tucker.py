@@ -9,10 +9,36 @@ the kernel built); otherwise callers run the same products as stock ops.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from ttplan.core.fusion import TILE
 from ttplan.runtime.kernels.build import load
+
+#: packed weights by the id of the tensor they were packed from, with a weak reference to it and its version and
+#: address when packed: folded weights are the same tensors every forward, so each is packed once (an entry goes
+#: when its tensor does; tensors compare elementwise, so they cannot be the keys of a WeakKeyDictionary)
+_PACKED: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """A weight `[M, ...]` as the kernel reads it: its `[M, K]` matrix in blocks of the tile's rows, `[M/8, K, 8]`
+    (rows past M zero). Cached per tensor until it changes (its version counter or storage)."""
+    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape))
+    key = id(weight)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is weight and hit[1] == stamp:
+        return hit[2]
+    rows = TILE[0]
+    matrix = weight.detach().reshape(weight.shape[0], -1)
+    blocks = -(-matrix.shape[0] // rows)
+    padded = matrix.new_zeros(blocks * rows, matrix.shape[1])
+    padded[: matrix.shape[0]] = matrix
+    packed = padded.view(blocks, rows, -1).transpose(1, 2).contiguous()
+    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), stamp, packed)
+    return packed
 
 
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -32,15 +58,12 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
     x = x.contiguous()
-    g = g.contiguous()
-    wa = wa.contiguous() if wa is not None else None
-    wc = wc.contiguous() if wc is not None else None
     y = torch.empty(_shape(x, g, wc, stride, padding, dilation), dtype=x.dtype)
     batch, channels, height, width = x.shape
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
-        wa.data_ptr() if wa is not None else None, g.shape[0], g.shape[2], g.shape[3], g.data_ptr(),
-        wc.shape[0] if wc is not None else 0, wc.data_ptr() if wc is not None else None, stride[0], stride[1],
+        pack(wa).data_ptr() if wa is not None else None, g.shape[0], g.shape[2], g.shape[3], pack(g).data_ptr(),
+        wc.shape[0] if wc is not None else 0, pack(wc).data_ptr() if wc is not None else None, stride[0], stride[1],
         padding[0], padding[1], dilation[0], dilation[1], y.shape[2], y.shape[3], y.data_ptr(),
         torch.get_num_threads())
     if failed:
@@ -105,4 +128,4 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return load()[0] is not None
 
 
-__all__ = ["fused_available", "tucker_conv2d"]
+__all__ = ["fused_available", "pack", "tucker_conv2d"]
