@@ -88,6 +88,11 @@ class ArchLayer:
         return self.plan is not None
 
     @property
+    def fused(self) -> bool:
+        """Whether the layer runs as one call of the fused kernel (where it can run; `lowering`)."""
+        return self.decomposed and self.lowering["fused"]
+
+    @property
     def baseline_macs(self) -> int:
         """Dense MACs of every call at the plan's batch (a grouped conv counts 1/groups)."""
         return sum(spec.dense_macs(self.batch) for spec in self.calls)
@@ -429,12 +434,9 @@ def plan_architecture(
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
-    if fused is None:
-        from ttplan.runtime.kernels.build import find_compiler  # torch-free
+    from ttplan.runtime.kernels.build import fusion_wanted  # torch-free
 
-        fused = not channels_last and find_compiler() is not None
-    if fused and channels_last:
-        raise TTPlanError("fused=True with channels_last=True: the fused kernel runs NCHW maps; expected one of them")
+    fused = fusion_wanted(fused, channels_last)
     if batch < 1:
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):

@@ -80,7 +80,7 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         notes.append(f"{layer.n_calls} calls per forward, each counted")
     if layer.tuned is not None:
         notes.append("measured (autotune)")
-    if layer.decomposed and layer.lowering.get("fused"):
+    if layer.fused:
         notes.append("fused kernel")
     return {
         "layer": layer.name,
@@ -164,7 +164,7 @@ def summary_lines(plan: ArchPlan) -> list[str]:
     slower = [layer.name for layer in plan.layers if layer.slower_than_dense]
     if slower:
         lines.append(f"TT slower than dense ({len(slower)}): {', '.join(slower)}")
-    fused = sum(1 for layer in plan.layers if layer.decomposed and layer.lowering.get("fused"))
+    fused = sum(1 for layer in plan.layers if layer.fused)
     if fused:
         lines.append(f"fused kernel: {fused} TT layers run as one call of ttplan's fused CPU kernel (predicted faster "
                      "than stock ops; --no-fuse to plan without it)")

@@ -286,9 +286,14 @@ class CheckResult:
     rows: list[CheckRow]
 
     @property
+    def fused_rows(self) -> list[CheckRow]:
+        """The rows whose merged order was also predicted and measured run fused."""
+        return [r for r in self.rows if r.fused_predicted is not None and r.fused_measured is not None]
+
+    @property
     def errors(self) -> list[float]:
         """Relative errors of every prediction (TT layers on stock ops and fused, dense convs)."""
-        fused = [r for r in self.rows if r.fused_predicted is not None and r.fused_measured is not None]
+        fused = self.fused_rows
         return relative_errors([r.tt_predicted for r in self.rows] + [r.dense_predicted for r in self.rows]
                                + [r.fused_predicted for r in fused],  # type: ignore[misc]
                                [r.tt_measured for r in self.rows] + [r.dense_measured for r in self.rows]
@@ -297,7 +302,7 @@ class CheckResult:
     @property
     def fused_errors(self) -> list[float]:
         """Relative errors of the fused layers' predictions alone."""
-        fused = [r for r in self.rows if r.fused_predicted is not None and r.fused_measured is not None]
+        fused = self.fused_rows
         return relative_errors([r.fused_predicted for r in fused], [r.fused_measured for r in fused])  # type: ignore
 
     def to_dict(self) -> dict:

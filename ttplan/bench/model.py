@@ -261,8 +261,7 @@ def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: i
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
     plan = plan_architecture(arch, None, config, Policy(), batch, True, objective=objective, profile=profile,
-                             autotune=device if autotune else None, channels_last=channels_last,
-                             fused=False if channels_last else fused)
+                             autotune=device if autotune else None, channels_last=channels_last, fused=fused)
     dense, size = load_model(arch, None)
     dense = dense.to(dev).eval()
     say("converting")
@@ -348,7 +347,7 @@ def machine() -> str:
 def render_section(result: ModelBench, command: str) -> str:
     """Markdown for one run: the end-to-end row, then the per-layer breakdown."""
     totals = result.plan.totals
-    fused = sum(1 for layer in result.plan.layers if layer.decomposed and layer.lowering.get("fused"))
+    fused = sum(1 for layer in result.plan.layers if layer.fused)
     lines = [
         f"## {result.arch}{' (' + result.config + ')' if result.config else ''}, batch {result.batch}, "
         f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}"

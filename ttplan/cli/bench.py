@@ -154,8 +154,6 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
-    if fuse and channels_last:
-        raise TTPlanError("--fuse with --channels-last: the fused kernel runs NCHW maps; drop one of them")
     profile = load_profile(profile_path, device, channels_last)
     threads = threads or torch.get_num_threads()
     sections = []

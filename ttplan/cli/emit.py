@@ -128,13 +128,9 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
 
 def _fuse(opts: dict) -> bool:
     """`--fuse/--no-fuse`, by default on where a C compiler is found and maps are NCHW."""
-    if opts["fuse"] is not None:
-        if opts["fuse"] and opts["channels_last"]:
-            raise TTPlanError("--fuse with --channels-last: the fused kernel runs NCHW maps; drop one of them")
-        return opts["fuse"]
-    from ttplan.runtime.kernels.build import find_compiler
+    from ttplan.runtime.kernels.build import fusion_wanted
 
-    return not opts["channels_last"] and find_compiler() is not None
+    return fusion_wanted(opts["fuse"], opts["channels_last"])
 
 
 def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str]:

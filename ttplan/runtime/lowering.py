@@ -531,8 +531,7 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
             weight = env[ins.weight].contiguous()
             out = F.conv2d(env[ins.src], weight, stride=stride, padding=padding, dilation=dilation,
                            groups=group_size(ins.groups, sizes))
-            sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
-            sizes["s"] = sizes["h"] * sizes["w"]
+            _map_size_from(out, sizes)
             env[ins.out] = out.permute(0, 2, 3, 1) if ins.nhwc else out
 
 
@@ -555,9 +554,14 @@ def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes
         execute(program, ins.parts, env, sizes)
         return
     out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation))
+    _map_size_from(out, sizes)
+    env[ins.out] = out
+
+
+def _map_size_from(out: torch.Tensor, sizes: dict[str, int]) -> None:
+    """Record the map's size after the conv, from its NCHW result `[.., .., H', W']`."""
     sizes["h"], sizes["w"] = int(out.shape[-2]), int(out.shape[-1])
     sizes["s"] = sizes["h"] * sizes["w"]
-    env[ins.out] = out
 
 
 def conv_arguments(program: Program, ins: Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
