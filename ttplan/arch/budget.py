@@ -7,7 +7,7 @@ part; config entries and skipped layers stay as they are.
 
 Method: each layer gets candidate formats (uniform ranks from a geometric grid, clipped to the exact
 ranks; with `search_format` also 1-3 modes a side and their factorisations), each costed by its best
-order (`optimize`) once per distinct (geometry, format); keeping the layer dense is a candidate too.
+order (`best_order`) once per distinct (geometry, format); keeping the layer dense is a candidate too.
 For a price `mu`, each layer independently minimises `MACs - mu * params`: the lower convex hull of
 its (params, MACs) points. Walking every layer's hull edges in slope order traces the model's
 (params, MACs) frontier; the last point that meets both targets is taken, then filled greedily with
@@ -31,8 +31,8 @@ from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide, skip_reason
 from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
 from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
+from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
-from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import TracedLayer, traced_macs
@@ -165,8 +165,8 @@ class BudgetProblem:
             if self.target_speedup is not None:
                 return round(predict_dense_us(spec, self.batch, self.profile) * 1000)
             return spec.dense_macs(self.batch)
-        plan = optimize(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights,
-                        objective=self.objective, profile=self.profile)
+        plan = best_order(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights,
+                          objective=self.objective, profile=self.profile)
         return round(predict_plan_us(plan, self.profile) * 1000) if self.target_speedup is not None else plan.macs
 
     def solve(self, progress: Callable[[int], None] | None = None) -> BudgetResult:

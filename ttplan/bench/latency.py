@@ -163,11 +163,11 @@ class MemoryFloor(nn.Module):
 
 
 def _fast_plan(spec: ConvSpec, fmt: TTFormat, batch: int):
-    """The order for inference: least predicted time (latency profile) with weights folded at load."""
+    """The order for inference planned by time (`best_order` with the latency profile), weights folded at load."""
+    from ttplan.core.layer import best_order
     from ttplan.core.network import build_network
-    from ttplan.core.search import optimize
 
-    return optimize(build_network(spec, fmt, batch), fold_weights=True, objective="latency")
+    return best_order(build_network(spec, fmt, batch), fold_weights=True, objective="latency")
 
 
 def _fused_plan(spec: ConvSpec, fmt: TTFormat, batch: int) -> tuple[object | None, str]:
@@ -300,7 +300,7 @@ def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: i
         f"over repeats of the mean time per call. Uniform rank {rank}. "
         "Cells: milliseconds per call (time / dense time in the same row). "
         "`MACs vs dense`: planned MACs of classical / hodec / best / fast / fused over the dense conv's (FLOPs = 2 x "
-        "MACs). `fast`: the hodec format at the order of least predicted time (`--objective latency`), weights folded "
+        "MACs). `fast`: the hodec format at the order planned by time (`--objective latency`), weights folded "
         "at load. `fused`: the hodec order that ttplan's fused CPU kernel is predicted to run fastest (a mixing, the "
         "conv and a mixing in one pass per image; `Lowering(fused=True)`), weights folded at load. "
         "`tltorch` / `tl-tucker`: tensorly-torch's TT and Tucker convs (`implementation='factorized'`) at the "

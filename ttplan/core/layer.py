@@ -145,16 +145,16 @@ def plan_layer(
 ) -> LayerPlan:
     """Build the network, cost the fixed schemes, search the best order and optionally ask the peers.
 
-    `objective`: what the best order minimises (`macs`, `memory`, `latency`); every plan also gets a
-    predicted time under `profile` (default: this user's calibrated profile, else the committed default).
+    `objective`: what the best order minimises (`macs`, `memory`, `latency`: see `best_order`); every plan also
+    gets a predicted time under `profile` (default: this user's calibrated profile, else the committed default).
     `fused` (with `latency`): the fused kernel may run the layer, so a fusable order run fused
     (`fastest_fused`) becomes the best where it is predicted faster than the best order on stock ops.
     """
     profile = profile if profile is not None else load_profile()
     network = build_network(spec, fmt, batch)
     schemes = schemes_for(network, fold_weights)
-    best = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
-                    profile=profile)
+    best = best_order(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
+                      profile=profile)
     candidate = fused_choice(network, best, fold_weights, profile, memory_limit) if fused and objective == "latency" \
         else None
     peers = compare_peers(network) if compare else []
@@ -162,21 +162,40 @@ def plan_layer(
                      fused=candidate is not None)
 
 
-#: how much faster than stock ops a fused layer must be predicted before it is chosen: the two predictions come
-#: from different fits, each off by 10-20% (median, held-out layers), and where fused was predicted to save less
-#: than this (ResNet-56's 32- and 64-channel layers, 8% and 2%) it measured slower than stock ops
-FUSED_MARGIN = 0.85
+#: how much faster a prediction must say an order is before planning by time takes it over the plainer choice (the
+#: fewest-MACs order over stock ops; stock ops over the fused kernel): the latency model is off by 10-20% (median,
+#: held-out layers), and where the chosen order was predicted to save less than this it often measured slower
+#: (the fused kernel on ResNet-56's 32- and 64-channel layers, predicted 8% and 2% faster; latency orders of
+#: ResNet-56 and ResNet-18 predicted 1-14% faster than their fewest-MACs orders, in 6 of 44 report rows)
+MARGIN = 0.85
+
+
+def best_order(network: TensorNetwork, *, fold_weights: bool = False, memory_limit: int | None = None,
+               objective: str = "macs", profile: LatencyProfile | None = None) -> ContractionPlan:
+    """The order planning runs for `objective`: `optimize`'s, except that by time (`latency`) the fewest-MACs
+    order is kept unless the least-time order is predicted faster than it by more than the model's error
+    (`MARGIN`). Within that error the two are a coin toss on the machine, and fewer MACs is what holds on
+    every machine and thread count."""
+    fastest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
+                       profile=profile)
+    if objective != "latency":
+        return fastest
+    fewest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit)
+    if fewest.pairs == fastest.pairs or not fewest.executable:
+        return fastest
+    profile = profile if profile is not None else load_profile()
+    return fastest if predict_plan_us(fastest, profile) < MARGIN * predict_plan_us(fewest, profile) else fewest
 
 
 def fused_choice(network: TensorNetwork, best: ContractionPlan, fold_weights: bool, profile: LatencyProfile,
                  memory_limit: int | None = None) -> ContractionPlan | None:
     """The order to run by the fused kernel instead of `best` on stock ops, where one is predicted faster by more
-    than the models' error (`FUSED_MARGIN`); else None."""
+    than the models' error (`MARGIN`); else None."""
     candidate = fastest_fused(network, fold_weights, profile, best, memory_limit)
     if candidate is None:
         return None
     fused = predict_fused_us(candidate, profile)
-    return candidate if fused is not None and fused < FUSED_MARGIN * predict_plan_us(best, profile) else None
+    return candidate if fused is not None and fused < MARGIN * predict_plan_us(best, profile) else None
 
 
 def fastest_fused(network: TensorNetwork, fold_weights: bool, profile: LatencyProfile,

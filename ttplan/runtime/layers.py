@@ -21,9 +21,9 @@ from torch import nn
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile
+from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
 from ttplan.core.schemes import plan_names, scheme
-from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import trace_layers
@@ -52,7 +52,7 @@ def resolve_plan(spec: ConvSpec, fmt: TTFormat, plan: ContractionPlan | str = "b
         raise TTPlanError(f"plan={plan!r}: expected a ContractionPlan or one of {', '.join(PLAN_NAMES)}")
     network = build_network(spec, fmt, batch)
     if plan == "best":
-        return optimize(network, fold_weights=fold_weights, objective=objective, profile=profile)
+        return best_order(network, fold_weights=fold_weights, objective=objective, profile=profile)
     return scheme(fmt.published_scheme if plan == "published" else plan, network, fold_weights)
 
 
