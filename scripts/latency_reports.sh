@@ -12,7 +12,9 @@
 #      profile calibrated channels-last), with glibc's defaults and retaining freed memory; resnet56 batch 32
 #      again with --no-fuse (stock ops only), to show what the fused kernel adds
 #   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
-# Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run.
+# Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run;
+# KEEP_PROFILES=1 skips steps 1's calibrations and checks and times against the committed profiles (after a
+# change to planning, not to what the profiles measure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,6 +36,10 @@ XDG_CACHE_HOME=$(mktemp -d)
 export XDG_CACHE_HOME
 trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 
+if [ "${KEEP_PROFILES:-0}" = "1" ]; then
+    STEP=4
+    echo "KEEP_PROFILES=1: the profiles in reports/profiles/ and reports/latency_model_check.md stay as they are" >&2
+else
 step "calibrate, $ALL threads (also the committed default profile, except with QUICK=1)"
 if [ "${QUICK:-0}" = "1" ]; then
     "$PYTHON" -m ttplan calibrate --threads "$ALL" --budget "$BUDGET" --profile "reports/profiles/cpu_${ALL}threads.json"
@@ -78,6 +84,7 @@ step "check the profiles on held-out layers"
 } > reports/latency_model_check.md.tmp
 mv reports/latency_model_check.md.tmp reports/latency_model_check.md
 grep "median relative error" reports/latency_model_check.md >&2
+fi
 
 model() {  # model ARCH THREADS ROUNDS [options...]: one `bench model` run appended to the report
     local arch=$1 threads=$2 rounds=$3

@@ -1,12 +1,14 @@
 """`ttplan bench model`: the TT model built from generated code matches the library's, and the report renders."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from tests.helpers.cli import run
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
-from ttplan.bench.model import bench_model, build_tt_model, render_section
+from ttplan.bench.model import LayerTiming, bench_model, build_tt_model, render_section
 from ttplan.core.latency import LatencyProfile, OpModel
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model
@@ -73,6 +75,9 @@ def test_bench_model_times_end_to_end_and_per_layer():
     text = render_section(result, "ttplan bench model resnet20")
     assert "| dense ms | TT ms | speedup |" in text and "layer1.0.conv1" in text
     assert result.malloc == "default" and "Allocator: glibc's defaults (`--malloc default`)" in text
+    # time proportional to MACs and no fused fit: every layer runs what the MAC objective runs
+    assert all(row.macs_plan_ms is None for row in result.layers)
+    assert "Every TT layer runs the MAC objective's order on stock ops" in text
     replaced = sum(row.dense_ms * len(row.names) for row in decomposed)
     assert result.replaced_ms == pytest.approx(replaced)
     if result.dense_ms > replaced:
@@ -83,6 +88,16 @@ def test_bench_model_times_end_to_end_and_per_layer():
     if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
         assert result.dense_faults >= 0 and result.tt_faults >= 0
         assert f"| {result.dense_faults:,.0f} / {result.tt_faults:,.0f} |" in text
+
+
+def test_the_report_counts_the_layers_no_slower_than_the_mac_objectives_choice():
+    result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE)
+    rows = [LayerTiming(["a"], "g", True, 2.0, 1.0, 2.0, 1.0, 0.3, macs_plan_ms=1.2, tt_again_ms=1.0),
+            LayerTiming(["b"], "g", True, 2.0, 1.0, 2.0, 1.0, 0.3, macs_plan_ms=0.9, tt_again_ms=1.0),
+            LayerTiming(["c"], "g", True, 2.0, 1.0, 2.0, 1.0, 0.3)]
+    assert [row.no_slower_than_macs_plan for row in rows] == [True, False, None]
+    text = render_section(dataclasses.replace(result, layers=rows), "ttplan bench model resnet20")
+    assert "1 of 2 distinct layers measured no slower than the MAC objective's order" in text
 
 
 def test_bench_model_runs_both_models_channels_last_when_asked():
