@@ -83,6 +83,9 @@ def test_bench_model_times_end_to_end_and_per_layer():
     if result.dense_ms > replaced:
         assert result.ceiling == pytest.approx(result.dense_ms / (result.dense_ms - replaced))
         assert f"at most {result.ceiling:.2f}x" in text
+        scaled = sum(row.dense_ms * row.macs_ratio * len(row.names) for row in decomposed)
+        assert result.at_dense_rate == pytest.approx(result.dense_ms / (result.dense_ms - replaced + scaled))
+        assert 1 <= result.at_dense_rate <= result.ceiling and f"per MAC {result.at_dense_rate:.2f}x" in text
     else:
         assert result.ceiling is None and "so no bound is given" in text
     if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
