@@ -12,6 +12,7 @@
 #      profile calibrated channels-last), with glibc's defaults and retaining freed memory; resnet56 batch 32
 #      again with --no-fuse (stock ops only), to show what the fused kernel adds
 #   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
+# For tensorly-torch's columns in reports/latency.md install the extra first: pip install -e ".[tltorch]".
 # Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run;
 # KEEP_PROFILES=1 skips steps 1's calibrations and checks and times against the committed profiles (after a
 # change to planning, not to what the profiles measure).
