@@ -119,6 +119,28 @@ def test_the_lowering_fuses_exactly_the_plans_the_planner_calls_fusable():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_wide_rows_at_stride_two_run_whole_vectors_and_equal_stock_ops(threads):
+    """Stride 2 along the width copies 16 outputs per shuffle where its loads and store stay in the buffers: rows
+    wide enough for several vectors and a tail, every padding and dilation, the last row of the last plane, and
+    a batch smaller than the threads (each image's channels split among them)."""
+    rng, gen = random.Random(11), torch.Generator().manual_seed(11)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(12):
+            batch, channels, width = rng.randint(1, 3), rng.randint(1, 9), rng.randint(31, 90)
+            padding, dilation = [rng.randint(0, 2), rng.randint(0, 2)], [1, rng.choice([1, 2])]
+            x = torch.randn(batch, channels, rng.randint(3, 9), width, generator=gen)
+            wa = torch.randn(5, channels, generator=gen) if rng.random() < 0.5 else None
+            g = torch.randn(6, 5 if wa is not None else channels, 3, 3, generator=gen)
+            stride = [rng.choice([1, 2]), 2]
+            got = tucker_conv2d(x, wa, g, None, stride, padding, dilation)
+            assert_close(got, stock(x, wa, g, None, stride, padding, dilation), rel=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_both_ways_of_sharing_the_work_among_threads(threads, batch):
     """Fewer images than threads: each image's columns are shared; else whole images are."""

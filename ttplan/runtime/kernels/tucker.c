@@ -24,6 +24,16 @@ typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
 static inline vf loadu(const float *p) { return *(const vfu *)p; }
 static inline void storeu(float *p, vf v) { *(vfu *)p = v; }
 
+/* the even lanes of a then b: a stride-2 row of 2 * VL floats as VL consecutive ones */
+static inline vf evens(vf a, vf b) {
+#if defined(__clang__)
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+#else
+    typedef int vi __attribute__((vector_size(64)));
+    return __builtin_shuffle(a, b, (vi){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+#endif
+}
+
 /* acc = A[m0:m0+MR, :] @ B[:, n0:n0+NR] with `a` the packed row block of A ([K][MR], contiguous) and B rows ldb
  * apart; the next tile's columns are prefetched, since K rows far apart are K streams no hardware prefetcher follows */
 static inline void tile(int K, const float *restrict a, const float *restrict b, int ldb, vf acc[MR][2]) {
@@ -96,9 +106,13 @@ static void gemm(int M, int N, int K, const float *restrict Ap, const float *res
  * packs them and checks it against this). */
 int ttplan_tile_rows(void) { return MR; }
 
-/* col[(c, kh, kw), (oh, ow)] = the padded, strided, dilated window of src [Cn, H, W] (im2col of one image) */
+/* col[(c, kh, kw), (oh, ow)] = the padded, strided, dilated window of src [Cn, H, W] (im2col of one image).
+ * Stride 2 along the width runs whole vectors (two loads, one shuffle) wherever both loads stay inside src and
+ * the store inside col: lanes past the row's last valid column are overwritten by the padding or the next row. */
 static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int KW, int sh, int sw, int ph,
                    int pw, int dh, int dw, int OH, int OW, float *restrict col) {
+    const float *src_end = src + (size_t)Cn * H * W;
+    const float *col_end = col + (size_t)Cn * KH * KW * OH * OW;
     for (int c = 0; c < Cn; c++)
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++) {
@@ -116,11 +130,15 @@ static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int 
                     }
                     const float *s = plane + (size_t)ih * W - pw + kw * dw;
                     for (int ow = 0; ow < lo; ow++) d[ow] = 0.f;
+                    int ow = lo;
                     if (sw == 1)
-                        for (int ow = lo; ow < hi; ow++) d[ow] = s[ow];
-                    else
-                        for (int ow = lo; ow < hi; ow++) d[ow] = s[ow * sw];
-                    for (int ow = hi; ow < OW; ow++) d[ow] = 0.f;
+                        for (; ow < hi; ow++) d[ow] = s[ow];
+                    else if (sw == 2)
+                        for (; ow < hi && s + 2 * ow + 2 * VL <= src_end && d + ow + VL <= col_end; ow += VL)
+                            storeu(d + ow, evens(loadu(s + 2 * ow), loadu(s + 2 * ow + VL)));
+                    if (ow > hi) ow = hi;
+                    for (; ow < hi; ow++) d[ow] = s[ow * sw];
+                    for (ow = hi; ow < OW; ow++) d[ow] = 0.f;
                 }
             }
 }
