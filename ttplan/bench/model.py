@@ -413,7 +413,7 @@ def render_section(result: ModelBench, command: str) -> str:
 def _objective_lines(result: ModelBench) -> list[str]:
     """How many layers run something other than the MAC objective's choice, and how many of those measured no
     slower than it (in the same rounds)."""
-    compared = [row.no_slower_than_macs_plan for row in result.layers if row.no_slower_than_macs_plan is not None]
+    compared = [no_slower for row in result.layers if (no_slower := row.no_slower_than_macs_plan) is not None]
     if not compared:
         return ["", "Every TT layer runs the MAC objective's order on stock ops: nothing to compare."]
     return ["", f"Where this run differs from what the MAC objective runs (another order, or the fused kernel): "

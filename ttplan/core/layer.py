@@ -153,10 +153,13 @@ def plan_layer(
     profile = profile if profile is not None else load_profile()
     network = build_network(spec, fmt, batch)
     schemes = schemes_for(network, fold_weights)
-    best = best_order(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
-                      profile=profile)
-    candidate = fused_choice(network, best, fold_weights, profile, memory_limit) if fused and objective == "latency" \
+    # by time, the fewest-MACs order is what the margin compares against and a fused candidate: searched once here
+    fewest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit) if objective == "latency" \
         else None
+    best = best_order(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
+                      profile=profile, fewest=fewest)
+    candidate = fused_choice(network, best, fold_weights, profile, memory_limit, fewest) \
+        if fused and objective == "latency" else None
     peers = compare_peers(network) if compare else []
     return LayerPlan(spec, fmt, network, schemes, candidate or best, peers, objective, profile,
                      fused=candidate is not None)
@@ -171,27 +174,31 @@ MARGIN = 0.85
 
 
 def best_order(network: TensorNetwork, *, fold_weights: bool = False, memory_limit: int | None = None,
-               objective: str = "macs", profile: LatencyProfile | None = None) -> ContractionPlan:
+               objective: str = "macs", profile: LatencyProfile | None = None,
+               fewest: ContractionPlan | None = None) -> ContractionPlan:
     """The order planning runs for `objective`: `optimize`'s, except that by time (`latency`) the fewest-MACs
     order is kept unless the least-time order is predicted faster than it by more than the model's error
     (`MARGIN`). Within that error the two are a coin toss on the machine, and fewer MACs is what holds on
-    every machine and thread count."""
+    every machine and thread count. `fewest`: that order if the caller already searched it (same folding and
+    memory limit), else it is searched here."""
+    if objective != "latency":
+        return optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
+                        profile=profile)
+    profile = profile if profile is not None else load_profile()
     fastest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
                        profile=profile)
-    if objective != "latency":
-        return fastest
-    fewest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit)
+    if fewest is None:
+        fewest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit)
     if fewest.pairs == fastest.pairs or not fewest.executable:
         return fastest
-    profile = profile if profile is not None else load_profile()
     return fastest if predict_plan_us(fastest, profile) < MARGIN * predict_plan_us(fewest, profile) else fewest
 
 
 def fused_choice(network: TensorNetwork, best: ContractionPlan, fold_weights: bool, profile: LatencyProfile,
-                 memory_limit: int | None = None) -> ContractionPlan | None:
+                 memory_limit: int | None = None, fewest: ContractionPlan | None = None) -> ContractionPlan | None:
     """The order to run by the fused kernel instead of `best` on stock ops, where one is predicted faster by more
-    than the models' error (`MARGIN`); else None."""
-    candidate = fastest_fused(network, fold_weights, profile, best, memory_limit)
+    than the models' error (`MARGIN`); else None. `fewest` as in `fastest_fused`."""
+    candidate = fastest_fused(network, fold_weights, profile, best, memory_limit, fewest)
     if candidate is None:
         return None
     fused = predict_fused_us(candidate, profile)
@@ -199,11 +206,15 @@ def fused_choice(network: TensorNetwork, best: ContractionPlan, fold_weights: bo
 
 
 def fastest_fused(network: TensorNetwork, fold_weights: bool, profile: LatencyProfile,
-                  best: ContractionPlan | None = None, memory_limit: int | None = None) -> ContractionPlan | None:
+                  best: ContractionPlan | None = None, memory_limit: int | None = None,
+                  fewest: ContractionPlan | None = None) -> ContractionPlan | None:
     """Of the fusable orders among `best`, the fewest-MACs order and the `merged` order, the one the fused kernel
-    is predicted to run fastest; None if none is fusable (or the profile has no fused fit)."""
-    candidates = [plan for plan in (best, optimize(network, fold_weights=fold_weights, memory_limit=memory_limit),
-                                    merged(network, fold_weights)) if plan is not None and plan.executable]
+    is predicted to run fastest; None if none is fusable (or the profile has no fused fit). `fewest`: the
+    fewest-MACs order if the caller already searched it (same folding and memory limit), else searched here."""
+    if fewest is None:
+        fewest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit)
+    candidates = [plan for plan in (best, fewest, merged(network, fold_weights))
+                  if plan is not None and plan.executable]
     if memory_limit is not None:
         candidates = [plan for plan in candidates if plan.largest_intermediate <= memory_limit]
     timed = [(us, plan) for plan in candidates if (us := predict_fused_us(plan, profile)) is not None]
