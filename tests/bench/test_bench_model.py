@@ -8,6 +8,7 @@ import torch
 from tests.helpers.cli import run
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
+from ttplan.bench.breakdown import REPLACED
 from ttplan.bench.model import LayerTiming, bench_model, build_tt_model, render_section
 from ttplan.core.latency import LatencyProfile, OpModel
 from ttplan.errors import TTPlanError
@@ -91,6 +92,10 @@ def test_bench_model_times_end_to_end_and_per_layer():
     if result.dense_faults is not None:  # counted where getrusage is (Linux, macOS)
         assert result.dense_faults >= 0 and result.tt_faults >= 0
         assert f"| {result.dense_faults:,.0f} / {result.tt_faults:,.0f} |" in text
+    # each model's forward by kind of module: the replaced layers, the kept BN, ReLU and pooling
+    parts = result.breakdown
+    assert parts is not None and parts.tt[REPLACED] > 0 and parts.dense[REPLACED] > 0
+    assert {"BatchNorm2d", "ReLU"} <= set(parts.tt) and "Where each model's forward goes" in text
 
 
 def test_the_report_counts_the_layers_no_slower_than_the_mac_objectives_choice():

@@ -25,6 +25,7 @@ from torch import nn
 
 from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
 from ttplan.arch.policy import Policy
+from ttplan.bench.breakdown import TimeBreakdown, render_breakdown, time_breakdown
 from ttplan.bench.compiled import CompiledTiming, best_of_each, time_compiled
 from ttplan.bench.memory_formats import MODELS, FormatTimings
 from ttplan.bench.processes import ChildRequest, ProcessTiming, median_speedup, time_in_processes
@@ -88,6 +89,7 @@ class ModelBench:
     processes: list[ProcessTiming] = field(default_factory=list)  # with --processes
     channels_last: bool = False  # both models and the input in torch.channels_last
     formats: FormatTimings | None = None  # with channels_last: dense and TT in both memory formats
+    breakdown: TimeBreakdown | None = None  # each model's forward by kind of module
 
     @property
     def speedup(self) -> float:
@@ -323,6 +325,9 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     run = prepare(**settings, profile=profile, progress=say)
     say(f"timing end to end, {rounds} rounds")
     dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)
+    say(f"timing each model's modules in place, {rounds} rounds")
+    replaced = {layer.name for layer in run.plan.layers if layer.decomposed}
+    breakdown = time_breakdown(run.dense, run.tt, run.x, replaced, rounds, run.sync)
     compiled = []
     if compile:
         say("compiling both models (inductor, layout optimization on and off) and timing them")
@@ -340,7 +345,7 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)
     return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
                       tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled, repeats,
-                      channels_last, formats)
+                      channels_last, formats, breakdown)
 
 
 def both_formats(run: Prepared, settings: dict, rounds: int, progress: Callable[[str], None]) -> FormatTimings:
@@ -389,6 +394,7 @@ def render_section(result: ModelBench, command: str) -> str:
         f"{_faults(result.dense_faults)} / {_faults(result.tt_faults)} |",
         "",
         *_ceiling_lines(result),
+        *(render_breakdown(result.breakdown) if result.breakdown is not None else []),
         *_process_lines(result),
         *_compiled_lines(result),
         *_format_lines(result),
