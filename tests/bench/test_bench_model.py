@@ -149,12 +149,16 @@ def test_a_plan_that_keeps_every_layer_dense_benchmarks_as_the_dense_model():
 
 
 @pytest.mark.slow
-def test_compiled_models_are_timed_under_both_layout_settings_and_compute_the_same():
+def test_compiled_models_are_timed_under_each_inductor_setting_and_compute_the_same():
+    import torch._inductor.config as inductor_config
+
     result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE, compile=True)
-    assert [t.layout_optimization for t in result.compiled] == [True, False]
+    assert [(t.freezing, t.layout_optimization) for t in result.compiled] == [(False, True), (False, False),
+                                                                             (True, True), (True, False)]
     assert all(t.dense_ms > 0 and t.tt_ms > 0 for t in result.compiled)
     text = render_section(result, "ttplan bench model resnet20 --compile")
-    assert "| inductor layout optimization | dense ms | TT ms | speedup |" in text and "Best of each" in text
+    assert "| inductor layout optimization | freezing | dense ms | TT ms | speedup |" in text
+    assert "| off | on |" in text and "Best of each" in text and "against the eager TT model" in text
     # the generated layers under torch.compile trace their weight-only steps and compute what eager mode does
     dense, size = load_model("resnet20", None)
     tt = build_tt_model(dense.eval(), result.plan)
@@ -162,8 +166,12 @@ def test_compiled_models_are_timed_under_both_layout_settings_and_compute_the_sa
     with torch.no_grad():
         eager = tt(x)
         compiled = torch.compile(tt, dynamic=False)(x)
+        torch._dynamo.reset()
+        with inductor_config.patch(freezing=True):  # the weight-only steps folded as constants
+            frozen = torch.compile(tt, dynamic=False)(x)
     torch._dynamo.reset()
     assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(frozen, eager, rtol=1e-4, atol=1e-5)
 
 
 def test_the_end_to_end_timing_repeats_in_fresh_processes():

@@ -173,8 +173,7 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
         sections.append(render_section(result, command))
         click.echo(f"{arch} batch {batch}, {threads} threads, malloc {malloc}: dense {result.dense_ms:.2f} ms, "
                    f"TT {result.tt_ms:.2f} ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})"
-                   + "".join(f"; compiled, layout optimization {'on' if t.layout_optimization else 'off'}: "
-                             f"{t.speedup:.2f}x" for t in result.compiled)
+                   + "".join(f"; compiled, {t.setting}: {t.speedup:.2f}x" for t in result.compiled)
                    + (f"; median over {processes} fresh processes: {median_speedup(result.processes):.2f}x"
                       if result.processes else ""), err=True)
     text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)

@@ -23,12 +23,13 @@ from ttplan.runtime.kernels.build import load
 _PACKED: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
 
 
-def pack(weight: torch.Tensor) -> torch.Tensor:
+def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
     """A weight `[M, ...]` as the kernel reads it: its `[M, K]` matrix in blocks of the tile's rows, `[M/8, K, 8]`
-    (rows past M zero). Cached per tensor until it changes (its version counter or storage)."""
+    (rows past M zero). With `cache`, kept per tensor until it changes (its version counter or storage): only for
+    tensors that change through torch ops, which count versions (compiled code writes buffers it reuses directly)."""
     stamp = (weight._version, weight.data_ptr(), tuple(weight.shape))
     key = id(weight)
-    hit = _PACKED.get(key)
+    hit = _PACKED.get(key) if cache else None
     if hit is not None and hit[0]() is weight and hit[1] == stamp:
         return hit[2]
     rows = TILE[0]
@@ -37,6 +38,8 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     padded = matrix.new_zeros(blocks * rows, matrix.shape[1])
     padded[: matrix.shape[0]] = matrix
     packed = padded.view(blocks, rows, -1).transpose(1, 2).contiguous()
+    if not cache:
+        return packed
     _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), stamp, packed)
     return packed
 
@@ -52,18 +55,21 @@ def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: li
 
 
 def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-            stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
-    """Run the C kernel on real CPU float32 tensors."""
+            stride: list[int], padding: list[int], dilation: list[int], cache: bool = False) -> torch.Tensor:
+    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`)."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
     x = x.contiguous()
     y = torch.empty(_shape(x, g, wc, stride, padding, dilation), dtype=x.dtype)
     batch, channels, height, width = x.shape
+    # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
+    packed_a, packed_g, packed_c = (None if w is None else pack(w, cache) for w in (wa, g, wc))
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
-        pack(wa).data_ptr() if wa is not None else None, g.shape[0], g.shape[2], g.shape[3], pack(g).data_ptr(),
-        wc.shape[0] if wc is not None else 0, pack(wc).data_ptr() if wc is not None else None, stride[0], stride[1],
+        packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
+        packed_g.data_ptr(), wc.shape[0] if wc is not None else 0,
+        packed_c.data_ptr() if packed_c is not None else None, stride[0], stride[1],
         padding[0], padding[1], dilation[0], dilation[1], y.shape[2], y.shape[3], y.data_ptr(),
         torch.get_num_threads())
     if failed:
@@ -84,11 +90,11 @@ def _(x, wa, g, wc, stride, padding, dilation):
 
 def _plain_eager(tensors: tuple[torch.Tensor | None, ...]) -> bool:
     """No dispatch mode (FLOP counter, fake tensors), tracer or compiler would see the op: plain eager tensors."""
+    compiling = getattr(torch.compiler, "is_compiling", None)  # first: dynamo cannot trace the dispatch-stack query
+    if compiling is not None and compiling():
+        return False
     dispatch_stack = getattr(torch._C, "_len_torch_dispatch_stack", None)
     if dispatch_stack is None or dispatch_stack() or torch.jit.is_tracing():
-        return False
-    compiling = getattr(torch.compiler, "is_compiling", None)
-    if compiling is not None and compiling():
         return False
     return all(t is None or type(t) is torch.Tensor for t in tensors)
 
@@ -100,8 +106,8 @@ def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc:
     The registered op `torch.ops.ttplan.tucker_conv2d` wherever something watches ops (a dispatch mode such as
     `FlopCounterMode`, fake tensors, tracing, `torch.compile`); in plain eager the kernel is called directly,
     which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time."""
-    if _plain_eager((x, wa, g, wc)):
-        return _kernel(x, wa, g, wc, stride, padding, dilation)
+    if _plain_eager((x, wa, g, wc)):  # eager weights change by torch ops only: their packs may be kept
+        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True)
     return _op(x, wa, g, wc, stride, padding, dilation)
 
 
@@ -118,6 +124,16 @@ def _flops(x_shape, wa_shape, g_shape, wc_shape, stride, padding, dilation, *arg
     return 2 * macs
 
 
+def _built() -> bool:
+    """Whether the kernel library is built and loaded here (built on first use)."""
+    return load()[0] is not None
+
+
+# torch.compile evaluates it once, as a constant, instead of tracing the compiler search and the cached loader (a
+# graph break in every TT layer, then recompiles past dynamo's limit: a compiled TT model slower than eager)
+_built = torch.compiler.assume_constant_result(_built)
+
+
 def fused_available(*tensors: torch.Tensor) -> bool:
     """True where `tucker_conv2d` may replace the stock ops: CPU float32 tensors, none needing a gradient (the op
     has no backward), and the kernel built on this machine."""
@@ -125,7 +141,7 @@ def fused_available(*tensors: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return load()[0] is not None
+    return _built()
 
 
 __all__ = ["fused_available", "pack", "tucker_conv2d"]
