@@ -133,7 +133,8 @@ def time_breakdown(dense: nn.Module, tt: nn.Module, x: torch.Tensor, replaced: s
 def render_breakdown(result: TimeBreakdown) -> list[str]:
     """Markdown lines: the table of ms by kind, and the largest part the TT layers leave alone."""
     lines = ["Where each model's forward goes (every leaf module's calls timed in place by forward hooks, one "
-             "forward of each model per round, interleaved; medians; the hooks add a little to each total):", "",
+             "forward of each model per round, interleaved; medians; rounds of their own, so the totals, which "
+             "include the hooks' small cost, can differ from the end-to-end row):", "",
              "| part | dense ms | TT ms | share of TT |", "| --- | ---: | ---: | ---: |"]
     for kind in result.kinds:
         dense, tt = result.dense.get(kind, 0.0), result.tt.get(kind, 0.0)
