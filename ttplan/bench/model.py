@@ -330,7 +330,8 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     breakdown = time_breakdown(run.dense, run.tt, run.x, replaced, rounds, run.sync)
     compiled = []
     if compile:
-        say("compiling both models (inductor, layout optimization on and off) and timing them")
+        say("compiling both models four ways (inductor: layout optimization on and off, without and with "
+            "freezing) and timing them")
         compiled = time_compiled(run.dense, run.tt, run.x, rounds, time_pair, run.sync)
     formats = None
     if channels_last:

@@ -134,7 +134,8 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @click.option("--autotune", is_flag=True, help="Autotune each distinct layer first (cached).")
 @malloc_option
 @click.option("--compile", "compile_", is_flag=True,
-              help="Also time both models under torch.compile (inductor, layout optimization on and off).")
+              help="Also time both models under torch.compile (inductor: layout optimization on and off, "
+                   "each without and with freezing).")
 @click.option("--processes", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also repeat the end-to-end timing in N fresh processes and report the median speedup.")
 @channels_last_option("Run both models and the input channels-last (torch.channels_last), the TT layers planned "
