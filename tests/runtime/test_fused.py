@@ -290,8 +290,21 @@ def test_packed_weights_follow_in_place_changes_and_go_with_their_tensor():
     assert key not in tucker._PACKED
 
 
+def _generated_layers(plan, count: int) -> list[torch.nn.Module]:
+    """`count` layers of the class `emit_layer` writes for `plan` (fused), from a module registered in sys.modules
+    as `bench model` registers the generated file (dynamo looks a function's globals up there)."""
+    import sys
+    import types
+
+    module = types.ModuleType("ttplan_test_generated_fused")
+    exec(compile(emit_layer(plan, "Layer", FUSED), "generated.py", "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    return [module.Layer() for _ in range(count)]
+
+
 @pytest.mark.slow
-def test_a_compiled_model_of_fused_layers_is_one_graph_and_equals_eager():
+@pytest.mark.parametrize("source", ["library", "generated"])
+def test_a_compiled_model_of_fused_layers_is_one_graph_and_equals_eager(source):
     # dynamo takes the kernel's availability as a constant (no graph break per layer, no recompiles past its limit),
     # and the compiled kernel packs its weights each call: inductor writes the buffers it reuses without counting
     # versions, so packs kept by tensor identity would be stale (a kept pack made this 0.54 off)
@@ -301,15 +314,20 @@ def test_a_compiled_model_of_fused_layers_is_one_graph_and_equals_eager():
     spec = ConvSpec.make(16, 16, 3, padding=1, input_size=8)
     fmt = make_format("hodec", spec, in_modes=(4, 4), out_modes=(4, 4), rank=8)
     plan = merged_order(build_network(spec, fmt, 2), fold_weights=True)
-    model = torch.nn.Sequential(*(TTConv2d(spec, fmt, plan, fold_weights=True, batch=2, lowering=FUSED)
-                                  for _ in range(3))).eval()
+    layers = ([TTConv2d(spec, fmt, plan, fold_weights=True, batch=2, lowering=FUSED) for _ in range(3)]
+              if source == "library" else _generated_layers(plan, 3))
+    model = torch.nn.Sequential(*layers).eval()
+    cores = model[1].cores if source == "library" else list(model[1].cores())
     x = torch.randn(2, 16, 8, 8)
     torch._dynamo.reset()
     with torch.no_grad():
+        with OpLog() as log:
+            model(x)
+        assert log.ops.count("ttplan.tucker_conv2d") == 3  # every layer runs fused
         explained = torch._dynamo.explain(model)(x)
         assert explained.graph_count == 1 and explained.graph_break_count == 0
         compiled = torch.compile(model, dynamic=False)
         assert_close(compiled(x), model(x), rel=1e-5)
-        model[1].cores[0].mul_(-2.0)  # the weight-only steps are in the graph: a changed core is seen
+        cores[0].mul_(-2.0)  # the weight-only steps are in the graph: a changed core is seen
         assert_close(compiled(x), model(x), rel=1e-5)
     torch._dynamo.reset()
