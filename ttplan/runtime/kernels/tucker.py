@@ -131,7 +131,7 @@ def _built() -> bool:
 
 # torch.compile evaluates it once, as a constant, instead of tracing the compiler search and the cached loader (a
 # graph break in every TT layer, then recompiles past dynamo's limit: a compiled TT model slower than eager)
-_built = torch.compiler.assume_constant_result(_built)
+_built = getattr(torch.compiler, "assume_constant_result", lambda function: function)(_built)
 
 
 def fused_available(*tensors: torch.Tensor) -> bool:
