@@ -49,6 +49,8 @@ def test_the_replaced_layers_are_timed_as_wholes_and_the_rest_by_module_type():
     assert result.dense[REPLACED] >= 4 and result.tt[REPLACED] >= 12  # the sleeps, seen inside the wholes
     assert result.tt_total >= result.tt[REPLACED] and result.dense_total >= result.dense[REPLACED]
     assert result.kinds[0] == REPLACED and result.kinds[-1] == BETWEEN
+    if result.tt_faults is not None:  # counted where getrusage is (Linux, macOS): per kind, never negative
+        assert set(result.tt_faults) == set(result.tt) - {BETWEEN} and min(result.tt_faults.values()) >= 0
 
 
 def test_the_hooks_are_removed_and_the_models_compute_as_before():
@@ -64,11 +66,14 @@ def test_the_hooks_are_removed_and_the_models_compute_as_before():
 
 def test_the_rendered_table_lists_each_kind_and_names_the_largest_kept_part():
     result = TimeBreakdown({REPLACED: 100.0, "MaxPool2d": 25.0, "ReLU": 1.0, BETWEEN: 2.0},
-                           {REPLACED: 40.0, "MaxPool2d": 25.5, "ReLU": 1.0, BETWEEN: 1.5}, 128.0, 68.0)
+                           {REPLACED: 40.0, "MaxPool2d": 25.5, "ReLU": 1.0, BETWEEN: 1.5}, 128.0, 68.0,
+                           {REPLACED: 10.0, "MaxPool2d": 6272.0, "ReLU": 0.0}, {REPLACED: 3.0, "MaxPool2d": 6272.0,
+                                                                               "ReLU": 0.0})
     assert result.largest_kept() == ("MaxPool2d", 25.5)
     text = "\n".join(render_breakdown(result))
-    assert f"| {REPLACED} | 100.00 | 40.00 | 59% |" in text
-    assert "| MaxPool2d | 25.00 | 25.50 | 38% |" in text and "| whole forward | 128.00 | 68.00 | 100% |" in text
+    assert f"| {REPLACED} | 100.00 | 40.00 | 59% | 10 / 3 |" in text
+    assert "| MaxPool2d | 25.00 | 25.50 | 38% | 6,272 / 6,272 |" in text
+    assert f"| {BETWEEN} | 2.00 | 1.50 | 2% |  |" in text and "| whole forward | 128.00 | 68.00 | 100% | |" in text
     assert text.index("MaxPool2d |") < text.index("ReLU |") < text.index(BETWEEN)
     assert "spends most in `MaxPool2d`: 25.50 ms, 38% of its forward (the dense model: 25.00 ms)" in text
 

@@ -6,7 +6,9 @@ pre-hook and a hook, the device synchronised at both), and sums them by kind: th
 dense convs in the dense model, the TT layers in the TT one, under one label), then each other module type
 (`Conv2d` kept dense, `BatchNorm2d`, `MaxPool2d`, `ReLU`, ...), and what runs between modules (functional
 ops such as the residual adds). The two models are timed interleaved, round by round, like every other
-measurement (`ttplan.runtime.timing`); medians over rounds per kind.
+measurement (`ttplan.runtime.timing`); medians over rounds per kind. Each kind's minor page faults are
+counted the same way (where the platform counts them), since where an allocator hands memory back shows up
+as the kind whose allocations fault it in again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ttplan.runtime.allocator import minor_page_faults
 
 #: the label of the layers TT replaces, in both models
 REPLACED = "replaced layers (dense convs / TT layers)"
@@ -33,6 +37,8 @@ class TimeBreakdown:
     tt: dict[str, float]
     dense_total: float
     tt_total: float
+    dense_faults: dict[str, float] | None = None  # median minor page faults per forward by kind (None: not counted)
+    tt_faults: dict[str, float] | None = None
 
     @property
     def kinds(self) -> list[str]:
@@ -64,37 +70,43 @@ def _timed_modules(model: nn.Module, replaced: set[str]) -> list[tuple[str, nn.M
 
 
 class _Clock:
-    """Forward hooks that add each timed module's wall time per call to its kind."""
+    """Forward hooks that add each timed module's wall time, and minor page faults, per call to its kind."""
 
     def __init__(self, model: nn.Module, replaced: set[str], sync: Callable[[], None]) -> None:
         self.sync = sync
         self.totals: dict[str, float] = {}
+        self.faults: dict[str, int] = {}
         self.handles = []
         for kind, module in _timed_modules(model, replaced):
             self.totals.setdefault(kind, 0.0)
+            self.faults.setdefault(kind, 0)
             self.handles.append(module.register_forward_pre_hook(self._start))
             self.handles.append(module.register_forward_hook(self._stop(kind)))
         self._started = 0.0
+        self._faulted = 0
 
     def _start(self, module: nn.Module, args: tuple) -> None:
         self.sync()
+        self._faulted = minor_page_faults() or 0
         self._started = time.perf_counter()
 
     def _stop(self, kind: str) -> Callable:
         def hook(module: nn.Module, args: tuple, out: object) -> None:  # returns None: the output stands
             self.sync()
             self.totals[kind] += 1000 * (time.perf_counter() - self._started)
+            self.faults[kind] += (minor_page_faults() or 0) - self._faulted
         return hook
 
-    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[str, float], float]:
-        """One forward: ms per kind, and the whole forward's ms (the hooks' own cost included)."""
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[str, float], dict[str, int], float]:
+        """One forward: ms and page faults per kind, and the whole forward's ms (the hooks' own cost included)."""
         self.totals = dict.fromkeys(self.totals, 0.0)
+        self.faults = dict.fromkeys(self.faults, 0)
         self.sync()
         start = time.perf_counter()
         model(x)
         self.sync()
         total = 1000 * (time.perf_counter() - start)
-        return dict(self.totals), total
+        return dict(self.totals), dict(self.faults), total
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -109,7 +121,7 @@ def time_breakdown(dense: nn.Module, tt: nn.Module, x: torch.Tensor, replaced: s
         raise ValueError(f"rounds={rounds}: expected at least 1")
     clocks = {"dense": _Clock(dense, replaced, sync), "tt": _Clock(tt, replaced, sync)}
     models = {"dense": dense, "tt": tt}
-    samples: dict[str, list[tuple[dict[str, float], float]]] = {"dense": [], "tt": []}
+    samples: dict[str, list[tuple[dict[str, float], dict[str, int], float]]] = {"dense": [], "tt": []}
     try:
         with torch.no_grad():
             for which in models:
@@ -121,13 +133,18 @@ def time_breakdown(dense: nn.Module, tt: nn.Module, x: torch.Tensor, replaced: s
         for clock in clocks.values():
             clock.remove()
 
-    def medians(runs: list[tuple[dict[str, float], float]]) -> tuple[dict[str, float], float]:
+    def medians(runs: list[tuple[dict[str, float], dict[str, int], float]]
+                ) -> tuple[dict[str, float], dict[str, float], float]:
         kinds = {kind: statistics.median(run[0][kind] for run in runs) for kind in runs[0][0]}
-        between = statistics.median(max(0.0, total - sum(parts.values())) for parts, total in runs)
-        return {**kinds, BETWEEN: between}, statistics.median(total for _, total in runs)
+        faults = {kind: statistics.median(run[1][kind] for run in runs) for kind in runs[0][1]}
+        between = statistics.median(max(0.0, total - sum(parts.values())) for parts, _, total in runs)
+        return {**kinds, BETWEEN: between}, faults, statistics.median(total for _, _, total in runs)
 
-    (dense_kinds, dense_total), (tt_kinds, tt_total) = medians(samples["dense"]), medians(samples["tt"])
-    return TimeBreakdown(dense_kinds, tt_kinds, dense_total, tt_total)
+    (dense_kinds, dense_faults, dense_total), (tt_kinds, tt_faults, tt_total) = (medians(samples["dense"]),
+                                                                                 medians(samples["tt"]))
+    counted = minor_page_faults() is not None
+    return TimeBreakdown(dense_kinds, tt_kinds, dense_total, tt_total, dense_faults if counted else None,
+                         tt_faults if counted else None)
 
 
 def render_breakdown(result: TimeBreakdown) -> list[str]:
@@ -135,12 +152,19 @@ def render_breakdown(result: TimeBreakdown) -> list[str]:
     lines = ["Where each model's forward goes (every leaf module's calls timed in place by forward hooks, one "
              "forward of each model per round, interleaved; medians; rounds of their own, so the totals, which "
              "include the hooks' small cost, can differ from the end-to-end row):", "",
-             "| part | dense ms | TT ms | share of TT |", "| --- | ---: | ---: | ---: |"]
+             "| part | dense ms | TT ms | share of TT | page faults per forward (dense / TT) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+
+    def faults(kind: str) -> str:
+        if result.dense_faults is None or result.tt_faults is None or kind == BETWEEN:
+            return ""
+        return f"{result.dense_faults.get(kind, 0):,.0f} / {result.tt_faults.get(kind, 0):,.0f}"
+
     for kind in result.kinds:
         dense, tt = result.dense.get(kind, 0.0), result.tt.get(kind, 0.0)
         share = tt / result.tt_total if result.tt_total > 0 else 0.0
-        lines.append(f"| {kind} | {dense:.2f} | {tt:.2f} | {share:.0%} |")
-    lines += [f"| whole forward | {result.dense_total:.2f} | {result.tt_total:.2f} | 100% |", ""]
+        lines.append(f"| {kind} | {dense:.2f} | {tt:.2f} | {share:.0%} | {faults(kind)} |")
+    lines += [f"| whole forward | {result.dense_total:.2f} | {result.tt_total:.2f} | 100% | |", ""]
     kept = result.largest_kept()
     if kept is not None:
         kind, ms = kept
