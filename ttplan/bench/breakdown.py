@@ -70,9 +70,10 @@ def _timed_modules(model: nn.Module, replaced: set[str]) -> list[tuple[str, nn.M
 
 
 class _Clock:
-    """Forward hooks that add each timed module's wall time, and minor page faults, per call to its kind."""
+    """Forward hooks on `model` that add each timed module's wall time, and minor page faults, per call to its kind."""
 
     def __init__(self, model: nn.Module, replaced: set[str], sync: Callable[[], None]) -> None:
+        self.model = model
         self.sync = sync
         self.totals: dict[str, float] = {}
         self.faults: dict[str, int] = {}
@@ -97,13 +98,13 @@ class _Clock:
             self.faults[kind] += (minor_page_faults() or 0) - self._faulted
         return hook
 
-    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[str, float], dict[str, int], float]:
+    def forward(self, x: torch.Tensor) -> tuple[dict[str, float], dict[str, int], float]:
         """One forward: ms and page faults per kind, and the whole forward's ms (the hooks' own cost included)."""
         self.totals = dict.fromkeys(self.totals, 0.0)
         self.faults = dict.fromkeys(self.faults, 0)
         self.sync()
         start = time.perf_counter()
-        model(x)
+        self.model(x)
         self.sync()
         total = 1000 * (time.perf_counter() - start)
         return dict(self.totals), dict(self.faults), total
@@ -120,15 +121,14 @@ def time_breakdown(dense: nn.Module, tt: nn.Module, x: torch.Tensor, replaced: s
     if rounds < 1:
         raise ValueError(f"rounds={rounds}: expected at least 1")
     clocks = {"dense": _Clock(dense, replaced, sync), "tt": _Clock(tt, replaced, sync)}
-    models = {"dense": dense, "tt": tt}
     samples: dict[str, list[tuple[dict[str, float], dict[str, int], float]]] = {"dense": [], "tt": []}
     try:
         with torch.no_grad():
-            for which in models:
-                clocks[which].forward(models[which], x)
+            for clock in clocks.values():
+                clock.forward(x)
             for _ in range(rounds):
-                for which in models:
-                    samples[which].append(clocks[which].forward(models[which], x))
+                for which, clock in clocks.items():
+                    samples[which].append(clock.forward(x))
     finally:
         for clock in clocks.values():
             clock.remove()
