@@ -26,7 +26,16 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.codegen import emit_layer
 from ttplan.runtime.layers import TTConv2d
-from ttplan.runtime.lowering import LOWERINGS, Lowering, MatMul, _Lowering, copied_elements, lower, run_plan
+from ttplan.runtime.lowering import (
+    LOWERINGS,
+    Lowering,
+    MatMul,
+    _Lowering,
+    copied_elements,
+    default_lowering,
+    lower,
+    run_plan,
+)
 
 
 @pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.label)
@@ -133,3 +142,34 @@ def test_a_program_copies_the_map_only_where_copied_elements_says_and_nhwc_stays
             if lowering.channels_last:
                 assert out.is_contiguous(memory_format=torch.channels_last)
     assert copy_free >= 5
+
+
+def test_partial_mixings_of_an_nhwc_map_run_as_1x1_convs_on_its_channels_last_view():
+    """A mixing that sums the last modes of an NHWC map and keeps the others open (ResNet-18's default hodec plans
+    sum i3 first) is a 1x1 conv on the channels-last view [B, K, H, W·G]: no mm, no copy, the planned FLOPs."""
+    spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=6)
+    fmt = make_format("hodec", spec, in_modes=[2, 2, 4], out_modes=[2, 2, 4], ranks=[1, 2, 4, 8, 8, 4, 2, 1])
+    plan = optimize(build_network(spec, fmt, 2), fold_weights=True)
+    first = plan.steps[0]
+    assert first.kind == "feature" and {"i3"} <= set(plan.network.tensors[first.right].indices), plan.pairs
+    layer = TTConv2d(spec, fmt, plan, fold_weights=True, lowering=Lowering("conv", True)).double().eval()
+    mixings = [ins for ins in layer.program.feature if isinstance(ins, MatMul)]
+    assert mixings and all(ins.conv1x1 and ins.nhwc for ins in mixings)
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(x, layer.to_dense(), padding=1)
+        layer(x)  # fold first
+        with _Ops() as seen, FlopCounterMode(display=False) as counter:
+            out = layer(x)
+    assert_close(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert counter.get_total_flops() == plan.flops
+    assert not [op for op in seen.ops if op.startswith(("aten.mm", "aten.bmm"))]
+    copies = [op for op in seen.ops if op.startswith(("aten.clone", "aten.copy_", "aten._to_copy"))]
+    assert bool(copies) == (copied_elements(layer.program) > 0)
+
+
+def test_channels_last_maps_mix_by_1x1_conv_unless_measured_otherwise():
+    assert default_lowering(channels_last=True) == Lowering("conv", True)
+    assert default_lowering() == Lowering()
+    assert default_lowering(fused=True) == Lowering(fused=True)

@@ -75,12 +75,15 @@ class ArchLayer:
 
     @property
     def lowering(self) -> dict:
-        """How the layer's steps run (`mix`, `channels_last`, `fused`): autotune's choice, else bmm on the model's
-        maps, as one fused kernel call where the plan chose that."""
+        """How the layer's steps run (`mix`, `channels_last`, `fused`): autotune's choice, else the default lowering
+        of the model's maps (`default_lowering`), as one fused kernel call where the plan chose that."""
         if self.tuned is not None and not self.tuned["best"]["dense"]:
             best = self.tuned["best"]
             return {"mix": best["mix"], "channels_last": best["channels_last"], "fused": best.get("fused", False)}
-        return {"mix": "bmm", "channels_last": self.channels_last, "fused": bool(self.plan and self.plan.fused)}
+        from ttplan.runtime.lowering import default_lowering  # the runtime owns how steps run
+
+        lowering = default_lowering(self.channels_last, bool(self.plan and self.plan.fused))
+        return {"mix": lowering.mix, "channels_last": lowering.channels_last, "fused": lowering.fused}
 
     @property
     def decomposed(self) -> bool:

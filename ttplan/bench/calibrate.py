@@ -6,8 +6,8 @@ instructions (its reshapes and its one `mm`/`bmm`/`conv2d`) are timed alone; the
 geometry is timed too. The check times whole layers the fit never saw (the 3x3 convs of ResNet-56 and
 ResNet-18 in the hodec format) and compares them with the prediction. Timings are medians over
 repeats in `torch.no_grad()`, float32. With `channels_last` every input is channels-last and every plan
-is lowered to NHWC maps (`Lowering(channels_last=True)`), the dense conv too runs channels-last: the
-profile of a model run in `torch.channels_last`.
+is lowered to NHWC maps (`default_lowering(channels_last=True)`: 1x1-conv mixings), the dense conv too runs
+channels-last: the profile of a model run in `torch.channels_last`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.runtime.lowering import INPUT, Lowering, Program, by_step, execute, lower
+from ttplan.runtime.lowering import INPUT, Program, by_step, default_lowering, execute, lower
 
 #: (channels in, channels out, input size, stride) of the fitting grid; batch per resolution keeps each op short
 FIT_GEOMETRIES = ((24, 24, 32, 1), (48, 48, 16, 1), (24, 48, 32, 2), (96, 96, 8, 1), (48, 96, 16, 2),
@@ -131,7 +131,7 @@ def time_layer(plan: ContractionPlan, device: torch.device, budget_s: float, cha
 
     net = plan.network
     layer = TTConv2d(net.spec, net.fmt, plan, plan.fold_weights, device=device,
-                     lowering=Lowering(channels_last=channels_last, fused=fused)).eval()
+                     lowering=default_lowering(channels_last, fused)).eval()
     h, w = net.spec.input_size
     x = _input(channels_last, net.batch, net.spec.in_channels, h, w, device)
     return median_us(lambda: (layer(x), _sync(device)), budget_s)
@@ -214,7 +214,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
         torch.set_num_threads(threads)
     start = time.perf_counter()
     plans = list(fit_plans())
-    lowering = Lowering(channels_last=channels_last)
+    lowering = default_lowering(channels_last)
     programs = [lower(plan, lowering) for plan, _ in plans]  # lowered once, timed every round
     dense_keys = list(dict.fromkeys([(plan.network.spec, batch) for plan, batch in plans] + list(dense_grid())))
     fusable = list(fused_plans()) if fused_kernel_available(dev, channels_last) else []

@@ -101,9 +101,9 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     fmt = format_from_options(spec, opts)
     profile = profile_from_options(opts["profile_path"], opts["channels_last"])
     plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
-    from ttplan.runtime.lowering import Lowering
+    from ttplan.runtime.lowering import Lowering, default_lowering
 
-    lowering, note = Lowering(channels_last=opts["channels_last"]), ""
+    lowering, note = default_lowering(opts["channels_last"]), ""
     if scheme == "best" and opts["objective"] == "latency" and opts["autotune"] is None and _fuse(opts):
         from ttplan.core.layer import fused_choice
         from ttplan.core.network import build_network

@@ -73,6 +73,15 @@ class Lowering:
         return self.mix + ("+nhwc" if self.channels_last else "") + ("+fused" if self.fused else "")
 
 
+def default_lowering(channels_last: bool = False, fused: bool = False) -> Lowering:
+    """The lowering a layer runs unless autotune measured another: bmm mixings on NCHW maps (or the fused kernel),
+    1x1-conv mixings on NHWC maps. On NHWC maps a mixing sums the last indices of every pixel, thin products (K and
+    N of 2-8 per pixel group in ResNet-18's default plans) that `mm` runs far below oneDNN's 1x1 conv on the
+    channels-last view; the conv measured faster on every ResNet-18 and ResNet-56 layer of the development machine
+    (docs/latency.md)."""
+    return Lowering("conv" if channels_last else "bmm", channels_last, fused)
+
+
 #: every lowering, for autotuning: each mix on NCHW and NHWC maps, and the fused kernel (NCHW)
 LOWERINGS = (*(Lowering(mix, last) for mix in MIXES for last in (False, True)), Lowering(fused=True))
 #: the lowerings of each memory format: NCHW maps, or channels-last (NHWC) maps from input to output
@@ -310,13 +319,16 @@ class _Lowering:
             a2, w2, wsink = "t", f"w{number}", self.weight
         else:
             (a2, w2), wsink = ("lhs", "rhs") if not q else ("rhs", "lhs"), sink
-        nhwc_mix = self.nhwc and p == ("b", "s") and not q  # a channel mixing of an NHWC map
+        # a channel mixing of an NHWC map (b, pre…, s, g…, k…): in memory that is a channels-last [B·pre, K, H, W·G]
+        # whose channels are the summed indices, so a partial mixing (g… kept open) is a 1x1 conv on that view too
+        nhwc_mix = self.nhwc and not q and p[:1] == ("b",) and "s" in p
         if feature and self.lowering.mix == "conv" and (nhwc_mix or (p == ("b",) and q == ("s",))):  # a 1x1 conv
             layout = (*p, *w_only, *q)
             wsink.append(Reshape(number, w2, w, lw, _perm(lw, (*w_only, *k)), (w_only, k, (), ()), contiguous=True))
-            if nhwc_mix:  # on the channels-last view [B, K, H, W] of (b, s, k…), its result kept as (b, s, n…)
-                sink.append(Reshape(number, a2, a, self.layouts[a], perm, (("b",), ("h",), ("w",), k),
-                                    after=(0, 3, 1, 2)))
+            if nhwc_mix:  # on the channels-last view [B·pre, K, H, W·G], its result kept as (b, pre…, s, g…, n…)
+                at = p.index("s")
+                view = (p[:at], ("h",), ("w", *p[at + 1:]), k)
+                sink.append(Reshape(number, a2, a, self.layouts[a], perm, view, after=(0, 3, 1, 2)))
             else:  # on [B, K, H, W]
                 sink.append(Reshape(number, a2, a, self.layouts[a], perm, (p, k, ("h",), ("w",))))
             sink.append(MatMul(number, out, w2, a2, layout, batch=("b",), conv1x1=True, nhwc=nhwc_mix))
