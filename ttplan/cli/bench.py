@@ -1,4 +1,5 @@
-"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`, `formats`, `model`)."""
+"""`ttplan bench`: benchmarks that write Markdown reports under reports/ (`latency`, `planner`, `formats`, `model`,
+`lowerings`)."""
 
 from __future__ import annotations
 
@@ -179,3 +180,43 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
                       if result.processes else ""), err=True)
     text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
     emit_text(text, out)
+
+
+@bench.command("lowerings")
+@click.argument("arch")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Batch size.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (torch.set_num_threads); default: torch's.")
+@click.option("--rounds", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Interleaved rounds; medians are reported.")
+@malloc_option
+@out_option("Markdown report.", default="reports/lowerings.md")
+@click.option("--append", is_flag=True, help="Add this run below an existing report instead of replacing it.")
+def lowerings(arch: str, config_path: str | None, batch: int, threads: int | None, rounds: int, malloc: str, out,
+              append: bool) -> None:
+    """Time each distinct TT layer of ARCH in every lowering (NCHW/NHWC, bmm/1x1-conv mixings, fused) and the dense
+    conv in both memory formats: which way of running the steps is fastest on this machine."""
+    import torch
+
+    from ttplan.bench.lowerings import layer_groups, render_report, render_section, run_lowerings
+    from ttplan.bench.model import machine
+    from ttplan.runtime.allocator import set_malloc
+
+    if append and not out.is_file():
+        raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
+    groups = layer_groups(arch, batch, config_path)
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    set_malloc(malloc)
+    with click.progressbar(length=len(groups), label=f"timing {len(groups)} layers") as bar:
+        rows = run_lowerings(groups, batch, rounds, progress=bar.update)
+    command = (f"ttplan bench lowerings {arch}" + (f" --config {config_path}" if config_path else "")
+               + f" --batch {batch} --threads {threads} --rounds {rounds}"
+               + (f" --malloc {malloc}" if malloc != "default" else ""))
+    section = render_section(rows, arch, batch, threads, rounds, command + (" --append" if append else ""))
+    text = out.read_text().rstrip("\n") + "\n\n" + section if append else render_report([section], machine())
+    emit_text(text, out)
+    click.echo(section.strip().splitlines()[-2])
+    click.echo(section.strip().splitlines()[-1])
