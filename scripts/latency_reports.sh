@@ -11,7 +11,9 @@
 #      and, all threads, both models channels-last (`--channels-last`, TT layers autotuned on NHWC maps against a
 #      profile calibrated channels-last), with glibc's defaults and retaining freed memory; resnet56 batch 32
 #      again with --no-fuse (stock ops only), to show what the fused kernel adds
-#   3. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
+#   3. every lowering of each distinct TT layer (`ttplan bench lowerings`: resnet18 batch 8, resnet56 batch 32, all
+#      threads and one) -> reports/lowerings.md
+#   4. single layers (`ttplan bench latency`, with the layer3.0.conv1 check) -> reports/latency.md
 # For tensorly-torch's columns in reports/latency.md install the extra first: pip install -e ".[tltorch]".
 # Run it on a quiet machine: timings taken under load say little. QUICK=1 cuts the rounds for a smoke run;
 # KEEP_PROFILES=1 skips steps 1's calibrations and checks and times against the committed profiles (after a
@@ -27,7 +29,7 @@ BUDGET="${BUDGET:-0.015}"       # seconds of repeats per timed op while calibrat
 if [ "${QUICK:-0}" = "1" ]; then ROUNDS=2; BIG_ROUNDS=1; BUDGET=0.003; fi
 START=$(date +%s)
 STEP=0
-TOTAL=10
+TOTAL=11
 step() { STEP=$((STEP + 1)); echo "[$STEP/$TOTAL, $(( $(date +%s) - START )) s] $*" >&2; }
 load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 echo "load average now: $load (timings are only meaningful on an idle machine)" >&2
@@ -134,11 +136,22 @@ for threads in "$ALL" 1; do
 done
 mv reports/latency_models.md.tmp reports/latency_models.md
 
+step "every lowering of each distinct TT layer: resnet18 batch 8, resnet56 batch 32, all threads and one"
+"$PYTHON" -m ttplan bench lowerings resnet18 --batch 8 --threads "$ALL" --rounds "$ROUNDS" \
+    --out reports/lowerings.md.tmp
+for spec in "resnet56 32 $ALL" "resnet18 8 1" "resnet56 32 1"; do
+    set -- $spec
+    "$PYTHON" -m ttplan bench lowerings "$1" --batch "$2" --threads "$3" --rounds "$ROUNDS" \
+        --out reports/lowerings.md.tmp --append
+done
+mv reports/lowerings.md.tmp reports/lowerings.md
+
 step "single layers: ResNet-18's 3x3 convs at batch 1 and 32, one thread"
 "$PYTHON" -m ttplan bench latency --threads 1 --repeats "$BIG_ROUNDS"
 step "the layer3.0.conv1 check at batch 32, all threads, with glibc's defaults and retaining freed memory"
 "$PYTHON" -m ttplan bench latency --threads "$ALL" --repeats "$ROUNDS" --batch 32 --layers layer3.0.conv1 --append
 "$PYTHON" -m ttplan bench latency --threads "$ALL" --repeats "$ROUNDS" --batch 32 --layers layer3.0.conv1 --append \
     --malloc retain
-echo "done in $(( $(date +%s) - START )) s: reports/latency_model_check.md, reports/latency_models.md, reports/latency.md," \
+echo "done in $(( $(date +%s) - START )) s: reports/latency_model_check.md, reports/latency_models.md, reports/lowerings.md," \
+     "reports/latency.md," \
      "reports/profiles/, ttplan/core/default_profile.json" >&2
