@@ -167,6 +167,16 @@ def test_partial_mixings_of_an_nhwc_map_run_as_1x1_convs_on_its_channels_last_vi
     assert not [op for op in seen.ops if op.startswith(("aten.mm", "aten.bmm"))]
     copies = [op for op in seen.ops if op.startswith(("aten.clone", "aten.copy_", "aten._to_copy"))]
     assert bool(copies) == (copied_elements(layer.program) > 0)
+    # the generated code runs the same view: equal, channels-last, the planned FLOPs
+    generated = load_source(emit_layer(plan, "Layer", Lowering("conv", True)))["Layer"]().double().eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(x, generated.to_dense(), padding=1)
+        generated(x)
+        with FlopCounterMode(display=False) as counter:
+            out = generated(x)
+    assert_close(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert counter.get_total_flops() == plan.flops
 
 
 def test_channels_last_maps_mix_by_1x1_conv_unless_measured_otherwise():
