@@ -270,6 +270,10 @@ class ArchPlan:
                 raise TTPlanError(f"layer {layer.name}: {error}; use best, published or dense") from None
         return out
 
+    def lowerings(self) -> dict[str, dict]:
+        """How each decomposed layer's steps run (`ArchLayer.lowering`), by name: what the TT model is built with."""
+        return {layer.name: layer.lowering for layer in self.layers if layer.decomposed}
+
     def specs(self) -> dict[str, ConvSpec]:
         """Each layer's geometry by name."""
         return {layer.name: layer.spec for layer in self.layers}

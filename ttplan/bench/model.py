@@ -146,7 +146,7 @@ def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -
     if not layers:
         model = copy.deepcopy(dense).eval()
         return model.to(memory_format=torch.channels_last) if plan.channels_last else model
-    lowerings = {layer.name: Lowering(**layer.lowering) for layer in layers}
+    lowerings = {name: Lowering(**lowering) for name, lowering in plan.lowerings().items()}
     if runtime == "emitted":
         from ttplan.runtime.codegen import emit_model
 
@@ -326,7 +326,7 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     say(f"timing end to end, {rounds} rounds")
     dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)
     say(f"timing each model's modules in place, {rounds} rounds")
-    replaced = {layer.name for layer in run.plan.layers if layer.decomposed}
+    replaced = set(run.plan.lowerings())
     breakdown = time_breakdown(run.dense, run.tt, run.x, replaced, rounds, run.sync)
     compiled = []
     if compile:

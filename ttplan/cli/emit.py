@@ -160,5 +160,5 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
-    lowerings = {layer.name: Lowering(**layer.lowering) for layer in planned.layers if layer.decomposed}
+    lowerings = {name: Lowering(**lowering) for name, lowering in planned.lowerings().items()}
     return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary
