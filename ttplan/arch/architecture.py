@@ -8,7 +8,7 @@ every other layer dense, so `1 - tt/baseline` is the model-level reduction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -82,8 +82,7 @@ class ArchLayer:
             return {"mix": best["mix"], "channels_last": best["channels_last"], "fused": best.get("fused", False)}
         from ttplan.runtime.lowering import default_lowering  # the runtime owns how steps run
 
-        lowering = default_lowering(self.channels_last, bool(self.plan and self.plan.fused))
-        return {"mix": lowering.mix, "channels_last": lowering.channels_last, "fused": lowering.fused}
+        return asdict(default_lowering(self.channels_last, bool(self.plan and self.plan.fused)))
 
     @property
     def decomposed(self) -> bool:

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ttplan.arch.architecture import plan_architecture
+from ttplan.bench.latency import LayerGroup as GeometryGroup
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.fusion import fused_form
-from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
@@ -34,17 +34,12 @@ BLOCK_MS = 5.0
 
 
 @dataclass(frozen=True)
-class LayerGroup:
-    """Decomposed layers sharing a geometry and format (they run the same), named in trace order."""
+class LayerGroup(GeometryGroup):
+    """Decomposed layers sharing a geometry and format (they run the same), named in trace order, with the order
+    they run."""
 
-    names: tuple[str, ...]
-    spec: ConvSpec
     fmt: TTFormat
     plan: ContractionPlan
-
-    @property
-    def label(self) -> str:
-        return self.names[0] if len(self.names) == 1 else f"{self.names[0]} (+{len(self.names) - 1})"
 
 
 @dataclass(frozen=True)
@@ -56,11 +51,15 @@ class LoweringRow:
     ms: dict[str, float | None]
     same: dict[str, str]
 
+    def timed(self, channels_last: bool, stock: bool = False) -> dict[str, float]:
+        """Median ms of the lowerings timed on maps of that memory format (of lowerings with the same program, the
+        first); `stock`: without the fused kernel."""
+        return {low.label: self.ms[low.label] for low in LOWERINGS if low.channels_last == channels_last
+                and self.ms[low.label] is not None and low.label not in self.same and not (stock and low.fused)}
+
     def fastest(self, channels_last: bool) -> str:
-        """The label of the fastest lowering on maps of that memory format (of lowerings with the same program, the
-        first)."""
-        timed = {low.label: self.ms[low.label] for low in LOWERINGS if low.channels_last == channels_last
-                 and self.ms[low.label] is not None and low.label not in self.same}
+        """The label of the fastest lowering on maps of that memory format."""
+        timed = self.timed(channels_last)
         return min(timed, key=timed.__getitem__)
 
 
@@ -157,9 +156,8 @@ def render_section(rows: list[LoweringRow], arch: str, batch: int, threads: int,
     lines.append("")
     for last, words in ((False, "NCHW"), (True, "NHWC")):
         default = default_lowering(last).label
-        wins = sum(row.ms[default] is not None and row.ms[default] <= min(
-            row.ms[low.label] for low in LOWERINGS if low.channels_last == last and not low.fused
-            and row.ms[low.label] is not None) for row in rows)
+        wins = sum(row.ms[default] is not None and row.ms[default] <= min(row.timed(last, stock=True).values())
+                   for row in rows)
         lines.append(f"- {words} maps: the default lowering ({default}) was the fastest stock lowering in {wins} of "
                      f"{len(rows)} layers.")
     return "\n".join(lines) + "\n"
