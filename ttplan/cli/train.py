@@ -12,7 +12,7 @@ from ttplan.cli.main import Interrupted
 from ttplan.cli.options import arch_option, device_options, policy_from_options, policy_options
 from ttplan.errors import TTPlanError
 from ttplan.training.config import BASELINES, DEVICES, TrainConfig
-from ttplan.training.datasets import DATASETS, EVAL_SPLITS, FASHION_DIR
+from ttplan.training.datasets import DATASETS, EVAL_SPLITS, FASHION_DIR, dataset_key
 from ttplan.training.run_folder import CHECKPOINT
 
 #: the policy options, spelled as `ttplan plan` spells them
@@ -27,7 +27,8 @@ Examples:
   ttplan train --arch resnet20 --dataset digits --config ranks.json \\
       --pretrain-epochs 10 --admm-epochs 20 --finetune-epochs 10 --rho 1e-3 --out runs/r20
   ttplan train --arch resnet20 --admm-epochs 20 --out runs/r20_policy    # no config: ttplan plan's policy
-  ttplan train --arch resnet32 --dataset fashion-mnist --config ranks.json --rho 1 --out runs/fm
+  ttplan train --arch resnet32 --dataset fashion-mnist --config ranks.json --out runs/fm
+  ttplan train --arch mynet:build --dataset mydata:load --init mynet.pt --config budget.json --out runs/mine
   ttplan train --resume runs/r20                  # continue, exactly as recorded (from any directory)
   ttplan train --resume runs/r20 --lr 0.01        # a deliberate change, recorded in metrics.json
   torchrun --nproc_per_node 2 -m ttplan train ...      # data-parallel (gloo on CPU, nccl on GPU)
@@ -45,9 +46,12 @@ def _click_progress(label: str, length: int):
 
 @click.command("train", epilog=EXAMPLE)
 @arch_option("resnet20")
-@click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True,
-              help="digits: scikit-learn's bundled 8x8 digits; fashion-mnist: the idx files of Debian's "
-                   "dataset-fashion-mnist (or --data-dir); cifar10: python batches in --data-dir.")
+@click.option("--dataset", default=DATASETS[0], show_default=True, callback=lambda _c, _p, v: _dataset(v),
+              help="digits: scikit-learn's bundled 8x8 digits, normalised by the training split's mean and std; "
+                   "fashion-mnist: the idx files of Debian's dataset-fashion-mnist (or --data-dir), normalised by "
+                   "the training images' mean and std; cifar10: python batches in --data-dir, normalised per "
+                   "channel by the training set's mean and std; or module:callable returning (train, test) torch "
+                   "Datasets (or a dict with train, test and optionally validation), used as they are.")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="fashion-mnist: folder with the four idx files (.gz or plain; default "
                    f"{FASHION_DIR}); cifar10: cifar-10-batches-py or its parent.")
@@ -69,12 +73,20 @@ def _click_progress(label: str, length: int):
 @click.option("--admm-epochs", type=click.IntRange(min=0), default=20, show_default=True,
               help="ADMM epochs (with --baseline direct: the same number of dense epochs without the penalty).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--rho", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="ADMM penalty ρ.")
-@click.option("--rho-growth", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Multiply ρ by this after every ADMM epoch (1: constant).")
+@click.option("--rho", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="ADMM penalty ρ of the first ADMM epoch. Default: set from the learning rate, momentum and "
+                   "steps per epoch, growing each epoch (docs/training.md).")
+@click.option("--rho-growth", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multiply ρ by this after every ADMM epoch (default: the auto schedule's growth; 1 with --rho).")
+@click.option("--distill/--no-distill", default=None,
+              help="Fine-tune towards the dense model as it was before ADMM (knowledge distillation). "
+                   "Default: on where dense weights exist (pretraining epochs or --init).")
+@click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="Distillation temperature T.")
+@click.option("--distill-weight", type=click.FloatRange(min=0, max=1), default=0.5, show_default=True,
+              help="Weight w of the distillation term: (1 - w)·CE + w·T²·KL.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
-              help="SGD learning rate (cosine schedule within each phase).")
+              help="SGD learning rate (per batch: a short warm-up, then cosine to 0 within each phase).")
 @click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate while fine-tuning the TT model (default: --lr).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -103,18 +115,42 @@ def train_command(ctx: click.Context, out_dir: str | None, resume_dir: str | Non
     try:
         if resume_dir is not None:
             given = [name for name in opts if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-            metrics = resume(resume_dir, options=_resume_options(opts, given), progress=_click_progress)
+            metrics = resume(resume_dir, options=_resume_options(opts, given), progress=_click_progress,
+                             on_epoch_end=_epoch_line)
         else:
-            metrics = train(_config(opts), out_dir, progress=_click_progress)
+            metrics = train(_config(opts), out_dir, progress=_click_progress, on_epoch_end=_epoch_line)
     except KeyboardInterrupt:
         raise Interrupted(_where_to_resume(run_dir)) from None
     _summary(metrics, run_dir)
+
+
+def _dataset(value: str) -> str:
+    """The --dataset value in its canonical spelling, or a usage error naming what is accepted."""
+    try:
+        return dataset_key(value)
+    except TTPlanError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _config(opts: dict) -> TrainConfig:
     """The run's config from the parsed options (the policy options as `ttplan plan` reads them)."""
     fields = {FIELDS.get(name, name): value for name, value in opts.items() if name not in POLICY_OPTIONS}
     return TrainConfig(**fields, policy=policy_from_options(opts).to_dict())
+
+
+def _epoch_line(end) -> None:
+    """One line on stderr after each epoch: accuracy, and while ADMM runs ρ and the distances to the format."""
+    if not end.ctx.is_main:
+        return
+    record = end.record
+    line = f"epoch {record['epoch']} {record['phase']}: accuracy {100 * record['accuracy']:.2f}%"
+    if record.get("rho") is not None:
+        line += f", rho {record['rho']:.3g}"
+    summary = record.get("distance_summary")
+    if summary:
+        line += (f", ||W - Z||/||W|| min {summary['min']:.4f} median {summary['median']:.4f} "
+                 f"max {summary['max']:.4f}")
+    click.echo(line, err=True)
 
 
 def _where_to_resume(run_dir: Path) -> str:
@@ -148,8 +184,9 @@ def _summary(metrics: dict, run_dir: Path) -> None:
 
     lines = [f"run folder {run_dir}   {final.get('epochs')} epochs   baseline {final.get('baseline')}"]
     if "accuracy_dense" in final:
-        lines.append(f"accuracy: dense {pct(final['accuracy_dense'])}, decomposed {pct(final['accuracy_decomposed'])}"
-                     f", fine-tuned {pct(final.get('accuracy_finetuned'))}")
+        lines.append(f"accuracy: start {pct(final.get('accuracy_start'))} -> before decomposition "
+                     f"{pct(final['accuracy_dense'])} -> decomposed {pct(final['accuracy_decomposed'])} -> "
+                     f"fine-tuned {pct(final.get('accuracy_finetuned'))}")
         lines.append(f"relative approximation error ||W - W_tt||/||W||: mean {final['approximation_error_mean']:.4f},"
                      f" max {final['approximation_error_max']:.4f}")
         planned = final.get("planned", {})
@@ -158,7 +195,7 @@ def _summary(metrics: dict, run_dir: Path) -> None:
                          f"{100 * planned['macs_reduction']:.1f}% less), {planned['params']:,} params "
                          f"(dense {planned['dense_params']:,}, {100 * planned['params_reduction']:.1f}% less)")
     else:
-        lines.append(f"accuracy {pct(final.get('accuracy'))}")
+        lines.append(f"accuracy: start {pct(final.get('accuracy_start'))} -> {pct(final.get('accuracy'))}")
     click.echo("\n".join(lines))
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +12,7 @@ from ttplan.errors import TTPlanError
 from ttplan.models.cifar_resnet import resnet20, resnet32, resnet56
 from ttplan.models.resnet import resnet18, resnet34, resnet50
 from ttplan.models.vgg import vgg16
+from ttplan.user_code import load_callable, one_line
 
 
 @dataclass(frozen=True)
@@ -50,44 +48,16 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def _one_line(error: BaseException) -> str:
-    """`Type: message` squeezed onto one line."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _import_from_cwd(module_name: str) -> object:
-    """Import a module with the current directory first on the import path, as `python -m` does."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(module_name)
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
 def _load_target(target: str) -> nn.Module:
     """Import `module`, look up `callable` (dots allowed), call it with no arguments, expect an nn.Module."""
-    module_name, _, attr_path = target.partition(":")
-    if not module_name or not attr_path:
+    if ":" not in target or target.startswith(":") or target.endswith(":"):
         raise TTPlanError(f"model {target!r}: expected a preset name or 'module:callable', e.g. 'mypkg.nets:build'")
+    build = load_callable(target, "model", "mypkg.nets:build")
+    attr_path = target.partition(":")[2]
     try:
-        obj: object = _import_from_cwd(module_name)
+        model = build()
     except Exception as error:
-        raise TTPlanError(f"model {target!r}: cannot import module {module_name!r} ({_one_line(error)})") from error
-    for part in attr_path.split("."):
-        if not hasattr(obj, part):
-            raise TTPlanError(f"model {target!r}: module {module_name!r} has no attribute {attr_path!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TTPlanError(f"model {target!r}: {attr_path!r} is a {type(obj).__name__}, not a callable")
-    try:
-        model = obj()
-    except Exception as error:
-        raise TTPlanError(f"model {target!r}: calling {attr_path}() failed ({_one_line(error)})") from error
+        raise TTPlanError(f"model {target!r}: calling {attr_path}() failed ({one_line(error)})") from error
     if not isinstance(model, nn.Module):
         raise TTPlanError(
             f"model {target!r}: {attr_path}() returned a {type(model).__name__}, expected a torch.nn.Module"

@@ -181,6 +181,20 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
     return [c.reshape(shape).to(weight.dtype) for c, shape in zip(chain_cores, shapes)]
 
 
+def balance(cores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same kernel with every core at the same Frobenius norm (their geometric mean).
+
+    Every format's kernel is linear in each core, and each core appears once, so scaling the cores by factors
+    whose product is 1 leaves the kernel unchanged. TT-SVD leaves the whole scale in its last core; balanced,
+    SGD sees gradients of one size across the cores. A zero core leaves the cores as they are.
+    """
+    norms = [float(torch.linalg.vector_norm(core.detach().double())) for core in cores]
+    if not cores or min(norms) == 0.0 or not all(math.isfinite(n) for n in norms):
+        return list(cores)
+    mean = math.exp(sum(math.log(n) for n in norms) / len(norms))
+    return [core * (mean / n) for core, n in zip(cores, norms)]
+
+
 def rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec) -> torch.Tensor:
     """The dense kernel `[O, I, k_h, k_w]` (`[O, I]` for linear layers) from the cores; differentiable."""
     chain = _check_format(fmt, spec)
@@ -220,5 +234,5 @@ def project(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> torch.Tensor
     return rebuild(decompose(weight, fmt, spec), fmt, spec).reshape(weight.shape)
 
 
-__all__ = ["CP_ITERATIONS", "CP_TOLERANCE", "cp_als", "decompose", "project", "rebuild", "relative_error",
+__all__ = ["CP_ITERATIONS", "CP_TOLERANCE", "balance", "cp_als", "decompose", "project", "rebuild", "relative_error",
            "ring_svd"]

@@ -10,12 +10,17 @@ the target format and ranks, then rebuild) and `U ← U + W − Z`. Usage:
             ...
         admm.update(epoch)
 
-When ρ follows a schedule, `U` is kept as is (not rescaled by ρ_old/ρ_new), as in the ADMM compression
-literature; the formulas above are applied literally.
+When ρ changes (a schedule), the scaled dual is rescaled, `U ← U·ρ_old/ρ_new`, so the unscaled dual `ρU`, the
+force the constraint has built up, is unchanged (Boyd et al. 2011, §3.4.1). Without it a growing ρ multiplies
+that force by the growth at every step of the schedule, and the dense model is thrown off.
+
+`RhoSchedule.auto` is the default schedule of `ttplan train`: ρ needs no tuning because it is set from what
+decides its effect, the learning rate, the momentum and the number of steps in an epoch (docs/training.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +41,38 @@ class ADMMLayer:
     name: str
     fmt: TTFormat
     spec: ConvSpec
+
+
+#: the auto schedule's first ADMM epoch: the penalty alone would close 1 − exp(−START_PULL) of the gap over the epoch
+START_PULL = 0.1
+#: the auto schedule's last ADMM epoch pulls each weight towards its format by this share of the gap per SGD step
+#: (lr·ρ; heavy-ball SGD stays stable up to 2·(1 + momentum), so this is far inside)
+END_PULL = 0.1
+
+
+@dataclass(frozen=True)
+class RhoSchedule:
+    """ρ of ADMM epoch `k` (0-based): `start · growth**k`. A plain object, so runs can record it."""
+
+    start: float
+    growth: float = 1.0
+
+    def __call__(self, epoch: int) -> float:
+        return self.start * self.growth**epoch
+
+    @classmethod
+    def auto(cls, lr: float, momentum: float, steps_per_epoch: int, epochs: int) -> RhoSchedule:
+        """The default: the first epoch's penalty alone would close about 63% of the gap ‖W − Z + U‖ (its pull
+        over the epoch's steps, `steps · lr · ρ / (1 − momentum)`, is 1), and ρ grows geometrically so that the
+        last ADMM epoch pulls `END_PULL` of the gap per step, whatever the data set's size.
+        """
+        if not (lr > 0 and math.isfinite(lr)) or steps_per_epoch < 1 or epochs < 1 or not 0 <= momentum < 1:
+            raise TTPlanError(f"lr={lr!r}, momentum={momentum!r}, steps_per_epoch={steps_per_epoch!r}, "
+                              f"epochs={epochs!r}: expected a positive rate, 0 <= momentum < 1 and positive counts")
+        start = START_PULL * (1.0 - momentum) / (lr * steps_per_epoch)
+        end = max(start, END_PULL / lr)
+        growth = (end / start) ** (1.0 / (epochs - 1)) if epochs > 1 else 1.0
+        return cls(start=start if epochs > 1 else end, growth=growth)
 
 
 def _layer_names(model: nn.Module) -> list[str]:
@@ -146,7 +183,10 @@ class ADMM:
                 self.Z[name] = z
         self.epoch = self.epoch + 1 if epoch is None else int(epoch) + 1
         if self._schedule is not None:
-            self.rho = self._check_rho(self._schedule(self.epoch))
+            old, self.rho = self.rho, self._check_rho(self._schedule(self.epoch))
+            if self.rho != old:
+                for name in self.layers:
+                    self.U[name] = self.U[name] * (old / self.rho)
 
     def distances(self) -> dict[str, float]:
         """Relative distance ‖W − Z‖/‖W‖ per layer: how far each weight still is from its format."""
@@ -200,4 +240,4 @@ class ADMM:
         self.epoch = int(state["epoch"])
 
 
-__all__ = ["ADMM", "ADMMLayer"]
+__all__ = ["ADMM", "ADMMLayer", "RhoSchedule"]

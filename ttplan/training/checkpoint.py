@@ -23,8 +23,8 @@ from ttplan.errors import TTPlanError
 from ttplan.files import atomic_torch_save, atomic_write_text
 
 KIND = "ttplan-checkpoint"
-VERSION = 2
-#: keys every training checkpoint holds (version 2)
+VERSION = 3
+#: keys every training checkpoint holds (version 3: per-batch schedules, the start accuracy, the teacher)
 REQUIRED = ("version", "config", "epoch", "stage", "model", "optimizer", "scheduler", "rng", "epochs", "formats")
 #: keys the fine-tuned TT model file holds
 TT_MODEL_KEYS = ("model", "formats", "arch", "input_size")
@@ -88,6 +88,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if missing or not _is_state_dict(data["model"]) or not isinstance(data["config"], dict):
         raise TTPlanError(f"checkpoint {str(path)!r} is not a complete ttplan checkpoint (missing or malformed: "
                           f"{', '.join(missing) or 'model/config'})")
+    if data["version"] == 2:
+        raise TTPlanError(f"checkpoint {str(path)!r} was written by ttplan 0.2, whose schedules stepped once per "
+                          "epoch; it cannot continue exactly here: finish it with ttplan 0.2, or start a new run "
+                          "from its dense weights with --init (the run folder's dense.pt)")
     if data["version"] != VERSION:
         raise TTPlanError(f"checkpoint {str(path)!r} has version {data['version']!r}; this ttplan reads {VERSION}")
     return data

@@ -25,7 +25,11 @@ class TrainConfig:
     """Everything that determines a run's result (saved in metrics.json and in every checkpoint).
 
     `lr` drives the dense segments (pretrain and ADMM/dense), `finetune_lr` (default: `lr`) the TT model.
-    ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant).
+    ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant); `rho` None is the
+    auto schedule (`ttplan.training.admm.RhoSchedule.auto`), `rho_growth` None its growth (or 1.0 with a given ρ).
+    `distill` (None: on where dense weights exist, i.e. with pretraining or `init`) fine-tunes the TT model
+    towards the dense model as it was before ADMM: `(1 − w)·CE + w·T²·KL(teacher ‖ student)` at temperature
+    `distill_temperature` T and weight `distill_weight` w.
     `batch_size` is the global batch: under torchrun each of N processes takes `batch_size / N`.
     `max_batches` caps the batches per epoch, for training and evaluation (quick tests).
     `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
@@ -44,8 +48,8 @@ class TrainConfig:
     pretrain_epochs: int = 10
     admm_epochs: int = 20
     finetune_epochs: int = 10
-    rho: float = 1e-3
-    rho_growth: float = 1.0
+    rho: float | None = None
+    rho_growth: float | None = None
     lr: float = 0.05
     finetune_lr: float | None = None
     momentum: float = 0.9
@@ -62,6 +66,9 @@ class TrainConfig:
     eval_split: str = "test"
     policy: dict[str, Any] | None = None
     threads: int | None = None
+    distill: bool | None = None
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5
 
     def validate(self) -> None:
         """One-line errors for values no run could use."""
@@ -82,10 +89,18 @@ class TrainConfig:
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                          or self.threads < 1):
             raise TTPlanError(f"threads={self.threads!r}: expected a positive int or None")
-        for name in ("rho", "lr", "rho_growth"):
+        for name in ("rho", "lr", "rho_growth", "distill_temperature"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise TTPlanError(f"{name}={value!r}: expected a positive number")
+            if value is None and name in ("rho", "rho_growth"):
+                continue
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value > 0):
+                raise TTPlanError(f"{name}={value!r}: expected a positive number"
+                                  + (" (or None: the auto schedule)" if name.startswith("rho") else ""))
+        if not (isinstance(self.distill_weight, (int, float)) and 0 <= self.distill_weight <= 1):
+            raise TTPlanError(f"distill_weight={self.distill_weight!r}: expected a number in [0, 1]")
+        if self.distill not in (None, True, False):
+            raise TTPlanError(f"distill={self.distill!r}: expected true, false or None (on where dense weights exist)")
         if self.finetune_lr is not None and not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
             raise TTPlanError(f"finetune_lr={self.finetune_lr!r}: expected a positive number or None")
         if not (0 <= self.momentum < 1) or self.weight_decay < 0:
@@ -116,6 +131,13 @@ class TrainConfig:
     def decomposes(self) -> bool:
         """Whether the run ends in TT layers: a config is given, or it has ADMM or fine-tuning epochs."""
         return self.config is not None or bool(self.admm_epochs or self.finetune_epochs)
+
+    @property
+    def distills(self) -> bool:
+        """Whether fine-tuning distils from the dense model: as asked, else where dense weights exist."""
+        if self.distill is not None:
+            return bool(self.distill) and self.distill_weight > 0
+        return self.decomposes and (self.pretrain_epochs > 0 or self.init is not None) and self.distill_weight > 0
 
     @property
     def total_epochs(self) -> int:

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ttplan.errors import TTPlanError
 from ttplan.training.augment import Augmented
-from ttplan.training.datasets import EVAL_SPLITS, FASHION_DIR, dataset_key
+from ttplan.training.datasets import EVAL_SPLITS, FASHION_DIR, dataset_key, is_user_dataset
 from ttplan.training.idx import read_idx
+from ttplan.user_code import load_callable, one_line
 
 #: the fixed validation split: this many training images (at most a tenth of them), drawn with this seed
 VALIDATION_SIZE = 5000
@@ -174,7 +175,10 @@ def load_fashion_mnist(path: str | Path | None = None, image_size: int = 28) -> 
                           f"({FASHION_INSTALL}) or give --data-dir a folder with the four idx files")
     parts = {split: _fashion_split(folder, split) for split in FASHION_FILES}
     train_x = torch.from_numpy(parts["train"][0]).to(torch.float32).div_(255.0).unsqueeze(1)
-    mean, std = float(train_x.mean()), float(train_x.std())
+    mean, std = (float(train_x.mean()), float(train_x.std())) if train_x.numel() else (0.0, 1.0)
+    if len(train_x) > 1 and not std > 0:
+        raise TTPlanError(f"Fashion-MNIST training images in {str(folder)!r} are all the same value ({mean:.3g}): "
+                          "they cannot be normalised (std 0); check the idx files")
 
     def images(raw: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(raw).to(torch.float32).div_(255.0).unsqueeze(1)
@@ -191,8 +195,74 @@ def split_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return order[:size], order[size:]
 
 
-def _take(dataset: TensorDataset, index: torch.Tensor) -> TensorDataset:
-    return TensorDataset(*(t[index] for t in dataset.tensors))
+def _take(dataset: Dataset, index: torch.Tensor) -> Dataset:
+    """The items at `index`: a smaller TensorDataset for a TensorDataset, else a `Subset`."""
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[index] for t in dataset.tensors))
+    return Subset(dataset, index.tolist())
+
+
+def load_user_dataset(target: str) -> tuple[Dataset, Dataset, Dataset | None]:
+    """`(train, test, validation or None)` from a user's `module:callable` returning `(train, test)` or a dict with
+    `train`, `test` and optionally `validation`; each a map-style torch Dataset of `(image [C, H, W], label)`.
+
+    ttplan neither normalises nor augments them: the user's datasets do whatever their own training does.
+    """
+    load = load_callable(target, "dataset", "mydata:load")
+    try:
+        value = load()
+    except Exception as error:
+        raise TTPlanError(f"dataset {target!r}: calling it failed ({one_line(error)})") from error
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"train", "test", "validation"})
+        if unknown or "train" not in value or "test" not in value:
+            raise TTPlanError(f"dataset {target!r} returned a dict with keys {sorted(value)}: expected 'train', "
+                              "'test' and optionally 'validation'")
+        parts = (value["train"], value["test"], value.get("validation"))
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        parts = (value[0], value[1], None)
+    else:
+        raise TTPlanError(f"dataset {target!r} returned a {type(value).__name__}: expected (train, test) datasets "
+                          "or a dict with 'train', 'test' and optionally 'validation'")
+    for role, part in zip(("train", "test", "validation"), parts):
+        if part is not None:
+            _check_items(target, role, part)
+    return parts
+
+
+def _check_items(target: str, role: str, dataset: object) -> None:
+    """A map-style dataset whose first item is `(float image [C, H, W], integer label)`, or one line saying not."""
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TTPlanError(f"dataset {target!r}: its {role} set is a {type(dataset).__name__}, expected a map-style "
+                          "torch Dataset (with __len__ and __getitem__)")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return  # said by the caller, the same for every source
+    item = dataset[0]  # type: ignore[index]
+    ok = isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], torch.Tensor)
+    if ok:
+        image, label = item
+        ok = image.dim() == 3 and image.is_floating_point() and (
+            isinstance(label, int) or (isinstance(label, torch.Tensor) and label.numel() == 1
+                                       and not label.is_floating_point()))
+    if not ok:
+        raise TTPlanError(f"dataset {target!r}: the first item of its {role} set is {_describe(item)}; expected "
+                          "(a float tensor [C, H, W], an integer class label)")
+
+
+def _describe(item: object) -> str:
+    if isinstance(item, (tuple, list)):
+        inner = ", ".join(f"tensor {list(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor)
+                          else type(x).__name__ for x in item)
+        return f"({inner})"
+    return f"a {type(item).__name__}"
+
+
+def _check_not_empty(name: str, train: Dataset, evaluation: Dataset, eval_split: str) -> None:
+    """A data set with no training or no evaluation images is one line, before any model is built."""
+    if len(train) == 0:  # type: ignore[arg-type]
+        raise TTPlanError(f"dataset {name!r} has no training images: expected at least one")
+    if len(evaluation) == 0:  # type: ignore[arg-type]
+        raise TTPlanError(f"dataset {name!r} has no {eval_split} images to evaluate on: expected at least one")
 
 
 def default_image_size(name: str) -> int:
@@ -212,14 +282,17 @@ def load_dataset(name: str, path: str | Path | None, image_size: int | None = No
     fashion-mnist and cifar10 (digits have no augmentation: a flipped digit is another symbol).
     """
     key = dataset_key(name)
-    size = default_image_size(key) if image_size is None else _check_size("image_size", image_size)
     if eval_split not in EVAL_SPLITS:
         raise TTPlanError(f"eval_split={eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
+    if is_user_dataset(key):
+        return _user_splits(key, train_subset, eval_split)
+    size = default_image_size(key) if image_size is None else _check_size("image_size", image_size)
     if key == "digits":
         train, test = load_digits_dataset(image_size=size)
         black_fill = None  # digits are not augmented
     elif key == "fashion-mnist":
         train, test = load_fashion_mnist(path, image_size=size)
+        _check_not_empty(key, train, test, "test")
         black_fill = train.tensors[0].amin().reshape(1)  # the normalised value of pixel 0 (black)
     else:
         if path is None:
@@ -241,10 +314,34 @@ def load_dataset(name: str, path: str | Path | None, image_size: int | None = No
         keep = rest[:train_subset]
     if keep is not None:
         train = _take(train, torch.sort(keep).values)
+    _check_not_empty(key, train, evaluation, eval_split)
     if augment and black_fill is not None:
         return Augmented(train, black_fill), evaluation
     return train, evaluation
 
 
+def _user_splits(target: str, train_subset: int | None, eval_split: str) -> tuple[Dataset, Dataset]:
+    """A user's data set split as the built-ins are: its own validation set if it has one, else the fixed split."""
+    train, test, validation = load_user_dataset(target)
+    evaluation = test
+    rest = torch.arange(len(train))
+    if validation is None:
+        held_out, rest = split_indices(len(train))
+        if eval_split == "validation":
+            evaluation = _take(train, held_out)
+    elif eval_split == "validation":
+        evaluation = validation
+    if train_subset is not None:
+        _check_size("train_subset", train_subset)
+        if train_subset > len(rest):
+            raise TTPlanError(f"train_subset={train_subset}: only {len(rest)} training images lie outside the "
+                              f"validation split of {target}; give at most {len(rest)} (or none for all)")
+        rest = rest[:train_subset]
+    if eval_split == "validation" or train_subset is not None:
+        train = _take(train, torch.sort(rest).values)
+    _check_not_empty(target, train, evaluation, eval_split)
+    return train, evaluation
+
+
 __all__ = ["default_image_size", "load_cifar10_folder", "load_dataset", "load_digits_dataset", "load_fashion_mnist",
-           "split_indices"]
+           "load_user_dataset", "split_indices"]

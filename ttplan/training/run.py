@@ -5,7 +5,10 @@ The run is a sequence of epochs in three segments of fixed length: `pretrain_epo
 `finetune_epochs`. The baseline `direct` spends the middle segment on the same dense training without the
 ADMM penalty (same optimizer, learning rate and schedule), then decomposes those weights directly, so the two
 runs differ only in ADMM; its middle epochs are logged with phase `pretrain`. Each segment gets a fresh SGD
-optimizer with a cosine schedule over the segment.
+optimizer with a per-batch schedule over the segment (a short warm-up, then cosine; `schedule.WarmupCosine`).
+ADMM's ρ follows `RhoSchedule.auto` unless `rho` is given. The starting model is evaluated before any epoch
+(`start` in metrics.json). Fine-tuning distils from the dense model as it was before ADMM where dense weights
+exist (`TrainConfig.distills`), and the decomposed cores are balanced (`decomposition.balance`).
 
 Run folder (only rank 0 writes; every file is written to a temporary name and moved into place):
 
@@ -31,6 +34,7 @@ run's reference (its first epoch's mean, or its first batch while that epoch run
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -47,9 +51,9 @@ from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
-from ttplan.runtime.decomposition import decompose, project, relative_error
+from ttplan.runtime.decomposition import balance, decompose, project, relative_error
 from ttplan.training import distributed as D
-from ttplan.training.admm import ADMM, ADMMLayer
+from ttplan.training.admm import ADMM, ADMMLayer, RhoSchedule
 from ttplan.training.checkpoint import (
     KIND,
     VERSION,
@@ -77,6 +81,7 @@ from ttplan.training.run_folder import (
     check_new_run_dir,
     check_resume_dir,
 )
+from ttplan.training.schedule import WarmupCosine
 
 #: a batch loss above this many times the run's reference loss counts as diverged
 EXPLODED = 1e3
@@ -130,6 +135,8 @@ class _Run:
     z_divergence: float = 0.0
     changes: list[dict[str, Any]] = field(default_factory=list)
     first_batch_loss: float | None = None
+    teacher: nn.Module | None = None
+    start_accuracy: float | None = None
 
 
 # --- building the run ------------------------------------------------------------------------------------------
@@ -189,36 +196,62 @@ def _segment_length(cfg: TrainConfig, stage: str) -> int:
     return cfg.stages().count(stage)
 
 
+def _steps_per_epoch(run: _Run) -> int:
+    """Batches one epoch runs on each rank (capped by `max_batches`)."""
+    per_rank = run.cfg.batch_size // run.ctx.world_size
+    shard = math.ceil(len(run.train_set) / run.ctx.world_size)
+    steps = max(1, math.ceil(shard / per_rank))
+    return steps if run.cfg.max_batches is None else min(steps, run.cfg.max_batches)
+
+
+def rho_schedule(cfg: TrainConfig, steps_per_epoch: int) -> RhoSchedule:
+    """ρ per ADMM epoch: `rho` (and `rho_growth`, default 1) as given, else the auto schedule for this run."""
+    if cfg.rho is not None:
+        return RhoSchedule(start=float(cfg.rho), growth=float(cfg.rho_growth or 1.0))
+    auto = RhoSchedule.auto(cfg.lr, cfg.momentum, steps_per_epoch, max(1, cfg.admm_epochs))
+    return auto if cfg.rho_growth is None else RhoSchedule(start=auto.start, growth=float(cfg.rho_growth))
+
+
+def _keep_teacher(run: _Run) -> None:
+    """The dense model as it is now (before ADMM or the direct decomposition), frozen, as fine-tuning's teacher."""
+    if run.teacher is None and run.cfg.distills and run.formats:
+        run.teacher = copy.deepcopy(run.model).eval()
+        for param in run.teacher.parameters():
+            param.requires_grad_(False)
+
+
 def _enter_stage(run: _Run, stage: str) -> None:
     """Start a segment: decompose before fine-tuning, fresh optimizer and schedule, ADMM state for `admm`."""
     cfg = run.cfg
+    if stage != "pretrain":
+        _keep_teacher(run)
     if stage == "finetune" and run.decomposition is None:
         _decompose(run)
     run.stage = stage
     run.optimizer = torch.optim.SGD(run.model.parameters(), lr=_stage_lr(cfg, stage), momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
-    run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=_segment_length(cfg, stage))
+    steps = _steps_per_epoch(run)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, WarmupCosine.for_segment(_segment_length(cfg, stage), steps))
     run.admm = None
     if stage == "admm":
         layers = [ADMMLayer(name, fmt, run.specs[name]) for name, fmt in run.formats.items()]
-        rho, growth = cfg.rho, cfg.rho_growth
-        run.admm = ADMM(run.model, layers, rho=rho if growth == 1.0 else (lambda k: rho * growth**k))
+        run.admm = ADMM(run.model, layers, rho=rho_schedule(cfg, steps))
     run.ddp = D.wrap_model(run.model, run.ctx)
 
 
 def _reschedule(run: _Run) -> None:
-    """After a resume that changed the learning rate or the segment's length: the cosine schedule of the new
-    settings, at the epoch the run is at (the rate of the remaining epochs follows the new schedule)."""
+    """After a resume that changed the learning rate or the segment's length: the schedule of the new settings,
+    at the step the run is at (the rate of the remaining steps follows the new schedule)."""
     assert run.scheduler is not None and run.stage is not None
     base = _stage_lr(run.cfg, run.stage)
-    t_max = max(1, _segment_length(run.cfg, run.stage))
-    run.scheduler.T_max = t_max
+    schedule = WarmupCosine.for_segment(_segment_length(run.cfg, run.stage), _steps_per_epoch(run))
+    run.scheduler.lr_lambdas = [schedule for _ in run.scheduler.lr_lambdas]
     run.scheduler.base_lrs = [base for _ in run.scheduler.base_lrs]
     at = run.scheduler.last_epoch
-    eta = run.scheduler.eta_min
     for group in run.optimizer.param_groups:  # type: ignore[union-attr]
         group["initial_lr"] = base
-        group["lr"] = eta + (base - eta) * (1 + math.cos(math.pi * min(at, t_max) / t_max)) / 2
+        group["lr"] = base * schedule(at)
 
 
 # --- one epoch -------------------------------------------------------------------------------------------------
@@ -279,8 +312,11 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
             if b >= length:
                 break
             x, y = x.to(run.ctx.device), y.to(run.ctx.device)
-            task = nn.functional.cross_entropy(run.ddp(x), y)
+            logits = run.ddp(x)
+            task = nn.functional.cross_entropy(logits, y)
             loss = task + run.admm.penalty() if run.admm is not None else task
+            if run.stage == "finetune" and run.teacher is not None:
+                loss = _distilled(run, logits, task, x)
             value, ce = float(loss.detach()), float(task.detach())
             if D.any_across(not math.isfinite(value), run.ctx):
                 raise _diverged(run, epoch, b, f"loss became {value}")
@@ -293,15 +329,26 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
+            run.scheduler.step()
             total += ce * len(y)
             count += len(y)
             bar.update(1)
-    run.scheduler.step()
     total, count = D.sum_across([total, count], run.ctx)
     finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
     if D.any_across(not finite, run.ctx):
         raise _diverged(run, epoch, None, "the weights became non-finite")
     return total / max(count, 1)
+
+
+def _distilled(run: _Run, logits: torch.Tensor, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`(1 − w)·CE + w·T²·KL(teacher ‖ student)` at temperature T (Hinton et al. 2015; T² keeps the gradient scale)."""
+    assert run.teacher is not None
+    temperature, weight = run.cfg.distill_temperature, run.cfg.distill_weight
+    with torch.no_grad():
+        target = nn.functional.softmax(run.teacher(x) / temperature, dim=1)
+    soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1), target,
+                                reduction="batchmean")
+    return (1.0 - weight) * task + weight * temperature**2 * soft
 
 
 def _sync_buffers(run: _Run) -> None:
@@ -352,6 +399,7 @@ def _decompose(run: _Run) -> None:
         atomic_save({"model": run.model.state_dict(), "config": run.cfg.to_dict()}, run.run_dir / DENSE_WEIGHTS)
     dense = run.model
     tt = convert_model(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
+    _balance_cores(tt, run.formats)
     errors = {name: _layer_error(dense, tt, name, fmt, run.specs[name]) for name, fmt in run.formats.items()}
     run.model = tt
     run.ddp = None
@@ -364,6 +412,15 @@ def _decompose(run: _Run) -> None:
         "approximation_error_mean": float(np.mean(list(errors.values()))) if errors else 0.0,
         "approximation_error_max": max(errors.values(), default=0.0),
     }
+
+
+def _balance_cores(model: nn.Module, formats: dict[str, TTFormat]) -> None:
+    """Each converted layer's cores at equal norms (the same kernel), before any step of fine-tuning."""
+    with torch.no_grad():
+        for name in formats:
+            layer = model.get_submodule(name)
+            for param, core in zip(layer.cores, balance(list(layer.cores))):
+                param.copy_(core)
 
 
 def _planned(run: _Run) -> dict[str, Any]:
@@ -400,6 +457,7 @@ def _finish(run: _Run) -> dict[str, Any]:
             seconds[phase_of(stage) if stage != "dense" else "dense"] = float(np.mean(times))
     final: dict[str, Any] = {
         "baseline": run.cfg.baseline,
+        "accuracy_start": run.start_accuracy,
         "epochs": len(run.epochs),
         "accuracy": run.epochs[-1]["accuracy"] if run.epochs else None,
         "world_size": run.ctx.world_size,
@@ -437,12 +495,26 @@ def _plot(metrics: dict[str, Any], run_dir: Path) -> None:
     plot_admm(metrics, run_dir / CURVES)
 
 
+def _last_lr(run: _Run) -> float:
+    """The rate of the epoch's last step."""
+    assert run.optimizer is not None
+    return float(run.optimizer.param_groups[0]["lr"])
+
+
+def _summary(distances: dict[str, float]) -> dict[str, float] | None:
+    """min / median / max of the per-layer distances (None when there are none)."""
+    if not distances:
+        return None
+    values = sorted(distances.values())
+    return {"min": values[0], "median": float(np.median(values)), "max": values[-1]}
+
+
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
 def _metrics(run: _Run, final: dict[str, Any] | None) -> dict[str, Any]:
     return {"config": run.cfg.to_dict(), "layers": _layer_config(run), "changes": run.changes,
-            "epochs": run.epochs, "final": final or {}}
+            "start": {"accuracy": run.start_accuracy}, "epochs": run.epochs, "final": final or {}}
 
 
 def _save_checkpoint(run: _Run) -> None:
@@ -464,6 +536,8 @@ def _save_checkpoint(run: _Run) -> None:
         "decomposition": run.decomposition,
         "epoch_seconds": run.epoch_seconds,
         "world_size": run.ctx.world_size,
+        "start_accuracy": run.start_accuracy,
+        "teacher": run.teacher.state_dict() if run.teacher is not None else None,
     }
     atomic_save(state, _checkpoint_path(run))
     atomic_write_json(_metrics(run, None), run.run_dir / METRICS)
@@ -497,7 +571,8 @@ def _loop(run: _Run, progress: Progress | None, on_epoch_end: EpochCallback | No
         else:
             distances = {}
         record = {"epoch": epoch + 1, "phase": phase_of(stage), "loss": loss, "accuracy": accuracy,
-                  "rho": rho, "distances": distances}
+                  "rho": rho, "lr": _last_lr(run), "distances": distances,
+                  "distance_summary": _summary(distances)}
         run.epochs.append(record)
         if run.ctx.is_main:
             _save_checkpoint(run)
@@ -532,6 +607,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, progress: Progress | None = 
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         D.barrier(ctx)
+        run.start_accuracy = _accuracy(run)  # what the run starts from (random, pretrained or --init), recorded
         return _loop(run, progress, on_epoch_end)
 
 
@@ -561,6 +637,11 @@ def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device
         run.epoch_seconds = list(state.get("epoch_seconds", []))
         run.decomposition = state["decomposition"]
         run.changes = [*state.get("changes", []), *changes]
+        run.start_accuracy = state.get("start_accuracy")
+        if state.get("teacher") is not None:
+            teacher, _ = load_model(cfg.arch, run.input_size)
+            teacher.load_state_dict(state["teacher"])
+            run.teacher = teacher.to(ctx.device).eval().requires_grad_(False)
         stage = state["stage"]
         if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
             run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
