@@ -121,3 +121,20 @@ def test_op_shapes_count_exactly_the_planned_macs(make_random_layer):
         net = build_network(spec, fmt, rng.choice([1, 4]))
         plan = optimize(net, fold_weights=rng.random() < 0.5)
         assert sum(shape.macs for shape in plan_shapes(plan)) == plan.macs
+
+
+def test_saving_a_profile_is_atomic(tmp_path, monkeypatch):
+    """A failed or interrupted save keeps the old profile whole (it used to be truncated in place)."""
+    import ttplan.files
+
+    path = tmp_path / "profile.json"
+    LatencyProfile("old", "cpu", 2, "x", {"dense:any": OpModel(1, 0, 0)}).save(path)
+    before = path.read_text()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ttplan.files.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        LatencyProfile("new", "cpu", 2, "x", {"dense:any": OpModel(2, 0, 0)}).save(path)
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]

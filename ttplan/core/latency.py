@@ -37,6 +37,7 @@ from ttplan.core.fusion import FusedForm, fused_form
 from ttplan.core.network import TensorNetwork
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_text
 
 KINDS = ("feature", "conv", "weight", "dense", "fused")
 WIDTHS = ("thin", "narrow", "medium", "wide")
@@ -140,11 +141,10 @@ class LatencyProfile:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise TTPlanError(f"latency profile {source or '(given)'}: not a ttplan profile ({error!r})") from error
 
-    def save(self, path: Path) -> Path:
-        """Write the profile as JSON (parents created); returns the path."""
+    def save(self, path: str | Path) -> Path:
+        """Write the profile as JSON atomically (temporary file, then renamed; parents created); returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 
 
