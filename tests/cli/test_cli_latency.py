@@ -1,6 +1,7 @@
 """The time-aware options: --objective, --profile, --skip-slower, --target-speedup, --autotune, and calibrate."""
 
 import json
+import os
 
 import pytest
 
@@ -215,3 +216,26 @@ def test_a_corrupt_cached_profile_breaks_no_macs_plan_and_is_named_as_the_cache(
     line = one_line_error(run(["plan", "resnet20", "--objective", "latency"]), "cached latency profile",
                           str(cached), "is not valid JSON", "recalibrate with `ttplan calibrate`, or remove")
     assert "--profile" not in line
+
+
+@pytest.mark.parametrize("where", ["profile_under_a_file", "profile_a_fifo", "cache_home_a_file"])
+def test_calibrate_checks_where_it_writes_before_timing_anything(tmp_path, monkeypatch, where):
+    from ttplan.bench import calibrate as module
+
+    def timed(*args, **kwargs):
+        raise AssertionError("calibrate started timing before checking its output path")
+
+    monkeypatch.setattr(module, "calibrate", timed)
+    (tmp_path / "plain").write_text("x")
+    args = ["calibrate", "--rounds", "1"]
+    if where == "profile_under_a_file":
+        args += ["--profile", str(tmp_path / "plain" / "p.json")]
+        needles = ["--profile", "is a file, not a folder"]
+    elif where == "profile_a_fifo":
+        os.mkfifo(tmp_path / "fifo")
+        args += ["--profile", str(tmp_path / "fifo")]
+        needles = ["--profile", "is a FIFO"]
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "plain"))
+        needles = ["default path", "XDG_CACHE_HOME", str(tmp_path / "plain"), "is a file, not a folder"]
+    one_line_error(run(args), *needles)
