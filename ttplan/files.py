@@ -110,10 +110,14 @@ def check_writable(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+#: the name of the file `check_writable` creates and removes at once (a folder check may see another's probe)
+PROBE_PREFIX = ".ttplan-probe-"
+
+
 def _probe(folder: Path, shown: str) -> None:
     """Create and remove a file in `folder`: the one test that sees permissions, read-only mounts and system paths."""
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".ttplan-probe-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=PROBE_PREFIX)
     except OSError as error:
         raise TTPlanError(f"{shown}: cannot create files in {str(folder)!r} ({error.strerror or error}): "
                           "expected a writable folder") from None
