@@ -1,10 +1,17 @@
 """Files a user points ttplan at: reading them (every way they can be wrong is one line saying what was expected),
-checking an output path before any work, and writing atomically (temporary file beside it, then `os.replace`)."""
+checking an output path before any work, and writing atomically (temporary file beside it, then `os.replace`).
+
+An output is a new path or an existing regular file. Anything else that exists there (a device such as
+`/dev/null`, a FIFO, a socket, a folder) is refused, since the rename would replace it with a regular file.
+A symbolic link is followed: the regular file it points to is written (atomically, beside that file) and the
+link is left as it is; a link to anything else, or to nothing, is refused.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +28,9 @@ def read_user_text(path: str | Path, what: str, expected: str) -> str:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise TTPlanError(f"{what} {str(path)!r} is not UTF-8 text: expected {expected}") from None
+    except OSError as error:
+        raise TTPlanError(f"{what} {str(path)!r} cannot be read ({error.strerror or error}): "
+                          f"expected {expected}") from None
     if not text.strip():
         raise TTPlanError(f"{what} {str(path)!r} is empty: expected {expected}")
     return text
@@ -45,27 +55,69 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
+#: what an existing output path is, by its file type (anything but a regular file is refused)
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+_ACCEPTED = "expected a new path, an existing regular file, or a symbolic link to one"
+
+
+def _kind(mode: int) -> str:
+    """`a folder`, `a character device`, ... for a file mode that is not a regular file's."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def output_file(path: str | Path, what: str = "output") -> Path:
+    """The file a write to `path` lands in: `path` itself (new, or a regular file), or the regular file its
+    symbolic link points to; anything else that exists there is a one-line TTPlanError naming it."""
+    path = Path(path)
+    shown = f"{what} {str(path)!r}"
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        if target is not path:
+            raise TTPlanError(f"{shown} is a symbolic link to {str(target)!r}, which does not exist: "
+                              f"{_ACCEPTED}") from None
+        return path
+    except OSError as error:
+        if target is not path:
+            raise TTPlanError(f"{shown} is a symbolic link that cannot be followed ({error.strerror or error}): "
+                              f"{_ACCEPTED}") from None
+        return path  # a parent that is a file, permissions: `check_writable` says which
+    if stat.S_ISREG(mode):
+        return target
+    if target is not path:
+        raise TTPlanError(f"{shown} is a symbolic link to {str(target)!r}, {_kind(mode)}: {_ACCEPTED}")
+    if stat.S_ISDIR(mode):
+        raise TTPlanError(f"{shown} is a folder: expected a file name, e.g. {path / 'report.md'}")
+    raise TTPlanError(f"{shown} is {_kind(mode)}: {_ACCEPTED} (ttplan writes a new file and renames it into place, "
+                      "which would replace it)")
+
+
 def check_writable(path: str | Path, what: str = "--out") -> Path:
     """`path` as a Path if a file can be written there (parents may be missing); else a one-line TTPlanError.
 
-    Checked before any work, so a long run never ends in a traceback: a folder given as the file, a parent
-    that is a file, and a folder where no file can be created (permissions, read-only or system paths).
+    Checked before any work, so a long run never ends in a traceback: a folder, device, FIFO or socket given
+    as the file (or a link to one), a parent that is a file, and a folder where no file can be created
+    (permissions, read-only or system paths). A link to a regular file is checked where that file is.
     """
     path = Path(path)
     shown = f"{what} {str(path)!r}"
-    if path.is_dir():
-        raise TTPlanError(f"{shown} is a folder: expected a file name, e.g. {path / 'report.md'}")
-    existing = _nearest_existing(path.parent)
+    existing = _nearest_existing(output_file(path, what).parent)
     if not existing.is_dir():
         raise TTPlanError(f"{shown}: {str(existing)!r} is a file, not a folder: expected a path inside a folder")
     _probe(existing, shown)
     return path
 
 
+#: the name of the file `check_writable` creates and removes at once (a folder check may see another's probe)
+PROBE_PREFIX = ".ttplan-probe-"
+
+
 def _probe(folder: Path, shown: str) -> None:
     """Create and remove a file in `folder`: the one test that sees permissions, read-only mounts and system paths."""
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".ttplan-probe-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=PROBE_PREFIX)
     except OSError as error:
         raise TTPlanError(f"{shown}: cannot create files in {str(folder)!r} ({error.strerror or error}): "
                           "expected a writable folder") from None
@@ -77,7 +129,8 @@ def check_writable_dir(path: str | Path, what: str = "--out") -> Path:
     """`path` as a Path if it is (or can be created as) a folder to write files in; else a one-line TTPlanError."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise TTPlanError(f"{what} {str(path)!r} is a file: expected a folder (new, or one ttplan made)")
+        kind = "a file" if path.is_file() else _kind(path.stat().st_mode)
+        raise TTPlanError(f"{what} {str(path)!r} is {kind}: expected a folder (new, or one ttplan made)")
     if not path.is_dir():
         return check_writable(path, what)
     _probe(path, f"{what} {str(path)!r}")
@@ -87,9 +140,10 @@ def check_writable_dir(path: str | Path, what: str = "--out") -> Path:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> bool:
     """Call `write(tmp)` on a temporary file beside `path`, then move it into place; True if a file was replaced.
 
-    An interrupted or failed write leaves the old file (or none) and no temporary behind.
+    An interrupted or failed write leaves the old file (or none) and no temporary behind. A link is followed to
+    its regular file; a device, FIFO, socket or folder at `path` is refused (`output_file`), never replaced.
     """
-    path = Path(path)
+    path = output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     replaced = path.exists()
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

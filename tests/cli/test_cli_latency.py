@@ -1,6 +1,7 @@
 """The time-aware options: --objective, --profile, --skip-slower, --target-speedup, --autotune, and calibrate."""
 
 import json
+import os
 
 import pytest
 
@@ -173,3 +174,68 @@ def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch):
     result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, rounds=2, use_cache=False)
     assert result.dense_ms > 0
     assert len(calls) > 2 + 2 * 5  # two warm-up calls, then two visits of many calls each (a call is well under 10 ms)
+
+
+def bad_profile(path, content: bytes) -> str:
+    path.write_bytes(content)
+    return str(path)
+
+
+NEGATIVE = json.dumps({"label": "neg", "device": "cpu", "threads": 1, "torch": "x",
+                       "ops": {f"{k}:any": {"overhead_us": 1.0, "us_per_mb": 0.0, "us_per_mmac": -1.0}
+                               for k in ("feature", "conv", "weight", "dense")}}).encode()
+
+
+@pytest.mark.parametrize("command", [
+    ["layer", *GEOMETRY, *HODEC],
+    ["plan", "resnet20", "--objective", "latency"],
+    ["plan", "resnet20", "--target-speedup", "1.5"],
+    ["sweep", *GEOMETRY, "--ranks", "4"],
+    ["emit", "-i", "8", "-o", "8", "--rank", "2", "--objective", "latency"],
+    ["emit", "--arch", "resnet20", "--objective", "latency"],
+    ["calibrate", "--check"],
+], ids=lambda command: command[0] + ("-arch" if "--arch" in command else "-speedup" if "--target-speedup" in command
+                                     else ""))
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
+    (NEGATIVE, "us_per_mmac is -1.0: expected a finite number >= 0"),
+    (NEGATIVE.replace(b"-1.0", b"NaN"), "us_per_mmac is nan"),
+], ids=["binary", "negative", "nan"])
+def test_a_bad_profile_is_one_line_naming_the_file_and_field(tmp_path, command, content, words):
+    profile = bad_profile(tmp_path / "bad.json", content)
+    line = one_line_error(run([*command, "--profile", profile]), words)
+    assert line.startswith(f"Error: --profile {profile!r}")
+
+
+def test_a_corrupt_cached_profile_breaks_no_macs_plan_and_is_named_as_the_cache(tmp_path):
+    cached = tmp_path / "cache" / "ttplan" / "profile.json"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"{not json")
+    result = run(["plan", "resnet20"])  # fewest MACs: no profile is read, the default one prices the ms column
+    assert result.exit_code == 0, result.output
+    line = one_line_error(run(["plan", "resnet20", "--objective", "latency"]), "cached latency profile",
+                          str(cached), "is not valid JSON", "recalibrate with `ttplan calibrate`, or remove")
+    assert "--profile" not in line
+
+
+@pytest.mark.parametrize("where", ["profile_under_a_file", "profile_a_fifo", "cache_home_a_file"])
+def test_calibrate_checks_where_it_writes_before_timing_anything(tmp_path, monkeypatch, where):
+    from ttplan.bench import calibrate as module
+
+    def timed(*args, **kwargs):
+        raise AssertionError("calibrate started timing before checking its output path")
+
+    monkeypatch.setattr(module, "calibrate", timed)
+    (tmp_path / "plain").write_text("x")
+    args = ["calibrate", "--rounds", "1"]
+    if where == "profile_under_a_file":
+        args += ["--profile", str(tmp_path / "plain" / "p.json")]
+        needles = ["--profile", "is a file, not a folder"]
+    elif where == "profile_a_fifo":
+        os.mkfifo(tmp_path / "fifo")
+        args += ["--profile", str(tmp_path / "fifo")]
+        needles = ["--profile", "is a FIFO"]
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "plain"))
+        needles = ["default path", "XDG_CACHE_HOME", str(tmp_path / "plain"), "is a file, not a folder"]
+    one_line_error(run(args), *needles)

@@ -50,6 +50,31 @@ def test_every_writer_refuses_an_unwritable_path_in_one_line(tmp_path, command, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
+
+@pytest.mark.parametrize("command", [
+    ["emit", "--arch", "resnet20", "--out"],
+    ["plan", "resnet20", "--save-config"],
+    ["sweep", *GEOMETRY, "--ranks", "4", "--json", "--out"],
+    ["plot", "plan", *GEOMETRY, "--rank", "4", "--out"],
+])
+@pytest.mark.parametrize("what", ["fifo", "link_to_fifo"])
+def test_a_fifo_or_a_link_to_one_as_output_is_refused_and_left_alone(tmp_path, command, what) -> None:
+    """The atomic rename would replace a FIFO (or a device such as /dev/null) with a regular file."""
+    fifo = tmp_path / ("x.png" if command[0] == "plot" else "x")
+    os.mkfifo(fifo)
+    path = fifo.with_suffix("") if command[0] == "plot" else fifo  # plot takes a prefix: PREFIX.png is the FIFO
+    if what == "link_to_fifo":
+        path = tmp_path / "link"
+        path.symlink_to(fifo)
+        if command[0] == "plot":
+            (tmp_path / "link.png").symlink_to(fifo)
+    start = time.perf_counter()
+    one_line_error(run([*command, str(path)]), "FIFO", "expected a new path, an existing regular file")
+    assert time.perf_counter() - start < 5  # before any planning
+    assert fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [fifo.name] + (["link"] + (["link.png"] if command[0] == "plot" else []) if what == "link_to_fifo" else []))
+
 def test_train_out_that_is_a_file_is_one_line(tmp_path) -> None:
     (tmp_path / "plain").write_text("x")
     one_line_error(run(["train", "--pretrain-epochs", "1", "--out", str(tmp_path / "plain")]), "is a file")

@@ -121,3 +121,72 @@ def test_op_shapes_count_exactly_the_planned_macs(make_random_layer):
         net = build_network(spec, fmt, rng.choice([1, 4]))
         plan = optimize(net, fold_weights=rng.random() < 0.5)
         assert sum(shape.macs for shape in plan_shapes(plan)) == plan.macs
+
+
+def test_saving_a_profile_is_atomic(tmp_path, monkeypatch):
+    """A failed or interrupted save keeps the old profile whole (it used to be truncated in place)."""
+    import ttplan.files
+
+    path = tmp_path / "profile.json"
+    LatencyProfile("old", "cpu", 2, "x", {"dense:any": OpModel(1, 0, 0)}).save(path)
+    before = path.read_text()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ttplan.files.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        LatencyProfile("new", "cpu", 2, "x", {"dense:any": OpModel(2, 0, 0)}).save(path)
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]
+
+
+def _profile_dict(**ops_changes) -> dict:
+    """A valid profile's JSON form with some `dense:any` coefficients replaced."""
+    data = LatencyProfile("p", "cpu", 2, "x", {"dense:any": OpModel(1.0, 2.0, 3.0)}).to_dict()
+    data["ops"]["dense:any"].update(ops_changes)
+    return data
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe{}", "is not UTF-8 text"),
+    (b"{\"label\": ", "is not valid JSON"),
+    (b"", "is empty"),
+    (b"[]", "the top level is list []: expected a JSON object"),
+    (b"null", "the top level is NoneType None: expected a JSON object"),
+    (json.dumps(_profile_dict(us_per_mmac=-3.0)).encode(), "ops['dense:any'].us_per_mmac is -3.0: expected a finite"),
+    (json.dumps(_profile_dict(overhead_us=float("nan"))).encode(), "ops['dense:any'].overhead_us is nan"),
+    (json.dumps(_profile_dict(us_per_mb=float("inf"))).encode(), "ops['dense:any'].us_per_mb is inf"),
+    (json.dumps(_profile_dict(us_per_mb="1.0")).encode(), "ops['dense:any'].us_per_mb is '1.0': expected a number"),
+    (json.dumps(_profile_dict(samples=-1)).encode(), "ops['dense:any'].samples is -1"),
+    (json.dumps({**_profile_dict(), "layer_overhead_us": -1}).encode(), "layer_overhead_us is -1"),
+    (json.dumps({**_profile_dict(), "threads": True}).encode(), "threads is True: expected a whole number >= 1"),
+    (json.dumps({**_profile_dict(), "ops": {"dense:any": [1, 2, 3]}}).encode(), "ops['dense:any'] is list"),
+    (json.dumps({**_profile_dict(), "ops": {"dense:any": {"us_per_mb": 0}}}).encode(), "has no 'overhead_us'"),
+], ids=["binary", "truncated", "empty", "list", "null", "negative", "nan", "inf", "string", "samples", "overhead",
+        "threads", "op-list", "op-missing"])
+def test_every_field_of_a_profile_is_checked_in_one_line_naming_the_file(tmp_path, content, words):
+    path = tmp_path / "p.json"
+    path.write_bytes(content)
+    with pytest.raises(TTPlanError) as info:
+        load_profile(path)
+    message = str(info.value)
+    assert words in message and str(path) in message and "\n" not in message
+    assert message.startswith("--profile ")
+
+
+def test_a_bad_cached_profile_is_named_as_the_cache_and_never_read_when_ordering_by_macs(tmp_path, monkeypatch):
+    from ttplan.core.latency import profile_for
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = tmp_path / "ttplan" / "profile.json"
+    cached.parent.mkdir()
+    cached.write_bytes(b"\x80 not a profile")
+    with pytest.raises(TTPlanError) as info:
+        load_profile()
+    message = str(info.value)
+    assert message.startswith(f"cached latency profile {str(cached)!r} is not UTF-8 text")
+    assert "--profile" not in message and "recalibrate with `ttplan calibrate`, or remove" in message
+    cached.write_text(json.dumps(_profile_dict(us_per_mb=-1)))
+    with pytest.raises(TTPlanError, match=r"cached latency profile .*us_per_mb is -1: .*or remove"):
+        profile_for(None, by_time=True)
+    assert profile_for(None, by_time=False).default  # MACs and memory orders: the cache is not read

@@ -1,4 +1,5 @@
-"""The planning core imports and plans without torch: formats, networks, the search and the schemes."""
+"""The planning core imports and plans without torch: formats, networks, the search and the schemes, and a latency
+profile is saved (atomically, by ttplan/files.py) and loaded."""
 
 import subprocess
 import sys
@@ -18,6 +19,11 @@ for name in ("classical", "hodec", "tucker2", "tr"):
     result = plan_layer(spec, make_format(name, spec, rank=16))
     print(name, result.published.macs, result.best.macs, result.best.params)
 print(",".join(format_names()))
+import os, tempfile
+from ttplan.core.latency import LatencyProfile, OpModel, load_profile
+path = os.path.join(tempfile.mkdtemp(), "profile.json")
+LatencyProfile("saved without torch", "cpu", 1, "x", {"dense:any": OpModel(1, 0, 0)}).save(path)
+print(load_profile(path).label)
 """
 
 
@@ -29,4 +35,4 @@ def test_planning_needs_no_torch():
     for name in ("classical", "hodec", "tucker2", "tr"):
         result = plan_layer(spec, make_format(name, spec, rank=16))
         expected.append(f"{name} {result.published.macs} {result.best.macs} {result.best.params}")
-    assert done.stdout.splitlines() == [*expected, ",".join(format_names())]
+    assert done.stdout.splitlines() == [*expected, ",".join(format_names()), "saved without torch"]

@@ -34,7 +34,8 @@ class PlanRequest:
     target_macs_reduction: float | None = None
     target_params_reduction: float | None = None
     search_format: bool = False
-    #: what each layer's order minimises, the latency profile file (None: the user's, else the default one),
+    #: what each layer's order minimises, the latency profile file (None: the user's where anything is chosen by
+    #: time, else the default one),
     #: whether layers slower than dense stay dense (None: with `latency`), a device to autotune on, a speedup target
     objective: str = "macs"
     profile_path: str | Path | None = None
@@ -65,11 +66,18 @@ class PlanRequest:
         return (self.target_macs_reduction is not None or self.target_params_reduction is not None
                 or self.target_speedup is not None)
 
-    def profile(self):
-        """The latency profile the request names (a missing or malformed file is a one-line error)."""
-        from ttplan.core.latency import load_profile
+    @property
+    def by_time(self) -> bool:
+        """Whether the request chooses anything by predicted time (only then is the user's cached profile read)."""
+        return (self.objective == "latency" or bool(self.skip_slower) or self.autotune is not None
+                or self.target_speedup is not None)
 
-        return load_profile(self.profile_path, channels_last=self.channels_last)
+    def profile(self):
+        """The latency profile the request names (a missing or malformed file is a one-line error); without a file,
+        `ttplan.core.latency.profile_for`'s: the user's calibrated one only where `by_time`."""
+        from ttplan.core.latency import profile_for
+
+        return profile_for(self.profile_path, by_time=self.by_time, channels_last=self.channels_last)
 
 
 @dataclass

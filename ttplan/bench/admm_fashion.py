@@ -32,6 +32,7 @@ from typing import Any
 import click
 
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_bytes, atomic_write_text
 
 REPORT = Path("reports/admm_fashion_mnist.md")
 STORE = Path("reports/admm_fashion_mnist")
@@ -231,7 +232,7 @@ def run_arm(arm: Arm, settings: Settings) -> dict[str, Any]:
     for line in result.stdout.strip().splitlines():
         _log(f"{arm.name}:   {line}")
     info = {"name": arm.name, "label": arm.label, "point": arm.point, "command": command, "wall_seconds": seconds}
-    (folder / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(folder / RUN_INFO, json.dumps(info, indent=2) + "\n")
     return _store(arm, settings, info)
 
 
@@ -240,7 +241,7 @@ def _store(arm: Arm, settings: Settings, info: dict[str, Any]) -> dict[str, Any]
     target = settings.store / arm.name
     target.mkdir(parents=True, exist_ok=True)
     for name in (METRICS, RUN_INFO):
-        shutil.copyfile(settings.runs / arm.name / name, target / name)
+        atomic_write_bytes(target / name, (settings.runs / arm.name / name).read_bytes())
     return json.loads((target / METRICS).read_text())
 
 
@@ -262,7 +263,7 @@ def run_all(settings: Settings) -> None:
     settings.store.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     configs = make_configs(settings)
-    (settings.store / "configs.json").write_text(json.dumps(configs, indent=2) + "\n")
+    atomic_write_text(settings.store / "configs.json", json.dumps(configs, indent=2) + "\n")
     run_arm(pretrain_arm(settings), settings)
     pilots = {arm.name: run_arm(arm, settings) for arm in pilot_arms(settings, configs["hodec80"]["path"])}
     rho = choose_rho(pilots)
@@ -277,7 +278,7 @@ def run_all(settings: Settings) -> None:
             continue
         run_arm(arm, settings)
     total = time.perf_counter() - start
-    (settings.store / "experiment.json").write_text(json.dumps(
+    atomic_write_text(settings.store / "experiment.json", json.dumps(
         {"rho": rho, "total_seconds": total, "skipped": skipped, "settings": _settings_dict(settings),
          "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, python {platform.python_version()}"},
         indent=2) + "\n")

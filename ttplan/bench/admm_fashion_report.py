@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_text
 
 POINT_TITLES = {"80": "~72% FLOPs↓ / 80% params↓", "65": "~60% FLOPs↓ / 65% params↓"}
 ARM_ORDER = ("direct", "admm", "random", "classical")
@@ -434,8 +435,7 @@ def write_report(store: Path, out: Path) -> Path:
             name = f"{out.stem}_{point}"
             figure_point(runs, point, out.parent / name)
             figures[point] = name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(runs, configs, experiment, figures))
+    atomic_write_text(out, render(runs, configs, experiment, figures))
     return out
 
 

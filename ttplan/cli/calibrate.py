@@ -40,11 +40,12 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     The profile drives `--objective latency` in layer, plan, emit, sweep and the budgets. Without a
     calibrated profile the committed default one (measured on a 2-core development machine) is used.
     """
+    path = None if check_only else _output_path(profile_path, as_default, device, channels_last)
     import torch
 
     from ttplan.bench.calibrate import calibrate as run_calibration
     from ttplan.bench.calibrate import check
-    from ttplan.core.latency import load_profile, user_profile_path
+    from ttplan.core.latency import load_profile
     from ttplan.runtime.allocator import set_malloc
 
     if threads is not None:
@@ -70,16 +71,27 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     if malloc != "default":
         profile = replace(profile, label=f"{profile.label}, malloc {malloc}")
     if as_default:
-        import ttplan.core
-
         profile = replace(profile, default=True, label=f"default profile ({profile.label}); run `ttplan calibrate` "
                                                        "to fit this machine")
-        path = profile_path or Path(ttplan.core.__file__).parent / "default_profile.json"
-    else:
-        path = profile_path or user_profile_path(device, channels_last)
+    assert path is not None
     profile.save(path)
     click.echo(f"wrote {path}: {len(profile.ops)} op models from {result.samples} timed ops in "
                f"{result.seconds:.0f} s ({profile.label})")
+
+
+def _output_path(profile_path: Path | None, as_default: bool, device: str, channels_last: bool) -> Path:
+    """Where the fitted profile goes, checked before minutes of timing (one line if nothing can be written there)."""
+    from ttplan.core.latency import user_profile_path
+    from ttplan.files import check_writable
+
+    if profile_path is not None:
+        return check_writable(profile_path, "--profile")
+    if as_default:
+        import ttplan.core
+
+        return check_writable(Path(ttplan.core.__file__).parent / "default_profile.json", "--as-default")
+    return check_writable(user_profile_path(device, channels_last),
+                          "the profile's default path (in $XDG_CACHE_HOME, else ~/.cache; or give --profile FILE)")
 
 
 def render_check(result, threads: int) -> str:

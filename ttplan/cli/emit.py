@@ -99,7 +99,8 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         check_class_name(name)
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
-    profile = profile_from_options(opts["profile_path"], opts["channels_last"])
+    profile = profile_from_options(opts["profile_path"], opts["channels_last"],
+                                   by_time=opts["objective"] == "latency" or opts["autotune"] is not None)
     plan = resolve_plan(spec, fmt, scheme, fold_weights, batch, opts["objective"], profile)
     from ttplan.runtime.lowering import Lowering, default_lowering
 
@@ -126,6 +127,11 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     return emit_layer(plan, name, lowering), summary
 
 
+def _by_time(opts: dict) -> bool:
+    """Whether planning the model chooses anything by predicted time (only then is the user's profile read)."""
+    return opts["objective"] == "latency" or bool(opts["skip_slower"]) or opts["autotune"] is not None
+
+
 def _fuse(opts: dict) -> bool:
     """`--fuse/--no-fuse`, by default on where a C compiler is found and maps are NCHW."""
     from ttplan.runtime.kernels.build import fusion_wanted
@@ -142,7 +148,8 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     policy = policy_from_options(opts)
     planned = plan_architecture(arch, model_input_size(arch, opts["input_size"]), opts["config_path"], policy, batch,
                                 fold_weights, opts["skip_worse"], objective=opts["objective"],
-                                profile=profile_from_options(opts["profile_path"], opts["channels_last"]),
+                                profile=profile_from_options(opts["profile_path"], opts["channels_last"],
+                                                             by_time=_by_time(opts)),
                                 skip_slower=opts["skip_slower"],
                                 autotune=opts["autotune"], channels_last=opts["channels_last"], fused=opts["fuse"])
     layers = planned.plans(scheme)

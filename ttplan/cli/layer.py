@@ -45,7 +45,8 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
     result = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, memory_limit=memory_limit,
-                        compare=compare, objective=objective, profile=profile_from_options(profile_path))
+                        compare=compare, objective=objective,
+                        profile=profile_from_options(profile_path, by_time=objective == "latency" or autotune))
     if autotune:
         from ttplan.runtime.autotune import autotune_layer
 

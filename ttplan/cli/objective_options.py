@@ -18,8 +18,10 @@ def objective_options(func: Callable) -> Callable:
                      help="What the best order minimises: MACs, the largest intermediate, or the time predicted "
                           "by the latency profile."),
         click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Latency profile (JSON from `ttplan calibrate`); default: ~/.cache/ttplan/profile.json, "
-                          "else the committed default profile."),
+                     help="Latency profile (JSON from `ttplan calibrate`); default where orders are chosen by "
+                          "time (--objective latency, --skip-slower, --autotune, --target-speedup): "
+                          "~/.cache/ttplan/profile.json, else the committed default profile; otherwise the "
+                          "committed default, which then only prices the ms columns."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -58,9 +60,10 @@ def channels_last_option(help_text: str) -> Callable:
     return click.option("--channels-last", is_flag=True, help=help_text)
 
 
-def profile_from_options(profile_path: Path | None, channels_last: bool = False):
-    """The latency profile the options name (a missing or malformed file is a one-line error); without a file,
-    the user's calibrated one (the channels-last one first for a channels-last model), else the default."""
-    from ttplan.core.latency import load_profile
+def profile_from_options(profile_path: Path | None, channels_last: bool = False, *, by_time: bool = True):
+    """The latency profile the options name (a missing or malformed file is a one-line error); without a file, where
+    the command chooses by predicted time (`by_time`), the user's calibrated one (the channels-last one first for a
+    channels-last model), else the committed default, which then only prices the ms columns."""
+    from ttplan.core.latency import profile_for
 
-    return load_profile(profile_path, channels_last=channels_last)
+    return profile_for(profile_path, by_time=by_time, channels_last=channels_last)

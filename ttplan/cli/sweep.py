@@ -56,7 +56,8 @@ def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int
     distinct = sorted({min(r, bound) for r in ranks})
     with click.progressbar(length=len(distinct) * len(DEFAULT_FORMATS), label="planning", file=sys.stderr) as bar:
         result = sweep_layer(spec, distinct, batch=batch, name=name, progress=lambda: bar.update(1),
-                             objective=objective, profile=profile_from_options(profile_path))
+                             objective=objective,
+                             profile=profile_from_options(profile_path, by_time=objective == "latency"))
     for note in result.skipped:
         click.echo(f"skipped {note}", err=True)
     text = {"json": result.to_json, "csv": result.to_csv}.get(output or "", lambda: render_sweep(result))()

@@ -37,6 +37,7 @@ from ttplan.core.fusion import FusedForm, fused_form
 from ttplan.core.network import TensorNetwork
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_text, read_user_json
 
 KINDS = ("feature", "conv", "weight", "dense", "fused")
 WIDTHS = ("thin", "narrow", "medium", "wide")
@@ -129,23 +130,86 @@ class LatencyProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "") -> LatencyProfile:
-        """A profile from its JSON form; a malformed one is a one-line error naming what is missing."""
+    def from_dict(cls, data: object, source: str = "", *, what: str = "latency profile",
+                  hint: str = "") -> LatencyProfile:
+        """A profile from its JSON form, every field checked (types; coefficients finite and >= 0); a bad one is a
+        one-line error: `what`, the `source` file and the bad field, then `hint` (how to get a good profile)."""
         try:
-            ops = {key: OpModel(float(v["overhead_us"]), float(v["us_per_mb"]), float(v["us_per_mmac"]),
-                                int(v.get("samples", 0))) for key, v in data["ops"].items()}
-            return cls(str(data["label"]), str(data["device"]), int(data["threads"]), str(data["torch"]), ops,
-                       float(data.get("layer_overhead_us", 0.0)), bool(data.get("default", False)), source,
-                       dict(data.get("check", {})))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise TTPlanError(f"latency profile {source or '(given)'}: not a ttplan profile ({error!r})") from error
+            return cls._parse(data, source)
+        except _Invalid as problem:
+            raise TTPlanError(f"{what} {source or '(given)'!r}: not a ttplan profile: {problem}{hint}") from None
 
-    def save(self, path: Path) -> Path:
-        """Write the profile as JSON (parents created); returns the path."""
+    @classmethod
+    def _parse(cls, data: object, source: str) -> LatencyProfile:
+        """`from_dict` without the message: raises `_Invalid` naming the first bad field."""
+        data = _mapping(data, "the top level")
+        ops = {}
+        for key, entry in _mapping(_field(data, "ops"), "ops").items():
+            where = f"ops[{key!r}]"
+            entry = _mapping(entry, where)
+            ops[key] = OpModel(*(_number(_field(entry, name, where), f"{where}.{name}")
+                                 for name in ("overhead_us", "us_per_mb", "us_per_mmac")),
+                               samples=_integer(entry.get("samples", 0), f"{where}.samples", 0))
+        return cls(_text(_field(data, "label"), "label"), _text(_field(data, "device"), "device"),
+                   _integer(_field(data, "threads"), "threads", 1), _text(_field(data, "torch"), "torch"), ops,
+                   _number(data.get("layer_overhead_us", 0.0), "layer_overhead_us"),
+                   _flag(data.get("default", False), "default"), source,
+                   dict(_mapping(data.get("check", {}), "check")))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the profile as JSON atomically (temporary file, then renamed; parents created); returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
         return path
+
+
+class _Invalid(ValueError):
+    """One bad field of a profile's JSON form (`LatencyProfile.from_dict` names the file)."""
+
+
+def _field(data: dict, name: str, where: str = "") -> object:
+    if name not in data:
+        raise _Invalid(f"{where or 'the top level'} has no {name!r}")
+    return data[name]
+
+
+def _mapping(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{where} is {type(value).__name__} {_shown(value)}: expected a JSON object")
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    """A coefficient: times and rates are finite and never negative (a negative one made absurd plans win)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"{where} is {_shown(value)}: expected a number")
+    if not math.isfinite(value) or value < 0:
+        raise _Invalid(f"{where} is {value!r}: expected a finite number >= 0")
+    return float(value)
+
+
+def _integer(value: object, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Invalid(f"{where} is {_shown(value)}: expected a whole number >= {minimum}")
+    return value
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"{where} is {_shown(value)}: expected a string")
+    return value
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"{where} is {_shown(value)}: expected true or false")
+    return value
+
+
+def _shown(value: object) -> str:
+    """A value for a one-line message, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def cache_dir() -> Path:
@@ -162,27 +226,45 @@ def user_profile_path(device: str = "cpu", channels_last: bool = False) -> Path:
 
 def default_profile() -> LatencyProfile:
     """The committed profile (measured on the project's 2-core development machine), labelled as the default."""
-    text = resources.files("ttplan.core").joinpath("default_profile.json").read_text()
+    text = resources.files("ttplan.core").joinpath("default_profile.json").read_text(encoding="utf-8")
     return LatencyProfile.from_dict(json.loads(text), "ttplan/core/default_profile.json")
+
+
+#: what a profile file must be, in the one-line errors about one
+PROFILE = "a latency profile (JSON written by `ttplan calibrate`)"
 
 
 def load_profile(path: str | Path | None = None, device: str = "cpu", channels_last: bool = False) -> LatencyProfile:
     """The given profile file, else this user's calibrated one for `device` (with `channels_last`, the channels-last
-    one first), else the committed default."""
+    one first), else the committed default. Every field is checked (`LatencyProfile.from_dict`); a bad file is one
+    line naming it, and for the cached one, how to recalibrate or remove it."""
     if path is None:
         cached = [user_profile_path(device, last) for last in ((True, False) if channels_last else (False,))]
         found = [candidate for candidate in cached if candidate.is_file()]
         if not found:
             return default_profile()
-        path = found[0]
+        hint = f"; it is ttplan's cached profile: recalibrate with `ttplan calibrate`, or remove {found[0]}"
+        return _read_profile(found[0], "cached latency profile", hint)
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise TTPlanError(f"--profile {path}: no such file; run `ttplan calibrate --profile {path}` to make one")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise TTPlanError(f"--profile {path}: not readable JSON ({error})") from error
-    return LatencyProfile.from_dict(data, str(path))
+    return _read_profile(path, "--profile", "")
+
+
+def _read_profile(path: Path, what: str, hint: str) -> LatencyProfile:
+    """Read and check one profile file: UTF-8, JSON, then every field."""
+    data = read_user_json(path, what, PROFILE + hint)
+    return LatencyProfile.from_dict(data, str(path), what=what, hint=hint)
+
+
+def profile_for(path: str | Path | None, *, by_time: bool, device: str = "cpu",
+                channels_last: bool = False) -> LatencyProfile:
+    """The profile a command uses: `load_profile`'s where it chooses by predicted time (`by_time`) or a file is
+    given; otherwise (orders by MACs or memory) the committed default, which only prices the report's ms columns,
+    so the user's cached profile is never read and a bad one cannot break such a plan."""
+    if path is None and not by_time:
+        return default_profile()
+    return load_profile(path, device, channels_last)
 
 
 def step_shape(network: TensorNetwork, a: Operand, b: Operand, cost: PairCost) -> OpShape:
@@ -350,6 +432,6 @@ def relative_errors(predicted: list[float], measured: list[float]) -> list[float
 __all__ = [
     "KINDS", "LatencyProfile", "OpModel", "OpShape", "Sample", "cache_dir", "default_profile", "dense_shape",
     "fit_op", "fit_profile", "fused_shape", "load_profile", "plan_shapes", "predict_dense_us", "predict_fused_us",
-    "predict_plan_us",
+    "predict_plan_us", "profile_for",
     "relative_errors", "step_shape", "step_shapes", "user_profile_path",
 ]

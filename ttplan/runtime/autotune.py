@@ -8,12 +8,16 @@ lowering, and the dense conv beside them; every round visits every variant once,
 of back-to-back calls lasting about `BLOCK_MS`, so load drifts hit all alike, and the median over rounds
 is kept. Results are cached in the user's cache directory (`~/.cache/ttplan/autotune.json`), keyed by
 geometry, format, batch, folding, device, thread count, torch version, lowerings, input memory format
-and candidate set, so a second run costs nothing.
+and candidate set, so a second run costs nothing. The cache is checked when read: a corrupt file, or a
+malformed entry, is one warning on stderr naming the file, and is measured again and rewritten.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_text, read_user_json
 from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
@@ -146,24 +151,68 @@ def cache_path() -> Path:
     return cache_dir() / "autotune.json"
 
 
-def _load_cache(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+def _warn(message: str) -> None:
+    """One line on stderr: a bad cache is worth knowing about, never worth stopping for."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _load_cache(path: Path, quiet: bool = False) -> dict:
+    """The cache's entries by key; a missing cache is empty, and a corrupt one (not UTF-8, not JSON, not an object)
+    is one warning naming it (unless `quiet`), then empty: it is rebuilt on the next write."""
+    if not os.path.lexists(path):
         return {}
+    try:
+        data = read_user_json(path, "autotune cache", "a JSON object written by ttplan")
+        if not isinstance(data, dict):
+            raise TTPlanError(f"autotune cache {str(path)!r} holds a JSON {type(data).__name__}, not an object")
+    except TTPlanError as error:
+        if not quiet:
+            _warn(f"{error}; ignoring it and measuring again (the cache is rebuilt)")
+        return {}
+    return data
 
 
-def _from_cache(entry: dict, spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str,
+class _BadEntry(ValueError):
+    """A cache entry that is not what `autotune_layer` writes."""
+
+
+def _row_field(row: dict, name: str, kind: type | tuple[type, ...], default: object = None) -> object:
+    """`row[name]`, which must be of `kind` (bool is not a number here); `default` when missing and given."""
+    value = row.get(name, default)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise _BadEntry(f"timing {name} is {value!r}")
+    return value
+
+
+def _from_cache(entry: object, spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str,
                 threads: int, profile: LatencyProfile) -> TuneResult:
+    """The cached result, every field checked; a malformed entry raises `_BadEntry` (or the plan's TTPlanError)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("timings"), list) or not entry["timings"]:
+        raise _BadEntry("the entry has no list of timings")
+    rounds = entry.get("rounds")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise _BadEntry(f"rounds is {rounds!r}")
     network = build_network(spec, fmt, batch)
     timings = []
     for row in entry["timings"]:
-        plan = None if row["dense"] else ContractionPlan(network, [tuple(p) for p in row["path"]], row["label"],
-                                                         fold_weights)
-        lowering = Lowering(row["mix"], row["channels_last"], row.get("fused", False))
-        timings.append(Timing(row["label"], plan, lowering, row["ms"], _predicted_ms(spec, batch, plan, lowering,
-                                                                                    profile)))
-    return TuneResult(spec, fmt, batch, device, threads, timings, entry["rounds"], "cached")
+        if not isinstance(row, dict):
+            raise _BadEntry(f"a timing is {row!r}")
+        ms = _row_field(row, "ms", (int, float))
+        if not math.isfinite(ms) or ms < 0:
+            raise _BadEntry(f"timing ms is {ms!r}")
+        label = _row_field(row, "label", str)
+        plan = None
+        if not _row_field(row, "dense", bool):
+            path = _row_field(row, "path", list)
+            if not all(isinstance(p, list) and len(p) == 2 and all(type(n) is int for n in p) for p in path):
+                raise _BadEntry(f"timing path is {path!r}")
+            plan = ContractionPlan(network, [tuple(p) for p in path], label, fold_weights)
+        lowering = Lowering(_row_field(row, "mix", str), _row_field(row, "channels_last", bool),
+                            _row_field(row, "fused", bool, False))
+        timings.append(Timing(label, plan, lowering, float(ms), _predicted_ms(spec, batch, plan, lowering, profile)))
+    if sum(t.plan is None for t in timings) != 1:
+        raise _BadEntry("the entry has no single dense timing")
+    return TuneResult(spec, fmt, batch, device, threads, timings, rounds, "cached")
 
 
 def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, device: str = "cpu",
@@ -183,19 +232,20 @@ def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool
     key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings, channels_last)
     path = cache_path()
     if use_cache:
-        cached = _load_cache(path).get(key)
-        if cached is not None:
-            return _from_cache(cached, spec, fmt, batch, fold_weights, device, threads, profile)
+        cached = _load_cache(path)
+        if key in cached:
+            try:
+                return _from_cache(cached[key], spec, fmt, batch, fold_weights, device, threads, profile)
+            except (_BadEntry, TTPlanError) as problem:
+                _warn(f"autotune cache {str(path)!r}: the entry for {spec.describe()}, {fmt.label} is malformed "
+                      f"({problem}); measuring it again")
     result = _measure(spec, fmt, batch, fold_weights, device, profile, top, rounds, lowerings, channels_last)
     if use_cache:
-        data = _load_cache(path)
+        data = _load_cache(path, quiet=True)  # entries other processes added meanwhile are kept
         data[key] = {"rounds": rounds, "timings": [t.to_dict() for t in result.timings]}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
-            tmp.replace(path)
-        except OSError:
+            atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+        except (OSError, TTPlanError):
             pass  # an unwritable cache only costs a re-measurement next time
     return result
 

@@ -50,6 +50,12 @@ def _env_int(name: str, default: int) -> int:
         raise TTPlanError(f"environment {name}={value!r}: expected an int (as torchrun sets it)") from None
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 (or not under torchrun), read from the environment before any group is
+    joined: the one process that locks and writes the run folder."""
+    return _env_int("RANK", 0) == 0
+
+
 def init_from_env(device: str = "cpu") -> DistContext:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA).
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ttplan.errors import TTPlanError
+from ttplan.files import atomic_write_bytes
 
 UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
@@ -79,7 +80,7 @@ def write_idx(array: np.ndarray, path: str | Path, compress: bool | None = None)
     data = struct.pack(">HBB", 0, UBYTE, a.ndim) + struct.pack(f">{a.ndim}i", *a.shape) + a.tobytes()
     if compress if compress is not None else path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
-    path.write_bytes(data)
+    atomic_write_bytes(path, data)
     return path
 
 

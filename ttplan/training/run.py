@@ -25,6 +25,8 @@ Run folder (only rank 0 writes; every file is written to a temporary name and mo
 - `model_tt.pt` + `plan.json`: the fine-tuned TT model (state_dict, formats, layer config) and its planned
   MACs and params (`ttplan.arch.architecture.plan_architecture`); `load_tt_model` rebuilds it.
 - `curves.png`/`curves.svg`: the training curves (`ttplan.analysis.plots.plot_admm`).
+- `run.lock`: while the run is live (`ttplan.training.run_folder.locked_run_dir`): a second run or a resume of the
+  folder is refused until it ends.
 
 A diverged loss stops the run (`TrainingDiverged`) before the epoch is saved, so the checkpoint kept is the
 last one before the divergence: a loss that is not finite, or a batch cross-entropy above `EXPLODED` times the
@@ -80,6 +82,7 @@ from ttplan.training.run_folder import (
     apply_changes,
     check_new_run_dir,
     check_resume_dir,
+    locked_run_dir,
 )
 from ttplan.training.schedule import WarmupCosine
 
@@ -252,6 +255,11 @@ def _reschedule(run: _Run) -> None:
     for group in run.optimizer.param_groups:  # type: ignore[union-attr]
         group["initial_lr"] = base
         group["lr"] = base * schedule(at)
+
+
+def _locked(run_dir: Path, *, new: bool) -> contextlib.AbstractContextManager[Path]:
+    """The run folder's lock for the run's life (`locked_run_dir`), taken by the one process that writes there."""
+    return locked_run_dir(run_dir, new=new) if D.launched_as_main() else contextlib.nullcontext(run_dir)
 
 
 # --- one epoch -------------------------------------------------------------------------------------------------
@@ -601,7 +609,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, progress: Progress | None = 
     cfg.validate()
     run_dir = check_new_run_dir(run_dir)
     cfg = _absolute(cfg)
-    with _threads(cfg.threads):
+    with _locked(run_dir, new=True), _threads(cfg.threads):
         ctx = D.init_from_env(cfg.device)
         run = _build(cfg, ctx, run_dir)
         if ctx.is_main:
@@ -621,41 +629,43 @@ def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device
     promised when nothing changes.
     """
     run_dir = check_resume_dir(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    cfg = TrainConfig.from_dict(state["config"])
-    options = dict(options or {})
-    if device is not None:
-        options.setdefault("device", device)
-    cfg, changes = apply_changes(cfg, options, int(state["epoch"]))
-    if (cfg.admm_epochs or cfg.finetune_epochs) and not state["formats"]:
-        raise TTPlanError(f"run folder {str(run_dir)!r} holds a dense run with no layers to decompose: ADMM or "
-                          f"fine-tuning epochs cannot be added on resume; start a new run with --init {run_dir}")
-    with _threads(cfg.threads):
-        ctx = D.init_from_env(cfg.device)
-        run = _build(cfg, ctx, run_dir, recorded=state)
-        run.epochs = list(state["epochs"])
-        run.epoch_seconds = list(state.get("epoch_seconds", []))
-        run.decomposition = state["decomposition"]
-        run.changes = [*state.get("changes", []), *changes]
-        run.start_accuracy = state.get("start_accuracy")
-        if state.get("teacher") is not None:
-            teacher, _ = load_model(cfg.arch, run.input_size)
-            teacher.load_state_dict(state["teacher"])
-            run.teacher = teacher.to(ctx.device).eval().requires_grad_(False)
-        stage = state["stage"]
-        if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
-            run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
-        run.model.load_state_dict(state["model"])
-        _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
-        assert run.optimizer is not None
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        if any(change["setting"] != "device" and change["setting"] != "threads" for change in changes):
-            _reschedule(run)
-        if run.admm is not None:
-            run.admm.load_state_dict(state["admm"])
-        set_rng_state(state["rng"], run.generator)
-        return _loop(run, progress, on_epoch_end)
+    with _locked(run_dir, new=False):  # a run still live in this folder is refused before its checkpoint is read
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        cfg = TrainConfig.from_dict(state["config"])
+        options = dict(options or {})
+        if device is not None:
+            options.setdefault("device", device)
+        cfg, changes = apply_changes(cfg, options, int(state["epoch"]))
+        if (cfg.admm_epochs or cfg.finetune_epochs) and not state["formats"]:
+            raise TTPlanError(f"run folder {str(run_dir)!r} holds a dense run with no layers to decompose: ADMM or "
+                              f"fine-tuning epochs cannot be added on resume; start a new run with --init {run_dir}")
+        with _threads(cfg.threads):
+            ctx = D.init_from_env(cfg.device)
+            run = _build(cfg, ctx, run_dir, recorded=state)
+            run.epochs = list(state["epochs"])
+            run.epoch_seconds = list(state.get("epoch_seconds", []))
+            run.decomposition = state["decomposition"]
+            run.changes = [*state.get("changes", []), *changes]
+            run.start_accuracy = state.get("start_accuracy")
+            if state.get("teacher") is not None:
+                teacher, _ = load_model(cfg.arch, run.input_size)
+                teacher.load_state_dict(state["teacher"])
+                run.teacher = teacher.to(ctx.device).eval().requires_grad_(False)
+            stage = state["stage"]
+            if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
+                run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
+            run.model.load_state_dict(state["model"])
+            _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
+            assert run.optimizer is not None
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+            if any(change["setting"] != "device" and change["setting"] != "threads" for change in changes):
+                _reschedule(run)
+            if run.admm is not None:
+                run.admm.load_state_dict(state["admm"])
+            set_rng_state(state["rng"], run.generator)
+            return _loop(run, progress, on_epoch_end)
+
 
 
 __all__ = [

@@ -1,0 +1,70 @@
+"""The autotune cache (ttplan/runtime/autotune.py): a corrupt file or entry is one warning, then measured again and
+rewritten; never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ttplan.core.formats import make_format
+from ttplan.core.spec import ConvSpec
+from ttplan.runtime import autotune
+from ttplan.runtime.lowering import NCHW_LOWERINGS
+
+SPEC = ConvSpec.make(8, 8, 3, 1, 1, input_size=4)
+FMT = make_format("hodec", SPEC, rank=2)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private cache file, and `_measure` counted (still measured for real, at this tiny size)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    measured = []
+    real = autotune._measure
+
+    def counted(*args, **kwargs):
+        measured.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autotune, "_measure", counted)
+    monkeypatch.setattr(autotune, "BLOCK_MS", 0.1)
+    path = tmp_path / "ttplan" / "autotune.json"
+    path.parent.mkdir()
+    return path, measured
+
+
+def _key() -> str:
+    return autotune._key(SPEC, FMT, 1, True, "cpu", torch.get_num_threads(), NCHW_LOWERINGS)
+
+
+@pytest.mark.parametrize("content", [b"[]", b'"x"', b"null", b"\xff\x00\x80binary", b"", b"{\"truncated\": "],
+                         ids=["list", "string", "null", "binary", "empty", "truncated"])
+def test_a_corrupt_cache_file_is_one_warning_and_rebuilt(cache, capsys, content):
+    path, measured = cache
+    path.write_bytes(content)
+    result = autotune.autotune_layer(SPEC, FMT, 1, True, rounds=1)
+    assert result.source == "measured" and measured == [1]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: autotune cache ") and str(path) in warnings[0]
+    assert _key() in json.loads(path.read_text())  # rebuilt: a valid cache again
+    assert autotune.autotune_layer(SPEC, FMT, 1, True, rounds=1).source == "cached" and measured == [1]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("entry", [
+    [], "x", None, {"rounds": 1}, {"rounds": 1, "timings": []}, {"rounds": 1, "timings": ["x"]},
+    {"rounds": 1, "timings": [{"label": "dense conv", "dense": True, "mix": "bmm", "channels_last": False}]},
+    {"rounds": 1, "timings": [{"label": "m", "dense": False, "path": [[0, 99]], "mix": "bmm", "channels_last": False,
+                               "ms": 1.0}]},
+], ids=["list", "string", "null", "no-timings", "empty-timings", "timing-string", "no-ms", "bad-path"])
+def test_a_malformed_cache_entry_is_one_warning_and_measured_again(cache, capsys, entry):
+    path, measured = cache
+    path.write_text(json.dumps({_key(): entry, "other": {"kept": True}}))
+    assert autotune.autotune_layer(SPEC, FMT, 1, True, rounds=1).source == "measured" and measured == [1]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "malformed" in warnings[0] and str(path) in warnings[0]
+    data = json.loads(path.read_text())
+    assert data["other"] == {"kept": True} and autotune._from_cache(
+        data[_key()], SPEC, FMT, 1, True, "cpu", 1, autotune.load_profile()).source == "cached"
