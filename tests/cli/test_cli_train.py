@@ -30,7 +30,7 @@ def test_tiny_run_prints_a_summary_and_resume_of_a_finished_run_changes_nothing(
                   "1", "--rho", "0.05", *TINY, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "epoch 2/3 admm" in result.stderr  # the per-epoch progress bar
-    assert "accuracy: dense" in result.stdout and "planned:" in result.stdout
+    assert "before decomposition" in result.stdout and "planned:" in result.stdout
     before = json.loads((out / "metrics.json").read_text())
     again = run(["train", "--resume", str(out), "--threads", "1"])
     assert again.exit_code == 0, again.output

@@ -82,7 +82,7 @@ def test_metrics_layout_and_saved_model(tmp_path):
     cfg = small_config(tmp_path)
     metrics = train(cfg, tmp_path / "run")
     on_disk = json.loads((tmp_path / "run" / METRICS).read_text())
-    assert set(on_disk) == {"config", "layers", "changes", "epochs", "final"}
+    assert set(on_disk) == {"config", "layers", "changes", "start", "epochs", "final"}
     assert on_disk["config"] == {**cfg.to_dict(), "threads": 1}  # recorded: the conftest's one thread
     assert set(on_disk["layers"]) == set(LAYERS) and on_disk["changes"] == []
     for row in on_disk["epochs"]:

@@ -43,36 +43,30 @@ class ADMMLayer:
     spec: ConvSpec
 
 
-#: the auto schedule's first ADMM epoch: the penalty alone would close 1 − exp(−START_PULL) of the gap over the epoch
-START_PULL = 0.1
-#: the auto schedule's last ADMM epoch pulls each weight towards its format by this share of the gap per SGD step
-#: (lr·ρ; heavy-ball SGD stays stable up to 2·(1 + momentum), so this is far inside)
-END_PULL = 0.1
+#: the auto schedule's pull: each SGD step's penalty gradient moves W this share of the way to Z − U (lr·ρ)
+PULL = 0.02
+#: and ρ grows by this factor over the whole ADMM phase, so its last updates hold W on the format
+GROWTH = 16.0
 
 
 @dataclass(frozen=True)
 class RhoSchedule:
-    """ρ of ADMM epoch `k` (0-based): `start · growth**k`. A plain object, so runs can record it."""
+    """ρ after `k` ADMM updates: `start · growth**k`. A plain object, so runs can record it."""
 
     start: float
     growth: float = 1.0
 
-    def __call__(self, epoch: int) -> float:
-        return self.start * self.growth**epoch
+    def __call__(self, update: int) -> float:
+        return self.start * self.growth**update
 
     @classmethod
-    def auto(cls, lr: float, momentum: float, steps_per_epoch: int, epochs: int) -> RhoSchedule:
-        """The default: the first epoch's penalty alone would close about 63% of the gap ‖W − Z + U‖ (its pull
-        over the epoch's steps, `steps · lr · ρ / (1 − momentum)`, is 1), and ρ grows geometrically so that the
-        last ADMM epoch pulls `END_PULL` of the gap per step, whatever the data set's size.
+    def auto(cls, lr: float, updates: int) -> RhoSchedule:
+        """The default: `lr·ρ = PULL` at the start, growing geometrically to `GROWTH` times that over `updates`
+        Z/U updates. What ρ does depends on the step size it is applied with, so it is set from the rate.
         """
-        if not (lr > 0 and math.isfinite(lr)) or steps_per_epoch < 1 or epochs < 1 or not 0 <= momentum < 1:
-            raise TTPlanError(f"lr={lr!r}, momentum={momentum!r}, steps_per_epoch={steps_per_epoch!r}, "
-                              f"epochs={epochs!r}: expected a positive rate, 0 <= momentum < 1 and positive counts")
-        start = START_PULL * (1.0 - momentum) / (lr * steps_per_epoch)
-        end = max(start, END_PULL / lr)
-        growth = (end / start) ** (1.0 / (epochs - 1)) if epochs > 1 else 1.0
-        return cls(start=start if epochs > 1 else end, growth=growth)
+        if not (lr > 0 and math.isfinite(lr)) or updates < 1:
+            raise TTPlanError(f"lr={lr!r}, updates={updates!r}: expected a positive rate and update count")
+        return cls(start=PULL / lr, growth=GROWTH ** (1.0 / max(1, updates - 1)))
 
 
 def _layer_names(model: nn.Module) -> list[str]:

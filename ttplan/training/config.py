@@ -27,6 +27,8 @@ class TrainConfig:
     `lr` drives the dense segments (pretrain and ADMM/dense), `finetune_lr` (default: `lr`) the TT model.
     ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant); `rho` None is the
     auto schedule (`ttplan.training.admm.RhoSchedule.auto`), `rho_growth` None its growth (or 1.0 with a given ρ).
+    `admm_updates_per_epoch`: how often per ADMM epoch Z and U are updated (evenly spaced, the last at the
+    epoch's end): ADMM converges in its number of updates, not of epochs.
     `distill` (None: on where dense weights exist, i.e. with pretraining or `init`) fine-tunes the TT model
     towards the dense model as it was before ADMM: `(1 − w)·CE + w·T²·KL(teacher ‖ student)` at temperature
     `distill_temperature` T and weight `distill_weight` w.
@@ -66,6 +68,7 @@ class TrainConfig:
     eval_split: str = "test"
     policy: dict[str, Any] | None = None
     threads: int | None = None
+    admm_updates_per_epoch: int = 1
     distill: bool | None = None
     distill_temperature: float = 4.0
     distill_weight: float = 0.5
@@ -84,6 +87,8 @@ class TrainConfig:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TTPlanError(f"{name}={value!r}: expected a positive int")
+        if not isinstance(self.admm_updates_per_epoch, int) or self.admm_updates_per_epoch < 1:
+            raise TTPlanError(f"admm_updates_per_epoch={self.admm_updates_per_epoch!r}: expected a positive int")
         if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
             raise TTPlanError(f"max_batches={self.max_batches!r}: expected a positive int or None")
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)

@@ -139,6 +139,8 @@ class _Run:
     changes: list[dict[str, Any]] = field(default_factory=list)
     first_batch_loss: float | None = None
     teacher: nn.Module | None = None
+    epoch_rho: float | None = None
+    epoch_divergence: float | None = None
     start_accuracy: float | None = None
 
 
@@ -211,7 +213,7 @@ def rho_schedule(cfg: TrainConfig, steps_per_epoch: int) -> RhoSchedule:
     """ρ per ADMM epoch: `rho` (and `rho_growth`, default 1) as given, else the auto schedule for this run."""
     if cfg.rho is not None:
         return RhoSchedule(start=float(cfg.rho), growth=float(cfg.rho_growth or 1.0))
-    auto = RhoSchedule.auto(cfg.lr, cfg.momentum, steps_per_epoch, max(1, cfg.admm_epochs))
+    auto = RhoSchedule.auto(cfg.lr, max(1, cfg.admm_epochs) * min(steps_per_epoch, cfg.admm_updates_per_epoch))
     return auto if cfg.rho_growth is None else RhoSchedule(start=auto.start, growth=float(cfg.rho_growth))
 
 
@@ -315,6 +317,7 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
     length = len(loader) if limit is None else min(limit, len(loader))
     total, count = 0.0, 0
     label = f"epoch {epoch + 1}/{run.cfg.total_epochs} {phase_of(run.stage or '')}"
+    interval = max(1, math.ceil(length / run.cfg.admm_updates_per_epoch))  # Z/U updates, the last at the end
     with progress(label, length) as bar:
         for b, (x, y) in enumerate(loader):
             if b >= length:
@@ -338,6 +341,8 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
             loss.backward()
             run.optimizer.step()
             run.scheduler.step()
+            if run.admm is not None and ((b + 1) % interval == 0 or b + 1 == length):
+                _admm_update(run)
             total += ce * len(y)
             count += len(y)
             bar.update(1)
@@ -357,6 +362,16 @@ def _distilled(run: _Run, logits: torch.Tensor, task: torch.Tensor, x: torch.Ten
     soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1), target,
                                 reduction="batchmean")
     return (1.0 - weight) * task + weight * temperature**2 * soft
+
+
+def _admm_update(run: _Run) -> None:
+    """Z and U updated from the current weights (the same on every rank), ρ to its schedule's next value."""
+    assert run.admm is not None
+    run.epoch_rho = run.admm.rho  # the ρ the last steps ran with, before update() moves it
+    run.admm.update()
+    run.epoch_divergence = D.max_divergence(run.admm.Z, run.ctx) if run.ctx.enabled else None
+    run.z_divergence = max(run.z_divergence, run.epoch_divergence or 0.0)
+    D.sync_admm(run.admm, run.ctx)
 
 
 def _sync_buffers(run: _Run) -> None:
@@ -560,14 +575,10 @@ def _loop(run: _Run, progress: Progress | None, on_epoch_end: EpochCallback | No
         if stage != run.stage:
             _enter_stage(run, stage)
         start = time.perf_counter()
+        run.epoch_rho, run.epoch_divergence = None, None
         loss = _train_epoch(run, epoch, bar)
-        rho = run.admm.rho if run.admm is not None else None  # the ρ of this epoch, before update() moves it
-        divergence = None
-        if run.admm is not None:
-            run.admm.update()
-            divergence = D.max_divergence(run.admm.Z, run.ctx) if run.ctx.enabled else None
-            run.z_divergence = max(run.z_divergence, divergence or 0.0)
-            D.sync_admm(run.admm, run.ctx)
+        rho = run.epoch_rho
+        divergence = run.epoch_divergence
         if run.ctx.device.startswith("cuda"):
             torch.cuda.synchronize()  # the epoch's kernels are done before its time is taken
         run.epoch_seconds.append(time.perf_counter() - start)
