@@ -103,6 +103,8 @@ class LayerPlan:
                 "kernel_size": list(self.spec.kernel_size),
                 "stride": list(self.spec.stride),
                 "padding": list(self.spec.padding),
+                "extra_padding": list(self.spec.extra_padding),
+                "padding_mode": self.spec.padding_mode,
                 "dilation": list(self.spec.dilation),
                 "input_size": list(self.spec.input_size),
                 "output_size": list(self.spec.output_size),

@@ -1,8 +1,9 @@
 """Find the conv and linear layers of any `nn.Module` by running it once, and count their dense cost.
 
-`trace_layers` hooks every `nn.Conv2d` and `nn.Linear`, runs one forward pass on zeros of shape
-`(1, C, H, W)`, and records each layer's geometry with the input size it actually saw, in execution
-order. Only those layers are what ttplan can decompose, so the dense totals count only them:
+`trace_layers` hooks every `nn.Conv2d` and `nn.Linear` that runs torch's own forward, runs one forward pass on
+zeros of shape `(1, C, H, W)`, and records each layer's geometry with the input size it actually saw, in execution
+order (padding as torch pads: `'same'` with an even window pads one more pixel after, and `padding_mode`). Only
+those layers are what ttplan can decompose, so the dense totals count only them:
 
 - MACs: conv and linear multiply-accumulates at batch 1 (`H'W'·O·(I/groups)·K`; linear `rows·O·I`, where
   `rows` is every leading dimension of its input, e.g. the T tokens of a `(1, T, F)` input), summed over
@@ -59,31 +60,36 @@ def _ints(values: tuple[int, ...]) -> tuple[int, int]:
     return (int(values[0]), int(values[1]))
 
 
-def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
-    """`conv.padding` as a pair; 'valid' is 0 and 'same' is the left pad torch applies, `d·(k-1)//2`.
+def stock_kind(module: nn.Module) -> str | None:
+    """`conv` or `linear` for an `nn.Conv2d` or `nn.Linear` running torch's own forward, else None: a subclass
+    that overrides the forward may compute anything, so ttplan neither plans nor converts it."""
+    kind = type(module)
+    if isinstance(module, nn.Conv2d) and kind.forward is nn.Conv2d.forward \
+            and kind._conv_forward is nn.Conv2d._conv_forward:
+        return "conv"
+    if isinstance(module, nn.Linear) and kind.forward is nn.Linear.forward:
+        return "linear"
+    return None
 
-    For an even effective window torch pads one more pixel on the right than on the left; a
-    symmetric `ConvSpec` cannot say that, so its output is then one pixel short of torch's.
-    """
-    if isinstance(conv.padding, str):
-        if conv.padding == "valid":
-            return (0, 0)
-        return tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))  # type: ignore[return-value]
-    return _ints(conv.padding)
 
-
-def _conv_spec(conv: nn.Conv2d, input_size: tuple[int, int]) -> ConvSpec:
-    """The validated spec of a conv module at the input size it was called with (grouped convs included)."""
+def conv_spec(conv: nn.Module, input_size: tuple[int, int]) -> ConvSpec:
+    """The validated spec of an `nn.Conv2d` at an input size: its padding as torch pads (`'same'` with an even
+    window pads one more pixel after an axis) and its padding mode; TTPlanError for any other module."""
+    if stock_kind(conv) != "conv":
+        raise TTPlanError(f"{type(conv).__name__} is not an nn.Conv2d running torch's own forward; ttplan converts "
+                          "only those (keep this layer dense)")
+    padding = conv.padding if isinstance(conv.padding, str) else _ints(conv.padding)
     return ConvSpec.make(
         in_channels=conv.in_channels,
         out_channels=conv.out_channels,
         kernel_size=_ints(conv.kernel_size),
         stride=_ints(conv.stride),
-        padding=_numeric_padding(conv),
+        padding=padding,
         dilation=_ints(conv.dilation),
         input_size=input_size,
         groups=conv.groups,
         bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
     )
 
 
@@ -102,7 +108,8 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Tra
     A module called more than once is listed once, at its first call (it holds one weight), with the
     geometry of every call in `calls`. A linear layer's spec has one row per leading input element at
     batch 1: a Linear applied to `(1, T, F)` is planned and counted at T rows, as `FlopCounterMode` counts it.
-    Layers that never run are not listed. A failing forward pass is raised as a one-line TTPlanError.
+    Layers that never run are not listed, nor subclasses with their own forward (`stock_kind`). A failing forward
+    pass is raised as a one-line TTPlanError.
     """
     names = {module: name for name, module in model.named_modules()}
     calls: dict[str, list[ConvSpec]] = {}
@@ -111,10 +118,10 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Tra
     def hook(module: nn.Module, args: tuple, kwargs: dict, _output: torch.Tensor) -> None:
         name = names[module]
         x = args[0] if args else next(iter(kwargs.values()))
-        if isinstance(module, nn.Conv2d):
+        if stock_kind(module) == "conv":
             height, width = x.shape[-2:]
             kinds[name] = "conv"
-            spec = _conv_spec(module, (int(height), int(width)))
+            spec = conv_spec(module, (int(height), int(width)))
         else:
             kinds[name] = "linear"
             rows = x.numel() // module.in_features if module.in_features else 1
@@ -129,7 +136,7 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Tra
     handles = [
         module.register_forward_hook(hook, with_kwargs=True)
         for module in model.modules()
-        if isinstance(module, (nn.Conv2d, nn.Linear))
+        if stock_kind(module) is not None
     ]
     try:
         model.eval()

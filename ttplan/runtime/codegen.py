@@ -28,6 +28,7 @@ from ttplan.runtime.lowering import (
     Program,
     Reshape,
     conv_arguments,
+    conv_pad,
     lower,
 )
 
@@ -331,12 +332,17 @@ class _Renderer:
         # a grouped or one-axis conv's weight is made contiguous: some CPU kernels' backward needs it
         contiguous = ".contiguous()" if ins.groups or ins.axes != (True, True) else ""
         weight = f"{ins.src}, {ins.weight}{contiguous}"
-        if ins.axes == (True, True):
+        pad = conv_pad(self.program, ins)
+        if ins.axes == (True, True) and pad is None:
             args = "stride=self.stride, padding=self.padding, dilation=self.dilation"
         else:  # one axis of a separable window: the layer's stride, padding and dilation along it only
             stride, padding, dilation = conv_arguments(self.program, ins)
             args = f"stride={stride}, padding={padding}, dilation={dilation}"
+        padded = [] if pad is None else [
+            (f"{ins.src} = F.pad({ins.src}, {pad}, mode={self.program.pad_mode!r})",
+             "(left, right, top, bottom) as the dense layer pads; not MACs")]
         return [
+            *padded,
             (f"{ins.out} = F.conv2d({weight}, {args}{groups})", f"-> {_show(tuple((i,) for i in ins.layout), sizes)}"),
             (f"height, width = {ins.out}.shape[-2:]", ""),
             *([(f"{ins.out} = {ins.out}.permute(0, 2, 3, 1)", NHWC_VIEW)] if ins.nhwc else []),
@@ -411,8 +417,10 @@ def class_name(plan: ContractionPlan) -> str:
         return f"{tag}{a}" if a == b else f"{tag}{a}x{b}"
 
     kernel = f"K{kh}" if kh == kw else f"K{kh}x{kw}"
+    mode = "" if spec.padding_mode == "zeros" else spec.padding_mode.capitalize()
     return (f"TT{label}Conv{spec.in_channels}to{spec.out_channels}{kernel}"
-            f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
+            f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('E', *spec.extra_padding, 0)}{mode}"
+            f"{pair('D', dh, dw, 1)}")
 
 
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
