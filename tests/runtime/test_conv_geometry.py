@@ -127,6 +127,11 @@ def test_same_padding_with_an_even_window_is_planned_and_converted_as_torch_pads
         assert macs(library, x[:1]) == macs(emitted, x[:1]) == plan.totals.tt_macs
 
 
+def _emitted_for(conv: nn.Conv2d, size: tuple[int, int, int]) -> dict:
+    plan = plan_architecture(nn.Sequential(conv), size, policy=Policy(rank=4, skip_first=False))
+    return load_source(emit_model(plan.plans(), "one conv"))
+
+
 class StandardisedConv(nn.Conv2d):
     """A Conv2d subclass with a forward of its own (weight standardisation): a TT layer would drop what it adds."""
 
@@ -135,8 +140,37 @@ class StandardisedConv(nn.Conv2d):
         return self._conv_forward(x, weight, self.bias)
 
 
+@pytest.mark.parametrize("other, field", [
+    (nn.Conv2d(16, 16, (1, 9), padding=(0, 4)), "kernel_size"),  # as many weights: 2,304
+    (nn.Conv2d(16, 16, 3, padding=2, dilation=2), "dilation"),
+    (nn.Conv2d(16, 16, 3, stride=2, padding=1), "stride"),
+    (nn.Conv2d(8, 32, 3, padding=1), "in_channels"),  # as many weights again
+    (nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect"), "padding_mode"),
+    (nn.Conv2d(16, 16, 3, padding=0), "padding"),
+    (nn.Conv2d(16, 16, 3, padding=1, groups=2), "groups"),
+    (StandardisedConv(16, 16, 3, padding=1), "StandardisedConv"),
+    (nn.Linear(16, 16), "nn.Linear"),
+])
+def test_the_emitted_convert_refuses_a_layer_of_another_geometry(other, field):
+    """Item 4: every geometry field is checked (not the weight's element count), before anything is replaced."""
+    namespace = _emitted_for(nn.Conv2d(16, 16, 3, padding=1), (16, 8, 8))
+    model = nn.Sequential(other)
+    with pytest.raises(ValueError, match=field):
+        namespace["convert"](model)
+    assert model[0] is other
+
+
+def test_the_emitted_convert_takes_the_layer_it_was_planned_for_however_spelled():
+    """'same' with an odd window is padding 1 before and after: the same layer as padding=1."""
+    namespace = _emitted_for(nn.Conv2d(16, 16, 3, padding=1), (16, 8, 8))
+    for conv in (nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding="same", bias=False)):
+        converted = namespace["convert"](nn.Sequential(conv))
+        assert type(converted[0]).__name__.startswith("TT")
+        assert converted(torch.zeros(1, 16, 8, 8)).shape == (1, 16, 8, 8)
+
+
 def test_library_paths_check_the_geometry_against_the_plan():
-    """The library: `convert` with plans made for another padding mode, `from_conv` on a grouped conv or a
+    """Item 4 in the library: `convert` with plans made for another padding mode, `from_conv` on a grouped conv or a
     subclass with its own forward: one-line TTPlanError, nothing converted."""
     size = (16, 9, 8)
     reflect, zeros = _modes_model("reflect"), _modes_model("zeros")
