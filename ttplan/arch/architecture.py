@@ -19,7 +19,7 @@ from ttplan.arch.policy import Decision, Policy, decide
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us
-from ttplan.core.layer import LayerPlan, plan_layer
+from ttplan.core.layer import LayerPlan, one_order_plans, plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import count_model_params, load_model
@@ -386,7 +386,8 @@ def plan_layers(
                         calls=layer.calls, channels_last=channels_last,
                         dense_ms=sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
         if decision.fmt is not None:
-            plans = tuple(planned(spec, decision.fmt, layer.kind) for spec in layer.calls)  # each call at its own size
+            # each call costed at its own size, all running one order: the module is one layer whatever its input
+            plans = one_order_plans([planned(spec, decision.fmt, layer.kind) for spec in layer.calls])
             plan = plans[0]
             row.call_plans = plans
             row.tuned = tuned.get((layer.spec, decision.fmt))

@@ -21,7 +21,7 @@ from torch import nn
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile
-from ttplan.core.layer import best_order
+from ttplan.core.layer import best_order, one_order
 from ttplan.core.network import build_network
 from ttplan.core.schemes import plan_names, scheme
 from ttplan.core.spec import ConvSpec
@@ -254,6 +254,8 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
         module = out.get_submodule(name)
         cls = TTConv2d if layer.kind == "conv" else TTLinear
         plan = (plans or {}).get(name, scheme)
+        if plan == "best" and len(set(layer.calls)) > 1:  # called at several sizes: one order for all (as planned)
+            plan = one_order([resolve_plan(call, fmt, "best", fold_weights) for call in layer.calls])[0]
         tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights,
                             lowering=(lowerings or {}).get(name))
         tt.train(module.training)
