@@ -111,3 +111,12 @@ def test_a_model_of_traced_layers_only_has_nothing_untraced():
     traced = trace(model, (3, 8, 8))
     assert traced.untraced == [] and len(traced.layers) == 2
 
+
+
+def test_a_scripted_submodule_is_counted_for_the_module_around_it():
+    """A ScriptModule takes no hooks: its conv is an untraced op of its parent, and the totals still match."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), torch.jit.script(nn.Conv2d(8, 8, 3, padding=1)))
+    traced = trace(model, (3, 8, 8))
+    assert [layer.name for layer in traced.layers] == ["0"]
+    assert [(op.label, op.op) for op in traced.untraced] == [("(model)", "convolution")]
+    assert dense_totals(traced.layers, 2, traced.untraced)[0] == torch_macs(model, (3, 8, 8), 2)

@@ -215,8 +215,11 @@ def _forward(model: nn.Module, shape: tuple[int, ...], counter: _OpCounter | Non
     modes = {module: module.training for module in model.modules()}
     handles = []
     for module in names:
-        handles.append(module.register_forward_pre_hook(enter, with_kwargs=True))
-        handles.append(module.register_forward_hook(leave, with_kwargs=True, always_call=True))
+        try:
+            pre = module.register_forward_pre_hook(enter, with_kwargs=True)
+        except RuntimeError:  # a ScriptModule takes no hooks: its ops count for the module around it
+            continue
+        handles += [pre, module.register_forward_hook(leave, with_kwargs=True, always_call=True)]
     try:
         model.eval()
         with torch.no_grad():
