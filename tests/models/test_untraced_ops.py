@@ -120,3 +120,14 @@ def test_a_scripted_submodule_is_counted_for_the_module_around_it():
     assert [layer.name for layer in traced.layers] == ["0"]
     assert [(op.label, op.op) for op in traced.untraced] == [("(model)", "convolution")]
     assert dense_totals(traced.layers, 2, traced.untraced)[0] == torch_macs(model, (3, 8, 8), 2)
+
+
+def test_a_budget_counts_the_ops_it_does_not_plan():
+    """A budget's baseline and fixed costs include the untraced ops: its targets are reductions of the same totals."""
+    from ttplan.arch.budget import prepare_budget
+
+    torch.manual_seed(0)
+    model, size = Mixed(), (3, 8, 8)
+    result = prepare_budget(model, size, target_macs_reduction=0.01).solve()
+    assert result.plan.totals.baseline_macs == torch_macs(model, size)
+    assert result.plan.totals.untraced_macs > 0 and result.plan.totals.tt_macs <= result.target_macs

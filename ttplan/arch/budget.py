@@ -484,5 +484,5 @@ def describe_outcome(plan: ArchPlan, met: bool, target_macs: int | None, target_
     if met:
         return f"targets met: {' and '.join(wanted)}; found {got}"
     return (f"targets cannot be met with these candidates: wanted {' and '.join(wanted)}; the closest point found "
-            f"has {got}; the layers outside the search (skipped or fixed by config) alone cost {fixed_macs:,} MACs "
-            f"and {fixed_params:,} params")
+            f"has {got}; the layers outside the search (skipped or fixed by config) and the ops ttplan does not "
+            f"plan alone cost {fixed_macs:,} MACs and {fixed_params:,} params")
