@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.helpers.runtime_cases import load_source
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
+from ttplan.arch.report import render
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.layer import plan_layer
 from ttplan.runtime.codegen import emit_model
@@ -47,6 +48,7 @@ def test_a_module_called_at_two_sizes_runs_the_order_it_was_planned_with():
     # the order kept is the cheaper of the two over both calls
     summed = {p.pairs: sum(ContractionPlan(q.network, p.pairs).macs for q in own) for p in own}
     assert layer.macs == min(summed.values()) == plan.totals.tt_macs
+    assert "2 calls per forward, each counted; one order for all" in render(plan, "csv")
     x = torch.randn(1, *size)
     library = convert(model, plan.formats(), size)  # searching 'best' itself
     planned = convert(model, plan.formats(), size, plans=dict(plan.plans()))

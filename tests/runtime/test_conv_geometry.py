@@ -15,6 +15,7 @@ from tests.helpers.ring_cp_cases import random_cp
 from tests.helpers.runtime_cases import assert_close, load_source, plans_for, random_case, the_class
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
+from ttplan.arch.report import render
 from ttplan.core.formats import make_format
 from ttplan.core.spec import PADDING_MODES, ConvSpec
 from ttplan.errors import TTPlanError
@@ -97,6 +98,7 @@ def test_padding_modes_are_planned_and_converted_exactly(mode):
     model, size = _modes_model(mode), (16, 9, 8)
     plan = plan_architecture(model, size, policy=EXACT)
     assert all(layer.decomposed and mode in layer.spec.describe() for layer in plan.layers)
+    assert f"pads by F.pad ({mode}, left/right/top/bottom 1/1/1/1)" in render(plan, "csv")
     x = torch.randn(2, *size)
     with torch.no_grad():
         reference = model(x)

@@ -77,8 +77,12 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         notes.append("slower than dense")
     if layer.reason:
         notes.append(layer.reason)
+    if layer.decomposed and layer.spec.explicit_pad is not None:  # padding conv2d cannot do: one F.pad, not MACs
+        notes.append(f"pads by F.pad ({layer.spec.padding_mode}, left/right/top/bottom "
+                     f"{'/'.join(map(str, layer.spec.explicit_pad))})")
     if layer.n_calls > 1:
-        notes.append(f"{layer.n_calls} calls per forward, each counted")
+        notes.append(f"{layer.n_calls} calls per forward, each counted" +
+                     ("; one order for all" if len(set(layer.calls)) > 1 and layer.decomposed else ""))
     if layer.tuned is not None:
         notes.append("measured (autotune)")
     if layer.fused:
