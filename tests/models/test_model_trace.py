@@ -111,3 +111,16 @@ def test_wrong_input_size_is_one_line_error() -> None:
     with pytest.raises(TTPlanError, match=r"running the model on zeros of shape \(1, 1, 20, 20\) failed") as info:
         trace_layers(Odd(), (1, 20, 20))
     assert "\n" not in str(info.value)
+
+
+def test_trace_records_padding_as_torch_pads():
+    """Items 2 and 5: 'same' with an even window pads one pixel more after each axis, and the padding mode is kept."""
+    model = nn.Sequential(nn.Conv2d(32, 32, 4, padding="same"), nn.Conv2d(32, 8, (2, 3), padding="same",
+                                                                          padding_mode="reflect"))
+    same, reflect = (layer.spec for layer in trace_layers(model, (32, 16, 16)))
+    assert same == ConvSpec.make(32, 32, 4, padding=1, extra_padding=1, input_size=16, bias=True)
+    assert same.output_size == (16, 16) and same.dense_macs() == 4_194_304
+    assert reflect == ConvSpec.make(32, 8, (2, 3), padding=(0, 1), extra_padding=(1, 0), input_size=16, bias=True,
+                                    padding_mode="reflect")
+    assert reflect.explicit_pad == (1, 1, 0, 1)  # F.pad's (left, right, top, bottom)
+    assert reflect.describe() == "32->8 2x3 s1 p0:1x1 reflect 16x16->16x16"

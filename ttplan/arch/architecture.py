@@ -1,9 +1,10 @@
 """Plan a whole architecture: trace its conv/linear layers, plan each decomposed one, keep the rest dense.
 
-Model totals count the traced conv and linear layers only (weights plus biases; BN, pooling, residual
+Model totals count the traced conv and linear layers (weights plus biases; BN, pooling, residual
 adds and activations are neither MACs nor counted parameters), the way the literature counts ResNet
-"FLOPs" (which are MACs). `tt` is the whole model with every decomposed layer at its best order and
-every other layer dense, so `1 - tt/baseline` is the model-level reduction.
+"FLOPs" (which are MACs), and every other op `FlopCounterMode` counts (`UntracedOp`: Conv1d, ConvTranspose2d,
+functional convs and matmuls, ...), which stay dense. `tt` is the whole model with every decomposed layer at its
+best order and everything else dense, so `1 - tt/baseline` is the model-level reduction.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from ttplan.arch.policy import Decision, Policy, decide
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us
-from ttplan.core.layer import LayerPlan, plan_layer
+from ttplan.core.layer import LayerPlan, one_order_plans, plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models import count_model_params, load_model, trace_layers
-from ttplan.models.trace import TracedLayer
+from ttplan.models import count_model_params, load_model
+from ttplan.models.trace import TracedLayer, UntracedOp, trace
 
 
 @dataclass
@@ -190,6 +191,9 @@ class Totals:
     all_params: int | None = None
     baseline_ms: float = 0.0
     tt_ms: float = 0.0
+    #: MACs and params of the ops ttplan does not plan (`UntracedOp`), included in every MACs and params total above
+    untraced_macs: int = 0
+    untraced_params: int = 0
 
     @property
     def predicted_speedup(self) -> float:
@@ -217,6 +221,7 @@ class Totals:
             "params_reduction": self.params_reduction,
             "decomposed_layers": self.decomposed,
             "dense_layers": self.dense,
+            "untraced": {"macs": self.untraced_macs, "flops": 2 * self.untraced_macs, "params": self.untraced_params},
             "all_model_params": self.all_params,
             "predicted_ms": {"baseline": self.baseline_ms, "tt": self.tt_ms, "speedup": self.predicted_speedup},
         }
@@ -236,21 +241,28 @@ class ArchPlan:
     notes: list[str] = field(default_factory=list)
     objective: str = "macs"
     channels_last: bool = False
+    #: the ops ttplan does not plan, counted dense in the totals (`trace`)
+    untraced: list[UntracedOp] = field(default_factory=list)
 
     @property
     def totals(self) -> Totals:
-        """Baseline and planned MACs/params summed over the layers (dense-kept layers included)."""
+        """Baseline and planned MACs/params summed over the layers (dense-kept layers included) and the untraced
+        ops (dense); predicted times cover the layers only."""
+        macs = sum(op.macs(self.batch) for op in self.untraced)
+        params = sum(op.params for op in self.untraced)
         return Totals(
-            baseline_macs=sum(layer.baseline_macs for layer in self.layers),
-            baseline_params=sum(layer.baseline_params for layer in self.layers),
-            tt_macs=sum(layer.macs for layer in self.layers),
-            tt_params=sum(layer.params for layer in self.layers),
-            published_macs=sum(layer.published_macs for layer in self.layers),
+            baseline_macs=sum(layer.baseline_macs for layer in self.layers) + macs,
+            baseline_params=sum(layer.baseline_params for layer in self.layers) + params,
+            tt_macs=sum(layer.macs for layer in self.layers) + macs,
+            tt_params=sum(layer.params for layer in self.layers) + params,
+            published_macs=sum(layer.published_macs for layer in self.layers) + macs,
             decomposed=sum(layer.decomposed for layer in self.layers),
             dense=sum(not layer.decomposed for layer in self.layers),
             all_params=self.all_params,
             baseline_ms=sum(layer.dense_ms for layer in self.layers),
             tt_ms=sum(layer.predicted_ms for layer in self.layers),
+            untraced_macs=macs,
+            untraced_params=params,
         )
 
     def formats(self) -> dict[str, TTFormat | None]:
@@ -286,19 +298,36 @@ class ArchPlan:
             "fold_weights": self.fold_weights,
             "objective": self.objective,
             "channels_last": self.channels_last,
-            "units": "MACs (FLOPs = 2 x MACs); params = conv/linear weights + biases; ms predicted by the latency "
-                     "profile unless under autotune",
+            "units": "MACs (FLOPs = 2 x MACs); params = conv/linear weights + biases and the parameters untraced ops "
+                     "read; ms predicted by the latency profile unless under autotune (traced layers only)",
             "policy": self.policy.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
+            "untraced": [untraced_dict(op, self.batch) for op in self.untraced],
             "totals": self.totals.to_dict(),
             "notes": list(self.notes),
         }
 
 
-def trace_model(
-    model_or_name: str | nn.Module, input_size: tuple[int, int, int] | None = None
-) -> tuple[str, list[TracedLayer], tuple[int, int, int], int]:
-    """(label, traced layers, input size, every parameter of the model) for a preset, target or module."""
+def untraced_dict(op: UntracedOp, batch: int) -> dict:
+    """JSON-ready row of an op ttplan does not plan, at `batch`."""
+    macs = op.macs(batch)
+    return {"name": op.name, "module": op.module, "op": op.op, "calls": op.calls, "macs": macs, "flops": 2 * macs,
+            "params": op.params, "dense_reason": op.reason}
+
+
+@dataclass(frozen=True)
+class TracedModel:
+    """A traced model: its label, conv/linear layers, input size, every parameter, and the ops ttplan does not plan."""
+
+    label: str
+    layers: list[TracedLayer]
+    input_size: tuple[int, int, int]
+    all_params: int
+    untraced: list[UntracedOp]
+
+
+def trace_model(model_or_name: str | nn.Module, input_size: tuple[int, int, int] | None = None) -> TracedModel:
+    """The traced layers and untraced ops of a preset, target or module (`trace`), with its every parameter."""
     if isinstance(model_or_name, nn.Module):
         if input_size is None:
             raise TTPlanError("a model given as an nn.Module needs input_size=(C, H, W), e.g. (3, 224, 224)")
@@ -306,10 +335,10 @@ def trace_model(
     else:
         model, size = load_model(model_or_name, input_size)
         label = model_or_name
-    layers = trace_layers(model, size)  # type: ignore[arg-type]
-    if not layers:
+    traced = trace(model, size)  # type: ignore[arg-type]
+    if not traced.layers:
         raise TTPlanError(f"model {label!r} has no nn.Conv2d or nn.Linear layer that runs on input {size}")
-    return label, layers, size, count_model_params(model)  # type: ignore[return-value]
+    return TracedModel(label, traced.layers, size, count_model_params(model), traced.untraced)  # type: ignore[arg-type]
 
 
 def _worse(plan: LayerPlan) -> bool:
@@ -357,7 +386,8 @@ def plan_layers(
                         calls=layer.calls, channels_last=channels_last,
                         dense_ms=sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
         if decision.fmt is not None:
-            plans = tuple(planned(spec, decision.fmt, layer.kind) for spec in layer.calls)  # each call at its own size
+            # each call costed at its own size, all running one order: the module is one layer whatever its input
+            plans = one_order_plans([planned(spec, decision.fmt, layer.kind) for spec in layer.calls])
             plan = plans[0]
             row.call_plans = plans
             row.tuned = tuned.get((layer.spec, decision.fmt))
@@ -447,10 +477,10 @@ def plan_architecture(
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):
         config = load_config(config)
-    label, layers, size, all_params = trace_model(model_or_name, input_size)
-    decisions = decide(layers, policy, config)
-    rows = plan_layers(layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse,
+    traced = trace_model(model_or_name, input_size)
+    decisions = decide(traced.layers, policy, config)
+    rows = plan_layers(traced.layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse,
                        objective=objective, profile=profile, skip_slower=skip_slower, autotune=autotune,
                        channels_last=channels_last, fused=fused)
-    return ArchPlan(label, size, batch, fold_weights, policy, rows, all_params, objective=objective,
-                    channels_last=channels_last)
+    return ArchPlan(traced.label, traced.input_size, batch, fold_weights, policy, rows, traced.all_params,
+                    objective=objective, channels_last=channels_last, untraced=traced.untraced)

@@ -35,7 +35,7 @@ from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import TracedLayer, traced_macs
+from ttplan.models.trace import TracedLayer, UntracedOp, dense_totals
 
 #: uniform ranks tried (each clipped to the exact rank at its cut)
 RANK_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
@@ -158,6 +158,8 @@ class BudgetProblem:
     #: with a speedup target the search's cost axis is predicted time (ns) instead of MACs; `target_macs` holds
     #: the time to reach
     target_speedup: float | None = None
+    #: the ops ttplan does not plan: dense, in the MACs and params totals (not in predicted times)
+    untraced: list[UntracedOp] = field(default_factory=list)
 
     def _cost(self, spec: ConvSpec, fmt: TTFormat | None) -> int:
         """A layer's cost on the search's axis: MACs at its best order, or predicted ns with a speedup target."""
@@ -178,7 +180,8 @@ class BudgetProblem:
             if progress is not None:
                 progress(1)
         by_name = {layer.name: layer for layer in self.layers}
-        fixed_macs = fixed_params = 0
+        fixed_macs = 0 if self.target_speedup is not None else sum(op.macs(self.batch) for op in self.untraced)
+        fixed_params = sum(op.params for op in self.untraced)
         for layer in self.layers:
             if layer.name not in self.free:
                 fmt = self.decisions[layer.name].fmt
@@ -205,7 +208,7 @@ class BudgetProblem:
         rows = plan_layers(self.layers, decisions, batch=self.batch, fold_weights=self.fold_weights,
                            objective=self.objective, profile=self.profile)
         plan = ArchPlan(self.label, self.input_size, self.batch, self.fold_weights, self.policy, rows, self.all_params,
-                        objective=self.objective)
+                        objective=self.objective, untraced=self.untraced)
         if self.target_speedup is not None:
             message = describe_speedup(plan, met, self.target_speedup, self.target_params)
         else:
@@ -255,7 +258,8 @@ def prepare_budget(
     profile = profile if profile is not None else load_profile()
     if isinstance(config, (str, Path)):
         config = load_config(config)
-    label, layers, size, all_params = trace_model(model_or_name, input_size)
+    traced = trace_model(model_or_name, input_size)
+    label, layers, size, all_params = traced.label, traced.layers, traced.input_size, traced.all_params
     decisions = decide(layers, policy, config)
     first_conv = next((layer.name for layer in layers if layer.kind == "conv"), None)
     free = [layer.name for layer in layers
@@ -270,8 +274,7 @@ def prepare_budget(
         for fmt in fmts:
             for call in layer.calls:  # a module called twice is costed at each call's geometry
                 jobs[(call, fmt)] = None
-    baseline_macs = sum(traced_macs(layer, batch) for layer in layers)
-    baseline_params = sum(layer.spec.dense_params() for layer in layers)
+    baseline_macs, baseline_params = dense_totals(layers, batch, traced.untraced)
     target_macs = _target(target_macs_reduction, baseline_macs, "MACs")
     if target_speedup is not None:
         baseline_ns = sum(round(predict_dense_us(call, batch, profile) * 1000)
@@ -280,7 +283,7 @@ def prepare_budget(
     return BudgetProblem(
         label, layers, size, all_params, decisions, free, options,
         target_macs, _target(target_params_reduction, baseline_params, "params"),
-        policy, batch, fold_weights, list(jobs), objective, profile, target_speedup,
+        policy, batch, fold_weights, list(jobs), objective, profile, target_speedup, traced.untraced,
     )
 
 
@@ -481,5 +484,5 @@ def describe_outcome(plan: ArchPlan, met: bool, target_macs: int | None, target_
     if met:
         return f"targets met: {' and '.join(wanted)}; found {got}"
     return (f"targets cannot be met with these candidates: wanted {' and '.join(wanted)}; the closest point found "
-            f"has {got}; the layers outside the search (skipped or fixed by config) alone cost {fixed_macs:,} MACs "
-            f"and {fixed_params:,} params")
+            f"has {got}; the layers outside the search (skipped or fixed by config) and the ops ttplan does not "
+            f"plan alone cost {fixed_macs:,} MACs and {fixed_params:,} params")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # rendering needs no torch; planning the architecture does
     from ttplan.arch.architecture import ArchLayer, ArchPlan
+    from ttplan.models.trace import UntracedOp
 
 #: the default text table fits a terminal this wide; `wide=True` prints every column
 TERMINAL_WIDTH = 120
@@ -76,8 +77,12 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         notes.append("slower than dense")
     if layer.reason:
         notes.append(layer.reason)
+    if layer.decomposed and layer.spec.explicit_pad is not None:  # padding conv2d cannot do: one F.pad, not MACs
+        notes.append(f"pads by F.pad ({layer.spec.padding_mode}, left/right/top/bottom "
+                     f"{'/'.join(map(str, layer.spec.explicit_pad))})")
     if layer.n_calls > 1:
-        notes.append(f"{layer.n_calls} calls per forward, each counted")
+        notes.append(f"{layer.n_calls} calls per forward, each counted" +
+                     ("; one order for all" if len(set(layer.calls)) > 1 and layer.decomposed else ""))
     if layer.tuned is not None:
         notes.append("measured (autotune)")
     if layer.fused:
@@ -102,6 +107,24 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
     }
 
 
+def untraced_row(op: UntracedOp, batch: int) -> dict[str, object]:
+    """An op ttplan does not plan, as a row of the same table: dense, counted, no predicted time."""
+    macs = op.macs(batch)
+    note = op.reason + (f"; {op.calls} calls per forward" if op.calls > 1 else "")
+    return {
+        "layer": op.label, "geometry": f"{op.op} ({op.module})", "dense_macs": macs, "dense_params": op.params,
+        "format": "dense", "short_format": "dense", "ranks": "dense", "max_rank": "", "published_macs": macs,
+        "best_macs": macs, "params": op.params, "dense_ms": "", "ms": "", "macs_reduction": 0.0,
+        "params_reduction": 0.0, "note": note,
+    }
+
+
+def _rows(plan: ArchPlan) -> list[dict[str, object]]:
+    """Every row of the table: the layers, the ops ttplan does not plan, then the totals."""
+    return ([layer_row(layer) for layer in plan.layers] + [untraced_row(op, plan.batch) for op in plan.untraced]
+            + [total_row(plan)])
+
+
 def _measured(layer: ArchLayer, dense: bool) -> float:
     """The layer's ms: autotune's measurement when it has one, else the profile's prediction."""
     if layer.tuned is not None:
@@ -121,14 +144,14 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
         "published_macs": t.published_macs, "best_macs": t.tt_macs, "params": t.tt_params,
         "dense_ms": t.baseline_ms, "ms": t.tt_ms,
         "macs_reduction": t.macs_reduction, "params_reduction": t.params_reduction,
-        "note": "dense-kept layers included",
+        "note": "dense-kept layers included" + (", and ops not planned" if plan.untraced else ""),
     }
 
 
 def _cell(key: str, value: object) -> str:
     if key in ("macs_reduction", "params_reduction"):
         return f"{value:.1%}"
-    if key in ("dense_ms", "ms"):  # short whatever the batch: 3 decimals, or 4 significant digits from 1000 ms
+    if key in ("dense_ms", "ms") and isinstance(value, float):  # 3 decimals, or 4 significant digits from 1000 ms
         return f"{value:.3f}" if value < 1000 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
@@ -153,7 +176,7 @@ def summary_lines(plan: ArchPlan) -> list[str]:
     t = plan.totals
     lines = [
         f"dense model:   {t.baseline_macs:,} MACs ({2 * t.baseline_macs:,} FLOPs), {t.baseline_params:,} params "
-        f"(conv + linear layers)",
+        f"(conv + linear layers{' + ops not planned' if plan.untraced else ''})",
         f"planned model: {t.tt_macs:,} MACs at the best orders ({t.published_macs:,} at the published orders), "
         f"{t.tt_params:,} params",
         f"FLOPs↓ {t.macs_reduction:.1%}   params↓ {t.params_reduction:.1%}   "
@@ -161,6 +184,10 @@ def summary_lines(plan: ArchPlan) -> list[str]:
         f"predicted time of the conv/linear layers: dense {t.baseline_ms:.2f} ms, planned {t.tt_ms:.2f} ms "
         f"({t.predicted_speedup:.2f}x)",
     ]
+    if plan.untraced:
+        lines.append(f"ops ttplan does not plan, dense and counted in both totals ({len(plan.untraced)}): "
+                     f"{t.untraced_macs:,} MACs, {t.untraced_params:,} params; not in the predicted times: "
+                     + ", ".join(f"{op.label} {op.op} ({op.module})" for op in plan.untraced))
     slower = [layer.name for layer in plan.layers if layer.slower_than_dense]
     if slower:
         lines.append(f"TT slower than dense ({len(slower)}): {', '.join(slower)}")
@@ -196,7 +223,7 @@ def _fit(columns: tuple[tuple[str, str], ...], cells: list[list[str]], widths: l
 def table_lines(plan: ArchPlan, wide: bool = False, limit: int = TERMINAL_WIDTH) -> list[str]:
     """The per-layer table; compact (fits `limit` columns, text shortened with …) unless `wide`."""
     columns = COLUMNS if wide else COMPACT
-    rows = [layer_row(layer) for layer in plan.layers] + [total_row(plan)]
+    rows = _rows(plan)
     if not wide:
         t = plan.totals
         rows[-1]["note"] = f"{t.decomposed} TT + {t.dense} dense layers"
@@ -234,7 +261,7 @@ def render_text(plan: ArchPlan, wide: bool = False) -> str:
 
 def render_markdown(plan: ArchPlan, title: str | None = None) -> str:
     """A Markdown report: header, the table, the totals."""
-    rows = [layer_row(layer) for layer in plan.layers] + [total_row(plan)]
+    rows = _rows(plan)
     out = [f"# {title or f'ttplan plan {plan.model}'}", ""]
     out += [f"- {line}" for line in header_lines(plan)]
     out += ["", "| " + " | ".join(t for _, t in COLUMNS) + " |",
@@ -253,7 +280,7 @@ def render_csv(plan: ArchPlan) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[k for k, _ in COLUMNS], lineterminator="\n")
     writer.writeheader()
-    for row in [layer_row(layer) for layer in plan.layers] + [total_row(plan)]:
+    for row in _rows(plan):
         writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k, _ in COLUMNS})
     return buffer.getvalue()
 

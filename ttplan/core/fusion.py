@@ -66,8 +66,8 @@ def fused_form(plan: ContractionPlan) -> FusedForm | None:
     """The plan's three products if the fused kernel can run it (module docstring), else None."""
     net = plan.network
     spec = net.spec
-    if spec.groups != 1 or spec.linear:
-        return None
+    if spec.groups != 1 or spec.linear or spec.explicit_pad is not None:
+        return None  # the kernel pads zeros symmetrically, as conv2d does
     ops = dict(enumerate(leaf_operands(net)))
     steps = []
     for step in plan.steps:

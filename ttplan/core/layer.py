@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
@@ -103,6 +104,8 @@ class LayerPlan:
                 "kernel_size": list(self.spec.kernel_size),
                 "stride": list(self.spec.stride),
                 "padding": list(self.spec.padding),
+                "extra_padding": list(self.spec.extra_padding),
+                "padding_mode": self.spec.padding_mode,
                 "dilation": list(self.spec.dilation),
                 "input_size": list(self.spec.input_size),
                 "output_size": list(self.spec.output_size),
@@ -219,3 +222,37 @@ def fastest_fused(network: TensorNetwork, fold_weights: bool, profile: LatencyPr
         candidates = [plan for plan in candidates if plan.largest_intermediate <= memory_limit]
     timed = [(us, plan) for plan in candidates if (us := predict_fused_us(plan, profile)) is not None]
     return min(timed, key=lambda pair: pair[0])[1] if timed else None
+
+
+def one_order(bests: Sequence[ContractionPlan], objective: str = "macs",
+              predict: Callable[[int, ContractionPlan], float | None] | None = None) -> tuple[ContractionPlan, ...]:
+    """One order for every call of a module, given each call's best (one network per input size): a layer runs one
+    order whatever its input, so of the calls' own best orders the one least costly over all calls is returned at
+    each call's geometry. Cost: summed MACs (`macs`), the largest intermediate (`memory`), or summed predicted time
+    (`latency`: `predict(call, plan)` in ms, where it predicts every call), the other two breaking ties."""
+    candidates = list(dict.fromkeys(plan.pairs for plan in bests))
+    if len(candidates) <= 1:
+        return tuple(bests)
+
+    def at(best: ContractionPlan, pairs: tuple[tuple[int, int], ...]) -> ContractionPlan:
+        return best if best.pairs == pairs else ContractionPlan(best.network, pairs, best.name, best.fold_weights)
+
+    def cost(pairs: tuple[tuple[int, int], ...]) -> tuple[float, ...]:
+        runs = [at(best, pairs) for best in bests]
+        macs, peak = sum(run.macs for run in runs), max(run.largest_intermediate for run in runs)
+        times = [predict(n, run) for n, run in enumerate(runs)] if predict is not None else [None]
+        if objective == "latency" and None not in times:
+            return (sum(times), macs, peak)  # type: ignore[arg-type]
+        return (peak, macs) if objective == "memory" else (macs, peak)
+
+    chosen = min(candidates, key=cost)
+    return tuple(at(best, chosen) for best in bests)
+
+
+def one_order_plans(plans: Sequence[LayerPlan]) -> tuple[LayerPlan, ...]:
+    """Each call's `LayerPlan` with `one_order`'s order as its best (by the plans' objective and predicted times);
+    a call whose best changes no longer runs fused (the fused choice was made for its own best)."""
+    bests = one_order([plan.best for plan in plans], plans[0].objective if plans else "macs",
+                      lambda n, run: plans[n].predicted_ms(run))
+    return tuple(plan if best is plan.best else replace(plan, best=best, fused=False)
+                 for plan, best in zip(plans, bests))

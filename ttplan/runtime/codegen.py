@@ -28,6 +28,7 @@ from ttplan.runtime.lowering import (
     Program,
     Reshape,
     conv_arguments,
+    conv_pad,
     lower,
 )
 
@@ -78,6 +79,26 @@ def tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
         full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
     full = full.reshape(closing, -1, closing).diagonal(dim1=0, dim2=2).sum(-1)
     return full.reshape([core.shape[1] for core in cores])
+
+
+def dense_geometry(module: nn.Module) -> dict:
+    """What a layer of this file must match in a dense model: an nn.Conv2d's channels, kernel, stride, padding
+    (before and after each axis, 'same' as torch pads it), dilation, groups and padding mode; an nn.Linear's
+    features. A subclass with a forward of its own may compute anything: it matches no layer."""
+    kind = type(module)
+    if isinstance(module, nn.Linear) and kind.forward is nn.Linear.forward:
+        return {"layer": "nn.Linear", "in_features": module.in_features, "out_features": module.out_features}
+    if not (isinstance(module, nn.Conv2d) and kind.forward is nn.Conv2d.forward
+            and kind._conv_forward is nn.Conv2d._conv_forward):
+        return {"layer": kind.__name__}
+    if module.padding == "same":  # torch pads d*(k-1)//2 before an axis and the rest after it
+        totals = [d * (k - 1) for k, d in zip(module.kernel_size, module.dilation)]
+        padding = tuple((total // 2, total - total // 2) for total in totals)
+    else:
+        padding = tuple((p, p) for p in ((0, 0) if module.padding == "valid" else module.padding))
+    return {"layer": "nn.Conv2d", "in_channels": module.in_channels, "out_channels": module.out_channels,
+            "kernel_size": tuple(module.kernel_size), "stride": tuple(module.stride), "padding": padding,
+            "dilation": tuple(module.dilation), "groups": module.groups, "padding_mode": module.padding_mode}
 '''
 
 _CP_HELPERS = f'''
@@ -191,6 +212,16 @@ class _TTLayer(nn.Module):
         return (x.shape[0],)
 
     @classmethod
+    def check_dense(cls, name: str, dense: nn.Module) -> None:
+        """ValueError unless `dense` is the layer this class was planned for (`dense_geometry`), naming what differs."""
+        found = dense_geometry(dense)
+        wrong = [f"{key} {found.get(key)!r}, planned {value!r}" for key, value in cls.geometry.items()
+                 if found.get(key) != value]
+        if wrong:
+            raise ValueError(f"layer {name}: {'; '.join(wrong)}: this class would not compute that layer, so it is "
+                             "not converted")
+
+    @classmethod
     def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None):
         """The layer whose cores are the TT-SVD of `weight` (exact at maximal ranks); bias kept."""
         layer = cls(bias=bias is not None, device=weight.device, dtype=weight.dtype)
@@ -230,15 +261,16 @@ except ImportError:
 _CONVERT = '''
 
 def convert(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` with each layer in `LAYERS` replaced by the TT-SVD of its weights (biases kept)."""
+    """A deep copy of `model` with each layer in `LAYERS` replaced by the TT-SVD of its weights (biases kept).
+
+    ValueError, before anything is replaced, where a layer's geometry is not the one planned (`dense_geometry`)."""
+    for name, cls in LAYERS.items():
+        cls.check_dense(name, model.get_submodule(name))
     model = copy.deepcopy(model)
     for name, cls in LAYERS.items():
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         dense = getattr(parent, attr)
-        if dense.weight.numel() != math.prod(cls.kernel_shape):
-            raise ValueError(f"layer {name}: weight of shape {list(dense.weight.shape)}, "
-                             f"expected {list(cls.kernel_shape)}")
         layer = cls.from_dense(dense.weight, dense.bias)
         layer.train(dense.training)
         setattr(parent, attr, layer)
@@ -331,12 +363,17 @@ class _Renderer:
         # a grouped or one-axis conv's weight is made contiguous: some CPU kernels' backward needs it
         contiguous = ".contiguous()" if ins.groups or ins.axes != (True, True) else ""
         weight = f"{ins.src}, {ins.weight}{contiguous}"
-        if ins.axes == (True, True):
+        pad = conv_pad(self.program, ins)
+        if ins.axes == (True, True) and pad is None:
             args = "stride=self.stride, padding=self.padding, dilation=self.dilation"
         else:  # one axis of a separable window: the layer's stride, padding and dilation along it only
             stride, padding, dilation = conv_arguments(self.program, ins)
             args = f"stride={stride}, padding={padding}, dilation={dilation}"
+        padded = [] if pad is None else [
+            (f"{ins.src} = F.pad({ins.src}, {pad}, mode={self.program.pad_mode!r})",
+             "(left, right, top, bottom) as the dense layer pads; not MACs")]
         return [
+            *padded,
             (f"{ins.out} = F.conv2d({weight}, {args}{groups})", f"-> {_show(tuple((i,) for i in ins.layout), sizes)}"),
             (f"height, width = {ins.out}.shape[-2:]", ""),
             *([(f"{ins.out} = {ins.out}.permute(0, 2, 3, 1)", NHWC_VIEW)] if ins.nhwc else []),
@@ -411,8 +448,10 @@ def class_name(plan: ContractionPlan) -> str:
         return f"{tag}{a}" if a == b else f"{tag}{a}x{b}"
 
     kernel = f"K{kh}" if kh == kw else f"K{kh}x{kw}"
+    mode = "" if spec.padding_mode == "zeros" else spec.padding_mode.capitalize()
     return (f"TT{label}Conv{spec.in_channels}to{spec.out_channels}{kernel}"
-            f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('D', dh, dw, 1)}")
+            f"{pair('S', sh, sw, 1)}{pair('P', ph, pw, 0)}{pair('E', *spec.extra_padding, 0)}{mode}"
+            f"{pair('D', dh, dw, 1)}")
 
 
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
@@ -512,6 +551,14 @@ def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
     factored = isinstance(layout, FactorLayout)
     kernel_shape = (spec.out_channels, spec.in_channels) if spec.linear else \
         (spec.out_channels, spec.in_channels, *spec.kernel_size)
+    if spec.linear:
+        geometry = {"layer": "nn.Linear", "in_features": spec.in_channels, "out_features": spec.out_channels}
+    else:
+        after = tuple(p + e for p, e in zip(spec.padding, spec.extra_padding))
+        geometry = {"layer": "nn.Conv2d", "in_channels": spec.in_channels, "out_channels": spec.out_channels,
+                    "kernel_size": spec.kernel_size, "stride": spec.stride,
+                    "padding": tuple(zip(spec.padding, after)), "dilation": spec.dilation, "groups": spec.groups,
+                    "padding_mode": spec.padding_mode}
     chain = math.prod(idx.size for idx in net.indices.values() if idx.kind == "rank")
     lines = [
         f"    in_channels = {spec.in_channels}",
@@ -522,6 +569,10 @@ def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
         f"    dilation = {spec.dilation}",
         f"    linear = {spec.linear}",
         f"    kernel_shape = {kernel_shape}",
+        "    # the dense layer this class computes exactly (`dense_geometry`; padding before and after each axis)",
+        "    geometry = {",
+        *(f"        {key!r}: {value!r},".replace("'", '"') for key, value in geometry.items()),
+        "    }",
         *(_factor_attributes(layout) if factored else _chain_attributes(layout)),
         f"    chain_product = {chain}  # products of one entry per core summed into a kernel entry",
         "    # the cores, in chain order: parameter name, shape and what each axis is",

@@ -21,12 +21,12 @@ from torch import nn
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.latency import LatencyProfile
-from ttplan.core.layer import best_order
+from ttplan.core.layer import best_order, one_order
 from ttplan.core.network import build_network
 from ttplan.core.schemes import plan_names, scheme
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import trace_layers
+from ttplan.models.trace import conv_spec, trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.fold_cache import fold_key
 from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
@@ -174,6 +174,17 @@ class TTConv2d(_TTLayer):
             raise TTPlanError(f"TTConv2d got a linear layer ({spec.describe()}); use TTLinear")
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, fmt: TTFormat, input_size: int | tuple[int, int],
+                  plan: ContractionPlan | str = "best", fold_weights: bool = False, *, batch: int = 1,
+                  lowering: Lowering | None = None) -> TTConv2d:
+        """The TT-SVD of `conv` in `fmt`, planned at `input_size` (H, W): every geometry field taken from the module
+        (`conv_spec`: padding as torch pads, its padding mode), so the layer computes what `conv` computes (exactly
+        at maximal ranks). TTPlanError for what ttplan cannot run exactly: a grouped conv, a subclass's forward."""
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        spec = conv_spec(conv, size)  # type: ignore[arg-type]
+        return cls.from_dense(conv.weight, conv.bias, spec, fmt, plan, fold_weights, batch=batch, lowering=lowering)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)
 
@@ -229,9 +240,11 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     traced = {layer.name: layer for layer in trace_layers(model, input_size)}
     unknown = [name for name in formats if name not in traced]
     if unknown:
+        modules = dict(model.named_modules())
+        what = f" ({type(modules[unknown[0]]).__name__})" if unknown[0] in modules else ""
         raise TTPlanError(
-            f"layer {unknown[0]!r} is not a conv/linear layer that runs on input {tuple(input_size)}; "
-            f"layers: {', '.join(traced)}"
+            f"layer {unknown[0]!r}{what} is not an nn.Conv2d/nn.Linear (running torch's own forward) that runs on "
+            f"input {tuple(input_size)}; layers: {', '.join(traced) or 'none'}"
         )
     out = copy.deepcopy(model)
     for name, fmt in formats.items():
@@ -241,6 +254,8 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
         module = out.get_submodule(name)
         cls = TTConv2d if layer.kind == "conv" else TTLinear
         plan = (plans or {}).get(name, scheme)
+        if plan == "best" and len(set(layer.calls)) > 1:  # called at several sizes: one order for all (as planned)
+            plan = one_order([resolve_plan(call, fmt, "best", fold_weights) for call in layer.calls])[0]
         tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights,
                             lowering=(lowerings or {}).get(name))
         tt.train(module.training)

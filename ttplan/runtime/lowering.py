@@ -14,7 +14,9 @@ convolution (what `torch.utils.flop_counter` counts):
 - with `Lowering(channels_last=True)` the map is NHWC throughout: `(b, s, …)` in memory, so a channel mixing
   is one `mm` over all pixels (`[B·H·W, K] @ [K, N]`), the conv reads and writes channels-last tensors
   (views, no copies) and the output is a channels-last `[B, O, H', W']`, as a channels-last model expects;
-- the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation:
+- the conv step is one `torch.nn.functional.conv2d` with the layer's stride, padding and dilation (padding that
+  conv2d cannot do -- torch's `'same'` for an even window, a `padding_mode` other than zeros -- is one `F.pad` of
+  the map right before it, as `nn.Conv2d` pads its input: a channel mixing commutes with padding, so it is exact):
   input channels = the indices both operands share, batch = B x the feature map's other indices,
   output channels = the weight operand's other indices;
 - a weight-only step (core with core) is one `mm` or `bmm` likewise; an outer product is a product with K = 1;
@@ -188,6 +190,9 @@ class Program:
     padding: tuple[int, int]
     dilation: tuple[int, int]
     lowering: Lowering = Lowering()
+    #: `F.pad`'s (left, right, top, bottom) before the conv where conv2d cannot pad as the layer does, in `pad_mode`
+    pad: tuple[int, int, int, int] | None = None
+    pad_mode: str = "constant"
 
 
 def _contiguous_block(order: tuple[str, ...], block: set[str]) -> tuple[int, int] | None:
@@ -286,7 +291,7 @@ class _Lowering:
             written.add(ins.out)
         return Program(plan, tuple(t.name for t in net.tensors[1:]), tuple(self.weight), tuple(self.feature),
                        tuple(used), "y", self.sizes, net.spec.stride, net.spec.padding, net.spec.dilation,
-                       self.lowering)
+                       self.lowering, net.spec.explicit_pad, net.spec.pad_mode)
 
     def _matmul(self, number: int, a: str, w: str, out: str, sink: list, feature: bool,
                 kept: frozenset[str] = frozenset()) -> None:
@@ -459,8 +464,8 @@ def fuse(program: Program) -> Program:
     the conv and a channel mixing (either mixing may be absent) on NCHW maps, all reshapes views; else unchanged.
     These are exactly the plans `ttplan.core.fusion.fused_form` describes (tested)."""
     feature = program.feature
-    if program.lowering.channels_last or len(feature) < 3 or not _view(feature[-1], PLANE):
-        return program
+    if program.lowering.channels_last or program.pad is not None or len(feature) < 3 or not _view(feature[-1], PLANE):
+        return program  # the kernel pads zeros symmetrically, as conv2d does
     body = feature[:-1]  # the last instruction reshapes the result to [B, O, H', W']
     convs = [n for n, ins in enumerate(body) if isinstance(ins, Conv)]
     if len(convs) != 1 or convs[0] not in (1, 3):
@@ -541,7 +546,10 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
             stride, padding, dilation = conv_arguments(program, ins)
             # the conv's weight is made contiguous: some CPU kernels' backward needs it (free when it already is)
             weight = env[ins.weight].contiguous()
-            out = F.conv2d(env[ins.src], weight, stride=stride, padding=padding, dilation=dilation,
+            src, pad = env[ins.src], conv_pad(program, ins)
+            if pad is not None:
+                src = F.pad(src, pad, mode=program.pad_mode)
+            out = F.conv2d(src, weight, stride=stride, padding=padding, dilation=dilation,
                            groups=group_size(ins.groups, sizes))
             _map_size_from(out, sizes)
             env[ins.out] = out.permute(0, 2, 3, 1) if ins.nhwc else out
@@ -577,11 +585,22 @@ def _map_size_from(out: torch.Tensor, sizes: dict[str, int]) -> None:
 
 
 def conv_arguments(program: Program, ins: Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Stride, padding and dilation of a conv instruction: the layer's along the axes its window covers."""
+    """Stride, padding and dilation of a conv instruction: the layer's along the axes its window covers (padding 0
+    where `conv_pad` pads the map instead)."""
     def along(values: tuple[int, int], neutral: int) -> tuple[int, int]:
         return tuple(v if on else neutral for v, on in zip(values, ins.axes))  # type: ignore[return-value]
 
-    return along(program.stride, 1), along(program.padding, 0), along(program.dilation, 1)
+    padding = (0, 0) if program.pad is not None else along(program.padding, 0)
+    return along(program.stride, 1), padding, along(program.dilation, 1)
+
+
+def conv_pad(program: Program, ins: Conv) -> tuple[int, int, int, int] | None:
+    """`F.pad`'s (left, right, top, bottom) of the map before a conv instruction, along the axes its window covers,
+    where the layer pads as conv2d cannot (`Program.pad`); else None."""
+    if program.pad is None:
+        return None
+    left, right, top, bottom = program.pad
+    return (left, right, 0, 0) if not ins.axes[0] else (0, 0, top, bottom) if not ins.axes[1] else program.pad
 
 
 def by_step(instructions: tuple[Instruction, ...]) -> list[tuple[int, tuple[Instruction, ...]]]:
@@ -652,6 +671,7 @@ __all__ = [
     "Reshape",
     "by_step",
     "conv_arguments",
+    "conv_pad",
     "copied_elements",
     "execute",
     "fold",
