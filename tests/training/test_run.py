@@ -86,7 +86,7 @@ def test_metrics_layout_and_saved_model(tmp_path):
     assert on_disk["config"] == {**cfg.to_dict(), "threads": 1}  # recorded: the conftest's one thread
     assert set(on_disk["layers"]) == set(LAYERS) and on_disk["changes"] == []
     for row in on_disk["epochs"]:
-        assert set(row) == {"epoch", "phase", "loss", "accuracy", "rho", "distances"}
+        assert set(row) == {"epoch", "phase", "loss", "accuracy", "rho", "lr", "distances", "distance_summary"}
         assert row["phase"] in ("pretrain", "admm", "finetune")
         assert (row["rho"] is None) == (row["phase"] != "admm")
         assert set(row["distances"]) == (set() if row["phase"] == "finetune" else set(LAYERS))
@@ -119,7 +119,7 @@ def test_direct_baseline_decomposes_the_dense_weights(tmp_path):
 
 def test_admm_pulls_weights_towards_the_format(tmp_path):
     """With a strong ρ the ADMM weights end much closer to the format than the pretrained ones were."""
-    cfg = small_config(tmp_path, pretrain_epochs=1, admm_epochs=3, finetune_epochs=0, rho=5.0, lr=0.02)
+    cfg = small_config(tmp_path, pretrain_epochs=1, admm_epochs=3, finetune_epochs=0, rho=8.0, lr=0.02)
     metrics = train(cfg, tmp_path / "strong")
     before = metrics["epochs"][0]["distances"]
     after = metrics["final"]["approximation_error"]

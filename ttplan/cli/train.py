@@ -78,6 +78,8 @@ def _click_progress(label: str, length: int):
                    "steps per epoch, growing each epoch (docs/training.md).")
 @click.option("--rho-growth", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Multiply ρ by this after every ADMM epoch (default: the auto schedule's growth; 1 with --rho).")
+@click.option("--admm-updates-per-epoch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Update ADMM's Z and U this many times per ADMM epoch, evenly spaced (for long epochs).")
 @click.option("--distill/--no-distill", default=None,
               help="Fine-tune towards the dense model as it was before ADMM (knowledge distillation). "
                    "Default: on where dense weights exist (pretraining epochs or --init).")

@@ -1,0 +1,346 @@
+"""The ADMM evidence on Fashion-MNIST: every arm starts from one converged dense CIFAR ResNet-20 (1×28×28) and gets
+the same number E of extra epochs, at the two published operating points (72% FLOPs↓ / 80% params↓ and 60% / 65%).
+
+    python -m experiments.admm_fashion_mnist                 every run not yet stored, then the report
+    python -m experiments.admm_fashion_mnist --only admm80_s0 --jobs 1
+    python -m experiments.admm_fashion_mnist --report-only   the report from the stored metrics
+
+Each run is one `ttplan train` command (a child process, one torch thread). A finished run's metrics.json and
+command are stored under `--store` (committed), and a stored run is never run again; a run whose folder under
+`--runs` survived an interruption is resumed. The report (`--report`), its JSON (`--json`) and its figure are
+rendered from the store alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttplan.files import atomic_write_text, check_writable
+
+#: the dense model every arm starts from: its command (run once) and where its weights are stored
+PRETRAIN_EPOCHS = 15
+PRETRAIN = ["--arch", "resnet20", "--dataset", "fashion-mnist", "--train-subset", "55000", "--eval-split", "test",
+            "--pretrain-epochs", str(PRETRAIN_EPOCHS), "--admm-epochs", "0", "--finetune-epochs", "0", "--lr", "0.1",
+            "--batch-size", "128", "--seed", "0"]
+POINTS = {"80": "reports/configs/resnet20_fashion_hodec80.json", "65": "reports/configs/resnet20_fashion_hodec65.json"}
+ARMS = ("dense", "direct", "admm", "admm+kd", "scratch-e", "scratch-total")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every arm shares: E, the training subset, the rates, batch and threads."""
+
+    extra_epochs: int = 3
+    admm_epochs: int = 2
+    admm_updates_per_epoch: int = 4
+    train_subset: int = 20000
+    lr: float = 0.01
+    finetune_lr: float = 0.01
+    scratch_lr: float = 0.1
+    batch_size: int = 128
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One `ttplan train` run of the comparison."""
+
+    name: str
+    point: str | None
+    arm: str
+    seed: int
+    args: tuple[str, ...] = field(default=())
+
+
+def runs(s: Settings, dense: Path) -> list[Run]:
+    """Every run of the comparison, most informative first (so a cut-short sweep still answers the main question)."""
+    common = ("--arch", "resnet20", "--dataset", "fashion-mnist", "--train-subset", str(s.train_subset),
+              "--batch-size", str(s.batch_size), "--threads", str(s.threads))
+    init = ("--init", str(dense))
+    ft = s.extra_epochs - s.admm_epochs
+
+    def tt(point: str, *extra: str) -> tuple[str, ...]:
+        return (*common, "--config", POINTS[point], "--finetune-lr", str(s.finetune_lr), *extra)
+
+    admm = ("--admm-epochs", str(s.admm_epochs), "--finetune-epochs", str(ft), "--lr", str(s.lr),
+            "--admm-updates-per-epoch", str(s.admm_updates_per_epoch))
+    out = [Run("dense_s0", None, "dense", 0, (*common, *init, "--pretrain-epochs", str(s.extra_epochs),
+                                               "--admm-epochs", "0", "--finetune-epochs", "0", "--lr", str(s.lr)))]
+    for seed in (0, 1):
+        out.append(Run(f"admm+kd80_s{seed}", "80", "admm+kd", seed, tt("80", *init, *admm, "--distill")))
+        out.append(Run(f"direct80_s{seed}", "80", "direct", seed,
+                       tt("80", *init, "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs),
+                          "--no-distill")))
+    out.append(Run("admm80_s0", "80", "admm", 0, tt("80", *init, *admm, "--no-distill")))
+    out.append(Run("scratch-e80_s0", "80", "scratch-e", 0,
+                   tt("80", "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--finetune-lr",
+                      str(s.scratch_lr))))
+    out.append(Run("admm+kd65_s0", "65", "admm+kd", 0, tt("65", *init, *admm, "--distill")))
+    out.append(Run("direct65_s0", "65", "direct", 0,
+                   tt("65", *init, "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--no-distill")))
+    out.append(Run("admm65_s0", "65", "admm", 0, tt("65", *init, *admm, "--no-distill")))
+    out.append(Run("scratch-e65_s0", "65", "scratch-e", 0,
+                   tt("65", "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--finetune-lr",
+                      str(s.scratch_lr))))
+    total = str(PRETRAIN_EPOCHS + s.extra_epochs)
+    out.append(Run("scratch-total80_s0", "80", "scratch-total", 0,
+                   tt("80", "--admm-epochs", "0", "--finetune-epochs", total, "--finetune-lr", str(s.scratch_lr))))
+    return [Run(r.name, r.point, r.arm, r.seed, (*r.args, "--seed", str(r.seed))) for r in out]
+
+
+def _train(args: list[str], run_dir: Path, log: Path) -> float:
+    """`ttplan train` into `run_dir` (resumed if it holds a checkpoint); its output appended to `log`; wall seconds."""
+    resume = (run_dir / "checkpoint.pt").is_file() and not (run_dir / "model_tt.pt").is_file()
+    command = ([sys.executable, "-m", "ttplan", "train", "--resume", str(run_dir)] if resume
+               else [sys.executable, "-m", "ttplan", "train", *args, "--out", str(run_dir)])
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write("$ " + shlex.join(command) + "\n")
+        fh.flush()
+        done = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise RuntimeError(f"{shlex.join(command)} exited {done.returncode}; see {log}")
+    return time.perf_counter() - start
+
+
+def _store(run: Run, run_dir: Path, store: Path, wall: float) -> None:
+    """The finished run's metrics and command under the store (what the report reads, and what is committed)."""
+    target = store / run.name
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target / "metrics.json", (run_dir / "metrics.json").read_text())
+    record = {"name": run.name, "point": run.point, "arm": run.arm, "seed": run.seed, "wall_s": wall,
+              "command": "ttplan train " + shlex.join([*run.args, "--out", str(run_dir)])}
+    atomic_write_text(target / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def _run_one(run: Run, runs_dir: Path, store: Path) -> str:
+    run_dir = runs_dir / run.name
+    log = runs_dir / f"{run.name}.log"
+    print(f"[{time.strftime('%H:%M:%S')}] start {run.name}", flush=True)
+    wall = _train(list(run.args), run_dir, log)
+    _store(run, run_dir, store, wall)
+    print(f"[{time.strftime('%H:%M:%S')}] done  {run.name} in {wall / 60:.1f} min", flush=True)
+    return run.name
+
+
+# --- the report --------------------------------------------------------------------------------------------------
+
+
+def results(store: Path) -> list[dict[str, Any]]:
+    """One row per stored run, in the JSON layout the report promises."""
+    rows = []
+    for record_file in sorted(store.glob("*/run.json")):
+        record = json.loads(record_file.read_text())
+        if record["name"] == "pretrain":
+            continue
+        metrics = json.loads((record_file.parent / "metrics.json").read_text())
+        final = metrics["final"]
+        planned = final.get("planned", {})
+        epochs = metrics["epochs"]
+        admm = [e for e in epochs if e["phase"] == "admm"]
+        rows.append({
+            "name": record["name"], "point": record["point"], "arm": record["arm"], "seed": record["seed"],
+            "extra_epochs": len(epochs), "test_accuracy": 100 * final["accuracy"],
+            "start_accuracy": None if final.get("accuracy_start") is None else 100 * final["accuracy_start"],
+            "flops_reduction": planned.get("macs_reduction"), "params_reduction": planned.get("params_reduction"),
+            "approx_error": final.get("approximation_error_mean"),
+            "approx_error_max": final.get("approximation_error_max"),
+            "accuracy_decomposed": None if final.get("accuracy_decomposed") is None
+            else 100 * final["accuracy_decomposed"],
+            "admm_end_distance_max": admm[-1]["distance_summary"]["max"] if admm else None,
+            "admm_min_dense_accuracy": min(100 * e["accuracy"] for e in admm) if admm else None,
+            "rho": [e["rho"] for e in admm], "wall_s": record["wall_s"], "command": record["command"],
+        })
+    return rows
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render(store: Path, report: Path, settings: Settings, planned: list[Run]) -> str:
+    """The report page: setup, one table per operating point, what the targets say, what is missing."""
+    rows = results(store)
+    pre = json.loads((store / "pretrain" / "run.json").read_text()) if (store / "pretrain" / "run.json").is_file() \
+        else None
+    pre_metrics = json.loads((store / "pretrain" / "metrics.json").read_text()) if pre else None
+    dense = [r for r in rows if r["arm"] == "dense"]
+    base = dense[0]["test_accuracy"] if dense else None
+    lines = ["# ADMM on Fashion-MNIST from a converged model",
+             "",
+             "Produced by `python -m experiments.admm_fashion_mnist` (`bash scripts/admm_fashion_mnist.sh`); "
+             "every number below is read from the stored runs under "
+             f"`{store}` (their `metrics.json` and commands). CPU, one torch thread per run.",
+             "", "## Setup", ""]
+    if pre_metrics:
+        acc = 100 * pre_metrics["final"]["accuracy"]
+        lines += [f"- Dense model: CIFAR ResNet-20 with one input channel at 28×28, trained once for "
+                  f"{PRETRAIN_EPOCHS} epochs on the 55,000 training images outside the fixed 5,000-image validation "
+                  f"split: **{acc:.2f}%** on the 10,000 test images. Command: `{pre['command']}`. Its weights "
+                  f"are stored as `{store}/dense.pt`; every arm starts from them (`--init`)."]
+    lines += [f"- Every arm gets E = {settings.extra_epochs} extra epochs on a fixed {settings.train_subset:,}-image "
+              "subset of those training images (the CPU budget), batch "
+              f"{settings.batch_size}, SGD momentum 0.9, weight decay 5e-4, per-batch warm-up + cosine schedules; "
+              "accuracy is on the 10,000 test images.",
+              f"- dense: the dense model trained E more epochs at lr {settings.lr}. direct: TT-SVD into the plan's "
+              f"format at once, then E epochs of fine-tuning at lr {settings.finetune_lr}. admm: "
+              f"{settings.admm_epochs} ADMM epochs at lr {settings.lr} with the default ρ schedule "
+              f"({settings.admm_updates_per_epoch} Z/U updates per epoch), TT-SVD, then "
+              f"{settings.extra_epochs - settings.admm_epochs} fine-tuning epoch(s); admm+kd: the same, fine-tuned "
+              "with distillation from the dense model. scratch-e / scratch-total: the TT model from random "
+              f"initialisation, E epochs / {PRETRAIN_EPOCHS} + E epochs at lr {settings.scratch_lr}.",
+              "- The rates were fixed before any run, not chosen on the test set; no ρ was tuned (the default "
+              "schedule).", ""]
+    for point, label in (("80", "72% FLOPs↓ / 80% params↓"), ("65", "60% FLOPs↓ / 65% params↓")):
+        point_rows = [r for r in rows if r["point"] == point]
+        lines += [f"## {label}", "",
+                  "| run | arm | test acc. | Δ vs dense | FLOPs↓ | params↓ | approx. error | acc. after "
+                  "decomposition | ADMM end max ‖W−Z‖/‖W‖ | lowest dense acc. in ADMM | wall |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in point_rows:
+            delta = None if base is None else r["test_accuracy"] - base
+            lines.append(
+                f"| {r['name']} | {r['arm']} | {r['test_accuracy']:.2f}% | {_pct(delta)} | "
+                f"{_pct(None if r['flops_reduction'] is None else 100 * r['flops_reduction'], 1)}% | "
+                f"{_pct(None if r['params_reduction'] is None else 100 * r['params_reduction'], 1)}% | "
+                f"{_pct(r['approx_error'], 4)} | {_pct(r['accuracy_decomposed'])}% | "
+                f"{_pct(r['admm_end_distance_max'], 4)} | {_pct(r['admm_min_dense_accuracy'])}% | "
+                f"{r['wall_s'] / 60:.1f} min |")
+        lines.append("")
+    if base is not None:
+        lines += [f"Dense baseline (dense_s0): **{base:.2f}%** after E more epochs.", ""]
+    lines += ["## Against the targets", ""] + _verdicts(rows, base) + [""]
+    missing = [r.name for r in planned if not (store / r.name / "run.json").is_file()]
+    if missing:
+        lines += ["## Not yet run", "", "These runs of the plan have no stored result yet (the script runs them "
+                  "next): " + ", ".join(f"`{m}`" for m in missing) + ".", ""]
+    lines += [f"Figure: [{report.stem}.png]({report.stem}.png) ([svg]({report.stem}.svg)) — test accuracy per "
+              "epoch of every run.", ""]
+    return "\n".join(lines)
+
+
+def _best(rows: list[dict[str, Any]], point: str, arms: tuple[str, ...]) -> dict[str, Any] | None:
+    candidates = [r for r in rows if r["point"] == point and r["arm"] in arms]
+    return max(candidates, key=lambda r: r["test_accuracy"], default=None)
+
+
+def _verdicts(rows: list[dict[str, Any]], base: float | None) -> list[str]:
+    """The issue's targets, each met or not, with the figures behind it."""
+    if base is None:
+        return ["- No dense baseline run yet."]
+    out = []
+    for point, bound in (("80", 1.5), ("65", 0.5)):
+        best = _best(rows, point, ("admm", "admm+kd"))
+        if best is None:
+            out.append(f"- {point}% point: no ADMM run yet.")
+            continue
+        gap = base - best["test_accuracy"]
+        verdict = "met" if gap <= bound else "**not met**"
+        out.append(f"- {point}% point: best ADMM arm {best['name']} {best['test_accuracy']:.2f}% is "
+                   f"{gap:.2f} points below dense (target ≤ {bound}): {verdict}.")
+    best = _best(rows, "80", ("admm", "admm+kd"))
+    direct = _best(rows, "80", ("direct",))
+    scratch = _best(rows, "80", ("scratch-e",))
+    total = _best(rows, "80", ("scratch-total",))
+    if best and direct:
+        lead = best["test_accuracy"] - direct["test_accuracy"]
+        out.append(f"- 80% point: ADMM leads direct + fine-tune by {lead:.2f} points (target ≥ 2): "
+                   f"{'met' if lead >= 2 else '**not met**'}.")
+    if best and scratch:
+        lead = best["test_accuracy"] - scratch["test_accuracy"]
+        out.append(f"- 80% point: ADMM against the TT model from random initialisation for the same E epochs: "
+                   f"{lead:+.2f} points ({'met' if lead > 0 else '**not met**'}).")
+    if best and total:
+        lead = best["test_accuracy"] - total["test_accuracy"]
+        out.append(f"- At equal total epochs ({PRETRAIN_EPOCHS} + E), ADMM from the dense model against the TT model "
+                   f"trained from random initialisation: {lead:+.2f} points.")
+    elif best:
+        out.append("- At equal total epochs: the TT model from random initialisation for "
+                   f"{PRETRAIN_EPOCHS} + E epochs has not been run yet, so this comparison is open.")
+    return out
+
+
+def plot(store: Path, figure: Path) -> None:
+    """Test accuracy per epoch of every stored run, one panel per operating point (PNG and SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, point in zip(axes, ("80", "65")):
+        for record_file in sorted(store.glob("*/run.json")):
+            record = json.loads(record_file.read_text())
+            if record.get("point") not in (point, None) or record["name"] == "pretrain":
+                continue
+            metrics = json.loads((record_file.parent / "metrics.json").read_text())
+            acc = [100 * e["accuracy"] for e in metrics["epochs"]]
+            start = metrics.get("start", {}).get("accuracy")
+            xs = list(range(0 if start is not None else 1, len(acc) + 1))
+            ys = ([100 * start] if start is not None else []) + acc
+            ax.plot(xs, ys, marker="o", label=record["name"])
+        ax.set_title(f"{point}% params↓")
+        ax.set_xlabel("extra epoch (0: the starting model)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        fig.savefig(figure.with_suffix(suffix))
+    plt.close(fig)
+
+
+def write_report(store: Path, report: Path, json_path: Path, settings: Settings, planned: list[Run]) -> None:
+    """Report page, JSON and figure, from the store alone."""
+    atomic_write_text(report, render(store, report, settings, planned))
+    atomic_write_text(json_path, json.dumps({"settings": settings.__dict__, "runs": results(store)}, indent=2) + "\n")
+    if any(store.glob("*/run.json")):
+        plot(store, report.with_suffix(""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=Path("reports/admm_fashion_mnist"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/admm_fashion_mnist"))
+    parser.add_argument("--report", type=Path, default=Path("reports/admm_fashion_mnist.md"))
+    parser.add_argument("--json", type=Path, default=Path("reports/admm_fashion_mnist.json"))
+    parser.add_argument("--only", nargs="*", default=None, help="run only these runs (names as in the report)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (each one torch thread)")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--extra-epochs", type=int, default=Settings.extra_epochs)
+    parser.add_argument("--train-subset", type=int, default=Settings.train_subset)
+    args = parser.parse_args(argv)
+    settings = Settings(extra_epochs=args.extra_epochs, train_subset=args.train_subset)
+    for path in (args.report, args.json):
+        check_writable(path, "--report")
+    dense = args.store / "dense.pt"
+    planned = runs(settings, dense)
+    if not args.report_only:
+        if not dense.is_file():
+            run_dir = args.runs / "pretrain"
+            args.runs.mkdir(parents=True, exist_ok=True)
+            wall = _train(PRETRAIN, run_dir, args.runs / "pretrain.log")
+            _store(Run("pretrain", None, "pretrain", 0, tuple(PRETRAIN)), run_dir, args.store, wall)
+            (args.store / "dense.pt").write_bytes((run_dir / "dense.pt").read_bytes())
+        todo = [r for r in planned if not (args.store / r.name / "run.json").is_file()
+                and (args.only is None or r.name in args.only)]
+        args.runs.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for name in pool.map(lambda r: _run_one(r, args.runs, args.store), todo):
+                write_report(args.store, args.report, args.json, settings, planned)
+    write_report(args.store, args.report, args.json, settings, planned)
+    print(f"wrote {args.report}, {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
