@@ -167,3 +167,13 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path, where, needle) -> N
     path = {"folder": tmp_path, "under_a_file": tmp_path / "plain.txt" / "r.md", "system": "/proc/ttplan/r.md"}[where]
     for option in ("--out", "--save-config"):
         one_line_error(run(["plan", "resnet20", option, str(path)]), option, needle)
+
+
+def test_layers_planned_by_the_bounded_search_are_noted_and_warned() -> None:
+    """`plan resnet18 --format cp --order 6` took 182 s, silently (issue #25, item 18): its 64-channel CP layers
+    are past the exact search's bound. The plan's notes and one stderr warning name them."""
+    result = run(["plan", "resnet20", "--format", "cp", "--order", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    notes = [note for note in json.loads(result.stdout)["notes"] if "bounded search" in note]
+    assert len(notes) == 1 and "layer3.1.conv1" in notes[0] and "layer1.0.conv1" not in notes[0]
+    assert result.stderr.strip() == f"warning: {notes[0]}"

@@ -1,7 +1,8 @@
 """One architecture planning request, as `ttplan plan` makes it: a policy plan, or a budget search when targets are set.
 
 The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank; a
-format search needs a budget), runs, and returns the plan, the formats it chose and any extra report keys.
+format search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
+warnings to show (orders from the bounded search).
 """
 
 from __future__ import annotations
@@ -74,12 +75,14 @@ class PlanRequest:
 
 @dataclass
 class PlanOutcome:
-    """The planned architecture, its formats, extra report keys (the budget outcome) and an unmet-target message."""
+    """The planned architecture, its formats, extra report keys (the budget outcome), an unmet-target message and
+    warnings (one line each)."""
 
     plan: object  # ArchPlan (imports torch for tracing)
     formats: dict
     extra: dict | None = None
     unmet: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanOutcome:
@@ -105,7 +108,22 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
         outcome = PlanOutcome(planned, planned.formats())
     if request.config_path is not None:
         outcome.plan.notes.insert(0, f"config: {request.config_path}")
+    bounded = bounded_note(outcome.plan)
+    if bounded is not None:
+        outcome.plan.notes.append(bounded)
+        outcome.warnings.append(bounded)
     return outcome
+
+
+def bounded_note(plan) -> str | None:
+    """One line naming the decomposed layers of an `ArchPlan` whose best order the bounded search found, if any."""
+    from ttplan.core.search import BOUNDED_NOTE
+
+    names = [layer.name for layer in plan.layers if layer.plan is not None and any(p.best.bounded
+                                                                                   for p in layer.call_plans)]
+    if not names:
+        return None
+    return f"best order of {', '.join(names)} {BOUNDED_NOTE}"
 
 
 def prepare(request: PlanRequest, config: dict | None = None):

@@ -18,7 +18,7 @@ from ttplan.cli.options import (
     policy_options,
     spec_from_options,
 )
-from ttplan.cli.output import emit_text, out_option
+from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
 
@@ -70,14 +70,15 @@ def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_
         stray = sorted(given & set(ARCH_ONLY))
         if stray:
             raise TTPlanError(f"--{stray[0].replace('_path', '').replace('_', '-')} applies to --arch only")
-        source, summary = _emit_layer(opts, scheme, batch, fold_weights, class_name)
+        source, summary, warnings = _emit_layer(opts, scheme, batch, fold_weights, class_name)
     else:
         stray = sorted(given & set(LAYER_ONLY))
         if stray:
             raise TTPlanError(f"--{stray[0].replace('_', '-')} describes one layer; with --arch the layers come "
                               "from the model (use --config for per-layer formats)")
-        source, summary = _emit_arch(arch, opts, scheme, batch, fold_weights)
+        source, summary, warnings = _emit_arch(arch, opts, scheme, batch, fold_weights)
     emit_text(source, out, f": {summary}")
+    warn(warnings)
 
 
 def check_class_name(name: str) -> str:
@@ -87,8 +88,10 @@ def check_class_name(name: str) -> str:
     return name
 
 
-def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: str | None) -> tuple[str, str]:
-    """Source and a one-line summary for the layer the geometry and format options describe."""
+def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
+                name: str | None) -> tuple[str, str, list[str]]:
+    """Source, a one-line summary and warnings for the layer the geometry and format options describe."""
+    from ttplan.core.search import BOUNDED_NOTE
     from ttplan.runtime.codegen import class_name, emit_layer
     from ttplan.runtime.layers import resolve_plan
 
@@ -123,7 +126,8 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     name = name or class_name(plan)
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
-    return emit_layer(plan, name, lowering), summary
+    warnings = [f"{spec.describe()}: the order {BOUNDED_NOTE}"] if plan.bounded else []
+    return emit_layer(plan, name, lowering), summary, warnings
 
 
 def _fuse(opts: dict) -> bool:
@@ -133,9 +137,10 @@ def _fuse(opts: dict) -> bool:
     return fusion_wanted(opts["fuse"], opts["channels_last"])
 
 
-def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str]:
-    """Source and a summary for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
+def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str, list[str]]:
+    """Source, a summary and warnings for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
     from ttplan.arch.architecture import plan_architecture
+    from ttplan.arch.request import bounded_note
     from ttplan.runtime.codegen import emit_model
     from ttplan.runtime.lowering import Lowering
 
@@ -161,4 +166,5 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
     lowerings = {name: Lowering(**lowering) for name, lowering in planned.lowerings().items()}
-    return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary
+    warnings = [line for line in (bounded_note(planned),) if line is not None]
+    return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary, warnings

@@ -6,7 +6,7 @@ import click
 
 from ttplan.cli.objective_options import objective_options, profile_from_options
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
-from ttplan.cli.output import emit_text, output_options
+from ttplan.cli.output import emit_text, output_options, warn
 
 EXAMPLE = """
 Example (ResNet-18 layer3.0.conv1, hodec at uniform rank 16):
@@ -55,3 +55,4 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
         result.tuned = tuned.to_dict()
     text = json.dumps(result.to_dict(), indent=2) if output == "json" else render_layer(result, wide)
     emit_text(text, out)
+    warn(result.warnings)
