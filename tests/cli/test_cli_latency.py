@@ -173,3 +173,18 @@ def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch):
     result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, rounds=2, use_cache=False)
     assert result.dense_ms > 0
     assert len(calls) > 2 + 2 * 5  # two warm-up calls, then two visits of many calls each (a call is well under 10 ms)
+
+
+def test_plan_budget_applies_skip_slower(tmp_path):
+    """A budget ignored --skip-slower (issue #25, item 19): with every TT layer predicted slower than its dense conv
+    it still decomposed them. Now, on by default with --objective latency, it keeps them dense; --no-skip-slower
+    lets the budget take them."""
+    profile = overhead_profile(tmp_path / "p.json")  # the dense conv is nearly free: every TT layer is slower
+    args = ["plan", "resnet20", "--target-params-reduction", "0.3", "--objective", "latency", "--profile", profile,
+            "--json"]
+    skipped = json.loads(run(args).stdout)
+    searched = [row for row in skipped["layers"] if row["source"] == "budget"]
+    assert searched and not any(row["decomposed"] for row in searched)
+    kept = json.loads(run([*args, "--no-skip-slower"]).stdout)
+    assert any(row["decomposed"] and row["slower_than_dense"] for row in kept["layers"])
+

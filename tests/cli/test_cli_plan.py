@@ -61,7 +61,14 @@ def test_config_naming_a_missing_layer_lists_the_conv_layers(tmp_path) -> None:
 
 @pytest.mark.parametrize("args, needle", [
     (("--rank", "4", "--rank-fraction", "0.3"), "--rank 4 and --rank-fraction 0.3 both given"),
-    (("--rank", "4", "--target-params-reduction", "0.5"), "--target-params-reduction and --rank 4"),
+    (("--rank", "4", "--target-params-reduction", "0.5"), "--target-params-reduction 0.5 and --rank 4"),
+    # a budget names the targets given, whichever they are, and refuses what it cannot apply (issue #25, item 19)
+    (("--rank", "4", "--target-speedup", "1.5"), "--target-speedup 1.5 and --rank 4 both given"),
+    (("--rank-fraction", "0.3", "--target-macs-reduction", "0.5"),
+     "--target-macs-reduction 0.5 and --rank-fraction 0.3 both given"),
+    (("--autotune", "--target-params-reduction", "0.5"), "--target-params-reduction 0.5 and --autotune cpu"),
+    (("--fuse", "--target-speedup", "1.5"), "--target-speedup 1.5 and --fuse both given"),
+    (("--search-format",), "--target-speedup"),
     (("--json", "--csv"), "--json and --csv both given"),
     (("--out", "."), "is a folder"),
     (("--arch", "resnet32"), "two models given"),

@@ -1,7 +1,8 @@
 """One architecture planning request, as `ttplan plan` makes it: a policy plan, or a budget search when targets are set.
 
-The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank; a
-format search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
+The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank or a rank
+fraction; it costs candidates by prediction on stock ops, so it refuses `--autotune` and `--fuse`; a format
+search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
 warnings to show (orders from the bounded search).
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ttplan.arch.config import load_config, save_config
-from ttplan.arch.policy import Policy
+from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy
 from ttplan.errors import TTPlanError
 
 #: (label, length) -> a context manager whose `update(n)` advances a progress display
@@ -50,15 +51,37 @@ class PlanRequest:
 
     def __post_init__(self) -> None:
         if self.search_format and not self.budget:
-            raise TTPlanError("--search-format needs a budget: add --target-macs-reduction and/or "
-                              "--target-params-reduction")
-        if self.budget and self.channels_last:
-            raise TTPlanError("--channels-last applies to policy and config plans; a budget search plans NCHW "
-                              "layers: drop --channels-last or the targets")
-        if self.budget and self.policy.rank is not None:
-            given = "--target-macs-reduction" if self.target_params_reduction is None else "--target-params-reduction"
+            raise TTPlanError("--search-format needs a budget: add --target-macs-reduction, "
+                              "--target-params-reduction and/or --target-speedup")
+        if not self.budget:
+            return
+        given = self.targets()
+        if self.target_speedup is not None and self.target_macs_reduction is not None:
+            raise TTPlanError(f"{given} both given: give one (both constrain the same axis of the budget search: "
+                              "predicted time replaces MACs)")
+        if self.channels_last:
+            raise TTPlanError(f"--channels-last and {given}: --channels-last applies to policy and config plans; a "
+                              "budget search plans NCHW layers: drop --channels-last or the targets")
+        if self.policy.rank is not None:
             raise TTPlanError(f"{given} and --rank {self.policy.rank} both given: the budget picks each layer's "
                               "ranks; drop --rank (or the target)")
+        if self.policy.rank_fraction != DEFAULT_RANK_FRACTION:
+            raise TTPlanError(f"{given} and --rank-fraction {self.policy.rank_fraction:g} both given: the budget "
+                              "picks each layer's ranks; drop --rank-fraction (or the target)")
+        if self.autotune is not None:
+            raise TTPlanError(f"{given} and --autotune {self.autotune} both given: a budget search costs hundreds "
+                              "of candidates by prediction, too many to time; save its choice with --save-config "
+                              "FILE, then run `ttplan plan --config FILE --autotune`")
+        if self.fused:
+            raise TTPlanError(f"{given} and --fuse both given: a budget search costs every layer on stock ops; "
+                              "save its choice with --save-config FILE, then run `ttplan plan --config FILE --fuse`")
+
+    def targets(self) -> str:
+        """The budget targets given, as the command line spells them (e.g. `--target-speedup 1.5`)."""
+        named = (("--target-macs-reduction", self.target_macs_reduction),
+                 ("--target-params-reduction", self.target_params_reduction),
+                 ("--target-speedup", self.target_speedup))
+        return " and ".join(f"{option} {value:g}" for option, value in named if value is not None)
 
     @property
     def budget(self) -> bool:
@@ -136,7 +159,8 @@ def prepare(request: PlanRequest, config: dict | None = None):
                           target_params_reduction=request.target_params_reduction, policy=request.policy,
                           config=config, search_format=request.search_format, batch=request.batch,
                           fold_weights=request.fold_weights, target_speedup=request.target_speedup,
-                          objective=request.objective, profile=request.profile())
+                          objective=request.objective, profile=request.profile(), skip_worse=request.skip_worse,
+                          skip_slower=request.skip_slower)
 
 
 def save_plan_config(outcome: PlanOutcome, path: str | Path) -> bool:
