@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import symtable
 
 import click
 from click.core import ParameterSource
@@ -81,11 +82,29 @@ def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_
     warn(warnings)
 
 
-def check_class_name(name: str) -> str:
-    """A usable Python class name, or a one-line error (identifiers only, no keywords)."""
+def check_class_name(name: str, source: str = "", own: str = "") -> str:
+    """A usable Python class name, or a one-line error: an identifier, not a keyword, and none of the global names
+    `source` (a generated file whose class is called `own`) imports, defines or reads, which the class would replace."""
     if not name.isidentifier() or keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise TTPlanError(f"--class-name {name!r}: expected a Python identifier that is not a keyword, e.g. MyTTConv")
+    if name != own and name in global_names(source):
+        raise TTPlanError(f"--class-name {name!r}: the generated file uses that name itself (an import, a helper or "
+                          f"a builtin it calls), which the class would replace; choose another, e.g. MyTTConv")
     return name
+
+
+def global_names(source: str) -> set[str]:
+    """The global names Python source binds or reads: the module's own, and those its functions and classes read."""
+    if not source:
+        return set()
+    module = symtable.symtable(source, "<emitted>", "exec")
+    names = set(module.get_identifiers())
+    tables = list(module.get_children())
+    while tables:
+        table = tables.pop()
+        names.update(symbol.get_name() for symbol in table.get_symbols() if symbol.is_global())
+        tables.extend(table.get_children())
+    return names
 
 
 def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
@@ -99,7 +118,7 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
         if opts[option] is None:
             raise TTPlanError(f"missing option --{option.replace('_', '-')} (or give --arch for a whole model)")
     if name is not None:
-        check_class_name(name)
+        check_class_name(name)  # the spelling before any planning; the names the file uses once it is generated
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
     profile = profile_from_options(opts["profile_path"], opts["channels_last"])
@@ -123,7 +142,10 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
         plan, lowering = fastest.plan, fastest.lowering
         note = (f"; autotuned: {fastest.ms:.3f} ms ({lowering.label}) vs dense {tuned.dense_ms:.3f} ms"
                 + (" (the dense conv is faster)" if tuned.plan is None else ""))
-    name = name or class_name(plan)
+    default = class_name(plan)
+    if name is not None:
+        check_class_name(name, emit_layer(plan, default, lowering), default)
+    name = name or default
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
     warnings = [f"{spec.describe()}: the order {BOUNDED_NOTE}"] if plan.bounded else []
