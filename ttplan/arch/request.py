@@ -3,7 +3,7 @@
 The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank or a rank
 fraction; it costs candidates by prediction on stock ops, so it refuses `--autotune` and `--fuse`; a format
 search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
-warnings to show (orders from the bounded search).
+warnings to show (orders from the bounded search, a profile fitted for the other memory format).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from ttplan.arch.config import load_config, save_config
 from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy
+from ttplan.core.memory_format import memory_format_warning
 from ttplan.errors import TTPlanError
 
 #: (label, length) -> a context manager whose `update(n)` advances a progress display
@@ -134,7 +135,8 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
     bounded = bounded_note(outcome.plan)
     if bounded is not None:
         outcome.plan.notes.append(bounded)
-        outcome.warnings.append(bounded)
+    mismatch = memory_format_warning(request.profile(), request.channels_last)
+    outcome.warnings = [line for line in (bounded, mismatch) if line is not None]
     return outcome
 
 

@@ -7,7 +7,7 @@ import click
 
 from ttplan.cli.objective_options import channels_last_option, fuse_option
 from ttplan.cli.options import device_options, malloc_option, threads_option
-from ttplan.cli.output import emit_text, out_option
+from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.errors import TTPlanError
 from ttplan.training.config import DEVICES
 
@@ -153,10 +153,13 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
     from ttplan.bench.model import bench_model, render_report, render_section
     from ttplan.bench.processes import median_speedup
     from ttplan.core.latency import load_profile
+    from ttplan.core.memory_format import memory_format_warning
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
     profile = load_profile(profile_path, device, channels_last)
+    mismatch = memory_format_warning(profile, channels_last)
+    warn([mismatch] if mismatch else [])
     threads = threads or torch.get_num_threads()
     sections = []
     for batch in batches:

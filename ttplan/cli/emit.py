@@ -110,6 +110,7 @@ def global_names(source: str) -> set[str]:
 def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
                 name: str | None) -> tuple[str, str, list[str]]:
     """Source, a one-line summary and warnings for the layer the geometry and format options describe."""
+    from ttplan.core.memory_format import memory_format_warning
     from ttplan.core.search import BOUNDED_NOTE
     from ttplan.runtime.codegen import class_name, emit_layer
     from ttplan.runtime.layers import resolve_plan
@@ -149,7 +150,8 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
     warnings = [f"{spec.describe()}: the order {BOUNDED_NOTE}"] if plan.bounded else []
-    return emit_layer(plan, name, lowering), summary, warnings
+    mismatch = memory_format_warning(profile, opts["channels_last"])
+    return emit_layer(plan, name, lowering), summary, warnings + ([mismatch] if mismatch else [])
 
 
 def _fuse(opts: dict) -> bool:
@@ -163,6 +165,7 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     """Source, a summary and warnings for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
     from ttplan.arch.architecture import plan_architecture
     from ttplan.arch.request import bounded_note
+    from ttplan.core.memory_format import memory_format_warning
     from ttplan.runtime.codegen import emit_model
     from ttplan.runtime.lowering import Lowering
 
@@ -188,5 +191,7 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
     lowerings = {name: Lowering(**lowering) for name, lowering in planned.lowerings().items()}
-    warnings = [line for line in (bounded_note(planned),) if line is not None]
+    profile = next(layer.plan.profile for layer in planned.layers if layer.plan is not None)  # what planned them
+    warnings = [line for line in (bounded_note(planned), memory_format_warning(profile, opts["channels_last"]))
+                if line is not None]
     return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary, warnings
