@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 and (args.only is None or r.name in args.only)]
         args.runs.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for name in pool.map(lambda r: _run_one(r, args.runs, args.store), todo):
+            for _name in pool.map(lambda r: _run_one(r, args.runs, args.store), todo):
                 write_report(args.store, args.report, args.json, settings, planned)
     write_report(args.store, args.report, args.json, settings, planned)
     print(f"wrote {args.report}, {args.json}")

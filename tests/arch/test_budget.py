@@ -12,6 +12,7 @@ import pytest
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.budget import Candidate, factorisations, prepare_budget, select
 from ttplan.arch.config import load_config, save_config
+from ttplan.arch.policy import Policy
 from ttplan.core.formats import get_format
 from ttplan.errors import TTPlanError
 
@@ -112,3 +113,21 @@ def test_select_is_feasible_exactly_when_brute_force_is(seed) -> None:
             return sum(math.log(min(x.params, candidates[n][0].params)) for n, x in zip(names, combo))
         best = max(capacity(c) for c in feasible)
         assert capacity([choice[n] for n in names]) >= best - math.log(1.25)
+
+
+def test_skip_worse_applies_to_a_budget(tmp_path) -> None:
+    """`plan --target-… --skip-worse` ignored the flag (issue #25, item 19): a budget over classical formats chose
+    layers whose published order costs more than dense. Now such candidates are not offered, a config entry that is
+    worse stays dense (and is costed dense), and the targets are judged on the plan as returned."""
+    config = tmp_path / "config.json"
+    config.write_text('{"layer1.0.conv1": {"format": "classical", "rank": 16}}')
+    policy = Policy(format="classical")
+    plain = prepare_budget("resnet20", target_params_reduction=0.3, policy=policy, config=config).solve()
+    assert any(layer.worse_than_dense and layer.decomposed for layer in plain.plan.layers)
+    result = prepare_budget("resnet20", target_params_reduction=0.3, policy=policy, config=config,
+                            skip_worse=True).solve()
+    assert result.met and result.plan.totals.tt_params <= result.target_params
+    assert not any(layer.worse_than_dense and layer.decomposed for layer in result.plan.layers)
+    fixed = next(layer for layer in result.plan.layers if layer.name == "layer1.0.conv1")
+    assert not fixed.decomposed and fixed.reason.startswith("--skip-worse")
+    assert any(layer.decomposed for layer in result.plan.layers if layer.source == "budget")

@@ -86,3 +86,18 @@ def test_architecture_file_converts_the_model(tmp_path):
 ])
 def test_bad_input_is_one_line_with_exit_code_2(args, message):
     one_line_error(_run(args), message)
+
+
+@pytest.mark.parametrize("name", ["torch", "nn", "F", "math", "tt_svd", "_TTLayer", "super", "range"])
+def test_a_class_name_the_file_uses_itself_is_refused(name):
+    """`--class-name torch` (or nn, F, math, a helper, a builtin the file calls) wrote a file that failed when run
+    (issue #25, item 20): the class replaced the name. Now one line, exit 2, nothing written."""
+    one_line_error(_run(["-i", "8", "-o", "8", "--rank", "2", "--class-name", name]),
+                   f"--class-name {name!r}: the generated file uses that name itself", "choose another")
+
+
+def test_a_class_name_that_only_looks_like_a_local_is_fine(tmp_path):
+    out = tmp_path / "layer.py"
+    assert _run(["-i", "8", "-o", "8", "--rank", "2", "--class-name", "x", "--out", out]).exit_code == 0
+    layer = _load(out).x()
+    assert layer(torch.randn(1, 8, 32, 32)).shape == (1, 8, 30, 30)

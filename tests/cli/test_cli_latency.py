@@ -239,3 +239,41 @@ def test_calibrate_checks_where_it_writes_before_timing_anything(tmp_path, monke
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "plain"))
         needles = ["default path", "XDG_CACHE_HOME", str(tmp_path / "plain"), "is a file, not a folder"]
     one_line_error(run(args), *needles)
+def test_plan_budget_applies_skip_slower(tmp_path):
+    """A budget ignored --skip-slower (issue #25, item 19): with every TT layer predicted slower than its dense conv
+    it still decomposed them. Now, on by default with --objective latency, it keeps them dense; --no-skip-slower
+    lets the budget take them."""
+    profile = overhead_profile(tmp_path / "p.json")  # the dense conv is nearly free: every TT layer is slower
+    args = ["plan", "resnet20", "--target-params-reduction", "0.3", "--objective", "latency", "--profile", profile,
+            "--json"]
+    skipped = json.loads(run(args).stdout)
+    searched = [row for row in skipped["layers"] if row["source"] == "budget"]
+    assert searched and not any(row["decomposed"] for row in searched)
+    kept = json.loads(run([*args, "--no-skip-slower"]).stdout)
+    assert any(row["decomposed"] and row["slower_than_dense"] for row in kept["layers"])
+
+
+def _labelled_profile(path, label: str) -> str:
+    """A profile with the label `ttplan calibrate` writes (which records the memory format it was fitted on)."""
+    ops = {f"{k}:any": OpModel(1.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
+    LatencyProfile(label, "cpu", 1, "test", ops).save(path)
+    return str(path)
+
+
+def test_a_profile_for_the_other_memory_format_is_warned_about(tmp_path):
+    """A channels-last profile planned NCHW layers (and vice versa) without a word (issue #25, item 20): now one
+    warning line on stderr; a profile of the plan's own format, or one that records none, passes silently."""
+    last = _labelled_profile(tmp_path / "last.json",
+                             "calibrated on test CPU, 1 thread, channels-last, median of 1 round")
+    nchw = _labelled_profile(tmp_path / "nchw.json", "calibrated on test CPU, 1 thread, median of 1 round")
+    unknown = _labelled_profile(tmp_path / "mine.json", "hand-made")
+    result = run(["layer", *GEOMETRY, *HODEC, "--profile", last])
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "fitted on channels-last maps" in warnings[0] and "NCHW model" in warnings[0]
+    assert run(["layer", *GEOMETRY, *HODEC, "--profile", nchw]).stderr == ""
+    assert run(["layer", *GEOMETRY, *HODEC, "--profile", unknown]).stderr == ""
+    planned = run(["plan", "resnet20", "--channels-last", "--profile", nchw])
+    assert planned.exit_code == 0 and "warning: latency profile" in planned.stderr
+    assert "fitted on NCHW maps" in planned.stderr and "ttplan calibrate --channels-last" in planned.stderr
+    assert "warning" not in run(["plan", "resnet20", "--channels-last", "--profile", last]).stderr

@@ -99,3 +99,17 @@ def test_input_size_spellings_mean_the_same_layer():
     sizes = [json.loads(run(["layer", *GEOMETRY[:-1], size, *HODEC, "--json"]).stdout)["best"]["macs"]
              for size in ("28", "28,28", "28x28", "128,28,28")]
     assert len(set(sizes)) == 1
+
+
+def test_cp_with_seven_modes_a_side_is_planned_at_once_and_says_the_search_was_bounded():
+    """This took 269 s with nothing on stderr (issue #25, item 18): the exact search would price 1.5 * 3^15 steps.
+    Now the bounded search plans it, the report and the JSON say so, and stderr has one warning."""
+    args = ["layer", "-i", "128", "-o", "128", "-p", "1", "--input-size", "8", "--format", "cp", "--order", "7",
+            "--rank", "8"]
+    text = run(args)
+    assert text.exit_code == 0 and "note: " in text.stdout and "bounded search" in text.stdout
+    data = json.loads(run([*args, "--json"]).stdout)
+    assert data["best"]["bounded"] and data["schemes"]["dense"]["bounded"] and not data["schemes"]["cp"]["bounded"]
+    assert data["best"]["macs"] <= data["schemes"]["cp"]["macs"]
+    warnings = text.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "may not be the optimum" in warnings[0]

@@ -61,7 +61,14 @@ def test_config_naming_a_missing_layer_lists_the_conv_layers(tmp_path) -> None:
 
 @pytest.mark.parametrize("args, needle", [
     (("--rank", "4", "--rank-fraction", "0.3"), "--rank 4 and --rank-fraction 0.3 both given"),
-    (("--rank", "4", "--target-params-reduction", "0.5"), "--target-params-reduction and --rank 4"),
+    (("--rank", "4", "--target-params-reduction", "0.5"), "--target-params-reduction 0.5 and --rank 4"),
+    # a budget names the targets given, whichever they are, and refuses what it cannot apply (issue #25, item 19)
+    (("--rank", "4", "--target-speedup", "1.5"), "--target-speedup 1.5 and --rank 4 both given"),
+    (("--rank-fraction", "0.3", "--target-macs-reduction", "0.5"),
+     "--target-macs-reduction 0.5 and --rank-fraction 0.3 both given"),
+    (("--autotune", "--target-params-reduction", "0.5"), "--target-params-reduction 0.5 and --autotune cpu"),
+    (("--fuse", "--target-speedup", "1.5"), "--target-speedup 1.5 and --fuse both given"),
+    (("--search-format",), "--target-speedup"),
     (("--json", "--csv"), "--json and --csv both given"),
     (("--out", "."), "is a folder"),
     (("--arch", "resnet32"), "two models given"),
@@ -167,3 +174,13 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path, where, needle) -> N
     path = {"folder": tmp_path, "under_a_file": tmp_path / "plain.txt" / "r.md", "system": "/proc/ttplan/r.md"}[where]
     for option in ("--out", "--save-config"):
         one_line_error(run(["plan", "resnet20", option, str(path)]), option, needle)
+
+
+def test_layers_planned_by_the_bounded_search_are_noted_and_warned() -> None:
+    """`plan resnet18 --format cp --order 6` took 182 s, silently (issue #25, item 18): its 64-channel CP layers
+    are past the exact search's bound. The plan's notes and one stderr warning name them."""
+    result = run(["plan", "resnet20", "--format", "cp", "--order", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    notes = [note for note in json.loads(result.stdout)["notes"] if "bounded search" in note]
+    assert len(notes) == 1 and "layer3.1.conv1" in notes[0] and "layer1.0.conv1" not in notes[0]
+    assert result.stderr.strip() == f"warning: {notes[0]}"

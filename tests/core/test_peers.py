@@ -6,8 +6,16 @@ import opt_einsum
 import pytest
 
 from ttplan.core.formats import make_format
+from ttplan.core.layer import plan_layer
 from ttplan.core.network import build_network
-from ttplan.core.peers import cotengra_available, cotengra_peer, im2col_equation, im2col_macs, opt_einsum_peer
+from ttplan.core.peers import (
+    compare_peers,
+    cotengra_available,
+    cotengra_peer,
+    im2col_equation,
+    im2col_macs,
+    opt_einsum_peer,
+)
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 
@@ -50,3 +58,17 @@ def test_cotengra_peer_is_costed_too():
     net = build_network(spec, make_format("hodec", spec, rank=8, order=2))
     peer = cotengra_peer(net)
     assert peer.plan.macs >= optimize(net).macs
+
+
+def test_peers_run_greedy_where_the_exhaustive_optimizers_explode():
+    """`layer --compare` on CP with 6 modes a side spent 43 s in opt_einsum's dp and 64 s in cotengra (issue #25,
+    item 18: the same explosion as ttplan's exact search). Past ttplan's bound the peers run their greedy optimizers,
+    and the layer report says so."""
+    spec = ConvSpec.make(128, 128, 3, 1, 1, input_size=8)
+    net = build_network(spec, make_format("cp", spec, rank=8, order=7))
+    peers = compare_peers(net)
+    assert peers and all(peer.name.endswith("-greedy") for peer in peers)
+    small = build_network(spec, make_format("cp", spec, rank=8, order=2))
+    assert not any(peer.name.endswith("-greedy") for peer in compare_peers(small))
+    plan = plan_layer(spec, make_format("cp", spec, rank=8, order=7), compare=True)
+    assert any("greedy" in line for line in plan.warnings)

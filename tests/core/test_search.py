@@ -5,10 +5,11 @@ import random
 import pytest
 
 from tests.helpers.search_checks import assert_best_is_brute_force, assert_exact_under_a_memory_limit
+from ttplan.core import search
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.schemes import merged, schemes_for
-from ttplan.core.search import optimize
+from ttplan.core.search import STEP_LIMIT, ExactSearch, RunSearch, optimize, predicted_steps
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
@@ -83,3 +84,61 @@ def test_unknown_method():
     fmt = make_format("tucker2", SPEC, rank=8)
     with pytest.raises(TTPlanError, match="method='greedy'"):
         optimize(build_network(SPEC, fmt), "greedy")
+
+
+# -- the bound on the exact search (issue #25, item 18) -----------------------------------------------------------
+
+BOUND_SPEC = ConvSpec.make(128, 128, 3, 1, 1, input_size=8)
+
+
+def _network(kind: str, order: int):
+    return build_network(BOUND_SPEC, make_format(kind, BOUND_SPEC, rank=8, order=order))
+
+
+@pytest.mark.parametrize("kind, order", [("hodec", 5), ("tr", 4), ("classical", 4), ("cp", 3), ("cp-separable", 2)])
+def test_predicted_steps_are_the_steps_the_exact_search_prices(kind, order, monkeypatch):
+    """Connected groups (chains, rings) and every subset (outer products, up to OUTER_LIMIT cores) alike: the count
+    made before the search equals the search's calls of `pair_cost`."""
+    net = _network(kind, order)
+    calls = []
+    real = search.pair_cost
+    monkeypatch.setattr(search, "pair_cost", lambda *args: calls.append(1) or real(*args))
+    ExactSearch(step_limit=None)(net)
+    assert predicted_steps(net) == len(calls) > 0
+
+
+def test_cp_past_the_limit_is_planned_by_the_bounded_search_and_says_so():
+    """`ttplan layer ... --format cp --order 7` took 269 s: 1.5 * 3^15 candidate steps. Now the count says so at
+    once and the bounded search plans it, never above the published order; under the limit nothing changes."""
+    net = _network("cp", 7)
+    assert predicted_steps(net, STEP_LIMIT) > STEP_LIMIT
+    plan = optimize(net)
+    assert plan.bounded and plan.to_dict()["bounded"] is True
+    assert plan.executable and plan.macs <= schemes_for(net)["cp"].macs
+    dense = schemes_for(net)["dense"]
+    assert dense.bounded and dense.executable
+    small = _network("cp", 2)
+    assert predicted_steps(small) <= STEP_LIMIT and not optimize(small).bounded
+
+
+def test_a_smaller_limit_bounds_any_format_and_the_bounded_search_stays_between_exact_and_published(
+        make_random_layer):
+    """The bound is the same for every format (large orders of hodec, tr, classical alike): past `step_limit` the
+    run search answers, at least as costly as the exact optimum and never costlier than the published order."""
+    rng = random.Random(25)
+    for _ in range(30):
+        spec, fmt = make_random_layer(rng, max_cores=8)
+        net = build_network(spec, fmt, batch=rng.choice([1, 8]))
+        exact = optimize(net)
+        bounded = ExactSearch(step_limit=0)(net)
+        assert bounded.bounded and not exact.bounded
+        assert exact.macs <= bounded.macs <= schemes_for(net)[fmt.published_scheme].macs
+        assert RunSearch()(net).pairs == bounded.pairs
+
+
+def test_the_bounded_search_respects_a_memory_limit_or_says_what_it_can_reach():
+    net = _network("cp", 7)
+    least = RunSearch("memory")(net).largest_intermediate
+    assert RunSearch()(net, memory_limit=least).largest_intermediate <= least
+    with pytest.raises(TTPlanError, match="bounded search"):
+        optimize(net, memory_limit=least - 1)

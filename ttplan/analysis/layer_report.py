@@ -25,6 +25,7 @@ def render_layer(result: LayerPlan, wide: bool = False, limit: int = TERMINAL_WI
         + f"; best = fewest {_OBJECTIVE_WORDS.get(result.objective, result.objective)}",
         f"pred ms: predicted by the {'default ' if result.profile and result.profile.default else ''}latency profile"
         + (f" ({result.profile.source})" if result.profile else ""),
+        *(f"note: {warning}" for warning in result.warnings),
         "",
     ]
     rows = [("dense conv", result.baseline_macs, 1.0, _ms(result.baseline_ms), 0, result.baseline_params, 1.0, "", "",

@@ -8,6 +8,9 @@ part; config entries and skipped layers stay as they are.
 Method: each layer gets candidate formats (uniform ranks from a geometric grid, clipped to the exact
 ranks; with `search_format` also 1-3 modes a side and their factorisations), each costed by its best
 order (`best_order`) once per distinct (geometry, format); keeping the layer dense is a candidate too.
+`skip_worse` and `skip_slower` drop the candidates `ttplan plan` would keep dense under them (published order
+worse than dense; best order predicted slower than dense), so the plan the budget returns keeps every layer it
+chose; config entries they reject stay dense and are costed so.
 For a price `mu`, each layer independently minimises `MACs - mu * params`: the lower convex hull of
 its (params, MACs) points. Walking every layer's hull edges in slope order traces the model's
 (params, MACs) frontier; the last point that meets both targets is taken, then filled greedily with
@@ -33,6 +36,7 @@ from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
 from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
 from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
+from ttplan.core.schemes import published
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import TracedLayer, UntracedOp, dense_totals
@@ -51,6 +55,16 @@ class Candidate:
     fmt: TTFormat | None
     macs: int
     params: int
+
+
+@dataclass(frozen=True)
+class Costed:
+    """One (geometry, format) as the search sees it: its cost on the search's axis, whether its published order
+    costs more MACs or parameters than the dense layer, and its best order's predicted microseconds."""
+
+    cost: int
+    worse: bool
+    us: float
 
 
 @dataclass
@@ -160,23 +174,39 @@ class BudgetProblem:
     target_speedup: float | None = None
     #: the ops ttplan does not plan: dense, in the MACs and params totals (not in predicted times)
     untraced: list[UntracedOp] = field(default_factory=list)
+    #: drop candidates whose published order is worse than dense / whose best order is predicted slower than dense
+    skip_worse: bool = False
+    skip_slower: bool = False
 
-    def _cost(self, spec: ConvSpec, fmt: TTFormat | None) -> int:
-        """A layer's cost on the search's axis: MACs at its best order, or predicted ns with a speedup target."""
-        if fmt is None:
-            if self.target_speedup is not None:
-                return round(predict_dense_us(spec, self.batch, self.profile) * 1000)
-            return spec.dense_macs(self.batch)
-        plan = best_order(build_network(spec, fmt, self.batch), fold_weights=self.fold_weights,
-                          objective=self.objective, profile=self.profile)
-        return round(predict_plan_us(plan, self.profile) * 1000) if self.target_speedup is not None else plan.macs
+    def _dense_cost(self, spec: ConvSpec) -> int:
+        """The dense layer's cost on the search's axis: its MACs, or predicted ns with a speedup target."""
+        if self.target_speedup is not None:
+            return round(predict_dense_us(spec, self.batch, self.profile) * 1000)
+        return spec.dense_macs(self.batch)
+
+    def _measure(self, spec: ConvSpec, fmt: TTFormat) -> Costed:
+        """A format's cost on the search's axis (MACs at its best order, or predicted ns with a speedup target),
+        whether its published order is worse than dense, and its best order's predicted µs."""
+        network = build_network(spec, fmt, self.batch)
+        plan = best_order(network, fold_weights=self.fold_weights, objective=self.objective, profile=self.profile)
+        us = predict_plan_us(plan, self.profile)
+        shown = published(network, self.fold_weights)
+        worse = shown.macs > spec.dense_macs(self.batch) or shown.params > spec.dense_params()
+        return Costed(round(us * 1000) if self.target_speedup is not None else plan.macs, worse, us)
+
+    def _rejected(self, calls: tuple[ConvSpec, ...], costed: list[Costed]) -> bool:
+        """Whether `skip_worse` or `skip_slower` keeps a layer of these calls dense (as `plan_layers` decides)."""
+        if self.skip_worse and any(c.worse for c in costed):
+            return True
+        dense_ms = sum(predict_dense_us(call, self.batch, self.profile) for call in calls) / 1000
+        return self.skip_slower and sum(c.us / 1000 for c in costed) >= dense_ms
 
     def solve(self, progress: Callable[[int], None] | None = None) -> BudgetResult:
         """Cost every job (calling `progress(1)` after each), then pick the per-layer candidates."""
         start = time.perf_counter()
-        costs: dict[tuple[ConvSpec, TTFormat], int] = {}
+        costs: dict[tuple[ConvSpec, TTFormat], Costed] = {}
         for spec, fmt in self.jobs:
-            costs[(spec, fmt)] = self._cost(spec, fmt)
+            costs[(spec, fmt)] = self._measure(spec, fmt)
             if progress is not None:
                 progress(1)
         by_name = {layer.name: layer for layer in self.layers}
@@ -186,15 +216,21 @@ class BudgetProblem:
             if layer.name not in self.free:
                 fmt = self.decisions[layer.name].fmt
                 spec = layer.spec
-                fixed_macs += sum(self._cost(call, fmt) for call in layer.calls)
-                fixed_params += spec.dense_params() if fmt is None else fmt.params(spec)
+                costed = [] if fmt is None else [self._measure(call, fmt) for call in layer.calls]
+                if fmt is None or self._rejected(layer.calls, costed):
+                    fixed_macs += sum(self._dense_cost(call) for call in layer.calls)
+                    fixed_params += spec.dense_params()
+                else:
+                    fixed_macs += sum(c.cost for c in costed)
+                    fixed_params += fmt.params(spec)
         candidates = {}
         for name in self.free:
             layer = by_name[name]
             spec = layer.spec
-            dense = Candidate(None, sum(self._cost(call, None) for call in layer.calls), spec.dense_params())
-            candidates[name] = [dense, *(Candidate(f, sum(costs[(call, f)] for call in layer.calls), f.params(spec))
-                                         for f in self.options[name])]
+            dense = Candidate(None, sum(self._dense_cost(call) for call in layer.calls), spec.dense_params())
+            kept = [(f, [costs[(call, f)] for call in layer.calls]) for f in self.options[name]]
+            candidates[name] = [dense, *(Candidate(f, sum(c.cost for c in costed), f.params(spec))
+                                         for f, costed in kept if not self._rejected(layer.calls, costed))]
         chosen, met = select(candidates, fixed_macs, fixed_params, self.target_macs, self.target_params)
         formats: dict[str, TTFormat | None] = {}
         decisions: dict[str, Decision] = {}
@@ -206,7 +242,8 @@ class BudgetProblem:
                 decisions[layer.name] = self.decisions[layer.name]
             formats[layer.name] = decisions[layer.name].fmt
         rows = plan_layers(self.layers, decisions, batch=self.batch, fold_weights=self.fold_weights,
-                           objective=self.objective, profile=self.profile)
+                           skip_worse=self.skip_worse, objective=self.objective, profile=self.profile,
+                           skip_slower=self.skip_slower)
         plan = ArchPlan(self.label, self.input_size, self.batch, self.fold_weights, self.policy, rows, self.all_params,
                         objective=self.objective, untraced=self.untraced)
         if self.target_speedup is not None:
@@ -241,12 +278,17 @@ def prepare_budget(
     target_speedup: float | None = None,
     objective: str = "macs",
     profile: LatencyProfile | None = None,
+    skip_worse: bool = False,
+    skip_slower: bool | None = None,
 ) -> BudgetProblem:
     """Trace the model and list the candidates; targets are model-level reductions (e.g. 0.72 = 72% fewer).
 
     `target_speedup` S asks for a predicted time of the conv/linear layers <= dense / S (latency profile);
     it replaces the MACs target (the search trades time against parameters instead of MACs).
+    `skip_worse`, `skip_slower` (default: on for `latency`): as in `plan_architecture`, applied to the candidates.
     """
+    if skip_slower is None:
+        skip_slower = objective == "latency"
     if target_macs_reduction is None and target_params_reduction is None and target_speedup is None:
         raise TTPlanError("a budget needs a target: give target_macs_reduction, target_params_reduction and/or "
                           "target_speedup (e.g. --target-macs-reduction 0.72)")
@@ -283,7 +325,8 @@ def prepare_budget(
     return BudgetProblem(
         label, layers, size, all_params, decisions, free, options,
         target_macs, _target(target_params_reduction, baseline_params, "params"),
-        policy, batch, fold_weights, list(jobs), objective, profile, target_speedup, traced.untraced,
+        policy, batch, fold_weights, list(jobs), objective, profile, target_speedup, traced.untraced, skip_worse,
+        skip_slower,
     )
 
 

@@ -1,7 +1,9 @@
 """One architecture planning request, as `ttplan plan` makes it: a policy plan, or a budget search when targets are set.
 
-The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank; a
-format search needs a budget), runs, and returns the plan, the formats it chose and any extra report keys.
+The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank or a rank
+fraction; it costs candidates by prediction on stock ops, so it refuses `--autotune` and `--fuse`; a format
+search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
+warnings to show (orders from the bounded search, a profile fitted for the other memory format).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ttplan.arch.config import load_config, save_config
-from ttplan.arch.policy import Policy
+from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy
+from ttplan.core.memory_format import memory_format_warning
 from ttplan.errors import TTPlanError
 
 #: (label, length) -> a context manager whose `update(n)` advances a progress display
@@ -50,15 +53,37 @@ class PlanRequest:
 
     def __post_init__(self) -> None:
         if self.search_format and not self.budget:
-            raise TTPlanError("--search-format needs a budget: add --target-macs-reduction and/or "
-                              "--target-params-reduction")
-        if self.budget and self.channels_last:
-            raise TTPlanError("--channels-last applies to policy and config plans; a budget search plans NCHW "
-                              "layers: drop --channels-last or the targets")
-        if self.budget and self.policy.rank is not None:
-            given = "--target-macs-reduction" if self.target_params_reduction is None else "--target-params-reduction"
+            raise TTPlanError("--search-format needs a budget: add --target-macs-reduction, "
+                              "--target-params-reduction and/or --target-speedup")
+        if not self.budget:
+            return
+        given = self.targets()
+        if self.target_speedup is not None and self.target_macs_reduction is not None:
+            raise TTPlanError(f"{given} both given: give one (both constrain the same axis of the budget search: "
+                              "predicted time replaces MACs)")
+        if self.channels_last:
+            raise TTPlanError(f"--channels-last and {given}: --channels-last applies to policy and config plans; a "
+                              "budget search plans NCHW layers: drop --channels-last or the targets")
+        if self.policy.rank is not None:
             raise TTPlanError(f"{given} and --rank {self.policy.rank} both given: the budget picks each layer's "
                               "ranks; drop --rank (or the target)")
+        if self.policy.rank_fraction != DEFAULT_RANK_FRACTION:
+            raise TTPlanError(f"{given} and --rank-fraction {self.policy.rank_fraction:g} both given: the budget "
+                              "picks each layer's ranks; drop --rank-fraction (or the target)")
+        if self.autotune is not None:
+            raise TTPlanError(f"{given} and --autotune {self.autotune} both given: a budget search costs hundreds "
+                              "of candidates by prediction, too many to time; save its choice with --save-config "
+                              "FILE, then run `ttplan plan --config FILE --autotune`")
+        if self.fused:
+            raise TTPlanError(f"{given} and --fuse both given: a budget search costs every layer on stock ops; "
+                              "save its choice with --save-config FILE, then run `ttplan plan --config FILE --fuse`")
+
+    def targets(self) -> str:
+        """The budget targets given, as the command line spells them (e.g. `--target-speedup 1.5`)."""
+        named = (("--target-macs-reduction", self.target_macs_reduction),
+                 ("--target-params-reduction", self.target_params_reduction),
+                 ("--target-speedup", self.target_speedup))
+        return " and ".join(f"{option} {value:g}" for option, value in named if value is not None)
 
     @property
     def budget(self) -> bool:
@@ -82,12 +107,14 @@ class PlanRequest:
 
 @dataclass
 class PlanOutcome:
-    """The planned architecture, its formats, extra report keys (the budget outcome) and an unmet-target message."""
+    """The planned architecture, its formats, extra report keys (the budget outcome), an unmet-target message and
+    warnings (one line each)."""
 
     plan: object  # ArchPlan (imports torch for tracing)
     formats: dict
     extra: dict | None = None
     unmet: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanOutcome:
@@ -113,7 +140,23 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
         outcome = PlanOutcome(planned, planned.formats())
     if request.config_path is not None:
         outcome.plan.notes.insert(0, f"config: {request.config_path}")
+    bounded = bounded_note(outcome.plan)
+    if bounded is not None:
+        outcome.plan.notes.append(bounded)
+    mismatch = memory_format_warning(request.profile(), request.channels_last)
+    outcome.warnings = [line for line in (bounded, mismatch) if line is not None]
     return outcome
+
+
+def bounded_note(plan) -> str | None:
+    """One line naming the decomposed layers of an `ArchPlan` whose best order the bounded search found, if any."""
+    from ttplan.core.search import BOUNDED_NOTE
+
+    names = [layer.name for layer in plan.layers if layer.plan is not None and any(p.best.bounded
+                                                                                   for p in layer.call_plans)]
+    if not names:
+        return None
+    return f"best order of {', '.join(names)} {BOUNDED_NOTE}"
 
 
 def prepare(request: PlanRequest, config: dict | None = None):
@@ -126,7 +169,8 @@ def prepare(request: PlanRequest, config: dict | None = None):
                           target_params_reduction=request.target_params_reduction, policy=request.policy,
                           config=config, search_format=request.search_format, batch=request.batch,
                           fold_weights=request.fold_weights, target_speedup=request.target_speedup,
-                          objective=request.objective, profile=request.profile())
+                          objective=request.objective, profile=request.profile(), skip_worse=request.skip_worse,
+                          skip_slower=request.skip_slower)
 
 
 def save_plan_config(outcome: PlanOutcome, path: str | Path) -> bool:

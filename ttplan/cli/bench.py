@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from ttplan.cli.objective_options import channels_last_option, fuse_option
-from ttplan.cli.options import device_options, malloc_option
-from ttplan.cli.output import emit_text, out_option
+from ttplan.cli.options import device_options, malloc_option, threads_option
+from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.errors import TTPlanError
 from ttplan.training.config import DEVICES
 
@@ -89,7 +89,7 @@ def planner(repeats: int, out) -> None:
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True, help="Timing batch size.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed blocks per variant; the median is reported.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads for torch.")
+@threads_option(1)
 @out_option("Markdown report.", default="reports/formats_layer3.0.conv1.md")
 def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
     """Every format at equal parameters on ResNet-18's layer3.0.conv1: published and best-order MACs, CPU time."""
@@ -153,10 +153,13 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
     from ttplan.bench.model import bench_model, render_report, render_section
     from ttplan.bench.processes import median_speedup
     from ttplan.core.latency import load_profile
+    from ttplan.core.memory_format import memory_format_warning
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
     profile = load_profile(profile_path, device, channels_last)
+    mismatch = memory_format_warning(profile, channels_last)
+    warn([mismatch] if mismatch else [])
     threads = threads or torch.get_num_threads()
     sections = []
     for batch in batches:
@@ -187,8 +190,7 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Batch size.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (torch.set_num_threads); default: torch's.")
+@threads_option(None, "CPU threads for torch (torch.set_num_threads); default: torch's.")
 @click.option("--rounds", type=click.IntRange(min=1), default=9, show_default=True,
               help="Interleaved rounds; medians are reported.")
 @malloc_option

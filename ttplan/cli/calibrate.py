@@ -9,14 +9,13 @@ from pathlib import Path
 import click
 
 from ttplan.cli.objective_options import channels_last_option
-from ttplan.cli.options import malloc_option
+from ttplan.cli.options import malloc_option, threads_option
 
 
 @click.command()
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device whose ops are timed.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch.set_num_threads for the run (default: torch's, i.e. all cores).")
+@threads_option(None, "torch.set_num_threads for the run (default: torch's, i.e. all cores).")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile file to write (with --check only: to check). Default: ~/.cache/ttplan/profile.json "
                    "($XDG_CACHE_HOME respected).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import symtable
 
 import click
 from click.core import ParameterSource
@@ -18,7 +19,7 @@ from ttplan.cli.options import (
     policy_options,
     spec_from_options,
 )
-from ttplan.cli.output import emit_text, out_option
+from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
 
@@ -70,25 +71,47 @@ def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_
         stray = sorted(given & set(ARCH_ONLY))
         if stray:
             raise TTPlanError(f"--{stray[0].replace('_path', '').replace('_', '-')} applies to --arch only")
-        source, summary = _emit_layer(opts, scheme, batch, fold_weights, class_name)
+        source, summary, warnings = _emit_layer(opts, scheme, batch, fold_weights, class_name)
     else:
         stray = sorted(given & set(LAYER_ONLY))
         if stray:
             raise TTPlanError(f"--{stray[0].replace('_', '-')} describes one layer; with --arch the layers come "
                               "from the model (use --config for per-layer formats)")
-        source, summary = _emit_arch(arch, opts, scheme, batch, fold_weights)
+        source, summary, warnings = _emit_arch(arch, opts, scheme, batch, fold_weights)
     emit_text(source, out, f": {summary}")
+    warn(warnings)
 
 
-def check_class_name(name: str) -> str:
-    """A usable Python class name, or a one-line error (identifiers only, no keywords)."""
+def check_class_name(name: str, source: str = "", own: str = "") -> str:
+    """A usable Python class name, or a one-line error: an identifier, not a keyword, and none of the global names
+    `source` (a generated file whose class is called `own`) imports, defines or reads, which the class would replace."""
     if not name.isidentifier() or keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise TTPlanError(f"--class-name {name!r}: expected a Python identifier that is not a keyword, e.g. MyTTConv")
+    if name != own and name in global_names(source):
+        raise TTPlanError(f"--class-name {name!r}: the generated file uses that name itself (an import, a helper or "
+                          f"a builtin it calls), which the class would replace; choose another, e.g. MyTTConv")
     return name
 
 
-def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: str | None) -> tuple[str, str]:
-    """Source and a one-line summary for the layer the geometry and format options describe."""
+def global_names(source: str) -> set[str]:
+    """The global names Python source binds or reads: the module's own, and those its functions and classes read."""
+    if not source:
+        return set()
+    module = symtable.symtable(source, "<emitted>", "exec")
+    names = set(module.get_identifiers())
+    tables = list(module.get_children())
+    while tables:
+        table = tables.pop()
+        names.update(symbol.get_name() for symbol in table.get_symbols() if symbol.is_global())
+        tables.extend(table.get_children())
+    return names
+
+
+def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
+                name: str | None) -> tuple[str, str, list[str]]:
+    """Source, a one-line summary and warnings for the layer the geometry and format options describe."""
+    from ttplan.core.memory_format import memory_format_warning
+    from ttplan.core.search import BOUNDED_NOTE
     from ttplan.runtime.codegen import class_name, emit_layer
     from ttplan.runtime.layers import resolve_plan
 
@@ -96,7 +119,7 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         if opts[option] is None:
             raise TTPlanError(f"missing option --{option.replace('_', '-')} (or give --arch for a whole model)")
     if name is not None:
-        check_class_name(name)
+        check_class_name(name)  # the spelling before any planning; the names the file uses once it is generated
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
     profile = profile_from_options(opts["profile_path"], opts["channels_last"],
@@ -121,10 +144,15 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         plan, lowering = fastest.plan, fastest.lowering
         note = (f"; autotuned: {fastest.ms:.3f} ms ({lowering.label}) vs dense {tuned.dense_ms:.3f} ms"
                 + (" (the dense conv is faster)" if tuned.plan is None else ""))
-    name = name or class_name(plan)
+    default = class_name(plan)
+    if name is not None:
+        check_class_name(name, emit_layer(plan, default, lowering), default)
+    name = name or default
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
-    return emit_layer(plan, name, lowering), summary
+    warnings = [f"{spec.describe()}: the order {BOUNDED_NOTE}"] if plan.bounded else []
+    mismatch = memory_format_warning(profile, opts["channels_last"])
+    return emit_layer(plan, name, lowering), summary, warnings + ([mismatch] if mismatch else [])
 
 
 def _by_time(opts: dict) -> bool:
@@ -139,9 +167,11 @@ def _fuse(opts: dict) -> bool:
     return fusion_wanted(opts["fuse"], opts["channels_last"])
 
 
-def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str]:
-    """Source and a summary for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
+def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str, list[str]]:
+    """Source, a summary and warnings for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
     from ttplan.arch.architecture import plan_architecture
+    from ttplan.arch.request import bounded_note
+    from ttplan.core.memory_format import memory_format_warning
     from ttplan.runtime.codegen import emit_model
     from ttplan.runtime.lowering import Lowering
 
@@ -168,4 +198,7 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
     lowerings = {name: Lowering(**lowering) for name, lowering in planned.lowerings().items()}
-    return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary
+    profile = next(layer.plan.profile for layer in planned.layers if layer.plan is not None)  # what planned them
+    warnings = [line for line in (bounded_note(planned), memory_format_warning(profile, opts["channels_last"]))
+                if line is not None]
+    return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary, warnings

@@ -6,7 +6,7 @@ import click
 
 from ttplan.cli.objective_options import objective_options, profile_from_options
 from ttplan.cli.options import format_from_options, format_options, geometry_options, spec_from_options
-from ttplan.cli.output import emit_text, output_options
+from ttplan.cli.output import emit_text, output_options, warn
 
 EXAMPLE = """
 Example (ResNet-18 layer3.0.conv1, hodec at uniform rank 16):
@@ -41,6 +41,7 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
 
     from ttplan.analysis.layer_report import render_layer
     from ttplan.core.layer import plan_layer
+    from ttplan.core.memory_format import memory_format_warning
 
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
@@ -56,3 +57,5 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
         result.tuned = tuned.to_dict()
     text = json.dumps(result.to_dict(), indent=2) if output == "json" else render_layer(result, wide)
     emit_text(text, out)
+    mismatch = memory_format_warning(result.profile, channels_last=False) if result.profile is not None else None
+    warn([*result.warnings, *([mismatch] if mismatch else [])])

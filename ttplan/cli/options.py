@@ -12,6 +12,7 @@ input — and must match it when given; a `module:callable` model needs C,H,W.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 
 import click
@@ -78,6 +79,26 @@ class InputSize(click.ParamType):
             self.fail(f"{value!r}: expected N, H,W or C,H,W of positive ints, e.g. 28, 28,32 or 3,224,224",
                       param, ctx)
         return (out[0], out[0]) if len(out) == 1 else out
+
+
+class Threads(click.ParamType):
+    """`--threads`: a positive int, at most this machine's CPU count (`os.cpu_count()`, where it is known)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            threads = value
+        else:
+            try:
+                threads = int(str(value).strip())
+            except ValueError:
+                threads = 0
+        cpus = os.cpu_count()
+        if threads < 1 or (cpus is not None and threads > cpus):
+            accepted = f"1 to {cpus} (this machine's CPU count, os.cpu_count())" if cpus else "a positive int"
+            self.fail(f"{value!r}: expected {accepted}; more threads than CPUs only oversubscribe them", param, ctx)
+        return threads
 
 
 class ArchName(click.ParamType):
@@ -213,13 +234,19 @@ def policy_options(func: Callable | None = None, *, with_format: bool = True, wi
     return apply(options) if func is None else apply(options)(func)
 
 
+def threads_option(default: int | None = None,
+                   help_text: str = "CPU threads for torch (torch.set_num_threads).") -> Callable:
+    """`--threads`, the one spelling of torch's intra-op thread count: 1 to `os.cpu_count()`."""
+    return click.option("--threads", type=Threads(), default=default, show_default=default is not None,
+                        help=help_text)
+
+
 def device_options(devices: tuple[str, ...], threads_default: int | None = None) -> Callable:
     """`--device` (choices from the caller's registry) and `--threads` (torch intra-op threads)."""
     return apply([
         click.option("--device", type=click.Choice(devices), default=devices[0], show_default=True,
                      help="Where torch runs."),
-        click.option("--threads", type=click.IntRange(min=1), default=threads_default,
-                     show_default=threads_default is not None, help="CPU threads for torch (torch.set_num_threads)."),
+        threads_option(threads_default),
     ])
 
 

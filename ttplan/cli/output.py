@@ -73,3 +73,9 @@ def emit_text(text: str, out: Path | None, detail: str = "") -> bool:
     replaced = atomic_write_text(out, text)
     click.echo(written(out, replaced) + detail, err=True)
     return replaced
+
+
+def warn(lines: list[str]) -> None:
+    """Each line on stderr as `warning: …` (stdout stays data)."""
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)

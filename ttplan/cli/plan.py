@@ -8,7 +8,7 @@ import click
 
 from ttplan.cli.objective_options import objective_options, speed_options
 from ttplan.cli.options import ArchName, input_size_option, model_input_size, policy_from_options, policy_options
-from ttplan.cli.output import emit_text, out_option, output_options
+from ttplan.cli.output import emit_text, out_option, output_options, warn
 from ttplan.errors import TTPlanError
 from ttplan.files import written
 
@@ -78,6 +78,7 @@ def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fo
                           target_macs_reduction, target_params_reduction, search_format, objective, profile_path,
                           skip_slower, autotune, target_speedup, channels_last, fuse)
     outcome = run_request(request, progress=click_progress)
+    warn(outcome.warnings)
     if outcome.unmet:
         click.echo(outcome.unmet, err=True)
     if save_config is not None:

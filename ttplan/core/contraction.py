@@ -155,6 +155,7 @@ class ContractionPlan:
 
     `fold_weights=True` models inference with weights folded at load time: weight-only steps then
     cost nothing per forward, and the folded factors' size is reported as runtime weight memory.
+    `bounded=True` marks an order from the bounded search (`ttplan.core.search.RunSearch`): it may not be the optimum.
     """
 
     def __init__(
@@ -163,11 +164,13 @@ class ContractionPlan:
         pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...],
         name: str = "custom",
         fold_weights: bool = False,
+        bounded: bool = False,
     ) -> None:
         self.network = network
         self.pairs = tuple((int(a), int(b)) for a, b in pairs)
         self.name = name
         self.fold_weights = fold_weights
+        self.bounded = bounded
         _ = self.steps  # validate eagerly: a bad path fails at construction
 
     @cached_property
@@ -289,6 +292,7 @@ class ContractionPlan:
             "peak_live": self.peak_live,
             "runtime_weight_elements": self.runtime_weight_elements,
             "fold_weights": self.fold_weights,
+            "bounded": self.bounded,
             "path": [list(p) for p in self.pairs],
             "steps": [s.to_dict() for s in self.steps],
         }

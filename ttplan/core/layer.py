@@ -11,7 +11,7 @@ from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, 
 from ttplan.core.network import TensorNetwork, build_network
 from ttplan.core.peers import PeerResult, compare_peers, im2col_equation, im2col_expression
 from ttplan.core.schemes import merged, schemes_for
-from ttplan.core.search import optimize
+from ttplan.core.search import BOUNDED_NOTE, optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 
@@ -43,6 +43,19 @@ class LayerPlan:
             if fused is not None:
                 return fused / 1000
         return predict_plan_us(plan, self.profile) / 1000
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line if the bounded search chose any of this layer's orders (the best, or the dense rebuild's), one if
+        the peers ran greedy instead of exhaustive optimizers."""
+        out = []
+        bounded = [name for name, plan in (("best", self.best), *self.schemes.items()) if plan.bounded]
+        if bounded:
+            what = f"the {' and the '.join(bounded)} order{'s were' if len(bounded) > 1 else ' was'}"
+            out.append(f"{self.spec.describe()}, {self.fmt.describe(self.spec)}: {what} {BOUNDED_NOTE}")
+        if any(peer.name.endswith("-greedy") for peer in self.peers):
+            out.append("the peers ran their greedy optimizers: their exhaustive ones explode on this network too")
+        return out
 
     @property
     def baseline_ms(self) -> float | None:
@@ -89,6 +102,7 @@ class LayerPlan:
             "peak_live": plan.peak_live,
             "runtime_weight_elements": plan.runtime_weight_elements,
             "predicted_ms": self.predicted_ms(plan),
+            "bounded": plan.bounded,
         }
 
     def to_dict(self) -> dict:
@@ -120,6 +134,7 @@ class LayerPlan:
                          "predicted_ms": self.baseline_ms},
             "schemes": {name: self.summary(plan) for name, plan in self.schemes.items()},
             "best": best,
+            "warnings": self.warnings,
         }
         if self.tuned is not None:
             out["autotune"] = self.tuned

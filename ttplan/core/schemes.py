@@ -44,10 +44,11 @@ def published(network: TensorNetwork, fold_weights: bool = False) -> Contraction
 
 
 def dense(network: TensorNetwork, fold_weights: bool = False) -> ContractionPlan:
-    """Rebuild the kernel with the cheapest weight-only order, then one dense conv."""
-    pairs = ExactSearch().rebuild_pairs(network)
+    """Rebuild the kernel with the cheapest weight-only order (the bounded search's past its limit), then one dense
+    conv."""
+    pairs, bounded = ExactSearch().rebuild(network)
     kernel = len(network.tensors) + len(pairs) - 1 if pairs else 1
-    return ContractionPlan(network, [*pairs, (0, kernel)], DENSE, fold_weights)
+    return ContractionPlan(network, [*pairs, (0, kernel)], DENSE, fold_weights, bounded=bounded)
 
 
 def merged(network: TensorNetwork, fold_weights: bool = False) -> ContractionPlan | None:
