@@ -32,10 +32,12 @@ _HOMES = {
     "TTLinear": "ttplan.runtime.layers",
     "convert": "ttplan.runtime.layers",
     "retain_freed_memory": "ttplan.runtime.allocator",
+    "ADMMCompression": "ttplan.training.compression",
 }
 
 __all__ = [
-    "ContractionPlan", "ConvSpec", "TTConv2d", "TTFormat", "TTLinear", "TTPlanError", "__version__", "convert",
+    "ADMMCompression", "ContractionPlan", "ConvSpec", "TTConv2d", "TTFormat", "TTLinear", "TTPlanError",
+    "__version__", "convert",
     "make_format", "optimize", "plan_architecture", "plan_layer", "retain_freed_memory",
 ]
 
@@ -48,6 +50,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` lo
     from ttplan.core.spec import ConvSpec
     from ttplan.runtime.allocator import retain_freed_memory
     from ttplan.runtime.layers import TTConv2d, TTLinear, convert
+    from ttplan.training.compression import ADMMCompression
 
 
 def __getattr__(name: str) -> Any:

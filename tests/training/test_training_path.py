@@ -4,7 +4,6 @@ cores, the ρ schedule, a user's `module:callable` data set, and degenerate data
 from __future__ import annotations
 
 import json
-import math
 import sys
 import textwrap
 
@@ -258,4 +257,45 @@ def test_degenerate_fashion_files_are_one_line(tmp_path, n_train, n_test, value,
     if n_train and n_test:
         with pytest.raises(TTPlanError, match=needle):
             load_fashion_mnist(folder)
-    assert math.isfinite(1.0)
+
+
+
+# --- damaged checkpoints ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field, value, needle", [
+    ("epoch", "3", "'epoch'"), ("epochs", {}, "'epochs'"), ("formats", [], "'formats'"), ("rng", {}, "'rng'"),
+    ("stage", "warmup", "'stage'"), ("model", {"conv1.weight": torch.zeros(1)}, "'model'"),
+    ("optimizer", {"state": {}, "param_groups": []}, "'optimizer'"),
+])
+def test_a_tampered_checkpoint_is_one_line_naming_the_field(tmp_path, field, value, needle):
+    cfg = tiny(tmp_path, pretrain_epochs=2, admm_epochs=0, finetune_epochs=0, config=None)
+
+    class Stop(Exception):
+        pass
+
+    def stop(end):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "run", on_epoch_end=stop)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state[field] = value
+    torch.save(state, path)
+    with pytest.raises(TTPlanError, match=needle) as info:
+        resume(tmp_path / "run")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_non_finite_data_name_the_data_not_the_rate(tmp_path, user_module):
+    module = tmp_path / f"{user_module}.py"
+    module.write_text(module.read_text() + "\n\ndef nan():\n    a, b = Pairs(40, 0), Pairs(10, 1)\n"
+                      "    a.x[:] = float('nan')\n    return a, b\n")
+    cfg = TrainConfig(arch="resnet20", dataset=f"{user_module}:nan", config=None, pretrain_epochs=1,
+                      admm_epochs=0, finetune_epochs=0, batch_size=16)
+    with pytest.raises(TTPlanError, match="NaN or infinite values") as info:
+        train(cfg, tmp_path / "run")
+    assert "lower" not in str(info.value)

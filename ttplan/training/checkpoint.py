@@ -88,6 +88,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if missing or not _is_state_dict(data["model"]) or not isinstance(data["config"], dict):
         raise TTPlanError(f"checkpoint {str(path)!r} is not a complete ttplan checkpoint (missing or malformed: "
                           f"{', '.join(missing) or 'model/config'})")
+    _check_fields(data, path)
     if data["version"] == 2:
         raise TTPlanError(f"checkpoint {str(path)!r} was written by ttplan 0.2, whose schedules stepped once per "
                           "epoch; it cannot continue exactly here: finish it with ttplan 0.2, or start a new run "
@@ -95,6 +96,34 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if data["version"] != VERSION:
         raise TTPlanError(f"checkpoint {str(path)!r} has version {data['version']!r}; this ttplan reads {VERSION}")
     return data
+
+
+#: each field of a checkpoint and the type it must have (the model and config are checked above)
+FIELD_TYPES = {"version": int, "epoch": int, "stage": str, "optimizer": dict, "scheduler": dict, "rng": dict,
+               "epochs": list, "formats": dict}
+RNG_KEYS = ("torch", "numpy", "python", "loader")
+
+
+def _check_fields(data: dict[str, Any], path: Path) -> None:
+    """Every field a resume reads has its type and its parts: a tampered file is one line naming the field."""
+    def bad(field: str, expected: str) -> TTPlanError:
+        return TTPlanError(f"checkpoint {str(path)!r} is damaged: its {field!r} is {_describe(data.get(field))}, "
+                           f"expected {expected}; start the run again with --out (its dense.pt can be --init)")
+
+    for name, kind in FIELD_TYPES.items():
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise bad(name, f"a {kind.__name__}")
+    if data["epoch"] < 0 or data["epoch"] != len(data["epochs"]):
+        raise bad("epoch", f"the number of epoch records ({len(data['epochs'])})")
+    if not all(isinstance(e, dict) for e in data["epochs"]):
+        raise bad("epochs", "a list of epoch records")
+    if any(key not in data["rng"] for key in RNG_KEYS):
+        raise bad("rng", "the states of " + ", ".join(RNG_KEYS))
+    if data["stage"] not in ("pretrain", "admm", "dense", "finetune"):
+        raise bad("stage", "one of pretrain, admm, dense, finetune")
+    if not all(isinstance(k, str) and isinstance(v, dict) for k, v in data["formats"].items()):
+        raise bad("formats", "a dict of layer name -> format")
 
 
 def load_tt_file(path: Path) -> dict[str, Any]:

@@ -329,6 +329,9 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
             if run.stage == "finetune" and run.teacher is not None:
                 loss = _distilled(run, logits, task, x)
             value, ce = float(loss.detach()), float(task.detach())
+            if D.any_across(not bool(torch.isfinite(x).all()), run.ctx):
+                raise TTPlanError(f"the training data hold NaN or infinite values (epoch {epoch + 1}, batch "
+                                  f"{b + 1}): check the data set and its normalisation; no learning rate fixes it")
             if D.any_across(not math.isfinite(value), run.ctx):
                 raise _diverged(run, epoch, b, f"loss became {value}")
             if run.first_batch_loss is None:
@@ -609,6 +612,18 @@ def _loop(run: _Run, progress: Progress | None, on_epoch_end: EpochCallback | No
     return metrics
 
 
+def _restore(path: Path, what: str, load: Callable[[], Any]) -> None:
+    """One part of a checkpoint put back; a part that does not fit the run is one line naming it."""
+    try:
+        load()
+    except TTPlanError:
+        raise
+    except Exception as error:  # size mismatch, missing keys, a state of the wrong type ...
+        first = " ".join(str(error).split())[:200] or type(error).__name__
+        raise TTPlanError(f"checkpoint {str(path)!r} is damaged: its {what!r} does not fit the run ({first}); "
+                          "start the run again with --out (its dense.pt can be --init)") from None
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, *, progress: Progress | None = None,
           on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Run the whole pipeline into a new (or empty) run folder; returns the metrics (as written to metrics.json).
@@ -660,21 +675,22 @@ def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device
             run.start_accuracy = state.get("start_accuracy")
             if state.get("teacher") is not None:
                 teacher, _ = load_model(cfg.arch, run.input_size)
-                teacher.load_state_dict(state["teacher"])
+                _restore(run_dir / CHECKPOINT, "teacher", lambda: teacher.load_state_dict(state["teacher"]))
                 run.teacher = teacher.to(ctx.device).eval().requires_grad_(False)
             stage = state["stage"]
             if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
                 run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
-            run.model.load_state_dict(state["model"])
+            where = run_dir / CHECKPOINT
+            _restore(where, "model", lambda: run.model.load_state_dict(state["model"]))
             _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
             assert run.optimizer is not None
-            run.optimizer.load_state_dict(state["optimizer"])
-            run.scheduler.load_state_dict(state["scheduler"])
+            _restore(where, "optimizer", lambda: run.optimizer.load_state_dict(state["optimizer"]))
+            _restore(where, "scheduler", lambda: run.scheduler.load_state_dict(state["scheduler"]))
             if any(change["setting"] != "device" and change["setting"] != "threads" for change in changes):
                 _reschedule(run)
             if run.admm is not None:
-                run.admm.load_state_dict(state["admm"])
-            set_rng_state(state["rng"], run.generator)
+                _restore(where, "admm", lambda: run.admm.load_state_dict(state["admm"]))
+            _restore(where, "rng", lambda: set_rng_state(state["rng"], run.generator))
             return _loop(run, progress, on_epoch_end)
 
 
