@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.helpers.cli import one_line_error, run
-from ttplan.core.formats import TTFormat
+from ttplan.core.formats import make_format
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.runtime.decomposition import balance, decompose, rebuild
@@ -114,7 +114,7 @@ def test_distillation_changes_the_fine_tuning(tmp_path):
 
 def test_balanced_cores_rebuild_the_same_kernel_at_equal_norms():
     spec = ConvSpec.make(64, 64, 3, padding=1)
-    fmt = TTFormat.from_config({"format": "hodec", "in_modes": [8, 8], "out_modes": [8, 8], "rank": 6}, spec)
+    fmt = make_format("hodec", spec, in_modes=(8, 8), out_modes=(8, 8), rank=6)
     cores = decompose(torch.randn(64, 64, 3, 3, generator=torch.Generator().manual_seed(0)), fmt, spec)
     norms = [float(c.norm()) for c in cores]
     assert max(norms) / min(norms) > 3  # TT-SVD leaves the scale in one core
@@ -139,7 +139,7 @@ def test_auto_rho_is_set_from_the_rate_and_grows_over_the_phase():
 def test_a_growing_rho_keeps_the_unscaled_dual():
     model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1))
     spec = ConvSpec.make(16, 16, 3, padding=1)
-    fmt = TTFormat.from_config({"format": "hodec", "in_modes": [4, 4], "out_modes": [4, 4], "rank": 2}, spec)
+    fmt = make_format("hodec", spec, in_modes=(4, 4), out_modes=(4, 4), rank=2)
     admm = ADMM(model, [ADMMLayer("0", fmt, spec)], rho=RhoSchedule(start=1.0, growth=3.0))
     admm.update()
     admm.update()  # rho 3 -> 9; the second update's residual is added at rho 3, then U is rescaled
