@@ -126,39 +126,32 @@ merged output cores act at 14×14."""),
 `ttplan emit` writes a standalone PyTorch module that executes the chosen order (it imports only `torch`). Below:
 the class for the best hodec plan, then the module run on a random input and checked against `F.conv2d` with the
 rebuilt kernel, and its FLOPs counted by `torch.utils.flop_counter` against 2 × the planned MACs."""),
-    ("code", """import importlib.util
+    ("code", """import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-codegen = None
-if importlib.util.find_spec("ttplan.runtime.codegen") is not None:
-    import ttplan.runtime.codegen as codegen
-if codegen is None or not hasattr(codegen, "emit_layer"):
-    print("ttplan.runtime.codegen is not available in this checkout yet: this section will show the code that "
-          "`ttplan emit` generates for the best hodec plan.")
-else:
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
+from ttplan.runtime.codegen import emit_layer
 
-    source = codegen.emit_layer(hodec.best)
-    namespace: dict = {}
-    exec(compile(source, "generated_layer.py", "exec"), namespace)
-    (class_name,) = namespace["__all__"]
-    start = source.index(f"class {class_name}")
-    print(source[start:source.index("    def weights", start)])  # the class constants: geometry and cores
-    print(source[source.index("    def forward", start):])  # the feature-map steps, in order
+source = emit_layer(hodec.best)
+namespace: dict = {}
+exec(compile(source, "generated_layer.py", "exec"), namespace)
+(class_name,) = namespace["__all__"]
+start = source.index(f"class {class_name}")
+print(source[start:source.index("    def weights", start)])  # the class constants: geometry and cores
+print(source[source.index("    def forward", start):])  # the feature-map steps, in order
 
-    torch.manual_seed(0)
-    layer = namespace[class_name]()
-    x = torch.randn(1, 128, 28, 28)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = layer(x)
-    with torch.no_grad():
-        reference = F.conv2d(x, layer.to_dense(), stride=2, padding=1)
-    print(f"output {tuple(y.shape)}; max |TT - conv2d(rebuilt kernel)| = {(y - reference).abs().max():.2e}")
-    print(f"FlopCounterMode: {counter.get_total_flops():,} FLOPs; planned: 2 x {hodec.best.macs:,} MACs = "
-          f"{2 * hodec.best.macs:,}")
-    assert torch.allclose(y, reference, atol=1e-4, rtol=1e-4)
-    assert counter.get_total_flops() == 2 * hodec.best.macs"""),
+torch.manual_seed(0)
+layer = namespace[class_name]()
+x = torch.randn(1, 128, 28, 28)
+with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    y = layer(x)
+with torch.no_grad():
+    reference = F.conv2d(x, layer.to_dense(), stride=2, padding=1)
+print(f"output {tuple(y.shape)}; max |TT - conv2d(rebuilt kernel)| = {(y - reference).abs().max():.2e}")
+print(f"FlopCounterMode: {counter.get_total_flops():,} FLOPs; planned: 2 x {hodec.best.macs:,} MACs = "
+      f"{2 * hodec.best.macs:,}")
+assert torch.allclose(y, reference, atol=1e-4, rtol=1e-4)
+assert counter.get_total_flops() == 2 * hodec.best.macs"""),
     ("md", """## 5. A short ADMM run on digits
 
 ADMM (Yin et al. 2021) trains the dense weights `W` with the penalty `ρ/2·‖W − Z + U‖²`; after each epoch

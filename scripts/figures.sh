@@ -12,6 +12,9 @@ LAYER=(--in-channels 128 --out-channels 256 --kernel-size 3 --stride 2 --padding
 "${TTPLAN[@]}" sweep "${LAYER[@]}" --ranks-range 2:64 --name "ResNet-18 layer3.0.conv1" \
     --json --out reports/sweep_layer3.0.conv1.json
 "${TTPLAN[@]}" plot sweep reports/sweep_layer3.0.conv1.json --out reports/sweep_layer3.0.conv1
+#    and the page that shows the figure and summarises each format (the README links it)
+"${TTPLAN[@]}" sweep "${LAYER[@]}" --ranks-range 2:64 --name "ResNet-18 layer3.0.conv1" \
+    --markdown --out reports/sweep_layer3.0.conv1.md
 
 # 2. plan drawings of the same layer at rank 16: the hodec best plan, and the classical published order
 "${TTPLAN[@]}" plot plan "${LAYER[@]}" --format hodec --tt-shapes 4,8,8,9,4,4,8 \

@@ -48,6 +48,26 @@ def random_layer(rng: random.Random, max_cores: int = 5) -> tuple[ConvSpec, TTFo
             return spec, fmt
 
 
+def _missing(marker: str) -> str | None:
+    """Why the tests marked `marker` cannot run here, or None where they can."""
+    if marker == "requires_cuda":
+        return None if torch.cuda.is_available() else "needs a CUDA device"
+    from ttplan.runtime.kernels import kernel_status
+
+    status = kernel_status()
+    return None if status.available else f"needs the fused kernel built by a C compiler: {status.detail}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked `requires_cuda` or `requires_cc` where there is no CUDA device or no working C
+    compiler (each checked once, and only if a collected test asks)."""
+    for marker in ("requires_cuda", "requires_cc"):
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        reason = _missing(marker) if marked else None
+        for item in marked if reason else []:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """One intra-op thread for the whole suite: tiny tensors run fastest so, and a busy machine cannot slow

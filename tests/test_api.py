@@ -49,3 +49,11 @@ def test_planning_through_the_api_is_torch_free_and_gives_the_same_macs() -> Non
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == with_torch
+
+
+def test_the_readme_example_plans_the_documented_macs() -> None:
+    """README.md's Python example prints 2,978,816 MACs (tests/test_readme.py runs the example itself)."""
+    spec = ttplan.ConvSpec.make(128, 256, 3, stride=2, padding=1, input_size=28)
+    plan = ttplan.plan_layer(spec, ttplan.make_format("hodec", spec, rank=16))
+    assert plan.best.macs == 2_978_816 and plan.baseline_macs == 57_802_752
+    assert "2,978,816 MACs" in (ROOT / "README.md").read_text()

@@ -8,8 +8,8 @@ import torch
 from tests.helpers.cli import run
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
-from ttplan.bench.breakdown import REPLACED
 from ttplan.bench.model import LayerTiming, bench_model, build_tt_model, render_section
+from ttplan.bench.model.breakdown import REPLACED
 from ttplan.core.latency import LatencyProfile, OpModel
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model
@@ -113,7 +113,7 @@ def test_bench_model_runs_both_models_channels_last_when_asked():
     assert result.channels_last and result.plan.channels_last
     text = render_section(result, "ttplan bench model resnet20 --channels-last")
     assert ", --channels-last" in text.splitlines()[0] and "both models and the input channels-last" in text
-    from ttplan.bench.memory_formats import MODELS
+    from ttplan.bench.model.memory_formats import MODELS
 
     ms = result.formats.ms
     assert set(ms) == set(MODELS) and all(value > 0 for value in ms.values())
@@ -185,7 +185,7 @@ def test_the_end_to_end_timing_repeats_in_fresh_processes():
 
 
 def test_a_failing_fresh_process_is_a_one_line_error():
-    from ttplan.bench.processes import ChildRequest, time_in_processes
+    from ttplan.bench.model import ChildRequest, time_in_processes
 
     request = ChildRequest({"arch": "resnet999", "batch": 1, "threads": 1}, MAC_PROFILE.to_dict(), 1)
     with pytest.raises(TTPlanError, match=r"fresh process 1 of 1 failed \(exit 2\): Error: .*resnet999"):

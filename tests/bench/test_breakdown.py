@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttplan.bench.breakdown import BETWEEN, REPLACED, TimeBreakdown, render_breakdown, time_breakdown
+from ttplan.bench.model.breakdown import BETWEEN, REPLACED, TimeBreakdown, render_breakdown, time_breakdown
 
 
 class Sleep(nn.Module):

@@ -8,7 +8,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.helpers.cli import one_line_error, run
 from tests.helpers.runtime_cases import load_source
 from ttplan.core.latency import LatencyProfile, OpModel
-from ttplan.runtime.kernels import kernel_status
 
 
 def fused_profile(path, fused_us_per_mmac: float = 0.01) -> str:
@@ -38,7 +37,7 @@ def test_fuse_with_channels_last_is_a_one_line_error(tmp_path):
     one_line_error(result, "fused", "channels")
 
 
-@pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
+@pytest.mark.requires_cc
 def test_the_emitted_fused_model_equals_the_stock_one_and_counts_the_planned_flops(tmp_path):
     profile = fused_profile(tmp_path / "p.json")
     out = tmp_path / "tt.py"
@@ -70,7 +69,7 @@ def test_the_emitted_fused_model_equals_the_stock_one_and_counts_the_planned_flo
     assert stock_layers and torch.allclose(fused_out.double(), reference, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
+@pytest.mark.requires_cc
 def test_emit_one_layer_runs_it_fused_where_predicted_faster(tmp_path):
     geometry = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2", "--padding",
                 "1", "--input-size", "28", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]

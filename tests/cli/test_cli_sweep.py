@@ -31,6 +31,19 @@ def test_table_flags_published_orders_above_dense() -> None:
     assert "published > dense" not in rows["tucker2"]
 
 
+def test_markdown_page_summarises_each_format_and_shows_the_figure_beside_it(tmp_path) -> None:
+    out = tmp_path / "sweep_l.md"
+    result = run(["sweep", *GEOMETRY, "--ranks", "2,16", "--name", "layer3.0.conv1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("# Rank sweep: layer3.0.conv1") and "](sweep_l.png)" in text
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ") and "–" in line}
+    assert set(rows) == {"classical-3", "tucker2", "hodec-2", "hodec-3", "tr-3", "cp-1"}
+    assert "| 1 of 2 |" in rows["classical-3"]  # rank 16's published order costs 1.007x dense, rank 2's does not
+    assert "never costlier" in text
+    assert "![" not in run(["sweep", *GEOMETRY, "--ranks", "2", "--markdown"]).stdout  # no page path, no figure
+
+
 @pytest.mark.parametrize("flag, suffix", [("--csv", "csv"), ("--json", "json"), (None, "csv")])
 def test_out_writes_a_file_that_loads_back(tmp_path, flag, suffix) -> None:
     out = tmp_path / "deep" / f"sweep.{suffix}"
@@ -57,7 +70,7 @@ def test_skipped_formats_are_reported() -> None:
         (["--ranks-range", "x"], "START:STOP"),
         (["--ranks-range", "2:8", "--ranks", "2,4"], "not both"),
         (["--ranks", "2,0"], "positive"),
-        (["--out", "sweep.txt"], "--json or --csv"),
+        (["--out", "sweep.txt"], "--json, --csv or --markdown"),
         (["--kernel-size", "40"], "kernel_size"),
     ],
 )

@@ -18,7 +18,7 @@ from ttplan.runtime.codegen import emit_layer
 from ttplan.runtime.decomposition import decompose, project, rebuild, relative_error
 from ttplan.runtime.layers import TTConv2d
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.requires_cuda
 CUDA = torch.device("cuda")
 
 

@@ -24,7 +24,7 @@ from ttplan.runtime.kernels import build, kernel_status, tucker_conv2d
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Fused, Lowering, fold, lower, run_feature_steps
 
-pytestmark = pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
+pytestmark = pytest.mark.requires_cc
 FUSED = Lowering(fused=True)
 
 

@@ -227,6 +227,38 @@ def render_sweep(result: Sweep) -> str:
     return "\n".join(lines)
 
 
+def render_markdown(result: Sweep, figure: str | None = None) -> str:
+    """A report page: the layer, the figure (`figure`: its path relative to the page) and one summary row per
+    format: rank range, parameter reduction and MACs relative to dense of the published and the best order."""
+    title = result.name or result.layer
+    lines = [f"# Rank sweep: {title}", "",
+             f"Written by `ttplan sweep --markdown`. Layer {result.layer}, batch {result.batch}; the dense conv: "
+             f"{result.dense_macs:,} MACs, {result.dense_params:,} params (FLOPs = 2 × MACs). Each point is one format "
+             "at one uniform rank; its MACs are those of the format's published order and of the order ttplan's "
+             "search finds for the same cores, relative to the dense conv.", ""]
+    if figure is not None:
+        lines += [f"![MACs relative to dense against parameter reduction, {title}]({figure})", "",
+                  "Dashed: each format's published order; solid: the searched order. Drawn by `ttplan plot sweep` "
+                  "from the same sweep's `--json` output.", ""]
+    lines += ["| format | ranks | params↓ | published × dense | ranks where published > dense | best × dense | "
+              "ranks where best < published |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label in result.formats:
+        points = result.series(label)
+        low, high = points[0].rank, points[-1].rank
+        worse = sum(p.published_vs_dense > 1 for p in points)
+        better = sum(p.best_macs < p.published_macs for p in points)
+        reductions = [100 * p.param_reduction for p in points]
+        published = [p.published_vs_dense for p in points]
+        best = [p.best_vs_dense for p in points]
+        lines.append(f"| {label} | {low}–{high} ({len(points)}) | {min(reductions):.1f}–{max(reductions):.1f}% | "
+                     f"{min(published):.3f}–{max(published):.3f} | {worse} of {len(points)} | "
+                     f"{min(best):.3f}–{max(best):.3f} | {better} of {len(points)} |")
+    never_worse = all(p.best_macs <= p.published_macs for p in result.points)
+    lines += ["", f"The searched order is {'never' if never_worse else 'sometimes'} costlier than the published one."]
+    lines += [f"Skipped: {note}." for note in result.skipped]
+    return "\n".join(lines) + "\n"
+
+
 def _point(raw: dict, where: str) -> SweepPoint:
     """One point from a JSON object or CSV row, with every field checked."""
     missing = [f for f in REQUIRED_FIELDS if f not in raw]

@@ -150,8 +150,7 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
     """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
     import torch
 
-    from ttplan.bench.model import bench_model, render_report, render_section
-    from ttplan.bench.processes import median_speedup
+    from ttplan.bench.model import bench_model, median_speedup, render_report, render_section
     from ttplan.core.latency import load_profile
     from ttplan.core.memory_format import memory_format_warning
 

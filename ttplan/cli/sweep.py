@@ -34,18 +34,28 @@ clipped to it first (and says so), and each distinct point is planned once.
               help="Batch size B: feature-map steps scale with it, weight-only steps do not.")
 @click.option("--name", default="", help="The layer's name, shown in figure titles, e.g. layer3.0.conv1.")
 @objective_options
-@output_options(("json", "csv"), out_help="Write to this file instead of stdout (format from --json/--csv, or the "
-                                          ".json/.csv suffix; reload with `ttplan plot sweep`).")
+@output_options(("json", "csv", "markdown"),
+                out_help="Write to this file instead of stdout (format from --json/--csv/--markdown, or the "
+                         ".json/.csv/.md suffix; reload JSON or CSV with `ttplan plot sweep`; a Markdown page "
+                         "shows the figure `ttplan plot sweep` draws beside it).")
 def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int, name: str, objective: str,
           profile_path, output: str | None, out, **opts) -> None:
     """Sweep ranks for one layer: parameter reduction and MACs vs dense of the published and the best order,
     for classical (3 modes), hodec with 1 (tucker2), 2 and 3 modes a side, the tensor ring (3 modes) and CP."""
-    from ttplan.analysis.sweep import DEFAULT_FORMATS, parse_rank_range, rank_bound, render_sweep, sweep_layer
+    from ttplan.analysis.sweep import (
+        DEFAULT_FORMATS,
+        parse_rank_range,
+        rank_bound,
+        render_markdown,
+        render_sweep,
+        sweep_layer,
+    )
 
     if ranks_range is not None and rank_list is not None:
         raise TTPlanError(f"--ranks-range {ranks_range} and --ranks given: use one, not both")
     if output is None and out is not None:
-        raise TTPlanError(f"--out {str(out)!r}: add --json or --csv, or name the file *.json or *.csv")
+        raise TTPlanError(f"--out {str(out)!r}: add --json, --csv or --markdown, or name the file *.json, *.csv "
+                          "or *.md")
     spec = spec_from_options(opts)
     bound = rank_bound(spec, DEFAULT_FORMATS)
     ranks = rank_list if rank_list is not None else parse_rank_range(ranks_range or "2:64", bound)
@@ -60,5 +70,7 @@ def sweep(ranks_range: str | None, rank_list: tuple[int, ...] | None, batch: int
                              profile=profile_from_options(profile_path, by_time=objective == "latency"))
     for note in result.skipped:
         click.echo(f"skipped {note}", err=True)
-    text = {"json": result.to_json, "csv": result.to_csv}.get(output or "", lambda: render_sweep(result))()
+    figure = out.with_suffix(".png").name if out is not None else None
+    text = {"json": result.to_json, "csv": result.to_csv,
+            "markdown": lambda: render_markdown(result, figure)}.get(output or "", lambda: render_sweep(result))()
     emit_text(text, out, f" ({len(result.points)} points)")

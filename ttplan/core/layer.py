@@ -184,10 +184,8 @@ def plan_layer(
 
 
 #: how much faster a prediction must say an order is before planning by time takes it over the plainer choice (the
-#: fewest-MACs order over stock ops; stock ops over the fused kernel): the latency model is off by 10-20% (median,
-#: held-out layers), and where the chosen order was predicted to save less than this it often measured slower
-#: (the fused kernel on ResNet-56's 32- and 64-channel layers, predicted 8% and 2% faster; latency orders of
-#: ResNet-56 and ResNet-18 predicted 1-14% faster than their fewest-MACs orders, in 6 of 44 report rows)
+#: fewest-MACs order over stock ops; stock ops over the fused kernel): the latency model is off by 10-20% on
+#: held-out layers (`ttplan calibrate --check`), so a smaller predicted gain is a coin toss on the machine
 MARGIN = 0.85
 
 

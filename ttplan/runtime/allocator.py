@@ -4,7 +4,7 @@ torch allocates every CPU tensor with the C library's `malloc`. glibc returns la
 operating system (blocks above its mmap threshold, and free memory above its trim threshold at the top of
 the heap), so the next forward maps them again and touches every page anew: a minor page fault per 4 KiB,
 each zeroed by the kernel, thousands per forward of a ResNet at batch 32 and a different number in
-every process (`ttplan bench model` counts them: `reports/latency_models.md`). A TT layer runs more,
+every process (`ttplan bench model` counts them). A TT layer runs more,
 smaller ops than the conv it replaces, so it tends to pay more of this.
 
 `retain_freed_memory()` sets both glibc thresholds high so that freed blocks stay in the process and are

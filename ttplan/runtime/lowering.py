@@ -79,8 +79,8 @@ def default_lowering(channels_last: bool = False, fused: bool = False) -> Loweri
     """The lowering a layer runs unless autotune measured another: bmm mixings on NCHW maps (or the fused kernel),
     1x1-conv mixings on NHWC maps. On NHWC maps a mixing sums the last indices of every pixel, thin products (K and
     N of 2-8 per pixel group in ResNet-18's default plans) that oneDNN's 1x1 conv on the channels-last view ran
-    faster than `mm` on every distinct ResNet-18 and ResNet-56 layer with two threads (reports/lowerings.md; on
-    one thread `mm` won on ResNet-18's: docs/latency.md)."""
+    faster than `mm` on the development machine with two threads (not always with one: `ttplan bench lowerings`
+    measures both on yours)."""
     return Lowering("conv" if channels_last else "bmm", channels_last, fused)
 
 

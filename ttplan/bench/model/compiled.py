@@ -1,8 +1,7 @@
 """Dense against TT under `torch.compile` (inductor), with and without its layout optimization and freezing.
 
 Inductor's layout optimization turns conv-heavy graphs channels-last. That helps a dense ResNet, and
-hurts a TT model, whose reshapes between convs then each cost a layout conversion: on the machine of
-`reports/latency_models.md` it made the compiled TT ResNet-56 1.7x slower. Without freezing,
+hurts a TT model, whose reshapes between convs then each cost a layout conversion. Without freezing,
 compiled TT layers trace their weight-only steps into the graph (`folded_weights` under compile), so a
 compiled model never reads a stale fold, and pays for the fold every forward. Freezing
 (`torch._inductor.config.freezing`, inference only) takes parameters as constants: inductor folds the

@@ -1,13 +1,14 @@
 """ADMM versus direct decomposition of CIFAR ResNet-20 on the digits, written to reports/admm_digits.md.
 
-    python -m ttplan.bench.admm_report                  # CPU: the comparison (scripts/admm_digits.sh)
-    python -m ttplan.bench.admm_report --device cuda    # GPU: ADMM epochs/s on GPU vs CPU, appended
+    python -m experiments.admm_digits                  # CPU: the comparison (scripts/admm_digits.sh)
+    python -m experiments.admm_digits --device cuda    # GPU: ADMM epochs/s on GPU vs CPU, appended
 
 The CPU mode pretrains once, then runs from those same weights (a) the direct baseline: the ADMM epochs as
 plain dense epochs, then TT-SVD of the weights, then fine-tuning; (b) ADMM at each ρ asked for, then TT-SVD,
 then the same fine-tuning. Every number in the report comes from the runs' metrics.json (ttplan.training.run).
 The layer config (hodec on every 3x3 conv of stages 2 and 3) is generated here and written to
-reports/configs/resnet20_hodec.json, so `ttplan train --config` can replay it.
+reports/configs/resnet20_hodec.json, so `ttplan train --config` can replay it. Every output path (report, run
+folders, config) is an option; the defaults are the committed ones. An experiment, not part of the package.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class BenchSettings:
     batch_size: int = 64
     seed: int = 0
     threads: int | None = 1
+    max_batches: int | None = None  # batches per epoch (None: all); a cap is for quick checks only
     runs: Path = RUNS
     config: Path = CONFIG
     notes: list[str] = field(default_factory=list)
@@ -92,7 +94,8 @@ def write_config(settings: BenchSettings) -> Path:
 
 def _base(settings: BenchSettings, **overrides: Any) -> TrainConfig:
     fields = dict(arch=settings.arch, dataset="digits", image_size=settings.image_size, lr=settings.lr,
-                  finetune_lr=settings.finetune_lr, batch_size=settings.batch_size, seed=settings.seed)
+                  finetune_lr=settings.finetune_lr, batch_size=settings.batch_size, seed=settings.seed,
+                  max_batches=settings.max_batches)
     fields.update(overrides)
     return TrainConfig(**fields)
 
@@ -164,7 +167,7 @@ def render(settings: BenchSettings, result: dict[str, Any], total_seconds: float
     lines = [
         "# ADMM against direct TT decomposition: CIFAR ResNet-20 on the digits",
         "",
-        f"Produced by `{cmd}` (`python -m ttplan.bench.admm_report`) on CPU in {total_seconds / 60:.1f} minutes "
+        f"Produced by `{cmd}` (`python -m experiments.admm_digits`) on CPU in {total_seconds / 60:.1f} minutes "
         f"({torch.get_num_threads()} torch thread(s) on a machine with {os.cpu_count()} CPUs, torch "
         f"{torch.__version__}, {platform.machine()}).",
         "Every number below is read from the runs' `metrics.json`; the run folders are under "
@@ -224,6 +227,8 @@ def render(settings: BenchSettings, result: dict[str, Any], total_seconds: float
     lines += ["", "## What the numbers say", ""]
     lines += _verdict(compared)
     steps = -(-1437 // settings.batch_size)
+    if settings.max_batches is not None:
+        steps = min(steps, settings.max_batches)
     lines += ["", "How strong each ρ is here: the penalty's gradient ρ·(W − Z + U) moves W towards Z − U by a "
               f"fraction lr·ρ per step, {steps} steps an epoch at batch {settings.batch_size}; over the "
               f"{settings.admm_epochs} ADMM epochs at lr {settings.lr} (before the cosine decay) that is at most "
@@ -294,7 +299,7 @@ def run_gpu(settings: BenchSettings, epochs: int = 4, echo=click.echo) -> str:
     lines = [
         GPU_MARKER,
         "",
-        f"Produced by `python -m ttplan.bench.admm_report --device cuda` on {name} (torch {torch.__version__}), "
+        f"Produced by `python -m experiments.admm_digits --device cuda` on {name} (torch {torch.__version__}), "
         f"CPU side with {torch.get_num_threads()} torch thread(s) on the same machine. Same model, config, data "
         f"({settings.image_size}x{settings.image_size}, batch {settings.batch_size}) and ρ={settings.rhos[-1]:g} "
         f"as above; one ADMM epoch = a pass over the 1,437 training images with the penalty, then the Z/U "
@@ -332,26 +337,46 @@ def _writable(path: Path) -> Path:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cpu: the ADMM vs direct comparison; cuda: ADMM epochs/s on GPU vs CPU, appended to the report.")
 @click.option("--out", type=click.Path(path_type=Path), default=REPORT, show_default=True,
-              callback=lambda _ctx, _param, value: _writable(value))
+              callback=lambda _ctx, _param, value: _writable(value), help="The report (figures beside it).")
 @click.option("--runs", type=click.Path(path_type=Path), default=RUNS, show_default=True,
               help="Folder for the run folders.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=CONFIG, show_default=True,
+              callback=lambda _ctx, _param, value: _writable(value), help="Where the generated layer config goes.")
 @click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True)
+@click.option("--pretrain-epochs", type=click.IntRange(min=1), default=BenchSettings.pretrain_epochs,
+              show_default=True)
+@click.option("--admm-epochs", type=click.IntRange(min=1), default=BenchSettings.admm_epochs, show_default=True,
+              help="ADMM epochs of each ADMM arm, dense epochs of the direct arm.")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=BenchSettings.finetune_epochs,
+              show_default=True)
+@click.option("--rho", "rhos", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="ρ of an ADMM arm; repeat for several (default: 1e-3, 0.1 and 1).")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="Cap the batches per epoch (quick checks; the report is then not the committed one).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: 1 for the comparison, robust on a busy machine; "
                    "all for --device cuda).")
 @click.option("--gpu-epochs", type=click.IntRange(min=2), default=4, show_default=True,
               help="ADMM epochs timed per device in --device cuda mode.")
-def main(device: str, out: Path, runs: Path, image_size: int, threads: int | None, gpu_epochs: int) -> None:
+def main(device: str, out: Path, runs: Path, config_path: Path, image_size: int, pretrain_epochs: int,
+         admm_epochs: int, finetune_epochs: int, rhos: tuple[float, ...], max_batches: int | None,
+         threads: int | None, gpu_epochs: int) -> None:
     """Write reports/admm_digits.md (CPU) or append the GPU speed section to it (cuda)."""
     start = time.perf_counter()
+    common = dict(image_size=image_size, runs=runs, config=config_path, pretrain_epochs=pretrain_epochs,
+                  admm_epochs=admm_epochs, finetune_epochs=finetune_epochs, max_batches=max_batches,
+                  rhos=rhos or BenchSettings.rhos)
+    if max_batches is not None:
+        common["notes"] = [f"Every epoch was capped at {max_batches} batches (`--max-batches`): a quick check, not "
+                           "the committed comparison."]
     if device == "cpu":
-        settings = BenchSettings(image_size=image_size, threads=threads or 1, runs=runs)
+        settings = BenchSettings(threads=threads or 1, **common)
         result = run_comparison(settings)
         out.parent.mkdir(parents=True, exist_ok=True)
         plot_arms(result, out.parent)
         atomic_write_text(out, render(settings, result, time.perf_counter() - start))
     else:
-        settings = BenchSettings(image_size=image_size, threads=threads, runs=runs)
+        settings = BenchSettings(threads=threads, **common)
         append_section(out, run_gpu(settings, gpu_epochs))
     click.echo(f"wrote {out} in {time.perf_counter() - start:.0f} s")
 
