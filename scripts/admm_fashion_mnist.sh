@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Regenerate reports/admm_fashion_mnist.md: CIFAR ResNet-20 (one input channel, 28x28) on Fashion-MNIST, every arm
-# of the ADMM comparison at two operating points chosen by `ttplan plan`'s budget search. CPU only, one torch
-# thread, about 1.5 hours of one core (run folders with checkpoints go to runs/admm_fashion_mnist/; the runs'
-# metrics.json and commands are copied to reports/admm_fashion_mnist/, which the report is rendered from).
-#   bash scripts/admm_fashion_mnist.sh                  everything; progress on stdout and in runs/admm_fashion_mnist.log
-#   bash scripts/admm_fashion_mnist.sh --deadline 110   skip the arms that would end more than 110 minutes from now
-#   bash scripts/admm_fashion_mnist.sh --report-only    only the report, from the committed metrics
-# Needs the data: as root, apt-get update && apt-get install dataset-fashion-mnist (or --data-dir DIR).
+# Regenerate reports/admm_fashion_mnist.md (+ .json, + figure): CIFAR ResNet-20 (one input channel, 28x28) on
+# Fashion-MNIST; every arm starts from the committed converged dense model (reports/admm_fashion_mnist/dense.pt)
+# and gets the same extra epochs, at the 80% and 65% operating points. CPU, one torch thread per run, --jobs runs
+# at once; a stored run is never run again, a run folder that survived an interruption is resumed.
+#   bash scripts/admm_fashion_mnist.sh                 every run not yet stored, then the report
+#   bash scripts/admm_fashion_mnist.sh --report-only   only the report, from the stored metrics
+# Needs the data: as root, apt-get update && apt-get install dataset-fashion-mnist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
-python -m ttplan.bench.admm_fashion "$@" 2>&1 | tee -a runs/admm_fashion_mnist.log
+python -m experiments.admm_fashion_mnist "$@" 2>&1 | tee -a runs/admm_fashion_mnist.log
