@@ -27,7 +27,7 @@ from typing import Any
 from ttplan.files import atomic_write_text, check_writable
 
 #: the dense model every arm starts from: its command (run once) and where its weights are stored
-PRETRAIN_EPOCHS = 15
+PRETRAIN_EPOCHS = 10
 PRETRAIN = ["--arch", "resnet20", "--dataset", "fashion-mnist", "--train-subset", "55000", "--eval-split", "test",
             "--pretrain-epochs", str(PRETRAIN_EPOCHS), "--admm-epochs", "0", "--finetune-epochs", "0", "--lr", "0.1",
             "--batch-size", "128", "--seed", "0"]
@@ -69,7 +69,8 @@ def runs(s: Settings, dense: Path) -> list[Run]:
     ft = s.extra_epochs - s.admm_epochs
 
     def tt(point: str, *extra: str) -> tuple[str, ...]:
-        return (*common, "--config", POINTS[point], "--finetune-lr", str(s.finetune_lr), *extra)
+        return (*common, "--config", POINTS[point], "--pretrain-epochs", "0", "--finetune-lr", str(s.finetune_lr),
+                *extra)
 
     admm = ("--admm-epochs", str(s.admm_epochs), "--finetune-epochs", str(ft), "--lr", str(s.lr),
             "--admm-updates-per-epoch", str(s.admm_updates_per_epoch))
