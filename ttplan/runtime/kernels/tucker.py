@@ -15,6 +15,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from ttplan.core.fusion import TILE
+from ttplan.errors import TTPlanError
 from ttplan.runtime.kernels.build import load
 
 #: packed weights by the id of the tensor they were packed from, with a weak reference to it and its version and
@@ -46,6 +47,51 @@ def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
 
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pair(name: str, value: object, least: int) -> None:
+    """One-line error unless `value` is two ints of at least `least` (stride, padding or dilation)."""
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in value)):
+        raise TTPlanError(f"tucker_conv2d: {name}={value!r}, expected a list of two ints >= {least} (height, width)")
+
+
+def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                   stride: list[int], padding: list[int], dilation: list[int]) -> None:
+    """One-line error naming the first argument the kernel cannot take: CPU float32 tensors, x [B, C, H, W],
+    wa [R1, C], g [R2, R1 (or C), k_h, k_w], wc [O, R2], an output of at least 1 x 1. Layouts do not matter."""
+    named = {"x": x, "wa": wa, "g": g, "wc": wc}
+    for name, tensor in named.items():
+        if tensor is None and name in ("wa", "wc"):
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TTPlanError(f"tucker_conv2d: {name} is a {type(tensor).__name__}, expected a torch.Tensor")
+        if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+            raise TTPlanError(f"tucker_conv2d: {name} is {tensor.dtype} on {tensor.device}; the fused kernel takes "
+                              "CPU float32 tensors (run the stock ops, e.g. F.conv2d, for others)")
+        want = 2 if name in ("wa", "wc") else 4
+        if tensor.dim() != want or any(size < 1 for size in tensor.shape[1:]) or (name != "x" and not tensor.shape[0]):
+            shape = {"x": "[B, C, H, W]", "wa": "[R1, C]", "g": "[R2, R1, k_h, k_w]", "wc": "[O, R2]"}[name]
+            raise TTPlanError(f"tucker_conv2d: {name} of shape {list(tensor.shape)}, expected {shape} with "
+                              "sizes of at least 1")
+    channels = x.shape[1]
+    if wa is not None and wa.shape[1] != channels:
+        raise TTPlanError(f"tucker_conv2d: wa of shape {list(wa.shape)} mixes {wa.shape[1]} channels, but x of "
+                          f"shape {list(x.shape)} has {channels}: expected wa [R1, {channels}]")
+    into = wa.shape[0] if wa is not None else channels
+    if g.shape[1] != into:
+        what = f"wa's {into} rows" if wa is not None else f"x's {into} channels"
+        raise TTPlanError(f"tucker_conv2d: g of shape {list(g.shape)} reads {g.shape[1]} channels, but gets "
+                          f"{what}: expected g [R2, {into}, k_h, k_w]")
+    if wc is not None and wc.shape[1] != g.shape[0]:
+        raise TTPlanError(f"tucker_conv2d: wc of shape {list(wc.shape)} mixes {wc.shape[1]} channels, but g of "
+                          f"shape {list(g.shape)} gives {g.shape[0]}: expected wc [O, {g.shape[0]}]")
+    _pair("stride", stride, 1)
+    _pair("padding", padding, 0)
+    _pair("dilation", dilation, 1)
+    if any(_output_size(x.shape[2 + a], g.shape[2 + a], stride[a], padding[a], dilation[a]) < 1 for a in (0, 1)):
+        raise TTPlanError(f"tucker_conv2d: x's {x.shape[2]}x{x.shape[3]} map padded by {list(padding)} is smaller "
+                          f"than g's {g.shape[2]}x{g.shape[3]} window dilated by {list(dilation)}")
 
 
 def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int], padding: list[int],
@@ -80,11 +126,13 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
 @torch.library.custom_op("ttplan::tucker_conv2d", mutates_args=())
 def _op(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
         stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+    check_operands(x, wa, g, wc, stride, padding, dilation)  # also where the op is called by name
     return _kernel(x, wa, g, wc, stride, padding, dilation)
 
 
 @_op.register_fake
 def _(x, wa, g, wc, stride, padding, dilation):
+    check_operands(x, wa, g, wc, stride, padding, dilation)
     return x.new_empty(_shape(x, g, wc, stride, padding, dilation))
 
 
@@ -105,7 +153,9 @@ def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc:
 
     The registered op `torch.ops.ttplan.tucker_conv2d` wherever something watches ops (a dispatch mode such as
     `FlopCounterMode`, fake tensors, tracing, `torch.compile`); in plain eager the kernel is called directly,
-    which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time."""
+    which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time. Bad operands (`check_operands`)
+    are one error naming the argument; any memory layout is taken (the kernel reads contiguous copies)."""
+    check_operands(x, wa, g, wc, stride, padding, dilation)
     if _plain_eager((x, wa, g, wc)):  # eager weights change by torch ops only: their packs may be kept
         return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True)
     return _op(x, wa, g, wc, stride, padding, dilation)
@@ -144,4 +194,4 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return _built()
 
 
-__all__ = ["fused_available", "pack", "tucker_conv2d"]
+__all__ = ["check_operands", "fused_available", "pack", "tucker_conv2d"]
