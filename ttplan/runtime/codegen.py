@@ -18,7 +18,7 @@ from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import FactorLayout
 from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
-from ttplan.runtime.fold_cache import fold_key_source
+from ttplan.runtime.fold_cache import UNCHANGED_SOURCE
 from ttplan.runtime.lowering import (
     RUNTIME,
     Fused,
@@ -168,17 +168,19 @@ class _TTLayer(nn.Module):
 
     def folded_weights(self) -> tuple[torch.Tensor, ...]:
         """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core
-        changes (version counter, storage, dtype, device), so training and load_state_dict keep working.
+        changes (dtype, device, shape or any value, `.data` writes included), so training and load_state_dict
+        keep working. The cache is filled outside inference mode, so it serves autograd whichever mode filled it.
         Under torch.compile the weight-only steps are traced into the graph instead: never stale."""
-        recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())
+        cores = self.cores()
+        recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         # torch.compiler.is_compiling exists from torch 2.3; on older torch a compiled graph breaks at the cache instead
         if not self.fold_weights or recording or getattr(torch.compiler, "is_compiling", bool)():
             return self.weights()
-        key = FOLD_KEY
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, self.weights())
-        return self._folded[1]
+        cached = self._folded  # (copies of the cores, weights()): reused while the cores equal the copies
+        if cached is None or not cores_unchanged(cached[0], cores):
+            with torch.no_grad(), torch.inference_mode(False):
+                cached = self._folded = ([core.detach().clone() for core in cores], self.weights())
+        return cached[1]
 
     def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
         """One-line error unless `x` is [B, I, H, W] ([..., I] for a linear layer); returns the leading shape."""
@@ -215,7 +217,6 @@ class _TTLayer(nn.Module):
 '''
 
 
-_BASE = _BASE.replace("FOLD_KEY", fold_key_source("self.cores()"))
 
 #: the generated file's optional use of ttplan's fused kernel: the layers run on torch alone without it
 _FUSED_IMPORT = '''
@@ -598,7 +599,7 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "")
+    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "") + UNCHANGED_SOURCE
     parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), _BASE.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]

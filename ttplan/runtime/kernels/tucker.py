@@ -18,20 +18,20 @@ from ttplan.core.fusion import TILE
 from ttplan.errors import TTPlanError
 from ttplan.runtime.kernels.build import load
 
-#: packed weights by the id of the tensor they were packed from, with a weak reference to it and its version and
-#: address when packed: folded weights are the same tensors every forward, so each is packed once (an entry goes
-#: when its tensor does; tensors compare elementwise, so they cannot be the keys of a WeakKeyDictionary)
-_PACKED: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
+#: packed weights by the id of the tensor they were packed from: a weak reference to it, a copy of its values when
+#: packed, and the pack. Folded weights are the same tensors every forward, so each is packed once; a pack is reused
+#: while its tensor holds the copied values, so no change is missed, `.data` writes included (which count no version
+#: and keep the storage). An entry goes when its tensor does (tensors compare elementwise, so they cannot be the
+#: keys of a WeakKeyDictionary).
+_PACKED: dict[int, tuple[weakref.ref, torch.Tensor, torch.Tensor]] = {}
 
 
 def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
     """A weight `[M, ...]` as the kernel reads it: its `[M, K]` matrix in blocks of the tile's rows, `[M/8, K, 8]`
-    (rows past M zero). With `cache`, kept per tensor until it changes (its version counter or storage): only for
-    tensors that change through torch ops, which count versions (compiled code writes buffers it reuses directly)."""
-    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape))
+    (rows past M zero). With `cache`, kept per tensor while its values stay the same (one `torch.equal` per call)."""
     key = id(weight)
     hit = _PACKED.get(key) if cache else None
-    if hit is not None and hit[0]() is weight and hit[1] == stamp:
+    if hit is not None and hit[0]() is weight and hit[1].dtype is weight.dtype and torch.equal(hit[1], weight):
         return hit[2]
     rows = TILE[0]
     matrix = weight.detach().reshape(weight.shape[0], -1)
@@ -41,7 +41,7 @@ def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
     packed = padded.view(blocks, rows, -1).transpose(1, 2).contiguous()
     if not cache:
         return packed
-    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), stamp, packed)
+    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), weight.detach().clone(), packed)
     return packed
 
 
@@ -156,7 +156,7 @@ def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc:
     which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time. Bad operands (`check_operands`)
     are one error naming the argument; any memory layout is taken (the kernel reads contiguous copies)."""
     check_operands(x, wa, g, wc, stride, padding, dilation)
-    if _plain_eager((x, wa, g, wc)):  # eager weights change by torch ops only: their packs may be kept
+    if _plain_eager((x, wa, g, wc)):  # eager: packs are kept while their weights keep their values
         return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True)
     return _op(x, wa, g, wc, stride, padding, dilation)
 
