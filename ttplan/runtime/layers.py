@@ -110,11 +110,12 @@ class _TTLayer(nn.Module):
 
     def folded(self) -> dict[str, torch.Tensor]:
         """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads.
-        Under torch.compile they are recomputed (traced into the graph), so a compiled model never reads a stale
-        cache: comparing the cores' values with the cache's copies is nothing a graph can guard."""
+        Under torch.compile, torch.export and torch.jit.trace they are recomputed (traced into the graph), so a
+        captured model never holds a stale cache as constants: comparing values is nothing a graph can guard."""
         cores = tuple(self.cores)
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
-        if not self.fold_weights or recording or getattr(torch.compiler, "is_compiling", bool)():  # torch >= 2.3
+        compiling = getattr(torch.compiler, "is_compiling", bool)()  # torch >= 2.3; true under torch.export too
+        if not self.fold_weights or recording or compiling or torch.jit.is_tracing():
             return fold(self.program, cores)
         self._folded = cached_fold(self._folded, cores, lambda: fold(self.program, cores))
         return self._folded[1]

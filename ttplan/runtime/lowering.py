@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
-from ttplan.runtime.kernels.tucker import fused_available, tucker_conv2d
+from ttplan.runtime.kernels.tucker import capturing, fused_available, tucker_conv2d
 
 #: name of the input feature map in a program
 INPUT = "x"
@@ -60,6 +60,9 @@ class Lowering:
     mix: str = "bmm"
     channels_last: bool = False
     fused: bool = False
+    #: with `fused`: keep the fused op `ttplan::tucker_conv2d` where torch.jit.trace or torch.export (and so ONNX
+    #: export) capture the layer, so the captured model needs ttplan at run time; by default they capture stock ops
+    export_fused: bool = False
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
@@ -67,6 +70,8 @@ class Lowering:
         if self.fused and self.channels_last:
             raise TTPlanError("fused=True with channels_last=True: the fused kernel reads and writes NCHW maps; "
                               "expected fused=False for channels-last maps")
+        if self.export_fused and not self.fused:
+            raise TTPlanError("export_fused=True without fused=True: only a fused layer has a fused op to export")
 
     @property
     def label(self) -> str:
@@ -560,9 +565,11 @@ def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
 
 
 def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int]) -> None:
-    """The fused kernel where it may run (CPU, float32, no gradient needed, built), else the stock instructions."""
+    """The fused kernel where it may run (CPU, float32, no gradient needed, built), else the stock instructions;
+    stock ones too where a graph is captured for use elsewhere (`capturing`), unless `export_fused`."""
     x, wa, g, wc = fused_operands(ins, env)
-    if not fused_available(*(t for t in (x, wa, g, wc) if t is not None)):
+    if ((capturing() and not program.lowering.export_fused)
+            or not fused_available(*(t for t in (x, wa, g, wc) if t is not None))):
         execute(program, ins.parts, env, sizes)
         return
     out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation))

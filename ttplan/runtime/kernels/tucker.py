@@ -147,6 +147,14 @@ def _plain_eager(tensors: tuple[torch.Tensor | None, ...]) -> bool:
     return all(t is None or type(t) is torch.Tensor for t in tensors)
 
 
+def capturing() -> bool:
+    """Whether torch.jit.trace or torch.export (which `torch.onnx.export` uses) is recording the running code into a
+    graph that may run where ttplan is not installed. Layers then run their stock ops unless asked to keep the fused
+    op (`Lowering.export_fused`); torch.compile, whose graph runs in this process, keeps it."""
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.4
+    return torch.jit.is_tracing() or (exporting is not None and exporting())
+
+
 def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
                   stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
     """x [B, C, H, W] (NCHW), wa [R1, C] or None, g [R2, R1 or C, k_h, k_w], wc [O, R2] or None -> [B, O, H', W'].
@@ -194,4 +202,4 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return _built()
 
 
-__all__ = ["check_operands", "fused_available", "pack", "tucker_conv2d"]
+__all__ = ["capturing", "check_operands", "fused_available", "pack", "tucker_conv2d"]
