@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -21,6 +22,9 @@ from ttplan.cli.options import (
 from ttplan.cli.output import emit_text, out_option
 from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
+
+if TYPE_CHECKING:
+    from ttplan.runtime.lowering import Lowering
 
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes", "class_name")
@@ -111,6 +115,10 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
         fused = fused_choice(build_network(spec, fmt, batch), plan, fold_weights, profile)
         if fused is not None:
             plan, lowering, note = fused, Lowering(fused=True), "; run by the fused kernel (predicted faster)"
+            missing = _kernel_missing()
+            if missing:
+                note = (f"; planned for the fused kernel (predicted faster), which cannot run here ({missing}): "
+                        "it falls back to stock torch ops")
     if opts["autotune"] is not None and scheme == "best":
         from ttplan.runtime.autotune import autotune_layer
 
@@ -123,7 +131,23 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool, name: s
     name = name or class_name(plan)
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
-    return emit_layer(plan, name, lowering), summary
+    return emit_layer(plan, name, _exported(lowering, opts)), summary
+
+
+def _exported(lowering: Lowering, opts: dict) -> Lowering:
+    """`lowering`, keeping the fused op in torch.jit.trace / torch.export captures where --fuse was given (the
+    captured model then needs ttplan); by default, and with --no-fuse, captures hold stock ops only."""
+    from dataclasses import replace
+
+    return replace(lowering, export_fused=lowering.fused and opts["fuse"] is True)
+
+
+def _kernel_missing() -> str | None:
+    """Why the fused kernel cannot run here, or None where it builds and loads (built once, if need be)."""
+    from ttplan.runtime.kernels import kernel_status
+
+    status = kernel_status()
+    return None if status.available else status.detail.removesuffix(": stock torch ops are used")
 
 
 def _fuse(opts: dict) -> bool:
@@ -160,5 +184,10 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
-    lowerings = {name: Lowering(**lowering) for name, lowering in planned.lowerings().items()}
+    lowerings = {name: _exported(Lowering(**lowering), opts) for name, lowering in planned.lowerings().items()}
+    fused = sum(lowering.fused for lowering in lowerings.values())
+    missing = _kernel_missing() if fused else None
+    if missing:
+        summary += (f"; {fused} layers planned for the fused kernel, which cannot run here ({missing}): they fall "
+                    "back to stock torch ops")
     return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary
