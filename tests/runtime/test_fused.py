@@ -322,6 +322,20 @@ def test_a_fused_forward_under_inference_mode_equals_the_stock_forward(monkeypat
     assert len(calls) == 4
 
 
+def test_owned_weights_keep_packs_by_identity_and_others_by_values():
+    """`owned_weights`: a layer's folded operands are new tensors whenever their values change (its fold cache
+    compares the cores), so their packs are kept without a copy to compare; other callers' weights are compared."""
+    from ttplan.runtime.kernels import tucker
+
+    gen = torch.Generator().manual_seed(4)
+    x, wa = torch.randn(2, 6, 7, 7, generator=gen), torch.randn(5, 6, generator=gen)
+    g, wc = torch.randn(4, 5, 3, 3, generator=gen), torch.randn(9, 4, generator=gen)
+    first = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1], owned_weights=True)
+    assert tucker._PACKED[id(wa)][1] is None and tucker.pack(wa, owned=True) is tucker._PACKED[id(wa)][2]
+    again = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1])  # not owned: no copy to compare, so packed anew
+    assert torch.equal(first, again) and torch.equal(tucker._PACKED[id(wa)][1], wa)
+
+
 def _generated_layers(plan, count: int) -> list[torch.nn.Module]:
     """`count` layers of the class `emit_layer` writes for `plan` (fused), from a module registered in sys.modules
     as `bench model` registers the generated file (dynamo looks a function's globals up there)."""

@@ -257,8 +257,10 @@ _FUSED_METHODS = '''
     @torch.jit.unused
     def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None
                      ) -> torch.Tensor:
-        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d)."""
-        return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation))
+        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d);
+        the weights come from weights(), new tensors whenever the cores change, so their packs are kept by identity."""
+        return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation),
+                              owned_weights=True)
 '''
 
 _CONVERT = '''

@@ -122,7 +122,7 @@ class _TTLayer(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, I, H, W] -> [B, O, H', W']` by the plan, plus the bias."""
-        y = run_feature_steps(self.program, x, self.folded())
+        y = run_feature_steps(self.program, x, self.folded(), owned=True)  # new tensors on every refold
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y

@@ -19,19 +19,22 @@ from ttplan.errors import TTPlanError
 from ttplan.runtime.kernels.build import load
 
 #: packed weights by the id of the tensor they were packed from: a weak reference to it, a copy of its values when
-#: packed, and the pack. Folded weights are the same tensors every forward, so each is packed once; a pack is reused
-#: while its tensor holds the copied values, so no change is missed, `.data` writes included (which count no version
-#: and keep the storage). An entry goes when its tensor does (tensors compare elementwise, so they cannot be the
-#: keys of a WeakKeyDictionary).
-_PACKED: dict[int, tuple[weakref.ref, torch.Tensor, torch.Tensor]] = {}
+#: packed (None for an owned tensor, see `pack`), and the pack. Folded weights are the same tensors every forward,
+#: so each is packed once; a pack is reused while its tensor holds the copied values, so no change is missed,
+#: `.data` writes included (which count no version and keep the storage). An entry goes when its tensor does
+#: (tensors compare elementwise, so they cannot be the keys of a WeakKeyDictionary).
+_PACKED: dict[int, tuple[weakref.ref, torch.Tensor | None, torch.Tensor]] = {}
 
 
-def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
+def pack(weight: torch.Tensor, cache: bool = True, owned: bool = False) -> torch.Tensor:
     """A weight `[M, ...]` as the kernel reads it: its `[M, K]` matrix in blocks of the tile's rows, `[M/8, K, 8]`
-    (rows past M zero). With `cache`, kept per tensor while its values stay the same (one `torch.equal` per call)."""
+    (rows past M zero). With `cache`, kept per tensor while its values stay the same (one `torch.equal` a call);
+    `owned`: the caller makes a new tensor whenever the values change (a layer's folded operands, which its fold
+    cache checks), so the pack is kept by identity alone."""
     key = id(weight)
     hit = _PACKED.get(key) if cache else None
-    if hit is not None and hit[0]() is weight and hit[1].dtype is weight.dtype and torch.equal(hit[1], weight):
+    if hit is not None and hit[0]() is weight and (owned or (hit[1] is not None and hit[1].dtype is weight.dtype
+                                                             and torch.equal(hit[1], weight))):
         return hit[2]
     rows = TILE[0]
     matrix = weight.detach().reshape(weight.shape[0], -1)
@@ -41,7 +44,8 @@ def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
     packed = padded.view(blocks, rows, -1).transpose(1, 2).contiguous()
     if not cache:
         return packed
-    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), weight.detach().clone(), packed)
+    copy = None if owned else weight.detach().clone()
+    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), copy, packed)
     return packed
 
 
@@ -101,8 +105,9 @@ def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: li
 
 
 def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-            stride: list[int], padding: list[int], dilation: list[int], cache: bool = False) -> torch.Tensor:
-    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`)."""
+            stride: list[int], padding: list[int], dilation: list[int], cache: bool = False,
+            owned: bool = False) -> torch.Tensor:
+    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`)."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
@@ -110,7 +115,7 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
     y = torch.empty(_shape(x, g, wc, stride, padding, dilation), dtype=x.dtype)
     batch, channels, height, width = x.shape
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
-    packed_a, packed_g, packed_c = (None if w is None else pack(w, cache) for w in (wa, g, wc))
+    packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
         packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
@@ -156,16 +161,21 @@ def capturing() -> bool:
 
 
 def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-                  stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+                  stride: list[int], padding: list[int], dilation: list[int], *,
+                  owned_weights: bool = False) -> torch.Tensor:
     """x [B, C, H, W] (NCHW), wa [R1, C] or None, g [R2, R1 or C, k_h, k_w], wc [O, R2] or None -> [B, O, H', W'].
 
     The registered op `torch.ops.ttplan.tucker_conv2d` wherever something watches ops (a dispatch mode such as
     `FlopCounterMode`, fake tensors, tracing, `torch.compile`); in plain eager the kernel is called directly,
     which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time. Bad operands (`check_operands`)
-    are one error naming the argument; any memory layout is taken (the kernel reads contiguous copies)."""
+    are one error naming the argument; any memory layout is taken (the kernel reads contiguous copies).
+
+    The weights' packed forms are kept while they hold the same values. `owned_weights`: the caller makes new
+    weight tensors whenever their values change (as TT layers do with their folded operands), so the packs are
+    kept by identity alone, without comparing values (a `torch.equal` per weight and call)."""
     check_operands(x, wa, g, wc, stride, padding, dilation)
-    if _plain_eager((x, wa, g, wc)):  # eager: packs are kept while their weights keep their values
-        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True)
+    if _plain_eager((x, wa, g, wc)):
+        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, owned=owned_weights)
     return _op(x, wa, g, wc, stride, padding, dilation)
 
 
