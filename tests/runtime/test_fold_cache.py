@@ -78,11 +78,15 @@ def test_wrong_cores_get_the_same_error_from_the_runtime_and_the_rebuild():
         assert "\n" not in str(from_fold.value)
 
 
+LAYER_SPEC = ConvSpec.make(16, 16, 3, padding=1, input_size=8)
+LAYER_FMT = make_format("hodec", LAYER_SPEC, in_modes=(4, 4), out_modes=(4, 4), rank=8)
+#: a merged (fusable) order, weights folded
+LAYER_PLAN = merged(build_network(LAYER_SPEC, LAYER_FMT, 2), fold_weights=True)
+
+
 def _layers(lowering: Lowering) -> list[torch.nn.Module]:
-    """A TTConv2d and the generated layer of the same merged (fusable) order, folded, with the same cores."""
-    spec = ConvSpec.make(16, 16, 3, padding=1, input_size=8)
-    fmt = make_format("hodec", spec, in_modes=(4, 4), out_modes=(4, 4), rank=8)
-    plan = merged(build_network(spec, fmt, 2), fold_weights=True)
+    """A TTConv2d and the generated layer of `LAYER_PLAN`, with the same cores."""
+    spec, fmt, plan = LAYER_SPEC, LAYER_FMT, LAYER_PLAN
     library = TTConv2d(spec, fmt, plan, fold_weights=True, batch=2, lowering=lowering).eval()
     generated = load_source(emit_layer(plan, "Layer", lowering))["Layer"]().eval()
     generated.load_state_dict({name: core for (name, _), core in zip(generated.cores_spec, library.cores)})
@@ -100,7 +104,6 @@ def test_data_writes_refold_library_and_generated_layers(fused):
     x = torch.randn(2, 16, 8, 8)
     for layer in _layers(Lowering(fused=fused)):
         cores = list(layer.cores) if isinstance(layer, TTConv2d) else layer.cores()
-        plan = layer.plan if isinstance(layer, TTConv2d) else None
         with torch.no_grad():
             layer(x)  # folds (and packs)
             for edit in ("mul", "copy", "every core"):
@@ -116,8 +119,7 @@ def test_data_writes_refold_library_and_generated_layers(fused):
                 with FlopCounterMode(display=False) as counter:
                     again = layer(x)
                 assert_close(again.double(), expected, rel=1e-4)
-                if plan is not None:
-                    assert counter.get_total_flops() == 2 * plan.feature_macs
+                assert counter.get_total_flops() == 2 * LAYER_PLAN.feature_macs
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -60,10 +60,37 @@ def _pair(name: str, value: object, least: int) -> None:
         raise TTPlanError(f"tucker_conv2d: {name}={value!r}, expected a list of two ints >= {least} (height, width)")
 
 
+def _matrix_ok(w: torch.Tensor | None, columns: int) -> bool:
+    """`w` is None or a CPU float32 `[N >= 1, columns]` tensor."""
+    return w is None or (isinstance(w, torch.Tensor) and w.dtype is torch.float32 and w.is_cpu and w.dim() == 2
+                         and w.shape[0] >= 1 and w.shape[1] == columns)
+
+
+def _operands_ok(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                 stride: list[int], padding: list[int], dilation: list[int]) -> bool:
+    """The common case of `check_operands`, in few steps: every operand as the kernel reads it."""
+    if not (isinstance(x, torch.Tensor) and isinstance(g, torch.Tensor) and x.dtype is torch.float32
+            and g.dtype is torch.float32 and x.is_cpu and g.is_cpu and x.dim() == 4 and g.dim() == 4):
+        return False
+    _, channels, height, width = x.shape
+    rows, into, kh, kw = g.shape
+    if (min(channels, height, width, rows, kh, kw) < 1 or not _matrix_ok(wa, channels)
+            or into != (wa.shape[0] if wa is not None else channels) or not _matrix_ok(wc, rows)):
+        return False
+    for pair in (stride, padding, dilation):
+        if type(pair) not in (list, tuple) or len(pair) != 2 or type(pair[0]) is not int or type(pair[1]) is not int:
+            return False
+    return (min(stride) >= 1 and min(padding) >= 0 and min(dilation) >= 1
+            and _output_size(height, kh, stride[0], padding[0], dilation[0]) >= 1
+            and _output_size(width, kw, stride[1], padding[1], dilation[1]) >= 1)
+
+
 def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
                    stride: list[int], padding: list[int], dilation: list[int]) -> None:
     """One-line error naming the first argument the kernel cannot take: CPU float32 tensors, x [B, C, H, W],
     wa [R1, C], g [R2, R1 (or C), k_h, k_w], wc [O, R2], an output of at least 1 x 1. Layouts do not matter."""
+    if _operands_ok(x, wa, g, wc, stride, padding, dilation):
+        return
     named = {"x": x, "wa": wa, "g": g, "wc": wc}
     for name, tensor in named.items():
         if tensor is None and name in ("wa", "wc"):
@@ -96,6 +123,8 @@ def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc
     if any(_output_size(x.shape[2 + a], g.shape[2 + a], stride[a], padding[a], dilation[a]) < 1 for a in (0, 1)):
         raise TTPlanError(f"tucker_conv2d: x's {x.shape[2]}x{x.shape[3]} map padded by {list(padding)} is smaller "
                           f"than g's {g.shape[2]}x{g.shape[3]} window dilated by {list(dilation)}")
+    raise TTPlanError(f"tucker_conv2d: stride={stride!r}, padding={padding!r}, dilation={dilation!r}: expected "
+                      "lists of two ints")  # what _operands_ok refused and no check above names
 
 
 def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int], padding: list[int],
