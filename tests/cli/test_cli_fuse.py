@@ -82,3 +82,48 @@ def test_emit_one_layer_runs_it_fused_where_predicted_faster(tmp_path):
     assert stock.exit_code == 0 and "_tucker_conv2d(" not in out.read_text()
     layer = load_source(out.read_text())
     assert len(layer["__all__"]) == 1
+
+
+LAYER = ["--in-channels", "128", "--out-channels", "256", "--kernel-size", "3", "--stride", "2", "--padding", "1",
+         "--input-size", "28", "--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
+
+
+def test_emit_fuse_without_a_usable_compiler_says_the_layers_fall_back(tmp_path, monkeypatch):
+    """It said "run by the fused kernel" where no kernel could be built."""
+    from ttplan.runtime.kernels import build
+
+    monkeypatch.setattr(build, "find_compiler", lambda: None)
+    build.load.cache_clear()
+    try:
+        profile = fused_profile(tmp_path / "p.json")
+        layer = run(["emit", *LAYER, *ARGS[:-1], "--profile", profile, "--fuse", "--out", tmp_path / "layer.py"])
+        model = run(["emit", "--arch", "resnet20", *ARGS, "--profile", profile, "--fuse", "--out", tmp_path / "m.py"])
+    finally:
+        build.load.cache_clear()
+    for result in (layer, model):
+        assert result.exit_code == 0, result.output
+        assert "run by the fused kernel" not in result.output
+        assert "which cannot run here (no C compiler found" in result.output
+        assert "back to stock torch ops" in result.output
+
+
+def test_emit_fuse_keeps_the_fused_op_in_exports_and_the_default_does_not(tmp_path):
+    """`--fuse` opts in to `ttplan::tucker_conv2d` in torch.jit.trace / torch.export captures (they then need ttplan);
+    without it, captures hold stock ops whatever the layers run in eager mode."""
+    profile = fused_profile(tmp_path / "p.json")
+    for flag, kept in (("--fuse", True), (None, False)):
+        out = tmp_path / f"{flag}.py"
+        result = run(["emit", "--arch", "resnet20", *ARGS, "--profile", profile, *([flag] if flag else []),
+                      "--out", out])
+        assert result.exit_code == 0, result.output
+        source = out.read_text()
+        if kept or build_found():  # the default plans fused layers only where a C compiler is found
+            assert f"export_fused = {kept}" in source and f"export_fused = {not kept}" not in source
+            assert ("the captured model needs ttplan at run time" in source) == kept
+
+
+def build_found() -> bool:
+    """Whether a C compiler is found, so that the default plans fused layers too."""
+    from ttplan.runtime.kernels.build import find_compiler
+
+    return find_compiler() is not None

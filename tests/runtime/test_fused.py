@@ -271,7 +271,7 @@ def test_fused_with_channels_last_is_one_line_error():
         Lowering(fused=True, channels_last=True)
 
 
-def test_packed_weights_follow_in_place_changes_and_go_with_their_tensor():
+def test_packed_weights_follow_in_place_changes_and_data_writes_and_go_with_their_tensor():
     from ttplan.runtime.kernels import tucker
 
     gen = torch.Generator().manual_seed(3)
@@ -285,9 +285,55 @@ def test_packed_weights_follow_in_place_changes_and_go_with_their_tensor():
     again = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1])
     assert_close(again, stock(x, wa, g, wc, [1, 1], [1, 1], [1, 1]), rel=1e-5)
     assert not torch.allclose(first, again)
+    wa.data.mul_(-3.0)  # a .data write counts no version and keeps the storage: the values are compared
+    g.data.copy_(torch.randn(g.shape, generator=gen))
+    assert_close(tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1]), stock(x, wa, g, wc, [1, 1], [1, 1], [1, 1]),
+                 rel=1e-5)
     key = id(wa)
     del wa
     assert key not in tucker._PACKED
+
+
+def test_a_fused_forward_under_inference_mode_equals_the_stock_forward(monkeypatch):
+    """Packs were kept by version counter, which inference tensors lack ("Inference tensors do not track version
+    counter"); now by values, so library and generated layers run the kernel under `torch.inference_mode()`."""
+    from ttplan.runtime.kernels import tucker
+
+    calls = []
+    kernel = tucker._kernel
+    monkeypatch.setattr(tucker, "_kernel", lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs))
+    spec = ConvSpec.make(16, 16, 3, padding=1, input_size=8)
+    fmt = make_format("hodec", spec, in_modes=(4, 4), out_modes=(4, 4), rank=8)
+    plan = merged_order(build_network(spec, fmt, 2), fold_weights=True)
+    library = TTConv2d(spec, fmt, plan, fold_weights=True, batch=2, lowering=FUSED).eval()
+    generated = load_source(emit_layer(plan, "Layer", FUSED))["Layer"]().eval()
+    generated.load_state_dict({name: core for (name, _), core in zip(generated.cores_spec, library.cores)})
+    stock_layer = TTConv2d(spec, fmt, plan, fold_weights=True, batch=2).eval()
+    stock_layer.load_state_dict(library.state_dict())
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        expected = stock_layer(x)
+    for layer in (library, generated):
+        for _ in range(2):  # packs, then reuses the packs
+            with torch.inference_mode():
+                out = layer(x)
+            assert out.is_inference()
+            assert_close(out, expected, rel=1e-5)
+    assert len(calls) == 4
+
+
+def test_owned_weights_keep_packs_by_identity_and_others_by_values():
+    """`owned_weights`: a layer's folded operands are new tensors whenever their values change (its fold cache
+    compares the cores), so their packs are kept without a copy to compare; other callers' weights are compared."""
+    from ttplan.runtime.kernels import tucker
+
+    gen = torch.Generator().manual_seed(4)
+    x, wa = torch.randn(2, 6, 7, 7, generator=gen), torch.randn(5, 6, generator=gen)
+    g, wc = torch.randn(4, 5, 3, 3, generator=gen), torch.randn(9, 4, generator=gen)
+    first = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1], owned_weights=True)
+    assert tucker._PACKED[id(wa)][1] is None and tucker.pack(wa, owned=True) is tucker._PACKED[id(wa)][2]
+    again = tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1])  # not owned: no copy to compare, so packed anew
+    assert torch.equal(first, again) and torch.equal(tucker._PACKED[id(wa)][1], wa)
 
 
 def _generated_layers(plan, count: int) -> list[torch.nn.Module]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keyword
 import symtable
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -22,6 +23,9 @@ from ttplan.cli.options import (
 from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
+
+if TYPE_CHECKING:
+    from ttplan.runtime.lowering import Lowering
 
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes", "class_name")
@@ -135,6 +139,10 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
         fused = fused_choice(build_network(spec, fmt, batch), plan, fold_weights, profile)
         if fused is not None:
             plan, lowering, note = fused, Lowering(fused=True), "; run by the fused kernel (predicted faster)"
+            missing = _kernel_missing()
+            if missing:
+                note = (f"; planned for the fused kernel (predicted faster), which cannot run here ({missing}): "
+                        "it falls back to stock torch ops")
     if opts["autotune"] is not None and scheme == "best":
         from ttplan.runtime.autotune import autotune_layer
 
@@ -152,12 +160,28 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
     warnings = [f"{spec.describe()}: the order {BOUNDED_NOTE}"] if plan.bounded else []
     mismatch = memory_format_warning(profile, opts["channels_last"])
-    return emit_layer(plan, name, lowering), summary, warnings + ([mismatch] if mismatch else [])
+    return emit_layer(plan, name, _exported(lowering, opts)), summary, warnings + ([mismatch] if mismatch else [])
 
 
 def _by_time(opts: dict) -> bool:
     """Whether planning the model chooses anything by predicted time (only then is the user's profile read)."""
     return opts["objective"] == "latency" or bool(opts["skip_slower"]) or opts["autotune"] is not None
+
+
+def _exported(lowering: Lowering, opts: dict) -> Lowering:
+    """`lowering`, keeping the fused op in torch.jit.trace / torch.export captures where --fuse was given (the
+    captured model then needs ttplan); by default, and with --no-fuse, captures hold stock ops only."""
+    from dataclasses import replace
+
+    return replace(lowering, export_fused=lowering.fused and opts["fuse"] is True)
+
+
+def _kernel_missing() -> str | None:
+    """Why the fused kernel cannot run here, or None where it builds and loads (built once, if need be)."""
+    from ttplan.runtime.kernels import kernel_status
+
+    status = kernel_status()
+    return None if status.available else status.detail.removesuffix(": stock torch ops are used")
 
 
 def _fuse(opts: dict) -> bool:
@@ -197,8 +221,13 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
-    lowerings = {name: Lowering(**lowering) for name, lowering in planned.lowerings().items()}
+    lowerings = {name: _exported(Lowering(**lowering), opts) for name, lowering in planned.lowerings().items()}
     profile = next(layer.plan.profile for layer in planned.layers if layer.plan is not None)  # what planned them
     warnings = [line for line in (bounded_note(planned), memory_format_warning(profile, opts["channels_last"]))
                 if line is not None]
+    fused = sum(lowering.fused for lowering in lowerings.values())
+    missing = _kernel_missing() if fused else None
+    if missing:
+        summary += (f"; {fused} layers planned for the fused kernel, which cannot run here ({missing}): they fall "
+                    "back to stock torch ops")
     return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary, warnings

@@ -7,9 +7,10 @@ format's published order, ranked by predicted time (the latency profile) and cut
 lowering, and the dense conv beside them; every round visits every variant once, in turn, for a block
 of back-to-back calls lasting about `BLOCK_MS`, so load drifts hit all alike, and the median over rounds
 is kept. Results are cached in the user's cache directory (`~/.cache/ttplan/autotune.json`), keyed by
-geometry, format, batch, folding, device, thread count, torch version, lowerings, input memory format
-and candidate set, so a second run costs nothing. The cache is checked when read: a corrupt file, or a
-malformed entry, is one warning on stderr naming the file, and is measured again and rewritten.
+geometry, format, batch, folding, device, thread count, torch version, lowerings, input memory format,
+candidate set and (with the fused lowering) whether the fused kernel builds, so a second run costs nothing.
+The cache is checked when read: a corrupt file, or a malformed entry, is one warning on stderr naming the
+file, and is measured again and rewritten.
 """
 
 from __future__ import annotations
@@ -136,14 +137,17 @@ def candidate_plans(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: boo
 
 
 def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, threads: int,
-         lowerings: tuple[Lowering, ...], channels_last: bool = False) -> str:
+         lowerings: tuple[Lowering, ...], channels_last: bool = False, kernel: bool = False) -> str:
+    """The cache key of one measurement; `kernel`: whether the fused kernel builds here, which decides whether the
+    fused lowering was timed at all (said only when a fused lowering is asked for)."""
     return (f"{spec.describe()}|{spec.input_size}|{fmt.label}|{fmt.in_modes}|{fmt.out_modes}|{fmt.ranks}|b{batch}|"
             f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}|{CANDIDATES}|"
             f"{','.join(lowering.label for lowering in lowerings)}"
             # NHWC lowerings keep the map channels-last throughout since ttplan 0.1 measured them converting the
             # input only: entries from then must not be reused
             + ("|nhwc-throughout" if any(lowering.channels_last for lowering in lowerings) else "")
-            + ("|input=channels-last" if channels_last else ""))
+            + ("|input=channels-last" if channels_last else "")
+            + ((f"|kernel={'built' if kernel else 'none'}") if any(lowering.fused for lowering in lowerings) else ""))
 
 
 def cache_path() -> Path:
@@ -229,7 +233,8 @@ def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool
         raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
     profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     threads = torch.get_num_threads()
-    key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings, channels_last)
+    kernel = any(lowering.fused for lowering in lowerings) and kernel_status().available
+    key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings, channels_last, kernel)
     path = cache_path()
     if use_cache:
         cached = _load_cache(path)

@@ -18,7 +18,7 @@ from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import FactorLayout
 from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
-from ttplan.runtime.fold_cache import fold_key_source
+from ttplan.runtime.fold_cache import UNCHANGED_SOURCE
 from ttplan.runtime.lowering import (
     RUNTIME,
     Fused,
@@ -159,6 +159,9 @@ _BASE = '''
 class _TTLayer(nn.Module):
     """What every TT layer of this file shares; a subclass sets the constants and defines weights() and forward()."""
 
+    # the class attributes forward() reads, as constants for torch.jit.script
+    __constants__ = ["in_channels", "out_channels", "stride", "padding", "dilation", "linear"]
+
     def __init__(self, bias: bool | None = None, fold_weights: bool | None = None, device=None, dtype=None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
@@ -187,29 +190,42 @@ class _TTLayer(nn.Module):
             if self.bias is not None:
                 self.bias.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
 
-    def folded_weights(self) -> tuple[torch.Tensor, ...]:
-        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core
-        changes (version counter, storage, dtype, device), so training and load_state_dict keep working.
-        Under torch.compile the weight-only steps are traced into the graph instead: never stale."""
-        recording = torch.is_grad_enabled() and any(core.requires_grad for core in self.cores())
-        # torch.compiler.is_compiling exists from torch 2.3; on older torch a compiled graph breaks at the cache instead
-        if not self.fold_weights or recording or getattr(torch.compiler, "is_compiling", bool)():
+    def folded_weights(self):
+        """`weights()`, cached while fold_weights is set and no gradient is recorded (`cached_weights`); in
+        TorchScript (torch.jit.script) the weight-only steps run in every forward."""
+        if torch.jit.is_scripting():
             return self.weights()
-        key = FOLD_KEY
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, self.weights())
-        return self._folded[1]
+        else:
+            return self.cached_weights()
 
-    def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
+    @torch.jit.unused
+    def cached_weights(self):
+        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core
+        changes (dtype, device, shape or any value, `.data` writes included), so training and load_state_dict
+        keep working. The cache is filled outside inference mode, so it serves autograd whichever mode filled it.
+        Under torch.compile, torch.export and torch.jit.trace the weight-only steps are traced into the graph
+        instead: a captured model never holds a stale cache as constants."""
+        cores = self.cores()
+        recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
+        # torch.compiler.is_compiling exists from torch 2.3; on older torch a compiled graph breaks at the cache instead
+        capturing = getattr(torch.compiler, "is_compiling", bool)() or torch.jit.is_tracing()
+        if not self.fold_weights or recording or capturing:
+            return self.weights()
+        cached = self._folded  # (copies of the cores, weights()): reused while the cores equal the copies
+        if cached is None or not cores_unchanged(cached[0], cores):
+            with torch.no_grad(), torch.inference_mode(False):
+                cached = self._folded = ([core.detach().clone() for core in cores], self.weights())
+        return cached[1]
+
+    def check_input(self, x: torch.Tensor) -> list[int]:
         """One-line error unless `x` is [B, I, H, W] ([..., I] for a linear layer); returns the leading shape."""
         if self.linear:
             if x.shape[-1] != self.in_channels:
                 raise ValueError(f"input of shape {list(x.shape)}: expected [..., {self.in_channels}]")
-            return tuple(x.shape[:-1])
+            return list(x.shape[:-1])
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input of shape {list(x.shape)}: expected [B, {self.in_channels}, H, W]")
-        return (x.shape[0],)
+        return [x.shape[0]]
 
     @classmethod
     def check_dense(cls, name: str, dense: nn.Module) -> None:
@@ -246,7 +262,6 @@ class _TTLayer(nn.Module):
 '''
 
 
-_BASE = _BASE.replace("FOLD_KEY", fold_key_source("self.cores()"))
 
 #: the generated file's optional use of ttplan's fused kernel: the layers run on torch alone without it
 _FUSED_IMPORT = '''
@@ -256,6 +271,27 @@ try:  # ttplan's fused CPU kernel (one pass per image) where ttplan is installed
 except ImportError:
     def _fused_ok(*tensors):
         return False
+'''
+
+#: `_TTLayer`'s methods for classes with a fused step, in files that import the kernel (`_FUSED_IMPORT`)
+_FUSED_METHODS = '''
+    @torch.jit.unused
+    def fused_ok(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None) -> bool:
+        """Whether ttplan's fused kernel may run these operands: ttplan installed, a C compiler, CPU float32, no
+        gradient needed. Not while torch.jit.trace or torch.export (so ONNX export) capture the layer, which then
+        records the stock ops and runs without ttplan, unless the class sets export_fused (emit --fuse)."""
+        exporting = getattr(torch.compiler, "is_exporting", bool)()  # torch >= 2.4
+        if not self.export_fused and (torch.jit.is_tracing() or exporting):
+            return False
+        return _fused_ok(*(t for t in (x, wa, g, wc) if t is not None))
+
+    @torch.jit.unused
+    def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None
+                     ) -> torch.Tensor:
+        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d);
+        the weights come from weights(), new tensors whenever the cores change, so their packs are kept by identity."""
+        return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation),
+                              owned_weights=True)
 '''
 
 _CONVERT = '''
@@ -398,16 +434,15 @@ class _Renderer:
             conv1x1 = any(isinstance(p, MatMul) and p.left == name and p.conv1x1 for p in ins.parts)
             return f"{name}.reshape({name}.shape[0], -1)" if conv1x1 else name
 
-        operands = [ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)]
-        tensors = ", ".join(n for n in (ins.src, ins.mix_in, ins.weight, ins.mix_out) if n)
+        operands = ", ".join([ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)])
         inner = indent + "    "
         return [
             f"{indent}# steps {', '.join(map(str, steps))} in one pass per image: ttplan's fused CPU kernel where it",
-            f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed), else the stock ops",
-            f"{indent}if _fused_ok({tensors}):",
+            f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed; see fused_ok), else",
+            f"{indent}# the stock ops (always in TorchScript, and by default in torch.jit.trace and torch.export)",
+            f"{indent}if not torch.jit.is_scripting() and self.fused_ok({operands}):",
             f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}",
-            f"{inner}{ins.out} = _tucker_conv2d({', '.join(operands)},",
-            f"{inner}                   list(self.stride), list(self.padding), list(self.dilation))",
+            f"{inner}{ins.out} = self.fused_kernel({operands})",
             f"{inner}height, width = {ins.out}.shape[-2:]",
             f"{indent}else:",
             *self.block(ins.parts, indent + "    "),
@@ -464,7 +499,12 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
     name = name or class_name(plan)
     bias = spec.bias if bias is None else bias
     render = _Renderer(program)
-    lines = [f"class {name}(_TTLayer):", *_doc(plan, program), "", *_constants(plan, bias), ""]
+    lines = [f"class {name}(_TTLayer):", *_doc(plan, program), "", *_constants(plan, bias)]
+    if any(isinstance(ins, Fused) for ins in program.feature):
+        keep = program.lowering.export_fused
+        lines.append(f"    export_fused = {keep}  # torch.jit.trace / torch.export capture "
+                     + ("the fused op: they need ttplan to run" if keep else "stock ops: they run without ttplan"))
+    lines.append("")
     lines += _weights_method(program, render)
     lines += _forward_method(program, render)
     if isinstance(plan.network.fmt.kernel_layout(spec), FactorLayout):
@@ -595,7 +635,7 @@ def _weights_method(program: Program, render: _Renderer) -> list[str]:
     if not folded:
         return []
     return [
-        "    def weights(self) -> tuple[torch.Tensor, ...]:",
+        f"    def weights(self) -> tuple[{', '.join(['torch.Tensor'] * len(folded))}]:",
         '        """The weight-only steps (cores with cores) and each product\'s weight laid out for it; with',
         '        fold_weights set, run once and cached (see _TTLayer.folded_weights)."""',
         *render.block(program.weight, "        ", weights=True),
@@ -621,7 +661,7 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
         lines.append("        x = x.permute(0, 2, 3, 1)  # [B, H, W, I]: a view of a channels-last input")
     lines += render.block(program.feature, "        ")
     lines += ["        if self.bias is not None:", "            y = y + self.bias.view(1, -1, 1, 1)"]
-    lines.append(f"        return y.reshape(*lead, {spec.out_channels})" if spec.linear else "        return y")
+    lines.append(f"        return y.reshape(lead + [{spec.out_channels}])" if spec.linear else "        return y")
     return lines
 
 
@@ -642,15 +682,21 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     if any("F.conv2d(" in source for source in classes):
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
-    if any("_tucker_conv2d(" in source for source in classes):
+    base = _BASE
+    if any("self.fused_kernel(" in source for source in classes):
         imports += ["", _FUSED_IMPORT.rstrip("\n")]
-        doc = doc.replace("Standalone: imports torch only.",
-                          "Standalone: imports torch only (and ttplan's fused kernel where ttplan is installed).")
+        base = base.replace("\n    def extra_repr(", _FUSED_METHODS + "\n    def extra_repr(")
+        captured = ("keep the fused op `ttplan::tucker_conv2d` (emitted with --fuse):\nthe captured model needs "
+                    "ttplan at run time." if any("export_fused = True" in source for source in classes)
+                    else "capture stock torch ops (no ttplan needed to run them).")
+        doc = doc.replace("Standalone: imports torch only. ",
+                          "Standalone: imports torch only (and ttplan's fused kernel where ttplan is installed);\n"
+                          f"torch.jit.trace, torch.export and ONNX export {captured}\n")
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "")
-    parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), _BASE.rstrip("\n"), ""]
+    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "") + UNCHANGED_SOURCE
+    parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), base.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]
     text = "\n".join(parts)

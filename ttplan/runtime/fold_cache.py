@@ -1,32 +1,58 @@
-"""What identifies the cores' values for the folded-weight cache, for `TTConv2d` and the generated layers alike.
+"""When the folded-weight cache may be reused, for `TTConv2d` and the generated layers alike: while the cores hold
+the values they were folded from.
 
-A core changes value in place (its version counter), by replacement (its storage), or by a move to
-another dtype or device; any of these must refold. `fold_key` computes the key; `fold_key_source`
-writes the same expression into generated code, which imports torch only.
+An entry is `(copies, folded)`: a copy of each core and the folded operands. It is reused while every core has its
+copy's dtype, device, shape and values (`unchanged`), so a change by any route refolds: torch ops,
+`load_state_dict`, a move, and writes through `.data` (`p.data.mul_(2)`, `p.data.copy_(w)`), which count no
+version and keep the storage, so a key of versions and addresses missed them. The check is one `torch.equal` per
+core per forward (about 1.5 µs each on CPU; docs/reliability.md gives the cost on a ResNet-56 layer); the copies
+double the cores' memory, the small part of a TT layer. An entry is made without autograd and outside inference
+mode, so a cache filled under `torch.inference_mode()` serves a later forward that records gradients.
+`UNCHANGED_SOURCE` is the same check for generated code, which imports torch only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
-#: the attributes of each core the key holds (a trailing `()` is a call)
-FOLD_KEY_FIELDS = ("_version", "data_ptr()", "dtype", "device")
+T = TypeVar("T")
+
+def unchanged(copies: Sequence[torch.Tensor], cores: Sequence[torch.Tensor]) -> bool:
+    """Whether every core has its copy's dtype, device, shape and values (`torch.equal` compares shapes and values
+    only, and across dtypes: 1.0 in float32 equals 1.0 in float64)."""
+    if len(copies) != len(cores):
+        return False
+    for kept, core in zip(copies, cores):
+        if kept.dtype != core.dtype or kept.device != core.device or not torch.equal(kept, core):
+            return False
+    return True
 
 
-def _field(core: torch.Tensor, field: str):
-    return getattr(core, field[:-2])() if field.endswith("()") else getattr(core, field)
+#: `unchanged` for generated code, which imports torch only (a test runs both on the same cases)
+UNCHANGED_SOURCE = '''
+
+def cores_unchanged(copies: list[torch.Tensor], cores: list[torch.Tensor]) -> bool:
+    """Whether every core has its copy's dtype, device, shape and values: the folded-weight cache is reused only
+    then, so no change is missed (.data writes count no version and keep the storage)."""
+    if len(copies) != len(cores):
+        return False
+    for kept, core in zip(copies, cores):
+        if kept.dtype != core.dtype or kept.device != core.device or not torch.equal(kept, core):
+            return False
+    return True
+'''
 
 
-def fold_key(cores: Iterable[torch.Tensor]) -> tuple:
-    """The cache key of a set of cores: version, storage, dtype and device of each."""
-    return tuple(tuple(_field(core, f) for f in FOLD_KEY_FIELDS) for core in cores)
+def cached_fold(entry: tuple | None, cores: Sequence[torch.Tensor], compute: Callable[[], T]) -> tuple:
+    """`entry` while the cores are `unchanged` from its copies, else a new `(copies, compute())`, made without autograd
+    and outside inference mode."""
+    if entry is not None and unchanged(entry[0], cores):
+        return entry
+    with torch.no_grad(), torch.inference_mode(False):
+        return tuple(core.detach().clone() for core in cores), compute()
 
 
-def fold_key_source(cores: str) -> str:
-    """The same key as a Python expression over the iterable expression `cores`, for generated code."""
-    return f"tuple(({', '.join(f'core.{f}' for f in FOLD_KEY_FIELDS)}) for core in {cores})"
-
-
-__all__ = ["FOLD_KEY_FIELDS", "fold_key", "fold_key_source"]
+__all__ = ["UNCHANGED_SOURCE", "cached_fold", "unchanged"]

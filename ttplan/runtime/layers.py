@@ -4,8 +4,8 @@
 in `fmt.cores(spec)` order and shapes and run the plan through `ttplan.runtime.lowering` (the same lowering
 the generated code uses). Weight-only steps run once per forward; with `fold_weights=True` their
 results are cached while no gradient is recorded and recomputed as soon as a core changes (the cache
-is keyed on each core's version counter, storage and dtype), so training and `load_state_dict` keep
-working and inference pays only the feature-map MACs.
+compares each core's dtype, device, shape and values with a copy: `ttplan.runtime.fold_cache`), so training,
+`load_state_dict` and `.data` writes keep working and inference pays only the feature-map MACs.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import conv_spec, trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
-from ttplan.runtime.fold_cache import fold_key
+from ttplan.runtime.fold_cache import cached_fold
 from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
@@ -89,7 +89,8 @@ class _TTLayer(nn.Module):
             self.bias = nn.Parameter(torch.empty(spec.out_channels, **factory))
         else:
             self.register_parameter("bias", None)
-        self._folded: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        #: (copies of the cores, folded operands): `ttplan.runtime.fold_cache.cached_fold`
+        self._folded: tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]] | None = None
         #: ‖W − rebuild‖ / ‖W‖ of the TT-SVD when built by `from_dense` (0 at maximal ranks), else None
         self.decomposition_error: float | None = None
         self.reset_parameters()
@@ -109,21 +110,19 @@ class _TTLayer(nn.Module):
 
     def folded(self) -> dict[str, torch.Tensor]:
         """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads.
-        Under torch.compile they are recomputed (traced into the graph), so a compiled model never reads a stale
-        cache: the cache key (storage addresses, version counters) is nothing a graph can guard."""
+        Under torch.compile, torch.export and torch.jit.trace they are recomputed (traced into the graph), so a
+        captured model never holds a stale cache as constants: comparing values is nothing a graph can guard."""
         cores = tuple(self.cores)
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
-        if not self.fold_weights or recording or getattr(torch.compiler, "is_compiling", bool)():  # torch >= 2.3
+        compiling = getattr(torch.compiler, "is_compiling", bool)()  # torch >= 2.3; true under torch.export too
+        if not self.fold_weights or recording or compiling or torch.jit.is_tracing():
             return fold(self.program, cores)
-        key = fold_key(cores)
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, fold(self.program, cores))
+        self._folded = cached_fold(self._folded, cores, lambda: fold(self.program, cores))
         return self._folded[1]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, I, H, W] -> [B, O, H', W']` by the plan, plus the bias."""
-        y = run_feature_steps(self.program, x, self.folded())
+        y = run_feature_steps(self.program, x, self.folded(), owned=True)  # new tensors on every refold
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
-from ttplan.runtime.kernels.tucker import fused_available, tucker_conv2d
+from ttplan.runtime.kernels.tucker import capturing, fused_available, tucker_conv2d
 
 #: name of the input feature map in a program
 INPUT = "x"
@@ -62,6 +62,9 @@ class Lowering:
     mix: str = "bmm"
     channels_last: bool = False
     fused: bool = False
+    #: with `fused`: keep the fused op `ttplan::tucker_conv2d` where torch.jit.trace or torch.export (and so ONNX
+    #: export) capture the layer, so the captured model needs ttplan at run time; by default they capture stock ops
+    export_fused: bool = False
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
@@ -69,6 +72,8 @@ class Lowering:
         if self.fused and self.channels_last:
             raise TTPlanError("fused=True with channels_last=True: the fused kernel reads and writes NCHW maps; "
                               "expected fused=False for channels-last maps")
+        if self.export_fused and not self.fused:
+            raise TTPlanError("export_fused=True without fused=True: only a fused layer has a fused op to export")
 
     @property
     def label(self) -> str:
@@ -519,11 +524,12 @@ def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
 
 
 def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
-            sizes: dict[str, int]) -> None:
-    """Run instructions on `env` (names to tensors), updating the map size after the conv."""
+            sizes: dict[str, int], owned: bool = False) -> None:
+    """Run instructions on `env` (names to tensors), updating the map size after the conv. `owned`: the weights in
+    `env` are new tensors whenever their values change (a layer's folded operands; `tucker_conv2d`)."""
     for ins in instructions:
         if isinstance(ins, Fused):
-            _run_fused(program, ins, env, sizes)
+            _run_fused(program, ins, env, sizes, owned)
         elif isinstance(ins, Reshape):
             src = env[ins.src]
             if ins.perm is not None:
@@ -567,13 +573,17 @@ def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
     return env[ins.src], matrix(ins.mix_in), env[ins.weight], matrix(ins.mix_out)
 
 
-def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int]) -> None:
-    """The fused kernel where it may run (CPU, float32, no gradient needed, built), else the stock instructions."""
+def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int],
+               owned: bool = False) -> None:
+    """The fused kernel where it may run (CPU, float32, no gradient needed, built), else the stock instructions;
+    stock ones too where a graph is captured for use elsewhere (`capturing`), unless `export_fused`."""
     x, wa, g, wc = fused_operands(ins, env)
-    if not fused_available(*(t for t in (x, wa, g, wc) if t is not None)):
+    if ((capturing() and not program.lowering.export_fused)
+            or not fused_available(*(t for t in (x, wa, g, wc) if t is not None))):
         execute(program, ins.parts, env, sizes)
         return
-    out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation))
+    out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation),
+                        owned_weights=owned)
     _map_size_from(out, sizes)
     env[ins.out] = out
 
@@ -629,9 +639,11 @@ def fold(plan: ContractionPlan | Program, cores: list[torch.Tensor] | tuple[torc
     return {name: env[name] for name in program.folded}
 
 
-def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: dict[str, torch.Tensor]
-                      ) -> torch.Tensor:
-    """Run the feature-map steps on `x` `[B, I, H, W]` with folded operands; returns `[B, O, H', W']`."""
+def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: dict[str, torch.Tensor],
+                      owned: bool = False) -> torch.Tensor:
+    """Run the feature-map steps on `x` `[B, I, H, W]` with folded operands; returns `[B, O, H', W']`. `owned`: the
+    caller makes new folded tensors whenever their values change (`TTConv2d`'s fold cache), so the fused kernel
+    keeps their packs by identity alone."""
     program = _as_program(plan)
     spec = program.plan.network.spec
     if x.dim() != 4 or x.shape[1] != spec.in_channels:
@@ -642,7 +654,7 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     if program.lowering.channels_last:  # (b, s, i…): a view of a channels-last input (else the first reshape copies)
         x = x.permute(0, 2, 3, 1)
     env = {INPUT: x, **folded}
-    execute(program, program.feature, env, sizes)
+    execute(program, program.feature, env, sizes, owned)
     return env[program.output]
 
 

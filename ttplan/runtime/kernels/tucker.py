@@ -15,22 +15,26 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from ttplan.core.fusion import TILE
+from ttplan.errors import TTPlanError
 from ttplan.runtime.kernels.build import load
 
-#: packed weights by the id of the tensor they were packed from, with a weak reference to it and its version and
-#: address when packed: folded weights are the same tensors every forward, so each is packed once (an entry goes
-#: when its tensor does; tensors compare elementwise, so they cannot be the keys of a WeakKeyDictionary)
-_PACKED: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
+#: packed weights by the id of the tensor they were packed from: a weak reference to it, a copy of its values when
+#: packed (None for an owned tensor, see `pack`), and the pack. Folded weights are the same tensors every forward,
+#: so each is packed once; a pack is reused while its tensor holds the copied values, so no change is missed,
+#: `.data` writes included (which count no version and keep the storage). An entry goes when its tensor does
+#: (tensors compare elementwise, so they cannot be the keys of a WeakKeyDictionary).
+_PACKED: dict[int, tuple[weakref.ref, torch.Tensor | None, torch.Tensor]] = {}
 
 
-def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
+def pack(weight: torch.Tensor, cache: bool = True, owned: bool = False) -> torch.Tensor:
     """A weight `[M, ...]` as the kernel reads it: its `[M, K]` matrix in blocks of the tile's rows, `[M/8, K, 8]`
-    (rows past M zero). With `cache`, kept per tensor until it changes (its version counter or storage): only for
-    tensors that change through torch ops, which count versions (compiled code writes buffers it reuses directly)."""
-    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape))
+    (rows past M zero). With `cache`, kept per tensor while its values stay the same (one `torch.equal` a call);
+    `owned`: the caller makes a new tensor whenever the values change (a layer's folded operands, which its fold
+    cache checks), so the pack is kept by identity alone."""
     key = id(weight)
     hit = _PACKED.get(key) if cache else None
-    if hit is not None and hit[0]() is weight and hit[1] == stamp:
+    if hit is not None and hit[0]() is weight and (owned or (hit[1] is not None and hit[1].dtype is weight.dtype
+                                                             and torch.equal(hit[1], weight))):
         return hit[2]
     rows = TILE[0]
     matrix = weight.detach().reshape(weight.shape[0], -1)
@@ -40,12 +44,87 @@ def pack(weight: torch.Tensor, cache: bool = True) -> torch.Tensor:
     packed = padded.view(blocks, rows, -1).transpose(1, 2).contiguous()
     if not cache:
         return packed
-    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), stamp, packed)
+    copy = None if owned else weight.detach().clone()
+    _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)), copy, packed)
     return packed
 
 
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pair(name: str, value: object, least: int) -> None:
+    """One-line error unless `value` is two ints of at least `least` (stride, padding or dilation)."""
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in value)):
+        raise TTPlanError(f"tucker_conv2d: {name}={value!r}, expected a list of two ints >= {least} (height, width)")
+
+
+def _matrix_ok(w: torch.Tensor | None, columns: int) -> bool:
+    """`w` is None or a CPU float32 `[N >= 1, columns]` tensor."""
+    return w is None or (isinstance(w, torch.Tensor) and w.dtype is torch.float32 and w.is_cpu and w.dim() == 2
+                         and w.shape[0] >= 1 and w.shape[1] == columns)
+
+
+def _operands_ok(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                 stride: list[int], padding: list[int], dilation: list[int]) -> bool:
+    """The common case of `check_operands`, in few steps: every operand as the kernel reads it."""
+    if not (isinstance(x, torch.Tensor) and isinstance(g, torch.Tensor) and x.dtype is torch.float32
+            and g.dtype is torch.float32 and x.is_cpu and g.is_cpu and x.dim() == 4 and g.dim() == 4):
+        return False
+    _, channels, height, width = x.shape
+    rows, into, kh, kw = g.shape
+    if (min(channels, height, width, rows, kh, kw) < 1 or not _matrix_ok(wa, channels)
+            or into != (wa.shape[0] if wa is not None else channels) or not _matrix_ok(wc, rows)):
+        return False
+    for pair in (stride, padding, dilation):
+        if type(pair) not in (list, tuple) or len(pair) != 2 or type(pair[0]) is not int or type(pair[1]) is not int:
+            return False
+    return (min(stride) >= 1 and min(padding) >= 0 and min(dilation) >= 1
+            and _output_size(height, kh, stride[0], padding[0], dilation[0]) >= 1
+            and _output_size(width, kw, stride[1], padding[1], dilation[1]) >= 1)
+
+
+def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                   stride: list[int], padding: list[int], dilation: list[int]) -> None:
+    """One-line error naming the first argument the kernel cannot take: CPU float32 tensors, x [B, C, H, W],
+    wa [R1, C], g [R2, R1 (or C), k_h, k_w], wc [O, R2], an output of at least 1 x 1. Layouts do not matter."""
+    if _operands_ok(x, wa, g, wc, stride, padding, dilation):
+        return
+    named = {"x": x, "wa": wa, "g": g, "wc": wc}
+    for name, tensor in named.items():
+        if tensor is None and name in ("wa", "wc"):
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TTPlanError(f"tucker_conv2d: {name} is a {type(tensor).__name__}, expected a torch.Tensor")
+        if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+            raise TTPlanError(f"tucker_conv2d: {name} is {tensor.dtype} on {tensor.device}; the fused kernel takes "
+                              "CPU float32 tensors (run the stock ops, e.g. F.conv2d, for others)")
+        want = 2 if name in ("wa", "wc") else 4
+        if tensor.dim() != want or any(size < 1 for size in tensor.shape[1:]) or (name != "x" and not tensor.shape[0]):
+            shape = {"x": "[B, C, H, W]", "wa": "[R1, C]", "g": "[R2, R1, k_h, k_w]", "wc": "[O, R2]"}[name]
+            raise TTPlanError(f"tucker_conv2d: {name} of shape {list(tensor.shape)}, expected {shape} with "
+                              "sizes of at least 1")
+    channels = x.shape[1]
+    if wa is not None and wa.shape[1] != channels:
+        raise TTPlanError(f"tucker_conv2d: wa of shape {list(wa.shape)} mixes {wa.shape[1]} channels, but x of "
+                          f"shape {list(x.shape)} has {channels}: expected wa [R1, {channels}]")
+    into = wa.shape[0] if wa is not None else channels
+    if g.shape[1] != into:
+        what = f"wa's {into} rows" if wa is not None else f"x's {into} channels"
+        raise TTPlanError(f"tucker_conv2d: g of shape {list(g.shape)} reads {g.shape[1]} channels, but gets "
+                          f"{what}: expected g [R2, {into}, k_h, k_w]")
+    if wc is not None and wc.shape[1] != g.shape[0]:
+        raise TTPlanError(f"tucker_conv2d: wc of shape {list(wc.shape)} mixes {wc.shape[1]} channels, but g of "
+                          f"shape {list(g.shape)} gives {g.shape[0]}: expected wc [O, {g.shape[0]}]")
+    _pair("stride", stride, 1)
+    _pair("padding", padding, 0)
+    _pair("dilation", dilation, 1)
+    if any(_output_size(x.shape[2 + a], g.shape[2 + a], stride[a], padding[a], dilation[a]) < 1 for a in (0, 1)):
+        raise TTPlanError(f"tucker_conv2d: x's {x.shape[2]}x{x.shape[3]} map padded by {list(padding)} is smaller "
+                          f"than g's {g.shape[2]}x{g.shape[3]} window dilated by {list(dilation)}")
+    raise TTPlanError(f"tucker_conv2d: stride={stride!r}, padding={padding!r}, dilation={dilation!r}: expected "
+                      "lists of two ints")  # what _operands_ok refused and no check above names
 
 
 def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int], padding: list[int],
@@ -55,8 +134,9 @@ def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: li
 
 
 def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-            stride: list[int], padding: list[int], dilation: list[int], cache: bool = False) -> torch.Tensor:
-    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`)."""
+            stride: list[int], padding: list[int], dilation: list[int], cache: bool = False,
+            owned: bool = False) -> torch.Tensor:
+    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`)."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
@@ -64,7 +144,7 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
     y = torch.empty(_shape(x, g, wc, stride, padding, dilation), dtype=x.dtype)
     batch, channels, height, width = x.shape
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
-    packed_a, packed_g, packed_c = (None if w is None else pack(w, cache) for w in (wa, g, wc))
+    packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
         packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
@@ -80,11 +160,13 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
 @torch.library.custom_op("ttplan::tucker_conv2d", mutates_args=())
 def _op(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
         stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+    check_operands(x, wa, g, wc, stride, padding, dilation)  # also where the op is called by name
     return _kernel(x, wa, g, wc, stride, padding, dilation)
 
 
 @_op.register_fake
 def _(x, wa, g, wc, stride, padding, dilation):
+    check_operands(x, wa, g, wc, stride, padding, dilation)
     return x.new_empty(_shape(x, g, wc, stride, padding, dilation))
 
 
@@ -99,15 +181,30 @@ def _plain_eager(tensors: tuple[torch.Tensor | None, ...]) -> bool:
     return all(t is None or type(t) is torch.Tensor for t in tensors)
 
 
+def capturing() -> bool:
+    """Whether torch.jit.trace or torch.export (which `torch.onnx.export` uses) is recording the running code into a
+    graph that may run where ttplan is not installed. Layers then run their stock ops unless asked to keep the fused
+    op (`Lowering.export_fused`); torch.compile, whose graph runs in this process, keeps it."""
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.4
+    return torch.jit.is_tracing() or (exporting is not None and exporting())
+
+
 def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-                  stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+                  stride: list[int], padding: list[int], dilation: list[int], *,
+                  owned_weights: bool = False) -> torch.Tensor:
     """x [B, C, H, W] (NCHW), wa [R1, C] or None, g [R2, R1 or C, k_h, k_w], wc [O, R2] or None -> [B, O, H', W'].
 
     The registered op `torch.ops.ttplan.tucker_conv2d` wherever something watches ops (a dispatch mode such as
     `FlopCounterMode`, fake tensors, tracing, `torch.compile`); in plain eager the kernel is called directly,
-    which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time."""
-    if _plain_eager((x, wa, g, wc)):  # eager weights change by torch ops only: their packs may be kept
-        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True)
+    which saves the dispatcher's 20-30 µs per call, a tenth of a small layer's time. Bad operands (`check_operands`)
+    are one error naming the argument; any memory layout is taken (the kernel reads contiguous copies).
+
+    The weights' packed forms are kept while they hold the same values. `owned_weights`: the caller makes new
+    weight tensors whenever their values change (as TT layers do with their folded operands), so the packs are
+    kept by identity alone, without comparing values (a `torch.equal` per weight and call)."""
+    check_operands(x, wa, g, wc, stride, padding, dilation)
+    if _plain_eager((x, wa, g, wc)):
+        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, owned=owned_weights)
     return _op(x, wa, g, wc, stride, padding, dilation)
 
 
@@ -144,4 +241,4 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return _built()
 
 
-__all__ = ["fused_available", "pack", "tucker_conv2d"]
+__all__ = ["capturing", "check_operands", "fused_available", "pack", "tucker_conv2d"]
