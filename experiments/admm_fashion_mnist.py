@@ -48,6 +48,8 @@ class Settings:
     scratch_lr: float = 0.1
     batch_size: int = 128
     threads: int = 1
+    max_batches: int | None = None
+    data_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class Run:
 def runs(s: Settings, dense: Path) -> list[Run]:
     """Every run of the comparison, most informative first (so a cut-short sweep still answers the main question)."""
     common = ("--arch", "resnet20", "--dataset", "fashion-mnist", "--train-subset", str(s.train_subset),
-              "--batch-size", str(s.batch_size), "--threads", str(s.threads))
+              "--batch-size", str(s.batch_size), "--threads", str(s.threads),
+              *(("--max-batches", str(s.max_batches)) if s.max_batches else ()),
+              *(("--data-dir", s.data_dir) if s.data_dir else ()))
     init = ("--init", str(dense))
     ft = s.extra_epochs - s.admm_epochs
 
@@ -303,7 +307,8 @@ def plot(store: Path, figure: Path) -> None:
 def write_report(store: Path, report: Path, json_path: Path, settings: Settings, planned: list[Run]) -> None:
     """Report page, JSON and figure, from the store alone."""
     atomic_write_text(report, render(store, report, settings, planned))
-    atomic_write_text(json_path, json.dumps({"settings": settings.__dict__, "runs": results(store)}, indent=2) + "\n")
+    data = {"settings": {k: v for k, v in settings.__dict__.items() if k != "data_dir"}, "runs": results(store)}
+    atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
     if any(store.glob("*/run.json")):
         plot(store, report.with_suffix(""))
 
@@ -319,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--extra-epochs", type=int, default=Settings.extra_epochs)
     parser.add_argument("--train-subset", type=int, default=Settings.train_subset)
+    parser.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (quick trials)")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST idx files (default: Debian's folder)")
     args = parser.parse_args(argv)
-    settings = Settings(extra_epochs=args.extra_epochs, train_subset=args.train_subset)
+    settings = Settings(extra_epochs=args.extra_epochs, train_subset=args.train_subset,
+                        max_batches=args.max_batches, data_dir=args.data_dir)
     for path in (args.report, args.json):
         check_writable(path, "--report")
     dense = args.store / "dense.pt"
