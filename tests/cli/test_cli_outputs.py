@@ -97,7 +97,7 @@ def test_interrupted_plan_exits_130_and_writes_nothing(tmp_path, monkeypatch) ->
 def test_interrupted_train_names_the_run_folder_to_resume(tmp_path, monkeypatch, checkpoint) -> None:
     run_dir = tmp_path / "run"
 
-    def interrupted(cfg, out_dir, progress=None):
+    def interrupted(cfg, out_dir, progress=None, on_epoch_end=None):
         Path(out_dir).mkdir()
         if checkpoint:
             (Path(out_dir) / ttplan.cli.train.CHECKPOINT).write_bytes(b"")
