@@ -204,6 +204,11 @@ def test_bad_weights_are_one_line(user, tmp_path):
     torch.save({"0.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
     one_line_error(run(["emit", *arch, "--config", "c.json", "--weights", tmp_path / "wrong.pt", "--out", "f.py"]),
                    "does not fit this model", "missing")
+    damaged = torch.load(tmp_path / "model_tt.pt", weights_only=True)
+    damaged["formats"]["0"] = damaged["formats"]["3"]
+    torch.save(damaged, tmp_path / "damaged.pt")
+    one_line_error(run(["emit", *arch, "--weights", tmp_path / "damaged.pt", "--out", "f.py"]),
+                   "layer '0' is recorded as decomposed but has no cores")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     one_line_error(run(["emit", *arch, "--weights", tmp_path / "junk.pt", "--out", "f.py"]), "junk.pt")
     one_line_error(run(["emit", "-i", "8", "-o", "8", "--rank", "2", "--weights", tmp_path / "wrong.pt", "--out",

@@ -82,9 +82,10 @@ def read_trained(path: str | Path) -> Trained:
         trained = Trained(source, dict(data["model"]), formats, str(data["arch"]), size)  # type: ignore[arg-type]
         stray = sorted(set(trained.tt_layers) ^ set(formats))
         if stray:
-            raise TTPlanError(f"--weights {source}: layer {stray[0]!r} is {'not ' if stray[0] in formats else ''}"
-                              "recorded as decomposed but its weights say otherwise; the file is damaged: use the "
-                              "run's own model_tt.pt")
+            what = ("is recorded as decomposed but has no cores" if stray[0] in formats
+                    else "has cores but is not recorded as decomposed")
+            raise TTPlanError(f"--weights {source}: layer {stray[0]!r} {what}; the file is damaged: use the run's own "
+                              f"{TT_MODEL}")
         return trained
     return Trained(source, dict(load_state_dict(source, "--weights")))
 
