@@ -2,7 +2,8 @@
 
 The documented names are importable from here. Each is loaded on first use, so `import ttplan` is instant
 and planning (`ConvSpec`, `make_format`, `plan_layer`, `optimize`, `ContractionPlan`) never imports torch;
-`TTConv2d`, `TTLinear`, `convert` and `plan_architecture` (which traces a model) do.
+`TTConv2d`, `TTLinear`, `convert`, `plan_architecture` (which traces a model) and `load` (a trained run's TT
+model, `ttplan train`'s `model_tt.pt`) do.
 `retain_freed_memory` sets the C allocator of a CPU inference process to reuse freed memory (docs/latency.md).
 
     >>> import ttplan
@@ -33,11 +34,12 @@ _HOMES = {
     "convert": "ttplan.runtime.layers",
     "retain_freed_memory": "ttplan.runtime.allocator",
     "ADMMCompression": "ttplan.training.compression",
+    "load": "ttplan.training.models",
 }
 
 __all__ = [
     "ADMMCompression", "ContractionPlan", "ConvSpec", "TTConv2d", "TTFormat", "TTLinear", "TTPlanError",
-    "__version__", "convert",
+    "__version__", "convert", "load",
     "make_format", "optimize", "plan_architecture", "plan_layer", "retain_freed_memory",
 ]
 
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` lo
     from ttplan.runtime.allocator import retain_freed_memory
     from ttplan.runtime.layers import TTConv2d, TTLinear, convert
     from ttplan.training.compression import ADMMCompression
+    from ttplan.training.models import load
 
 
 def __getattr__(name: str) -> Any:

@@ -87,13 +87,14 @@ def test_generated_cores_match_ttconv2d_and_from_dense_is_tt_svd():
     layer = cls.from_dense(weight, bias)
     assert_close(layer.to_dense(), project(weight, fmt, spec), rel=1e-9)  # same truncation as the library's
     library = TTConv2d(replace(spec, bias=True), fmt, plan="hodec", dtype=torch.float64)
-    library.load_state_dict({**{f"cores.{n}": c for n, c in enumerate(layer.cores())}, "bias": bias})
+    state = layer.state_dict()  # the library's naming: the cores as cores.0, cores.1, ... in chain order
+    assert list(state) == list(library.state_dict()) == ["bias", *(f"cores.{n}" for n in range(7))]
+    assert all(torch.equal(state[f"cores.{n}"], core) for n, core in enumerate(layer.cores()))
+    library.load_state_dict(state)
     x = torch.randn(2, 128, 28, 28, dtype=torch.float64)
     assert_close(layer(x), library(x), rel=1e-9)
-    state = layer.state_dict()
-    assert list(state) == ["B1", "B2", "B3", "C", "A1", "A2", "A3", "bias"]
     clone = cls(bias=True, dtype=torch.float64)
-    clone.load_state_dict(state)
+    clone.load_state_dict(library.state_dict())
     assert_close(clone(x), layer(x))
 
 

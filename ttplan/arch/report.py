@@ -74,7 +74,7 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
     if layer.worse_than_dense and plan is not None:
         notes.append(f"worse than dense ({plan.published.name} order)")
     if layer.slower_than_dense and plan is not None and not layer.reason:
-        notes.append("slower than dense")
+        notes.append(slower_by(layer))
     if layer.reason:
         notes.append(layer.reason)
     if layer.decomposed and layer.spec.explicit_pad is not None:  # padding conv2d cannot do: one F.pad, not MACs
@@ -105,6 +105,58 @@ def layer_row(layer: ArchLayer) -> dict[str, object]:
         "params_reduction": 1 - layer.params / layer.baseline_params if layer.baseline_params else 0.0,
         "note": "; ".join(notes),
     }
+
+
+def slower_by(layer: ArchLayer) -> str:
+    """By what a TT layer is slower than its dense conv: both times, measured (autotune) or predicted (by the
+    latency profile the summary names), with the weight-only steps folded or not."""
+    plan = layer.plan or layer.rejected_plan
+    assert plan is not None
+    if layer.tuned is not None:
+        tt = min(t["ms"] for t in layer.tuned["timings"] if not t["dense"])
+        dense, how = layer.tuned["dense_ms"], "measured"
+    else:  # a layer kept dense too: its TT plan's time, not the dense one its row shows
+        tt = sum(p.predicted_ms(p.best) or 0.0 for p in layer.call_plans)
+        dense, how = layer.dense_ms, "predicted"
+    ratio = f"{tt / dense:.1f}x" if dense > 0 else f"{tt:.3f} ms vs {dense:.3f} ms"
+    return f"{ratio} slower than dense ({how}, {'folded' if plan.best.fold_weights else 'unfolded'})"
+
+
+def slower_lines(plan: ArchPlan) -> list[str]:
+    """The layers of `plan` whose TT order is slower than dense: by what (which profile predicted it, folded or
+    not) and what to try."""
+    slower = [layer for layer in plan.layers if layer.slower_than_dense]
+    if not slower:
+        return []
+    predicted = [layer for layer in slower if layer.tuned is None]
+    profiles = {id(p): p for p in ((layer.plan or layer.rejected_plan).profile for layer in predicted) if p}
+    names = ", ".join(_profile_name(p) for p in profiles.values())
+    how = [f"predicted by the latency profile {names}" if predicted else "",
+           f"measured by autotune ({len(slower) - len(predicted)})" if len(predicted) < len(slower) else ""]
+    folded = ("weight-only steps folded (run once at load time)" if plan.fold_weights
+              else "weight-only steps not folded (run every forward)")
+    named = ", ".join(layer.name + ("" if layer.decomposed else " (kept dense)") for layer in slower)
+    lines = [f"TT slower than dense ({len(slower)}): {named}; "
+             + ", ".join(h for h in how if h) + f"; {folded}"]
+    tries = []
+    if not plan.fold_weights:
+        tries.append("--fold-weights (weights folded at load time, as a deployed model runs)")
+    if plan.objective != "latency":
+        tries.append("--objective latency (orders chosen by predicted time; layers still slower kept dense)")
+    elif any(layer.decomposed for layer in slower):
+        tries.append("--skip-slower (keep them dense)")
+    if any(p.default for p in profiles.values()):
+        tries.append("`ttplan calibrate` (fit the profile on this machine: the default one was fitted elsewhere)")
+    if tries:
+        lines.append("to make them faster, try: " + "; ".join(tries))
+    return lines
+
+
+def _profile_name(profile) -> str:
+    """A latency profile as the summary names it: ttplan's committed default, else its file (or its label)."""
+    if profile.default:
+        return "'default' (ttplan's, not fitted on this machine)"
+    return repr(profile.source or profile.label)
 
 
 def untraced_row(op: UntracedOp, batch: int) -> dict[str, object]:
@@ -188,9 +240,7 @@ def summary_lines(plan: ArchPlan) -> list[str]:
         lines.append(f"ops ttplan does not plan, dense and counted in both totals ({len(plan.untraced)}): "
                      f"{t.untraced_macs:,} MACs, {t.untraced_params:,} params; not in the predicted times: "
                      + ", ".join(f"{op.label} {op.op} ({op.module})" for op in plan.untraced))
-    slower = [layer.name for layer in plan.layers if layer.slower_than_dense]
-    if slower:
-        lines.append(f"TT slower than dense ({len(slower)}): {', '.join(slower)}")
+    lines += slower_lines(plan)
     fused = sum(1 for layer in plan.layers if layer.fused)
     if fused:
         lines.append(f"fused kernel: {fused} TT layers run as one call of ttplan's fused CPU kernel (predicted faster "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttplan.arch.config import load_config, save_config
+from ttplan.arch.config import LayerConfig, load_config, save_config
 from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy
 from ttplan.core.memory_format import memory_format_warning
 from ttplan.errors import TTPlanError
@@ -50,8 +50,12 @@ class PlanRequest:
     #: layers may run as one fused kernel call where predicted faster (None: where a C compiler is found, NCHW);
     #: a budget search plans stock ops
     fused: bool | None = None
+    #: config entries given directly (e.g. a training run's recorded formats), in place of `config_path`
+    layer_config: dict[str, LayerConfig] | None = None
 
     def __post_init__(self) -> None:
+        if self.config_path is not None and self.layer_config is not None:
+            raise TTPlanError(f"config {self.config_path} and config entries both given: give one")
         if self.search_format and not self.budget:
             raise TTPlanError("--search-format needs a budget: add --target-macs-reduction, "
                               "--target-params-reduction and/or --target-speedup")
@@ -121,7 +125,7 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
     """Plan `request`. A budget opens `progress(label, candidates)` and calls its `update(1)` per candidate costed."""
     from ttplan.arch.architecture import plan_architecture
 
-    config = load_config(request.config_path) if request.config_path is not None else None
+    config = load_config(request.config_path) if request.config_path is not None else request.layer_config
     if request.budget:
         problem = prepare(request, config)
         if progress is None:
@@ -163,8 +167,8 @@ def prepare(request: PlanRequest, config: dict | None = None):
     """The budget problem of a request with targets (its `jobs` are the candidates `solve` will cost)."""
     from ttplan.arch.budget import prepare_budget
 
-    if config is None and request.config_path is not None:
-        config = load_config(request.config_path)
+    if config is None:
+        config = load_config(request.config_path) if request.config_path is not None else request.layer_config
     return prepare_budget(request.arch, request.input_size, target_macs_reduction=request.target_macs_reduction,
                           target_params_reduction=request.target_params_reduction, policy=request.policy,
                           config=config, search_format=request.search_format, batch=request.batch,

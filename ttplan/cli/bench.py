@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ttplan.cli.objective_options import channels_last_option, fuse_option
-from ttplan.cli.options import device_options, malloc_option, threads_option
+from ttplan.cli.options import device_options, input_size_option, malloc_option, model_input_size, threads_option
 from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.errors import TTPlanError
 from ttplan.training.config import DEVICES
@@ -119,6 +119,8 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 
 @bench.command("model")
 @click.argument("arch")
+@input_size_option(None, "Model input C,H,W, or H,W with a preset's C (default: the preset's; required for "
+                         "module:callable).")
 @device_options(DEVICES)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
@@ -144,7 +146,7 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @fuse_option()
 @out_option("Markdown report.", default="reports/latency_models.md")
 @click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
-def model(arch: str, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
+def model(arch: str, input_size, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
           objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, malloc: str,
           compile_: bool, processes: int, channels_last: bool, fuse: bool | None, out, append: bool) -> None:
     """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
@@ -156,6 +158,9 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
+    size = model_input_size(arch, input_size)
+    if size is None and ":" in arch:
+        raise TTPlanError(f"model {arch!r}: a module:callable model needs --input-size C,H,W, e.g. 3,224,224")
     profile = load_profile(profile_path, device, channels_last)
     mismatch = memory_format_warning(profile, channels_last)
     warn([mismatch] if mismatch else [])
@@ -166,8 +171,9 @@ def model(arch: str, device: str, threads: int | None, config_path: str | None, 
                              objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
                              runtime=runtime, autotune=autotune, malloc=malloc, compile=compile_,
                              processes=processes, channels_last=channels_last, fused=fuse,
-                             progress=lambda m: click.echo(m, err=True))
-        command = (f"ttplan bench model {arch}" + (f" --config {config_path}" if config_path else "")
+                             progress=lambda m: click.echo(m, err=True), input_size=size)
+        command = (f"ttplan bench model {arch}" + (f" --input-size {','.join(map(str, size))}" if size else "")
+                   + (f" --config {config_path}" if config_path else "")
                    + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
                    + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
                    + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keyword
 import symtable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -12,6 +13,7 @@ from click.core import ParameterSource
 from ttplan.cli.objective_options import objective_options, profile_from_options, speed_options
 from ttplan.cli.options import (
     arch_option,
+    budget_options,
     format_from_options,
     format_options,
     geometry_options,
@@ -24,13 +26,19 @@ from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.core.schemes import plan_names
 from ttplan.errors import TTPlanError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # planning and the weights import torch: loaded only when a file is emitted
+    from ttplan.arch.architecture import ArchPlan
     from ttplan.runtime.lowering import Lowering
+    from ttplan.training.trained import Trained
 
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes", "class_name")
 ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse",
-             "skip_slower")
+             "skip_slower", "target_macs_reduction", "target_params_reduction", "target_speedup", "search_format",
+             "weights")
+#: options that choose the formats: a run's `--weights` fixes them (the run's recorded formats) instead
+CHOOSERS = ("config_path", "kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels",
+            "linear", "target_macs_reduction", "target_params_reduction", "target_speedup", "search_format")
 
 EXAMPLES = """
 Examples:
@@ -41,11 +49,14 @@ Examples:
       --input-size 28 --tt-shapes 4,8,8,9,4,4,8 --ranks 1,16,16,16,16,16,16,1 --batch 32 --out layer.py
   # the classical order of a classical format
   ttplan emit -i 64 -o 64 -p 1 --format classical --rank 16 --scheme classical --out classical.py
-  # every decomposed layer of an architecture (policy and config as in `ttplan plan`)
+  # every decomposed layer of an architecture (policy, config and budget as in `ttplan plan`)
   ttplan emit --arch resnet18 --rank 16 --out resnet18_tt.py
+  ttplan emit --arch mynet:build --input-size 1,28,28 --target-macs-reduction 0.7 --out mynet_tt.py
+  # a trained run: its recorded formats, its trained cores in mynet_tt.pt beside the file
+  ttplan emit --arch mynet:build --input-size 1,28,28 --weights runs/mine --out mynet_tt.py
 
 The file imports torch only; a single layer's `__all__` names its one class, an architecture's file adds
-`LAYERS` and `convert(model)`.
+`LAYERS` and `convert(model, weights=None)`; with --weights also `load(model)`, the trained model.
 """
 
 
@@ -63,14 +74,29 @@ The file imports torch only; a single layer's `__all__` names its one class, an 
 @out_option("Python file to write (default: print the source).")
 @arch_option(help_suffix=" Emits every decomposed layer of it (--input-size: C,H,W, or H,W with a preset's C).")
 @policy_options(with_format=False, prefix="--arch policy: ")
+@budget_options(prefix="--arch budget: ")
 @objective_options
 @speed_options
+@click.option("--weights", default=None, metavar="RUN|FILE",
+              help="With --arch: trained weights to ship with the file: a train run folder (or its model_tt.pt), "
+                   "whose recorded formats the file then plans, or a .pt holding a dense or TT state_dict. Written "
+                   "beside --out as FILE.pt; the file's load(model) returns the trained model.")
 @click.pass_context
 def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_name: str | None, out,
-         arch: str | None, **opts) -> None:
+         arch: str | None, weights: str | None, **opts) -> None:
     """Write a standalone PyTorch file whose layers run the planned contraction order."""
-    given = {name for name in (*LAYER_ONLY, *ARCH_ONLY)
+    given = {name for name in (*LAYER_ONLY, *ARCH_ONLY, *CHOOSERS)
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    trained = None
+    if weights is not None:
+        from ttplan.training.trained import read_trained
+
+        if out is None:
+            raise TTPlanError(f"--weights {weights} needs --out FILE.py: the weights are written beside it")
+        if out.suffix == ".pt":
+            raise TTPlanError(f"--out {out}: the weights go to {out.name} beside the Python file; give a .py file")
+        trained = read_trained(weights)
+        arch = arch or trained.arch  # a run knows its model
     if arch is None:
         stray = sorted(given & set(ARCH_ONLY))
         if stray:
@@ -81,9 +107,21 @@ def emit(ctx: click.Context, scheme: str, batch: int, fold_weights: bool, class_
         if stray:
             raise TTPlanError(f"--{stray[0].replace('_', '-')} describes one layer; with --arch the layers come "
                               "from the model (use --config for per-layer formats)")
-        source, summary, warnings = _emit_arch(arch, opts, scheme, batch, fold_weights)
+        if trained is not None and trained.formats is not None:
+            chosen = sorted(given & set(CHOOSERS))
+            if chosen:
+                raise TTPlanError(f"--{_flag(chosen[0])} and --weights {weights} both given: the run fixes every "
+                                  "layer's format (the formats it trained), so drop --"
+                                  f"{_flag(chosen[0])}; --objective, --skip-slower and --skip-worse may still keep "
+                                  "layers dense")
+        source, summary, warnings = _emit_arch(arch, opts, scheme, batch, fold_weights, trained, out)
     emit_text(source, out, f": {summary}")
     warn(warnings)
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of an option's parameter name."""
+    return {"config_path": "config", "kind": "format"}.get(name, name.replace("_", "-"))
 
 
 def check_class_name(name: str, source: str = "", own: str = "") -> str:
@@ -163,11 +201,6 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
     return emit_layer(plan, name, _exported(lowering, opts)), summary, warnings + ([mismatch] if mismatch else [])
 
 
-def _by_time(opts: dict) -> bool:
-    """Whether planning the model chooses anything by predicted time (only then is the user's profile read)."""
-    return opts["objective"] == "latency" or bool(opts["skip_slower"]) or opts["autotune"] is not None
-
-
 def _exported(lowering: Lowering, opts: dict) -> Lowering:
     """`lowering`, keeping the fused op in torch.jit.trace / torch.export captures where --fuse was given (the
     captured model then needs ttplan); by default, and with --no-fuse, captures hold stock ops only."""
@@ -191,21 +224,34 @@ def _fuse(opts: dict) -> bool:
     return fusion_wanted(opts["fuse"], opts["channels_last"])
 
 
-def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool) -> tuple[str, str, list[str]]:
-    """Source, a summary and warnings for every decomposed layer of a planned architecture (`ttplan plan`'s rules)."""
-    from ttplan.arch.architecture import plan_architecture
-    from ttplan.arch.request import bounded_note
-    from ttplan.core.memory_format import memory_format_warning
+def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool, trained: Trained | None = None,
+               out: Path | None = None) -> tuple[str, str, list[str]]:
+    """Source, a summary and warnings for every decomposed layer of an architecture planned as `ttplan plan` plans
+    it (`PlanRequest`: policy, config or budget); with `trained` weights, also write them beside `out`."""
+    from ttplan.arch.request import PlanRequest, run_request
+    from ttplan.cli.plan import click_progress
     from ttplan.runtime.codegen import emit_model
     from ttplan.runtime.lowering import Lowering
 
-    policy = policy_from_options(opts)
-    planned = plan_architecture(arch, model_input_size(arch, opts["input_size"]), opts["config_path"], policy, batch,
-                                fold_weights, opts["skip_worse"], objective=opts["objective"],
-                                profile=profile_from_options(opts["profile_path"], opts["channels_last"],
-                                                             by_time=_by_time(opts)),
-                                skip_slower=opts["skip_slower"],
-                                autotune=opts["autotune"], channels_last=opts["channels_last"], fused=opts["fuse"])
+    size = model_input_size(arch, opts["input_size"])
+    layer_config = None
+    if trained is not None and trained.formats is not None:  # exactly the run's formats, every other layer dense
+        from ttplan.models import load_model, trace_layers
+        from ttplan.training.trained import recorded_config
+
+        if size is None and trained.input_size is not None and arch == trained.arch:
+            size = trained.input_size
+        model, size = load_model(arch, size)
+        layer_config = recorded_config(trained, trace_layers(model, size))
+    request = PlanRequest(arch, size, opts["config_path"], policy_from_options(opts), batch, fold_weights,
+                          opts["skip_worse"], opts["target_macs_reduction"], opts["target_params_reduction"],
+                          opts["search_format"], opts["objective"], opts["profile_path"], opts["skip_slower"],
+                          opts["autotune"], opts["target_speedup"], opts["channels_last"], opts["fuse"],
+                          layer_config=layer_config)
+    outcome = run_request(request, progress=click_progress if request.budget else None)
+    if outcome.unmet:
+        click.echo(outcome.unmet, err=True)
+    planned = outcome.plan
     layers = planned.plans(scheme)
     if not layers:
         if any(layer.slower_than_dense for layer in planned.layers):
@@ -221,13 +267,42 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     slower = [layer.name for layer in planned.layers if layer.slower_than_dense and not layer.decomposed]
     if slower:
         summary += f"; kept dense as slower: {', '.join(slower)}"
+    weights_name = None
+    if trained is not None:
+        assert out is not None
+        weights_path = out.with_suffix(".pt")
+        summary += "; " + _write_weights(trained, arch, planned, weights_path)
+        weights_name = weights_path.name
     lowerings = {name: _exported(Lowering(**lowering), opts) for name, lowering in planned.lowerings().items()}
-    profile = next(layer.plan.profile for layer in planned.layers if layer.plan is not None)  # what planned them
-    warnings = [line for line in (bounded_note(planned), memory_format_warning(profile, opts["channels_last"]))
-                if line is not None]
     fused = sum(lowering.fused for lowering in lowerings.values())
     missing = _kernel_missing() if fused else None
     if missing:
         summary += (f"; {fused} layers planned for the fused kernel, which cannot run here ({missing}): they fall "
                     "back to stock torch ops")
-    return emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last), summary, warnings
+    source = emit_model(layers, planned.model, lowerings, channels_last=planned.channels_last, weights=weights_name)
+    return source, summary, outcome.warnings
+
+
+def _write_weights(trained: Trained, arch: str, planned: ArchPlan, path: Path) -> str:
+    """Write `trained` as the state_dict of the model `planned` emits (`ttplan.training.trained`); says what it did."""
+    from ttplan.files import atomic_torch_save, written
+    from ttplan.models import load_model
+    from ttplan.training.trained import emitted_state, trained_formats
+
+    model, _ = load_model(arch, planned.input_size)
+    specs = planned.specs()
+    source = trained_formats(trained, {layer.name: layer.fmt or layer.rejected for layer in planned.layers}, specs)
+    emitted = {layer.name: layer.fmt for layer in planned.layers if layer.fmt is not None}
+    if trained.formats is not None:  # the run's config was planned: every TT layer in the format it trained
+        differ = [name for name, fmt in emitted.items() if trained.formats.get(name) != fmt]
+        if differ:
+            raise TTPlanError(f"{trained.where()}: layer {differ[0]!r} was planned in another format than the run "
+                              f"trained ({emitted[differ[0]]} vs {trained.formats.get(differ[0])})")
+    state = emitted_state(trained, model, specs, source, emitted)
+    replaced = atomic_torch_save(state, path)
+    copied = sum(1 for name, fmt in emitted.items() if source.get(name) == fmt)
+    rebuilt = [name for name in source if name not in emitted]
+    words = [f"{copied} TT layers' trained cores" if copied else "",
+             f"{len(emitted) - copied} decomposed from trained dense kernels" if len(emitted) > copied else "",
+             f"{len(rebuilt)} kept dense with the kernels their trained cores rebuild" if rebuilt else ""]
+    return f"{written(path, replaced)} ({', '.join(w for w in words if w)})"

@@ -234,6 +234,25 @@ def policy_options(func: Callable | None = None, *, with_format: bool = True, wi
     return apply(options) if func is None else apply(options)(func)
 
 
+def budget_options(func: Callable | None = None, *, prefix: str = "Budget: ") -> Callable:
+    """The model-level budget (`ttplan.arch.request.PlanRequest`'s targets): reductions of MACs and parameters, a
+    predicted speedup, and `--search-format`; a budget picks every layer's ranks."""
+    options = [
+        click.option("--target-macs-reduction", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help=f"{prefix}model-level MACs (= FLOPs) reduction to reach, e.g. 0.72 (picks every "
+                          "layer's ranks)."),
+        click.option("--target-params-reduction", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help=f"{prefix}model-level parameter reduction to reach, e.g. 0.80 (picks every "
+                          "layer's ranks)."),
+        click.option("--target-speedup", type=click.FloatRange(1, min_open=True), default=None,
+                     help=f"{prefix}predicted speedup of the conv/linear layers to reach, e.g. 1.5 "
+                          "(replaces a MACs target)."),
+        click.option("--search-format", is_flag=True,
+                     help=f"{prefix}also search the number of modes (1-3 a side) and their factorisation."),
+    ]
+    return apply(options) if func is None else apply(options)(func)
+
+
 def threads_option(default: int | None = None,
                    help_text: str = "CPU threads for torch (torch.set_num_threads).") -> Callable:
     """`--threads`, the one spelling of torch's intra-op thread count: 1 to `os.cpu_count()`."""

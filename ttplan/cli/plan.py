@@ -7,7 +7,14 @@ import sys
 import click
 
 from ttplan.cli.objective_options import objective_options, speed_options
-from ttplan.cli.options import ArchName, input_size_option, model_input_size, policy_from_options, policy_options
+from ttplan.cli.options import (
+    ArchName,
+    budget_options,
+    input_size_option,
+    model_input_size,
+    policy_from_options,
+    policy_options,
+)
 from ttplan.cli.output import emit_text, out_option, output_options, warn
 from ttplan.errors import TTPlanError
 from ttplan.files import written
@@ -49,16 +56,9 @@ def click_progress(label: str, length: int):
 @policy_options(prefix="Policy: ")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size B.")
 @click.option("--fold-weights", is_flag=True, help="Weights folded at load time: weight-only steps cost nothing.")
-@click.option("--target-macs-reduction", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Budget: model-level MACs (= FLOPs) reduction to reach, e.g. 0.72 (picks every layer's ranks).")
-@click.option("--target-params-reduction", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Budget: model-level parameter reduction to reach, e.g. 0.80 (picks every layer's ranks).")
-@click.option("--target-speedup", type=click.FloatRange(1, min_open=True), default=None,
-              help="Budget: predicted speedup of the conv/linear layers to reach, e.g. 1.5 (replaces a MACs target).")
+@budget_options
 @objective_options
 @speed_options
-@click.option("--search-format", is_flag=True,
-              help="Budget: also search the number of modes (1-3 a side) and their factorisation.")
 @out_option("Write the planned formats as a reusable config (JSON, or YAML for .yaml).", "--save-config")
 @output_options(wide=True)
 def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fold_weights: bool,

@@ -6,11 +6,17 @@ and a base class `_TTLayer` (parameters, init, the folded-weight cache, the inpu
 and their axes), `weights()` (the weight-only steps) and `forward`, both rendered from the same
 lowering (`ttplan.runtime.lowering.lower`) that `TTConv2d` interprets, so the two cannot drift apart;
 comments give each step's MACs and resolution and each tensor's index groups with their sizes. A
-file for an architecture adds `LAYERS` (layer name -> class) and `convert(model)`.
+file for an architecture adds `LAYERS` (layer name -> class) and `convert(model, weights=None)`, and, where
+`ttplan emit --weights` wrote trained weights beside it, `WEIGHTS` and `load(model)`.
+
+A generated layer's state_dict names its cores `cores.0`, `cores.1`, ... in chain order, as `TTConv2d` does
+(the attributes keep the format's readable names, `cores_spec`), so a state_dict moves between ttplan's TT model
+and the generated one unchanged.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -257,6 +263,22 @@ class _TTLayer(nn.Module):
         inverse = [self.chain_axes.index(axis) for axis in range(len(self.chain_axes))]
         return kernel.permute(inverse).reshape(self.kernel_shape)
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """The cores saved as `cores.0`, `cores.1`, ... in chain order (`cores_spec`), as ttplan's TTConv2d and
+        TTLinear save theirs, so a state_dict moves between ttplan's TT model and this file's unchanged."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for n, (name, _) in enumerate(self.cores_spec):
+            destination[f"{prefix}cores.{n}"] = destination.pop(prefix + name)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Reads the cores from `cores.0`, `cores.1`, ... (what `_save_to_state_dict` writes)."""
+        for n, (name, _) in enumerate(self.cores_spec):
+            if f"{prefix}cores.{n}" in state_dict:
+                state_dict[prefix + name] = state_dict.pop(f"{prefix}cores.{n}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def extra_repr(self) -> str:
         return f"{self.description}, bias={self.bias is not None}, fold_weights={self.fold_weights}"
 '''
@@ -296,21 +318,62 @@ _FUSED_METHODS = '''
 
 _CONVERT = '''
 
-def convert(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` with each layer in `LAYERS` replaced by the TT-SVD of its weights (biases kept).
+def convert(model: nn.Module, weights=None) -> nn.Module:
+    """A deep copy of `model` with each layer in `LAYERS` replaced by a TT layer: the TT-SVD of its weights (biases
+    kept), or, given `weights`, the trained model those hold.
 
-    ValueError, before anything is replaced, where a layer's geometry is not the one planned (`dense_geometry`)."""
+    `weights`: a state_dict of the converted model (cores as `cores.0`, `cores.1`, ... as ttplan saves them, biases,
+    BatchNorm buffers, the dense layers' kernels), or the path of a file holding one (`ttplan emit --weights`
+    writes it); every entry is loaded and every entry must fit, so nothing is decomposed. ValueError, before
+    anything is replaced, where a layer's geometry is not the one planned (`dense_geometry`), and where the weights
+    do not fit the converted model."""
     for name, cls in LAYERS.items():
         cls.check_dense(name, model.get_submodule(name))
+    if weights is not None and not isinstance(weights, dict):
+        weights = torch.load(weights, map_location="cpu", weights_only=True)
     model = copy.deepcopy(model)
     for name, cls in LAYERS.items():
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         dense = getattr(parent, attr)
-        layer = cls.from_dense(dense.weight, dense.bias)
+        if weights is None:
+            layer = cls.from_dense(dense.weight, dense.bias)
+        else:  # random cores, replaced below by the trained ones
+            layer = cls(bias=dense.bias is not None, device=dense.weight.device, dtype=dense.weight.dtype)
         layer.train(dense.training)
         setattr(parent, attr, layer)
+    if weights is not None:
+        load_weights(model, weights)
     return model
+
+
+def load_weights(model: nn.Module, state: dict) -> None:
+    """`model.load_state_dict(state)`, every key of each side matched; a mismatch is one-line ValueError."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(wrong)} of another shape (e.g. {wrong[0]}: {list(state[wrong[0]].shape)}, expected "
+                 f"{list(own[wrong[0]].shape)})" if wrong else ""]
+        raise ValueError("weights do not fit the converted model: " + ", ".join(p for p in parts if p) + " keys; "
+                         "give the weights written for this file (ttplan emit --weights)")
+    model.load_state_dict(state)
+'''
+
+#: the file's own trained weights, when `ttplan emit --weights` wrote them beside it
+_LOAD = '''
+
+#: the trained weights `ttplan emit --weights` wrote beside this file: a state_dict of the converted model
+WEIGHTS = "WEIGHTS_NAME"
+
+
+def load(model: nn.Module, path=None) -> nn.Module:
+    """`convert(model, weights)` with the trained weights: the file `path`, by default WEIGHTS beside this file."""
+    if path is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS)
+    return convert(model, path)
 '''
 
 
@@ -678,7 +741,7 @@ def _header(title: str, lines: list[str]) -> str:
 
 def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy: bool = False) -> str:
     imports = ["import copy"] if copy else []
-    imports += ["import math", "", "import torch"]
+    imports += ["import math", *(["import os"] if "os.path." in extra else []), "", "import torch"]
     if any("F.conv2d(" in source for source in classes):
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
@@ -719,11 +782,14 @@ def emit_layer(plan: ContractionPlan, name: str | None = None, lowering: Lowerin
 
 
 def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model",
-               lowerings: dict[str, Lowering] | None = None, channels_last: bool = False) -> str:
+               lowerings: dict[str, Lowering] | None = None, channels_last: bool = False,
+               weights: str | None = None) -> str:
     """A standalone module with one class per distinct layer plan, `LAYERS` (layer name -> class) and `convert`.
 
     `lowerings` gives a layer's ops and layout by name (default: bmm on NCHW maps). `channels_last`: the layers
-    were planned for a channels-last model, and `convert` returns the copy in `torch.channels_last`."""
+    were planned for a channels-last model, and `convert` returns the copy in `torch.channels_last`. `weights`:
+    the file name of trained weights kept beside the file (`ttplan emit --weights`); the file then adds `WEIGHTS`
+    and `load(model)`, the converted model with those weights."""
     lowerings = lowerings or {}
     classes: list[str] = []
     names: dict[tuple, str] = {}
@@ -751,13 +817,21 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
          "`convert(model)` returns a copy of the dense model with every layer in `LAYERS` replaced by its TT-SVD"
          + (", in torch.channels_last:\nthe layers keep NHWC maps, so feed it channels-last inputs "
             "(x.contiguous(memory_format=torch.channels_last))." if channels_last else "."),
+         "`convert(model, weights)` loads trained weights instead (a state_dict, or a file holding one; the cores "
+         "as\n`cores.0`, `cores.1`, ... as ttplan's TTConv2d saves them)."
+         + (f"\n`load(model)` is `convert(model, {weights!r})`, the trained weights written beside this file."
+            if weights is not None else ""),
          _COMPILE_NOTE],
     )
     entries = "\n".join(f'    "{layer}": {cls},' for layer, cls in table)
     convert = _CONVERT.replace("    return model\n", "    return model.to(memory_format=torch.channels_last)\n"
                                if channels_last else "    return model\n")
     extra = f"\n\nLAYERS = {{\n{entries}\n}}\n" + convert
-    return _file(doc, classes, [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"], extra, copy=True)
+    exported = [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"]
+    if weights is not None:
+        extra += _LOAD.replace('"WEIGHTS_NAME"', json.dumps(weights))
+        exported += ["WEIGHTS", "load"]
+    return _file(doc, classes, exported, extra, copy=True)
 
 
 __all__ = ["class_name", "emit_class", "emit_layer", "emit_model"]

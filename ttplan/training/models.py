@@ -94,3 +94,9 @@ def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TTPlanError(f"TT model {str(path)!r} does not fit the model it names ({first})") from None
     return tt.to(device).eval()
+
+
+def load(path: str | Path, device: str = "cpu") -> nn.Module:
+    """The trained TT model of a `ttplan train` run (its folder, or its `model_tt.pt`), in eval mode on `device`:
+    the model its `--arch` builds, each decomposed layer a `TTConv2d`/`TTLinear` holding the fine-tuned cores."""
+    return load_tt_model(path, device)

@@ -269,10 +269,12 @@ class Prepared:
 def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
             device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
             runtime: str = "emitted", autotune: bool = False, malloc: str = "default", channels_last: bool = False,
-            fused: bool | None = None, progress: Callable[[str], None] | None = None) -> Prepared:
+            fused: bool | None = None, progress: Callable[[str], None] | None = None,
+            input_size: tuple[int, int, int] | None = None) -> Prepared:
     """Set the process up (allocator, threads), plan `arch` and build both models, as `bench_model` times them;
     with `channels_last` both models and the input are `torch.channels_last` (the TT layers planned so). `fused`:
-    whether layers may run by the fused kernel (`plan_architecture`; None: where it can, never channels-last)."""
+    whether layers may run by the fused kernel (`plan_architecture`; None: where it can, never channels-last).
+    `input_size` (C, H, W): required for a `module:callable` model, else the preset's own."""
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     set_malloc(malloc)  # a one-line error for an unknown mode
@@ -282,9 +284,10 @@ def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: i
     profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
-    plan = plan_architecture(arch, None, config, Policy(), batch, True, objective=objective, profile=profile,
+    size = tuple(input_size) if input_size is not None else None  # a list after a child's JSON request
+    plan = plan_architecture(arch, size, config, Policy(), batch, True, objective=objective, profile=profile,
                              autotune=device if autotune else None, channels_last=channels_last, fused=fused)
-    dense, size = load_model(arch, None)
+    dense, size = load_model(arch, size)
     dense = dense.to(dev).eval()
     say("converting")
     tt = build_tt_model(dense, plan, runtime).to(dev)
@@ -308,20 +311,22 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
                 device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
                 malloc: str = "default", compile: bool = False, processes: int = 0, channels_last: bool = False,
-                fused: bool | None = None, progress: Callable[[str], None] | None = None) -> ModelBench:
+                fused: bool | None = None, progress: Callable[[str], None] | None = None,
+                input_size: tuple[int, int, int] | None = None) -> ModelBench:
     """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
 
     `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
     process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
     (`ttplan.bench.model.compiled`); `processes` repeats the end-to-end timing in that many fresh processes
     (`ttplan.bench.model.processes`). `channels_last` runs both models, and plans the TT one, in `torch.channels_last`.
-    `fused`: whether NCHW TT layers may run by the fused kernel (None: wherever it can be built).
+    `fused`: whether NCHW TT layers may run by the fused kernel (None: wherever it can be built). `input_size`
+    (C, H, W): the model's input, required for a `module:callable` model (default: the preset's).
     """
     say = progress or (lambda message: None)
     profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     settings = {"arch": arch, "config": config, "batch": batch, "threads": threads, "device": device,
                 "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc,
-                "channels_last": channels_last, "fused": fused}
+                "channels_last": channels_last, "fused": fused, "input_size": input_size}
     run = prepare(**settings, profile=profile, progress=say)
     say(f"timing end to end, {rounds} rounds")
     dense_ms, tt_ms, dense_faults, tt_faults = end_to_end(run, rounds)
