@@ -299,3 +299,10 @@ def test_non_finite_data_name_the_data_not_the_rate(tmp_path, user_module):
     with pytest.raises(TTPlanError, match="NaN or infinite values") as info:
         train(cfg, tmp_path / "run")
     assert "lower" not in str(info.value)
+
+
+def test_fine_tuning_trained_weights_runs_at_a_tenth_of_the_rate():
+    assert TrainConfig(lr=0.05, pretrain_epochs=2).default_finetune_lr == pytest.approx(0.005)
+    assert TrainConfig(lr=0.05, pretrain_epochs=0, admm_epochs=0, init="x.pt").default_finetune_lr == \
+        pytest.approx(0.005)
+    assert TrainConfig(lr=0.05, pretrain_epochs=0, admm_epochs=0, finetune_epochs=3).default_finetune_lr == 0.05

@@ -90,7 +90,8 @@ def _click_progress(label: str, length: int):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
               help="SGD learning rate (per batch: a short warm-up, then cosine to 0 within each phase).")
 @click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Learning rate while fine-tuning the TT model (default: --lr).")
+              help="Learning rate while fine-tuning the TT model (default: a tenth of --lr where it starts from "
+                   "trained weights, i.e. after pretraining, --init or ADMM; else --lr).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Global batch size (split over torchrun processes).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -16,6 +16,8 @@ from ttplan.errors import TTPlanError
 from ttplan.training.datasets import EVAL_SPLITS, dataset_key
 
 PHASES = ("pretrain", "admm", "finetune")
+#: fine-tuning a TT model decomposed from trained weights runs at this share of `lr` unless `finetune_lr` is given
+FINETUNE_SHARE = 0.1
 BASELINES = ("admm", "direct")
 DEVICES = ("cpu", "cuda")
 
@@ -24,7 +26,8 @@ DEVICES = ("cpu", "cuda")
 class TrainConfig:
     """Everything that determines a run's result (saved in metrics.json and in every checkpoint).
 
-    `lr` drives the dense segments (pretrain and ADMM/dense), `finetune_lr` (default: `lr`) the TT model.
+    `lr` drives the dense segments (pretrain and ADMM/dense), `finetune_lr` the TT model (default: a tenth of `lr`
+    where the TT model starts from trained weights, else `lr`).
     ρ starts at `rho` and is multiplied by `rho_growth` after every ADMM epoch (1.0: constant); `rho` None is the
     auto schedule (`ttplan.training.admm.RhoSchedule.auto`), `rho_growth` None its growth (or 1.0 with a given ρ).
     `admm_updates_per_epoch`: how often per ADMM epoch Z and U are updated (evenly spaced, the last at the
@@ -143,6 +146,13 @@ class TrainConfig:
         if self.distill is not None:
             return bool(self.distill) and self.distill_weight > 0
         return self.decomposes and (self.pretrain_epochs > 0 or self.init is not None) and self.distill_weight > 0
+
+    @property
+    def default_finetune_lr(self) -> float:
+        """Fine-tuning's rate unless given: a tenth of `lr` where the TT model starts from trained weights (it
+        refines them; the full rate threw a converged model off), else `lr` (a TT model trained from scratch)."""
+        trained = self.pretrain_epochs > 0 or self.init is not None or self.admm_epochs > 0
+        return self.lr * FINETUNE_SHARE if trained else self.lr
 
     @property
     def total_epochs(self) -> int:

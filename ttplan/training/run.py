@@ -194,7 +194,10 @@ def _build(cfg: TrainConfig, ctx: D.DistContext, run_dir: Path, recorded: dict[s
 
 
 def _stage_lr(cfg: TrainConfig, stage: str) -> float:
-    return cfg.finetune_lr if stage == "finetune" and cfg.finetune_lr is not None else cfg.lr
+    """The segment's base rate: `lr`, and for fine-tuning `finetune_lr` (default `cfg.default_finetune_lr`)."""
+    if stage != "finetune":
+        return cfg.lr
+    return cfg.finetune_lr if cfg.finetune_lr is not None else cfg.default_finetune_lr
 
 
 def _segment_length(cfg: TrainConfig, stage: str) -> int:
