@@ -36,7 +36,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def _key() -> str:
-    return autotune._key(SPEC, FMT, 1, True, "cpu", torch.get_num_threads(), NCHW_LOWERINGS)
+    kernel = any(lowering.fused for lowering in NCHW_LOWERINGS) and autotune.kernel_status().available
+    return autotune._key(SPEC, FMT, 1, True, "cpu", torch.get_num_threads(), NCHW_LOWERINGS, kernel=kernel)
 
 
 @pytest.mark.parametrize("content", [b"[]", b'"x"', b"null", b"\xff\x00\x80binary", b"", b"{\"truncated\": "],
