@@ -306,3 +306,14 @@ def test_fine_tuning_trained_weights_runs_at_a_tenth_of_the_rate():
     assert TrainConfig(lr=0.05, pretrain_epochs=0, admm_epochs=0, init="x.pt").default_finetune_lr == \
         pytest.approx(0.005)
     assert TrainConfig(lr=0.05, pretrain_epochs=0, admm_epochs=0, finetune_epochs=3).default_finetune_lr == 0.05
+
+
+@pytest.mark.slow
+def test_train_with_init_starts_from_the_weights_given(tmp_path):
+    first = ["train", "--image-size", "8", "--max-batches", "1", "--admm-epochs", "0", "--finetune-epochs", "0"]
+    assert run([*first, "--pretrain-epochs", "1", "--out", str(tmp_path / "a")]).exit_code == 0
+    result = run([*first, "--finetune-epochs", "1", "--config", str(tiny(tmp_path).config), "--init",
+                  str(tmp_path / "a"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert recorded["config"]["pretrain_epochs"] == 0 and [e["phase"] for e in recorded["epochs"]] == ["finetune"]

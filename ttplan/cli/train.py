@@ -17,6 +17,8 @@ from ttplan.training.run_folder import CHECKPOINT
 
 #: the policy options, spelled as `ttplan plan` spells them
 POLICY_OPTIONS = ("kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear")
+#: dense epochs of a run that starts from random weights (with --init: none)
+DEFAULT_PRETRAIN_EPOCHS = 10
 #: CLI parameter name -> TrainConfig field, where they differ
 FIELDS = {"config_path": "config", "init_path": "init"}
 
@@ -69,7 +71,8 @@ def _click_progress(label: str, length: int):
               help="Layer config (JSON/YAML): layer name -> {format, tt_shapes, ranks} or {format, in_modes, "
                    "out_modes, rank}; exactly these layers are decomposed. Without it: the policy options below.")
 @policy_options(with_config=False, with_skip_worse=False, prefix="Policy (without --config): ")
-@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=None,
+              help="Dense epochs before ADMM (default: 10, or 0 with --init: the weights given are the start).")
 @click.option("--admm-epochs", type=click.IntRange(min=0), default=20, show_default=True,
               help="ADMM epochs (with --baseline direct: the same number of dense epochs without the penalty).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=10, show_default=True)
@@ -138,6 +141,8 @@ def _dataset(value: str) -> str:
 def _config(opts: dict) -> TrainConfig:
     """The run's config from the parsed options (the policy options as `ttplan plan` reads them)."""
     fields = {FIELDS.get(name, name): value for name, value in opts.items() if name not in POLICY_OPTIONS}
+    if fields["pretrain_epochs"] is None:
+        fields["pretrain_epochs"] = 0 if fields["init"] is not None else DEFAULT_PRETRAIN_EPOCHS
     return TrainConfig(**fields, policy=policy_from_options(opts).to_dict())
 
 
