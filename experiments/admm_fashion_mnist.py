@@ -96,6 +96,11 @@ def runs(s: Settings, dense: Path) -> list[Run]:
     out.append(Run("scratch-e65_s0", "65", "scratch-e", 0,
                    tt("65", "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--finetune-lr",
                       str(s.scratch_lr))))
+    # the split of E between ADMM and fine-tuning: one ADMM epoch (its updates) and E - 1 of fine-tuning
+    split = ("--admm-epochs", "1", "--finetune-epochs", str(s.extra_epochs - 1), "--lr", str(s.lr),
+             "--admm-updates-per-epoch", str(2 * s.admm_updates_per_epoch))
+    out.append(Run("admm+kd80_split1_s0", "80", "admm+kd", 0, tt("80", *init, *split, "--distill")))
+    out.append(Run("admm+kd65_split1_s0", "65", "admm+kd", 0, tt("65", *init, *split, "--distill")))
     total = str(PRETRAIN_EPOCHS + s.extra_epochs)
     out.append(Run("scratch-total80_s0", "80", "scratch-total", 0,
                    tt("80", "--admm-epochs", "0", "--finetune-epochs", total, "--finetune-lr", str(s.scratch_lr))))
@@ -152,6 +157,7 @@ def results(store: Path) -> list[dict[str, Any]]:
         planned = final.get("planned", {})
         epochs = metrics["epochs"]
         admm = [e for e in epochs if e["phase"] == "admm"]
+        finetune = [e for e in epochs if e["phase"] == "finetune"]
         rows.append({
             "name": record["name"], "point": record["point"], "arm": record["arm"], "seed": record["seed"],
             "extra_epochs": len(epochs), "test_accuracy": 100 * final["accuracy"],
@@ -163,6 +169,7 @@ def results(store: Path) -> list[dict[str, Any]]:
             else 100 * final["accuracy_decomposed"],
             "admm_end_distance_max": admm[-1]["distance_summary"]["max"] if admm else None,
             "admm_min_dense_accuracy": min(100 * e["accuracy"] for e in admm) if admm else None,
+            "admm_epochs": len(admm), "finetune_epochs": len(finetune),
             "rho": [e["rho"] for e in admm], "wall_s": record["wall_s"], "command": record["command"],
         })
     return rows
@@ -208,13 +215,14 @@ def render(store: Path, report: Path, settings: Settings, planned: list[Run]) ->
     for point, label in (("80", "72% FLOPs↓ / 80% params↓"), ("65", "60% FLOPs↓ / 65% params↓")):
         point_rows = [r for r in rows if r["point"] == point]
         lines += [f"## {label}", "",
-                  "| run | arm | test acc. | Δ vs dense | FLOPs↓ | params↓ | approx. error | acc. after "
-                  "decomposition | ADMM end max ‖W−Z‖/‖W‖ | lowest dense acc. in ADMM | wall |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| run | arm | ADMM + FT epochs | test acc. | Δ vs dense | FLOPs↓ | params↓ | approx. error | "
+                  "acc. after decomposition | ADMM end max ‖W−Z‖/‖W‖ | lowest dense acc. in ADMM | wall |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in point_rows:
             delta = None if base is None else r["test_accuracy"] - base
             lines.append(
-                f"| {r['name']} | {r['arm']} | {r['test_accuracy']:.2f}% | {_pct(delta)} | "
+                f"| {r['name']} | {r['arm']} | {r['admm_epochs']} + {r['finetune_epochs']} | "
+                f"{r['test_accuracy']:.2f}% | {_pct(delta)} | "
                 f"{_pct(None if r['flops_reduction'] is None else 100 * r['flops_reduction'], 1)}% | "
                 f"{_pct(None if r['params_reduction'] is None else 100 * r['params_reduction'], 1)}% | "
                 f"{_pct(r['approx_error'], 4)} | {_pct(r['accuracy_decomposed'])}% | "
