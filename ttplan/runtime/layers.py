@@ -196,7 +196,7 @@ class TTConv2d(_TTLayer):
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, format: TTFormat | str = "hodec",  # noqa: A002 - tensorly-torch's keyword
+    def from_conv(cls, conv: nn.Conv2d, format: TTFormat | str = "hodec",
                   input_size: int | tuple[int, int] | None = None, scheme: ContractionPlan | str = "best",
                   fold_weights: bool = False, *, rank: int | None = None, ranks: Sequence[int] | None = None,
                   in_modes: Sequence[int] | None = None, out_modes: Sequence[int] | None = None,
@@ -245,7 +245,7 @@ class TTLinear(_TTLayer):
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, format: TTFormat | str = "ttm",  # noqa: A002 - as from_conv
+    def from_linear(cls, linear: nn.Linear, format: TTFormat | str = "ttm",
                     scheme: ContractionPlan | str = "best", fold_weights: bool = False, *,
                     rank: int | None = None, ranks: Sequence[int] | None = None,
                     in_modes: Sequence[int] | None = None, out_modes: Sequence[int] | None = None,
