@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import ttplan
 
@@ -20,17 +23,28 @@ print(ttplan.plan_layer(spec, ttplan.make_format("hodec", spec, rank=16)).best.m
 
 
 def test_documented_names_are_exposed() -> None:
+    from ttplan.arch.apply import convert
     from ttplan.core.formats import TTFormat
-    from ttplan.runtime.layers import TTConv2d, convert
+    from ttplan.runtime.layers import TTConv2d
 
-    expected = {"ConvSpec", "make_format", "TTFormat", "plan_layer", "plan_architecture", "optimize",
-                "ContractionPlan", "TTConv2d", "TTLinear", "convert", "TTPlanError", "retain_freed_memory"}
+    expected = {"ConvSpec", "make_format", "TTFormat", "plan_layer", "plan_architecture", "TTConv2d", "TTLinear",
+                "convert", "load", "ADMMCompression", "TTPlanError"}
     assert expected <= set(ttplan.__all__) <= set(dir(ttplan)) | {"__version__"}
     assert ttplan.TTFormat is TTFormat and ttplan.TTConv2d is TTConv2d and ttplan.convert is convert
     assert issubclass(ttplan.TTPlanError, ValueError)
-    from ttplan.runtime.allocator import retain_freed_memory
 
-    assert ttplan.retain_freed_memory is retain_freed_memory
+
+@pytest.mark.parametrize("name, home", [
+    ("optimize", "ttplan.core.search"),
+    ("ContractionPlan", "ttplan.core.contraction"),
+    ("retain_freed_memory", "ttplan.runtime.allocator"),
+])
+def test_internals_left_the_top_level_and_say_where_they_live(name: str, home: str) -> None:
+    assert name not in ttplan.__all__ and name not in dir(ttplan)
+    with pytest.raises(AttributeError) as info:
+        getattr(ttplan, name)
+    assert str(info.value) == f"ttplan.{name} is no longer a top-level name: from {home} import {name}"
+    assert getattr(importlib.import_module(home), name) is not None
 
 
 def test_unknown_name_is_an_attribute_error() -> None:

@@ -467,6 +467,16 @@ def plan_architecture(
     with `ttplan calibrate --channels-last` for such a model); `--autotune` measures instead.
     `fused` (with `latency`): layers may run as one call of ttplan's fused CPU kernel where predicted faster; None
     (default): wherever it can be built, i.e. for NCHW maps with a C compiler on this machine.
+
+    >>> import torch, ttplan
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+    ...                             torch.nn.Conv2d(32, 64, 3, padding=1))
+    >>> plan = ttplan.plan_architecture(model, (3, 32, 32))
+    >>> [(layer.name, layer.fmt.label if layer.decomposed else layer.reason) for layer in plan.layers]
+    [('0', 'first conv'), ('2', 'hodec')]
+    >>> f"{plan.totals.baseline_macs:,} -> {plan.totals.tt_macs:,} MACs"
+    '19,759,104 -> 5,997,568 MACs'
+    >>> tt = ttplan.convert(model, plan)  # the TT model as planned
     """
     if skip_slower is None:
         skip_slower = objective == "latency"

@@ -167,6 +167,12 @@ def plan_layer(
     gets a predicted time under `profile` (default: this user's calibrated profile, else the committed default).
     `fused` (with `latency`): the fused kernel may run the layer, so a fusable order run fused
     (`fastest_fused`) becomes the best where it is predicted faster than the best order on stock ops.
+
+    >>> from ttplan import ConvSpec, make_format, plan_layer
+    >>> spec = ConvSpec.make(64, 64, 3, padding=1, input_size=32)
+    >>> plan = plan_layer(spec, make_format("hodec", spec, rank=16))
+    >>> f"best {plan.best.macs:,} MACs, published {plan.published.macs:,}, dense {plan.baseline_macs:,}"
+    'best 4,497,408 MACs, published 14,942,208, dense 37,748,736'
     """
     profile = profile if profile is not None else load_profile()
     network = build_network(spec, fmt, batch)

@@ -69,7 +69,7 @@ def set_malloc(mode: str) -> str:
     if mode == "default":
         return "the C allocator as the process found it"
     if retain_freed_memory():
-        return "glibc set to retain freed memory (ttplan.retain_freed_memory())"
+        return "glibc set to retain freed memory (ttplan.runtime.allocator.retain_freed_memory())"
     return "retain asked for, but the C library is not glibc: allocator unchanged"
 
 

@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import torch
 from torch import nn
 
 from ttplan.core.contraction import ContractionPlan
-from ttplan.core.formats import TTFormat
+from ttplan.core.formats import TTFormat, format_names, make_format
 from ttplan.core.latency import LatencyProfile
 from ttplan.core.layer import best_order, one_order
 from ttplan.core.network import build_network
 from ttplan.core.schemes import plan_names, scheme
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.models.trace import conv_spec, trace_layers
+from ttplan.models.trace import conv_spec, stock_kind, trace_layers
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.fold_cache import cached_fold
 from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
@@ -67,6 +67,28 @@ def _check_layer_args(cls: str, spec: object, fmt: object) -> None:
     if spec.groups != 1:
         raise TTPlanError(f"{cls}: spec has groups={spec.groups}; only groups=1 convs can be TT-decomposed, so keep "
                           "a grouped conv as nn.Conv2d")
+
+
+def _layer_format(where: str, spec: ConvSpec, fmt: TTFormat | str, **spelling: object) -> TTFormat:
+    """`fmt` itself when built, else the format of that name built for `spec` from `spelling` (`make_format`)."""
+    given = {key: value for key, value in spelling.items() if value is not None}
+    if isinstance(fmt, TTFormat):
+        if given:
+            key = next(iter(given))
+            raise TTPlanError(f"{where}: {key}={given[key]!r} with a built format ({fmt.label}); give the format "
+                              f"by name (format={fmt.name!r}) to build it with {key}, or drop {key}")
+        return fmt
+    if not isinstance(fmt, str):
+        raise TTPlanError(f"{where}: format={fmt!r} ({type(fmt).__name__}): expected a TTFormat or a format name, "
+                          f"one of {', '.join(format_names(linear=spec.linear))}")
+    if fmt not in format_names(linear=spec.linear):
+        kind = "an nn.Linear" if spec.linear else "an nn.Conv2d"
+        raise TTPlanError(f"{where}: format={fmt!r}; expected one of {', '.join(format_names(linear=spec.linear))} "
+                          f"for {kind}")
+    if "rank" not in given and "ranks" not in given:
+        raise TTPlanError(f"{where}: format={fmt!r} needs its ranks: give rank=R (uniform, clipped to what the "
+                          "layer allows) or ranks=[...]")
+    return make_format(fmt, spec, **given)  # type: ignore[arg-type]
 
 
 class _TTLayer(nn.Module):
@@ -174,15 +196,38 @@ class TTConv2d(_TTLayer):
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, fmt: TTFormat, input_size: int | tuple[int, int],
-                  plan: ContractionPlan | str = "best", fold_weights: bool = False, *, batch: int = 1,
+    def from_conv(cls, conv: nn.Conv2d, format: TTFormat | str = "hodec",
+                  input_size: int | tuple[int, int] | None = None, scheme: ContractionPlan | str = "best",
+                  fold_weights: bool = False, *, rank: int | None = None, ranks: Sequence[int] | None = None,
+                  in_modes: Sequence[int] | None = None, out_modes: Sequence[int] | None = None,
+                  order: int | None = None, tt_shapes: Sequence[int] | None = None, batch: int = 1,
                   lowering: Lowering | None = None) -> TTConv2d:
-        """The TT-SVD of `conv` in `fmt`, planned at `input_size` (H, W): every geometry field taken from the module
-        (`conv_spec`: padding as torch pads, its padding mode), so the layer computes what `conv` computes (exactly
-        at maximal ranks). TTPlanError for what ttplan cannot run exactly: a grouped conv, a subclass's forward."""
-        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        spec = conv_spec(conv, size)  # type: ignore[arg-type]
-        return cls.from_dense(conv.weight, conv.bias, spec, fmt, plan, fold_weights, batch=batch, lowering=lowering)
+        """The TT-SVD of `conv`, planned at `input_size` (H, W) and run by `scheme` (`best`, a scheme name or a
+        `ContractionPlan`); every geometry field is taken from the module (padding as torch pads, its padding mode).
+
+        `format` is a `TTFormat`, or a format name built with `rank`/`ranks` and optionally
+        `in_modes`/`out_modes`/`order`/`tt_shapes` (`make_format`). The layer computes `conv` with its kernel
+        replaced by `to_dense()` (exactly at maximal ranks). TTPlanError for what ttplan cannot run exactly: a
+        grouped conv, a subclass's forward.
+
+        >>> import torch, ttplan
+        >>> conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+        >>> layer = ttplan.TTConv2d.from_conv(conv, format="hodec", rank=16, input_size=32)
+        >>> layer.fmt.in_modes, layer.fmt.ranks
+        ((4, 4, 4), (1, 16, 16, 16, 16, 16, 16, 1))
+        >>> f"{layer.plan.macs:,} MACs vs {layer.spec.dense_macs():,} dense"
+        '4,497,408 MACs vs 37,748,736 dense'
+        >>> layer(torch.randn(2, 64, 32, 32)).shape
+        torch.Size([2, 64, 32, 32])
+        """
+        if input_size is None:
+            raise TTPlanError("from_conv: input_size=None; expected the input height and width the layer is "
+                              "planned at, an int or (H, W), e.g. input_size=32")
+        spec = conv_spec(conv, input_size)  # type: ignore[arg-type]  # ConvSpec.make checks it, int or (H, W)
+        fmt = _layer_format("from_conv", spec, format, rank=rank, ranks=ranks, in_modes=in_modes,
+                            out_modes=out_modes, order=order, tt_shapes=tt_shapes)
+        return cls.from_dense(conv.weight, conv.bias, spec, fmt, scheme, fold_weights, batch=batch,
+                              lowering=lowering)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)
@@ -199,6 +244,32 @@ class TTLinear(_TTLayer):
             raise TTPlanError(f"TTLinear got a conv layer ({spec.describe()}); use TTConv2d")
         super().__init__(spec, fmt, plan, fold_weights, device, dtype, batch=batch, lowering=lowering)
 
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, format: TTFormat | str = "ttm",
+                    scheme: ContractionPlan | str = "best", fold_weights: bool = False, *,
+                    rank: int | None = None, ranks: Sequence[int] | None = None,
+                    in_modes: Sequence[int] | None = None, out_modes: Sequence[int] | None = None,
+                    order: int | None = None, batch: int = 1, lowering: Lowering | None = None) -> TTLinear:
+        """The TT-SVD of `linear` (its bias kept), in `format`: a `TTFormat`, or a format name built with
+        `rank`/`ranks` and optionally `in_modes`/`out_modes`/`order` (`make_format`); `scheme` as in `from_conv`.
+
+        >>> import torch, ttplan
+        >>> linear = torch.nn.Linear(512, 256)
+        >>> layer = ttplan.TTLinear.from_linear(linear, format="ttm", rank=8)
+        >>> layer.fmt.in_modes, layer.fmt.out_modes
+        ((8, 8, 8), (4, 8, 8))
+        >>> layer(torch.randn(3, 512)).shape
+        torch.Size([3, 256])
+        """
+        if stock_kind(linear) != "linear":
+            raise TTPlanError(f"from_linear: {type(linear).__name__} is not an nn.Linear running torch's own "
+                              "forward; ttplan converts only those (keep this layer dense)")
+        spec = ConvSpec.make_linear(linear.in_features, linear.out_features, linear.bias is not None)
+        fmt = _layer_format("from_linear", spec, format, rank=rank, ranks=ranks, in_modes=in_modes,
+                            out_modes=out_modes, order=order, tt_shapes=None)
+        return cls.from_dense(linear.weight, linear.bias, spec, fmt, scheme, fold_weights, batch=batch,
+                              lowering=lowering)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         y = self._run(x.reshape(-1, self.spec.in_channels, 1, 1))
@@ -212,6 +283,13 @@ def _swap(model: nn.Module, name: str, layer: nn.Module) -> None:
     setattr(parent, attr, layer)
 
 
+def check_model(model: object) -> None:
+    """A one-line TTPlanError unless `model` is an `nn.Module` (a preset name gets the call that builds it)."""
+    if not isinstance(model, nn.Module):
+        hint = f"; build the preset with ttplan.models.load_model({model!r})" if isinstance(model, str) else ""
+        raise TTPlanError(f"convert: model={model!r} is a {type(model).__name__}, expected a torch nn.Module{hint}")
+
+
 def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: tuple[int, int, int],
             scheme: str = "best", fold_weights: bool = False, *, plans: dict[str, ContractionPlan] | None = None,
             lowerings: dict[str, Lowering] | None = None) -> nn.Module:
@@ -223,9 +301,7 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     layer's plan; `lowerings` a layer's ops and layout. Biases are kept; the copy keeps the model's
     device, dtype and training mode.
     """
-    if not isinstance(model, nn.Module):
-        hint = f"; build the preset with ttplan.models.load_model({model!r})" if isinstance(model, str) else ""
-        raise TTPlanError(f"convert: model={model!r} is a {type(model).__name__}, expected a torch nn.Module{hint}")
+    check_model(model)
     if not isinstance(formats, Mapping) or not all(isinstance(name, str) for name in formats):
         raise TTPlanError(f"convert: formats={formats!r} is a {type(formats).__name__}, expected a dict of layer "
                           "name -> TTFormat (or None), e.g. {'layer1.0.conv1': make_format('hodec', spec, rank=8)}")
@@ -262,4 +338,4 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     return out
 
 
-__all__ = ["PLAN_NAMES", "TTConv2d", "TTLinear", "convert", "resolve_plan"]
+__all__ = ["PLAN_NAMES", "TTConv2d", "TTLinear", "check_model", "convert", "resolve_plan"]
