@@ -307,17 +307,22 @@ def load_dataset(name: str, path: str | Path | None, image_size: int | None = No
     if eval_split == "validation":
         evaluation = _take(train, validation)
     if train_subset is not None:
-        _check_size("train_subset", train_subset)
-        if train_subset > len(rest):
-            raise TTPlanError(f"train_subset={train_subset}: only {len(rest)} training images lie outside the "
-                              f"validation split of {key}; give at most {len(rest)} (or none for all)")
-        keep = rest[:train_subset]
+        keep = _subset(rest, train_subset, key)
     if keep is not None:
         train = _take(train, torch.sort(keep).values)
     _check_not_empty(key, train, evaluation, eval_split)
     if augment and black_fill is not None:
         return Augmented(train, black_fill), evaluation
     return train, evaluation
+
+
+def _subset(rest: torch.Tensor, train_subset: int, name: str) -> torch.Tensor:
+    """The first `train_subset` of the training indices outside the validation split, or one line if too many."""
+    _check_size("train_subset", train_subset)
+    if train_subset > len(rest):
+        raise TTPlanError(f"train_subset={train_subset}: only {len(rest)} training images lie outside the "
+                          f"validation split of {name}; give at most {len(rest)} (or none for all)")
+    return rest[:train_subset]
 
 
 def _user_splits(target: str, train_subset: int | None, eval_split: str) -> tuple[Dataset, Dataset]:
@@ -332,11 +337,7 @@ def _user_splits(target: str, train_subset: int | None, eval_split: str) -> tupl
     elif eval_split == "validation":
         evaluation = validation
     if train_subset is not None:
-        _check_size("train_subset", train_subset)
-        if train_subset > len(rest):
-            raise TTPlanError(f"train_subset={train_subset}: only {len(rest)} training images lie outside the "
-                              f"validation split of {target}; give at most {len(rest)} (or none for all)")
-        rest = rest[:train_subset]
+        rest = _subset(rest, train_subset, target)
     if eval_split == "validation" or train_subset is not None:
         train = _take(train, torch.sort(rest).values)
     _check_not_empty(target, train, evaluation, eval_split)
