@@ -1,5 +1,5 @@
-"""One planning request for every command (issue #24): `plan` and `train` decide the same layers from the same
-options, and the JSON of `plan --json` is a config that replans to the same totals."""
+"""One planning request for every command (issue #24): `plan`, `train`, `bench model` and `bench lowerings` decide
+the same layers from the same options, and the JSON of `plan --json` is a config that replans to the same totals."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import one_line_error, run
-from ttplan.arch.request import PlanRequest
+from ttplan.arch.architecture import plan_architecture
+from ttplan.arch.policy import Policy
+from ttplan.arch.request import PlanRequest, run_request
+from ttplan.core.latency import LatencyProfile, OpModel
 
 #: the committed ResNet-20 config: 12 layers of layer2 and layer3, the rest of the model unnamed
 CONFIG = Path(__file__).resolve().parents[2] / "reports" / "configs" / "resnet20_hodec.json"
 #: `ttplan train`'s quickest run that still decomposes (its plan.json is the TT model it trained)
 TINY_RUN = ["--dataset", "digits", "--image-size", "8", "--max-batches", "1", "--pretrain-epochs", "0",
             "--admm-epochs", "1", "--finetune-epochs", "0", "--threads", "1"]
+#: time proportional to MACs, so that a latency objective decomposes layers whatever this machine measured
+MAC_PROFILE = LatencyProfile("macs", "cpu", 1, "test", {f"{k}:any": OpModel(0.0, 0.0, 1.0)
+                                                        for k in ("feature", "conv", "weight", "dense")})
 
 pytestmark = pytest.mark.usefixtures("keep_threads")
 
@@ -110,3 +116,43 @@ def test_a_request_carries_its_choices_as_json() -> None:
     assert PlanRequest.with_choices("resnet20", request.choices(), batch=2) == request
     with pytest.raises(Exception, match="plan choices batch: unknown"):
         PlanRequest.with_choices("resnet20", {"batch": 2})
+
+
+def test_bench_lowerings_and_bench_model_plan_what_plan_plans() -> None:
+    """Both benchmarks plan through `PlanRequest` with `plan`'s options (they planned the default policy, or a config
+    whose unnamed layers followed it): the same layers in the same formats."""
+    from ttplan.bench.lowerings import layer_groups
+    from ttplan.bench.model import prepare
+
+    choices = {"config_path": str(CONFIG), "unnamed": "policy", "policy": {"rank": 4}}
+    plan = layer_formats(planned(["resnet20", "--config", CONFIG, "--unnamed", "policy", "--rank", "4"]))
+    grouped = {name: group.fmt.to_dict() for group in layer_groups("resnet20", 1, choices) for name in group.names}
+    assert grouped == {name: {k: v for k, v in fmt.items() if k != "tt_shapes"} for name, fmt in plan.items()
+                       if fmt is not None}
+    bench = prepare("resnet20", choices=choices, batch=1, threads=1, objective="macs", profile=MAC_PROFILE)
+    assert {layer.name: layer.fmt for layer in bench.plan.layers} == {
+        layer.name: layer.fmt for layer in run_request(PlanRequest.with_choices("resnet20", choices)).plan.layers}
+    assert any(layer.decomposed for layer in bench.plan.layers)
+    # with no choices, the plan of the default policy it made before (`plan_architecture` with `Policy()`)
+    default = prepare("resnet20", batch=2, threads=1, objective="latency", profile=MAC_PROFILE)
+    before = plan_architecture("resnet20", None, None, Policy(), 2, True, objective="latency", profile=MAC_PROFILE)
+    assert default.plan.to_dict() == before.to_dict()
+    old = plan_architecture("resnet20", batch=1, fold_weights=True)  # what `bench lowerings` planned before
+    assert [(group.names, group.plan.pairs) for group in layer_groups("resnet20", 1)] == [
+        (tuple(layer.name for layer in old.layers if layer.decomposed and (layer.spec, layer.fmt) == key),
+         next(layer.plan.best.pairs for layer in old.layers if (layer.spec, layer.fmt) == key))
+        for key in dict.fromkeys((layer.spec, layer.fmt) for layer in old.layers if layer.decomposed)]
+
+
+def test_bench_model_takes_plans_options_and_names_them_in_its_report(tmp_path) -> None:
+    out = tmp_path / "models.md"
+    result = run(["bench", "model", "resnet20", "--config", CONFIG, "--unnamed", "policy", "--rank", "4",
+                  "--no-skip-first", "--batch", "1", "--threads", "1", "--rounds", "1", "--objective", "macs",
+                  "--out", out])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert (f"`ttplan bench model resnet20 --config {CONFIG} --unnamed policy --rank 4 --no-skip-first --batch 1 "
+            "--threads 1") in text
+    plan = planned(["resnet20", "--config", CONFIG, "--unnamed", "policy", "--rank", "4", "--no-skip-first"])
+    decomposed = sum(fmt is not None for fmt in layer_formats(plan).values())
+    assert f"| {decomposed} / {len(plan['layers']) - decomposed} |" in text

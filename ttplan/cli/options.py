@@ -335,6 +335,27 @@ def plan_choices(opts: dict) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
+def given_flags(ctx: click.Context, values: dict) -> str:
+    """The options among `values` given on the command line, spelled back as flags in declaration order (e.g.
+    ` --config c.json --rank 8`): what a report's command line needs beyond the defaults."""
+    from click.core import ParameterSource
+
+    words = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name not in values:
+            continue
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = values[param.name]
+        long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if param.is_flag:
+            off = next((o for o in param.secondary_opts if o.startswith("--")), None)
+            words.append(long if value or off is None else off)
+        else:
+            words.append(f"{long} {value:g}" if isinstance(value, float) else f"{long} {value}")
+    return "".join(f" {word}" for word in words)
+
+
 def model_input_size(arch: str, size: tuple[int, ...] | None) -> tuple[int, int, int] | None:
     """`--input-size` for a model: C,H,W as given; H,W take a preset's C; None keeps the preset's own size."""
     from ttplan.models.registry import PRESETS
