@@ -13,6 +13,7 @@ from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.arch.request import PlanRequest, run_request
 from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.errors import TTPlanError
 
 #: the committed ResNet-20 config: 12 layers of layer2 and layer3, the rest of the model unnamed
 CONFIG = Path(__file__).resolve().parents[2] / "reports" / "configs" / "resnet20_hodec.json"
@@ -114,7 +115,7 @@ def test_a_request_carries_its_choices_as_json() -> None:
                                                     "policy": {"rank": 4, "skip_first": False}}, batch=2)
     assert json.loads(json.dumps(request.choices())) == request.choices()
     assert PlanRequest.with_choices("resnet20", request.choices(), batch=2) == request
-    with pytest.raises(Exception, match="plan choices batch: unknown"):
+    with pytest.raises(TTPlanError, match="plan choices batch: unknown"):
         PlanRequest.with_choices("resnet20", {"batch": 2})
 
 
