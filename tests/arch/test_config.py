@@ -118,3 +118,21 @@ def test_save_then_load_replays_the_formats(tmp_path, resnet20_layers, suffix) -
     assert config["layer2.0.conv1"].format == "tucker2"
     assert config["layer1.0.conv1"].tt_shapes == (2, 8, 9, 4, 4)
     assert resolve_formats(config, resnet20_layers) == {k: v for k, v in formats.items() if v is not None}
+
+
+def test_a_plans_json_is_a_config(tmp_path, resnet20_layers) -> None:
+    """`ttplan plan --json` writes formats as `kind` beside MACs and the rest: its layers read as entries, each
+    decomposed one in its format, each other one (a layer `--skip-worse` rejected too) dense."""
+    fmt = get_format("hodec")((4, 4), (4, 4), (1, 4, 4, 4, 4, 1))
+    spec = next(layer.spec for layer in resnet20_layers if layer.name == "layer1.0.conv1")
+    rows = [{"name": "layer1.0.conv1", "decomposed": True, "best": {"macs": 1},
+             "format": {**fmt.to_dict(), "tt_shapes": list(fmt.tt_shapes(spec))}},
+            {"name": "layer1.0.conv2", "decomposed": False, "format": fmt.to_dict(), "dense_reason": "--skip-worse"},
+            {"name": "conv1", "decomposed": False, "format": None}]
+    config = load_config(_write(tmp_path / "plan.json", {"model": "resnet20", "layers": rows, "totals": {}}))
+    assert config["layer1.0.conv2"].dense and config["conv1"].dense
+    assert resolve_formats(config, resnet20_layers) == {"layer1.0.conv1": fmt}
+    assert load_config(_write(tmp_path / "kind.json", {"layer1.0.conv1": {"kind": "tucker2", "rank": 4}})) == {
+        "layer1.0.conv1": LayerConfig("tucker2", rank=4)}
+    with pytest.raises(TTPlanError, match="'layer1.0.conv1' appears twice in its layers"):
+        load_config(_write(tmp_path / "twice.json", {"layers": rows[:1] * 2}))

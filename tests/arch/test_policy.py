@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ttplan.arch.config import LayerConfig
-from ttplan.arch.policy import Policy, decide, formats_for
+from ttplan.arch.policy import Policy, decide, formats_for, unnamed_rule
 from ttplan.core.formats import get_format, make_format
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
@@ -74,11 +74,35 @@ def test_skip_switches(resnet20_layers) -> None:
 def test_config_wins_over_the_policy(resnet20_layers) -> None:
     config = {"conv1": LayerConfig("hodec", tt_shapes=(4, 4, 9, 3), ranks=(1, 4, 3, 3, 1)),
               "layer1.0.conv1": LayerConfig("dense")}
-    decisions = decide(resnet20_layers, Policy(), config)
+    decisions = decide(resnet20_layers, Policy(), config, unnamed="policy")
     assert decisions["conv1"].fmt == get_format("hodec")((3,), (4, 4), (1, 4, 3, 3, 1))
     assert decisions["conv1"].source == "config"
     assert decisions["layer1.0.conv1"].fmt is None and decisions["layer1.0.conv1"].reason == "dense in config"
     assert decisions["layer1.0.conv2"].source == "policy" and decisions["layer1.0.conv2"].fmt is not None
+
+
+def test_the_layers_a_config_does_not_name_stay_dense_unless_sent_to_the_policy(resnet20_layers) -> None:
+    """Issue #24: `plan --config` sent the unnamed layers to the policy while `train --config` kept them dense. One
+    rule now: dense by default where a config is given, the policy with `unnamed="policy"` or without a config."""
+    config = {"layer1.0.conv2": LayerConfig("hodec", rank=4)}
+    decisions = decide(resnet20_layers, Policy(), config)
+    assert [name for name, d in decisions.items() if d.fmt is not None] == ["layer1.0.conv2"]
+    assert decisions["layer2.0.conv1"].reason == "not in config" and decisions["layer2.0.conv1"].source == "config"
+    mixed = decide(resnet20_layers, Policy(), config, unnamed="policy")
+    assert mixed["layer2.0.conv1"].fmt is not None and mixed["conv1"].reason == "first conv"
+    assert decide(resnet20_layers, Policy()) == decide(resnet20_layers, Policy(), None, "policy")
+    assert unnamed_rule(None, config=True) == "dense" and unnamed_rule(None, config=False) == "policy"
+    assert unnamed_rule(None, config=True, budget=True) == "policy"  # the budget searches them
+
+
+@pytest.mark.parametrize("unnamed, config, budget, match", [
+    ("all", True, False, "unnamed='all': expected one of policy, dense"),
+    ("dense", False, False, "--unnamed dense without --config"),
+    ("dense", True, True, "--unnamed dense with a budget target"),
+])
+def test_unusable_unnamed_rules_are_one_line(unnamed, config, budget, match) -> None:
+    with pytest.raises(TTPlanError, match=match):
+        unnamed_rule(unnamed, config, budget)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -452,12 +452,14 @@ def plan_architecture(
     autotune: str | None = None,
     channels_last: bool = False,
     fused: bool | None = None,
+    unnamed: str | None = None,
 ) -> ArchPlan:
     """Trace a model and plan every layer; the result's `layers` and `totals` are what `ttplan plan` prints.
 
     `model_or_name`: a preset (`resnet56`), a `module:callable`, or an `nn.Module` (then `input_size`
-    (C, H, W) is required). `config`: entries from `load_config` or a path to one; layers it does not
-    cover follow `policy`. Every decomposed layer is planned with `plan_layer` at `batch`; `to_dict()`
+    (C, H, W) is required). `config`: entries from `load_config` or a path to one; the layers it does
+    not name stay dense, or follow `policy` with `unnamed="policy"` (`ttplan.arch.policy.unnamed_rule`); without
+    a config every layer follows `policy`. Every decomposed layer is planned with `plan_layer` at `batch`; `to_dict()`
     gives `layers[i].{name, baseline.macs, baseline.params, schemes.<name>.macs, best.macs, best.params,
     worse_than_dense}` and `totals.{baseline,tt}.{macs,params}` (MACs; FLOPs = 2 x MACs).
     `objective` picks what each best order minimises; `skip_slower` (default: on for `latency`) keeps
@@ -488,7 +490,7 @@ def plan_architecture(
     if isinstance(config, (str, Path)):
         config = load_config(config)
     traced = trace_model(model_or_name, input_size)
-    decisions = decide(traced.layers, policy, config)
+    decisions = decide(traced.layers, policy, config, unnamed)
     rows = plan_layers(traced.layers, decisions, batch=batch, fold_weights=fold_weights, skip_worse=skip_worse,
                        objective=objective, profile=profile, skip_slower=skip_slower, autotune=autotune,
                        channels_last=channels_last, fused=fused)

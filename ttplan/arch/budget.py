@@ -3,7 +3,7 @@
 Objective, as the project plans layers ("fewest MACs at a given parameter count"): among the
 configurations that meet both targets, keep as many parameters as the targets allow (capacity) and,
 at that parameter count, the fewest model MACs (best orders). Layers the policy would decompose take
-part; config entries and skipped layers stay as they are.
+part (with a config, the layers it does not name); config entries and skipped layers stay as they are.
 
 Method: each layer gets candidate formats (uniform ranks from a geometric grid, clipped to the exact
 ranks; with `search_format` also 1-3 modes a side and their factorisations), each costed by its best
@@ -31,7 +31,7 @@ from torch import nn
 
 from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
 from ttplan.arch.config import LayerConfig, load_config
-from ttplan.arch.policy import Decision, Policy, decide, skip_reason
+from ttplan.arch.policy import Decision, Policy, decide, skip_reason, unnamed_rule
 from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
 from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
 from ttplan.core.layer import best_order
@@ -280,12 +280,14 @@ def prepare_budget(
     profile: LatencyProfile | None = None,
     skip_worse: bool = False,
     skip_slower: bool | None = None,
+    unnamed: str | None = None,
 ) -> BudgetProblem:
     """Trace the model and list the candidates; targets are model-level reductions (e.g. 0.72 = 72% fewer).
 
     `target_speedup` S asks for a predicted time of the conv/linear layers <= dense / S (latency profile);
     it replaces the MACs target (the search trades time against parameters instead of MACs).
     `skip_worse`, `skip_slower` (default: on for `latency`): as in `plan_architecture`, applied to the candidates.
+    The layers a `config` does not name are searched (`unnamed_rule` with a budget refuses to keep them dense).
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
@@ -302,7 +304,7 @@ def prepare_budget(
         config = load_config(config)
     traced = trace_model(model_or_name, input_size)
     label, layers, size, all_params = traced.label, traced.layers, traced.input_size, traced.all_params
-    decisions = decide(layers, policy, config)
+    decisions = decide(layers, policy, config, unnamed_rule(unnamed, bool(config), budget=True))
     first_conv = next((layer.name for layer in layers if layer.kind == "conv"), None)
     free = [layer.name for layer in layers
             if not (config and layer.name in config) and skip_reason(layer, policy, first_conv) is None]

@@ -7,8 +7,11 @@ One entry per layer, keyed by its qualified name (`layer3.0.conv1`; the publishe
      "layer3.0.conv2": {"format": "hodec", "in_modes": [4, 4, 4], "out_modes": [4, 4, 4], "rank": 16},
      "fc":             {"format": "dense"}}
 
-`format` defaults to hodec; `"dense"` keeps a layer dense (so a saved config replays exactly).
-Entries are checked against the model only in `resolve_formats`, where the layer geometry is known.
+`format` defaults to hodec (`kind`, as a plan's JSON spells it, is accepted in its place); `"dense"` keeps a layer
+dense (so a saved config replays exactly). The JSON `ttplan plan --json` writes is a config too: each of its
+`layers` is an entry, dense where it was not decomposed, else its `format` (every other key of the plan, such as
+its MACs, is ignored). Entries are checked against the model only in `resolve_formats`, where the layer geometry
+is known.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ if TYPE_CHECKING:  # tracing needs torch; planning from a config does not
 DENSE = "dense"
 FORMATS = (*KINDS, DENSE)
 KEYS = ("format", "tt_shapes", "in_modes", "out_modes", "ranks", "rank", "order")
+#: another spelling of `format` in an entry: the key a plan's JSON (`TTFormat.to_dict`) names the format by
+KIND = "kind"
+#: the keys of a planned format (`ttplan plan --json`, `layers[i].format`) an entry takes; `tt_shapes` follows
+PLANNED_KEYS = ("in_modes", "out_modes", "ranks")
 
 
 @dataclass(frozen=True)
@@ -87,11 +94,14 @@ def parse_entry(name: str, entry: object) -> LayerConfig:
             f"config entry {name!r}: expected a mapping like {{format, tt_shapes, ranks}} or "
             f"{{format, in_modes, out_modes, rank}}, got {type(entry).__name__}"
         )
-    unknown = sorted(set(entry) - set(KEYS))
+    unknown = sorted(set(entry) - {*KEYS, KIND})
     if unknown:
         raise TTPlanError(f"config entry {name!r}: unknown key(s) {', '.join(map(str, unknown))}; "
-                          f"accepted keys: {', '.join(KEYS)}")
-    kind = entry.get("format", "hodec")
+                          f"accepted keys: {', '.join(KEYS)} ({KIND!r} for format)")
+    if "format" in entry and KIND in entry and entry["format"] != entry[KIND]:
+        raise TTPlanError(f"config entry {name!r}: format={entry['format']!r} and kind={entry[KIND]!r} differ; "
+                          "give one (kind is another spelling of format)")
+    kind = entry.get("format", entry.get(KIND, "hodec"))
     if kind not in FORMATS:
         raise TTPlanError(f"config entry {name!r}: format={kind!r}; expected one of {', '.join(FORMATS)}")
     if kind == DENSE:
@@ -146,15 +156,39 @@ def load_config(path: str | Path) -> dict[str, LayerConfig]:
         detail = " ".join(str(error).split())
         raise TTPlanError(f"config {str(path)!r}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
                           f"({detail})") from error
+    if isinstance(data, dict) and isinstance(data.get("layers"), list):
+        data = planned_entries(data["layers"], path)
     if not isinstance(data, dict) or not data:
         raise TTPlanError(f"config {str(path)!r}: expected a non-empty mapping of layer names to entries, "
-                          'e.g. {"layer1.0.conv1": {"format": "hodec", "rank": 8}}')
+                          'e.g. {"layer1.0.conv1": {"format": "hodec", "rank": 8}}, or the JSON of `ttplan plan '
+                          "--json`")
     out: dict[str, LayerConfig] = {}
     for raw, entry in data.items():
         name = layer_key(str(raw))
         if name in out:
             raise TTPlanError(f"config {str(path)!r}: layer {name!r} appears twice (with and without '.weight')")
         out[name] = parse_entry(str(raw), entry)
+    return out
+
+
+def planned_entries(rows: list, path: Path) -> dict[str, object]:
+    """The entries of a plan's `layers` (`ttplan plan --json`): a decomposed layer's format, else dense."""
+    out: dict[str, object] = {}
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise TTPlanError(f"config {str(path)!r}: layers[{number}] has no name; expected the rows "
+                              "`ttplan plan --json` writes, each with name, decomposed and format")
+        fmt = row.get("format")
+        if not row.get("decomposed"):
+            entry: object = DENSE
+        elif isinstance(fmt, dict):
+            entry = {"format": fmt.get(KIND), **{key: fmt.get(key) for key in PLANNED_KEYS}}
+        else:
+            raise TTPlanError(f"config {str(path)!r}: layer {row['name']!r} is decomposed but has no format; "
+                              "expected a format like {\"kind\": \"hodec\", \"in_modes\": [...], ...}")
+        if row["name"] in out:
+            raise TTPlanError(f"config {str(path)!r}: layer {row['name']!r} appears twice in its layers")
+        out[row["name"]] = entry
     return out
 
 

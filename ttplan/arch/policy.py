@@ -1,15 +1,16 @@
 """The default policy: which format and ranks a layer gets when no config entry covers it, and what stays dense.
 
-Precedence for each traced layer: a config entry (its format, or `dense`) > grouped convs stay dense >
-the skip rules (first conv, 1x1 convs, fewer than `min_channels` channels, linear layers unless
-`linear`) > the policy's format at a uniform `rank` or at `rank_fraction` of the exact ranks
-(`TTFormat.max_ranks`). A layer whose channels cannot be split into `order` modes stays dense, and says why.
+Precedence for each traced layer: a config entry (its format, or `dense`) > with a config, the layers it does not
+name stay dense unless `unnamed_rule` sends them on to the policy > grouped convs stay dense > the skip rules
+(first conv, 1x1 convs, fewer than `min_channels` channels, linear layers unless `linear`) > the policy's format
+at a uniform `rank` or at `rank_fraction` of the exact ranks (`TTFormat.max_ranks`). A layer whose channels cannot
+be split into `order` modes stays dense, and says why.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 from ttplan.arch.config import LayerConfig, resolve_formats
@@ -24,6 +25,10 @@ DEFAULT_FORMAT = "hodec"
 #: the formats a policy may give conv layers: the default first, then the other registered conv formats
 CONV_FORMATS = (DEFAULT_FORMAT, *(n for n in format_names(linear=False) if n != DEFAULT_FORMAT))
 DEFAULT_RANK_FRACTION = 0.5
+#: what the layers a config does not name get (`--unnamed`): the policy's decision, or dense
+UNNAMED = ("policy", "dense")
+#: the reason a layer the config does not name stays dense under `--unnamed dense`
+UNNAMED_DENSE = "not in config"
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,35 @@ class Policy:
         """JSON-ready fields."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: object) -> Policy:
+        """The policy of `to_dict`'s fields (missing: the defaults); anything else is a one-line error."""
+        if not isinstance(data, dict):
+            raise TTPlanError(f"policy={data!r}: expected a mapping of Policy fields, e.g. {{'rank': 8}}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TTPlanError(f"policy has unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def unnamed_rule(unnamed: str | None, config: bool, budget: bool = False) -> str:
+    """What the layers a config does not name get, `policy` or `dense`: `unnamed` if given, else `dense` where a
+    `config` is given (it is the user's choice of layers) and `policy` without one or with a `budget` (which searches
+    them). Every command decides its layers by this rule (`decide`); a value it cannot use is a one-line error."""
+    if unnamed is None:
+        return "dense" if config and not budget else "policy"
+    if unnamed not in UNNAMED:
+        raise TTPlanError(f"unnamed={unnamed!r}: expected one of {', '.join(UNNAMED)}")
+    if unnamed == "dense" and not config:
+        raise TTPlanError("--unnamed dense without --config: every layer would stay dense; give --config FILE "
+                          "(or drop --unnamed)")
+    if unnamed == "dense" and budget:
+        raise TTPlanError("--unnamed dense with a budget target: the budget picks the formats of the layers the "
+                          "config does not name, so none would be left to search; drop --unnamed dense (or the "
+                          "target)")
+    return unnamed
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -115,9 +149,12 @@ def skip_reason(layer: TracedLayer, policy: Policy, first_conv: str | None) -> s
 
 
 def decide(
-    layers: list[TracedLayer], policy: Policy, config: dict[str, LayerConfig] | None = None
+    layers: list[TracedLayer], policy: Policy, config: dict[str, LayerConfig] | None = None,
+    unnamed: str | None = None,
 ) -> dict[str, Decision]:
-    """Every layer's decision in trace order: config entries first, then the policy's rules."""
+    """Every layer's decision in trace order: config entries first, then the layers the config does not name, dense
+    or by the policy's rules as `unnamed_rule(unnamed, ...)` says."""
+    rule = unnamed_rule(unnamed, bool(config))
     from_config = resolve_formats(config, layers) if config else {}
     first_conv = next((layer.name for layer in layers if layer.kind == "conv"), None)
     out: dict[str, Decision] = {}
@@ -125,6 +162,9 @@ def decide(
         if config and layer.name in config:
             fmt = from_config.get(layer.name)
             out[layer.name] = Decision(fmt, None if fmt else "dense in config", "config")
+            continue
+        if rule == "dense":
+            out[layer.name] = Decision(None, UNNAMED_DENSE, "config")
             continue
         reason = skip_reason(layer, policy, first_conv)
         if reason is not None:
@@ -138,7 +178,8 @@ def decide(
 
 
 def formats_for(
-    layers: list[TracedLayer], policy: Policy, config: dict[str, LayerConfig] | None = None
+    layers: list[TracedLayer], policy: Policy, config: dict[str, LayerConfig] | None = None,
+    unnamed: str | None = None,
 ) -> dict[str, TTFormat | None]:
     """Each layer's format, `None` where it stays dense (`decide` gives the reason)."""
-    return {name: decision.fmt for name, decision in decide(layers, policy, config).items()}
+    return {name: decision.fmt for name, decision in decide(layers, policy, config, unnamed).items()}

@@ -1,8 +1,10 @@
-"""One architecture planning request, as `ttplan plan` makes it: a policy plan, or a budget search when targets are set.
+"""One architecture planning request, as every command makes it: a policy plan, or a budget search when targets are set.
 
-The request checks its own combinations (a budget picks the ranks, so it refuses a uniform rank or a rank
-fraction; it costs candidates by prediction on stock ops, so it refuses `--autotune` and `--fuse`; a format
-search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
+`ttplan plan`, `emit --arch`, `bench model` and `bench lowerings` build it from the same options (`CHOICES`: the
+config, the policy, the rule for the layers a config does not name, `--skip-worse` and the budget) and plan
+through `run_request`. The request checks its own combinations (a budget picks the ranks, so it refuses a uniform
+rank or a rank fraction; it costs candidates by prediction on stock ops, so it refuses `--autotune` and `--fuse`; a
+format search needs a budget), runs, and returns the plan, the formats it chose, any extra report keys and the
 warnings to show (orders from the bounded search, a profile fitted for the other memory format).
 """
 
@@ -12,15 +14,22 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttplan.arch.config import LayerConfig, load_config, save_config
-from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy
+from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy, unnamed_rule
 from ttplan.core.memory_format import memory_format_warning
 from ttplan.errors import TTPlanError
 
+if TYPE_CHECKING:  # torch-free either way; imported where used so that `--help` stays light
+    from ttplan.core.latency import LatencyProfile
+
 #: (label, length) -> a context manager whose `update(n)` advances a progress display
 Progress = Callable[[str, int], AbstractContextManager[Any]]
+#: the fields that choose each layer's format (`ttplan plan`'s policy and budget options); the others say what is
+#: planned and how it is costed
+CHOICES = ("config_path", "policy", "unnamed", "skip_worse", "target_macs_reduction", "target_params_reduction",
+           "target_speedup", "search_format")
 
 
 @dataclass(frozen=True)
@@ -52,10 +61,17 @@ class PlanRequest:
     fused: bool | None = None
     #: config entries given directly (e.g. a training run's recorded formats), in place of `config_path`
     layer_config: dict[str, LayerConfig] | None = None
+    #: what the layers the config does not name get: `policy` or `dense` (None: `unnamed_rule`'s default)
+    unnamed: str | None = None
+    #: a latency profile given directly (e.g. one loaded for a device), in place of `profile_path`
+    latency_profile: LatencyProfile | None = None
 
     def __post_init__(self) -> None:
         if self.config_path is not None and self.layer_config is not None:
             raise TTPlanError(f"config {self.config_path} and config entries both given: give one")
+        if self.profile_path is not None and self.latency_profile is not None:
+            raise TTPlanError(f"profile {self.profile_path} and a loaded profile both given: give one")
+        unnamed_rule(self.unnamed, self.has_config, self.budget)
         if self.search_format and not self.budget:
             raise TTPlanError("--search-format needs a budget: add --target-macs-reduction, "
                               "--target-params-reduction and/or --target-speedup")
@@ -82,6 +98,34 @@ class PlanRequest:
             raise TTPlanError(f"{given} and --fuse both given: a budget search costs every layer on stock ops; "
                               "save its choice with --save-config FILE, then run `ttplan plan --config FILE --fuse`")
 
+    @classmethod
+    def with_choices(cls, arch: str, choices: dict[str, Any] | None = None, **fields: Any) -> PlanRequest:
+        """A request for `arch` choosing formats as `choices` says (`CHOICES` as JSON values, `policy` as `Policy`'s
+        fields; missing ones at their defaults) and planning and costing as `fields` say."""
+        given = dict(choices or {})
+        unknown = sorted(set(given) - set(CHOICES))
+        if unknown:
+            raise TTPlanError(f"plan choices {', '.join(unknown)}: unknown; accepted: {', '.join(CHOICES)}")
+        policy = Policy.from_dict(given.pop("policy", None) or {})
+        return cls(arch, policy=policy, **given, **fields)
+
+    def choices(self) -> dict[str, Any]:
+        """The `CHOICES` as JSON values: what `with_choices` reads back (e.g. in a fresh process)."""
+        out = {name: getattr(self, name) for name in CHOICES}
+        out["policy"] = self.policy.to_dict()
+        out["config_path"] = None if self.config_path is None else str(self.config_path)
+        return out
+
+    @property
+    def has_config(self) -> bool:
+        """Whether a config names layers (a file or entries given directly)."""
+        return self.config_path is not None or self.layer_config is not None
+
+    @property
+    def unnamed_layers(self) -> str:
+        """What the layers the config does not name get, `policy` or `dense` (`ttplan.arch.policy.unnamed_rule`)."""
+        return unnamed_rule(self.unnamed, self.has_config, self.budget)
+
     def targets(self) -> str:
         """The budget targets given, as the command line spells them (e.g. `--target-speedup 1.5`)."""
         named = (("--target-macs-reduction", self.target_macs_reduction),
@@ -101,11 +145,13 @@ class PlanRequest:
         return (self.objective == "latency" or bool(self.skip_slower) or self.autotune is not None
                 or self.target_speedup is not None)
 
-    def profile(self):
-        """The latency profile the request names (a missing or malformed file is a one-line error); without a file,
-        `ttplan.core.latency.profile_for`'s: the user's calibrated one only where `by_time`."""
+    def profile(self) -> LatencyProfile:
+        """The latency profile given, else the one the request names (a missing or malformed file is a one-line
+        error); without a file, `ttplan.core.latency.profile_for`'s: the user's calibrated one only where `by_time`."""
         from ttplan.core.latency import profile_for
 
+        if self.latency_profile is not None:
+            return self.latency_profile
         return profile_for(self.profile_path, by_time=self.by_time, channels_last=self.channels_last)
 
 
@@ -140,16 +186,25 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
                                     request.fold_weights, request.skip_worse, objective=request.objective,
                                     profile=request.profile(), skip_slower=request.skip_slower,
                                     autotune=request.autotune, channels_last=request.channels_last,
-                                    fused=request.fused)
+                                    fused=request.fused, unnamed=request.unnamed)
         outcome = PlanOutcome(planned, planned.formats())
     if request.config_path is not None:
-        outcome.plan.notes.insert(0, f"config: {request.config_path}")
+        outcome.plan.notes.insert(0, f"config: {request.config_path}; {unnamed_note(request)}")
     bounded = bounded_note(outcome.plan)
     if bounded is not None:
         outcome.plan.notes.append(bounded)
     mismatch = memory_format_warning(request.profile(), request.channels_last)
     outcome.warnings = [line for line in (bounded, mismatch) if line is not None]
     return outcome
+
+
+def unnamed_note(request: PlanRequest) -> str:
+    """What the layers the request's config does not name got, in words (a note of the plan)."""
+    if request.unnamed_layers == "dense":
+        return "the layers it does not name stay dense (--unnamed dense)"
+    if request.budget:
+        return "the budget searched the layers it does not name"
+    return "the layers it does not name follow the policy (--unnamed policy)"
 
 
 def bounded_note(plan) -> str | None:
@@ -174,7 +229,7 @@ def prepare(request: PlanRequest, config: dict | None = None):
                           config=config, search_format=request.search_format, batch=request.batch,
                           fold_weights=request.fold_weights, target_speedup=request.target_speedup,
                           objective=request.objective, profile=request.profile(), skip_worse=request.skip_worse,
-                          skip_slower=request.skip_slower)
+                          skip_slower=request.skip_slower, unnamed=request.unnamed)
 
 
 def save_plan_config(outcome: PlanOutcome, path: str | Path) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ttplan.arch.architecture import plan_architecture
+from ttplan.arch.request import PlanRequest, run_request
 from ttplan.bench.latency import LayerGroup as GeometryGroup
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
@@ -63,10 +63,15 @@ class LoweringRow:
         return min(timed, key=timed.__getitem__)
 
 
-def layer_groups(arch: str, batch: int, config: str | None = None) -> list[LayerGroup]:
-    """The distinct decomposed layers of `arch` (default policy unless `config`), each with its fewest-MACs order
-    for folded weights at `batch`."""
-    planned = plan_architecture(arch, config=config, batch=batch, fold_weights=True)
+def layer_groups(arch: str, batch: int, choices: dict | None = None,
+                 say: Callable[[str], None] = lambda line: None) -> list[LayerGroup]:
+    """The distinct decomposed layers of `arch`, planned as `ttplan plan` plans it (the default policy, or as
+    `choices` say: `PlanRequest.with_choices`), each with its fewest-MACs order for folded weights at `batch`; an
+    unmet budget and the plan's warnings go to `say`."""
+    outcome = run_request(PlanRequest.with_choices(arch, choices, batch=batch, fold_weights=True))
+    for line in ([outcome.unmet] if outcome.unmet else []) + outcome.warnings:
+        say(line)
+    planned = outcome.plan
     groups: dict[tuple, list] = {}
     for layer in planned.layers:
         if layer.decomposed and layer.kind == "conv":

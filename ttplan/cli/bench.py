@@ -6,7 +6,17 @@ from __future__ import annotations
 import click
 
 from ttplan.cli.objective_options import channels_last_option, fuse_option
-from ttplan.cli.options import device_options, input_size_option, malloc_option, model_input_size, threads_option
+from ttplan.cli.options import (
+    budget_options,
+    device_options,
+    given_flags,
+    input_size_option,
+    malloc_option,
+    model_input_size,
+    plan_choices,
+    policy_options,
+    threads_option,
+)
 from ttplan.cli.output import emit_text, out_option, warn
 from ttplan.errors import TTPlanError
 from ttplan.training.config import DEVICES
@@ -122,8 +132,8 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @input_size_option(None, "Model input C,H,W, or H,W with a preset's C (default: the preset's; required for "
                          "module:callable).")
 @device_options(DEVICES)
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
+@policy_options(prefix="Policy (as `ttplan plan`): ")
+@budget_options
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(32,), show_default=True,
               help="Batch sizes (repeat the option for several).")
 @click.option("--objective", type=click.Choice(["macs", "latency"]), default="latency", show_default=True,
@@ -146,10 +156,13 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @fuse_option()
 @out_option("Markdown report.", default="reports/latency_models.md")
 @click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
-def model(arch: str, input_size, device: str, threads: int | None, config_path: str | None, batches: tuple[int, ...],
+@click.pass_context
+def model(ctx: click.Context, arch: str, input_size, device: str, threads: int | None, batches: tuple[int, ...],
           objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, malloc: str,
-          compile_: bool, processes: int, channels_last: bool, fuse: bool | None, out, append: bool) -> None:
-    """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted)."""
+          compile_: bool, processes: int, channels_last: bool, fuse: bool | None, out, append: bool,
+          **options) -> None:
+    """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted);
+    the TT model is planned as `ttplan plan` plans it, with the same policy, config and budget options."""
     import torch
 
     from ttplan.bench.model import bench_model, median_speedup, render_report, render_section
@@ -165,15 +178,17 @@ def model(arch: str, input_size, device: str, threads: int | None, config_path: 
     mismatch = memory_format_warning(profile, channels_last)
     warn([mismatch] if mismatch else [])
     threads = threads or torch.get_num_threads()
+    choices = plan_choices(options)
+    chosen = given_flags(ctx, options)
     sections = []
     for batch in batches:
-        result = bench_model(arch, config=config_path, batch=batch, threads=threads, device=device,
+        result = bench_model(arch, choices=choices, batch=batch, threads=threads, device=device,
                              objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
                              runtime=runtime, autotune=autotune, malloc=malloc, compile=compile_,
                              processes=processes, channels_last=channels_last, fused=fuse,
                              progress=lambda m: click.echo(m, err=True), input_size=size)
         command = (f"ttplan bench model {arch}" + (f" --input-size {','.join(map(str, size))}" if size else "")
-                   + (f" --config {config_path}" if config_path else "")
+                   + chosen
                    + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
                    + (f" --profile {profile_path}" if profile_path else "") + f" --rounds {rounds}"
                    + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else "")
@@ -192,8 +207,8 @@ def model(arch: str, input_size, device: str, threads: int | None, config_path: 
 
 @bench.command("lowerings")
 @click.argument("arch")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON/YAML per-layer formats and ranks (as `ttplan plan --config`); default: the default policy.")
+@policy_options(prefix="Policy (as `ttplan plan`): ")
+@budget_options
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Batch size.")
 @threads_option(None, "CPU threads for torch (torch.set_num_threads); default: torch's.")
 @click.option("--rounds", type=click.IntRange(min=1), default=9, show_default=True,
@@ -201,10 +216,12 @@ def model(arch: str, input_size, device: str, threads: int | None, config_path: 
 @malloc_option
 @out_option("Markdown report.", default="reports/lowerings.md")
 @click.option("--append", is_flag=True, help="Add this run below an existing report instead of replacing it.")
-def lowerings(arch: str, config_path: str | None, batch: int, threads: int | None, rounds: int, malloc: str, out,
-              append: bool) -> None:
+@click.pass_context
+def lowerings(ctx: click.Context, arch: str, batch: int, threads: int | None, rounds: int, malloc: str, out,
+              append: bool, **options) -> None:
     """Time each distinct TT layer of ARCH in every lowering (NCHW/NHWC, bmm/1x1-conv mixings, fused) and the dense
-    conv in both memory formats: which way of running the steps is fastest on this machine."""
+    conv in both memory formats: which way of running the steps is fastest on this machine. ARCH is planned as
+    `ttplan plan` plans it, with the same policy, config and budget options."""
     import torch
 
     from ttplan.bench.lowerings import layer_groups, render_report, render_section, run_lowerings
@@ -213,13 +230,13 @@ def lowerings(arch: str, config_path: str | None, batch: int, threads: int | Non
 
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
-    groups = layer_groups(arch, batch, config_path)
+    groups = layer_groups(arch, batch, plan_choices(options), say=lambda line: click.echo(line, err=True))
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     set_malloc(malloc)
     with click.progressbar(length=len(groups), label=f"timing {len(groups)} layers") as bar:
         rows = run_lowerings(groups, batch, rounds, progress=bar.update)
-    command = (f"ttplan bench lowerings {arch}" + (f" --config {config_path}" if config_path else "")
+    command = (f"ttplan bench lowerings {arch}" + given_flags(ctx, options)
                + f" --batch {batch} --threads {threads} --rounds {rounds}"
                + (f" --malloc {malloc}" if malloc != "default" else ""))
     section = render_section(rows, arch, batch, threads, rounds, command + (" --append" if append else ""))

@@ -18,7 +18,7 @@ from ttplan.cli.options import (
     format_options,
     geometry_options,
     model_input_size,
-    policy_from_options,
+    plan_choices,
     policy_options,
     spec_from_options,
 )
@@ -33,12 +33,13 @@ if TYPE_CHECKING:  # planning and the weights import torch: loaded only when a f
 
 LAYER_ONLY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "tt_shapes",
               "ranks", "in_modes", "out_modes", "class_name")
-ARCH_ONLY = ("config_path", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear", "skip_worse",
-             "skip_slower", "target_macs_reduction", "target_params_reduction", "target_speedup", "search_format",
-             "weights")
+ARCH_ONLY = ("config_path", "unnamed", "rank_fraction", "skip_first", "skip_1x1", "min_channels", "linear",
+             "skip_worse", "skip_slower", "target_macs_reduction", "target_params_reduction", "target_speedup",
+             "search_format", "weights")
 #: options that choose the formats: a run's `--weights` fixes them (the run's recorded formats) instead
-CHOOSERS = ("config_path", "kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels",
-            "linear", "target_macs_reduction", "target_params_reduction", "target_speedup", "search_format")
+CHOOSERS = ("config_path", "unnamed", "kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1",
+            "min_channels", "linear", "target_macs_reduction", "target_params_reduction", "target_speedup",
+            "search_format")
 
 EXAMPLES = """
 Examples:
@@ -243,11 +244,11 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
             size = trained.input_size
         model, size = load_model(arch, size)
         layer_config = recorded_config(trained, trace_layers(model, size))
-    request = PlanRequest(arch, size, opts["config_path"], policy_from_options(opts), batch, fold_weights,
-                          opts["skip_worse"], opts["target_macs_reduction"], opts["target_params_reduction"],
-                          opts["search_format"], opts["objective"], opts["profile_path"], opts["skip_slower"],
-                          opts["autotune"], opts["target_speedup"], opts["channels_last"], opts["fuse"],
-                          layer_config=layer_config)
+    request = PlanRequest.with_choices(arch, plan_choices(opts), input_size=size, batch=batch,
+                                       fold_weights=fold_weights, objective=opts["objective"],
+                                       profile_path=opts["profile_path"], skip_slower=opts["skip_slower"],
+                                       autotune=opts["autotune"], channels_last=opts["channels_last"],
+                                       fused=opts["fuse"], layer_config=layer_config)
     outcome = run_request(request, progress=click_progress if request.budget else None)
     if outcome.unmet:
         click.echo(outcome.unmet, err=True)

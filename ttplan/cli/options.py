@@ -192,15 +192,16 @@ def format_options(func: Callable) -> Callable:
 
 def policy_options(func: Callable | None = None, *, with_format: bool = True, with_config: bool = True,
                    with_skip_worse: bool = True, prefix: str = "") -> Callable:
-    """How a model's layers are decomposed: a config, then the policy. `with_format=False` where
-    `format_options` already declares `--format/--rank/--order` (the policy then reads those);
-    `with_config=False`/`with_skip_worse=False` where a command declares its own `--config` or has no use for
-    `--skip-worse` (`train`). `policy_from_options` turns the parsed values into a `Policy`."""
-    from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION
+    """How a model's layers are decomposed: a config, the rule for the layers it does not name (`--unnamed`), then
+    the policy. `with_format=False` where `format_options` already declares `--format/--rank/--order` (the policy
+    then reads those); `with_config=False`/`with_skip_worse=False` where a command declares its own `--config` or
+    has no use for `--skip-worse` (`train`). `policy_from_options` turns the parsed values into a `Policy`,
+    `plan_choices` all of them (and the budget's) into a `PlanRequest`'s choices."""
+    from ttplan.arch.policy import CONV_FORMATS, DEFAULT_RANK_FRACTION, UNNAMED
 
     shared = [
         click.option("--format", "kind", type=click.Choice(CONV_FORMATS), default="hodec", show_default=True,
-                     help=f"{prefix}TT format of the conv layers no config covers (linear layers use ttm)."),
+                     help=f"{prefix}TT format the policy gives conv layers (linear layers use ttm)."),
         click.option("--rank", "-r", type=click.IntRange(min=1), default=None,
                      help=f"{prefix}uniform rank R (clipped at small boundary modes); instead of --rank-fraction."),
         click.option("--order", "-d", type=click.IntRange(min=1), default=None,
@@ -208,9 +209,14 @@ def policy_options(func: Callable | None = None, *, with_format: bool = True, wi
     ] if with_format else []
     config = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                     help=f"{prefix}JSON/YAML file of per-layer formats and ranks; layers it does not name follow "
-                          "the policy."),
+                     help=f"{prefix}JSON/YAML file of per-layer formats and ranks (or the JSON of `ttplan plan "
+                          "--json`); the layers it does not name: --unnamed."),
     ] if with_config else []
+    unnamed = click.option(
+        "--unnamed", type=click.Choice(UNNAMED), default=None,
+        help=f"{prefix}what the layers --config does not name get: dense, or what the policy options decide. "
+             "Default: dense with --config (with a budget target, the budget searches them); without --config "
+             "every layer follows the policy.")
     skip_worse = [
         click.option("--skip-worse", is_flag=True,
                      help=f"{prefix}leave dense every layer whose published order costs more MACs or params "
@@ -218,6 +224,7 @@ def policy_options(func: Callable | None = None, *, with_format: bool = True, wi
     ] if with_skip_worse else []
     options = [
         *config,
+        unnamed,
         *shared,
         click.option("--rank-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help=f"{prefix}each rank as this fraction of the exact TT rank at its cut "
@@ -317,6 +324,36 @@ def policy_from_options(opts: dict):
     fraction = DEFAULT_RANK_FRACTION if opts["rank_fraction"] is None else opts["rank_fraction"]
     return Policy(opts["kind"], opts["rank"], fraction, opts["order"], opts["skip_first"], opts["skip_1x1"],
                   opts["min_channels"], opts["linear"])
+
+
+def plan_choices(opts: dict) -> dict:
+    """The parsed `policy_options` and `budget_options` as a `PlanRequest`'s choices (`PlanRequest.with_choices`);
+    options a command does not declare keep their defaults."""
+    from ttplan.arch.request import CHOICES
+
+    given = {"policy": policy_from_options(opts).to_dict(), **{name: opts[name] for name in CHOICES if name in opts}}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def given_flags(ctx: click.Context, values: dict) -> str:
+    """The options among `values` given on the command line, spelled back as flags in declaration order (e.g.
+    ` --config c.json --rank 8`): what a report's command line needs beyond the defaults."""
+    from click.core import ParameterSource
+
+    words = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name not in values:
+            continue
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = values[param.name]
+        long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if param.is_flag:
+            off = next((o for o in param.secondary_opts if o.startswith("--")), None)
+            words.append(long if value or off is None else off)
+        else:
+            words.append(f"{long} {value:g}" if isinstance(value, float) else f"{long} {value}")
+    return "".join(f" {word}" for word in words)
 
 
 def model_input_size(arch: str, size: tuple[int, ...] | None) -> tuple[int, int, int] | None:

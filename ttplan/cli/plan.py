@@ -12,7 +12,7 @@ from ttplan.cli.options import (
     budget_options,
     input_size_option,
     model_input_size,
-    policy_from_options,
+    plan_choices,
     policy_options,
 )
 from ttplan.cli.output import emit_text, out_option, output_options, warn
@@ -29,14 +29,15 @@ FLOPs = 2 x MACs. The default table fits 120 columns; --wide, --json, --csv and 
 \b
 Examples:
   ttplan plan resnet18                                  # default policy
-  ttplan plan resnet56 --config my_ranks.json           # per-layer formats and ranks
+  ttplan plan resnet56 --config my_ranks.json           # per-layer formats and ranks, every other layer dense
+  ttplan plan resnet56 --config my_ranks.json --unnamed policy   # ... every other layer by the policy
   ttplan plan mypkg.nets:build --input-size 3,224,224   # any model
   ttplan plan resnet50 --no-skip-1x1 --rank 16 --markdown --out reports/r50.md
   ttplan plan resnet32 --target-macs-reduction 0.72 --target-params-reduction 0.80 \\
       --save-config reports/configs/resnet32_budget.json
 
 \b
-Config file (JSON or YAML; '.weight' suffixes accepted; format defaults to hodec):
+Config file (JSON or YAML; '.weight' suffixes accepted; format defaults to hodec; the JSON of --json is one too):
   {{"layer3.0.conv1": {{"format": "hodec", "tt_shapes": [8,8,9,4,8], "ranks": [1,8,32,32,8,1]}},
    "layer3.0.conv2": {{"format": "hodec", "in_modes": [4,4,4], "out_modes": [4,4,4], "rank": 16}},
    "linear": {{"format": "dense"}}}}
@@ -61,11 +62,9 @@ def click_progress(label: str, length: int):
 @speed_options
 @out_option("Write the planned formats as a reusable config (JSON, or YAML for .yaml).", "--save-config")
 @output_options(wide=True)
-def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fold_weights: bool,
-         target_macs_reduction: float | None, target_params_reduction: float | None, target_speedup: float | None,
-         objective: str, profile_path, skip_slower: bool | None, autotune: str | None, channels_last: bool,
-         fuse: bool | None, search_format: bool,
-         save_config, output: str | None, out, wide: bool, **policy) -> None:
+def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fold_weights: bool, objective: str,
+         profile_path, skip_slower: bool | None, autotune: str | None, channels_last: bool, fuse: bool | None,
+         save_config, output: str | None, out, wide: bool, **choices) -> None:
     """Plan every conv layer of an architecture: per-layer costs, then model totals and FLOPs↓/params↓."""
     from ttplan.arch.report import render
     from ttplan.arch.request import PlanRequest, run_request, save_plan_config
@@ -73,10 +72,10 @@ def plan(arch_argument: str | None, arch: str | None, input_size, batch: int, fo
     if arch_argument is not None and arch is not None and arch_argument != arch:
         raise TTPlanError(f"two models given: ARCH {arch_argument!r} and --arch {arch!r}; give one")
     name = arch_argument or arch or DEFAULT_ARCH
-    request = PlanRequest(name, model_input_size(name, input_size), policy["config_path"],
-                          policy_from_options(policy), batch, fold_weights, policy["skip_worse"],
-                          target_macs_reduction, target_params_reduction, search_format, objective, profile_path,
-                          skip_slower, autotune, target_speedup, channels_last, fuse)
+    request = PlanRequest.with_choices(name, plan_choices(choices), input_size=model_input_size(name, input_size),
+                                       batch=batch, fold_weights=fold_weights, objective=objective,
+                                       profile_path=profile_path, skip_slower=skip_slower, autotune=autotune,
+                                       channels_last=channels_last, fused=fuse)
     outcome = run_request(request, progress=click_progress)
     warn(outcome.warnings)
     if outcome.unmet:

@@ -17,6 +17,8 @@ from ttplan.training.run_folder import CHECKPOINT
 
 #: the policy options, spelled as `ttplan plan` spells them
 POLICY_OPTIONS = ("kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear")
+#: the options beside --config that choose the layer formats (recorded in the run: refused on resume)
+LAYER_OPTIONS = (*POLICY_OPTIONS, "unnamed")
 #: dense epochs of a run that starts from random weights (with --init: none)
 DEFAULT_PRETRAIN_EPOCHS = 10
 #: CLI parameter name -> TrainConfig field, where they differ
@@ -29,6 +31,7 @@ Examples:
   ttplan train --arch resnet20 --dataset digits --config ranks.json \\
       --pretrain-epochs 10 --admm-epochs 20 --finetune-epochs 10 --rho 1e-3 --out runs/r20
   ttplan train --arch resnet20 --admm-epochs 20 --out runs/r20_policy    # no config: ttplan plan's policy
+  ttplan train --arch resnet20 --config ranks.json --unnamed policy --out runs/r20_mixed  # + the policy elsewhere
   ttplan train --arch resnet32 --dataset fashion-mnist --config ranks.json --out runs/fm
   ttplan train --arch mynet:build --dataset mydata:load --init mynet.pt --config budget.json --out runs/mine
   ttplan train --resume runs/r20                  # continue, exactly as recorded (from any directory)
@@ -68,9 +71,10 @@ def _click_progress(label: str, length: int):
               help="validation: evaluate on the fixed validation split of the training images (to choose ρ "
                    "or the learning rate) and train on the rest.")
 @click.option("--config", "config_path", type=click.Path(), default=None,
-              help="Layer config (JSON/YAML): layer name -> {format, tt_shapes, ranks} or {format, in_modes, "
-                   "out_modes, rank}; exactly these layers are decomposed. Without it: the policy options below.")
-@policy_options(with_config=False, with_skip_worse=False, prefix="Policy (without --config): ")
+              help="Layer config (JSON/YAML, or the JSON of `ttplan plan --json`): layer name -> {format, tt_shapes, "
+                   "ranks} or {format, in_modes, out_modes, rank}; the layers it does not name stay dense unless "
+                   "--unnamed policy. Without it: the policy options below.")
+@policy_options(with_config=False, with_skip_worse=False, prefix="Policy: ")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=None,
               help="Dense epochs before ADMM (default: 10, or 0 with --init: the weights given are the start).")
 @click.option("--admm-epochs", type=click.IntRange(min=0), default=20, show_default=True,
@@ -171,10 +175,10 @@ def _where_to_resume(run_dir: Path) -> str:
 
 def _resume_options(opts: dict, given: list[str]) -> dict:
     """The settings given on the command line of a resume, as TrainConfig fields (the library checks them)."""
-    out = {FIELDS.get(name, name): opts[name] for name in given if name not in POLICY_OPTIONS}
-    policy = [name for name in given if name in POLICY_OPTIONS]
-    if policy:
-        raise TTPlanError(f"--{_flag_name(policy[0])}: the layer formats are recorded in the run and cannot "
+    out = {FIELDS.get(name, name): opts[name] for name in given if name not in LAYER_OPTIONS}
+    chosen = [name for name in given if name in LAYER_OPTIONS]
+    if chosen:
+        raise TTPlanError(f"--{_flag_name(chosen[0])}: the layer formats are recorded in the run and cannot "
                           "change on resume; start a new run with --out")
     return out
 

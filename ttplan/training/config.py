@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ttplan.arch.policy import Policy
+from ttplan.arch.policy import Policy, unnamed_rule
 from ttplan.errors import TTPlanError
 from ttplan.training.datasets import EVAL_SPLITS, dataset_key
 
@@ -40,9 +40,11 @@ class TrainConfig:
     `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
     training images (fashion-mnist, cifar10). `train_subset`: train on that many fixed images. `eval_split`:
     `validation` evaluates on the fixed validation split instead of the test set (for choosing ρ).
-    `config` names a layer config (exactly its layers are decomposed); without one, a run with ADMM or
-    fine-tuning epochs decomposes the layers `policy` picks (the fields of `ttplan.arch.policy.Policy`,
-    None: its defaults, as `ttplan plan` uses them). `threads`: torch's CPU threads (None: the process's).
+    `config` names a layer config; without one, a run with ADMM or fine-tuning epochs decomposes the layers `policy`
+    picks (the fields of `ttplan.arch.policy.Policy`, None: its defaults, as `ttplan plan` uses them). `unnamed`:
+    what the layers the config does not name get, `dense` or `policy` (None: dense with a config;
+    `ttplan.arch.policy.unnamed_rule`, as `ttplan plan --config` decides them). `threads`: torch's CPU threads
+    (None: the process's).
     """
 
     arch: str = "resnet20"
@@ -70,6 +72,7 @@ class TrainConfig:
     train_subset: int | None = None
     eval_split: str = "test"
     policy: dict[str, Any] | None = None
+    unnamed: str | None = None
     threads: int | None = None
     admm_updates_per_epoch: int = 1
     distill: bool | None = None
@@ -122,18 +125,11 @@ class TrainConfig:
         if self.eval_split not in EVAL_SPLITS:
             raise TTPlanError(f"eval_split={self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
         self.make_policy()
+        unnamed_rule(self.unnamed, self.config is not None)
 
     def make_policy(self) -> Policy:
-        """The policy for layers when no config is given (unknown fields are a one-line error)."""
-        if self.policy is None:
-            return Policy()
-        if not isinstance(self.policy, dict):
-            raise TTPlanError(f"policy={self.policy!r}: expected a mapping of Policy fields, e.g. {{'rank': 8}}")
-        known = {f.name for f in fields(Policy)}
-        unknown = sorted(set(self.policy) - known)
-        if unknown:
-            raise TTPlanError(f"policy has unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
-        return Policy(**self.policy)
+        """The policy for the layers no config names (unknown fields are a one-line error)."""
+        return Policy() if self.policy is None else Policy.from_dict(self.policy)
 
     @property
     def decomposes(self) -> bool:

@@ -1,5 +1,6 @@
-"""The models of a training run: which layers it decomposes (a config, else `ttplan plan`'s policy), the dense
-weights it may start from, and the fine-tuned TT model it saves and `load_tt_model` rebuilds."""
+"""The models of a training run: which layers it decomposes (a config and `ttplan plan`'s policy, by the rule `plan`
+uses for the layers a config does not name), the dense weights it may start from, and the fine-tuned TT model it
+saves and `load_tt_model` rebuilds."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import Any
 from torch import nn
 
 from ttplan.arch.config import load_config
-from ttplan.arch.config import resolve_formats as config_formats
-from ttplan.arch.policy import formats_for
+from ttplan.arch.policy import formats_for, unnamed_rule
 from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -21,19 +21,24 @@ from ttplan.training.run_folder import DENSE_WEIGHTS, TT_MODEL
 
 
 def resolve_formats(cfg: TrainConfig, model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, TTFormat]:
-    """The TT format of every layer the run decomposes: the config's layers, else the policy's (as `ttplan plan`)."""
+    """The TT format of every layer the run decomposes, decided as `ttplan plan` decides them (`formats_for`): the
+    config's entries, and the layers it does not name dense or by the policy (`cfg.unnamed`); the policy's alone
+    without a config."""
     if not cfg.decomposes:
         return {}
     layers = trace_layers(model, input_size)
-    if cfg.config is not None:
-        formats = config_formats(load_config(cfg.config), layers)
-        where = f"config {cfg.config!r} keeps every layer dense: name at least one layer with a TT format"
-    else:
-        policy = cfg.make_policy()
-        formats = {name: fmt for name, fmt in formats_for(layers, policy).items() if fmt is not None}
-        where = f"the policy ({policy.describe()}) keeps every layer dense: give a layer config (--config)"
+    config = load_config(cfg.config) if cfg.config is not None else None
+    policy = cfg.make_policy()
+    decided = formats_for(layers, policy, config, cfg.unnamed)
+    formats = {name: fmt for name, fmt in decided.items() if fmt is not None}
     if not formats:
-        raise TTPlanError(where)
+        if config is None:
+            raise TTPlanError(f"the policy ({policy.describe()}) keeps every layer dense: give a layer config "
+                              "(--config)")
+        rest = ("" if unnamed_rule(cfg.unnamed, True) == "dense"
+                else f" and the policy ({policy.describe()}) keeps the others dense")
+        raise TTPlanError(f"config {cfg.config!r} keeps every layer dense{rest}: name at least one layer with a TT "
+                          "format")
     return formats
 
 

@@ -1,7 +1,8 @@
 """Whole-model latency: the dense model against its TT conversion, end to end and layer by layer.
 
-The TT model is built the way a user builds it: the architecture is planned (`plan_architecture`,
-weights folded, the chosen objective; `--skip-slower` on with `latency`), `emit_model` writes the
+The TT model is built the way a user builds it: the architecture is planned as `ttplan plan` plans it (a
+`PlanRequest`: the default policy, or the choices given (config, policy, budget), weights folded, the chosen
+objective; `--skip-slower` on with `latency`), `emit_model` writes the
 standalone source and its `convert(model)` swaps the layers of a copy of the dense model (or, with
 `runtime="layers"`, `ttplan.runtime.layers.convert` does, running the same lowering). Both models run
 in eval mode under `torch.no_grad()`, float32. End to end, every round calls the dense model once
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ttplan.arch.architecture import ArchLayer, ArchPlan, plan_architecture
-from ttplan.arch.policy import Policy
+from ttplan.arch.architecture import ArchLayer, ArchPlan
+from ttplan.arch.request import PlanRequest, run_request
 from ttplan.bench.model.breakdown import TimeBreakdown, time_breakdown
 from ttplan.bench.model.compiled import CompiledTiming, time_compiled
 from ttplan.bench.model.memory_formats import MODELS, FormatTimings
@@ -266,15 +267,16 @@ class Prepared:
     sync: Callable[[], None]
 
 
-def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
+def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads: int | None = None,
             device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
             runtime: str = "emitted", autotune: bool = False, malloc: str = "default", channels_last: bool = False,
             fused: bool | None = None, progress: Callable[[str], None] | None = None,
             input_size: tuple[int, int, int] | None = None) -> Prepared:
     """Set the process up (allocator, threads), plan `arch` and build both models, as `bench_model` times them;
-    with `channels_last` both models and the input are `torch.channels_last` (the TT layers planned so). `fused`:
-    whether layers may run by the fused kernel (`plan_architecture`; None: where it can, never channels-last).
-    `input_size` (C, H, W): required for a `module:callable` model, else the preset's own."""
+    `choices`: how formats are chosen, as `ttplan plan`'s options give them (`PlanRequest.with_choices`; None: the
+    default policy). With `channels_last` both models and the input are `torch.channels_last` (the TT layers planned
+    so). `fused`: whether layers may run by the fused kernel (`plan_architecture`; None: where it can, never
+    channels-last). `input_size` (C, H, W): required for a `module:callable` model, else the preset's own."""
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     set_malloc(malloc)  # a one-line error for an unknown mode
@@ -285,8 +287,13 @@ def prepare(arch: str, *, config: str | None = None, batch: int = 32, threads: i
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
     size = tuple(input_size) if input_size is not None else None  # a list after a child's JSON request
-    plan = plan_architecture(arch, size, config, Policy(), batch, True, objective=objective, profile=profile,
-                             autotune=device if autotune else None, channels_last=channels_last, fused=fused)
+    request = PlanRequest.with_choices(arch, choices, input_size=size, batch=batch, fold_weights=True,
+                                       objective=objective, latency_profile=profile,
+                                       autotune=device if autotune else None, channels_last=channels_last, fused=fused)
+    outcome = run_request(request)
+    if outcome.unmet:
+        say(outcome.unmet)
+    plan = outcome.plan
     dense, size = load_model(arch, size)
     dense = dense.to(dev).eval()
     say("converting")
@@ -307,13 +314,14 @@ def end_to_end(run: Prepared, rounds: int) -> tuple[float, float, float | None, 
     return dense_ms, tt_ms, dense_faults, tt_faults
 
 
-def bench_model(arch: str, *, config: str | None = None, batch: int = 32, threads: int | None = None,
+def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, threads: int | None = None,
                 device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
                 malloc: str = "default", compile: bool = False, processes: int = 0, channels_last: bool = False,
                 fused: bool | None = None, progress: Callable[[str], None] | None = None,
                 input_size: tuple[int, int, int] | None = None) -> ModelBench:
-    """Plan `arch` (default policy or `config`), convert it and time dense against TT (see the module docstring).
+    """Plan `arch` (the default policy, or as `choices` say: `prepare`), convert it and time dense against TT (see the
+    module docstring).
 
     `malloc="retain"` first makes the C allocator keep freed memory (`ttplan.runtime.allocator`): for this
     process and the rest of its life, dense and TT alike. `compile` also times both under `torch.compile`
@@ -324,7 +332,7 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
     """
     say = progress or (lambda message: None)
     profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
-    settings = {"arch": arch, "config": config, "batch": batch, "threads": threads, "device": device,
+    settings = {"arch": arch, "choices": choices, "batch": batch, "threads": threads, "device": device,
                 "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc,
                 "channels_last": channels_last, "fused": fused, "input_size": input_size}
     run = prepare(**settings, profile=profile, progress=say)
@@ -349,9 +357,9 @@ def bench_model(arch: str, *, config: str | None = None, batch: int = 32, thread
         repeats = time_in_processes(request, processes, progress=say)
     say(f"timing layers, {layer_rounds} rounds each")
     layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)
-    return ModelBench(arch, config, batch, torch.get_num_threads(), device, objective, runtime, rounds, dense_ms,
-                      tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled, repeats,
-                      channels_last, formats, breakdown)
+    return ModelBench(arch, (choices or {}).get("config_path"), batch, torch.get_num_threads(), device, objective,
+                      runtime, rounds, dense_ms, tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled,
+                      repeats, channels_last, formats, breakdown)
 
 
 def both_formats(run: Prepared, settings: dict, rounds: int, progress: Callable[[str], None]) -> FormatTimings:
