@@ -118,13 +118,14 @@ def test_direct_baseline_decomposes_the_dense_weights(tmp_path):
 
 
 def test_admm_pulls_weights_towards_the_format(tmp_path):
-    """With a strong ρ the ADMM weights end much closer to the format than the pretrained ones were."""
-    cfg = small_config(tmp_path, pretrain_epochs=1, admm_epochs=3, finetune_epochs=0, rho=8.0, lr=0.02)
+    """With the default ρ schedule the ADMM weights end much closer to the format than the pretrained ones were."""
+    cfg = small_config(tmp_path, pretrain_epochs=1, admm_epochs=5, finetune_epochs=0, rho=None, lr=0.02, max_batches=8)
     metrics = train(cfg, tmp_path / "strong")
     before = metrics["epochs"][0]["distances"]
     after = metrics["final"]["approximation_error"]
     for name in LAYERS:
-        assert after[name] < 0.5 * before[name], (name, before[name], after[name])
+        # 8 steps an epoch: a pull, not convergence (test_training_path checks the digits end within 2%)
+        assert after[name] < 0.7 * before[name], (name, before[name], after[name])
     assert metrics["final"]["accuracy_finetuned"] is None
 
 
