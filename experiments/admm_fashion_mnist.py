@@ -221,7 +221,7 @@ def render(store: Path, report: Path, settings: Settings, planned: list[Run]) ->
         for r in point_rows:
             delta = None if base is None else r["test_accuracy"] - base
             lines.append(
-                f"| {r['name']} | {r['arm']} | {r['admm_epochs']} + {r['finetune_epochs']} | "
+                f"| {r['name']} | {r['arm']} | {_split(r)} | "
                 f"{r['test_accuracy']:.2f}% | {_pct(delta)} | "
                 f"{_pct(None if r['flops_reduction'] is None else 100 * r['flops_reduction'], 1)}% | "
                 f"{_pct(None if r['params_reduction'] is None else 100 * r['params_reduction'], 1)}% | "
@@ -240,6 +240,13 @@ def render(store: Path, report: Path, settings: Settings, planned: list[Run]) ->
     lines += [f"Figure: [{report.stem}.png]({report.stem}.png) ([svg]({report.stem}.svg)) — test accuracy per "
               "epoch of every run.", ""]
     return "\n".join(lines)
+
+
+def _split(row: dict[str, Any]) -> str:
+    """`ADMM + fine-tuning` epochs of a TT run; a dense run's epochs are all dense."""
+    if row["arm"] == "dense":
+        return f"{row['extra_epochs']} dense"
+    return f"{row['admm_epochs']} + {row['finetune_epochs']}"
 
 
 def _best(rows: list[dict[str, Any]], point: str, arms: tuple[str, ...]) -> dict[str, Any] | None:
