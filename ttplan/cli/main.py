@@ -22,6 +22,7 @@ COMMANDS = {
     "plot": "ttplan.cli.plot:plot",
     "train": "ttplan.cli.train:train_command",
     "emit": "ttplan.cli.emit:emit",
+    "export": "ttplan.cli.export:export",
     "bench": "ttplan.cli.bench:bench",
     "calibrate": "ttplan.cli.calibrate:calibrate",
 }
@@ -35,6 +36,7 @@ SUMMARIES = {
     "plot": "Draw figures, each saved as PNG and SVG: `sweep FILE`, `arch FILE`, `plan` (one layer), `admm RUN_DIR`.",
     "train": "Train with ADMM towards TT formats (a layer config, or plan's policy), decompose, fine-tune.",
     "emit": "Write a standalone PyTorch file whose layers run the planned contraction order.",
+    "export": "Export a train run's TT model as a .pt2 (torch.export) or ONNX file whose TT layers are stock ops.",
     "bench": "Benchmarks; each writes a Markdown report under reports/.",
     "calibrate": "Time the ops plans lower to (mm, bmm, conv2d) and fit per-op overhead, bandwidth and throughput.",
 }

@@ -85,6 +85,11 @@ def convert_model(model: nn.Module, formats: dict[str, TTFormat], input_size: tu
 
 def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
     """The fine-tuned TT model saved by a run (`RUN/model_tt.pt`, or the run folder), ready for inference."""
+    return load_tt_run(path, device)[0]
+
+
+def load_tt_run(path: str | Path, device: str = "cpu") -> tuple[nn.Module, tuple[int, int, int]]:
+    """`load_tt_model`'s model (eval, on `device`) and the input size `(C, H, W)` the run recorded."""
     path = Path(path)
     if path.is_dir():
         path = path / TT_MODEL
@@ -98,7 +103,7 @@ def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TTPlanError(f"TT model {str(path)!r} does not fit the model it names ({first})") from None
-    return tt.to(device).eval()
+    return tt.to(device).eval(), input_size
 
 
 def load(path: str | Path, device: str = "cpu") -> nn.Module:

@@ -1,0 +1,56 @@
+"""`ttplan export`: a train run's TT model as a deployment file (`torch.export` .pt2, or ONNX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+#: what running each format needs, for the message after writing
+NEEDS = {"pt2": "torch only (torch.export.load)", "onnx": "onnxruntime (or any ONNX runtime)"}
+
+
+@click.command(epilog="""\b
+Examples:
+  ttplan export --weights runs/mine --format pt2 --out mine.pt2
+  ttplan export --weights runs/mine/model_tt.pt --format onnx --out mine.onnx --batch 8
+""")
+@click.option("--weights", required=True, metavar="RUN|FILE",
+              help="The trained model: a train run folder, or its model_tt.pt.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), required=True,
+              help="pt2: torch.export program (torch.export.save); onnx: ONNX (needs ttplan[deploy]).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (atomically).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch of the example input the model is captured on.")
+@click.option("--opset", type=click.IntRange(min=1), default=None,
+              help="ONNX opset version (default: the exporter's).")
+def export(weights: str, fmt: str, out: Path, batch: int, opset: int | None) -> None:
+    """Export a train run's TT model as a .pt2 (torch.export) or ONNX file whose TT layers are stock ops.
+
+    The example input is a batch of the run's recorded input size; the file loads without ttplan.
+    """
+    from ttplan.errors import TTPlanError
+    from ttplan.files import check_writable, written
+
+    if opset is not None and fmt != "onnx":
+        raise TTPlanError(f"--opset {opset} applies to --format onnx only")
+    check_writable(out)
+    from ttplan.runtime.export import export_model, onnx_missing
+
+    if fmt == "onnx" and (missing := onnx_missing()) is not None:
+        raise TTPlanError(f'--format onnx needs the {missing} package: pip install "ttplan[deploy]"')
+    import torch
+
+    from ttplan.training.models import load_tt_run
+    from ttplan.training.run_folder import TT_MODEL
+
+    source = Path(weights).expanduser()
+    if not (source / TT_MODEL if source.is_dir() else source).is_file():
+        what = f"the folder has no {TT_MODEL}" if source.is_dir() else "no such file"
+        raise TTPlanError(f"--weights {weights}: {what}; expected a finished train run folder or its {TT_MODEL}")
+    model, input_size = load_tt_run(source)
+    replaced = export_model(model, torch.randn(batch, *input_size), fmt, out, opset)
+    size = out.stat().st_size
+    click.echo(f"{written(out, replaced)} ({size / 1024:,.1f} KiB, {fmt}, input {batch}x"
+               f"{'x'.join(map(str, input_size))}); it needs {NEEDS[fmt]}", err=True)
