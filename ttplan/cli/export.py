@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ttplan.cli.output import out_option
+
 #: what running each format needs, for the message after writing
 NEEDS = {"pt2": "torch only (torch.export.load)", "onnx": "onnxruntime (or any ONNX runtime)"}
 
@@ -19,23 +21,21 @@ Examples:
               help="The trained model: a train run folder, or its model_tt.pt.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), required=True,
               help="pt2: torch.export program (torch.export.save); onnx: ONNX (needs ttplan[deploy]).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write (atomically).")
+@out_option("File to write (atomically; checked before any work).", required=True)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch of the example input the model is captured on.")
-@click.option("--opset", type=click.IntRange(min=1), default=None,
-              help="ONNX opset version (default: the exporter's).")
+@click.option("--opset", type=click.IntRange(min=18), default=None,
+              help="ONNX opset version, 18 or above (what torch's dynamo exporter writes; default: its own).")
 def export(weights: str, fmt: str, out: Path, batch: int, opset: int | None) -> None:
     """Export a train run's TT model as a .pt2 (torch.export) or ONNX file whose TT layers are stock ops.
 
     The example input is a batch of the run's recorded input size; the file loads without ttplan.
     """
     from ttplan.errors import TTPlanError
-    from ttplan.files import check_writable, written
+    from ttplan.files import written
 
     if opset is not None and fmt != "onnx":
         raise TTPlanError(f"--opset {opset} applies to --format onnx only")
-    check_writable(out)
     from ttplan.runtime.export import export_model, onnx_missing
 
     if fmt == "onnx" and (missing := onnx_missing()) is not None:
