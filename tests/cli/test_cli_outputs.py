@@ -181,7 +181,8 @@ def test_policy_group_declares_the_same_options_with_the_same_checks() -> None:
         click.echo(policy_from_options(opts).describe())
 
     names = {p.name for p in probe.params}
-    assert {"kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear"} == names
+    assert {"kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear",
+            "unnamed"} == names
     assert CliRunner().invoke(probe, ["--rank", "4"]).output.startswith("hodec, order 3")
     with pytest.raises(TTPlanError, match="--rank 4 and --rank-fraction 0.3"):
         CliRunner().invoke(probe, ["--rank", "4", "--rank-fraction", "0.3"], catch_exceptions=False)
