@@ -16,6 +16,7 @@ and the generated one unchanged.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import replace
@@ -37,6 +38,7 @@ from ttplan.runtime.lowering import (
     conv_pad,
     lower,
 )
+from ttplan.runtime.state_check import state_mismatch
 
 #: how generated code spells the run-time sizes
 _RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
@@ -349,18 +351,12 @@ def convert(model: nn.Module, weights=None) -> nn.Module:
 
 def load_weights(model: nn.Module, state: dict) -> None:
     """`model.load_state_dict(state)`, every key of each side matched; a mismatch is one-line ValueError."""
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]}: {list(state[wrong[0]].shape)}, expected "
-                 f"{list(own[wrong[0]].shape)})" if wrong else ""]
-        raise ValueError("weights do not fit the converted model: " + ", ".join(p for p in parts if p) + " keys; "
-                         "give the weights written for this file (ttplan emit --weights)")
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"weights do not fit the converted model: {mismatch}; give the weights written for this "
+                         "file (ttplan emit --weights)")
     model.load_state_dict(state)
-'''
+''' + "\n\n" + inspect.getsource(state_mismatch)
 
 #: the file's own trained weights, when `ttplan emit --weights` wrote them beside it
 _LOAD = '''

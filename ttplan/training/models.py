@@ -15,6 +15,7 @@ from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
+from ttplan.runtime.state_check import state_mismatch
 from ttplan.training.checkpoint import format_from_dict, load_state_dict, load_tt_file
 from ttplan.training.config import TrainConfig
 from ttplan.training.run_folder import DENSE_WEIGHTS, TT_MODEL
@@ -63,16 +64,10 @@ def init_weights(model: nn.Module, path: str) -> None:
             raise TTPlanError(f"init folder {path!r} has no {DENSE_WEIGHTS}: give a run folder whose dense "
                               "phase finished, or a .pt file with a dense state_dict")
     state = load_state_dict(source, "init checkpoint")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else ""]
-        raise TTPlanError(f"init checkpoint {str(source)!r} does not fit the dense model: "
-                          + ", ".join(p for p in parts if p) + " keys; give the dense weights of the same --arch")
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise TTPlanError(f"init checkpoint {str(source)!r} does not fit the dense model: {mismatch}; give the dense "
+                          "weights of the same --arch")
     model.load_state_dict(state)
 
 

@@ -28,6 +28,7 @@ from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import TracedLayer
 from ttplan.runtime.decomposition import decompose, rebuild
+from ttplan.runtime.state_check import state_mismatch
 from ttplan.training.checkpoint import (
     TT_MODEL_KEYS,
     format_from_dict,
@@ -175,17 +176,11 @@ def _cores(state: dict[str, torch.Tensor], name: str) -> list[torch.Tensor]:
 
 def _check_fits(trained: Trained, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """One line unless `state` (every TT layer rebuilt dense) has exactly `model`'s keys and shapes."""
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]}: {list(state[wrong[0]].shape)}, the model's "
-                 f"{list(own[wrong[0]].shape)})" if wrong else ""]
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
         run = f" (the run trained {trained.arch})" if trained.arch else ""
-        raise TTPlanError(f"{trained.where()} does not fit this model: " + ", ".join(p for p in parts if p)
-                          + f" keys; give the weights of the same --arch{run}")
+        raise TTPlanError(f"{trained.where()} does not fit this model: {mismatch}; give the weights of the same "
+                          f"--arch{run}")
 
 
 __all__ = ["CORE_KEY", "Trained", "emitted_state", "read_trained", "recorded_config", "trained_formats"]
