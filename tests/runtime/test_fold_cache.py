@@ -13,7 +13,8 @@ from ttplan.core.schemes import merged
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.runtime.codegen import emit_layer
-from ttplan.runtime.fold_cache import UNCHANGED_SOURCE, cached_fold, unchanged
+from ttplan.runtime.fold_cache import UNCHANGED_SOURCE, cached_fold
+from ttplan.runtime.fold_cache import cores_unchanged as unchanged
 from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Lowering

@@ -2,17 +2,18 @@
 the values they were folded from.
 
 An entry is `(copies, folded)`: a copy of each core and the folded operands. It is reused while every core has its
-copy's dtype, device, shape and values (`unchanged`), so a change by any route refolds: torch ops,
+copy's dtype, device, shape and values (`cores_unchanged`), so a change by any route refolds: torch ops,
 `load_state_dict`, a move, and writes through `.data` (`p.data.mul_(2)`, `p.data.copy_(w)`), which count no
 version and keep the storage, so a key of versions and addresses missed them. The check is one `torch.equal` per
 core per forward (about 1.5 µs each on CPU; docs/reliability.md gives the cost on a ResNet-56 layer); the copies
 double the cores' memory, the small part of a TT layer. An entry is made without autograd and outside inference
 mode, so a cache filled under `torch.inference_mode()` serves a later forward that records gradients.
-`UNCHANGED_SOURCE` is the same check for generated code, which imports torch only.
+`UNCHANGED_SOURCE` is that function's own source, which generated code (importing torch only) embeds.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -20,39 +21,30 @@ import torch
 
 T = TypeVar("T")
 
-def unchanged(copies: Sequence[torch.Tensor], cores: Sequence[torch.Tensor]) -> bool:
-    """Whether every core has its copy's dtype, device, shape and values (`torch.equal` compares shapes and values
-    only, and across dtypes: 1.0 in float32 equals 1.0 in float64)."""
-    if len(copies) != len(cores):
-        return False
-    for kept, core in zip(copies, cores):
-        if kept.dtype != core.dtype or kept.device != core.device or not torch.equal(kept, core):
-            return False
-    return True
-
-
-#: `unchanged` for generated code, which imports torch only (a test runs both on the same cases)
-UNCHANGED_SOURCE = '''
 
 def cores_unchanged(copies: list[torch.Tensor], cores: list[torch.Tensor]) -> bool:
     """Whether every core has its copy's dtype, device, shape and values: the folded-weight cache is reused only
-    then, so no change is missed (.data writes count no version and keep the storage)."""
+    then, so no change is missed (.data writes count no version and keep the storage; `torch.equal` compares shapes
+    and values only, and across dtypes: 1.0 in float32 equals 1.0 in float64)."""
     if len(copies) != len(cores):
         return False
     for kept, core in zip(copies, cores):
         if kept.dtype != core.dtype or kept.device != core.device or not torch.equal(kept, core):
             return False
     return True
-'''
+
+
+#: `cores_unchanged` as generated code embeds it (that code imports torch only; this module's own source)
+UNCHANGED_SOURCE = "\n\n" + inspect.getsource(cores_unchanged)
 
 
 def cached_fold(entry: tuple | None, cores: Sequence[torch.Tensor], compute: Callable[[], T]) -> tuple:
     """`entry` while the cores are `unchanged` from its copies, else a new `(copies, compute())`, made without autograd
     and outside inference mode."""
-    if entry is not None and unchanged(entry[0], cores):
+    if entry is not None and cores_unchanged(entry[0], cores):
         return entry
     with torch.no_grad(), torch.inference_mode(False):
         return tuple(core.detach().clone() for core in cores), compute()
 
 
-__all__ = ["UNCHANGED_SOURCE", "cached_fold", "unchanged"]
+__all__ = ["UNCHANGED_SOURCE", "cached_fold", "cores_unchanged"]
