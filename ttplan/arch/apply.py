@@ -49,19 +49,25 @@ def convert(model: nn.Module, plan_or_config: ArchPlan | str | Path | Mapping,
     if input_size is None:
         raise TTPlanError("convert: input_size=None; expected the model's input (C, H, W), e.g. (3, 32, 32) "
                           "(only an ArchPlan carries its own)")
-    if isinstance(plan_or_config, (str, Path)):
-        formats = _configured(model, load_config(plan_or_config), input_size)
-    elif isinstance(plan_or_config, Mapping) and not all(
-            value is None or isinstance(value, TTFormat) for value in plan_or_config.values()):
-        formats = _from_entries(model, plan_or_config, input_size)
-    else:
-        formats = plan_or_config  # type: ignore[assignment]  # the runtime checks it, naming what is accepted
-        if not isinstance(formats, Mapping):
-            raise TTPlanError(f"convert: plan_or_config={plan_or_config!r} is a {type(plan_or_config).__name__}, "
-                              "expected an ArchPlan (ttplan.plan_architecture), a config path, or a dict of layer "
-                              "name -> TTFormat or config entry")
-    return convert_formats(model, dict(formats), input_size, scheme, bool(fold_weights), plans=plans,
+    formats = layer_formats(model, plan_or_config, input_size)
+    return convert_formats(model, formats, input_size, scheme, bool(fold_weights), plans=plans,
                            lowerings=lowerings)
+
+
+def layer_formats(model: nn.Module, config: str | Path | Mapping,
+                  input_size: tuple[int, int, int]) -> dict[str, TTFormat | None]:
+    """Layer name -> format of a config file, a dict of config entries, or a dict of formats (None: dense), for
+    `model` traced at `input_size`; what `convert` and `ADMMCompression` decompose."""
+    if isinstance(config, (str, Path)):
+        return _configured(model, load_config(config), input_size)
+    if isinstance(config, Mapping) and not all(value is None or isinstance(value, TTFormat)
+                                               for value in config.values()):
+        return _from_entries(model, config, input_size)
+    if not isinstance(config, Mapping):
+        raise TTPlanError(f"convert: plan_or_config={config!r} is a {type(config).__name__}, expected an ArchPlan "
+                          "(ttplan.plan_architecture), a config path, or a dict of layer name -> TTFormat or config "
+                          "entry")
+    return dict(config)  # the runtime checks it, naming what is accepted
 
 
 def _from_entries(model: nn.Module, entries: Mapping, input_size: tuple[int, int, int]) -> dict[str, TTFormat | None]:
@@ -105,4 +111,4 @@ def _by_plan(model: nn.Module, plan: ArchPlan, input_size: tuple[int, int, int] 
     return out.to(memory_format=torch.channels_last) if plan.channels_last else out
 
 
-__all__ = ["convert"]
+__all__ = ["convert", "layer_formats"]

@@ -14,35 +14,24 @@ default ρ schedule, and the decomposition `ttplan train` does (TT-SVD, balanced
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from ttplan.arch.config import LayerConfig, load_config, parse_entry
-from ttplan.arch.config import resolve_formats as config_formats
+from ttplan.arch.apply import layer_formats
 from ttplan.core.formats import TTFormat
 from ttplan.errors import TTPlanError
 from ttplan.models import trace_layers
-from ttplan.runtime.decomposition import balance
 from ttplan.training.admm import ADMM, ADMMLayer, RhoSchedule
-
-
-def _config(config: str | Path | dict[str, Any]) -> dict[str, LayerConfig]:
-    """A layer config from a file (`plan --save-config`, JSON or YAML) or a dict of entries in the file's spelling."""
-    if isinstance(config, (str, Path)):
-        return load_config(config)
-    if isinstance(config, dict):
-        return {name: entry if isinstance(entry, LayerConfig) else parse_entry(name, entry)
-                for name, entry in config.items()}
-    raise TTPlanError(f"config={config!r}: expected a config file's path or a dict of layer name -> entry")
+from ttplan.training.models import balance_cores
 
 
 class ADMMCompression:
     """ADMM state for the config's decomposed layers of `model`; `penalty()` each batch, `step()` each epoch."""
 
-    def __init__(self, model: nn.Module, config: str | Path | dict[str, Any], input_size: tuple[int, int, int],
+    def __init__(self, model: nn.Module, config: str | Path | Mapping, input_size: tuple[int, int, int],
                  *, lr: float | None = None, epochs: int | None = None, rho: float | None = None,
                  scheme: str = "best") -> None:
         """Resolve the layers at `input_size` (C, H, W). ρ: `rho` if given, else the default schedule for the
@@ -51,7 +40,8 @@ class ADMMCompression:
         self.input_size = tuple(input_size)
         self.scheme = scheme
         layers = trace_layers(model, self.input_size)
-        self.formats: dict[str, TTFormat] = config_formats(_config(config), layers)
+        self.formats: dict[str, TTFormat] = {name: fmt for name, fmt in
+                                             layer_formats(model, config, self.input_size).items() if fmt is not None}
         if not self.formats:
             raise TTPlanError("the config keeps every layer dense: name at least one layer with a TT format")
         specs = {layer.name: layer.spec for layer in layers}
@@ -81,11 +71,7 @@ class ADMMCompression:
         from ttplan.runtime.layers import convert
 
         tt = convert(self.model, self.formats, self.input_size, scheme=self.scheme)
-        with torch.no_grad():
-            for name in self.formats:
-                layer = tt.get_submodule(name)
-                for param, core in zip(layer.cores, balance(list(layer.cores))):
-                    param.copy_(core)
+        balance_cores(tt, self.formats)
         return tt
 
 

@@ -4,9 +4,11 @@ saves and `load_tt_model` rebuilds."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ttplan.arch.config import load_config
@@ -15,6 +17,7 @@ from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
+from ttplan.runtime.decomposition import balance
 from ttplan.runtime.state_check import state_mismatch
 from ttplan.training.checkpoint import format_from_dict, load_state_dict, load_tt_file
 from ttplan.training.config import TrainConfig
@@ -76,6 +79,16 @@ def convert_model(model: nn.Module, formats: dict[str, TTFormat], input_size: tu
     from ttplan.runtime.layers import convert
 
     return convert(model, formats, input_size, scheme=scheme)
+
+
+def balance_cores(model: nn.Module, names: Iterable[str]) -> None:
+    """Each named TT layer's cores at equal norms, the same kernel (`decomposition.balance`): what training does right
+    after decomposing, so SGD does not see one core carrying the whole scale."""
+    with torch.no_grad():
+        for name in names:
+            layer = model.get_submodule(name)
+            for param, core in zip(layer.cores, balance(list(layer.cores))):
+                param.copy_(core)
 
 
 def load_tt_model(path: str | Path, device: str = "cpu") -> nn.Module:

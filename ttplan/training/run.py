@@ -53,7 +53,7 @@ from ttplan.core.formats import TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import load_model, trace_layers
-from ttplan.runtime.decomposition import balance, decompose, project, relative_error
+from ttplan.runtime.decomposition import decompose, project, relative_error
 from ttplan.training import distributed as D
 from ttplan.training.admm import ADMM, ADMMLayer, RhoSchedule
 from ttplan.training.checkpoint import (
@@ -70,7 +70,14 @@ from ttplan.training.checkpoint import (
 from ttplan.training.config import BASELINES, DEVICES, PHASES, TrainConfig, phase_of
 from ttplan.training.data import load_dataset
 from ttplan.training.evaluate import evaluate
-from ttplan.training.models import convert_model, init_weights, load_tt_model, recorded_formats, resolve_formats
+from ttplan.training.models import (
+    balance_cores,
+    convert_model,
+    init_weights,
+    load_tt_model,
+    recorded_formats,
+    resolve_formats,
+)
 from ttplan.training.run_folder import (
     CHECKPOINT,
     CURVES,
@@ -428,7 +435,7 @@ def _decompose(run: _Run) -> None:
         atomic_save({"model": run.model.state_dict(), "config": run.cfg.to_dict()}, run.run_dir / DENSE_WEIGHTS)
     dense = run.model
     tt = convert_model(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
-    _balance_cores(tt, run.formats)
+    balance_cores(tt, run.formats)
     errors = {name: _layer_error(dense, tt, name, fmt, run.specs[name]) for name, fmt in run.formats.items()}
     run.model = tt
     run.ddp = None
@@ -441,15 +448,6 @@ def _decompose(run: _Run) -> None:
         "approximation_error_mean": float(np.mean(list(errors.values()))) if errors else 0.0,
         "approximation_error_max": max(errors.values(), default=0.0),
     }
-
-
-def _balance_cores(model: nn.Module, formats: dict[str, TTFormat]) -> None:
-    """Each converted layer's cores at equal norms (the same kernel), before any step of fine-tuning."""
-    with torch.no_grad():
-        for name in formats:
-            layer = model.get_submodule(name)
-            for param, core in zip(layer.cores, balance(list(layer.cores))):
-                param.copy_(core)
 
 
 def _planned(run: _Run) -> dict[str, Any]:
