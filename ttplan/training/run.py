@@ -211,11 +211,9 @@ def _segment_length(cfg: TrainConfig, stage: str) -> int:
     return cfg.stages().count(stage)
 
 
-def _steps_per_epoch(run: _Run) -> int:
-    """Batches one epoch runs on each rank (capped by `max_batches`)."""
-    per_rank = run.cfg.batch_size // run.ctx.world_size
-    shard = math.ceil(len(run.train_set) / run.ctx.world_size)
-    steps = max(1, math.ceil(shard / per_rank))
+def _steps_per_epoch(run: _Run, loader: DataLoader | None = None) -> int:
+    """Batches one epoch runs on each rank: its loader's length, capped by `max_batches`."""
+    steps = len(loader if loader is not None else _train_loader(run, 0))
     return steps if run.cfg.max_batches is None else min(steps, run.cfg.max_batches)
 
 
@@ -323,8 +321,7 @@ def _train_epoch(run: _Run, epoch: int, progress: Progress) -> float:
     assert run.ddp is not None and run.optimizer is not None
     run.ddp.train()
     loader = _train_loader(run, epoch)
-    limit = run.cfg.max_batches
-    length = len(loader) if limit is None else min(limit, len(loader))
+    length = _steps_per_epoch(run, loader)
     total, count = 0.0, 0
     label = f"epoch {epoch + 1}/{run.cfg.total_epochs} {phase_of(run.stage or '')}"
     interval = max(1, math.ceil(length / run.cfg.admm_updates_per_epoch))  # Z/U updates, the last at the end
