@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from torch import nn
 
 import ttplan
+from tests.helpers.errors import one_line
 from ttplan.arch.apply import convert
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.core.formats import make_format
-from ttplan.errors import TTPlanError
 from ttplan.runtime.layers import TTConv2d, TTLinear
 from ttplan.runtime.layers import convert as convert_formats
 
@@ -66,15 +65,6 @@ def test_a_config_file_and_a_dict_of_entries_give_the_formats_they_name(tmp_path
     _same(convert(model, entries, SIZE), expected)
     _same(convert(model, {"2": formats["2"], "4": {"format": "classical", "rank": 3}}, SIZE), expected)
     _same(convert(model, formats, SIZE), expected)  # the formats dict, as before
-
-
-def one_line(call, *needles: str) -> None:
-    with pytest.raises(TTPlanError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for needle in needles:
-        assert needle in message, (needle, message)
 
 
 def test_wrong_input_is_one_line(tmp_path):

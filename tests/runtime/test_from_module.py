@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import ttplan
+from tests.helpers.errors import one_line
 from ttplan.core.formats import make_format
 from ttplan.core.spec import ConvSpec
-from ttplan.errors import TTPlanError
 from ttplan.runtime.layers import TTConv2d, TTLinear
 
 
@@ -73,15 +73,6 @@ def test_from_linear_equals_the_linear_with_its_rebuilt_matrix():
         assert (layer(x) - F.linear(x, layer.to_dense(), linear.bias)).abs().max() <= 1e-5
     same = TTLinear.from_linear(linear, layer.fmt)  # a built format, positionally
     assert all(torch.equal(a, b) for a, b in zip(layer.cores, same.cores))
-
-
-def one_line(call, *needles: str) -> None:
-    with pytest.raises(TTPlanError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for needle in needles:
-        assert needle in message, (needle, message)
 
 
 def test_wrong_keywords_are_one_line_errors():
