@@ -63,8 +63,45 @@ class Run:
     args: tuple[str, ...] = field(default=())
 
 
-def runs(s: Settings, dense: Path) -> list[Run]:
-    """Every run of the comparison, most informative first (so a cut-short sweep still answers the main question)."""
+#: the validation sweep: ADMM + distillation at the 80% point, each candidate's ADMM lr / fine-tune lr, ρ (None: the
+#: default schedule; else a multiple of its start, same growth) and ADMM epochs; scored on the validation split
+SWEEP = {"lr0.01": (0.01, None, 2), "lr0.005": (0.005, None, 2), "lr0.02": (0.02, None, 2),
+         "rho0.25x": (0.01, 0.25, 2), "rho4x": (0.01, 4.0, 2), "split1": (0.01, None, 1)}
+#: the candidate the arms above ran with before the sweep
+DEFAULT_CANDIDATE = "lr0.01"
+#: E of the longer runs (every arm but scratch, at both points, from the same dense model)
+LONG_EPOCHS = 6
+
+
+def _admm_args(s: Settings, candidate: str, extra_epochs: int) -> tuple[str, ...]:
+    """`ttplan train` options of an ADMM arm run with a sweep candidate over `extra_epochs` extra epochs."""
+    from ttplan.training.admm import GROWTH, PULL
+
+    lr, rho_scale, admm_epochs = SWEEP[candidate]
+    updates = s.admm_updates_per_epoch * 2 // admm_epochs  # the same number of Z/U updates in every candidate
+    out = ("--admm-epochs", str(admm_epochs), "--finetune-epochs", str(extra_epochs - admm_epochs), "--lr", str(lr),
+           "--finetune-lr", str(lr), "--admm-updates-per-epoch", str(updates))
+    if rho_scale is not None:
+        total = admm_epochs * updates
+        out += ("--rho", f"{rho_scale * PULL / lr:.6g}", "--rho-growth", f"{GROWTH ** (1 / (total - 1)):.6g}")
+    return out
+
+
+def selected(store: Path) -> str | None:
+    """The sweep candidate with the best validation accuracy, once every candidate is stored (None before)."""
+    scores = {}
+    for name in SWEEP:
+        metrics = store / f"sweep80_{name}" / "metrics.json"
+        if not metrics.is_file():
+            return None
+        scores[name] = json.loads(metrics.read_text())["final"]["accuracy"]
+    return max(scores, key=lambda n: (scores[n], n == DEFAULT_CANDIDATE))
+
+
+def runs(s: Settings, dense: Path, store: Path | None = None) -> list[Run]:
+    """Every run of the comparison, most informative first (so a cut-short sweep still answers the main question).
+
+    The runs that use the sweep's choice are planned once the sweep is stored (`store`)."""
     common = ("--arch", "resnet20", "--dataset", "fashion-mnist", "--train-subset", str(s.train_subset),
               "--batch-size", str(s.batch_size), "--threads", str(s.threads),
               *(("--max-batches", str(s.max_batches)) if s.max_batches else ()),
@@ -73,25 +110,29 @@ def runs(s: Settings, dense: Path) -> list[Run]:
     ft = s.extra_epochs - s.admm_epochs
 
     def tt(point: str, *extra: str) -> tuple[str, ...]:
-        return (*common, "--config", POINTS[point], "--pretrain-epochs", "0", "--finetune-lr", str(s.finetune_lr),
-                *extra)
+        lr = () if "--finetune-lr" in extra else ("--finetune-lr", str(s.finetune_lr))
+        return (*common, "--config", POINTS[point], "--pretrain-epochs", "0", *lr, *extra)
+
+    def dense_run(name: str, epochs: int) -> Run:
+        return Run(name, None, "dense", 0, (*common, *init, "--pretrain-epochs", str(epochs), "--admm-epochs", "0",
+                                            "--finetune-epochs", "0", "--lr", str(s.lr)))
+
+    def direct(point: str, seed: int, epochs: int, suffix: str = "") -> Run:
+        return Run(f"direct{point}{suffix}_s{seed}", point, "direct", seed,
+                   tt(point, *init, "--admm-epochs", "0", "--finetune-epochs", str(epochs), "--no-distill"))
 
     admm = ("--admm-epochs", str(s.admm_epochs), "--finetune-epochs", str(ft), "--lr", str(s.lr),
             "--admm-updates-per-epoch", str(s.admm_updates_per_epoch))
-    out = [Run("dense_s0", None, "dense", 0, (*common, *init, "--pretrain-epochs", str(s.extra_epochs),
-                                               "--admm-epochs", "0", "--finetune-epochs", "0", "--lr", str(s.lr)))]
+    out = [dense_run("dense_s0", s.extra_epochs)]
     for seed in (0, 1):
         out.append(Run(f"admm+kd80_s{seed}", "80", "admm+kd", seed, tt("80", *init, *admm, "--distill")))
-        out.append(Run(f"direct80_s{seed}", "80", "direct", seed,
-                       tt("80", *init, "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs),
-                          "--no-distill")))
+        out.append(direct("80", seed, s.extra_epochs))
     out.append(Run("admm80_s0", "80", "admm", 0, tt("80", *init, *admm, "--no-distill")))
     out.append(Run("scratch-e80_s0", "80", "scratch-e", 0,
                    tt("80", "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--finetune-lr",
                       str(s.scratch_lr))))
     out.append(Run("admm+kd65_s0", "65", "admm+kd", 0, tt("65", *init, *admm, "--distill")))
-    out.append(Run("direct65_s0", "65", "direct", 0,
-                   tt("65", *init, "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--no-distill")))
+    out.append(direct("65", 0, s.extra_epochs))
     out.append(Run("admm65_s0", "65", "admm", 0, tt("65", *init, *admm, "--no-distill")))
     out.append(Run("scratch-e65_s0", "65", "scratch-e", 0,
                    tt("65", "--admm-epochs", "0", "--finetune-epochs", str(s.extra_epochs), "--finetune-lr",
@@ -104,6 +145,27 @@ def runs(s: Settings, dense: Path) -> list[Run]:
     total = str(PRETRAIN_EPOCHS + s.extra_epochs)
     out.append(Run("scratch-total80_s0", "80", "scratch-total", 0,
                    tt("80", "--admm-epochs", "0", "--finetune-epochs", total, "--finetune-lr", str(s.scratch_lr))))
+    # the validation sweep (never the test set): trained on the subset, scored on the fixed validation split
+    for name in SWEEP:
+        out.append(Run(f"sweep80_{name}", "80", "sweep", 0,
+                       tt("80", *init, *_admm_args(s, name, s.extra_epochs), "--distill", "--eval-split",
+                          "validation")))
+    choice = selected(store) if store is not None else None
+    if choice is not None:
+        chosen = _admm_args(s, choice, s.extra_epochs)
+        if choice != DEFAULT_CANDIDATE:  # the default's test runs are admm+kd80_s0 / admm+kd65_s0 above
+            for point in ("80", "65"):
+                out.append(Run(f"admm+kd{point}_val_s0", point, "admm+kd", 0,
+                               tt(point, *init, *chosen, "--distill")))
+        # ablations of the recovery measures, each alone off, with the chosen settings
+        for switch, label in (("--no-balance", "nobalance"), ("--lr-schedule=epoch", "epochlr")):
+            out.append(Run(f"admm+kd80_{label}_s0", "80", "admm+kd", 0, tt("80", *init, *chosen, "--distill", switch)))
+        # longer: E = LONG_EPOCHS extra epochs for the dense baseline, direct and ADMM at both points
+        out.append(dense_run(f"dense_e{LONG_EPOCHS}_s0", LONG_EPOCHS))
+        for point in ("65", "80"):
+            out.append(Run(f"admm+kd{point}_e{LONG_EPOCHS}_s0", point, "admm+kd", 0,
+                           tt(point, *init, *_admm_args(s, choice, LONG_EPOCHS), "--distill")))
+            out.append(direct(point, 0, LONG_EPOCHS, f"_e{LONG_EPOCHS}"))
     return [Run(r.name, r.point, r.arm, r.seed, (*r.args, "--seed", str(r.seed))) for r in out]
 
 
@@ -160,6 +222,7 @@ def results(store: Path) -> list[dict[str, Any]]:
         finetune = [e for e in epochs if e["phase"] == "finetune"]
         rows.append({
             "name": record["name"], "point": record["point"], "arm": record["arm"], "seed": record["seed"],
+            "eval_split": metrics["config"].get("eval_split", "test"),
             "extra_epochs": len(epochs), "test_accuracy": 100 * final["accuracy"],
             "start_accuracy": None if final.get("accuracy_start") is None else 100 * final["accuracy_start"],
             "flops_reduction": planned.get("macs_reduction"), "params_reduction": planned.get("params_reduction"),
@@ -216,7 +279,7 @@ def render(store: Path, report: Path, settings: Settings, planned: list[Run]) ->
               "- The rates were fixed before any run and no ρ was tuned (the default schedule): nothing was chosen "
               "on the test set, and no validation sweep was run either.", ""]
     for point, label in (("80", "72% FLOPs↓ / 80% params↓"), ("65", "60% FLOPs↓ / 65% params↓")):
-        point_rows = [r for r in rows if r["point"] == point]
+        point_rows = [r for r in rows if r["point"] == point and r["arm"] != "sweep"]
         lines += [f"## {label}", "",
                   "| run | arm | ADMM + FT epochs | test acc. | Δ vs dense | FLOPs↓ | params↓ | approx. error | "
                   "acc. after decomposition | ADMM end max ‖W−Z‖/‖W‖ | lowest dense acc. in ADMM | epochs' time |",
@@ -334,7 +397,7 @@ def plot(store: Path, figure: Path) -> None:
     for column, point in enumerate(("80", "65")):
         for record_file in sorted(store.glob("*/run.json")):
             record = json.loads(record_file.read_text())
-            if record.get("point") not in (point, None) or record["name"] == "pretrain":
+            if record.get("point") not in (point, None) or record["arm"] in ("pretrain", "sweep"):
                 continue
             metrics = json.loads((record_file.parent / "metrics.json").read_text())
             acc = [100 * e["accuracy"] for e in metrics["epochs"]]
@@ -385,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.report, args.json):
         check_writable(path, "--report")
     dense = args.store / "dense.pt"
-    planned = runs(settings, dense)
+    planned = runs(settings, dense, args.store)
     if not args.report_only:
         if not dense.is_file():
             run_dir = args.runs / "pretrain"
@@ -393,12 +456,16 @@ def main(argv: list[str] | None = None) -> int:
             wall = _train(PRETRAIN, run_dir, args.runs / "pretrain.log")
             _store(Run("pretrain", None, "pretrain", 0, tuple(PRETRAIN)), run_dir, args.store, wall)
             (args.store / "dense.pt").write_bytes((run_dir / "dense.pt").read_bytes())
-        todo = [r for r in planned if not (args.store / r.name / "run.json").is_file()
-                and (args.only is None or r.name in args.only)]
         args.runs.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for _name in pool.map(lambda r: _run_one(r, args.runs, args.store), todo):
-                write_report(args.store, args.report, args.json, settings, planned)
+        while True:  # the runs that use the sweep's choice are planned once the sweep is stored
+            todo = [r for r in planned if not (args.store / r.name / "run.json").is_file()
+                    and (args.only is None or r.name in args.only)]
+            if not todo:
+                break
+            with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+                for _name in pool.map(lambda r: _run_one(r, args.runs, args.store), todo):
+                    write_report(args.store, args.report, args.json, settings, planned)
+            planned = runs(settings, dense, args.store)
     write_report(args.store, args.report, args.json, settings, planned)
     print(f"wrote {args.report}, {args.json}")
     return 0
