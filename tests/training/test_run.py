@@ -188,3 +188,24 @@ def test_new_data_fields_are_checked():
         TrainConfig(eval_split="train", pretrain_epochs=1, admm_epochs=0, finetune_epochs=0).validate()
     with pytest.raises(TTPlanError, match="dataset='mnist'"):
         TrainConfig(dataset="mnist", pretrain_epochs=1, admm_epochs=0, finetune_epochs=0).validate()
+
+
+def test_balance_and_schedule_switches_change_only_what_they_name(tmp_path):
+    """--no-balance keeps TT-SVD's unbalanced cores (the same product); --lr-schedule epoch steps the rate per epoch."""
+    from ttplan.training.run import load_tt_model
+
+    on = train(small_config(tmp_path, admm_epochs=1, finetune_epochs=0), tmp_path / "on")
+    off = train(small_config(tmp_path, admm_epochs=1, finetune_epochs=0, balance=False), tmp_path / "off")
+    assert on["final"]["approximation_error"] == pytest.approx(off["final"]["approximation_error"], rel=1e-5)
+    norms = {}
+    for name in ("on", "off"):
+        model = load_tt_model(tmp_path / name)
+        cores = [p for n, p in model.named_parameters() if n.startswith("layer3.0.conv2.cores")]
+        norms[name] = [float(c.detach().norm()) for c in cores]
+    spread = {k: max(v) / min(v) for k, v in norms.items()}
+    assert spread["on"] == pytest.approx(1.0, rel=1e-4) and spread["off"] > 1.02, spread
+    epoch = train(small_config(tmp_path, lr_schedule="epoch", pretrain_epochs=2, admm_epochs=0, finetune_epochs=0,
+                               config=None), tmp_path / "epoch")
+    # the rate recorded after each epoch's last step is the next step's: epoch 2's half rate, then held there
+    # (the per-batch schedule would have decayed to ~0 by the end)
+    assert [e["lr"] for e in epoch["epochs"]] == pytest.approx([0.025, 0.025])

@@ -14,6 +14,7 @@ from ttplan.errors import TTPlanError
 from ttplan.training.config import BASELINES, DEVICES, TrainConfig
 from ttplan.training.datasets import DATASETS, EVAL_SPLITS, FASHION_DIR, dataset_key
 from ttplan.training.run_folder import CHECKPOINT
+from ttplan.training.schedule import SCHEDULES
 
 #: the policy options, spelled as `ttplan plan` spells them
 POLICY_OPTIONS = ("kind", "rank", "rank_fraction", "order", "skip_first", "skip_1x1", "min_channels", "linear")
@@ -94,6 +95,11 @@ def _click_progress(label: str, length: int):
               show_default=True, help="Distillation temperature T.")
 @click.option("--distill-weight", type=click.FloatRange(min=0, max=1), default=0.5, show_default=True,
               help="Weight w of the distillation term: (1 - w)·CE + w·T²·KL.")
+@click.option("--balance/--no-balance", default=True, show_default=True,
+              help="Equal the norms of each decomposed layer's cores before fine-tuning (off: to measure it).")
+@click.option("--lr-schedule", type=click.Choice(SCHEDULES), default="batch", show_default=True,
+              help="batch: a short warm-up, then cosine to 0, stepped per batch; epoch: cosine stepped per epoch, "
+                   "no warm-up (ttplan 0.2's; to measure the difference).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
               help="SGD learning rate (per batch: a short warm-up, then cosine to 0 within each phase).")
 @click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,

@@ -14,6 +14,7 @@ from typing import Any
 from ttplan.arch.policy import Policy, unnamed_rule
 from ttplan.errors import TTPlanError
 from ttplan.training.datasets import EVAL_SPLITS, dataset_key
+from ttplan.training.schedule import SCHEDULES
 
 PHASES = ("pretrain", "admm", "finetune")
 #: fine-tuning a TT model decomposed from trained weights runs at this share of `lr` unless `finetune_lr` is given
@@ -35,6 +36,9 @@ class TrainConfig:
     `distill` (None: on where dense weights exist, i.e. with pretraining or `init`) fine-tunes the TT model
     towards the dense model as it was before ADMM: `(1 − w)·CE + w·T²·KL(teacher ‖ student)` at temperature
     `distill_temperature` T and weight `distill_weight` w.
+    `balance`: equal the norms of each decomposed layer's cores (off only to measure what it does).
+    `lr_schedule`: `batch` (warm-up then cosine, stepped per batch) or `epoch` (cosine stepped per epoch, no
+    warm-up: ttplan 0.2's; for ablations).
     `batch_size` is the global batch: under torchrun each of N processes takes `batch_size / N`.
     `max_batches` caps the batches per epoch, for training and evaluation (quick tests).
     `image_size` None: the dataset's own (28 for fashion-mnist, else 32). `augment`: random crop + flip of the
@@ -78,6 +82,8 @@ class TrainConfig:
     distill: bool | None = None
     distill_temperature: float = 4.0
     distill_weight: float = 0.5
+    balance: bool = True
+    lr_schedule: str = "batch"
 
     def validate(self) -> None:
         """One-line errors for values no run could use."""
@@ -110,6 +116,10 @@ class TrainConfig:
                                   + (" (or None: the auto schedule)" if name.startswith("rho") else ""))
         if not (isinstance(self.distill_weight, (int, float)) and 0 <= self.distill_weight <= 1):
             raise TTPlanError(f"distill_weight={self.distill_weight!r}: expected a number in [0, 1]")
+        if self.balance not in (True, False):
+            raise TTPlanError(f"balance={self.balance!r}: expected true or false")
+        if self.lr_schedule not in SCHEDULES:
+            raise TTPlanError(f"lr_schedule={self.lr_schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.distill not in (None, True, False):
             raise TTPlanError(f"distill={self.distill!r}: expected true, false or None (on where dense weights exist)")
         if self.finetune_lr is not None and not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):

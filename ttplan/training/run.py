@@ -5,10 +5,12 @@ The run is a sequence of epochs in three segments of fixed length: `pretrain_epo
 `finetune_epochs`. The baseline `direct` spends the middle segment on the same dense training without the
 ADMM penalty (same optimizer, learning rate and schedule), then decomposes those weights directly, so the two
 runs differ only in ADMM; its middle epochs are logged with phase `pretrain`. Each segment gets a fresh SGD
-optimizer with a per-batch schedule over the segment (a short warm-up, then cosine; `schedule.WarmupCosine`).
+optimizer with a per-batch schedule over the segment (a short warm-up, then cosine; `schedule.WarmupCosine`;
+`lr_schedule="epoch"`: ttplan 0.2's per-epoch cosine).
 ADMM's ρ follows `RhoSchedule.auto` unless `rho` is given. The starting model is evaluated before any epoch
 (`start` in metrics.json). Fine-tuning distils from the dense model as it was before ADMM where dense weights
-exist (`TrainConfig.distills`), and the decomposed cores are balanced (`decomposition.balance`).
+exist (`TrainConfig.distills`), and the decomposed cores are balanced (`decomposition.balance`; off with
+`balance=False`).
 
 Run folder (only rank 0 writes; every file is written to a temporary name and moved into place):
 
@@ -91,7 +93,7 @@ from ttplan.training.run_folder import (
     check_resume_dir,
     locked_run_dir,
 )
-from ttplan.training.schedule import WarmupCosine
+from ttplan.training.schedule import segment_schedule
 
 #: a batch loss above this many times the run's reference loss counts as diverged
 EXPLODED = 1e3
@@ -245,7 +247,7 @@ def _enter_stage(run: _Run, stage: str) -> None:
                                     weight_decay=cfg.weight_decay)
     steps = _steps_per_epoch(run)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer, WarmupCosine.for_segment(_segment_length(cfg, stage), steps))
+        run.optimizer, segment_schedule(cfg.lr_schedule, _segment_length(cfg, stage), steps))
     run.admm = None
     if stage == "admm":
         layers = [ADMMLayer(name, fmt, run.specs[name]) for name, fmt in run.formats.items()]
@@ -258,7 +260,7 @@ def _reschedule(run: _Run) -> None:
     at the step the run is at (the rate of the remaining steps follows the new schedule)."""
     assert run.scheduler is not None and run.stage is not None
     base = _stage_lr(run.cfg, run.stage)
-    schedule = WarmupCosine.for_segment(_segment_length(run.cfg, run.stage), _steps_per_epoch(run))
+    schedule = segment_schedule(run.cfg.lr_schedule, _segment_length(run.cfg, run.stage), _steps_per_epoch(run))
     run.scheduler.lr_lambdas = [schedule for _ in run.scheduler.lr_lambdas]
     run.scheduler.base_lrs = [base for _ in run.scheduler.base_lrs]
     at = run.scheduler.last_epoch
@@ -432,7 +434,8 @@ def _decompose(run: _Run) -> None:
         atomic_save({"model": run.model.state_dict(), "config": run.cfg.to_dict()}, run.run_dir / DENSE_WEIGHTS)
     dense = run.model
     tt = convert_model(dense, run.formats, run.input_size, run.cfg.scheme).to(run.ctx.device)
-    balance_cores(tt, run.formats)
+    if run.cfg.balance:
+        balance_cores(tt, run.formats)
     errors = {name: _layer_error(dense, tt, name, fmt, run.specs[name]) for name, fmt in run.formats.items()}
     run.model = tt
     run.ddp = None

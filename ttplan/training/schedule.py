@@ -1,4 +1,5 @@
-"""Per-batch learning-rate schedule: a short linear warm-up, then a cosine decay to zero over the segment.
+"""Learning-rate schedules of a training segment: per batch, a short linear warm-up then a cosine decay to zero
+(the default); or per epoch, a cosine over epochs with no warm-up (ttplan 0.2's, kept to measure the difference).
 
 Stepping once per batch (not once per epoch) means a one-epoch phase still decays its rate; the warm-up keeps
 the first steps after a phase change (new optimizer, fresh momentum, a freshly decomposed model) small.
@@ -38,10 +39,34 @@ class WarmupCosine:
         progress = min(step - self.warmup, span) / span
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def mean(self, first: int, last: int) -> float:
-        """The mean factor over steps `first .. last - 1` (what one epoch of the segment runs at, on average)."""
-        steps = range(first, max(first + 1, last))
-        return sum(self(t) for t in steps) / len(steps)
 
 
-__all__ = ["WARMUP_FRACTION", "WarmupCosine"]
+@dataclass
+class EpochCosine:
+    """The rate factor at step `t`: constant within an epoch, `(1 + cos(π·e/epochs)) / 2` in epoch `e` (0-based).
+
+    A one-epoch segment runs at the full rate throughout; no warm-up. For ablations of the per-batch schedule.
+    """
+
+    epochs: int
+    steps_per_epoch: int
+
+    def __call__(self, step: int) -> float:
+        epoch = min(step // max(1, self.steps_per_epoch), max(0, self.epochs - 1))
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, self.epochs)))
+
+
+#: the schedules by name, as `TrainConfig.lr_schedule` and `ttplan train --lr-schedule` spell them
+SCHEDULES = ("batch", "epoch")
+
+
+def segment_schedule(kind: str, epochs: int, steps_per_epoch: int) -> WarmupCosine | EpochCosine:
+    """The schedule of a segment of `epochs` epochs of `steps_per_epoch` batches: `batch` or `epoch`."""
+    if kind == "batch":
+        return WarmupCosine.for_segment(epochs, steps_per_epoch)
+    if kind == "epoch":
+        return EpochCosine(epochs=max(1, epochs), steps_per_epoch=steps_per_epoch)
+    raise ValueError(f"lr_schedule={kind!r}: expected one of {', '.join(SCHEDULES)}")
+
+
+__all__ = ["SCHEDULES", "WARMUP_FRACTION", "EpochCosine", "WarmupCosine", "segment_schedule"]
