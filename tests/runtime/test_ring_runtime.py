@@ -75,7 +75,7 @@ def test_generated_ring_layers_equal_conv2d_and_count_the_planned_flops():
 
 
 @pytest.mark.parametrize("closing", [1, 2, 3])
-def test_ring_svd_is_exact_at_the_exact_ring_ranks(closing):
+def test_tt_svd_of_a_ring_is_exact_at_the_exact_ring_ranks(closing):
     gen = torch.Generator().manual_seed(closing)
     ranks = ring_exact_ranks((2, 4, 6, 3, 4), closing)
     fmt = make_format("tr", SPEC, in_modes=(3, 4), out_modes=(2, 4), ranks=ranks)
@@ -91,7 +91,7 @@ def test_ring_svd_is_exact_at_the_exact_ring_ranks(closing):
     assert_close(lib(x), conv_with(x, weight, SPEC))
 
 
-def test_truncated_ring_svd_is_a_projection_and_the_generated_one_agrees():
+def test_truncated_ring_tt_svd_is_a_projection_and_the_generated_one_agrees():
     gen = torch.Generator().manual_seed(5)
     fmt = make_format("tr", SPEC, in_modes=(3, 4), out_modes=(2, 4), ranks=(2, 2, 3, 3, 2, 2))
     weight = torch.randn(8, 12, 3, 2, dtype=torch.float64, generator=gen)

@@ -24,7 +24,7 @@ from dataclasses import replace
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import FactorLayout
-from ttplan.runtime.decomposition import CP_ITERATIONS, CP_TOLERANCE
+from ttplan.runtime import algorithms
 from ttplan.runtime.fold_cache import UNCHANGED_SOURCE
 from ttplan.runtime.lowering import (
     RUNTIME,
@@ -44,50 +44,6 @@ from ttplan.runtime.state_check import state_mismatch
 _RUNTIME = dict(zip(RUNTIME, ("batch", "height", "width", "height * width")))
 
 _HELPERS = '''
-
-def tt_svd(chain: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
-    """Sequential truncated SVD of `chain` (one axis per core) into cores `[r_t, n_t, r_t+1]`.
-
-    `ranks[0] == ranks[-1]`: 1 for an open chain; a ring's closing rank splits the first SVD's rank as
-    `r_0 * r_1` and carries `r_0` to the far end. The SVDs run in float64 (float32 on MPS) and the cores
-    come back in the input's dtype. Ranks above what an SVD can give are padded with zeros, which leaves
-    the chain's product unchanged.
-    """
-    work = chain.detach().to(torch.float32 if chain.device.type == "mps" else torch.float64)
-    sizes, closing = tuple(work.shape), ranks[0]
-    cores = []
-    rest = work.reshape(1, -1)
-    for t, size in enumerate(sizes[:-1]):
-        u, s, vh = torch.linalg.svd(rest.reshape(rest.shape[0] * size, -1), full_matrices=False)
-        width = closing * ranks[1] if t == 0 else ranks[t + 1]
-        r = min(width, s.numel())
-        u, rest = u[:, :r], s[:r, None] * vh[:r]
-        if t == 0 and closing > 1:
-            u = torch.cat([u, u.new_zeros(u.shape[0], width - r)], dim=1)
-            rest = torch.cat([rest, rest.new_zeros(width - r, rest.shape[1])], dim=0)
-            cores.append(u.reshape(size, closing, ranks[1]).permute(1, 0, 2))
-            rest = rest.reshape(closing, ranks[1], -1).permute(1, 2, 0).reshape(ranks[1], -1)
-        else:
-            cores.append(u.reshape(-1, size, r))
-    cores.append(rest.reshape(rest.shape[0], sizes[-1], closing))
-    padded = []
-    for t, core in enumerate(cores):
-        full = core.new_zeros(ranks[t], core.shape[1], ranks[t + 1])
-        full[: core.shape[0], :, : core.shape[2]] = core
-        padded.append(full.to(chain.dtype))
-    return padded
-
-
-def tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
-    """Contract cores `[r_t, n_t, r_t+1]` left to right into the tensor of shape `(n_1, ..., n_m)`, tracing over
-    the closing rank of a ring (the equal end ranks; 1 for an open chain)."""
-    closing = cores[0].shape[0]
-    full = cores[0].reshape(-1, cores[0].shape[-1])
-    for core in cores[1:]:
-        full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
-    full = full.reshape(closing, -1, closing).diagonal(dim1=0, dim2=2).sum(-1)
-    return full.reshape([core.shape[1] for core in cores])
-
 
 def dense_geometry(module: nn.Module) -> dict:
     """What a layer of this file must match in a dense model: an nn.Conv2d's channels, kernel, stride, padding
@@ -109,56 +65,17 @@ def dense_geometry(module: nn.Module) -> dict:
             "dilation": tuple(module.dilation), "groups": module.groups, "padding_mode": module.padding_mode}
 '''
 
-_CP_HELPERS = f'''
-
-def khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
-    """Column-wise Kronecker product [n_1 * ... * n_m, R] of factors [n_j, R], the last factor's rows fastest."""
-    out = factors[0]
-    for factor in factors[1:]:
-        out = (out[:, None, :] * factor[None, :, :]).reshape(-1, out.shape[1])
-    return out
+def _embedded(functions: tuple, constants: tuple[str, ...] = ()) -> str:
+    """The source of library functions a generated file carries (one implementation: `ttplan.runtime.algorithms`),
+    after the module constants their defaults name."""
+    lines = [f"{name} = {getattr(algorithms, name)!r}" for name in constants]
+    return "\n\n" + "\n".join(lines) + ("\n" if lines else "") + "".join(
+        "\n\n" + inspect.getsource(function) for function in functions)
 
 
-def cp_als(tensor: torch.Tensor, rank: int, iterations: int = {CP_ITERATIONS}, tolerance: float = {CP_TOLERANCE}
-           ) -> list[torch.Tensor]:
-    """CP of `tensor` (one factor [n_j, R] per axis) by alternating least squares, in float64 (float32 on MPS).
-
-    Starts from each unfolding's leading left singular vectors (seeded random columns past its rank); stops
-    after `iterations` sweeps or when the relative error improves by less than `tolerance`. CP is not an exact
-    projection: the result is a local optimum. The factors come back in the input's dtype.
-    """
-    work = tensor.detach().to(torch.float32 if tensor.device.type == "mps" else torch.float64)
-    shape, m = tuple(work.shape), work.dim()
-    unfold = [work.movedim(n, 0).reshape(shape[n], -1) for n in range(m)]
-    gen = torch.Generator(device=work.device).manual_seed(0)
-    factors = []
-    for n in range(m):
-        u = torch.linalg.svd(unfold[n], full_matrices=False)[0][:, :rank]
-        extra = torch.randn(shape[n], rank - u.shape[1], generator=gen, dtype=work.dtype, device=work.device)
-        factors.append(torch.cat([u, extra / math.sqrt(shape[n])], dim=1))
-    norm = torch.linalg.vector_norm(work).item()
-    error = math.inf
-    for _ in range(iterations):
-        for n in range(m):
-            others = [factors[j] for j in range(m) if j != n]
-            gram = torch.ones(rank, rank, dtype=work.dtype, device=work.device)
-            for factor in others:
-                gram = gram * (factor.T @ factor)
-            mttkrp = unfold[n] @ khatri_rao(others) if others else unfold[n]
-            factors[n] = torch.linalg.lstsq(gram, mttkrp.T).solution.T if others else mttkrp
-            if n < m - 1:
-                scale = torch.linalg.vector_norm(factors[n], dim=0)
-                factors[n] = factors[n] / torch.where(scale > 0, scale, torch.ones_like(scale))
-        full = torch.ones(rank, rank, dtype=work.dtype, device=work.device)
-        for factor in factors:
-            full = full * (factor.T @ factor)
-        residual = max(norm ** 2 - 2 * (factors[-1] * mttkrp).sum().item() + full.sum().item(), 0.0)
-        new = math.sqrt(residual) / norm if norm > 0 else 0.0
-        if error - new < tolerance:
-            break
-        error = new
-    return [factor.to(tensor.dtype) for factor in factors]
-'''
+#: TT-SVD and the chain product, for every file; CP-ALS and the Khatri-Rao product where a layer is CP
+_CHAIN_HELPERS = _embedded(algorithms.EMBEDDED_CHAIN)
+_CP_HELPERS = _embedded(algorithms.EMBEDDED_CP, ("CP_ITERATIONS", "CP_TOLERANCE"))
 
 
 _BASE = '''
@@ -627,7 +544,7 @@ def _cp_methods(plan: ContractionPlan) -> list[str]:
         "        layer = cls(bias=bias is not None, device=weight.device, dtype=weight.dtype)",
         "        chain = weight.detach().reshape(cls.kernel_modes).permute(cls.chain_axes).reshape(cls.chain_sizes)",
         "        with torch.no_grad():",
-        "            for param, core in zip(layer.cores(), cp_als(chain, cls.cp_rank)):",
+        "            for param, core in zip(layer.cores(), cp_als(chain, cls.cp_rank)[0]):",
         "                param.copy_(core.reshape(param.shape))",
         "            if bias is not None:",
         "                layer.bias.copy_(bias.detach())",
@@ -754,7 +671,8 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    helpers = _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "") + UNCHANGED_SOURCE
+    helpers = _CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "") \
+        + UNCHANGED_SOURCE
     parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), base.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]

@@ -19,69 +19,13 @@ import torch
 from ttplan.core.formats import ChainLayout, FactorLayout, TTFormat
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-
-#: CP-ALS: at most this many sweeps over the factors ...
-CP_ITERATIONS = 200
-#: ... stopping once the relative error improves by less than this in one sweep
-CP_TOLERANCE = 1e-7
+from ttplan.runtime.algorithms import CP_ITERATIONS, CP_TOLERANCE, cp_als, khatri_rao, tt_svd
 
 
 def _check_format(fmt: TTFormat, spec: ConvSpec) -> ChainLayout | FactorLayout:
     """Validate the format against the layer and return its kernel view (`TTFormat.kernel_layout`)."""
     fmt.validate(spec)
     return fmt.kernel_layout(spec)
-
-
-def _khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
-    """Column-wise Kronecker product `[n_1·…·n_m, R]` of factors `[n_j, R]`, the last factor's rows fastest."""
-    out = factors[0]
-    for factor in factors[1:]:
-        out = (out[:, None, :] * factor[None, :, :]).reshape(-1, out.shape[1])
-    return out
-
-
-def cp_als(tensor: torch.Tensor, rank: int, iterations: int = CP_ITERATIONS,
-           tolerance: float = CP_TOLERANCE) -> tuple[list[torch.Tensor], int]:
-    """CP of `tensor` (one factor `[n_j, R]` per axis) by alternating least squares; (factors, sweeps run).
-
-    Starts from each unfolding's leading left singular vectors (seeded random columns past its rank), so it is
-    deterministic;
-    stops after `iterations` sweeps or when the relative error improves by less than `tolerance`. CP has no
-    exact projection: the result is a local optimum, `relative_error` says how close it is.
-    """
-    shape, m = tuple(tensor.shape), tensor.dim()
-    unfold = [tensor.movedim(n, 0).reshape(shape[n], -1) for n in range(m)]
-    factors = []
-    gen = torch.Generator(device=tensor.device).manual_seed(0)
-    for n in range(m):
-        u = torch.linalg.svd(unfold[n], full_matrices=False)[0][:, :rank]
-        extra = torch.randn(shape[n], rank - u.shape[1], generator=gen, dtype=tensor.dtype, device=tensor.device)
-        factors.append(torch.cat([u, extra / math.sqrt(shape[n])], dim=1))
-    norm = torch.linalg.vector_norm(tensor).item()
-    error, sweeps = math.inf, 0
-    for sweeps in range(1, iterations + 1):  # noqa: B007  (the count is returned)
-        for n in range(m):
-            others = [factors[j] for j in range(m) if j != n]
-            gram = torch.ones(rank, rank, dtype=tensor.dtype, device=tensor.device)
-            for factor in others:
-                gram = gram * (factor.T @ factor)
-            mttkrp = unfold[n] @ _khatri_rao(others) if others else unfold[n]
-            factors[n] = torch.linalg.lstsq(gram, mttkrp.T).solution.T if others else mttkrp
-            if n < m - 1:  # keep the scale in the last factor; the next solve absorbs this one's
-                scale = torch.linalg.vector_norm(factors[n], dim=0)
-                factors[n] = factors[n] / torch.where(scale > 0, scale, torch.ones_like(scale))
-        # ‖T − X‖² = ‖T‖² − 2⟨T, X⟩ + ‖X‖², with ⟨T, X⟩ from the last solve's MTTKRP
-        full = torch.ones(rank, rank, dtype=tensor.dtype, device=tensor.device)
-        for factor in factors:
-            full = full * (factor.T @ factor)
-        inner = (factors[-1] * mttkrp).sum()
-        residual = max(norm ** 2 - 2 * inner.item() + full.sum().item(), 0.0)
-        new = math.sqrt(residual) / norm if norm > 0 else 0.0
-        if error - new < tolerance:
-            error = new
-            break
-        error = new
-    return factors, sweeps
 
 
 def _factor_view(work: torch.Tensor, layout: FactorLayout) -> torch.Tensor:
@@ -120,46 +64,6 @@ def _work_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.float32 if weight.device.type == "mps" else torch.float64
 
 
-def _pad(core: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """Zero-pad a `[a, n, b]` core to `[left, n, right]`; zero rows/columns add nothing to the chain product."""
-    a, n, b = core.shape
-    if (a, b) == (left, right):
-        return core
-    out = core.new_zeros(left, n, right)
-    out[:a, :, :b] = core
-    return out
-
-
-def ring_svd(tensor: torch.Tensor, ranks: tuple[int, ...]) -> list[torch.Tensor]:
-    """Sequential truncated SVDs of `tensor` (one axis per core) into cores `[r_t, n_t, r_t+1]` joined by `ranks`.
-
-    `ranks[0] == ranks[-1]` is the closing rank: 1 gives the open chain's TT-SVD; above 1 the first SVD's
-    rank is split as `r_0 · r_1` and `r_0` is carried to the far end (the tensor-ring SVD), so the ring's
-    trace rebuilds the tensor. Exact at `ring_exact_ranks`; larger ranks are padded with zeros.
-    """
-    sizes, closing = tuple(tensor.shape), ranks[0]
-    cores: list[torch.Tensor] = []
-    rest = tensor.reshape(1, -1)
-    r_prev = 1  # rank actually achieved at the previous cut (<= the requested one)
-    for t in range(len(sizes) - 1):
-        u, s, vh = torch.linalg.svd(rest.reshape(r_prev * sizes[t], -1), full_matrices=False)
-        width = closing * ranks[1] if t == 0 else ranks[t + 1]
-        r = min(width, s.numel())
-        u, rest = u[:, :r], s[:r, None] * vh[:r]
-        if t == 0 and closing > 1:
-            # split the first rank as (r_0, r_1): pad to r_0·r_1, then move r_0 to the far end of the rest
-            u = torch.cat([u, u.new_zeros(u.shape[0], width - r)], dim=1)
-            rest = torch.cat([rest, rest.new_zeros(width - r, rest.shape[1])], dim=0)
-            cores.append(u.reshape(sizes[0], closing, ranks[1]).permute(1, 0, 2))
-            rest = rest.reshape(closing, ranks[1], -1).permute(1, 2, 0).reshape(ranks[1], -1)
-            r_prev = ranks[1]
-            continue
-        cores.append(_pad(u.reshape(r_prev, sizes[t], r), ranks[t] if t else closing, ranks[t + 1]))
-        r_prev = r
-    cores.append(_pad(rest.reshape(r_prev, sizes[-1], closing), ranks[-2], closing))
-    return cores
-
-
 def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch.Tensor]:
     """TT-SVD (ring SVD for a ring, CP-ALS for factors on one rank) of a dense kernel into the cores of `fmt`, shaped
     as `fmt.cores(spec)`, in order.
@@ -177,7 +81,7 @@ def decompose(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> list[torch
     tensor = work.reshape(chain.kernel_modes).permute(chain.chain_axes).reshape(chain.chain_sizes)
 
 
-    chain_cores = ring_svd(tensor, chain.chain_ranks)
+    chain_cores = tt_svd(tensor, chain.chain_ranks)
     return [c.reshape(shape).to(weight.dtype) for c, shape in zip(chain_cores, shapes)]
 
 
@@ -202,7 +106,7 @@ def rebuild(cores: list[torch.Tensor], fmt: TTFormat, spec: ConvSpec) -> torch.T
     if isinstance(chain, FactorLayout):
         factors = [core.reshape(size, chain.rank) for core, size in zip(cores, chain.factor_sizes)]
         view = [chain.kernel_modes[a] for a in chain.axes]
-        full, axes = _khatri_rao(factors).sum(-1).reshape(view), chain.axes
+        full, axes = khatri_rao(factors).sum(-1).reshape(view), chain.axes
         return full.permute([axes.index(a) for a in range(len(axes))]).reshape(_kernel_shape(spec))
     sizes, ranks, axes = chain.chain_sizes, chain.chain_ranks, chain.chain_axes
     full = cores[0].reshape(ranks[0] * sizes[0], ranks[1])
@@ -235,4 +139,4 @@ def project(weight: torch.Tensor, fmt: TTFormat, spec: ConvSpec) -> torch.Tensor
 
 
 __all__ = ["CP_ITERATIONS", "CP_TOLERANCE", "balance", "cp_als", "decompose", "project", "rebuild", "relative_error",
-           "ring_svd"]
+           "tt_svd"]
