@@ -209,3 +209,20 @@ def test_a_tiny_run_compiles_both_models_with_freezing_both_layouts():
         timing = result.best.form(form)
         assert timing.dense_ms > 0 and timing.tt_ms > 0, timing
     assert result.best.best_dense is not None and result.best.best_tt is not None
+
+
+def test_a_channels_last_run_shares_its_nchw_companion_between_both_tables(monkeypatch):
+    """With --channels-last and --best, the NCHW models are prepared once, for the memory-format table and the forms;
+    the eager channels-last row runs the run's own models."""
+    _no_compile(monkeypatch)
+    monkeypatch.setattr(measure, "onnx_runtime_runner", lambda model, x, threads: "not exported in this test")
+    prepared = []
+    real = measure.prepare
+    monkeypatch.setattr(measure, "prepare", lambda *a, **k: prepared.append(k["channels_last"]) or real(*a, **k))
+    result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
+                         channels_last=True, input_size=(3, 8, 8))
+    assert prepared == [True, False]
+    assert result.formats is not None and result.best.form(EAGER).tt_ms > 0
+    assert result.best.form(EAGER_LAST).tt_macs_reduction == pytest.approx(result.plan.totals.macs_reduction)
+    text = render_section(result, "ttplan bench model resnet20 --channels-last --best")
+    assert "The run's own end-to-end comparison, eager channels-last" in text
