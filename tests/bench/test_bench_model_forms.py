@@ -129,7 +129,8 @@ def test_onnx_runtime_runs_a_model_as_eager_does():
 
 
 def test_onnx_runtime_settings_follow_torchs_threads(monkeypatch):
-    """The session gets torch's thread count for intra-op work, one inter-op thread and every graph optimization."""
+    """The session gets torch's thread count for intra-op work, one inter-op thread, every graph optimization, and
+    threads that do not spin while idle (they would slow the model timed next)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
@@ -140,14 +141,16 @@ def test_onnx_runtime_settings_follow_torchs_threads(monkeypatch):
 
     def spy(path, options, providers):
         seen.update(intra=options.intra_op_num_threads, inter=options.inter_op_num_threads,
-                    level=options.graph_optimization_level, providers=providers)
+                    level=options.graph_optimization_level, providers=providers,
+                    spinning=[options.get_session_config_entry(f"session.{pool}.allow_spinning")
+                              for pool in ("intra_op", "inter_op")])
         return real(path, options, providers=providers)
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
     run = onnx_runtime_runner(nn.Conv2d(2, 2, 1).eval(), torch.randn(1, 2, 4, 4), 2)
     assert callable(run), run
     assert seen == {"intra": 2, "inter": 1, "level": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                    "providers": ["CPUExecutionProvider"]}
+                    "providers": ["CPUExecutionProvider"], "spinning": ["0", "0"]}
 
 
 def _no_compile(monkeypatch) -> None:

@@ -5,11 +5,12 @@ NCHW says little about what either would deploy. `bench model --best` therefore 
 (`FORMS`): eager NCHW; eager channels-last (the TT model planned for channels-last, as `--channels-last` plans it);
 `torch.compile` with inductor's freezing (`compiled.compile_model`), layout optimization on (inductor's default)
 and off (which can suit a TT model's reshapes); and ONNX Runtime where it is installed (the model exported by
-`ttplan.runtime.export.export_model`, a CPU session with torch's thread count). All available (side, form) pairs
-are timed interleaved, round-robin, medians over rounds (`ttplan.runtime.timing.time_all`). A form that cannot be
-built for a side (a compile or export error, ONNX Runtime missing, output that differs from eager) is reported
-unavailable with its one-line reason, and the other forms still count. `BestForms` answers the best dense form
-against the best TT form, and each form's own dense-against-TT ratio.
+`ttplan.runtime.export.export_model`, a CPU session with torch's thread count, its idle threads not spinning). All
+available (side, form) pairs are timed interleaved, round-robin, medians over rounds
+(`ttplan.runtime.timing.time_all`). A form that cannot be built for a side (a compile or export error, ONNX Runtime
+missing, output that differs from eager) is reported unavailable with its one-line reason, and the other forms
+still count. `BestForms` answers the best dense form against the best TT form, and each form's own dense-against-TT
+ratio.
 """
 
 from __future__ import annotations
@@ -197,7 +198,11 @@ def onnx_runtime_missing() -> str | None:
 def onnx_runtime_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Runner:
     """`model` exported to ONNX (`export_model`) and run by an ONNX Runtime CPU session (`threads` intra-op threads,
     one inter-op thread, every graph optimization), checked against eager, as a callable on `x`; or why it cannot
-    run."""
+    run.
+
+    The session's threads do not spin while idle (`session.intra_op.allow_spinning` 0): timed in turn with torch's
+    forms, spinning threads keep the cores busy after each run, and on the development machine made the eager model
+    timed next several times slower (and the session itself slower too, its threads competing with torch's)."""
     missing = onnx_runtime_missing()
     if missing is not None:
         return missing
@@ -215,6 +220,8 @@ def onnx_runtime_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Runn
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            for pool in ("intra_op", "inter_op"):  # idle threads that spin would take the cores from the next model
+                options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except TTPlanError as error:
         return f"export failed: {error}"

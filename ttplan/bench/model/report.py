@@ -70,8 +70,9 @@ def best_lines(best: BestForms, channels_last: bool = False) -> list[str]:
              "maps, with the channels-last latency profile); `torch.compile` (inductor, freezing: parameters folded "
              "as constants) with inductor's layout optimization on and off; ONNX Runtime (the exported ONNX model, CPU "
              f"session, {best.threads} intra-op thread{'s' if best.threads != 1 else ''}, 1 inter-op thread, all "
-             "graph optimizations). Ratio: dense ms over TT ms in the same form (above 1: TT faster); TT MACs↓: the "
-             "planned MACs reduction of the TT model that form runs.", "",
+             "graph optimizations, idle threads not spinning, which would slow the next model timed). Ratio: dense "
+             "ms over TT ms in the same form (above 1: TT faster); TT MACs↓: the planned MACs reduction of the TT "
+             "model that form runs.", "",
              "| form | dense ms | TT ms | ratio | TT MACs↓ |", "| --- | ---: | ---: | ---: | ---: |"]
     for timing in best.forms:
         cells = []
