@@ -154,21 +154,35 @@ def formats(targets: str, batch: int, repeats: int, threads: int, out) -> None:
 @channels_last_option("Run both models and the input channels-last (torch.channels_last), the TT layers planned "
                       "for NHWC maps: the fair comparison where a dense model would run channels-last.")
 @fuse_option()
-@out_option("Markdown report.", default="reports/latency_models.md")
+@click.option("--best", is_flag=True,
+              help="Also time each model in every form a user deploys (eager NCHW, eager channels-last, torch.compile "
+                   "with freezing, ONNX Runtime where installed), all interleaved, and lead with the best TT form "
+                   "against the best dense form.")
+@out_option("Markdown report (with --json: the JSON file; default then stdout).", default="reports/latency_models.md")
 @click.option("--append", is_flag=True, help="Add these runs below an existing report instead of replacing it.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Write the runs as JSON instead of the Markdown report: to --out if given, else to stdout.")
 @click.pass_context
 def model(ctx: click.Context, arch: str, input_size, device: str, threads: int | None, batches: tuple[int, ...],
           objective: str, profile_path: str | None, rounds: int, runtime: str, autotune: bool, malloc: str,
-          compile_: bool, processes: int, channels_last: bool, fuse: bool | None, out, append: bool,
-          **options) -> None:
+          compile_: bool, processes: int, channels_last: bool, fuse: bool | None, best: bool, out, append: bool,
+          as_json: bool, **options) -> None:
     """Time a dense model against its TT conversion end to end, with a per-layer breakdown (measured, predicted);
-    the TT model is planned as `ttplan plan` plans it, with the same policy, config and budget options."""
+    the TT model is planned as `ttplan plan` plans it, with the same policy, config and budget options. With --best,
+    each model in every deployed form, best against best first."""
+    import json
+
     import torch
 
     from ttplan.bench.model import bench_model, median_speedup, render_report, render_section
     from ttplan.core.latency import load_profile
     from ttplan.core.memory_format import memory_format_warning
 
+    if as_json and append:
+        raise TTPlanError("--json and --append both given: a JSON file is one document; write it anew, or drop --json "
+                          "to append to the Markdown report")
+    if as_json and ctx.get_parameter_source("out") == click.core.ParameterSource.DEFAULT:
+        out = None  # JSON goes to stdout unless --out names a file
     if append and not out.is_file():
         raise TTPlanError(f"--append: {out} does not exist yet; run once without --append first")
     size = model_input_size(arch, input_size)
@@ -180,13 +194,13 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
     threads = threads or torch.get_num_threads()
     choices = plan_choices(options)
     chosen = given_flags(ctx, options)
-    sections = []
+    sections, runs = [], []
     for batch in batches:
         result = bench_model(arch, choices=choices, batch=batch, threads=threads, device=device,
                              objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
                              runtime=runtime, autotune=autotune, malloc=malloc, compile=compile_,
                              processes=processes, channels_last=channels_last, fused=fuse,
-                             progress=lambda m: click.echo(m, err=True), input_size=size)
+                             progress=lambda m: click.echo(m, err=True), input_size=size, best=best)
         command = (f"ttplan bench model {arch}" + (f" --input-size {','.join(map(str, size))}" if size else "")
                    + chosen
                    + f" --batch {batch} --threads {threads} --device {device} --objective {objective}"
@@ -194,13 +208,22 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
                    + (" --autotune" if autotune else "") + (f" --runtime {runtime}" if runtime != "emitted" else "")
                    + (f" --malloc {malloc}" if malloc != "default" else "") + (" --compile" if compile_ else "")
                    + (f" --processes {processes}" if processes else "") + (" --channels-last" if channels_last else "")
-                   + ({True: " --fuse", False: " --no-fuse", None: ""}[fuse]))
+                   + ({True: " --fuse", False: " --no-fuse", None: ""}[fuse]) + (" --best" if best else ""))
         sections.append(render_section(result, command))
-        click.echo(f"{arch} batch {batch}, {threads} threads, malloc {malloc}: dense {result.dense_ms:.2f} ms, "
-                   f"TT {result.tt_ms:.2f} ms, {result.speedup:.2f}x (MACs↓ {result.plan.totals.macs_reduction:.1%})"
+        runs.append({"command": command, **result.to_dict()})
+        eager = (f"eager {'channels-last' if channels_last else 'NCHW'}: dense {result.dense_ms:.2f} ms, TT "
+                 f"{result.tt_ms:.2f} ms, {result.speedup:.2f}x")
+        click.echo(f"{arch} batch {batch}, {threads} threads, malloc {malloc}: "
+                   + (f"{result.best.headline}; " if result.best is not None else "") + eager
+                   + f" (MACs↓ {result.plan.totals.macs_reduction:.1%})"
                    + "".join(f"; compiled, {t.setting}: {t.speedup:.2f}x" for t in result.compiled)
                    + (f"; median over {processes} fresh processes: {median_speedup(result.processes):.2f}x"
                       if result.processes else ""), err=True)
+    if as_json:
+        from ttplan.bench.model import machine
+
+        emit_text(json.dumps({"machine": machine(), "runs": runs}, indent=2), out)
+        return
     text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
     emit_text(text, out)
 

@@ -1,9 +1,9 @@
 """`ttplan bench model`: a dense model against its TT conversion, end to end and layer by layer.
 
 `measure` plans, builds and times both models; `report` renders the markdown; `processes` repeats the end-to-end
-timing in fresh processes, each running this package's `__main__` (the child); `compiled`, `memory_formats` and
-`breakdown` are the `--compile`, `--channels-last` and per-module-kind timings. Imports flow one way: `measure`
-and `__main__` use the others, `report` uses `measure`, and nothing imports `__main__`.
+timing in fresh processes, each running this package's `__main__` (the child); `compiled`, `memory_formats`, `forms`
+and `breakdown` are the `--compile`, `--channels-last`, `--best` and per-module-kind timings. Imports flow one way:
+`measure` and `__main__` use the others, `report` uses `measure`, and nothing imports `__main__`.
 """
 
 from ttplan.bench.model.measure import (

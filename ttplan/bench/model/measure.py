@@ -14,6 +14,7 @@ conv and, where the MAC objective would choose another order, that order too.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import platform
 import sys
@@ -28,6 +29,18 @@ from ttplan.arch.architecture import ArchLayer, ArchPlan
 from ttplan.arch.request import PlanRequest, run_request
 from ttplan.bench.model.breakdown import TimeBreakdown, time_breakdown
 from ttplan.bench.model.compiled import CompiledTiming, time_compiled
+from ttplan.bench.model.forms import (
+    COMPILED,
+    COMPILED_NO_LAYOUT,
+    EAGER,
+    EAGER_LAST,
+    FORMS,
+    ORT,
+    BestForms,
+    compiled_runner,
+    onnx_runtime_runner,
+    time_forms,
+)
 from ttplan.bench.model.memory_formats import MODELS, FormatTimings
 from ttplan.bench.model.processes import ChildRequest, ProcessTiming, time_in_processes
 from ttplan.core.contraction import ContractionPlan
@@ -91,6 +104,7 @@ class ModelBench:
     channels_last: bool = False  # both models and the input in torch.channels_last
     formats: FormatTimings | None = None  # with channels_last: dense and TT in both memory formats
     breakdown: TimeBreakdown | None = None  # each model's forward by kind of module
+    best: BestForms | None = None  # with best: each model in every deployed form, the best of each
 
     @property
     def speedup(self) -> float:
@@ -117,6 +131,25 @@ class ModelBench:
             return None
         scaled = sum(row.dense_ms * row.macs_ratio * len(row.names) for row in self.layers if row.decomposed)
         return self.dense_ms / (rest + scaled)
+
+    def to_dict(self) -> dict:
+        """The run as JSON-ready data (`bench model --json`): settings, the end-to-end numbers of the run's own
+        memory format, the planned reductions, best against best (with `best`), and each table's rows."""
+        totals = self.plan.totals
+        return {
+            "arch": self.arch, "config": self.config, "batch": self.batch, "threads": self.threads,
+            "device": self.device, "objective": self.objective, "runtime": self.runtime, "rounds": self.rounds,
+            "malloc": self.malloc, "channels_last": self.channels_last,
+            "dense_ms": self.dense_ms, "tt_ms": self.tt_ms, "speedup": self.speedup,
+            "macs_reduction": totals.macs_reduction, "params_reduction": totals.params_reduction,
+            "decomposed_layers": totals.decomposed, "dense_layers": totals.dense,
+            "dense_faults": self.dense_faults, "tt_faults": self.tt_faults,
+            "best": None if self.best is None else self.best.to_dict(),
+            "compiled": [{**dataclasses.asdict(t), "speedup": t.speedup} for t in self.compiled],
+            "memory_formats": None if self.formats is None else dict(self.formats.ms),
+            "processes": [{**dataclasses.asdict(t), "speedup": t.speedup} for t in self.processes],
+            "layers": [dataclasses.asdict(row) for row in self.layers],
+        }
 
 
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
@@ -319,7 +352,7 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
                 rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
                 malloc: str = "default", compile: bool = False, processes: int = 0, channels_last: bool = False,
                 fused: bool | None = None, progress: Callable[[str], None] | None = None,
-                input_size: tuple[int, int, int] | None = None) -> ModelBench:
+                input_size: tuple[int, int, int] | None = None, best: bool = False) -> ModelBench:
     """Plan `arch` (the default policy, or as `choices` say: `prepare`), convert it and time dense against TT (see the
     module docstring).
 
@@ -328,7 +361,8 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
     (`ttplan.bench.model.compiled`); `processes` repeats the end-to-end timing in that many fresh processes
     (`ttplan.bench.model.processes`). `channels_last` runs both models, and plans the TT one, in `torch.channels_last`.
     `fused`: whether NCHW TT layers may run by the fused kernel (None: wherever it can be built). `input_size`
-    (C, H, W): the model's input, required for a `module:callable` model (default: the preset's).
+    (C, H, W): the model's input, required for a `module:callable` model (default: the preset's). `best` also times
+    each model in every form a user deploys, best against best (`best_forms`).
     """
     say = progress or (lambda message: None)
     profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
@@ -346,10 +380,15 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
         say("compiling both models four ways (inductor: layout optimization on and off, without and with "
             "freezing) and timing them")
         compiled = time_compiled(run.dense, run.tt, run.x, rounds, time_pair, run.sync)
-    formats = None
-    if channels_last:
-        say("timing dense and TT in both memory formats")
-        formats = both_formats(run, settings, rounds, say)
+    formats = forms = None
+    if channels_last or best:
+        other = _other_format(run, settings, say)
+        nchw, last = (other, run) if channels_last else (run, other)
+        if channels_last:
+            say("timing dense and TT in both memory formats")
+            formats = both_formats(nchw, last, rounds)
+        if best:
+            forms = best_forms(nchw, last, rounds, say)
     repeats = []
     if processes:
         say(f"timing end to end again in {processes} fresh processes")
@@ -359,20 +398,56 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
     layers = layer_breakdown(run.dense, run.tt, run.plan, run.x, layer_rounds, run.sync, profile)
     return ModelBench(arch, (choices or {}).get("config_path"), batch, torch.get_num_threads(), device, objective,
                       runtime, rounds, dense_ms, tt_ms, run.plan, layers, malloc, dense_faults, tt_faults, compiled,
-                      repeats, channels_last, formats, breakdown)
+                      repeats, channels_last, formats, breakdown, forms)
 
 
-def both_formats(run: Prepared, settings: dict, rounds: int, progress: Callable[[str], None]) -> FormatTimings:
-    """The channels-last run's models beside the NCHW ones (the TT one planned as for an NCHW model, with the
-    NCHW profile `load_profile` finds), all four timed interleaved on the same input values
+def _other_format(run: Prepared, settings: dict, progress: Callable[[str], None]) -> Prepared:
+    """The run's models prepared again for the other memory format: the TT one planned as for a model in that
+    format (the run's objective and options, with the profile `load_profile` finds for that format)."""
+    last = not settings["channels_last"]
+    profile = load_profile(device=settings["device"], channels_last=last)
+    progress(f"the {'channels-last' if last else 'NCHW'} models, planned with the latency profile "
+             f"{profile.source or profile.label}")
+    return prepare(**{**settings, "channels_last": last}, profile=profile, progress=progress)
+
+
+def both_formats(nchw: Prepared, last: Prepared, rounds: int) -> FormatTimings:
+    """The channels-last run's models beside the NCHW ones, all four timed interleaved on the same input values
     (`ttplan.bench.model.memory_formats`)."""
-    nchw = prepare(**{**settings, "channels_last": False}, profile=load_profile(device=settings["device"]),
-                   progress=progress)
-    x_last, x = run.x, run.x.contiguous()
-    models = dict(zip(MODELS, (lambda: nchw.dense(x), lambda: run.dense(x_last), lambda: nchw.tt(x),
-                               lambda: run.tt(x_last))))
+    x_last = last.x
+    x = x_last.contiguous()
+    models = dict(zip(MODELS, (lambda: nchw.dense(x), lambda: last.dense(x_last), lambda: nchw.tt(x),
+                               lambda: last.tt(x_last))))
     with torch.no_grad():
-        return FormatTimings(time_all(models, rounds, run.sync))
+        return FormatTimings(time_all(models, rounds, last.sync))
+
+
+def best_forms(nchw: Prepared, last: Prepared, rounds: int,
+               progress: Callable[[str], None] = lambda message: None) -> BestForms:
+    """Each model in every form of `ttplan.bench.model.forms.FORMS`, all timed interleaved on the same input values:
+    eager NCHW (`nchw`'s models), eager channels-last (`last`'s: the TT one planned for channels-last), and
+    `nchw`'s models compiled with freezing (layout optimization on and off) and in ONNX Runtime. A form that
+    cannot be built for a side is recorded with its reason; the others are timed."""
+    import torch._dynamo
+
+    x = nchw.x
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    runners = {EAGER: (lambda: nchw.dense(x), lambda: nchw.tt(x)),
+               EAGER_LAST: (lambda: last.dense(x_last), lambda: last.tt(x_last))}
+    for form, layout in ((COMPILED, True), (COMPILED_NO_LAYOUT, False)):
+        progress(f"compiling both models ({form}: inductor, freezing, layout optimization "
+                 f"{'on' if layout else 'off'})")
+        runners[form] = (compiled_runner(nchw.dense, x, layout), compiled_runner(nchw.tt, x, layout))
+    threads = torch.get_num_threads()
+    progress(f"exporting both models to ONNX for ONNX Runtime ({threads} intra-op threads)")
+    runners[ORT] = (onnx_runtime_runner(nchw.dense, x, threads), onnx_runtime_runner(nchw.tt, x, threads))
+    reduction = dict.fromkeys(FORMS, nchw.plan.totals.macs_reduction)
+    reduction[EAGER_LAST] = last.plan.totals.macs_reduction
+    progress(f"timing both models in {len(FORMS)} forms, {rounds} rounds")
+    try:
+        return time_forms(runners, rounds, nchw.sync, reduction, threads)
+    finally:
+        torch._dynamo.reset()  # the compiled graphs are not needed again
 
 
 def machine() -> str:
@@ -383,5 +458,5 @@ def machine() -> str:
             + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
 
 
-__all__ = ["LAYER_BLOCK_MS", "LayerTiming", "ModelBench", "Prepared", "bench_model", "build_tt_model", "end_to_end",
-           "machine", "prepare", "time_pair"]
+__all__ = ["LAYER_BLOCK_MS", "LayerTiming", "ModelBench", "Prepared", "best_forms", "bench_model", "both_formats",
+           "build_tt_model", "end_to_end", "machine", "prepare", "time_pair"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ttplan.bench.model.breakdown import render_breakdown
 from ttplan.bench.model.compiled import best_of_each
+from ttplan.bench.model.forms import SIDES, BestForms, FormTiming
 from ttplan.bench.model.measure import LAYER_BLOCK_MS, ModelBench, machine
 from ttplan.bench.model.memory_formats import MODELS
 from ttplan.bench.model.processes import median_speedup
@@ -19,6 +20,7 @@ def render_section(result: ModelBench, command: str) -> str:
         f"{result.threads} thread{'s' if result.threads > 1 else ''}, {result.device}"
         + (f", --malloc {result.malloc}" if result.malloc != "default" else "")
         + (", --compile" if result.compiled else "") + (", --channels-last" if result.channels_last else "")
+        + (", --best" if result.best is not None else "")
         + (f", {fused} layers fused" if fused else ", stock ops only"),
         "",
         f"Command: `{command}`. Objective `{result.objective}`, weights folded, TT model built by "
@@ -27,6 +29,7 @@ def render_section(result: ModelBench, command: str) -> str:
         + (" Memory format: both models and the input channels-last (`torch.channels_last`), the TT layers on NHWC "
            "maps from input to output." if result.channels_last else ""),
         "",
+        *(best_lines(result.best, result.channels_last) if result.best is not None else []),
         "| dense ms | TT ms | speedup | MACs↓ | params↓ | predicted speedup (conv/linear layers) | "
         "decomposed / dense layers | page faults per forward (dense / TT) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -55,6 +58,53 @@ def render_section(result: ModelBench, command: str) -> str:
         lines.append(f"| {names} | {row.geometry} | {row.dense_ms:.3f} | {tt} | {speed} | {row.dense_predicted_ms:.3f} "
                      f"| {pred} | {row.macs_ratio:.3f} | {note.strip('; ')} |")
     return "\n".join(lines + _objective_lines(result)) + "\n"
+
+
+def best_lines(best: BestForms, channels_last: bool = False) -> list[str]:
+    """Best against best (`--best`): the table `form | dense ms | TT ms | ratio | TT MACs↓` (each side's best in
+    bold), the headline, and why a form could not run; then a line that introduces the run's own eager table
+    (`channels_last`: the run's memory format)."""
+    dense, tt = best.best_dense, best.best_tt
+    lines = ["Best against best (`--best`): each model in every form a user deploys, all timed interleaved in one set "
+             f"of {best.rounds} rounds (medians): eager NCHW; eager channels-last (the TT model planned for NHWC "
+             "maps, with the channels-last latency profile); `torch.compile` (inductor, freezing: parameters folded "
+             "as constants) with inductor's layout optimization on and off; ONNX Runtime (the exported ONNX model, CPU "
+             f"session, {best.threads} intra-op thread{'s' if best.threads != 1 else ''}, 1 inter-op thread, all "
+             "graph optimizations, idle threads not spinning, which would slow the next model timed). Ratio: dense "
+             "ms over TT ms in the same form (above 1: TT faster); TT MACs↓: the planned MACs reduction of the TT "
+             "model that form runs.", "",
+             "| form | dense ms | TT ms | ratio | TT MACs↓ |", "| --- | ---: | ---: | ---: | ---: |"]
+    for timing in best.forms:
+        cells = []
+        for side, winner in zip(SIDES, (dense, tt)):
+            ms = timing.ms(side)
+            text = "n/a" if ms is None else f"{ms:.2f}"
+            cells.append(f"**{text}**" if winner is timing else text)
+        ratio = "" if timing.ratio is None else f"{timing.ratio:.2f}×"
+        macs = "" if timing.tt_macs_reduction is None else f"{timing.tt_macs_reduction:.1%}"
+        lines.append(f"| {timing.form} | {cells[0]} | {cells[1]} | {ratio} | {macs} |")
+    headline = f"**{best.headline}**"
+    if best.ratio is not None:
+        macs = "" if tt.tt_macs_reduction is None else f"; that TT model plans {tt.tt_macs_reduction:.1%} fewer MACs"
+        headline += f" (dense {dense.dense_ms:.2f} ms, TT {tt.tt_ms:.2f} ms{macs})"
+    lines += ["", headline + ".", ""]
+    missing = [f"- {timing.form}, {' and '.join(sides)}: {reason}" for timing in best.forms
+               for reason, sides in _reasons(timing).items()]
+    if missing:
+        lines += ["Unavailable:", "", *missing, ""]
+    own = "channels-last" if channels_last else "NCHW"
+    lines += [f"The run's own end-to-end comparison, eager {own}, as without `--best` (the same models as the table's "
+              f"eager {own} row, in rounds of their own):", ""]
+    return lines
+
+
+def _reasons(timing: FormTiming) -> dict[str, list[str]]:
+    """Why each side of a form could not run, one entry per distinct reason (`dense and TT` where both share it)."""
+    out: dict[str, list[str]] = {}
+    for side in SIDES:
+        if timing.ms(side) is None:
+            out.setdefault(timing.reason(side) or "not run", []).append(side)
+    return out
 
 
 def _objective_lines(result: ModelBench) -> list[str]:
@@ -153,7 +203,10 @@ def render_report(sections: list[str]) -> str:
         "Written by `ttplan bench model` (regenerate all with `bash scripts/latency_reports.sh`). Each run plans "
         "the architecture, builds the TT model as a user would (the generated code's `convert(model)`), and times "
         "dense and TT end to end in one process, interleaved, float32, `torch.no_grad()`; then each distinct layer "
-        "on its real input. Predicted times come from the latency profile named in the command (`ttplan calibrate`).",
+        "on its real input. Predicted times come from the latency profile named in the command (`ttplan calibrate`). "
+        "A section run with `--best` leads with best against best: each model in every form a user deploys (eager "
+        "NCHW and channels-last, `torch.compile` with freezing, ONNX Runtime), all timed interleaved, the fastest "
+        "TT form against the fastest dense form.",
         "",
         f"Machine: {machine()}.",
         "",
@@ -161,4 +214,4 @@ def render_report(sections: list[str]) -> str:
     return "\n".join(head) + "\n" + "\n".join(sections)
 
 
-__all__ = ["render_report", "render_section"]
+__all__ = ["best_lines", "render_report", "render_section"]
