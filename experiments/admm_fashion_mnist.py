@@ -69,6 +69,14 @@ SWEEP = {"lr0.01": (0.01, None, 2), "lr0.005": (0.005, None, 2), "lr0.02": (0.02
          "rho0.25x": (0.01, 0.25, 2), "rho4x": (0.01, 4.0, 2), "split1": (0.01, None, 1)}
 #: the candidate the arms above ran with before the sweep
 DEFAULT_CANDIDATE = "lr0.01"
+#: candidates whose test runs (at both points) were part of the comparison before the sweep: run again under the
+#: same settings they would be the same runs, so the sweep's choice points at them instead
+TESTED = {"lr0.01": "admm+kd{point}_s0", "split1": "admm+kd{point}_split1_s0"}
+
+
+def chosen_run(point: str, choice: str) -> str:
+    """The name of the test run of the chosen candidate at `point`."""
+    return TESTED.get(choice, "admm+kd{point}_val_s0").format(point=point)
 #: E of the longer runs (every arm but scratch, at both points, from the same dense model)
 LONG_EPOCHS = 6
 
@@ -153,7 +161,7 @@ def runs(s: Settings, dense: Path, store: Path | None = None) -> list[Run]:
     choice = selected(store) if store is not None else None
     if choice is not None:
         chosen = _admm_args(s, choice, s.extra_epochs)
-        if choice != DEFAULT_CANDIDATE:  # the default's test runs are admm+kd80_s0 / admm+kd65_s0 above
+        if choice not in TESTED:  # else its test runs are above
             for point in ("80", "65"):
                 out.append(Run(f"admm+kd{point}_val_s0", point, "admm+kd", 0,
                                tt(point, *init, *chosen, "--distill")))
@@ -306,7 +314,7 @@ def render(store: Path, report: Path, settings: Settings, planned: list[Run]) ->
     for extra, own in sorted(bases.items()):
         same = [r for r in rows if r["extra_epochs"] == extra or r["arm"] == "scratch-total"]
         lines += [f"With E = {extra}:", ""] + _verdicts(same, own, extra) + [""]
-    lines += ["## Ablations", ""] + _ablations(rows) + [""]
+    lines += ["## Ablations", ""] + _ablations(rows, store) + [""]
     missing = [r.name for r in planned if not (store / r.name / "run.json").is_file()]
     if missing:
         lines += ["## Not yet run", "", "These runs of the plan have no stored result yet (the script runs them "
@@ -364,7 +372,7 @@ def _verdicts(rows: list[dict[str, Any]], base: float, extra: int) -> list[str]:
     return out
 
 
-def _ablations(rows: list[dict[str, Any]]) -> list[str]:
+def _ablations(rows: list[dict[str, Any]], store: Path) -> list[str]:
     """What each recovery measure did, from pairs of runs that differ in it alone."""
     by_name = {r["name"]: r for r in rows}
     out = []
@@ -387,7 +395,8 @@ def _ablations(rows: list[dict[str, Any]]) -> list[str]:
                        f"{drop:.2f} points below where it started ({r['start_accuracy']:.2f}%; target ≤ 2: "
                        f"{'met' if drop <= 2 else '**not met**'}), and ADMM ended {r['admm_end_distance_max']:.4f} "
                        "from the format at most (‖W − Z‖/‖W‖, target ≤ 0.02).")
-    chosen = by_name.get("admm+kd80_val_s0") or by_name.get("admm+kd80_s0")
+    choice = selected(store)
+    chosen = by_name.get(chosen_run("80", choice)) if choice else None
     for label, what in (("nobalance", "Balanced cores (`--no-balance` turns them off)"),
                         ("epochlr", "The per-batch warm-up + cosine schedule (`--lr-schedule epoch`: 0.2's "
                                     "per-epoch cosine instead)")):
