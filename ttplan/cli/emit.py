@@ -183,7 +183,7 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
                 note = (f"; planned for the fused kernel (predicted faster), which cannot run here ({missing}): "
                         "it falls back to stock torch ops")
     if opts["autotune"] is not None and scheme == "best":
-        from ttplan.runtime.autotune import autotune_layer
+        from ttplan.latency.autotune import autotune_layer
 
         tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile,
                                channels_last=opts["channels_last"])

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ttplan.core.fusion import TILE
-from ttplan.core.latency import cache_dir
 from ttplan.errors import TTPlanError
+from ttplan.files import cache_dir
 
 SOURCE = Path(__file__).with_name("tucker.c")
 #: tried in order: with OpenMP (threads), then without it (one thread)
