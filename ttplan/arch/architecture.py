@@ -18,6 +18,7 @@ from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
+from ttplan.core.fusion import fusion_wanted
 from ttplan.core.latency import LatencyProfile, predict_dense_us
 from ttplan.core.layer import LayerPlan, one_order_plans, plan_layer
 from ttplan.core.objectives import needs_profile
@@ -499,9 +500,9 @@ def plan_architecture(
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
-    from ttplan.runtime.kernels.build import fusion_wanted  # torch-free
+    from ttplan.runtime.kernels.build import find_compiler  # the machine probe; the decision is the core's
 
-    fused = fusion_wanted(fused, channels_last)
+    fused = fusion_wanted(fused, channels_last, fused is None and find_compiler() is not None)
     if batch < 1:
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):

@@ -220,9 +220,10 @@ def _kernel_missing() -> str | None:
 
 def _fuse(opts: dict) -> bool:
     """`--fuse/--no-fuse`, by default on where a C compiler is found and maps are NCHW."""
-    from ttplan.runtime.kernels.build import fusion_wanted
+    from ttplan.core.fusion import fusion_wanted
+    from ttplan.runtime.kernels.build import find_compiler
 
-    return fusion_wanted(opts["fuse"], opts["channels_last"])
+    return fusion_wanted(opts["fuse"], opts["channels_last"], opts["fuse"] is None and find_compiler() is not None)
 
 
 def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool, trained: Trained | None = None,
