@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ttplan"
 #: docs/architecture.md's list, top to bottom; the base modules (errors, files, user_code) are above all of them
-ORDER = ("core", "models", "runtime", "arch", "analysis", "training", "bench", "cli")
+ORDER = ("core", "models", "runtime", "latency", "arch", "analysis", "training", "bench", "cli")
 BASE = {"errors", "files", "user_code"}
 
 

@@ -5,6 +5,9 @@ An output is a new path or an existing regular file. Anything else that exists t
 `/dev/null`, a FIFO, a socket, a folder) is refused, since the rename would replace it with a regular file.
 A symbolic link is followed: the regular file it points to is written (atomically, beside that file) and the
 link is left as it is; a link to anything else, or to nothing, is refused.
+
+`cache_dir` is ttplan's folder in the user's cache: the latency subsystem keeps its profiles and the autotune
+cache there (`ttplan.latency`), the runtime its built kernels (`ttplan.runtime.kernels.build`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ def read_user_json(path: str | Path, what: str, expected: str) -> object:
         raise TTPlanError(
             f"{what} {str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}): expected {expected}"
         ) from None
+
+
+def cache_dir() -> Path:
+    """ttplan's directory in the user's cache (`$XDG_CACHE_HOME/ttplan`, default `~/.cache/ttplan`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ttplan"
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ttplan.arch.architecture import plan_architecture
 from ttplan.arch.policy import Policy
 from ttplan.arch.report import render_text, slower_by
-from ttplan.core.latency import LatencyProfile, OpModel, default_profile
+from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.latency.profiles import default_profile
 
 #: every op costs 1 ms whatever its size, the dense conv almost nothing: each TT layer (several ops) is slower
 FLAT = LatencyProfile("flat", "cpu", 1, "test", {**{f"{k}:any": OpModel(1000.0, 0.0, 1e-6)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from ttplan.bench.latency import bench_formats, resnet18_3x3_groups, run_latency, select_groups
 from ttplan.cli.main import cli
 from ttplan.errors import TTPlanError
+from ttplan.latency.profiles import default_profile
 
 
 def test_groups_and_formats_follow_the_issue():
@@ -28,7 +29,7 @@ def test_rows_time_every_variant_against_dense():
     torch.set_num_threads(1)
     try:
         groups = select_groups(resnet18_3x3_groups(), ["layer4.0.conv2"])
-        (row,) = run_latency(groups, (1,), repeats=1)
+        (row,) = run_latency(groups, (1,), repeats=1, profile=default_profile())
     finally:
         torch.set_num_threads(threads)
     assert all(row.ms[v] > 0 for v in ("dense", "classical", "hodec", "best"))
@@ -44,7 +45,7 @@ def test_channels_last_variants_get_a_channels_last_input_and_compute_the_same()
 
     (group,) = select_groups(resnet18_3x3_groups(), ["layer4.0.conv2"])
     modules, _ = build_variants(group.spec, bench_formats(group.spec, 4), 1, 4, torch.device("cpu"),
-                                with_tltorch=False)
+                                with_tltorch=False, profile=default_profile())
     x = torch.randn(1, group.spec.in_channels, *group.spec.input_size)
     last = x.contiguous(memory_format=torch.channels_last)
     assert modules["dense-cl"] is modules["dense"]  # the same conv, only its input differs

@@ -7,6 +7,7 @@ import pytest
 from tests.helpers.cli import one_line_error, run
 from tests.helpers.user_code import INPUT_SIZE, forget, write_user_code
 from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.latency.profiles import save_profile
 
 #: time proportional to MACs, so that the latency objective decomposes layers whatever this machine measured
 MAC_PROFILE = LatencyProfile("macs", "cpu", 1, "test", {f"{k}:any": OpModel(0.0, 0.0, 1.0)
@@ -23,7 +24,7 @@ def net(tmp_path, monkeypatch):
 
 
 def test_bench_model_runs_a_user_model_at_its_input_size(net, tmp_path):
-    MAC_PROFILE.save(tmp_path / "macs.json")
+    save_profile(MAC_PROFILE, tmp_path / "macs.json")
     out = tmp_path / "models.md"
     result = run(["bench", "model", f"{net}:build", "--input-size", INPUT_SIZE, "--batch", "2", "--threads", "1",
                   "--rounds", "1", "--profile", tmp_path / "macs.json", "--no-fuse", "--out", out])

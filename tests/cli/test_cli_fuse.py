@@ -8,13 +8,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.helpers.cli import one_line_error, run
 from tests.helpers.runtime_cases import load_source
 from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.latency.profiles import save_profile
 
 
 def fused_profile(path, fused_us_per_mmac: float = 0.01) -> str:
     """Stock ops at 1 µs per million MACs and 50 µs each; fused layers far cheaper per MAC (or dearer)."""
     ops = {f"{k}:any": OpModel(50.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
     ops["fused:any"] = OpModel(5.0, 0.0, fused_us_per_mmac)
-    LatencyProfile("fused-test", "cpu", 1, "test", ops).save(path)
+    save_profile(LatencyProfile("fused-test", "cpu", 1, "test", ops), path)
     return str(path)
 
 
@@ -47,7 +48,7 @@ def test_the_emitted_fused_model_equals_the_stock_one_and_counts_the_planned_flo
     assert "_tucker_conv2d(" in source and "from ttplan.runtime.kernels import" in source
     namespace = load_source(source)
     from ttplan.arch.architecture import plan_architecture
-    from ttplan.core.latency import load_profile
+    from ttplan.latency.profiles import load_profile
     from ttplan.models import load_model
 
     planned = plan_architecture("resnet20", None, batch=4, fold_weights=True, objective="latency",

@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers.cli import GEOMETRY, one_line_error, run
 from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.latency.profiles import save_profile
 
 HODEC = ["--tt-shapes", "4,8,8,9,4,4,8", "--ranks", "1,16,16,16,16,16,16,1"]
 
@@ -21,14 +22,14 @@ def overhead_profile(path):
     """A profile where each op costs 1 ms whatever its size: the fewest ops win."""
     ops = {f"{k}:any": OpModel(1000.0, 0.0, 1e-6) for k in ("feature", "conv", "weight")}
     ops["dense:any"] = OpModel(0.0, 0.0, 1e-6)
-    LatencyProfile("flat", "cpu", 1, "test", ops).save(path)
+    save_profile(LatencyProfile("flat", "cpu", 1, "test", ops), path)
     return str(path)
 
 
 def mac_profile(path):
     """A profile where time is proportional to MACs (1 us per million): predicted speedups equal MAC ratios."""
     ops = {f"{k}:any": OpModel(0.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
-    LatencyProfile("macs", "cpu", 1, "test", ops).save(path)
+    save_profile(LatencyProfile("macs", "cpu", 1, "test", ops), path)
     return str(path)
 
 
@@ -104,17 +105,19 @@ def test_layer_autotune_for_a_channels_last_model_times_nhwc_lowerings_and_the_m
     order beside the searched ones, caches apart from the NCHW run, and the emitted layer runs NHWC."""
     from ttplan.core.formats import make_format
     from ttplan.core.spec import ConvSpec
-    from ttplan.runtime.autotune import autotune_layer
+    from ttplan.latency.autotune import autotune_layer
+    from ttplan.latency.profiles import default_profile
     from ttplan.runtime.lowering import NHWC_LOWERINGS
 
     spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
     fmt = make_format("hodec", spec, rank=4)
-    nhwc = autotune_layer(spec, fmt, 2, True, channels_last=True, rounds=1)
+    profile = default_profile()
+    nhwc = autotune_layer(spec, fmt, 2, True, profile=profile, channels_last=True, rounds=1)
     assert {t.lowering for t in nhwc.timings if t.plan is not None} == set(NHWC_LOWERINGS)
     assert "merged" in {t.label for t in nhwc.timings}
-    nchw = autotune_layer(spec, fmt, 2, True, rounds=1)
+    nchw = autotune_layer(spec, fmt, 2, True, profile=profile, rounds=1)
     assert nchw.source == "measured" and not any(t.lowering.channels_last for t in nchw.timings)
-    assert autotune_layer(spec, fmt, 2, True, channels_last=True, rounds=1).source == "cached"
+    assert autotune_layer(spec, fmt, 2, True, profile=profile, channels_last=True, rounds=1).source == "cached"
     out = tmp_path / "layer.py"
     args = ["emit", "-i", "16", "-o", "16", "-p", "1", "--input-size", "8", "--rank", "4", "--fold-weights",
             "--batch", "2", "--channels-last", "--out", str(out)]
@@ -124,7 +127,7 @@ def test_layer_autotune_for_a_channels_last_model_times_nhwc_lowerings_and_the_m
 
 
 def test_calibrate_check_runs_on_a_given_profile(tmp_path, monkeypatch):
-    from ttplan.bench import calibrate as module
+    from ttplan.latency import calibrate as module
 
     rows = [module.CheckRow("one", 1, 1.0, 1.1, 2.0, 2.0), module.CheckRow("two", 1, 1.0, 0.5, 2.0, 4.0)]
     monkeypatch.setattr(module, "check", lambda *a, **k: module.CheckResult(rows))
@@ -158,7 +161,8 @@ def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch):
 
     from ttplan.core.formats import make_format
     from ttplan.core.spec import ConvSpec
-    from ttplan.runtime import autotune
+    from ttplan.latency import autotune
+    from ttplan.latency.profiles import default_profile
 
     calls = []
 
@@ -171,7 +175,8 @@ def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch):
     monkeypatch.setattr(autotune, "F", CountingF)
     monkeypatch.setattr(autotune, "BLOCK_MS", 50.0)
     spec = ConvSpec.make(8, 8, 3, 1, 1, input_size=6)
-    result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, rounds=2, use_cache=False)
+    result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, profile=default_profile(),
+                                     rounds=2, use_cache=False)
     assert result.dense_ms > 0
     assert len(calls) > 2 + 2 * 5  # two warm-up calls, then two visits of many calls each (a call is well under 10 ms)
 
@@ -220,7 +225,7 @@ def test_a_corrupt_cached_profile_breaks_no_macs_plan_and_is_named_as_the_cache(
 
 @pytest.mark.parametrize("where", ["profile_under_a_file", "profile_a_fifo", "cache_home_a_file"])
 def test_calibrate_checks_where_it_writes_before_timing_anything(tmp_path, monkeypatch, where):
-    from ttplan.bench import calibrate as module
+    from ttplan.latency import calibrate as module
 
     def timed(*args, **kwargs):
         raise AssertionError("calibrate started timing before checking its output path")
@@ -256,7 +261,7 @@ def test_plan_budget_applies_skip_slower(tmp_path):
 def _labelled_profile(path, label: str) -> str:
     """A profile with the label `ttplan calibrate` writes (which records the memory format it was fitted on)."""
     ops = {f"{k}:any": OpModel(1.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
-    LatencyProfile(label, "cpu", 1, "test", ops).save(path)
+    save_profile(LatencyProfile(label, "cpu", 1, "test", ops), path)
     return str(path)
 
 

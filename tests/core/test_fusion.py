@@ -1,9 +1,10 @@
-"""Which plans the fused kernel runs (`fused_form`), what it predicts for them, and when planning picks them."""
+"""Which plans the fused kernel runs (`fused_form`), what it predicts for them, when planning picks them, and whether
+planning may fuse at all (`fusion_wanted`)."""
 
 import pytest
 
 from ttplan.core.formats import make_format
-from ttplan.core.fusion import fused_form
+from ttplan.core.fusion import fused_form, fusion_wanted
 from ttplan.core.latency import (
     LatencyProfile,
     OpModel,
@@ -17,6 +18,7 @@ from ttplan.core.network import build_network
 from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
 
 SPEC = ConvSpec.make(128, 256, 3, 2, 1, input_size=28)
 HODEC = make_format("hodec", SPEC, tt_shapes=(4, 8, 8, 9, 4, 4, 8), ranks=(1, 16, 16, 16, 16, 16, 16, 1))
@@ -95,3 +97,12 @@ def test_a_profile_without_the_fused_class_of_a_layer_predicts_nothing_for_it():
     only_other = LatencyProfile("test", "cpu", 2, "x", {**profile(None).ops, "fused:thin": OpModel(1.0, 0.0, 0.0)})
     assert key != "fused:thin" and not only_other.covers(key) and predict_fused_us(plan, only_other) is None
     assert profile(1.0).covers(key)  # the pooled fused:any fit serves every class
+
+
+def test_fusion_is_as_asked_else_nchw_maps_where_the_callers_probe_found_a_compiler():
+    """The decision is the core's, torch-free and probing nothing: the caller says whether a C compiler was found."""
+    assert fusion_wanted(None, False, True) and not fusion_wanted(None, False, False)
+    assert not fusion_wanted(None, True, True)  # channels-last maps: the kernel runs NCHW ones
+    assert fusion_wanted(True, False, False) and not fusion_wanted(False, False, True)
+    with pytest.raises(TTPlanError, match="the fused kernel runs NCHW maps"):
+        fusion_wanted(True, True, True)

@@ -1,7 +1,8 @@
 """Which memory format a latency profile records, and the warning when a plan is for the other one."""
 
-from ttplan.core.latency import LatencyProfile, OpModel, default_profile
+from ttplan.core.latency import LatencyProfile, OpModel
 from ttplan.core.memory_format import fitted_channels_last, memory_format_warning
+from ttplan.latency.profiles import default_profile
 
 OPS = {"dense:any": OpModel(1.0, 0.0, 1.0)}
 

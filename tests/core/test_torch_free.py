@@ -1,5 +1,5 @@
 """The planning core imports and plans without torch: formats, networks, the search and the schemes, and a latency
-profile is saved (atomically, by ttplan/files.py) and loaded."""
+profile is saved (atomically, by ttplan/files.py) and loaded by the profiles' owner (ttplan/latency/profiles.py)."""
 
 import subprocess
 import sys
@@ -20,9 +20,10 @@ for name in ("classical", "hodec", "tucker2", "tr"):
     print(name, result.published.macs, result.best.macs, result.best.params)
 print(",".join(format_names()))
 import os, tempfile
-from ttplan.core.latency import LatencyProfile, OpModel, load_profile
+from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.latency.profiles import load_profile, save_profile
 path = os.path.join(tempfile.mkdtemp(), "profile.json")
-LatencyProfile("saved without torch", "cpu", 1, "x", {"dense:any": OpModel(1, 0, 0)}).save(path)
+save_profile(LatencyProfile("saved without torch", "cpu", 1, "x", {"dense:any": OpModel(1, 0, 0)}), path)
 print(load_profile(path).label)
 """
 

@@ -19,7 +19,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ttplan.core.formats import get_format, make_format
-from ttplan.core.latency import LatencyProfile, load_profile
+from ttplan.core.latency import LatencyProfile
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -168,7 +168,8 @@ def sweep_layer(
 ) -> Sweep:
     """Plan `spec` in every format of `formats` at every uniform rank of `ranks`.
 
-    `progress` is called once per (format, rank) tried, so a caller can drive a progress bar.
+    `progress` is called once per (format, rank) tried, so a caller can drive a progress bar. `profile` prices each
+    point's ms (None: not predicted, 0.0; `latency` needs one).
     A format whose modes do not fit the layer is listed in `skipped` with the reason.
     """
     ranks = tuple(ranks)
@@ -180,7 +181,6 @@ def sweep_layer(
         raise TTPlanError(f"ranks {bad}: every rank must be a positive int")
     bound = rank_bound(spec, formats)
     ranks = tuple(sorted({min(r, bound) for r in ranks}))  # larger ranks give the same formats: plan each once
-    profile = profile if profile is not None else load_profile()
     sweep = Sweep(spec.describe(), name, batch, spec.dense_macs(batch), spec.dense_params())
     for kind, order in formats:
         label = format_label(kind, order)

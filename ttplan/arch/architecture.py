@@ -18,8 +18,10 @@ from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
-from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us
+from ttplan.core.fusion import fusion_wanted
+from ttplan.core.latency import LatencyProfile, predict_dense_us
 from ttplan.core.layer import LayerPlan, one_order_plans, plan_layer
+from ttplan.core.objectives import needs_profile
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models import count_model_params, load_model
@@ -47,8 +49,9 @@ class ArchLayer:
     rejected_plan: LayerPlan | None = None
     calls: tuple[ConvSpec, ...] = ()
     call_plans: tuple[LayerPlan, ...] = ()
-    #: predicted ms of the dense layer (the latency profile), and whether the TT layer is slower than it
-    dense_ms: float = 0.0
+    #: predicted ms of the dense layer (None: planned without a latency profile), and whether the TT layer is
+    #: slower than it
+    dense_ms: float | None = None
     slower_than_dense: bool = False
     #: autotune's measurements (`TuneResult.to_dict()`) when the layer was autotuned
     tuned: dict | None = None
@@ -67,8 +70,9 @@ class ArchLayer:
         return len(self.calls)
 
     @property
-    def predicted_ms(self) -> float:
-        """Predicted ms of the layer as planned: its best order if decomposed, else the dense layer."""
+    def predicted_ms(self) -> float | None:
+        """Predicted ms of the layer as planned: its best order if decomposed, else the dense layer (None: planned
+        without a latency profile)."""
         if self.plan is None:
             return self.dense_ms
         values = [p.predicted_ms(p.best) for p in self.call_plans]
@@ -189,15 +193,18 @@ class Totals:
     decomposed: int
     dense: int
     all_params: int | None = None
-    baseline_ms: float = 0.0
-    tt_ms: float = 0.0
+    #: predicted ms of the traced layers, dense and as planned (None: planned without a latency profile)
+    baseline_ms: float | None = 0.0
+    tt_ms: float | None = 0.0
     #: MACs and params of the ops ttplan does not plan (`UntracedOp`), included in every MACs and params total above
     untraced_macs: int = 0
     untraced_params: int = 0
 
     @property
-    def predicted_speedup(self) -> float:
-        """Predicted dense time over planned time, summed over the traced layers."""
+    def predicted_speedup(self) -> float | None:
+        """Predicted dense time over planned time, summed over the traced layers (None without predicted times)."""
+        if self.baseline_ms is None or self.tt_ms is None:
+            return None
         return self.baseline_ms / self.tt_ms if self.tt_ms else 1.0
 
     @property
@@ -250,6 +257,8 @@ class ArchPlan:
         ops (dense); predicted times cover the layers only."""
         macs = sum(op.macs(self.batch) for op in self.untraced)
         params = sum(op.params for op in self.untraced)
+        dense_ms = [layer.dense_ms for layer in self.layers]
+        tt_ms = [layer.predicted_ms for layer in self.layers]
         return Totals(
             baseline_macs=sum(layer.baseline_macs for layer in self.layers) + macs,
             baseline_params=sum(layer.baseline_params for layer in self.layers) + params,
@@ -259,8 +268,8 @@ class ArchPlan:
             decomposed=sum(layer.decomposed for layer in self.layers),
             dense=sum(not layer.decomposed for layer in self.layers),
             all_params=self.all_params,
-            baseline_ms=sum(layer.dense_ms for layer in self.layers),
-            tt_ms=sum(layer.predicted_ms for layer in self.layers),
+            baseline_ms=None if None in dense_ms else sum(dense_ms),  # type: ignore[arg-type]
+            tt_ms=None if None in tt_ms else sum(tt_ms),  # type: ignore[arg-type]
             untraced_macs=macs,
             untraced_params=params,
         )
@@ -365,9 +374,15 @@ def plan_layers(
     `skip_slower`: keep a layer dense where its best order is slower than the dense layer (predicted
     by `profile`, or measured when `autotune` names a device to time on: `cpu` or `cuda`). `channels_last`: the
     model runs channels-last, so its TT layers lower to NHWC maps (and autotune measures them so). `fused`: the
-    fused kernel may run layers (`plan_layer`).
+    fused kernel may run layers (`plan_layer`). `profile` None: nothing is predicted (the ms are None), so nothing
+    may be chosen by time (`latency`, `skip_slower`, `autotune`, which ranks its candidates by prediction).
     """
-    profile = profile if profile is not None else load_profile()
+    if profile is None:
+        wanted = [what for what, given in (("objective='latency'", objective == "latency"),
+                                           ("skip_slower", skip_slower), (f"autotune={autotune!r}", autotune))
+                  if given]
+        if wanted:
+            raise needs_profile(" and ".join(wanted))
     cache: dict[tuple[ConvSpec, TTFormat], LayerPlan] = {}
     tuned: dict[tuple[ConvSpec, TTFormat], dict] = {}
 
@@ -384,7 +399,8 @@ def plan_layers(
         decision = decisions[layer.name]
         row = ArchLayer(layer.name, layer.kind, layer.spec, batch, None, None, decision.reason, decision.source,
                         calls=layer.calls, channels_last=channels_last,
-                        dense_ms=sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
+                        dense_ms=None if profile is None else
+                        sum(predict_dense_us(spec, batch, profile) for spec in layer.calls) / 1000)
         if decision.fmt is not None:
             # each call costed at its own size, all running one order: the module is one layer whatever its input
             plans = one_order_plans([planned(spec, decision.fmt, layer.kind) for spec in layer.calls])
@@ -411,8 +427,9 @@ def _autotuned(plan: LayerPlan, device: str, channels_last: bool = False) -> tup
     """The layer plan with autotune's fastest order as its best (when a TT order is fastest), and the timings."""
     from dataclasses import replace
 
-    from ttplan.runtime.autotune import autotune_layer
+    from ttplan.latency.autotune import autotune_layer
 
+    assert plan.profile is not None  # `plan_layers` refuses autotune without a profile
     result = autotune_layer(plan.spec, plan.fmt, plan.network.batch, plan.best.fold_weights, device=device,
                             profile=plan.profile, channels_last=channels_last)
     tt = [t for t in result.timings if t.plan is not None]
@@ -420,16 +437,16 @@ def _autotuned(plan: LayerPlan, device: str, channels_last: bool = False) -> tup
     return replace(plan, best=fastest.plan, tuned=result.to_dict()), result.to_dict()
 
 
-def _slower(plans: tuple[LayerPlan, ...], dense_ms: float, tuned: dict | None) -> bool:
+def _slower(plans: tuple[LayerPlan, ...], dense_ms: float | None, tuned: dict | None) -> bool:
     """Whether the best orders (every call) are slower than the dense layer: measured when autotuned (the first
-    call's geometry), else predicted."""
+    call's geometry), else predicted (never, without a profile)."""
     if tuned is not None:
         return min(t["ms"] for t in tuned["timings"] if not t["dense"]) >= tuned["dense_ms"]
     predicted = [p.predicted_ms(p.best) for p in plans]
-    return None not in predicted and sum(predicted) >= dense_ms
+    return dense_ms is not None and None not in predicted and sum(predicted) >= dense_ms  # type: ignore[arg-type]
 
 
-def _times(plans: tuple[LayerPlan, ...], dense_ms: float, tuned: dict | None) -> str:
+def _times(plans: tuple[LayerPlan, ...], dense_ms: float | None, tuned: dict | None) -> str:
     """The comparison behind a `--skip-slower` decision, in words."""
     if tuned is not None:
         best = min(t["ms"] for t in tuned["timings"] if not t["dense"])
@@ -466,7 +483,8 @@ def plan_architecture(
     dense the layers no TT order beats in time; `autotune` (`cpu`/`cuda`) measures instead of predicting.
     `channels_last`: plan for a model run channels-last (`model.to(memory_format=torch.channels_last)`): TT layers
     lower to NHWC maps and autotune measures on channels-last inputs. Predicted times come from `profile` (fit one
-    with `ttplan calibrate --channels-last` for such a model); `--autotune` measures instead.
+    with `ttplan calibrate --channels-last` for such a model; `ttplan.latency.profiles.load_profile()` reads it);
+    without one nothing is predicted, and choosing by time (`latency`, `skip_slower`, `autotune`) is an error.
     `fused` (with `latency`): layers may run as one call of ttplan's fused CPU kernel where predicted faster; None
     (default): wherever it can be built, i.e. for NCHW maps with a C compiler on this machine.
 
@@ -482,9 +500,9 @@ def plan_architecture(
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
-    from ttplan.runtime.kernels.build import fusion_wanted  # torch-free
+    from ttplan.runtime.kernels.build import find_compiler  # the machine probe; the decision is the core's
 
-    fused = fusion_wanted(fused, channels_last)
+    fused = fusion_wanted(fused, channels_last, fused is None and find_compiler() is not None)
     if batch < 1:
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):

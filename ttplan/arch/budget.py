@@ -33,9 +33,10 @@ from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide, skip_reason, unnamed_rule
 from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
-from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_plan_us
+from ttplan.core.latency import LatencyProfile, predict_dense_us, predict_plan_us
 from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
+from ttplan.core.objectives import needs_profile
 from ttplan.core.schemes import published
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
@@ -60,11 +61,12 @@ class Candidate:
 @dataclass(frozen=True)
 class Costed:
     """One (geometry, format) as the search sees it: its cost on the search's axis, whether its published order
-    costs more MACs or parameters than the dense layer, and its best order's predicted microseconds."""
+    costs more MACs or parameters than the dense layer, and its best order's predicted microseconds (None: no
+    latency profile)."""
 
     cost: int
     worse: bool
-    us: float
+    us: float | None
 
 
 @dataclass
@@ -189,7 +191,7 @@ class BudgetProblem:
         whether its published order is worse than dense, and its best order's predicted µs."""
         network = build_network(spec, fmt, self.batch)
         plan = best_order(network, fold_weights=self.fold_weights, objective=self.objective, profile=self.profile)
-        us = predict_plan_us(plan, self.profile)
+        us = None if self.profile is None else predict_plan_us(plan, self.profile)
         shown = published(network, self.fold_weights)
         worse = shown.macs > spec.dense_macs(self.batch) or shown.params > spec.dense_params()
         return Costed(round(us * 1000) if self.target_speedup is not None else plan.macs, worse, us)
@@ -198,8 +200,10 @@ class BudgetProblem:
         """Whether `skip_worse` or `skip_slower` keeps a layer of these calls dense (as `plan_layers` decides)."""
         if self.skip_worse and any(c.worse for c in costed):
             return True
+        if not self.skip_slower or self.profile is None:  # `prepare_budget` refuses skip_slower without a profile
+            return False
         dense_ms = sum(predict_dense_us(call, self.batch, self.profile) for call in calls) / 1000
-        return self.skip_slower and sum(c.us / 1000 for c in costed) >= dense_ms
+        return sum(c.us / 1000 for c in costed) >= dense_ms  # type: ignore[operator]
 
     def solve(self, progress: Callable[[int], None] | None = None) -> BudgetResult:
         """Cost every job (calling `progress(1)` after each), then pick the per-layer candidates."""
@@ -288,6 +292,7 @@ def prepare_budget(
     it replaces the MACs target (the search trades time against parameters instead of MACs).
     `skip_worse`, `skip_slower` (default: on for `latency`): as in `plan_architecture`, applied to the candidates.
     The layers a `config` does not name are searched (`unnamed_rule` with a budget refuses to keep them dense).
+    `profile`: the latency profile (None: nothing predicted, so no speedup target, `latency` or `skip_slower`).
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
@@ -299,7 +304,12 @@ def prepare_budget(
                           "give one (both constrain the same axis of the search)")
     if target_speedup is not None and target_speedup <= 1:
         raise TTPlanError(f"target_speedup={target_speedup}: expected a factor above 1, e.g. 1.5")
-    profile = profile if profile is not None else load_profile()
+    if profile is None:
+        wanted = [what for what, given in (("target_speedup", target_speedup is not None),
+                                           ("objective='latency'", objective == "latency"),
+                                           ("skip_slower", skip_slower)) if given]
+        if wanted:
+            raise needs_profile(" and ".join(wanted))
     if isinstance(config, (str, Path)):
         config = load_config(config)
     traced = trace_model(model_or_name, input_size)

@@ -177,8 +177,8 @@ def _rows(plan: ArchPlan) -> list[dict[str, object]]:
             + [total_row(plan)])
 
 
-def _measured(layer: ArchLayer, dense: bool) -> float:
-    """The layer's ms: autotune's measurement when it has one, else the profile's prediction."""
+def _measured(layer: ArchLayer, dense: bool) -> float | None:
+    """The layer's ms: autotune's measurement when it has one, else the profile's prediction (None without one)."""
     if layer.tuned is not None:
         if dense or layer.plan is None:
             return layer.tuned["dense_ms"]
@@ -201,6 +201,8 @@ def total_row(plan: ArchPlan) -> dict[str, object]:
 
 
 def _cell(key: str, value: object) -> str:
+    if value is None:  # an ms column of a plan made without a latency profile
+        return ""
     if key in ("macs_reduction", "params_reduction"):
         return f"{value:.1%}"
     if key in ("dense_ms", "ms") and isinstance(value, float):  # 3 decimals, or 4 significant digits from 1000 ms
@@ -218,9 +220,17 @@ def header_lines(plan: ArchPlan) -> list[str]:
         f"model {plan.model}, input {c}x{h}x{w}, batch {plan.batch}{fold}",
         f"policy for layers no config covers: {plan.policy.describe()}",
         "costs in MACs (FLOPs = 2 x MACs; papers' 'FLOPs' are MACs); params = conv/linear weights + biases",
-        f"best orders minimise {plan.objective}; ms predicted by the latency profile (measured where autotuned)",
+        f"best orders minimise {plan.objective}; "
+        + ("ms predicted by the latency profile (measured where autotuned)" if _predicted(plan)
+           else "no ms: planned without a latency profile"),
         *plan.notes,
     ]
+
+
+def _predicted(plan: ArchPlan) -> bool:
+    """Whether the plan has predicted times (it was planned with a latency profile)."""
+    t = plan.totals
+    return t.baseline_ms is not None and t.tt_ms is not None
 
 
 def summary_lines(plan: ArchPlan) -> list[str]:
@@ -234,7 +244,8 @@ def summary_lines(plan: ArchPlan) -> list[str]:
         f"FLOPs↓ {t.macs_reduction:.1%}   params↓ {t.params_reduction:.1%}   "
         f"({t.decomposed} layers decomposed, {t.dense} kept dense and counted)",
         f"predicted time of the conv/linear layers: dense {t.baseline_ms:.2f} ms, planned {t.tt_ms:.2f} ms "
-        f"({t.predicted_speedup:.2f}x)",
+        f"({t.predicted_speedup:.2f}x)" if _predicted(plan) else
+        "predicted time of the conv/linear layers: none (planned without a latency profile)",
     ]
     if plan.untraced:
         lines.append(f"ops ttplan does not plan, dense and counted in both totals ({len(plan.untraced)}): "

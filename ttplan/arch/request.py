@@ -47,7 +47,7 @@ class PlanRequest:
     target_params_reduction: float | None = None
     search_format: bool = False
     #: what each layer's order minimises, the latency profile file (None: the user's where anything is chosen by
-    #: time, else the default one),
+    #: time, else the default one: `ttplan.latency.profiles.load_profile`),
     #: whether layers slower than dense stay dense (None: with `latency`), a device to autotune on, a speedup target
     objective: str = "macs"
     profile_path: str | Path | None = None
@@ -147,12 +147,13 @@ class PlanRequest:
 
     def profile(self) -> LatencyProfile:
         """The latency profile given, else the one the request names (a missing or malformed file is a one-line
-        error); without a file, `ttplan.core.latency.profile_for`'s: the user's calibrated one only where `by_time`."""
-        from ttplan.core.latency import profile_for
+        error); without a file, `ttplan.latency.profiles.load_profile`'s rule: the user's calibrated one only where
+        `by_time`. Each call reads the file again: `run_request` calls it once and passes the profile down."""
+        from ttplan.latency.profiles import load_profile
 
         if self.latency_profile is not None:
             return self.latency_profile
-        return profile_for(self.profile_path, by_time=self.by_time, channels_last=self.channels_last)
+        return load_profile(self.profile_path, channels_last=self.channels_last, by_time=self.by_time)
 
 
 @dataclass
@@ -172,8 +173,9 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
     from ttplan.arch.architecture import plan_architecture
 
     config = load_config(request.config_path) if request.config_path is not None else request.layer_config
+    profile = request.profile()  # the one read of the profile file of this command
     if request.budget:
-        problem = prepare(request, config)
+        problem = prepare(request, config, profile)
         if progress is None:
             result = problem.solve()
         else:
@@ -184,7 +186,7 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
     else:
         planned = plan_architecture(request.arch, request.input_size, config, request.policy, request.batch,
                                     request.fold_weights, request.skip_worse, objective=request.objective,
-                                    profile=request.profile(), skip_slower=request.skip_slower,
+                                    profile=profile, skip_slower=request.skip_slower,
                                     autotune=request.autotune, channels_last=request.channels_last,
                                     fused=request.fused, unnamed=request.unnamed)
         outcome = PlanOutcome(planned, planned.formats())
@@ -193,7 +195,7 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
     bounded = bounded_note(outcome.plan)
     if bounded is not None:
         outcome.plan.notes.append(bounded)
-    mismatch = memory_format_warning(request.profile(), request.channels_last)
+    mismatch = memory_format_warning(profile, request.channels_last)
     outcome.warnings = [line for line in (bounded, mismatch) if line is not None]
     return outcome
 
@@ -218,17 +220,20 @@ def bounded_note(plan) -> str | None:
     return f"best order of {', '.join(names)} {BOUNDED_NOTE}"
 
 
-def prepare(request: PlanRequest, config: dict | None = None):
-    """The budget problem of a request with targets (its `jobs` are the candidates `solve` will cost)."""
+def prepare(request: PlanRequest, config: dict | None = None, profile: LatencyProfile | None = None):
+    """The budget problem of a request with targets (its `jobs` are the candidates `solve` will cost); `profile`:
+    the request's (`PlanRequest.profile()`), read here if not given."""
     from ttplan.arch.budget import prepare_budget
 
     if config is None:
         config = load_config(request.config_path) if request.config_path is not None else request.layer_config
+    if profile is None:
+        profile = request.profile()
     return prepare_budget(request.arch, request.input_size, target_macs_reduction=request.target_macs_reduction,
                           target_params_reduction=request.target_params_reduction, policy=request.policy,
                           config=config, search_format=request.search_format, batch=request.batch,
                           fold_weights=request.fold_weights, target_speedup=request.target_speedup,
-                          objective=request.objective, profile=request.profile(), skip_worse=request.skip_worse,
+                          objective=request.objective, profile=profile, skip_worse=request.skip_worse,
                           skip_slower=request.skip_slower, unnamed=request.unnamed)
 
 

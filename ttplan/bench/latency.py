@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from ttplan.core.formats import TTFormat, balanced_factors, make_format
+from ttplan.core.latency import LatencyProfile
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.latency.timing import block_calls, time_all
 from ttplan.models import load_model, trace_layers
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Lowering
-from ttplan.runtime.timing import block_calls, time_all
 
 VARIANTS = ("dense", "classical", "hodec", "best", "fast", "fused", "tltorch", "tl-tucker", "dense-cl", "fast-cl")
 #: the variants that run on a channels-last copy of the input
@@ -115,12 +116,14 @@ def _tltorch_conv(spec: ConvSpec, params: int, factorization: str = "tt") -> tup
 
 
 def build_variants(spec: ConvSpec, formats: dict[str, TTFormat], batch: int, rank: int,
-                   device: torch.device, with_tltorch: bool = True) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """The modules to time (float32, eval mode, on `device`) and a note per variant that could not be built."""
+                   device: torch.device, with_tltorch: bool = True, *,
+                   profile: LatencyProfile) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The modules to time (float32, eval mode, on `device`) and a note per variant that could not be built;
+    `profile` plans the orders chosen by time (`fast`, `fused`)."""
     dense = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
                       spec.dilation, bias=False)
-    fast = _fast_plan(spec, formats["hodec"], batch)
-    fused, why = _fused_plan(spec, formats["hodec"], batch)
+    fast = _fast_plan(spec, formats["hodec"], batch, profile)
+    fused, why = _fused_plan(spec, formats["hodec"], batch, profile)
     modules: dict[str, nn.Module] = {
         "dense": dense,
         "classical": TTConv2d(spec, formats["classical"], plan="classical", batch=batch),
@@ -162,17 +165,16 @@ class MemoryFloor(nn.Module):
         return torch.empty(x.shape[0], self.out_channels, *self.output_size, dtype=x.dtype, device=x.device).fill_(0.0)
 
 
-def _fast_plan(spec: ConvSpec, fmt: TTFormat, batch: int):
+def _fast_plan(spec: ConvSpec, fmt: TTFormat, batch: int, profile: LatencyProfile):
     """The order for inference planned by time (`best_order` with the latency profile), weights folded at load."""
     from ttplan.core.layer import best_order
     from ttplan.core.network import build_network
 
-    return best_order(build_network(spec, fmt, batch), fold_weights=True, objective="latency")
+    return best_order(build_network(spec, fmt, batch), fold_weights=True, objective="latency", profile=profile)
 
 
-def _fused_plan(spec: ConvSpec, fmt: TTFormat, batch: int) -> tuple[object | None, str]:
+def _fused_plan(spec: ConvSpec, fmt: TTFormat, batch: int, profile: LatencyProfile) -> tuple[object | None, str]:
     """The fusable order the fused kernel is predicted to run fastest (folded weights), or None and why not."""
-    from ttplan.core.latency import load_profile
     from ttplan.core.layer import fastest_fused
     from ttplan.core.network import build_network
     from ttplan.runtime.kernels import kernel_status
@@ -180,7 +182,7 @@ def _fused_plan(spec: ConvSpec, fmt: TTFormat, batch: int) -> tuple[object | Non
     status = kernel_status()
     if not status.available:
         return None, "no kernel"
-    plan = fastest_fused(build_network(spec, fmt, batch), True, load_profile())
+    plan = fastest_fused(build_network(spec, fmt, batch), True, profile)
     return (plan, "") if plan is not None else (None, "not fusable")
 
 
@@ -227,8 +229,9 @@ def time_interleaved(modules: dict[str, nn.Module], x: torch.Tensor, repeats: in
 
 def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), repeats: int = 7, rank: int = 16,
                 device: str = "cpu", progress: Callable[[int], None] | None = None,
-                cuda_graphs: bool = False) -> list[LatencyRow]:
-    """Time every group at every batch; rows in group order, batches inner."""
+                cuda_graphs: bool = False, *, profile: LatencyProfile) -> list[LatencyRow]:
+    """Time every group at every batch; rows in group order, batches inner. `profile` plans the orders chosen by
+    predicted time (`ttplan.latency.profiles.load_profile()`, as `ttplan bench latency` reads it)."""
     if cuda_graphs and device != "cuda":
         raise TTPlanError(f"--cuda-graphs needs --device cuda, got --device {device}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -240,7 +243,7 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
         spec = group.spec
         formats = bench_formats(spec, rank)
         for batch in batches:
-            modules, notes = build_variants(spec, formats, batch, rank, target)
+            modules, notes = build_variants(spec, formats, batch, rank, target, profile=profile)
             x = torch.randn(batch, spec.in_channels, *spec.input_size, generator=generator).to(target)
             ms: dict[str, float | None] = dict.fromkeys(VARIANTS)
             last = x.contiguous(memory_format=torch.channels_last)

@@ -22,10 +22,10 @@ from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.fusion import fused_form
 from ttplan.errors import TTPlanError
+from ttplan.latency.timing import block_calls, time_all
 from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import LOWERINGS, Lowering, default_lowering
-from ttplan.runtime.timing import block_calls, time_all
 
 #: the dense conv on each memory format, beside the lowerings' labels
 DENSE, DENSE_CL = "dense", "dense-cl"

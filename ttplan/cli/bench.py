@@ -47,6 +47,7 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
     import torch
 
     from ttplan.bench.latency import render_report, render_section, resnet18_3x3_groups, run_latency, select_groups
+    from ttplan.latency.profiles import load_profile
     from ttplan.runtime.allocator import set_malloc
 
     if cuda_graphs and device != "cuda":
@@ -60,7 +61,7 @@ def latency(device: str, repeats: int, threads: int, rank: int, batches: tuple[i
     set_malloc(malloc)
     with click.progressbar(length=len(groups) * len(batches), label=f"timing on {device}") as bar:
         rows = run_latency(groups, tuple(batches), repeats, rank, device, progress=bar.update,
-                           cuda_graphs=cuda_graphs)
+                           cuda_graphs=cuda_graphs, profile=load_profile())
     command = f"ttplan bench latency --device {device} --repeats {repeats} --threads {threads}"
     if rank != 16:
         command += f" --rank {rank}"
@@ -175,8 +176,8 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
     import torch
 
     from ttplan.bench.model import bench_model, median_speedup, render_report, render_section
-    from ttplan.core.latency import load_profile
     from ttplan.core.memory_format import memory_format_warning
+    from ttplan.latency.profiles import load_profile
 
     if as_json and append:
         raise TTPlanError("--json and --append both given: a JSON file is one document; write it anew, or drop --json "

@@ -42,9 +42,9 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
     path = None if check_only else _output_path(profile_path, as_default, device, channels_last)
     import torch
 
-    from ttplan.bench.calibrate import calibrate as run_calibration
-    from ttplan.bench.calibrate import check
-    from ttplan.core.latency import load_profile
+    from ttplan.latency.calibrate import calibrate as run_calibration
+    from ttplan.latency.calibrate import check
+    from ttplan.latency.profiles import load_profile, save_profile
     from ttplan.runtime.allocator import set_malloc
 
     if threads is not None:
@@ -73,22 +73,20 @@ def calibrate(device: str, threads: int | None, profile_path: Path | None, check
         profile = replace(profile, default=True, label=f"default profile ({profile.label}); run `ttplan calibrate` "
                                                        "to fit this machine")
     assert path is not None
-    profile.save(path)
+    save_profile(profile, path)
     click.echo(f"wrote {path}: {len(profile.ops)} op models from {result.samples} timed ops in "
                f"{result.seconds:.0f} s ({profile.label})")
 
 
 def _output_path(profile_path: Path | None, as_default: bool, device: str, channels_last: bool) -> Path:
     """Where the fitted profile goes, checked before minutes of timing (one line if nothing can be written there)."""
-    from ttplan.core.latency import user_profile_path
     from ttplan.files import check_writable
+    from ttplan.latency.profiles import default_profile_path, user_profile_path
 
     if profile_path is not None:
         return check_writable(profile_path, "--profile")
     if as_default:
-        import ttplan.core
-
-        return check_writable(Path(ttplan.core.__file__).parent / "default_profile.json", "--as-default")
+        return check_writable(default_profile_path(), "--as-default")
     return check_writable(user_profile_path(device, channels_last),
                           "the profile's default path (in $XDG_CACHE_HOME, else ~/.cache; or give --profile FILE)")
 

@@ -183,7 +183,7 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
                 note = (f"; planned for the fused kernel (predicted faster), which cannot run here ({missing}): "
                         "it falls back to stock torch ops")
     if opts["autotune"] is not None and scheme == "best":
-        from ttplan.runtime.autotune import autotune_layer
+        from ttplan.latency.autotune import autotune_layer
 
         tuned = autotune_layer(spec, fmt, batch, fold_weights, device=opts["autotune"], profile=profile,
                                channels_last=opts["channels_last"])
@@ -220,9 +220,10 @@ def _kernel_missing() -> str | None:
 
 def _fuse(opts: dict) -> bool:
     """`--fuse/--no-fuse`, by default on where a C compiler is found and maps are NCHW."""
-    from ttplan.runtime.kernels.build import fusion_wanted
+    from ttplan.core.fusion import fusion_wanted
+    from ttplan.runtime.kernels.build import find_compiler
 
-    return fusion_wanted(opts["fuse"], opts["channels_last"])
+    return fusion_wanted(opts["fuse"], opts["channels_last"], opts["fuse"] is None and find_compiler() is not None)
 
 
 def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: bool, trained: Trained | None = None,

@@ -49,7 +49,7 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
                         compare=compare, objective=objective,
                         profile=profile_from_options(profile_path, by_time=objective == "latency" or autotune))
     if autotune:
-        from ttplan.runtime.autotune import autotune_layer
+        from ttplan.latency.autotune import autotune_layer
 
         tuned = autotune_layer(spec, fmt, batch, fold_weights, profile=result.profile)
         if tuned.plan is not None:

@@ -64,6 +64,6 @@ def profile_from_options(profile_path: Path | None, channels_last: bool = False,
     """The latency profile the options name (a missing or malformed file is a one-line error); without a file, where
     the command chooses by predicted time (`by_time`), the user's calibrated one (the channels-last one first for a
     channels-last model), else the committed default, which then only prices the ms columns."""
-    from ttplan.core.latency import profile_for
+    from ttplan.latency.profiles import load_profile
 
-    return profile_for(profile_path, by_time=by_time, channels_last=channels_last)
+    return load_profile(profile_path, channels_last=channels_last, by_time=by_time)

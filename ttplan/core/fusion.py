@@ -5,6 +5,8 @@ joint window and at most one mixing, each summing every channel or rank index th
 `[B, C, H, W]` before each, a plain matrix over channels) and keeping none of them open (no hyperedge).
 That is the folded Tucker-2 shape of hodec's and tucker2's merged orders, and often of the searched best order.
 `ttplan.runtime.lowering.fuse` lowers exactly these plans to one `ttplan::tucker_conv2d` call (tested).
+`fusion_wanted` is the planning decision whether layers may run fused at all; whether a C compiler is found is a
+probe of the machine (`ttplan.runtime.kernels.build.find_compiler`), which its caller makes and passes in.
 Torch-free: the planner uses it to predict a fused layer's time.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttplan.core.contraction import GEOMETRY, ContractionPlan, channel_product, leaf_operands, pair_cost
+from ttplan.errors import TTPlanError
 
 #: the fused kernel's register tile (rows x columns of a product it computes at once; `tucker.c`'s MR and NR)
 TILE = (8, 32)
@@ -93,4 +96,14 @@ def fused_form(plan: ContractionPlan) -> FusedForm | None:
                      spec.out_pixels)
 
 
-__all__ = ["SHAPES", "TILE", "FusedForm", "fused_form"]
+def fusion_wanted(fused: bool | None, channels_last: bool, compiler: bool) -> bool:
+    """Whether planning may run layers by the fused kernel: as asked, else (None) wherever it can be built, i.e. for
+    NCHW maps where a C compiler is found (`compiler`: the caller's probe, `find_compiler() is not None`). Nothing is
+    compiled here: a failed build falls back to stock ops."""
+    if fused and channels_last:
+        raise TTPlanError("fused=True (--fuse) with channels_last=True (--channels-last): the fused kernel runs NCHW "
+                          "maps; drop one of them")
+    return (not channels_last and compiler) if fused is None else fused
+
+
+__all__ = ["SHAPES", "TILE", "FusedForm", "fused_form", "fusion_wanted"]

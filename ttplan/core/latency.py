@@ -8,20 +8,16 @@ replaces (`dense`). Its time is modelled as
 
 with the three coefficients fitted per kind and shape class (the smaller of the contracted size K and
 the produced size N: `thin` < 4 <= `narrow` < 16 <= `medium` < 64 <= `wide`), since thin products run
-far below peak (a profile without a `thin` fit uses its `narrow` one). A profile is plain JSON;
-`load_profile` takes a given file, else the user's cache (`$XDG_CACHE_HOME/ttplan/profile.json`), else
-the committed default profile, which says it is one.
+far below peak (a profile without a `thin` fit uses its `narrow` one). A profile is plain data (`to_dict`,
+`from_dict`: its JSON form, every field checked); which file a command reads, and the writing of one, belong to
+`ttplan.latency.profiles`, the one owner of profile files. Nothing here reads or writes a file.
 Torch-free: the planner uses it to search by predicted time.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
 from ttplan.core.contraction import (
     GEOMETRY,
@@ -37,7 +33,6 @@ from ttplan.core.fusion import FusedForm, fused_form
 from ttplan.core.network import TensorNetwork
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.files import atomic_write_text, read_user_json
 
 KINDS = ("feature", "conv", "weight", "dense", "fused")
 WIDTHS = ("thin", "narrow", "medium", "wide")
@@ -156,12 +151,6 @@ class LatencyProfile:
                    _flag(data.get("default", False), "default"), source,
                    dict(_mapping(data.get("check", {}), "check")))
 
-    def save(self, path: str | Path) -> Path:
-        """Write the profile as JSON atomically (temporary file, then renamed; parents created); returns the path."""
-        path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
-
 
 class _Invalid(ValueError):
     """One bad field of a profile's JSON form (`LatencyProfile.from_dict` names the file)."""
@@ -210,61 +199,6 @@ def _shown(value: object) -> str:
     """A value for a one-line message, cut to 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def cache_dir() -> Path:
-    """ttplan's directory in the user's cache (`$XDG_CACHE_HOME/ttplan`, default `~/.cache/ttplan`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ttplan"
-
-
-def user_profile_path(device: str = "cpu", channels_last: bool = False) -> Path:
-    """Where `ttplan calibrate` saves the profile of `device` by default (`--channels-last`: its own file)."""
-    name = "profile" + ("" if device == "cpu" else f"-{device}") + ("-channels-last" if channels_last else "")
-    return cache_dir() / f"{name}.json"
-
-
-def default_profile() -> LatencyProfile:
-    """The committed profile (measured on the project's 2-core development machine), labelled as the default."""
-    text = resources.files("ttplan.core").joinpath("default_profile.json").read_text(encoding="utf-8")
-    return LatencyProfile.from_dict(json.loads(text), "ttplan/core/default_profile.json")
-
-
-#: what a profile file must be, in the one-line errors about one
-PROFILE = "a latency profile (JSON written by `ttplan calibrate`)"
-
-
-def load_profile(path: str | Path | None = None, device: str = "cpu", channels_last: bool = False) -> LatencyProfile:
-    """The given profile file, else this user's calibrated one for `device` (with `channels_last`, the channels-last
-    one first), else the committed default. Every field is checked (`LatencyProfile.from_dict`); a bad file is one
-    line naming it, and for the cached one, how to recalibrate or remove it."""
-    if path is None:
-        cached = [user_profile_path(device, last) for last in ((True, False) if channels_last else (False,))]
-        found = [candidate for candidate in cached if candidate.is_file()]
-        if not found:
-            return default_profile()
-        hint = f"; it is ttplan's cached profile: recalibrate with `ttplan calibrate`, or remove {found[0]}"
-        return _read_profile(found[0], "cached latency profile", hint)
-    path = Path(path)
-    if not path.exists():
-        raise TTPlanError(f"--profile {path}: no such file; run `ttplan calibrate --profile {path}` to make one")
-    return _read_profile(path, "--profile", "")
-
-
-def _read_profile(path: Path, what: str, hint: str) -> LatencyProfile:
-    """Read and check one profile file: UTF-8, JSON, then every field."""
-    data = read_user_json(path, what, PROFILE + hint)
-    return LatencyProfile.from_dict(data, str(path), what=what, hint=hint)
-
-
-def profile_for(path: str | Path | None, *, by_time: bool, device: str = "cpu",
-                channels_last: bool = False) -> LatencyProfile:
-    """The profile a command uses: `load_profile`'s where it chooses by predicted time (`by_time`) or a file is
-    given; otherwise (orders by MACs or memory) the committed default, which only prices the report's ms columns,
-    so the user's cached profile is never read and a bad one cannot break such a plan."""
-    if path is None and not by_time:
-        return default_profile()
-    return load_profile(path, device, channels_last)
 
 
 def step_shape(network: TensorNetwork, a: Operand, b: Operand, cost: PairCost) -> OpShape:
@@ -429,9 +363,22 @@ def relative_errors(predicted: list[float], measured: list[float]) -> list[float
     return [abs(p - m) / m for p, m in zip(predicted, measured) if m > 0]
 
 
+#: names that lived here once -> what to use now (files and cache folders moved out: the core reads no file)
+_MOVED = {"cache_dir": "ttplan.files.cache_dir", "default_profile": "ttplan.latency.profiles.default_profile",
+          "load_profile": "ttplan.latency.profiles.load_profile",
+          "profile_for": "ttplan.latency.profiles.load_profile(path, by_time=...)",
+          "user_profile_path": "ttplan.latency.profiles.user_profile_path"}
+
+
+def __getattr__(name: str) -> object:
+    """A one-line pointer for a name that moved out (PEP 562); nothing is imported."""
+    if name in _MOVED:
+        raise AttributeError(f"ttplan.core.latency.{name} moved: use {_MOVED[name]}")
+    raise AttributeError(f"module 'ttplan.core.latency' has no attribute {name!r}")
+
+
 __all__ = [
-    "KINDS", "LatencyProfile", "OpModel", "OpShape", "Sample", "cache_dir", "default_profile", "dense_shape",
-    "fit_op", "fit_profile", "fused_shape", "load_profile", "plan_shapes", "predict_dense_us", "predict_fused_us",
-    "predict_plan_us", "profile_for",
-    "relative_errors", "step_shape", "step_shapes", "user_profile_path",
+    "KINDS", "LatencyProfile", "OpModel", "OpShape", "Sample", "dense_shape", "fit_op", "fit_profile", "fused_shape",
+    "plan_shapes", "predict_dense_us", "predict_fused_us", "predict_plan_us", "relative_errors", "step_shape",
+    "step_shapes",
 ]

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field, replace
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
-from ttplan.core.latency import LatencyProfile, load_profile, predict_dense_us, predict_fused_us, predict_plan_us
+from ttplan.core.latency import LatencyProfile, predict_dense_us, predict_fused_us, predict_plan_us
 from ttplan.core.network import TensorNetwork, build_network
+from ttplan.core.objectives import needs_profile
 from ttplan.core.peers import PeerResult, compare_peers, im2col_equation, im2col_expression
 from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import BOUNDED_NOTE, optimize
@@ -28,7 +29,7 @@ class LayerPlan:
     peers: list[PeerResult] = field(default_factory=list)
     objective: str = "macs"
     profile: LatencyProfile | None = None
-    #: measured candidates when autotuned (`ttplan.runtime.autotune.TuneResult.to_dict()`), else None
+    #: measured candidates when autotuned (`ttplan.latency.autotune.TuneResult.to_dict()`), else None
     tuned: dict | None = None
     #: the best order runs as one call of the fused kernel (`ttplan.core.fusion`), chosen for its predicted time
     fused: bool = False
@@ -164,7 +165,8 @@ def plan_layer(
     """Build the network, cost the fixed schemes, search the best order and optionally ask the peers.
 
     `objective`: what the best order minimises (`macs`, `memory`, `latency`: see `best_order`); every plan also
-    gets a predicted time under `profile` (default: this user's calibrated profile, else the committed default).
+    gets a predicted time under `profile` (None: no predicted times; `latency` needs a profile, which
+    `ttplan.latency.profiles.load_profile()` reads: nothing here reads a file).
     `fused` (with `latency`): the fused kernel may run the layer, so a fusable order run fused
     (`fastest_fused`) becomes the best where it is predicted faster than the best order on stock ops.
 
@@ -174,7 +176,8 @@ def plan_layer(
     >>> f"best {plan.best.macs:,} MACs, published {plan.published.macs:,}, dense {plan.baseline_macs:,}"
     'best 4,497,408 MACs, published 14,942,208, dense 37,748,736'
     """
-    profile = profile if profile is not None else load_profile()
+    if objective == "latency" and profile is None:
+        raise needs_profile("objective='latency'")
     network = build_network(spec, fmt, batch)
     schemes = schemes_for(network, fold_weights)
     # by time, the fewest-MACs order is what the margin compares against and a fused candidate: searched once here
@@ -206,7 +209,8 @@ def best_order(network: TensorNetwork, *, fold_weights: bool = False, memory_lim
     if objective != "latency":
         return optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
                         profile=profile)
-    profile = profile if profile is not None else load_profile()
+    if profile is None:
+        raise needs_profile("objective='latency'")
     fastest = optimize(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
                        profile=profile)
     if fewest is None:

@@ -15,11 +15,11 @@ must depend only on its two operands, which is what makes the search's dynamic p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from ttplan.core.contraction import Operand, PairCost
-from ttplan.core.latency import LatencyProfile, load_profile, step_shape
+from ttplan.core.latency import LatencyProfile, step_shape
 from ttplan.core.network import TensorNetwork
 from ttplan.errors import TTPlanError
 
@@ -77,7 +77,7 @@ class Memory:
 class Latency:
     """Least predicted time per forward under `profile` (ties: smaller largest intermediate)."""
 
-    profile: LatencyProfile = field(default_factory=load_profile)
+    profile: LatencyProfile
     name: str = "latency"
 
     def step_cost(self, network: TensorNetwork, a: Operand, b: Operand, cost: PairCost, folded: bool) -> float:
@@ -93,15 +93,24 @@ class Latency:
 OBJECTIVES: dict[str, Callable[..., Objective]] = {"macs": Macs, "memory": Memory, "latency": Latency}
 
 
+def needs_profile(what: str) -> TTPlanError:
+    """The one-line error of a choice by predicted time made without a latency profile (the library reads none)."""
+    return TTPlanError(f"{what} needs a latency profile: pass profile= (a LatencyProfile; "
+                       "ttplan.latency.profiles.load_profile() reads this machine's calibrated one, else the default)")
+
+
 def make_objective(objective: str | Objective = "macs", profile: LatencyProfile | None = None) -> Objective:
-    """The objective of that name (`profile` for `latency`, default: `load_profile()`); an object passes through."""
+    """The objective of that name (`latency` needs `profile`: nothing here reads a profile file); an object passes
+    through."""
     if not isinstance(objective, str):
         return objective
     if objective not in OBJECTIVES:
         raise TTPlanError(f"objective={objective!r}: expected one of {', '.join(OBJECTIVES)}")
     if objective == "latency":
-        return Latency(profile if profile is not None else load_profile())
+        if profile is None:
+            raise needs_profile("objective='latency'")
+        return Latency(profile)
     return OBJECTIVES[objective]()
 
 
-__all__ = ["OBJECTIVES", "Latency", "Macs", "Memory", "Objective", "Score", "make_objective"]
+__all__ = ["OBJECTIVES", "Latency", "Macs", "Memory", "Objective", "Score", "make_objective", "needs_profile"]

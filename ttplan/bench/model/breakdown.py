@@ -6,7 +6,7 @@ pre-hook and a hook, the device synchronised at both), and sums them by kind: th
 dense convs in the dense model, the TT layers in the TT one, under one label), then each other module type
 (`Conv2d` kept dense, `BatchNorm2d`, `MaxPool2d`, `ReLU`, ...), and what runs between modules (functional
 ops such as the residual adds). The two models are timed interleaved, round by round, like every other
-measurement (`ttplan.runtime.timing`); medians over rounds per kind. Each kind's minor page faults are
+measurement (`ttplan.latency.timing`); medians over rounds per kind. Each kind's minor page faults are
 counted the same way (where the platform counts them), since where an allocator hands memory back shows up
 as the kind whose allocations fault it in again.
 """

@@ -7,7 +7,7 @@ NCHW says little about what either would deploy. `bench model --best` therefore 
 and off (which can suit a TT model's reshapes); and ONNX Runtime where it is installed (the model exported by
 `ttplan.runtime.export.export_model`, a CPU session with torch's thread count, its idle threads not spinning). All
 available (side, form) pairs are timed interleaved, round-robin, medians over rounds
-(`ttplan.runtime.timing.time_all`). A form that cannot be built for a side (a compile or export error, ONNX Runtime
+(`ttplan.latency.timing.time_all`). A form that cannot be built for a side (a compile or export error, ONNX Runtime
 missing, output that differs from eager) is reported unavailable with its one-line reason, and the other forms
 still count. `BestForms` answers the best dense form against the best TT form, and each form's own dense-against-TT
 ratio.
@@ -144,7 +144,7 @@ def time_forms(runners: dict[str, tuple[Runner, Runner]], rounds: int, sync: Cal
     """Time every runnable (form, side) of `runners` (form -> (dense, TT), each a callable or the reason it cannot
     run) interleaved over `rounds` (`time_all`: every round visits each in turn; medians), under `torch.no_grad()`.
     `macs_reduction`: per form, the planned MACs reduction of the TT model it runs."""
-    from ttplan.runtime.timing import time_all
+    from ttplan.latency.timing import time_all
 
     calls = {(form, side): run for form, pair in runners.items() for side, run in zip(SIDES, pair)
              if callable(run)}

@@ -44,14 +44,15 @@ from ttplan.bench.model.forms import (
 from ttplan.bench.model.memory_formats import MODELS, FormatTimings
 from ttplan.bench.model.processes import ChildRequest, ProcessTiming, time_in_processes
 from ttplan.core.contraction import ContractionPlan
-from ttplan.core.latency import LatencyProfile, load_profile
+from ttplan.core.latency import LatencyProfile
 from ttplan.core.search import optimize
 from ttplan.errors import TTPlanError
+from ttplan.latency.profiles import load_profile
+from ttplan.latency.timing import time_all
 from ttplan.models import load_model
 from ttplan.runtime.allocator import minor_page_faults, set_malloc
 from ttplan.runtime.layers import TTConv2d, convert
 from ttplan.runtime.lowering import Lowering
-from ttplan.runtime.timing import time_all
 
 
 @dataclass
@@ -155,7 +156,7 @@ class ModelBench:
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
               sync: Callable[[], None] = lambda: None, calls: int = 1) -> tuple[float, float]:
     """Median ms per call of two callables timed in alternation over `rounds` (after one warm-up call each);
-    each visit makes `calls` back-to-back calls and records their mean (`ttplan.runtime.timing.time_all`)."""
+    each visit makes `calls` back-to-back calls and records their mean (`ttplan.latency.timing.time_all`)."""
     ms = time_all({"first": first, "second": second}, rounds, sync, calls)
     return ms["first"], ms["second"]
 

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ttplan.core.fusion import TILE
-from ttplan.core.latency import cache_dir
-from ttplan.errors import TTPlanError
+from ttplan.files import cache_dir
 
 SOURCE = Path(__file__).with_name("tucker.c")
 #: tried in order: with OpenMP (threads), then without it (one thread)
@@ -56,15 +55,6 @@ def find_compiler() -> str | None:
         if shutil.which(name):
             return name
     return None
-
-
-def fusion_wanted(fused: bool | None, channels_last: bool) -> bool:
-    """Whether planning may run layers by the fused kernel: as asked, else (None) wherever it can be built, i.e. for
-    NCHW maps with a C compiler here. Torch-free, and nothing is compiled: a failed build falls back to stock ops."""
-    if fused and channels_last:
-        raise TTPlanError("fused=True (--fuse) with channels_last=True (--channels-last): the fused kernel runs NCHW "
-                          "maps; drop one of them")
-    return (not channels_last and find_compiler() is not None) if fused is None else fused
 
 
 def _processor() -> str:

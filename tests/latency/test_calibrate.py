@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ttplan.bench.calibrate import time_dense, time_layer, time_steps
 from ttplan.core.formats import make_format
 from ttplan.core.fusion import fused_form
 from ttplan.core.latency import OpModel, predict_fused_us
@@ -13,6 +12,7 @@ from ttplan.core.network import build_network
 from ttplan.core.schemes import merged
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
+from ttplan.latency.calibrate import time_dense, time_layer, time_steps
 from ttplan.runtime.lowering import Lowering, lower
 
 
@@ -31,7 +31,7 @@ def test_every_step_is_timed_in_either_memory_format(channels_last):
 
 def test_calibration_keeps_each_ops_median_over_rounds(monkeypatch):
     """Three passes over the grid: a step timed 1, 100 and 2 µs (one slow moment) is fitted at 2 µs, once."""
-    from ttplan.bench import calibrate as module
+    from ttplan.latency import calibrate as module
 
     spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
     plan = optimize(build_network(spec, make_format("hodec", spec, rank=4), 2), fold_weights=True)
@@ -70,8 +70,8 @@ def test_calibration_keeps_each_ops_median_over_rounds(monkeypatch):
 
 
 def test_the_check_keeps_each_layers_median_over_rounds(monkeypatch):
-    from ttplan.bench import calibrate as module
-    from ttplan.core.latency import default_profile
+    from ttplan.latency import calibrate as module
+    from ttplan.latency.profiles import default_profile
 
     spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
     plan = optimize(build_network(spec, make_format("hodec", spec, rank=4), 2), fold_weights=True)

@@ -40,6 +40,7 @@ from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.latency.timing import median_us
 from ttplan.runtime.lowering import INPUT, Program, by_step, default_lowering, execute, lower
 
 #: (channels in, channels out, input size, stride) of the fitting grid; batch per resolution keeps each op short
@@ -50,18 +51,6 @@ FIT_RANKS = (4, 8, 16, 32)
 #: extra dense convs timed for the fit (channels, input size): the dense time depends on more than its MACs
 DENSE_CHANNELS = (24, 48, 96, 192, 384, 768)
 DENSE_SIZES = (6, 12, 20, 40, 60)
-
-
-def median_us(fn: Callable[[], object], budget_s: float = 0.03, min_reps: int = 5, max_reps: int = 200) -> float:
-    """Median microseconds of `fn()` over repeats (one warm-up call; stops after `budget_s` once `min_reps` ran)."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(times)
 
 
 def _random_cores(plan: ContractionPlan, device: torch.device) -> list[torch.Tensor]:
@@ -388,4 +377,4 @@ def _describe(device: torch.device) -> str:
     return f"{platform.machine()} CPU ({platform.processor() or platform.system()})"
 
 
-__all__ = ["Calibration", "CheckResult", "CheckRow", "calibrate", "check", "check_layers", "median_us"]
+__all__ = ["Calibration", "CheckResult", "CheckRow", "calibrate", "check", "check_layers"]

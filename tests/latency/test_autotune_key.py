@@ -7,8 +7,11 @@ import pytest
 
 from ttplan.core.formats import make_format
 from ttplan.core.spec import ConvSpec
-from ttplan.runtime import autotune
+from ttplan.latency import autotune
+from ttplan.latency.profiles import default_profile
 from ttplan.runtime.kernels import KernelStatus, kernel_status
+
+PROFILE = default_profile()
 
 
 @pytest.mark.skipif(not kernel_status().available, reason="no C compiler: the fused kernel is not built")
@@ -18,14 +21,14 @@ def test_runs_with_and_without_the_fused_kernel_are_cached_apart(monkeypatch, tm
     fmt = make_format("hodec", spec, rank=4)
     real = autotune.kernel_status
     monkeypatch.setattr(autotune, "kernel_status", lambda: KernelStatus(False, "test: no C compiler"))
-    without = autotune.autotune_layer(spec, fmt, 2, True, rounds=1)
+    without = autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1)
     assert without.source == "measured" and not any(t.lowering.fused for t in without.timings)
     monkeypatch.setattr(autotune, "kernel_status", real)
-    built = autotune.autotune_layer(spec, fmt, 2, True, rounds=1)
+    built = autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1)
     assert built.source == "measured" and any(t.lowering.fused for t in built.timings)
-    assert autotune.autotune_layer(spec, fmt, 2, True, rounds=1).source == "cached"
+    assert autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1).source == "cached"
     monkeypatch.setattr(autotune, "kernel_status", lambda: KernelStatus(False, "test: no C compiler"))
-    again = autotune.autotune_layer(spec, fmt, 2, True, rounds=1)
+    again = autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1)
     assert again.source == "cached" and not any(t.lowering.fused for t in again.timings)
 
 

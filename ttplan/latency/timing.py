@@ -1,9 +1,11 @@
-"""Interleaved timing, the one loop every measurement in ttplan uses (autotune, the benchmarks).
+"""The timing loops of every measurement in ttplan: interleaved rounds (autotune, the benchmarks) and the median of
+one op's repeats (calibration).
 
-Every round visits each callable in turn, so a drift in machine load hits all of them alike, and the
+`time_all`: every round visits each callable in turn, so a drift in machine load hits all of them alike, and the
 median over rounds is kept. A visit can be a block of back-to-back calls (their mean is recorded), sized
-so that it lasts a few milliseconds: one page fault or scheduler tick then does not decide between two
-variants that each take a fraction of a millisecond.
+so that it lasts a few milliseconds (`block_calls`): one page fault or scheduler tick then does not decide between
+two variants that each take a fraction of a millisecond. `median_us`: one op timed alone, repeated until a time
+budget is spent, its median kept (the calibration's samples, each a single op).
 """
 
 from __future__ import annotations
@@ -55,4 +57,16 @@ def time_all(calls: dict[Hashable, Callable[[], object]], rounds: int, sync: Cal
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-__all__ = ["block_calls", "time_all"]
+def median_us(fn: Callable[[], object], budget_s: float = 0.03, min_reps: int = 5, max_reps: int = 200) -> float:
+    """Median microseconds of `fn()` over repeats (one warm-up call; stops after `budget_s` once `min_reps` ran)."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+__all__ = ["block_calls", "median_us", "time_all"]

@@ -28,24 +28,17 @@ import torch.nn.functional as F
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
 from ttplan.core.fusion import fused_form
-from ttplan.core.latency import (
-    LatencyProfile,
-    cache_dir,
-    load_profile,
-    predict_dense_us,
-    predict_fused_us,
-    predict_plan_us,
-)
+from ttplan.core.latency import LatencyProfile, predict_dense_us, predict_fused_us, predict_plan_us
 from ttplan.core.network import build_network
 from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
-from ttplan.files import atomic_write_text, read_user_json
+from ttplan.files import atomic_write_text, cache_dir, read_user_json
+from ttplan.latency.timing import block_calls, time_all
 from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
-from ttplan.runtime.timing import block_calls, time_all
 
 # The lowerings tried follow the model's memory format (`channels_last`): a channels-last layer inside an NCHW
 # model hands its neighbours (batch norm, residual adds) NHWC tensors, which measured slower end to end although
@@ -219,11 +212,12 @@ def _from_cache(entry: object, spec: ConvSpec, fmt: TTFormat, batch: int, fold_w
     return TuneResult(spec, fmt, batch, device, threads, timings, rounds, "cached")
 
 
-def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, device: str = "cpu",
-                   profile: LatencyProfile | None = None, top: int = 3, rounds: int = 7,
+def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, profile: LatencyProfile,
+                   device: str = "cpu", top: int = 3, rounds: int = 7,
                    lowerings: tuple[Lowering, ...] | None = None, use_cache: bool = True,
                    channels_last: bool = False) -> TuneResult:
-    """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`.
+    """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`. `profile`
+    ranks the candidates and predicts each timing (`ttplan.latency.profiles.load_profile` reads the machine's).
 
     `channels_last`: the input (and the dense conv's) is channels-last and the lowerings default to the NHWC ones,
     as in a model converted to `torch.channels_last`; else NCHW and the NCHW lowerings."""
@@ -231,7 +225,6 @@ def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool
         lowerings = NHWC_LOWERINGS if channels_last else NCHW_LOWERINGS
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
-    profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     threads = torch.get_num_threads()
     kernel = any(lowering.fused for lowering in lowerings) and kernel_status().available
     key = _key(spec, fmt, batch, fold_weights, device, threads, lowerings, channels_last, kernel)

@@ -1,4 +1,4 @@
-"""The autotune cache (ttplan/runtime/autotune.py): a corrupt file or entry is one warning, then measured again and
+"""The autotune cache (ttplan/latency/autotune.py): a corrupt file or entry is one warning, then measured again and
 rewritten; never a traceback."""
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import torch
 
 from ttplan.core.formats import make_format
 from ttplan.core.spec import ConvSpec
-from ttplan.runtime import autotune
+from ttplan.latency import autotune
+from ttplan.latency.profiles import default_profile
 from ttplan.runtime.lowering import NCHW_LOWERINGS
 
 SPEC = ConvSpec.make(8, 8, 3, 1, 1, input_size=4)
+PROFILE = default_profile()
 FMT = make_format("hodec", SPEC, rank=2)
 
 
@@ -35,6 +37,10 @@ def cache(tmp_path, monkeypatch):
     return path, measured
 
 
+def _tune() -> autotune.TuneResult:
+    return autotune.autotune_layer(SPEC, FMT, 1, True, profile=PROFILE, rounds=1)
+
+
 def _key() -> str:
     kernel = any(lowering.fused for lowering in NCHW_LOWERINGS) and autotune.kernel_status().available
     return autotune._key(SPEC, FMT, 1, True, "cpu", torch.get_num_threads(), NCHW_LOWERINGS, kernel=kernel)
@@ -45,12 +51,12 @@ def _key() -> str:
 def test_a_corrupt_cache_file_is_one_warning_and_rebuilt(cache, capsys, content):
     path, measured = cache
     path.write_bytes(content)
-    result = autotune.autotune_layer(SPEC, FMT, 1, True, rounds=1)
+    result = _tune()
     assert result.source == "measured" and measured == [1]
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: autotune cache ") and str(path) in warnings[0]
     assert _key() in json.loads(path.read_text())  # rebuilt: a valid cache again
-    assert autotune.autotune_layer(SPEC, FMT, 1, True, rounds=1).source == "cached" and measured == [1]
+    assert _tune().source == "cached" and measured == [1]
     assert capsys.readouterr().err == ""
 
 
@@ -63,9 +69,9 @@ def test_a_corrupt_cache_file_is_one_warning_and_rebuilt(cache, capsys, content)
 def test_a_malformed_cache_entry_is_one_warning_and_measured_again(cache, capsys, entry):
     path, measured = cache
     path.write_text(json.dumps({_key(): entry, "other": {"kept": True}}))
-    assert autotune.autotune_layer(SPEC, FMT, 1, True, rounds=1).source == "measured" and measured == [1]
+    assert _tune().source == "measured" and measured == [1]
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(warnings) == 1 and "malformed" in warnings[0] and str(path) in warnings[0]
     data = json.loads(path.read_text())
     assert data["other"] == {"kept": True} and autotune._from_cache(
-        data[_key()], SPEC, FMT, 1, True, "cpu", 1, autotune.load_profile()).source == "cached"
+        data[_key()], SPEC, FMT, 1, True, "cpu", 1, PROFILE).source == "cached"
