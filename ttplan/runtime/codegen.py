@@ -231,7 +231,7 @@ class _TTLayer(nn.Module):
             return self.weights()
         cached = self._folded  # (copies of the cores, weights()): reused while the cores equal the copies
         if cached is None or not cores_unchanged(cached[0], cores):
-            with torch.no_grad(), torch.inference_mode(False):
+            with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grads on
                 cached = self._folded = ([core.detach().clone() for core in cores], self.weights())
         return cached[1]
 
