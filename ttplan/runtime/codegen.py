@@ -319,15 +319,17 @@ _FUSED_METHODS = '''
         exporting = getattr(torch.compiler, "is_exporting", bool)()  # torch >= 2.4
         if not self.export_fused and (torch.jit.is_tracing() or exporting):
             return False
-        return _fused_ok(*(t for t in (x, wa, g, wc) if t is not None))
+        return _fused_ok(*(t for t in (x, wa, g, wc, self.bias) if t is not None))
 
     @torch.jit.unused
     def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None
                      ) -> torch.Tensor:
-        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d);
-        the weights come from weights(), new tensors whenever the cores change, so their packs are kept by identity."""
+        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d),
+        plus the bias, then the ReLU with apply_relu, as the last product stores its tiles (the layer's whole epilogue:
+        a fused class holds a folded BatchNorm's scale in its weights). The weights come from weights(), new tensors
+        whenever the cores change, so their packs are kept by identity."""
         return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation),
-                              owned_weights=True)
+                              bias=self.bias, relu=self.apply_relu, owned_weights=True)
 '''
 
 _CONVERT = '''
@@ -517,10 +519,12 @@ class _Renderer:
             f"{indent}# steps {', '.join(map(str, steps))} in one pass per image: ttplan's fused CPU kernel where it",
             f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed; see fused_ok), else",
             f"{indent}# the stock ops (always in TorchScript, and by default in torch.jit.trace and torch.export)",
+            f"{indent}finished = False  # whether the kernel applied the bias and the ReLU",
             f"{indent}if not torch.jit.is_scripting() and self.fused_ok({operands}):",
-            f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}",
+            f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}, plus the bias, then the ReLU",
             f"{inner}{ins.out} = self.fused_kernel({operands})",
             f"{inner}height, width = {ins.out}.shape[-2:]",
+            f"{inner}finished = True",
             f"{indent}else:",
             *self.block(ins.parts, indent + "    "),
         ]
@@ -758,8 +762,10 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
     if scale_site(program) is None:
         lines += ["        if self.out_scale is not None or self.bias is not None or self.apply_relu:",
                   "            y = epilogue(y, self.out_scale, self.bias, self.apply_relu)"]
-    else:  # the scale is in the weights
-        lines += ["        if self.bias is not None or self.apply_relu:",
+    else:  # the scale is in the weights; where the fused kernel ran (a fused class's last product), so is the rest
+        fused = any(isinstance(ins, Fused) for ins in program.feature)
+        lines += [f"        if {'not finished and (' if fused else ''}self.bias is not None or self.apply_relu"
+                  f"{')' if fused else ''}:",
                   "            y = epilogue(y, None, self.bias, self.apply_relu)"]
     lines.append(f"        return y.reshape(lead + [{spec.out_channels}])" if spec.linear else "        return y")
     return lines

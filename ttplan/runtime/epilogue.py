@@ -8,17 +8,20 @@ on its own), the scale, the bias and the ReLU run after the last product as one 
 (`epilogue`), in place where no gradient is recorded. None of it is a multiply-accumulate of a product, and
 `FlopCounterMode` counts none of it (it counts matrix products and convolutions): a folded layer still counts exactly
 its planned MACs (docs/cost-model.md). `TTConv2d` runs both; generated code renders the first and embeds the
-second (`EPILOGUE_SOURCE`: it imports torch only).
+second (`EPILOGUE_SOURCE`: it imports torch only). Where the fused kernel runs a layer's last product, it adds the
+bias and applies the ReLU itself as it stores each tile (its scale is always in the weights), so no pass remains.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ttplan.runtime.lowering import MatMul, Program, Reshape
+if TYPE_CHECKING:  # the lowering runs the epilogue: it imports this module, which reads its programs
+    from ttplan.runtime.lowering import Program
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class ScaleSite:
 def operand_layouts(program: Program) -> dict[str, tuple[str, ...]]:
     """The index order of every weight tensor a program names (cores, weight-only results, laid-out operands), as it
     lies in memory; a name reused by the weight instructions (`lhs`, `rhs`) keeps its last layout."""
+    from ttplan.runtime.lowering import MatMul, Reshape
+
     layouts = {tensor.name: tensor.indices for tensor in program.plan.network.tensors[1:]}
     for ins in program.weight:
         if isinstance(ins, Reshape):

@@ -29,7 +29,7 @@ from ttplan.errors import TTPlanError
 from ttplan.models.trace import conv_spec, stock_kind, trace_layers
 from ttplan.runtime.batchnorm import fold_batchnorm
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
-from ttplan.runtime.epilogue import epilogue, scale_operand, scale_site
+from ttplan.runtime.epilogue import scale_operand, scale_site
 from ttplan.runtime.fold_cache import cached_fold
 from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
 
@@ -170,12 +170,10 @@ class _TTLayer(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, I, H, W] -> [B, O, H', W']` by the plan, then the epilogue: the output scale where the weights do not
-        hold it, the bias, the ReLU (`ttplan.runtime.epilogue`)."""
-        y = run_feature_steps(self.program, x, self.folded(), owned=True)  # new tensors on every refold
+        hold it, the bias, the ReLU (`ttplan.runtime.epilogue`; in the fused kernel's output pass where it runs)."""
         scale = self.out_scale if self.scale_site is None else None
-        if scale is None and self.bias is None and not self.apply_relu:
-            return y
-        return epilogue(y, scale, self.bias, self.apply_relu)
+        return run_feature_steps(self.program, x, self.folded(), owned=True,  # new tensors on every refold
+                                 scale=scale, bias=self.bias, relu=self.apply_relu)
 
     def to_dense(self) -> torch.Tensor:
         """The rebuilt kernel: `[O, I, k_h, k_w]` for a conv, `[O, I]` for a linear layer (differentiable), with each
