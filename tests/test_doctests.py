@@ -10,7 +10,8 @@ import pytest
 import ttplan
 
 #: the modules whose docstrings hold the verbs' examples
-MODULES = ("ttplan", "ttplan.core.layer", "ttplan.runtime.layers", "ttplan.arch.architecture", "ttplan.arch.apply")
+MODULES = ("ttplan", "ttplan.core.layer", "ttplan.runtime.layers", "ttplan.runtime.batchnorm",
+           "ttplan.arch.architecture", "ttplan.arch.apply")
 #: every verb of the API, as the package docstring calls it
 VERBS = ("plan_layer", "TTConv2d.from_conv", "TTLinear.from_linear", "plan_architecture", "convert", "load")
 

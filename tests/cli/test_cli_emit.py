@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.helpers.batchnorm import batchnorms, randomize_batchnorms
 from tests.helpers.cli import one_line_error, run
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
@@ -69,6 +70,25 @@ def test_architecture_file_converts_the_model(tmp_path):
     with torch.no_grad():
         assert tt(torch.randn(2, *size)).shape == (2, 10)
 
+
+
+def test_architecture_file_folds_the_batchnorms_of_an_eval_model(tmp_path):
+    """`emit --arch --fold-weights`: the file's convert folds each BN after a TT layer of an eval model (random BN
+    statistics), equal to the unfolded model; a model in training mode keeps them."""
+    out = tmp_path / "net.py"
+    result = _run(["--arch", "resnet20", "--rank", "4", "--fold-weights", "--batch", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    module = _load(out)
+    torch.manual_seed(0)
+    model, size = load_model("resnet20")
+    randomize_batchnorms(model).eval()
+    folded, unfolded = module.convert(model), module.convert(model, fold_bn=False)
+    assert batchnorms(folded) == batchnorms(model) - len(module.LAYERS) and batchnorms(unfolded) == batchnorms(model)
+    x = torch.randn(2, *size)
+    with torch.no_grad():
+        expected = unfolded(x)
+        assert ((folded(x) - expected).abs().max() <= 1e-4 * expected.abs().max()).item()
+    assert batchnorms(module.convert(model.train())) == batchnorms(model)
 
 @pytest.mark.parametrize("args, message", [
     (["--rank", "4"], "missing option --in-channels"),

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.helpers.batchnorm import batchnorms, randomize_batchnorms
 from tests.helpers.runtime_cases import (
     assert_close,
     assert_same_values_and_gradients,
@@ -25,14 +26,17 @@ from tests.helpers.runtime_cases import (
     random_linear,
     the_class,
 )
+from ttplan.arch.architecture import plan_architecture
 from ttplan.core.formats import balanced_factors, make_format, max_rank_format
 from ttplan.core.network import build_network
+from ttplan.core.schemes import merged
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.models import load_model, trace_layers
 from ttplan.runtime.codegen import emit_layer, emit_model
 from ttplan.runtime.decomposition import project, rebuild
-from ttplan.runtime.layers import TTConv2d
+from ttplan.runtime.layers import TTConv2d, convert
+from ttplan.runtime.lowering import Lowering
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_IMPORTS = {"copy", "math", "torch", "torch.nn", "torch.nn.functional"}
@@ -203,6 +207,37 @@ def test_generated_model_convert_gives_the_dense_logits():
     with torch.no_grad():
         assert_close(tt(x), model(x), rel=1e-9)
 
+
+
+def test_generated_convert_folds_the_batchnorms_of_an_eval_model_as_the_library_does():
+    """Every other layer runs a merged order on the fused kernel (the scale goes into its last operand), the others
+    their searched order (the scale runs after the last product): the folded model equals the unfolded one, counts
+    the planned MACs and has the state_dict keys of the library's folded model; a model in training keeps its BNs."""
+    torch.manual_seed(0)
+    dense, size = load_model("resnet20")
+    randomize_batchnorms(dense).eval()
+    plan = plan_architecture(dense, size, batch=2, fold_weights=True)
+    layers, lowerings = [], {}
+    for n, (name, best) in enumerate(plan.plans()):
+        if n % 2:
+            best = merged(build_network(best.network.spec, best.network.fmt, 2), fold_weights=True)
+            lowerings[name] = Lowering(fused=True)
+        layers.append((name, best))
+    namespace = load_source(emit_model(layers, "resnet20", lowerings))
+    folded, unfolded = namespace["convert"](dense), namespace["convert"](dense, fold_bn=False)
+    assert batchnorms(unfolded) == batchnorms(dense) and batchnorms(folded) == batchnorms(dense) - len(layers)
+    library = convert(dense, plan.formats(), size, fold_weights=True, plans=dict(layers), lowerings=lowerings)
+    assert set(folded.state_dict()) == set(library.state_dict())
+    x = torch.randn(2, *size)
+    with torch.no_grad():
+        expected = unfolded(x)
+        assert_close(folded(x), expected, rel=1e-4)
+        assert_close(library(x), expected, rel=1e-4)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        folded(x)
+    planned = sum(layer.macs for layer in plan.layers if not layer.decomposed) + sum(p.macs for _, p in layers)
+    assert counter.get_total_flops() == 2 * planned
+    assert batchnorms(namespace["convert"](dense.train())) == batchnorms(dense)
 
 def test_generated_files_share_one_base_class_and_check_their_input():
     sources = _sources()

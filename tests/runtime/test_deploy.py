@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers.batchnorm import randomize_batchnorms
 from tests.helpers.ring_cp_cases import random_cp
 from tests.helpers.runtime_cases import assert_close, plans_for, random_case, random_linear
 from ttplan.core.formats import make_format
@@ -182,3 +183,27 @@ def test_onnx_export_of_a_fused_capable_model(tmp_path):
         session = onnxruntime.InferenceSession(proto.SerializeToString())
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         assert_close(torch.from_numpy(out), expected, rel=1e-4)
+
+
+def test_a_generated_model_with_folded_batchnorms_scripts_traces_and_exports(tmp_path):
+    """The generated `convert` folds BN (and the ReLU after the first) into the layers of an eval model; TorchScript,
+    torch.jit.trace and torch.export capture the scale, bias and ReLU and equal eager."""
+    torch.manual_seed(0)
+    dense = randomize_batchnorms(nn.Sequential(
+        nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))).eval()
+    best = optimize(build_network(SPEC, FMT, 2), fold_weights=True)
+    source = emit_model([("0", PLAN), ("3", best)], "a test", {"0": Lowering(fused=True)})
+    module = import_file(source, tmp_path, "deploy_folded")
+    folded, unfolded = module.convert(dense), module.convert(dense, fold_bn=False)
+    assert [type(m).__name__ for m in folded][1:3] == ["Identity", "Identity"] and folded[0].apply_relu
+    assert type(folded[4]).__name__ == "Identity" and folded[3].out_scale is not None
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        expected = folded(x)
+        assert_close(expected, unfolded(x), rel=1e-4)
+        scripted = torch.jit.script(folded)
+        traced = torch.jit.trace(folded, x)
+        exported = torch.export.export(folded, (x,)).module()
+        for captured in (scripted, traced, exported):
+            assert_close(captured(x), expected, rel=1e-5)

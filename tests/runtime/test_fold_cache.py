@@ -1,6 +1,8 @@
 """The folded-weight cache: one check (dtype, device, shape and values of each core against a copy) for TTConv2d
 and the generated layers, so a core changed by any route refolds, `.data` writes included."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +145,18 @@ def test_a_cache_filled_under_inference_mode_serves_a_later_forward_that_records
             model(inputs).square().sum().backward()
             grads.append(inputs.grad)
         assert_close(grads[0], grads[1], rel=1e-5)
+
+
+def test_cached_operands_record_no_gradient_and_a_model_that_ran_deep_copies():
+    """`torch.inference_mode(False)` turns grad mode on: entered after `torch.no_grad()`, the cache held operands with
+    autograd graphs back to the cores, and `copy.deepcopy` of a folded model that had run failed (non-leaf tensors)."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 16, 8, 8)
+    for layer in _layers(Lowering()):
+        with torch.no_grad():
+            expected = layer(x)
+        cached = layer._folded[1]  # TTConv2d's dict of operands, the generated weights() tuple
+        operands = cached.values() if isinstance(cached, dict) else cached
+        assert all(operand.grad_fn is None for operand in operands)
+        with torch.no_grad():
+            assert torch.equal(copy.deepcopy(layer)(x), expected)

@@ -71,6 +71,61 @@ def test_kernel_equals_stock_ops_and_counts_their_flops():
         assert fused_count.get_total_flops() == stock_count.get_total_flops()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_adds_a_bias_and_applies_a_relu_as_it_stores_the_last_product(threads):
+    """The epilogue of a layer with a folded BatchNorm (and ReLU): on the last product's tiles, with or without the
+    second mixing, whole images or shared columns per thread; NaN passes the ReLU as torch.relu passes it; the count
+    stays the products'."""
+    rng, gen = random.Random(7), torch.Generator().manual_seed(7)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n in range(16):
+            batch, channels, size = rng.randint(1, 3), rng.randint(1, 20), (rng.randint(3, 19), rng.randint(3, 40))
+            r1, r2, out = rng.choice([0, 5]), rng.randint(1, 19), rng.choice([0, 1, 9, 33])
+            x = torch.randn(batch, channels, *size, generator=gen)
+            wa = torch.randn(r1, channels, generator=gen) if r1 else None
+            g = torch.randn(r2, r1 or channels, 3, 3, generator=gen)
+            wc = torch.randn(out, r2, generator=gen) if out else None
+            if n == 0:
+                x[0, 0, 1, 1] = float("nan")
+            bias = torch.randn(out or r2, generator=gen) if n % 3 else None
+            relu = n % 2 == 0
+            expected = stock(x, wa, g, wc, [1, 2], [1, 1], [1, 1]) + (0 if bias is None else bias.view(1, -1, 1, 1))
+            expected = torch.relu(expected) if relu else expected
+            with FlopCounterMode(display=False) as counter:
+                got = tucker_conv2d(x, wa, g, wc, [1, 2], [1, 1], [1, 1], bias=bias, relu=relu)
+            assert torch.equal(got.isnan(), expected.isnan())
+            assert_close(got.nan_to_num(), expected.nan_to_num(), rel=1e-5)
+            assert counter.get_total_flops() == 2 * (batch * got.shape[2] * got.shape[3] * r2 * g.shape[1] * 9
+                                                     + batch * size[0] * size[1] * r1 * channels
+                                                     + batch * got.shape[2] * got.shape[3] * out * r2)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(TTPlanError, match=r"bias is torch.float32 on cpu of shape \[4\]; expected a CPU float32 tensor "
+                                          r"\[9\], one entry per output channel"):
+        tucker_conv2d(torch.randn(1, 3, 5, 5), None, torch.randn(9, 3, 3, 3), None, [1, 1], [1, 1], [1, 1],
+                      bias=torch.randn(4))
+
+
+def test_a_fused_layer_runs_its_bias_and_relu_in_the_kernel_and_nothing_after_it():
+    spec = ConvSpec.make(16, 16, 3, padding=1, input_size=8)
+    fmt = make_format("hodec", spec, in_modes=(4, 4), out_modes=(4, 4), rank=4)
+    layer = TTConv2d(spec, fmt, merged_order(build_network(spec, fmt, 2), fold_weights=True), True,
+                     lowering=FUSED).eval()
+    stock_layer = TTConv2d(spec, fmt, layer.plan, True).eval()
+    stock_layer.load_state_dict(layer.state_dict())
+    scale, bias = torch.linspace(-1, 1, 16), torch.randn(16)
+    for model in (layer, stock_layer):  # what a folded BatchNorm and ReLU leave
+        model.out_scale, model.bias, model.apply_relu = scale.clone(), torch.nn.Parameter(bias.clone()), True
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad(), OpLog() as log:
+        got = layer(x)
+    assert "ttplan.tucker_conv2d" in log.ops
+    assert not {"aten.add_", "aten.add", "aten.addcmul", "aten.relu_", "aten.relu", "aten.mul_"} & set(log.ops)
+    with torch.no_grad():
+        assert_close(got, stock_layer(x), rel=1e-5)
+
 def test_kernel_shape_on_fake_tensors_and_under_compile():
     from torch._subclasses.fake_tensor import FakeTensorMode
 

@@ -32,7 +32,9 @@ def convert(model: nn.Module, plan_or_config: ArchPlan | str | Path | Mapping,
     layer name -> `TTFormat` (`None` keeps a layer dense). `input_size` (C, H, W) is what the layers are traced
     and planned at; `scheme` is `best`, `published`, `dense` or a format's scheme name; `plans` and `lowerings`
     give a layer's order and ops (not with an `ArchPlan`, which has its own). Biases are kept; the copy keeps the
-    model's device, dtype and training mode.
+    model's device, dtype and training mode. With folded weights, each BatchNorm of an eval model that alone reads a
+    TT layer's output is folded into that layer (`ttplan.runtime.batchnorm.fold_batchnorm`); a model in training mode
+    keeps its BatchNorms.
 
     >>> import torch, ttplan
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),

@@ -25,6 +25,8 @@ from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
 from ttplan.core.formats import FactorLayout
 from ttplan.runtime import algorithms
+from ttplan.runtime.batchnorm import FOLD_SOURCE
+from ttplan.runtime.epilogue import EPILOGUE_SOURCE, ScaleSite, scale_site
 from ttplan.runtime.fold_cache import UNCHANGED_SOURCE
 from ttplan.runtime.lowering import (
     RUNTIME,
@@ -97,6 +99,11 @@ class _TTLayer(nn.Module):
             self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))
         else:
             self.register_parameter("bias", None)
+        # what a folded BatchNorm leaves (fold_chains): a scale per output channel (None: none), multiplied into the
+        # weights where one operand holds every output mode (weights()), else run after the products with the bias
+        # (epilogue), then the ReLU with apply_relu
+        self.register_buffer("out_scale", None)
+        self.apply_relu = False
         self.fold_weights = self.default_fold_weights if fold_weights is None else fold_weights
         self._folded = None
         self.reset_parameters()
@@ -125,12 +132,15 @@ class _TTLayer(nn.Module):
 
     @torch.jit.unused
     def cached_weights(self):
-        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core
-        changes (dtype, device, shape or any value, `.data` writes included), so training and load_state_dict
-        keep working. The cache is filled outside inference mode, so it serves autograd whichever mode filled it.
+        """`weights()`, cached while fold_weights is set and no gradient is recorded; recomputed when a core or
+        out_scale changes (dtype, device, shape or any value, `.data` writes included), so training and
+        load_state_dict keep working. The cache is filled outside inference mode, so it serves autograd whichever
+        mode filled it.
         Under torch.compile, torch.export and torch.jit.trace the weight-only steps are traced into the graph
         instead: a captured model never holds a stale cache as constants."""
         cores = self.cores()
+        if self.out_scale is not None:
+            cores = cores + [self.out_scale]
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         # torch.compiler.is_compiling exists from torch 2.3; on older torch a compiled graph breaks at the cache instead
         capturing = getattr(torch.compiler, "is_compiling", bool)() or torch.jit.is_tracing()
@@ -138,7 +148,7 @@ class _TTLayer(nn.Module):
             return self.weights()
         cached = self._folded  # (copies of the cores, weights()): reused while the cores equal the copies
         if cached is None or not cores_unchanged(cached[0], cores):
-            with torch.no_grad(), torch.inference_mode(False):
+            with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grads on
                 cached = self._folded = ([core.detach().clone() for core in cores], self.weights())
         return cached[1]
 
@@ -199,7 +209,9 @@ class _TTLayer(nn.Module):
                                       error_msgs)
 
     def extra_repr(self) -> str:
-        return f"{self.description}, bias={self.bias is not None}, fold_weights={self.fold_weights}"
+        folded = ", folded batchnorm" if self.out_scale is not None else ""
+        return (f"{self.description}, bias={self.bias is not None}, fold_weights={self.fold_weights}{folded}"
+                + (", relu" if self.apply_relu else ""))
 '''
 
 
@@ -224,20 +236,22 @@ _FUSED_METHODS = '''
         exporting = getattr(torch.compiler, "is_exporting", bool)()  # torch >= 2.4
         if not self.export_fused and (torch.jit.is_tracing() or exporting):
             return False
-        return _fused_ok(*(t for t in (x, wa, g, wc) if t is not None))
+        return _fused_ok(*(t for t in (x, wa, g, wc, self.bias) if t is not None))
 
     @torch.jit.unused
     def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None
                      ) -> torch.Tensor:
-        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d);
-        the weights come from weights(), new tensors whenever the cores change, so their packs are kept by identity."""
+        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d),
+        plus the bias, then the ReLU with apply_relu, as the last product stores its tiles (the layer's whole epilogue:
+        a fused class holds a folded BatchNorm's scale in its weights). The weights come from weights(), new tensors
+        whenever the cores change, so their packs are kept by identity."""
         return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation),
-                              owned_weights=True)
+                              bias=self.bias, relu=self.apply_relu, owned_weights=True)
 '''
 
 _CONVERT = '''
 
-def convert(model: nn.Module, weights=None) -> nn.Module:
+def convert(model: nn.Module, weights=None, fold_bn: bool | None = None) -> nn.Module:
     """A deep copy of `model` with each layer in `LAYERS` replaced by a TT layer: the TT-SVD of its weights (biases
     kept), or, given `weights`, the trained model those hold.
 
@@ -245,7 +259,11 @@ def convert(model: nn.Module, weights=None) -> nn.Module:
     BatchNorm buffers, the dense layers' kernels), or the path of a file holding one (`ttplan emit --weights`
     writes it); every entry is loaded and every entry must fit, so nothing is decomposed. ValueError, before
     anything is replaced, where a layer's geometry is not the one planned (`dense_geometry`), and where the weights
-    do not fit the converted model."""
+    do not fit the converted model.
+
+    `fold_bn`: fold each BatchNorm2d (and the ReLU module after it) that alone reads a TT layer's output into that
+    layer for inference, nn.Identity in the copy (`fold_chains`, after the weights are loaded); by default (None)
+    where `model` is in eval mode. A model in training mode keeps its BatchNorms."""
     for name, cls in LAYERS.items():
         cls.check_dense(name, model.get_submodule(name))
     if weights is not None and not isinstance(weights, dict):
@@ -263,6 +281,8 @@ def convert(model: nn.Module, weights=None) -> nn.Module:
         setattr(parent, attr, layer)
     if weights is not None:
         load_weights(model, weights)
+    if (fold_bn is None or fold_bn) and not model.training:
+        fold_chains(model, _TTLayer)
     return model
 
 
@@ -416,10 +436,12 @@ class _Renderer:
             f"{indent}# steps {', '.join(map(str, steps))} in one pass per image: ttplan's fused CPU kernel where it",
             f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed; see fused_ok), else",
             f"{indent}# the stock ops (always in TorchScript, and by default in torch.jit.trace and torch.export)",
+            f"{indent}finished = False  # whether the kernel applied the bias and the ReLU",
             f"{indent}if not torch.jit.is_scripting() and self.fused_ok({operands}):",
-            f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}",
+            f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}, plus the bias, then the ReLU",
             f"{inner}{ins.out} = self.fused_kernel({operands})",
             f"{inner}height, width = {ins.out}.shape[-2:]",
+            f"{inner}finished = True",
             f"{indent}else:",
             *self.block(ins.parts, indent + "    "),
         ]
@@ -606,22 +628,40 @@ def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
 
 
 def _weights_method(program: Program, render: _Renderer) -> list[str]:
-    """`weights()`: the weight-only steps and the layouts the feature-map products read."""
+    """`weights()`: the weight-only steps, the layouts the feature-map products read and, where one of them holds
+    every output mode, a folded BatchNorm's scale multiplied into it."""
     folded = [n for n in program.folded if n not in program.cores]
     if not folded:
         return []
+    site = scale_site(program)
     return [
         f"    def weights(self) -> tuple[{', '.join(['torch.Tensor'] * len(folded))}]:",
         '        """The weight-only steps (cores with cores) and each product\'s weight laid out for it; with',
         '        fold_weights set, run once and cached (see _TTLayer.folded_weights)."""',
         *render.block(program.weight, "        ", weights=True),
+        *(_scale_lines(site) if site is not None else []),
         f"        return {folded[0]}," if len(folded) == 1 else f"        return {', '.join(folded)}",
         "",
     ]
 
 
+def _scale_lines(site: ScaleSite) -> list[str]:
+    """A folded BatchNorm's scale multiplied into the operand holding every output mode (`scale_operand`)."""
+    name = site.operand
+    factor = "scale"
+    if site.perm is not None:  # the output modes in the order the operand holds them
+        factor += f".reshape({', '.join(map(str, site.modes))}).permute({', '.join(map(str, site.perm))})"
+    factor += f".reshape({', '.join(map(str, site.broadcast))})"
+    return [
+        "        scale = self.out_scale",
+        f"        if scale is not None:  # a folded BatchNorm's scale per output channel, into {name} (holds them all)",
+        f"            {name} = ({name}.reshape({', '.join(map(str, site.view))}) * {factor}).reshape({name}.shape)",
+    ]
+
+
 def _forward_method(program: Program, render: _Renderer) -> list[str]:
-    """`forward(x)`: the input check, the feature-map steps, the bias."""
+    """`forward(x)`: the input check, the feature-map steps, the epilogue (the scale where the weights do not hold it,
+    the bias, the ReLU)."""
     spec = program.plan.network.spec
     folded = [n for n in program.folded if n not in program.cores]
     lines = ["    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
@@ -636,7 +676,14 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
     if program.lowering.channels_last:
         lines.append("        x = x.permute(0, 2, 3, 1)  # [B, H, W, I]: a view of a channels-last input")
     lines += render.block(program.feature, "        ")
-    lines += ["        if self.bias is not None:", "            y = y + self.bias.view(1, -1, 1, 1)"]
+    if scale_site(program) is None:
+        lines += ["        if self.out_scale is not None or self.bias is not None or self.apply_relu:",
+                  "            y = epilogue(y, self.out_scale, self.bias, self.apply_relu)"]
+    else:  # the scale is in the weights; where the fused kernel ran (a fused class's last product), so is the rest
+        fused = any(isinstance(ins, Fused) for ins in program.feature)
+        lines += [f"        if {'not finished and (' if fused else ''}self.bias is not None or self.apply_relu"
+                  f"{')' if fused else ''}:",
+                  "            y = epilogue(y, None, self.bias, self.apply_relu)"]
     lines.append(f"        return y.reshape(lead + [{spec.out_channels}])" if spec.linear else "        return y")
     return lines
 
@@ -671,8 +718,8 @@ def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy:
     exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    helpers = _CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "") \
-        + UNCHANGED_SOURCE
+    helpers = (_CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "")
+               + UNCHANGED_SOURCE + EPILOGUE_SOURCE + (FOLD_SOURCE if "fold_chains(" in extra else ""))
     parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), base.rstrip("\n"), ""]
     for source in classes:
         parts += ["", source]

@@ -43,7 +43,7 @@ def cached_fold(entry: tuple | None, cores: Sequence[torch.Tensor], compute: Cal
     and outside inference mode."""
     if entry is not None and cores_unchanged(entry[0], cores):
         return entry
-    with torch.no_grad(), torch.inference_mode(False):
+    with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grad mode on
         return tuple(core.detach().clone() for core in cores), compute()
 
 

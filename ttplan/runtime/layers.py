@@ -27,7 +27,9 @@ from ttplan.core.schemes import plan_names, scheme
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.models.trace import conv_spec, stock_kind, trace_layers
+from ttplan.runtime.batchnorm import fold_batchnorm
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
+from ttplan.runtime.epilogue import scale_operand, scale_site
 from ttplan.runtime.fold_cache import cached_fold
 from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
 
@@ -111,7 +113,13 @@ class _TTLayer(nn.Module):
             self.bias = nn.Parameter(torch.empty(spec.out_channels, **factory))
         else:
             self.register_parameter("bias", None)
-        #: (copies of the cores, folded operands): `ttplan.runtime.fold_cache.cached_fold`
+        #: what a folded BatchNorm left (`ttplan.runtime.batchnorm`): a per-output-channel scale (a buffer, None
+        #: when there is none), multiplied into the folded operand `scale_site` names where there is one, else run
+        #: after the products with the bias and, with `apply_relu`, a ReLU (`ttplan.runtime.epilogue`)
+        self.register_buffer("out_scale", None)
+        self.apply_relu = False
+        self.scale_site = scale_site(self.program)
+        #: (copies of the cores and the scale, folded operands): `ttplan.runtime.fold_cache.cached_fold`
         self._folded: tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]] | None = None
         #: ‖W − rebuild‖ / ‖W‖ of the TT-SVD when built by `from_dense` (0 at maximal ranks), else None
         self.decomposition_error: float | None = None
@@ -130,28 +138,51 @@ class _TTLayer(nn.Module):
                 bound = 1.0 / math.sqrt(fan_in)
                 self.bias.uniform_(-bound, bound)
 
+    @property
+    def out_channels(self) -> int:
+        return self.spec.out_channels
+
+    @property
+    def linear(self) -> bool:
+        return self.spec.linear
+
+    def _fold(self, cores: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """The weight-only steps, and the output scale multiplied into its operand where it has one."""
+        folded = fold(self.program, cores)
+        site, scale = self.scale_site, self.out_scale
+        if scale is not None and site is not None:
+            folded[site.operand] = scale_operand(folded[site.operand], scale, site)
+        return folded
+
     def folded(self) -> dict[str, torch.Tensor]:
-        """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads.
-        Under torch.compile, torch.export and torch.jit.trace they are recomputed (traced into the graph), so a
-        captured model never holds a stale cache as constants: comparing values is nothing a graph can guard."""
+        """The operands the feature-map steps read: recomputed, or cached when folding and not recording grads (and
+        refolded when a core or the output scale changes). Under torch.compile, torch.export and torch.jit.trace
+        they are recomputed (traced into the graph), so a captured model never holds a stale cache as constants:
+        comparing values is nothing a graph can guard."""
         cores = tuple(self.cores)
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         compiling = getattr(torch.compiler, "is_compiling", bool)()  # torch >= 2.3; true under torch.export too
         if not self.fold_weights or recording or compiling or torch.jit.is_tracing():
-            return fold(self.program, cores)
-        self._folded = cached_fold(self._folded, cores, lambda: fold(self.program, cores))
+            return self._fold(cores)
+        watched = cores if self.out_scale is None else (*cores, self.out_scale)
+        self._folded = cached_fold(self._folded, watched, lambda: self._fold(cores))
         return self._folded[1]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, I, H, W] -> [B, O, H', W']` by the plan, plus the bias."""
-        y = run_feature_steps(self.program, x, self.folded(), owned=True)  # new tensors on every refold
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        """`[B, I, H, W] -> [B, O, H', W']` by the plan, then the epilogue: the output scale where the weights do not
+        hold it, the bias, the ReLU (`ttplan.runtime.epilogue`; in the fused kernel's output pass where it runs)."""
+        scale = self.out_scale if self.scale_site is None else None
+        return run_feature_steps(self.program, x, self.folded(), owned=True,  # new tensors on every refold
+                                 scale=scale, bias=self.bias, relu=self.apply_relu)
 
     def to_dense(self) -> torch.Tensor:
-        """The rebuilt kernel: `[O, I, k_h, k_w]` for a conv, `[O, I]` for a linear layer (differentiable)."""
-        return rebuild(list(self.cores), self.fmt, self.spec)
+        """The rebuilt kernel: `[O, I, k_h, k_w]` for a conv, `[O, I]` for a linear layer (differentiable), with each
+        output channel times the output scale where a BatchNorm was folded in (`out_scale`): the layer computes the
+        dense conv with this kernel, plus the bias (then the ReLU, with `apply_relu`)."""
+        kernel = rebuild(list(self.cores), self.fmt, self.spec)
+        if self.out_scale is None:
+            return kernel
+        return kernel * self.out_scale.reshape(-1, *([1] * (kernel.dim() - 1)))
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, spec: ConvSpec | None = None,
@@ -177,7 +208,15 @@ class _TTLayer(nn.Module):
         return (f"{self.spec.describe()}, format={fmt.label}, in_modes={list(fmt.in_modes)}, "
                 f"out_modes={list(fmt.out_modes)}, ranks={list(fmt.ranks)}, plan={self.plan.name!r}, "
                 f"macs={self.plan.macs:,} at batch {self.plan.network.batch}, fold_weights={self.fold_weights}, "
-                f"lowering={self.program.lowering.label}")
+                f"lowering={self.program.lowering.label}" + self._epilogue_repr())
+
+    def _epilogue_repr(self) -> str:
+        """What a folded BatchNorm (and ReLU) left the layer, for `extra_repr`."""
+        if self.out_scale is None and not self.apply_relu:
+            return ""
+        site = self.scale_site
+        where = "none" if self.out_scale is None else f"in {site.operand}" if site is not None else "epilogue"
+        return f", folded batchnorm (scale {where}{', relu' if self.apply_relu else ''})"
 
 
 class TTConv2d(_TTLayer):
@@ -292,7 +331,7 @@ def check_model(model: object) -> None:
 
 def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: tuple[int, int, int],
             scheme: str = "best", fold_weights: bool = False, *, plans: dict[str, ContractionPlan] | None = None,
-            lowerings: dict[str, Lowering] | None = None) -> nn.Module:
+            lowerings: dict[str, Lowering] | None = None, fold_bn: bool | None = None) -> nn.Module:
     """A deep copy of `model` with each named conv (and linear) layer replaced by its TT-SVD in the given format.
 
     `formats` maps traced layer names (`layer3.0.conv1`, `fc`) to a `TTFormat` (`None` keeps a layer
@@ -300,6 +339,10 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     `published` (each format's own order), `dense` or a format's scheme name, unless `plans` gives a
     layer's plan; `lowerings` a layer's ops and layout. Biases are kept; the copy keeps the model's
     device, dtype and training mode.
+
+    `fold_bn`: fold each BatchNorm2d (and the ReLU after it) that alone reads a TT layer's output into that layer,
+    `nn.Identity` in the copy (`ttplan.runtime.batchnorm.fold_batchnorm`); by default (None) where the weights are
+    folded for inference (`fold_weights`) and `model` is in eval mode. A model in training mode is never folded.
     """
     check_model(model)
     if not isinstance(formats, Mapping) or not all(isinstance(name, str) for name in formats):
@@ -335,6 +378,8 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
                             lowering=(lowerings or {}).get(name))
         tt.train(module.training)
         _swap(out, name, tt)
+    if (fold_weights if fold_bn is None else fold_bn) and not out.training:
+        fold_batchnorm(out, inplace=True)
     return out
 
 

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
+from ttplan.runtime.epilogue import epilogue
 from ttplan.runtime.kernels.tucker import capturing, fused_available, tucker_conv2d
 
 #: name of the input feature map in a program
@@ -524,12 +525,16 @@ def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
 
 
 def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
-            sizes: dict[str, int], owned: bool = False) -> None:
+            sizes: dict[str, int], owned: bool = False,
+            tail: tuple[torch.Tensor | None, bool] | None = None) -> bool:
     """Run instructions on `env` (names to tensors), updating the map size after the conv. `owned`: the weights in
-    `env` are new tensors whenever their values change (a layer's folded operands; `tucker_conv2d`)."""
+    `env` are new tensors whenever their values change (a layer's folded operands; `tucker_conv2d`). `tail`: (bias,
+    relu) for the fused kernel to apply as it stores the result of a `Fused` instruction, the program's last
+    product; returns whether it did."""
+    applied = False
     for ins in instructions:
         if isinstance(ins, Fused):
-            _run_fused(program, ins, env, sizes, owned)
+            applied = _run_fused(program, ins, env, sizes, owned, tail)
         elif isinstance(ins, Reshape):
             src = env[ins.src]
             if ins.perm is not None:
@@ -559,6 +564,7 @@ def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[s
                            groups=group_size(ins.groups, sizes))
             _map_size_from(out, sizes)
             env[ins.out] = out.permute(0, 2, 3, 1) if ins.nhwc else out
+    return applied
 
 
 def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
@@ -574,18 +580,21 @@ def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
 
 
 def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int],
-               owned: bool = False) -> None:
-    """The fused kernel where it may run (CPU, float32, no gradient needed, built), else the stock instructions;
-    stock ones too where a graph is captured for use elsewhere (`capturing`), unless `export_fused`."""
+               owned: bool = False, tail: tuple[torch.Tensor | None, bool] | None = None) -> bool:
+    """The fused kernel where it may run (CPU, float32, no gradient needed, built), with the `tail` (bias, relu) in its
+    output pass, else the stock instructions; stock ones too where a graph is captured for use elsewhere
+    (`capturing`), unless `export_fused`. Returns whether the kernel applied the tail."""
     x, wa, g, wc = fused_operands(ins, env)
+    bias, relu = tail if tail is not None else (None, False)
     if ((capturing() and not program.lowering.export_fused)
-            or not fused_available(*(t for t in (x, wa, g, wc) if t is not None))):
+            or not fused_available(*(t for t in (x, wa, g, wc, bias) if t is not None))):
         execute(program, ins.parts, env, sizes)
-        return
+        return False
     out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation),
-                        owned_weights=owned)
+                        bias=bias, relu=relu, owned_weights=owned)
     _map_size_from(out, sizes)
     env[ins.out] = out
+    return tail is not None
 
 
 def _map_size_from(out: torch.Tensor, sizes: dict[str, int]) -> None:
@@ -640,10 +649,12 @@ def fold(plan: ContractionPlan | Program, cores: list[torch.Tensor] | tuple[torc
 
 
 def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: dict[str, torch.Tensor],
-                      owned: bool = False) -> torch.Tensor:
+                      owned: bool = False, *, scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                      relu: bool = False) -> torch.Tensor:
     """Run the feature-map steps on `x` `[B, I, H, W]` with folded operands; returns `[B, O, H', W']`. `owned`: the
     caller makes new folded tensors whenever their values change (`TTConv2d`'s fold cache), so the fused kernel
-    keeps their packs by identity alone."""
+    keeps their packs by identity alone. Then the epilogue (`ttplan.runtime.epilogue`): times `scale`, plus `bias`,
+    ReLU with `relu`; the bias and the ReLU in the fused kernel's output pass where it runs the last product."""
     program = _as_program(plan)
     spec = program.plan.network.spec
     if x.dim() != 4 or x.shape[1] != spec.in_channels:
@@ -654,8 +665,12 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     if program.lowering.channels_last:  # (b, s, i…): a view of a channels-last input (else the first reshape copies)
         x = x.permute(0, 2, 3, 1)
     env = {INPUT: x, **folded}
-    execute(program, program.feature, env, sizes, owned)
-    return env[program.output]
+    tail = (bias, relu) if scale is None and (bias is not None or relu) else None
+    applied = execute(program, program.feature, env, sizes, owned, tail)
+    y = env[program.output]
+    if applied or (scale is None and bias is None and not relu):
+        return y
+    return epilogue(y, scale, bias, relu)
 
 
 def run_plan(plan: ContractionPlan | Program, x: torch.Tensor, cores: list[torch.Tensor] | tuple[torch.Tensor, ...],

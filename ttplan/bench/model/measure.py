@@ -4,8 +4,9 @@ The TT model is built the way a user builds it: the architecture is planned as `
 `PlanRequest`: the default policy, or the choices given (config, policy, budget), weights folded, the chosen
 objective; `--skip-slower` on with `latency`), `emit_model` writes the
 standalone source and its `convert(model)` swaps the layers of a copy of the dense model (or, with
-`runtime="layers"`, `ttplan.runtime.layers.convert` does, running the same lowering). Both models run
-in eval mode under `torch.no_grad()`, float32. End to end, every round calls the dense model once
+`runtime="layers"`, `ttplan.runtime.layers.convert` does, running the same lowering); either folds each BatchNorm
+that reads a TT layer's output alone into that layer, as they do for any eval model (`ttplan.runtime.batchnorm`).
+Both models run in eval mode under `torch.no_grad()`, float32. End to end, every round calls the dense model once
 and the TT model once, in turn (so load drifts hit both alike); the median over rounds is reported.
 Per layer, each distinct (geometry, plan) is timed the same way on its real input, beside its dense
 conv and, where the MAC objective would choose another order, that order too.

@@ -201,7 +201,8 @@ def render_report(sections: list[str]) -> str:
         "# Latency of whole models: dense against TT",
         "",
         "Written by `ttplan bench model` (regenerate all with `bash scripts/latency_reports.sh`). Each run plans "
-        "the architecture, builds the TT model as a user would (the generated code's `convert(model)`), and times "
+        "the architecture, builds the TT model as a user would (the generated code's `convert(model)`, which folds "
+        "each BatchNorm after a TT layer into it, the models being in eval mode), and times "
         "dense and TT end to end in one process, interleaved, float32, `torch.no_grad()`; then each distinct layer "
         "on its real input. Predicted times come from the latency profile named in the command (`ttplan calibrate`). "
         "A section run with `--best` leads with best against best: each model in every form a user deploys (eager "
