@@ -34,12 +34,14 @@ class CifarBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
+        # one ReLU module per call, so folding can hand conv1's ReLU to its TT layer (runtime.batchnorm)
+        self.relu1 = nn.ReLU(inplace=True)
         self.relu = nn.ReLU(inplace=True)
         needs_shortcut = stride != 1 or in_channels != channels
         self.shortcut: nn.Module = PadShortcut(in_channels, channels, stride) if needs_shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
 
