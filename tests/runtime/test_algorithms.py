@@ -53,3 +53,20 @@ def test_the_generated_decomposition_equals_the_library_one():
         assert len(generated) == len(library)
         for mine, theirs in zip(generated, library):
             torch.testing.assert_close(mine.reshape(theirs.shape), theirs, rtol=0, atol=0)
+
+
+def test_a_file_imports_what_its_layers_use_and_nothing_else():
+    """Imports and helpers come from what the renderer made (`_Renderer.uses`), not from searching the text."""
+    from ttplan.runtime.lowering import Lowering
+
+    spec = ConvSpec(16, 16, (3, 3), padding=(1, 1), input_size=(8, 8))
+    fmt = make_format("tucker2", spec, rank=4)
+    plan = optimize(build_network(spec, fmt), fold_weights=True)
+    stock = emit_layer(plan, lowering=Lowering(fused=False))
+    fused = emit_layer(plan, lowering=Lowering(fused=True))
+    assert "import torch.nn.functional as F" in stock and "F.conv2d(" in stock
+    assert "tucker_conv2d" not in stock and "def fused_kernel" not in stock
+    assert "from ttplan.runtime.kernels import tucker_conv2d" in fused and "def fused_kernel" in fused
+    assert "(and ttplan's fused kernel where ttplan is installed)" in fused
+    for source in (stock, fused):
+        compile(source, "gen.py", "exec")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ttplan import __version__
 from ttplan.core.contraction import ContractionPlan, Step
@@ -207,7 +207,10 @@ class _TTLayer(nn.Module):
                 state_dict[prefix + name] = state_dict.pop(f"{prefix}cores.{n}")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+'''
 
+#: the end of `_TTLayer`, after the fused methods where a class has a fused step
+_BASE_END = '''
     def extra_repr(self) -> str:
         folded = ", folded batchnorm" if self.out_scale is not None else ""
         return (f"{self.description}, bias={self.bias is not None}, fold_weights={self.fold_weights}{folded}"
@@ -283,8 +286,12 @@ def convert(model: nn.Module, weights=None, fold_bn: bool | None = None) -> nn.M
         load_weights(model, weights)
     if (fold_bn is None or fold_bn) and not model.training:
         fold_chains(model, _TTLayer)
-    return model
+'''
+#: `convert`'s last line: the copy as it is, or in torch.channels_last for layers planned on NHWC maps
+_RETURN = "    return model\n"
+_RETURN_CHANNELS_LAST = "    return model.to(memory_format=torch.channels_last)\n"
 
+_LOAD_WEIGHTS = '''
 
 def load_weights(model: nn.Module, state: dict) -> None:
     """`model.load_state_dict(state)`, every key of each side matched; a mismatch is one-line ValueError."""
@@ -296,11 +303,9 @@ def load_weights(model: nn.Module, state: dict) -> None:
 ''' + "\n\n" + inspect.getsource(state_mismatch)
 
 #: the file's own trained weights, when `ttplan emit --weights` wrote them beside it
+_WEIGHTS_DOC = ("#: the trained weights `ttplan emit --weights` wrote beside this file: a state_dict of the "
+                "converted model\n")
 _LOAD = '''
-
-#: the trained weights `ttplan emit --weights` wrote beside this file: a state_dict of the converted model
-WEIGHTS = "WEIGHTS_NAME"
-
 
 def load(model: nn.Module, path=None) -> nn.Module:
     """`convert(model, weights)` with the trained weights: the file `path`, by default WEIGHTS beside this file."""
@@ -342,6 +347,11 @@ def _with_comment(indent: str, code: str, note: str) -> list[str]:
     return [one] if len(one) <= 120 else [f"{indent}# {note}", indent + code]
 
 
+def _literal(value: object) -> str:
+    """A Python literal of a geometry value, strings in double quotes (the file's style)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 def _ascii(name: str) -> str:
     return name.replace("·", "*")
 
@@ -356,6 +366,9 @@ class _Renderer:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.cores = set(program.cores)
+        #: what the rendered lines need from the file: `F` (torch.nn.functional), `fused` (the kernel import and
+        #: `_TTLayer`'s fused methods); recorded as each line is made, never read back from the text
+        self.uses: set[str] = set()
 
     def source(self, name: str) -> str:
         return f"self.{name}" if name in self.cores else name
@@ -384,6 +397,7 @@ class _Renderer:
             if ins.shared:
                 return [(f"{ins.out} = torch.bmm({ins.left}, {ins.right})", f"{shown}; batched over the shared rank")]
             if ins.conv1x1:
+                self.uses.add("F")
                 conv = [(f"{ins.out} = F.conv2d({ins.right}, {ins.left})", f"1x1 conv {shown}")]
                 return conv + ([(f"{ins.out} = {ins.out}.permute(0, 2, 3, 1)", NHWC_VIEW)] if ins.nhwc else [])
             if ins.batch is None:
@@ -391,6 +405,7 @@ class _Renderer:
             left = f"{ins.left}.expand({ins.right}.shape[0], -1, -1)"
             why = "expand is a view, so the FLOP counter sees the planned MACs"
             return [(f"{ins.out} = torch.bmm({left}, {ins.right})", f"{shown}; {why}")]
+        self.uses.add("F")
         groups = f", groups={_size(ins.groups, sizes)}" if ins.groups else ""
         # a grouped or one-axis conv's weight is made contiguous: some CPU kernels' backward needs it
         contiguous = ".contiguous()" if ins.groups or ins.axes != (True, True) else ""
@@ -424,6 +439,10 @@ class _Renderer:
     def fused(self, ins: Fused, indent: str) -> list[str]:
         """The fused kernel where it may run, else the stock instructions it stands for (`ttplan.runtime.kernels`)."""
         steps = sorted({part.step for part in ins.parts})
+        self.uses.add("fused")
+        if self.program.lowering.export_fused:
+            self.uses.add("export_fused")
+
         def matrix(name: str | None) -> str:  # a mixing's weight as [N, K] (a 1x1 conv's is [N, K, 1, 1])
             if name is None:
                 return "None"
@@ -487,10 +506,24 @@ def class_name(plan: ContractionPlan) -> str:
             f"{pair('D', dh, dw, 1)}")
 
 
+@dataclass(frozen=True)
+class _Class:
+    """One rendered layer class and what it needs from its file (`_Renderer.uses`, plus `cp` for CP-ALS)."""
+
+    name: str
+    source: str
+    uses: frozenset[str]
+
+
 def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
                lowering: Lowering | None = None) -> str:
     """The source of one layer class that runs `plan`: a subclass of the file's `_TTLayer` (see `_BASE`) with the
     layer's constants, its weight-only steps (`weights`) and its feature-map steps (`forward`)."""
+    return _render_class(plan, name, bias, lowering).source
+
+
+def _render_class(plan: ContractionPlan, name: str | None = None, bias: bool | None = None,
+                  lowering: Lowering | None = None) -> _Class:
     program = lower(plan, lowering)
     net = plan.network
     spec = net.spec
@@ -505,9 +538,11 @@ def emit_class(plan: ContractionPlan, name: str | None = None, bias: bool | None
     lines.append("")
     lines += _weights_method(program, render)
     lines += _forward_method(program, render)
+    uses = set(render.uses)
     if isinstance(plan.network.fmt.kernel_layout(spec), FactorLayout):
         lines += _cp_methods(plan)
-    return "\n".join(lines) + "\n"
+        uses.add("cp")
+    return _Class(name, "\n".join(lines) + "\n", frozenset(uses))
 
 
 def _doc(plan: ContractionPlan, program: Program) -> list[str]:
@@ -609,7 +644,7 @@ def _constants(plan: ContractionPlan, bias: bool) -> list[str]:
         f"    kernel_shape = {kernel_shape}",
         "    # the dense layer this class computes exactly (`dense_geometry`; padding before and after each axis)",
         "    geometry = {",
-        *(f"        {key!r}: {value!r},".replace("'", '"') for key, value in geometry.items()),
+        *(f"        {json.dumps(key)}: {_literal(value)}," for key, value in geometry.items()),
         "    }",
         *(_factor_attributes(layout) if factored else _chain_attributes(layout)),
         f"    chain_product = {chain}  # products of one entry per core summed into a kernel entry",
@@ -699,47 +734,52 @@ def _header(title: str, lines: list[str]) -> str:
     return f'"""{title}\n\n{body}\n"""\n' if body else f'"""{title}"""\n'
 
 
-def _file(doc: str, classes: list[str], names: list[str], extra: str = "", copy: bool = False) -> str:
-    imports = ["import copy"] if copy else []
-    imports += ["import math", *(["import os"] if "os.path." in extra else []), "", "import torch"]
-    if any("F.conv2d(" in source for source in classes):
+#: the first line of a file's docstring, by whether a class has a fused step and whether captures keep it
+_STANDALONE = "Standalone: imports torch only. Costs are MACs (one multiply-accumulate); FLOPs = 2 x MACs."
+_STANDALONE_FUSED = ("Standalone: imports torch only (and ttplan's fused kernel where ttplan is installed);\n"
+                     "torch.jit.trace, torch.export and ONNX export {captured}\n"
+                     "Costs are MACs (one multiply-accumulate); FLOPs = 2 x MACs.")
+_CAPTURED = {True: "keep the fused op `ttplan::tucker_conv2d` (emitted with --fuse):\nthe captured model needs "
+                   "ttplan at run time.",
+             False: "capture stock torch ops (no ttplan needed to run them)."}
+
+
+def _file(title: str, lines: list[str], classes: list[_Class], names: list[str], tail: str = "",
+          model: bool = False, weights: bool = False) -> str:
+    """A whole file: docstring (`title`, what the classes use, `lines`), imports and helpers the classes and the
+    model-level code need (`model`: `convert`, which copies and folds; `weights`: `load`, which finds its file),
+    `__all__`, `_TTLayer`, the classes, then `tail`."""
+    uses = frozenset().union(*(c.uses for c in classes))
+    standalone = (_STANDALONE_FUSED.format(captured=_CAPTURED["export_fused" in uses]) if "fused" in uses
+                  else _STANDALONE)
+    doc = _header(title, [standalone, *lines])
+    imports = ["import copy"] if model else []
+    imports += ["import math", *(["import os"] if weights else []), "", "import torch"]
+    if "F" in uses:
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
-    base = _BASE
-    if any("self.fused_kernel(" in source for source in classes):
+    base = _BASE + (_FUSED_METHODS if "fused" in uses else "") + _BASE_END
+    if "fused" in uses:
         imports += ["", _FUSED_IMPORT.rstrip("\n")]
-        base = base.replace("\n    def extra_repr(", _FUSED_METHODS + "\n    def extra_repr(")
-        captured = ("keep the fused op `ttplan::tucker_conv2d` (emitted with --fuse):\nthe captured model needs "
-                    "ttplan at run time." if any("export_fused = True" in source for source in classes)
-                    else "capture stock torch ops (no ttplan needed to run them).")
-        doc = doc.replace("Standalone: imports torch only. ",
-                          "Standalone: imports torch only (and ttplan's fused kernel where ttplan is installed);\n"
-                          f"torch.jit.trace, torch.export and ONNX export {captured}\n")
-    exported = f"__all__ = [{', '.join(repr(n) for n in names)}]".replace("'", '"')
+    exported = f"__all__ = [{', '.join(json.dumps(n) for n in names)}]"
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    helpers = (_CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if any("cp_als(" in source for source in classes) else "")
-               + UNCHANGED_SOURCE + EPILOGUE_SOURCE + (FOLD_SOURCE if "fold_chains(" in extra else ""))
+    helpers = (_CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if "cp" in uses else "") + UNCHANGED_SOURCE + EPILOGUE_SOURCE
+               + (FOLD_SOURCE if model else ""))
     parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), base.rstrip("\n"), ""]
-    for source in classes:
-        parts += ["", source]
-    text = "\n".join(parts)
-    if extra:
-        text += extra
-    return text.rstrip("\n") + "\n"
+    for cls in classes:
+        parts += ["", cls.source]
+    return ("\n".join(parts) + tail).rstrip("\n") + "\n"
 
 
 def emit_layer(plan: ContractionPlan, name: str | None = None, lowering: Lowering | None = None) -> str:
     """A standalone module with one class that runs `plan`; its `__all__` names exactly that class."""
     name = name or class_name(plan)
     spec, fmt = plan.network.spec, plan.network.fmt
-    doc = _header(
+    return _file(
         f"TT layer generated by ttplan {__version__}: {spec.describe()}, {fmt.label} format, {plan.name!r} order.",
-        ["Standalone: imports torch only. Costs are MACs (one multiply-accumulate); FLOPs = 2 x MACs.",
-         f"From a dense kernel: `{name}.from_dense(weight, bias)`;",
-         f"with random cores: `{name}()`.", _COMPILE_NOTE],
-    )
-    return _file(doc, [emit_class(plan, name, lowering=lowering)], [name])
+        [f"From a dense kernel: `{name}.from_dense(weight, bias)`;", f"with random cores: `{name}()`.", _COMPILE_NOTE],
+        [_render_class(plan, name, lowering=lowering)], [name])
 
 
 def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model",
@@ -752,7 +792,7 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
     the file name of trained weights kept beside the file (`ttplan emit --weights`); the file then adds `WEIGHTS`
     and `load(model)`, the converted model with those weights."""
     lowerings = lowerings or {}
-    classes: list[str] = []
+    classes: list[_Class] = []
     names: dict[tuple, str] = {}
     taken: set[str] = set()
     table: list[tuple[str, str]] = []
@@ -770,11 +810,9 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
                 candidate, n = f"{base}V{n}", n + 1
             taken.add(candidate)
             names[key] = candidate
-            classes.append(emit_class(plan, candidate, bias=False, lowering=lowering))
+            classes.append(_render_class(plan, candidate, bias=False, lowering=lowering))
         table.append((layer, names[key]))
-    doc = _header(
-        f"TT layers generated by ttplan {__version__} for {title}: {len(classes)} classes for {len(table)} layers.",
-        ["Standalone: imports torch only. Costs are MACs (one multiply-accumulate); FLOPs = 2 x MACs.",
+    lines = [
          "`convert(model)` returns a copy of the dense model with every layer in `LAYERS` replaced by its TT-SVD"
          + (", in torch.channels_last:\nthe layers keep NHWC maps, so feed it channels-last inputs "
             "(x.contiguous(memory_format=torch.channels_last))." if channels_last else "."),
@@ -782,17 +820,16 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
          "as\n`cores.0`, `cores.1`, ... as ttplan's TTConv2d saves them)."
          + (f"\n`load(model)` is `convert(model, {weights!r})`, the trained weights written beside this file."
             if weights is not None else ""),
-         _COMPILE_NOTE],
-    )
+         _COMPILE_NOTE]
     entries = "\n".join(f'    "{layer}": {cls},' for layer, cls in table)
-    convert = _CONVERT.replace("    return model\n", "    return model.to(memory_format=torch.channels_last)\n"
-                               if channels_last else "    return model\n")
-    extra = f"\n\nLAYERS = {{\n{entries}\n}}\n" + convert
+    tail = (f"\n\nLAYERS = {{\n{entries}\n}}\n" + _CONVERT
+            + (_RETURN_CHANNELS_LAST if channels_last else _RETURN) + _LOAD_WEIGHTS)
     exported = [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"]
     if weights is not None:
-        extra += _LOAD.replace('"WEIGHTS_NAME"', json.dumps(weights))
+        tail += "\n\n" + _WEIGHTS_DOC + f"WEIGHTS = {json.dumps(weights)}\n" + _LOAD
         exported += ["WEIGHTS", "load"]
-    return _file(doc, classes, exported, extra, copy=True)
+    title = f"TT layers generated by ttplan {__version__} for {title}: {len(classes)} classes for {len(table)} layers."
+    return _file(title, lines, classes, exported, tail, model=True, weights=weights is not None)
 
 
 __all__ = ["class_name", "emit_class", "emit_layer", "emit_model"]
