@@ -2,11 +2,10 @@
 # Regenerate every wall-clock report on this machine's CPU (about 10 minutes on 2 idle cores):
 #   1. latency profiles: all threads (also written as the committed default profile) and one thread,
 #      each checked on held-out layers -> reports/latency_model_check.md
-#   2. whole models, dense against TT (`ttplan bench model`) -> reports/latency_models.md, led by best against
-#      best (`--best`: each model in every form a user deploys, eager NCHW and channels-last, torch.compile with
-#      freezing, ONNX Runtime where `pip install -e ".[deploy]"` put it; TT layers autotuned) for resnet56 at batch 32
-#      and 1 and resnet18 at batch 8 and 1, all threads; then
-#      resnet56 (default policy and reports/configs/resnet56_budget.json) at batch 1 and 32,
+#   2. best against best (`scripts/latency_best.sh` -> reports/latency_best.md: each model in every form a user
+#      deploys, eager NCHW and channels-last, torch.compile with freezing, ONNX Runtime), then whole models, dense
+#      against TT (`ttplan bench model`) -> reports/latency_models.md: resnet56 (default policy and
+#      reports/configs/resnet56_budget.json) at batch 1 and 32,
 #      resnet18 (default policy) at batch 1, 8 and 32; one thread and all threads; the default-policy
 #      batch-32 (resnet56) and batch-8 (resnet18) runs again with `--malloc retain` (glibc keeping freed
 #      memory: no page faults per forward) and, all threads, with `--compile` (torch.compile); the
@@ -101,15 +100,8 @@ model() {  # model ARCH THREADS ROUNDS [options...]: one `bench model` run appen
         --out reports/latency_models.md.tmp --append "$@"
 }
 "$PYTHON" -c "from ttplan.bench.model import render_report; open('reports/latency_models.md.tmp', 'w').write(render_report([]))"
-step "best against best: resnet56 batch 32 and 1, resnet18 batch 8 and 1, every deployed form, all threads"
-# the channels-last TT models are planned with the profile `load_profile` finds for channels-last maps: this one
-mkdir -p "$XDG_CACHE_HOME/ttplan"
-cp "reports/profiles/cpu_${ALL}threads_channels_last.json" "$XDG_CACHE_HOME/ttplan/profile-channels-last.json"
-for spec in "resnet56 32" "resnet18 8" "resnet18 1" "resnet56 1"; do
-    set -- $spec
-    model "$1" "$ALL" "$ROUNDS" --batch "$2" --best --autotune
-done
-rm "$XDG_CACHE_HOME/ttplan/profile-channels-last.json"   # the runs below name every profile they use
+step "best against best -> reports/latency_best.md (scripts/latency_best.sh)"
+PYTHON="$PYTHON" THREADS="$ALL" bash scripts/latency_best.sh
 step "resnet56, default policy and the budget config, batch 1 and 32; retaining freed memory; compiled"
 PROCESSES="${PROCESSES:-5}"   # fresh processes repeating the all-threads end-to-end timings
 if [ "${QUICK:-0}" = "1" ]; then PROCESSES=1; fi
