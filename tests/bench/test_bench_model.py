@@ -109,7 +109,8 @@ def test_the_report_counts_the_layers_no_slower_than_the_mac_objectives_choice()
 
 
 def test_bench_model_runs_both_models_channels_last_when_asked():
-    result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE, channels_last=True)
+    result = bench_model("resnet20", batch=2, threads=1, rounds=1, profile=MAC_PROFILE, other_profile=MAC_PROFILE,
+                         channels_last=True)
     assert result.channels_last and result.plan.channels_last
     text = render_section(result, "ttplan bench model resnet20 --channels-last")
     assert ", --channels-last" in text.splitlines()[0] and "both models and the input channels-last" in text

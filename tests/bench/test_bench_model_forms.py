@@ -161,6 +161,7 @@ def _no_compile(monkeypatch) -> None:
 def test_a_tiny_run_times_every_eager_form_and_marks_onnx_runtime_as_installed(monkeypatch):
     _no_compile(monkeypatch)
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
+                          other_profile=MAC_PROFILE,
                          input_size=(3, 8, 8))
     best = result.best
     assert [t.form for t in best.forms] == list(FORMS) and best.rounds == 1 and best.threads == 1
@@ -194,6 +195,7 @@ def test_onnx_runtime_is_marked_unavailable_where_it_is_not_installed(monkeypatc
     _no_compile(monkeypatch)
     monkeypatch.setattr(forms_module, "onnx_runtime_missing", lambda: "onnxruntime is not installed (test)")
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
+                          other_profile=MAC_PROFILE,
                          input_size=(3, 8, 8))
     ort = result.best.form(ORT)
     assert ort.dense_ms is None and ort.tt_ms is None
@@ -207,6 +209,7 @@ def test_onnx_runtime_is_marked_unavailable_where_it_is_not_installed(monkeypatc
 @pytest.mark.slow
 def test_a_tiny_run_compiles_both_models_with_freezing_both_layouts():
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
+                          other_profile=MAC_PROFILE,
                          input_size=(3, 8, 8))
     for form in (COMPILED, COMPILED_NO_LAYOUT):
         timing = result.best.form(form)
@@ -223,6 +226,7 @@ def test_a_channels_last_run_shares_its_nchw_companion_between_both_tables(monke
     real = measure.prepare
     monkeypatch.setattr(measure, "prepare", lambda *a, **k: prepared.append(k["channels_last"]) or real(*a, **k))
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
+                          other_profile=MAC_PROFILE,
                          channels_last=True, input_size=(3, 8, 8))
     assert prepared == [True, False]
     assert result.formats is not None and result.best.form(EAGER).tt_ms > 0

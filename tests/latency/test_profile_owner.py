@@ -155,9 +155,9 @@ def test_no_profile_file_is_even_opened_when_planning_by_macs(tmp_path):
 #: what reads a profile file: the owner's rule and its readers
 READERS = {"load_profile", "default_profile", "_read_profile"}
 #: the modules that may call them: the owner, and the commands, which call it once and pass the profile down
-#: (`PlanRequest` resolves a planning command); bench/model/measure.py still falls back to it (its own engineer's)
+#: (`PlanRequest` resolves a planning command)
 CALLERS = {OWNER, "ttplan/arch/request.py", "ttplan/cli/objective_options.py", "ttplan/cli/bench.py",
-           "ttplan/cli/calibrate.py", "ttplan/bench/model/measure.py"}
+           "ttplan/cli/calibrate.py"}
 #: a profile file's name or path as a literal (no spaces: prose in help texts and docstrings is not a read)
 NAMED = re.compile(r"profile[\w.-]*\.json$")
 #: where the user's cache folder is used: the latency subsystem (profiles, autotune) and the runtime's built kernels

@@ -192,13 +192,16 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
     profile = load_profile(profile_path, device, channels_last)
     mismatch = memory_format_warning(profile, channels_last)
     warn([mismatch] if mismatch else [])
+    # the models of the other memory format (--channels-last, --best) are planned with that format's own profile
+    other = load_profile(None, device, not channels_last) if channels_last or best else None
     threads = threads or torch.get_num_threads()
     choices = plan_choices(options)
     chosen = given_flags(ctx, options)
     sections, runs = [], []
     for batch in batches:
         result = bench_model(arch, choices=choices, batch=batch, threads=threads, device=device,
-                             objective=objective, profile=profile, rounds=rounds, layer_rounds=rounds,
+                             objective=objective, profile=profile, other_profile=other, rounds=rounds,
+                             layer_rounds=rounds,
                              runtime=runtime, autotune=autotune, malloc=malloc, compile=compile_,
                              processes=processes, channels_last=channels_last, fused=fuse,
                              progress=lambda m: click.echo(m, err=True), input_size=size, best=best)

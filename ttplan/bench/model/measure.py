@@ -48,7 +48,6 @@ from ttplan.core.contraction import ContractionPlan
 from ttplan.core.latency import LatencyProfile
 from ttplan.core.search import optimize
 from ttplan.errors import TTPlanError
-from ttplan.latency.profiles import load_profile
 from ttplan.latency.timing import time_all
 from ttplan.models import load_model
 from ttplan.runtime.allocator import minor_page_faults, set_malloc
@@ -303,7 +302,7 @@ class Prepared:
 
 
 def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads: int | None = None,
-            device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
+            device: str = "cpu", objective: str = "latency", profile: LatencyProfile,
             runtime: str = "emitted", autotune: bool = False, malloc: str = "default", channels_last: bool = False,
             fused: bool | None = None, progress: Callable[[str], None] | None = None,
             input_size: tuple[int, int, int] | None = None) -> Prepared:
@@ -318,7 +317,6 @@ def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads:
     if threads is not None:
         torch.set_num_threads(threads)
     say = progress or (lambda message: None)
-    profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
     dev = torch.device(device)
     say(f"planning {arch} (objective {objective}, batch {batch})")
     size = tuple(input_size) if input_size is not None else None  # a list after a child's JSON request
@@ -350,8 +348,9 @@ def end_to_end(run: Prepared, rounds: int) -> tuple[float, float, float | None, 
 
 
 def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, threads: int | None = None,
-                device: str = "cpu", objective: str = "latency", profile: LatencyProfile | None = None,
-                rounds: int = 9, layer_rounds: int = 9, runtime: str = "emitted", autotune: bool = False,
+                device: str = "cpu", objective: str = "latency", profile: LatencyProfile,
+                other_profile: LatencyProfile | None = None, rounds: int = 9, layer_rounds: int = 9,
+                runtime: str = "emitted", autotune: bool = False,
                 malloc: str = "default", compile: bool = False, processes: int = 0, channels_last: bool = False,
                 fused: bool | None = None, progress: Callable[[str], None] | None = None,
                 input_size: tuple[int, int, int] | None = None, best: bool = False) -> ModelBench:
@@ -364,10 +363,14 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
     (`ttplan.bench.model.processes`). `channels_last` runs both models, and plans the TT one, in `torch.channels_last`.
     `fused`: whether NCHW TT layers may run by the fused kernel (None: wherever it can be built). `input_size`
     (C, H, W): the model's input, required for a `module:callable` model (default: the preset's). `best` also times
-    each model in every form a user deploys, best against best (`best_forms`).
+    each model in every form a user deploys, best against best (`best_forms`). `profile` plans the run's models;
+    `other_profile` the other memory format's, which `channels_last` and `best` also build (the caller resolves both:
+    `ttplan.latency.profiles.load_profile`).
     """
     say = progress or (lambda message: None)
-    profile = profile if profile is not None else load_profile(device=device, channels_last=channels_last)
+    if (channels_last or best) and other_profile is None:
+        raise TTPlanError("bench_model: channels_last and best plan the models of the other memory format too: "
+                          "give other_profile (ttplan.latency.profiles.load_profile for that format)")
     settings = {"arch": arch, "choices": choices, "batch": batch, "threads": threads, "device": device,
                 "objective": objective, "runtime": runtime, "autotune": autotune, "malloc": malloc,
                 "channels_last": channels_last, "fused": fused, "input_size": input_size}
@@ -384,7 +387,7 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
         compiled = time_compiled(run.dense, run.tt, run.x, rounds, time_pair, run.sync)
     formats = forms = None
     if channels_last or best:
-        other = _other_format(run, settings, say)
+        other = _other_format(settings, other_profile, say)
         nchw, last = (other, run) if channels_last else (run, other)
         if channels_last:
             say("timing dense and TT in both memory formats")
@@ -403,11 +406,10 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
                       repeats, channels_last, formats, breakdown, forms)
 
 
-def _other_format(run: Prepared, settings: dict, progress: Callable[[str], None]) -> Prepared:
+def _other_format(settings: dict, profile: LatencyProfile, progress: Callable[[str], None]) -> Prepared:
     """The run's models prepared again for the other memory format: the TT one planned as for a model in that
-    format (the run's objective and options, with the profile `load_profile` finds for that format)."""
+    format (the run's objective and options, with `profile`, the caller's profile for that format)."""
     last = not settings["channels_last"]
-    profile = load_profile(device=settings["device"], channels_last=last)
     progress(f"the {'channels-last' if last else 'NCHW'} models, planned with the latency profile "
              f"{profile.source or profile.label}")
     return prepare(**{**settings, "channels_last": last}, profile=profile, progress=progress)
