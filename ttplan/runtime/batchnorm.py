@@ -130,13 +130,14 @@ def fuse_residuals(model: nn.Module, layer_type: type) -> list[str]:
     first, whose graph holds the pattern becomes a `torch.fx.GraphModule` of its class's name, holding the same
     children, parameters and buffers (the state_dict keys do not change). A submodule fx cannot trace, or one in
     training mode, stays as it is. For inference: the layer's epilogue is `relu(conv(x) * scale + bias + residual)`."""
-    import operator
-
     class LayerLeaves(torch.fx.Tracer):
         def is_leaf_module(self, module: nn.Module, name: str) -> bool:
             return isinstance(module, layer_type) or super().is_leaf_module(module, name)
 
-    adds = (operator.add, operator.iadd, torch.add)
+    def is_add(target) -> bool:  # `+`, `+=` (operator.add, operator.iadd: no import here) or torch.add
+        return target is torch.add or (getattr(target, "__module__", None) in ("_operator", "operator")
+                                       and getattr(target, "__name__", None) in ("add", "iadd"))
+
     relus = (torch.relu, torch.nn.functional.relu)
     names = [name for name, module in model.named_modules() if name and not isinstance(module, layer_type)
              and any(isinstance(inner, layer_type) for inner in module.modules())]
@@ -176,7 +177,7 @@ def fuse_residuals(model: nn.Module, layer_type: type) -> list[str]:
             if len(end.users) != 1:
                 continue
             add = next(iter(end.users))
-            if not ((add.op == "call_function" and add.target in adds)
+            if not ((add.op == "call_function" and is_add(add.target))
                     or (add.op == "call_method" and add.target in ("add", "add_") and add.args[:1] == (end,))):
                 continue
             if len(add.args) != 2 or add.kwargs or end not in add.args:
@@ -205,6 +206,8 @@ def fuse_residuals(model: nn.Module, layer_type: type) -> list[str]:
                     graph.erase_node(node)
             modules[layer_node.target].apply_relu = relu is not None
             fused.append(f"{name}.{layer_node.target}")
+        for node in graph.nodes:  # fx renders annotations by mangled names TorchScript cannot resolve: Tensor
+            node.type = None
         graph.lint()
         rewritten = torch.fx.GraphModule(block, graph, class_name=type(block).__name__)
         for child in list(rewritten._modules):  # the block's own children, as they were: same names, same order

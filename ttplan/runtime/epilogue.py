@@ -116,6 +116,9 @@ def epilogue(y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | N
     elif bias is not None:
         y = y.add_(bias.view(1, -1, 1, 1)) if inplace else y + bias.view(1, -1, 1, 1)
     if residual is not None:
+        if residual.shape != y.shape:
+            raise ValueError("residual of shape " + str(list(residual.shape)) + ": expected the layer's output shape "
+                             + str(list(y.shape)))
         y = y.add_(residual) if inplace else y + residual
     if relu:
         y = y.relu_() if inplace else torch.relu(y)
