@@ -232,24 +232,25 @@ except ImportError:
 #: `_TTLayer`'s methods for classes with a fused step, in files that import the kernel (`_FUSED_IMPORT`)
 _FUSED_METHODS = '''
     @torch.jit.unused
-    def fused_ok(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None) -> bool:
+    def fused_ok(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                 residual: torch.Tensor | None = None) -> bool:
         """Whether ttplan's fused kernel may run these operands: ttplan installed, a C compiler, CPU float32, no
         gradient needed. Not while torch.jit.trace or torch.export (so ONNX export) capture the layer, which then
         records the stock ops and runs without ttplan, unless the class sets export_fused (emit --fuse)."""
         exporting = getattr(torch.compiler, "is_exporting", bool)()  # torch >= 2.4
         if not self.export_fused and (torch.jit.is_tracing() or exporting):
             return False
-        return _fused_ok(*(t for t in (x, wa, g, wc, self.bias) if t is not None))
+        return _fused_ok(*(t for t in (x, wa, g, wc, self.bias, residual) if t is not None))
 
     @torch.jit.unused
-    def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None
-                     ) -> torch.Tensor:
+    def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                     residual: torch.Tensor | None = None) -> torch.Tensor:
         """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d),
-        plus the bias, then the ReLU with apply_relu, as the last product stores its tiles (the layer's whole epilogue:
-        a fused class holds a folded BatchNorm's scale in its weights). The weights come from weights(), new tensors
-        whenever the cores change, so their packs are kept by identity."""
+        plus the bias, plus the residual, then the ReLU with apply_relu, as the last product stores its tiles (the
+        layer's whole epilogue: a fused class holds a folded BatchNorm's scale in its weights). The weights come from
+        weights(), new tensors whenever the cores change, so their packs are kept by identity."""
         return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation),
-                              bias=self.bias, relu=self.apply_relu, owned_weights=True)
+                              bias=self.bias, relu=self.apply_relu, residual=residual, owned_weights=True)
 '''
 
 _CONVERT = '''
@@ -265,8 +266,10 @@ def convert(model: nn.Module, weights=None, fold_bn: bool | None = None) -> nn.M
     do not fit the converted model.
 
     `fold_bn`: fold each BatchNorm2d (and the ReLU module after it) that alone reads a TT layer's output into that
-    layer for inference, nn.Identity in the copy (`fold_chains`, after the weights are loaded); by default (None)
-    where `model` is in eval mode. A model in training mode keeps its BatchNorms."""
+    layer for inference, nn.Identity in the copy (`fold_chains`, after the weights are loaded), and each residual add
+    a TT conv feeds (and the ReLU after it) into that layer's epilogue, its block a torch.fx.GraphModule with the same
+    children (`fuse_residuals`); by default (None) where `model` is in eval mode. A model in training mode keeps its
+    BatchNorms."""
     for name, cls in LAYERS.items():
         cls.check_dense(name, model.get_submodule(name))
     if weights is not None and not isinstance(weights, dict):
@@ -286,6 +289,7 @@ def convert(model: nn.Module, weights=None, fold_bn: bool | None = None) -> nn.M
         load_weights(model, weights)
     if (fold_bn is None or fold_bn) and not model.training:
         fold_chains(model, _TTLayer)
+        fuse_residuals(model, _TTLayer)
 '''
 #: `convert`'s last line: the copy as it is, or in torch.channels_last for layers planned on NHWC maps
 _RETURN = "    return model\n"
@@ -449,13 +453,16 @@ class _Renderer:
             conv1x1 = any(isinstance(p, MatMul) and p.left == name and p.conv1x1 for p in ins.parts)
             return f"{name}.reshape({name}.shape[0], -1)" if conv1x1 else name
 
-        operands = ", ".join([ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)])
+        linear = self.program.plan.network.spec.linear
+        operands = ", ".join([ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)]
+                             + ([] if linear else ["residual"]))
+        residual = "" if linear else ", the residual"
         inner = indent + "    "
         return [
             f"{indent}# steps {', '.join(map(str, steps))} in one pass per image: ttplan's fused CPU kernel where it",
             f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed; see fused_ok), else",
             f"{indent}# the stock ops (always in TorchScript, and by default in torch.jit.trace and torch.export)",
-            f"{indent}finished = False  # whether the kernel applied the bias and the ReLU",
+            f"{indent}finished = False  # whether the kernel applied the bias{residual} and the ReLU",
             f"{indent}if not torch.jit.is_scripting() and self.fused_ok({operands}):",
             f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}, plus the bias, then the ReLU",
             f"{inner}{ins.out} = self.fused_kernel({operands})",
@@ -699,7 +706,10 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
     the bias, the ReLU)."""
     spec = program.plan.network.spec
     folded = [n for n in program.folded if n not in program.cores]
-    lines = ["    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
+    lines = ["    def forward(self, x: torch.Tensor) -> torch.Tensor:" if spec.linear else
+             "    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:"]
+    # a conv's residual: a map of its output's shape added after the bias, before the ReLU (fuse_residuals)
+    extra, passed = ("", "") if spec.linear else (" or residual is not None", ", residual")
     if spec.linear:
         lines += ["        lead = self.check_input(x)", f"        x = x.reshape(-1, {spec.in_channels}, 1, 1)"]
     else:
@@ -712,13 +722,13 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
         lines.append("        x = x.permute(0, 2, 3, 1)  # [B, H, W, I]: a view of a channels-last input")
     lines += render.block(program.feature, "        ")
     if scale_site(program) is None:
-        lines += ["        if self.out_scale is not None or self.bias is not None or self.apply_relu:",
-                  "            y = epilogue(y, self.out_scale, self.bias, self.apply_relu)"]
+        lines += [f"        if self.out_scale is not None or self.bias is not None or self.apply_relu{extra}:",
+                  f"            y = epilogue(y, self.out_scale, self.bias, self.apply_relu{passed})"]
     else:  # the scale is in the weights; where the fused kernel ran (a fused class's last product), so is the rest
         fused = any(isinstance(ins, Fused) for ins in program.feature)
-        lines += [f"        if {'not finished and (' if fused else ''}self.bias is not None or self.apply_relu"
+        lines += [f"        if {'not finished and (' if fused else ''}self.bias is not None or self.apply_relu{extra}"
                   f"{')' if fused else ''}:",
-                  "            y = epilogue(y, None, self.bias, self.apply_relu)"]
+                  f"            y = epilogue(y, None, self.bias, self.apply_relu{passed})"]
     lines.append(f"        return y.reshape(lead + [{spec.out_channels}])" if spec.linear else "        return y")
     return lines
 

@@ -7,9 +7,12 @@ product that does not sum an output index, and none does. Where no operand holds
 on its own), the scale, the bias and the ReLU run after the last product as one elementwise pass over the result
 (`epilogue`), in place where no gradient is recorded. None of it is a multiply-accumulate of a product, and
 `FlopCounterMode` counts none of it (it counts matrix products and convolutions): a folded layer still counts exactly
-its planned MACs (docs/cost-model.md). `TTConv2d` runs both; generated code renders the first and embeds the
+its planned MACs (docs/cost-model.md). A ResNet block's add of its shortcut and the ReLU after it join the same
+epilogue (`ttplan.runtime.batchnorm.fuse_residuals`): the layer takes the shortcut as its `residual` input and adds it
+after the bias, before the ReLU. `TTConv2d` runs both; generated code renders the first and embeds the
 second (`EPILOGUE_SOURCE`: it imports torch only). Where the fused kernel runs a layer's last product, it adds the
-bias and applies the ReLU itself as it stores each tile (its scale is always in the weights), so no pass remains.
+bias and the residual and applies the ReLU itself as it stores each tile (its scale is always in the weights), so no
+pass remains.
 """
 
 from __future__ import annotations
@@ -94,12 +97,15 @@ def scale_operand(weight: torch.Tensor, scale: torch.Tensor, site: ScaleSite) ->
     return (weight.reshape(site.view) * factor.reshape(site.broadcast)).reshape(weight.shape)
 
 
-def epilogue(y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None, relu: bool) -> torch.Tensor:
-    """`y` `[B, O, H, W]` times `scale` plus `bias` per output channel (either may be None), then ReLU if `relu`: one
-    pass (`addcmul`) for scale and bias, in place on `y` where no gradient is recorded, else new tensors (always
-    while torch.jit.trace records, whose check reruns the code with gradients off and must see the same ops)."""
+def epilogue(y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None, relu: bool,
+             residual: torch.Tensor | None = None) -> torch.Tensor:
+    """`y` `[B, O, H, W]` times `scale` plus `bias` per output channel (either may be None), plus `residual` (a map of
+    `y`'s shape, or None), then ReLU if `relu`: one pass (`addcmul`) for scale and bias, one `add` for the residual, in
+    place on `y` where no gradient is recorded, else new tensors (always while torch.jit.trace records, whose check
+    reruns the code with gradients off and must see the same ops)."""
     inplace = not torch.jit.is_tracing() and (not torch.is_grad_enabled() or not (
-        y.requires_grad or (scale is not None and scale.requires_grad) or (bias is not None and bias.requires_grad)))
+        y.requires_grad or (scale is not None and scale.requires_grad) or (bias is not None and bias.requires_grad)
+        or (residual is not None and residual.requires_grad)))
     if scale is not None and bias is not None:
         if inplace:
             torch.addcmul(bias.view(1, -1, 1, 1), y, scale.view(1, -1, 1, 1), out=y)
@@ -109,6 +115,11 @@ def epilogue(y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | N
         y = y.mul_(scale.view(1, -1, 1, 1)) if inplace else y * scale.view(1, -1, 1, 1)
     elif bias is not None:
         y = y.add_(bias.view(1, -1, 1, 1)) if inplace else y + bias.view(1, -1, 1, 1)
+    if residual is not None:
+        if residual.shape != y.shape:
+            raise ValueError("residual of shape " + str(list(residual.shape)) + ": expected the layer's output shape "
+                             + str(list(y.shape)))
+        y = y.add_(residual) if inplace else y + residual
     if relu:
         y = y.relu_() if inplace else torch.relu(y)
     return y

@@ -168,12 +168,13 @@ class _TTLayer(nn.Module):
         self._folded = cached_fold(self._folded, watched, lambda: self._fold(cores))
         return self._folded[1]
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """`[B, I, H, W] -> [B, O, H', W']` by the plan, then the epilogue: the output scale where the weights do not
-        hold it, the bias, the ReLU (`ttplan.runtime.epilogue`; in the fused kernel's output pass where it runs)."""
+        hold it, the bias, the `residual` (`[B, O, H', W']`), the ReLU (`ttplan.runtime.epilogue`; in the fused
+        kernel's output pass where it runs)."""
         scale = self.out_scale if self.scale_site is None else None
         return run_feature_steps(self.program, x, self.folded(), owned=True,  # new tensors on every refold
-                                 scale=scale, bias=self.bias, relu=self.apply_relu)
+                                 scale=scale, bias=self.bias, relu=self.apply_relu, residual=residual)
 
     def to_dense(self) -> torch.Tensor:
         """The rebuilt kernel: `[O, I, k_h, k_w]` for a conv, `[O, I]` for a linear layer (differentiable), with each
@@ -268,8 +269,10 @@ class TTConv2d(_TTLayer):
         return cls.from_dense(conv.weight, conv.bias, spec, fmt, scheme, fold_weights, batch=batch,
                               lowering=lowering)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on `x`; with `residual` (a map of the output's shape), `relu(conv(x) + bias + residual)` (the ReLU
+        with `apply_relu`): a ResNet block's add and ReLU in the layer's epilogue (`fold_batchnorm(residual=True)`)."""
+        return self._run(x, residual)
 
 
 class TTLinear(_TTLayer):

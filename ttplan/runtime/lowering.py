@@ -526,10 +526,10 @@ def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
 
 def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
             sizes: dict[str, int], owned: bool = False,
-            tail: tuple[torch.Tensor | None, bool] | None = None) -> bool:
+            tail: tuple[torch.Tensor | None, bool, torch.Tensor | None] | None = None) -> bool:
     """Run instructions on `env` (names to tensors), updating the map size after the conv. `owned`: the weights in
     `env` are new tensors whenever their values change (a layer's folded operands; `tucker_conv2d`). `tail`: (bias,
-    relu) for the fused kernel to apply as it stores the result of a `Fused` instruction, the program's last
+    relu, residual) for the fused kernel to apply as it stores the result of a `Fused` instruction, the program's last
     product; returns whether it did."""
     applied = False
     for ins in instructions:
@@ -580,18 +580,19 @@ def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
 
 
 def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int],
-               owned: bool = False, tail: tuple[torch.Tensor | None, bool] | None = None) -> bool:
-    """The fused kernel where it may run (CPU, float32, no gradient needed, built), with the `tail` (bias, relu) in its
+               owned: bool = False, tail: tuple[torch.Tensor | None, bool, torch.Tensor | None] | None = None) -> bool:
+    """The fused kernel where it may run (CPU, float32, no gradient needed, built), with the `tail` (bias, relu,
+    residual) in its
     output pass, else the stock instructions; stock ones too where a graph is captured for use elsewhere
     (`capturing`), unless `export_fused`. Returns whether the kernel applied the tail."""
     x, wa, g, wc = fused_operands(ins, env)
-    bias, relu = tail if tail is not None else (None, False)
+    bias, relu, residual = tail if tail is not None else (None, False, None)
     if ((capturing() and not program.lowering.export_fused)
-            or not fused_available(*(t for t in (x, wa, g, wc, bias) if t is not None))):
+            or not fused_available(*(t for t in (x, wa, g, wc, bias, residual) if t is not None))):
         execute(program, ins.parts, env, sizes)
         return False
     out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation),
-                        bias=bias, relu=relu, owned_weights=owned)
+                        bias=bias, relu=relu, residual=residual, owned_weights=owned)
     _map_size_from(out, sizes)
     env[ins.out] = out
     return tail is not None
@@ -650,11 +651,12 @@ def fold(plan: ContractionPlan | Program, cores: list[torch.Tensor] | tuple[torc
 
 def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: dict[str, torch.Tensor],
                       owned: bool = False, *, scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                      relu: bool = False) -> torch.Tensor:
+                      relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
     """Run the feature-map steps on `x` `[B, I, H, W]` with folded operands; returns `[B, O, H', W']`. `owned`: the
     caller makes new folded tensors whenever their values change (`TTConv2d`'s fold cache), so the fused kernel
     keeps their packs by identity alone. Then the epilogue (`ttplan.runtime.epilogue`): times `scale`, plus `bias`,
-    ReLU with `relu`; the bias and the ReLU in the fused kernel's output pass where it runs the last product."""
+    plus `residual` (`[B, O, H', W']`, checked), ReLU with `relu`; the bias, the residual and the ReLU in the fused
+    kernel's output pass where it runs the last product."""
     program = _as_program(plan)
     spec = program.plan.network.spec
     if x.dim() != 4 or x.shape[1] != spec.in_channels:
@@ -665,12 +667,27 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     if program.lowering.channels_last:  # (b, s, i…): a view of a channels-last input (else the first reshape copies)
         x = x.permute(0, 2, 3, 1)
     env = {INPUT: x, **folded}
-    tail = (bias, relu) if scale is None and (bias is not None or relu) else None
+    tail = (bias, relu, residual) if scale is None and (bias is not None or relu or residual is not None) else None
+    if residual is not None:
+        _check_residual(program, residual, sizes)
     applied = execute(program, program.feature, env, sizes, owned, tail)
     y = env[program.output]
-    if applied or (scale is None and bias is None and not relu):
+    if applied or (scale is None and bias is None and not relu and residual is None):
         return y
-    return epilogue(y, scale, bias, relu)
+    return epilogue(y, scale, bias, relu, residual)
+
+
+def _check_residual(program: Program, residual: torch.Tensor, sizes: dict[str, int]) -> None:
+    """One-line error unless `residual` has the layer's output shape for this input (sizes: the input's)."""
+    spec = program.plan.network.spec
+    height, width = (
+        (sizes[axis] + 2 * spec.padding[a] + spec.extra_padding[a] - spec.dilation[a] * (spec.kernel_size[a] - 1) - 1)
+        // spec.stride[a] + 1 for a, axis in enumerate(("h", "w")))
+    want = [sizes["b"], spec.out_channels, height, width]
+    if not isinstance(residual, torch.Tensor) or list(residual.shape) != want:
+        what = f"of shape {list(residual.shape)}" if isinstance(residual, torch.Tensor) else \
+            f"a {type(residual).__name__}"
+        raise TTPlanError(f"residual {what}: expected the layer's output shape {want}")
 
 
 def run_plan(plan: ContractionPlan | Program, x: torch.Tensor, cores: list[torch.Tensor] | tuple[torch.Tensor, ...],

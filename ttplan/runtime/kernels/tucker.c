@@ -6,8 +6,9 @@
  *
  * Either mixing may be absent (R1 = 0: the conv reads x; O = 0: the conv writes y). The arithmetic is exactly
  * the three products' multiply-accumulates, nothing recomputed: ttplan counts them as the planned MACs. The last
- * product may add a bias per output channel and apply a ReLU as it stores each tile (a folded BatchNorm's shift and
- * the ReLU after it), so the result needs no further pass.
+ * product may add a bias per output channel and a residual map (a ResNet block's shortcut) and apply a ReLU as it
+ * stores each tile (a folded BatchNorm's shift, the block's add and the ReLU after it), so the result needs no
+ * further pass.
  * Built by ttplan/runtime/kernels/build.py with the C compiler found at run time; without one, ttplan runs
  * the same steps as stock torch ops. Vectors are GCC/Clang vector extensions, so the code is portable C
  * that the compiler maps to AVX-512, AVX2, NEON or plain scalar code for the machine it builds on. */
@@ -55,13 +56,29 @@ static inline void tile(int K, const float *restrict a, const float *restrict b,
 }
 
 /* Store a tile's mb rows and nb columns into C, rows ldc apart; with `bias` (the tile's first row's entry) each row
- * plus its bias, with `relu` then max(., 0): the last product's epilogue, on the tile while it is in registers. */
-static inline void put(float *restrict c, int ldc, vf acc[MR][2], int mb, int nb, const float *bias, int relu_on) {
+ * plus its bias, with `res` (the residual's entry at the tile's first element, laid out as C) plus the residual, with
+ * `relu` then max(., 0): the last product's epilogue, on the tile while it is in registers. */
+static inline void put(float *restrict c, int ldc, vf acc[MR][2], int mb, int nb, const float *bias,
+                       const float *res, int relu_on) {
     if (bias)
         for (int i = 0; i < mb; i++) {
             acc[i][0] += bias[i];
             acc[i][1] += bias[i];
         }
+    if (res) {
+        if (nb == NR)
+            for (int i = 0; i < mb; i++) {
+                acc[i][0] += loadu(res + (size_t)i * ldc);
+                acc[i][1] += loadu(res + (size_t)i * ldc + VL);
+            }
+        else
+            for (int i = 0; i < mb; i++) {
+                float row[NR] = {0};
+                memcpy(row, res + (size_t)i * ldc, sizeof(float) * (size_t)nb);
+                acc[i][0] += loadu(row);
+                acc[i][1] += loadu(row + VL);
+            }
+    }
     if (relu_on)
         for (int i = 0; i < mb; i++) {
             acc[i][0] = relu(acc[i][0]);
@@ -82,14 +99,15 @@ static inline void put(float *restrict c, int ldc, vf acc[MR][2], int mb, int nb
     }
 }
 
-/* C[M, N] (rows ldc apart) = A @ B (+ bias[M], then ReLU with relu_on: `put`), A packed in row blocks (see
+/* C[M, N] (rows ldc apart) = A @ B (+ bias[M], + res[M, N] rows ldc apart, then ReLU with relu_on: `put`), A packed in row blocks (see
  * ttplan_tucker_conv2d), B [K, N] rows ldb apart. `panel` holds K x NR
  * floats for the last, partial column block, copied and zero-padded so that every tile runs full vectors.
  * Whichever operand is larger is read once: rows outer when A is (each row block of A stays in cache while all of
  * B's columns pass, B itself re-read from cache), columns outer when B is (each column block of B stays in cache
  * while every row block of A passes). */
 static void gemm(int M, int N, int K, const float *restrict Ap, const float *restrict B, int ldb,
-                 float *restrict C, int ldc, float *restrict panel, const float *bias, int relu_on) {
+                 float *restrict C, int ldc, float *restrict panel, const float *bias, const float *res,
+                 int relu_on) {
     int full = N - N % NR;
     vf acc[MR][2];
     if (M >= N) {
@@ -97,7 +115,8 @@ static void gemm(int M, int N, int K, const float *restrict Ap, const float *res
             int mb = M - m0 < MR ? M - m0 : MR;
             for (int n0 = 0; n0 < full; n0 += NR) {
                 tile(K, Ap + (size_t)m0 * K, B + n0, ldb, acc);
-                put(C + (size_t)m0 * ldc + n0, ldc, acc, mb, NR, bias ? bias + m0 : NULL, relu_on);
+                put(C + (size_t)m0 * ldc + n0, ldc, acc, mb, NR, bias ? bias + m0 : NULL,
+                    res ? res + (size_t)m0 * ldc + n0 : NULL, relu_on);
             }
         }
     } else {
@@ -105,7 +124,7 @@ static void gemm(int M, int N, int K, const float *restrict Ap, const float *res
             for (int m0 = 0; m0 < M; m0 += MR) {
                 tile(K, Ap + (size_t)m0 * K, B + n0, ldb, acc);
                 put(C + (size_t)m0 * ldc + n0, ldc, acc, M - m0 < MR ? M - m0 : MR, NR, bias ? bias + m0 : NULL,
-                    relu_on);
+                    res ? res + (size_t)m0 * ldc + n0 : NULL, relu_on);
             }
     }
     if (full < N) {
@@ -116,7 +135,8 @@ static void gemm(int M, int N, int K, const float *restrict Ap, const float *res
         }
         for (int m0 = 0; m0 < M; m0 += MR) {
             tile(K, Ap + (size_t)m0 * K, panel, NR, acc);
-            put(C + (size_t)m0 * ldc + full, ldc, acc, M - m0 < MR ? M - m0 : MR, nb, bias ? bias + m0 : NULL, relu_on);
+            put(C + (size_t)m0 * ldc + full, ldc, acc, M - m0 < MR ? M - m0 : MR, nb, bias ? bias + m0 : NULL,
+                res ? res + (size_t)m0 * ldc + full : NULL, relu_on);
         }
     }
 }
@@ -176,7 +196,7 @@ static void share(int n, int t, int threads, int *lo, int *hi) {
 static void image_shared(const float *xb, float *yb, int C, int H, int W, int R1, const float *At, int R2, int KH,
                          int KW, const float *Gt, int O, const float *Ct, int sh, int sw, int ph, int pw, int dh,
                          int dw, int OH, int OW, float *t1, float *col, float *t2, float *panel, const float *bias,
-                         int relu_on) {
+                         const float *rb, int relu_on) {
     int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW, lo, hi;
 #ifdef _OPENMP
     int t = omp_get_thread_num(), threads = omp_get_num_threads();
@@ -185,7 +205,7 @@ static void image_shared(const float *xb, float *yb, int C, int H, int W, int R1
 #endif
     if (R1) {
         share(HW, t, threads, &lo, &hi);
-        if (hi > lo) gemm(R1, hi - lo, C, At, xb + lo, HW, t1 + lo, HW, panel, NULL, 0);
+        if (hi > lo) gemm(R1, hi - lo, C, At, xb + lo, HW, t1 + lo, HW, panel, NULL, NULL, 0);
 #pragma omp barrier
     }
     int c0 = Cin * t / threads, c1 = Cin * (t + 1) / threads;
@@ -195,22 +215,25 @@ static void image_shared(const float *xb, float *yb, int C, int H, int W, int R1
 #pragma omp barrier
     share(OHW, t, threads, &lo, &hi);
     if (hi > lo)
-        gemm(R2, hi - lo, KK, Gt, col + lo, OHW, (O ? t2 : yb) + lo, OHW, panel, O ? NULL : bias, O ? 0 : relu_on);
+        gemm(R2, hi - lo, KK, Gt, col + lo, OHW, (O ? t2 : yb) + lo, OHW, panel, O ? NULL : bias,
+             O || !rb ? NULL : rb + lo, O ? 0 : relu_on);
     if (O) {
 #pragma omp barrier
-        if (hi > lo) gemm(O, hi - lo, R2, Ct, t2 + lo, OHW, yb + lo, OHW, panel, bias, relu_on);
+        if (hi > lo) gemm(O, hi - lo, R2, Ct, t2 + lo, OHW, yb + lo, OHW, panel, bias, rb ? rb + lo : NULL, relu_on);
     }
 #pragma omp barrier
 }
 
 /* Wa, G and Wc arrive packed in row blocks of MR: block j holds rows j*MR... of the [M, K] matrix as [K][MR], zero
  * rows past M (G as its [R2, R1*KH*KW] matrix), so that a tile reads its block of A contiguously. `bias` (NULL for
- * none) holds a float per output channel, added by the last product, then a ReLU where `relu_on`.
+ * none) holds a float per output channel, added by the last product, then `res` (NULL for none: a residual laid out
+ * as y, [B, O, OH, OW] contiguous), then a ReLU where `relu_on`.
  * Returns 0, or 1 when memory for the buffers could not be had (nothing is computed). Images are shared among
  * the threads when there are at least as many as threads; otherwise each image's columns are. */
 int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
                          int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
-                         int dw, int OH, int OW, float *y, const float *bias, int relu_on, int threads) {
+                         int dw, int OH, int OW, float *y, const float *bias, const float *res, int relu_on,
+                         int threads) {
     int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW;
     int maxk = KK > C ? KK : C; /* the largest inner size of the three products */
     if (R2 > maxk) maxk = R2;
@@ -233,7 +256,8 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
 #endif
                 for (int b = 0; b < B; b++)
                     image_shared(x + (size_t)b * C * HW, y + (size_t)b * out, C, H, W, R1, At, R2, KH, KW, Gt, O,
-                                 Ct, sh, sw, ph, pw, dh, dw, OH, OW, t1, col, t2, panel, bias, relu_on);
+                                 Ct, sh, sw, ph, pw, dh, dw, OH, OW, t1, col, t2, panel, bias,
+                                 res ? res + (size_t)b * out : NULL, relu_on);
             }
         }
         free(t1);
@@ -254,10 +278,12 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
                 if (mine) continue;
                 const float *xb = x + (size_t)b * C * HW;
                 float *yb = y + (size_t)b * out;
-                if (R1) gemm(R1, HW, C, At, xb, HW, t1, HW, panel, NULL, 0);
+                const float *rb = res ? res + (size_t)b * out : NULL;
+                if (R1) gemm(R1, HW, C, At, xb, HW, t1, HW, panel, NULL, NULL, 0);
                 unfold(R1 ? t1 : xb, Cin, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col);
-                gemm(R2, OHW, KK, Gt, col, OHW, O ? t2 : yb, OHW, panel, O ? NULL : bias, O ? 0 : relu_on);
-                if (O) gemm(O, OHW, R2, Ct, t2, OHW, yb, OHW, panel, bias, relu_on);
+                gemm(R2, OHW, KK, Gt, col, OHW, O ? t2 : yb, OHW, panel, O ? NULL : bias, O ? NULL : rb,
+                     O ? 0 : relu_on);
+                if (O) gemm(O, OHW, R2, Ct, t2, OHW, yb, OHW, panel, bias, rb, relu_on);
             }
             free(t1);
             free(col);

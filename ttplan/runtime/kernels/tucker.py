@@ -1,8 +1,9 @@
 """`ttplan::tucker_conv2d`: a 1x1 mixing, a k_h x k_w conv and a 1x1 mixing as one torch op, run by the fused C kernel.
 
 `y = conv1x1(conv2d(conv1x1(x, wa), g, stride, padding, dilation), wc)`, with `wa` or `wc` None for no mixing on
-that side; optionally plus a `bias` per output channel and then a ReLU, applied as the last product stores its tiles
-(what a folded BatchNorm and the ReLU after it leave a layer: `ttplan.runtime.epilogue`), which count no FLOP. It
+that side; optionally plus a `bias` per output channel, plus a `residual` map of the output's shape, and then a ReLU,
+applied as the last product stores its tiles (what a folded BatchNorm, a ResNet block's add and the ReLU after it leave
+a layer: `ttplan.runtime.epilogue`), which count no FLOP. It
 is a registered custom op, so `FlopCounterMode` counts it (2 x the three products' MACs, exactly what the kernel
 computes), `torch.compile` traces it, and a fake tensor gives its shape. It is an inference op: it has no autograd
 formula, and `fused_available` says when a caller may use it (CPU, float32, no gradient needed, the kernel built);
@@ -142,6 +143,18 @@ def check_bias(bias: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | No
                           "output channel")
 
 
+def check_residual(residual: torch.Tensor | None, shape: list[int]) -> None:
+    """One-line error unless `residual` is None or a CPU float32 tensor of the output's shape `shape`."""
+    if residual is None:
+        return
+    if not isinstance(residual, torch.Tensor) or residual.dtype != torch.float32 or residual.device.type != "cpu" \
+            or list(residual.shape) != list(shape):
+        what = (f"{residual.dtype} on {residual.device} of shape {list(residual.shape)}"
+                if isinstance(residual, torch.Tensor) else f"a {type(residual).__name__}")
+        raise TTPlanError(f"tucker_conv2d: residual is {what}; expected a CPU float32 tensor {list(shape)}, the "
+                          "output's shape")
+
+
 def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int], padding: list[int],
            dilation: list[int]) -> list[int]:
     height, width = (_output_size(x.shape[2 + a], g.shape[2 + a], stride[a], padding[a], dilation[a]) for a in (0, 1))
@@ -150,9 +163,10 @@ def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: li
 
 def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
             stride: list[int], padding: list[int], dilation: list[int], cache: bool = False,
-            owned: bool = False, bias: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`); `bias`
-    and `relu`: the last product's epilogue."""
+            owned: bool = False, bias: torch.Tensor | None = None, relu: bool = False,
+            residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`); `bias`,
+    `residual` and `relu`: the last product's epilogue."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
@@ -162,13 +176,15 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
     packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
     bias = None if bias is None else bias.detach().contiguous()
+    residual = None if residual is None else residual.detach().contiguous()  # NCHW, as y
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
         packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
         packed_g.data_ptr(), wc.shape[0] if wc is not None else 0,
         packed_c.data_ptr() if packed_c is not None else None, stride[0], stride[1],
         padding[0], padding[1], dilation[0], dilation[1], y.shape[2], y.shape[3], y.data_ptr(),
-        bias.data_ptr() if bias is not None else None, int(bool(relu)), torch.get_num_threads())
+        bias.data_ptr() if bias is not None else None, residual.data_ptr() if residual is not None else None,
+        int(bool(relu)), torch.get_num_threads())
     if failed:
         raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
     return y
@@ -177,16 +193,18 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
 @torch.library.custom_op("ttplan::tucker_conv2d", mutates_args=())
 def _op(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
         stride: list[int], padding: list[int], dilation: list[int], bias: torch.Tensor | None = None,
-        relu: bool = False) -> torch.Tensor:
+        relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
     check_operands(x, wa, g, wc, stride, padding, dilation)  # also where the op is called by name
     check_bias(bias, g, wc)
-    return _kernel(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu)
+    check_residual(residual, _shape(x, g, wc, stride, padding, dilation))
+    return _kernel(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu, residual=residual)
 
 
 @_op.register_fake
-def _(x, wa, g, wc, stride, padding, dilation, bias=None, relu=False):
+def _(x, wa, g, wc, stride, padding, dilation, bias=None, relu=False, residual=None):
     check_operands(x, wa, g, wc, stride, padding, dilation)
     check_bias(bias, g, wc)
+    check_residual(residual, _shape(x, g, wc, stride, padding, dilation))
     return x.new_empty(_shape(x, g, wc, stride, padding, dilation))
 
 
@@ -211,9 +229,11 @@ def capturing() -> bool:
 
 def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
                   stride: list[int], padding: list[int], dilation: list[int], *, bias: torch.Tensor | None = None,
-                  relu: bool = False, owned_weights: bool = False) -> torch.Tensor:
+                  relu: bool = False, residual: torch.Tensor | None = None,
+                  owned_weights: bool = False) -> torch.Tensor:
     """x [B, C, H, W] (NCHW), wa [R1, C] or None, g [R2, R1 or C, k_h, k_w], wc [O, R2] or None -> [B, O, H', W'];
-    plus `bias` [O] and then ReLU where given (`relu`), as the last product stores its tiles: no pass of their own.
+    plus `bias` [O], plus `residual` [B, O, H', W'] (any layout) and then ReLU where given (`relu`), as the last
+    product stores its tiles: no pass of their own.
 
     The registered op `torch.ops.ttplan.tucker_conv2d` wherever something watches ops (a dispatch mode such as
     `FlopCounterMode`, fake tensors, tracing, `torch.compile`); in plain eager the kernel is called directly,
@@ -225,15 +245,17 @@ def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc:
     kept by identity alone, without comparing values (a `torch.equal` per weight and call)."""
     check_operands(x, wa, g, wc, stride, padding, dilation)
     check_bias(bias, g, wc)
-    if _plain_eager((x, wa, g, wc, bias)):
-        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, owned=owned_weights, bias=bias, relu=relu)
-    return _op(x, wa, g, wc, stride, padding, dilation, bias, relu)
+    check_residual(residual, _shape(x, g, wc, stride, padding, dilation))
+    if _plain_eager((x, wa, g, wc, bias, residual)):
+        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, owned=owned_weights, bias=bias, relu=relu,
+                       residual=residual)
+    return _op(x, wa, g, wc, stride, padding, dilation, bias, relu, residual)
 
 
 @register_flop_formula(torch.ops.ttplan.tucker_conv2d)
 def _flops(x_shape, wa_shape, g_shape, wc_shape, stride, padding, dilation, *args, out_shape=None, **kwargs) -> int:
     """2 x the MACs of the three products: the mixings per input and output pixel, the conv per output pixel (the
-    bias and ReLU of the epilogue are no products)."""
+    bias, residual and ReLU of the epilogue are no products)."""
     batch, channels, height, width = x_shape
     pixels = out_shape[2] * out_shape[3]
     macs = batch * pixels * g_shape[0] * g_shape[1] * g_shape[2] * g_shape[3]
@@ -264,4 +286,4 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return _built()
 
 
-__all__ = ["capturing", "check_operands", "fused_available", "pack", "tucker_conv2d"]
+__all__ = ["capturing", "check_operands", "check_residual", "fused_available", "pack", "tucker_conv2d"]
