@@ -124,3 +124,22 @@ def test_the_epilogue_applies_each_part_alone(parts):
     with torch.no_grad():
         out = epilogue(y.clone(), scale if scale_on else None, bias if bias_on else None, relu)
     assert_close(out, expected, rel=1e-6)
+
+
+def test_the_epilogue_is_out_of_place_under_torch_compile(monkeypatch):
+    """In place, `addcmul(out=)`, `add_` and `relu_` kept inductor from fusing the epilogue: a compiled ResNet-56 TT
+    model ran no faster than eager. Under torch.compile the epilogue makes new tensors, which inductor fuses."""
+    from ttplan.runtime.epilogue import epilogue
+
+    y, scale, bias, residual = (torch.randn(2, 4, 3, 3), torch.rand(4), torch.randn(4), torch.randn(2, 4, 3, 3))
+    expected = torch.relu(y * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1) + residual)
+    with torch.no_grad():
+        kept = y.clone()
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        out = epilogue(y, scale, bias, True, residual)
+        assert out.data_ptr() != y.data_ptr() and torch.equal(y, kept)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+        inplace = epilogue(y, scale, bias, True, residual)
+        assert inplace.data_ptr() == y.data_ptr()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(inplace, expected)

@@ -102,8 +102,12 @@ def epilogue(y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | N
     """`y` `[B, O, H, W]` times `scale` plus `bias` per output channel (either may be None), plus `residual` (a map of
     `y`'s shape, or None), then ReLU if `relu`: one pass (`addcmul`) for scale and bias, one `add` for the residual, in
     place on `y` where no gradient is recorded, else new tensors (always while torch.jit.trace records, whose check
-    reruns the code with gradients off and must see the same ops)."""
-    inplace = not torch.jit.is_tracing() and (not torch.is_grad_enabled() or not (
+    reruns the code with gradients off and must see the same ops, and under torch.compile, where the in-place `out=`
+    forms kept inductor from fusing the epilogue into one kernel: compiled, the TT model lost its gain)."""
+    compiling = False  # under torch.compile (torch >= 2.3) out of place: inductor fuses the pass itself
+    if not torch.jit.is_scripting():  # TorchScript compiles neither this branch nor torch.compiler
+        compiling = getattr(torch.compiler, "is_compiling", bool)()
+    inplace = not torch.jit.is_tracing() and not compiling and (not torch.is_grad_enabled() or not (
         y.requires_grad or (scale is not None and scale.requires_grad) or (bias is not None and bias.requires_grad)
         or (residual is not None and residual.requires_grad)))
     if scale is not None and bias is not None:
