@@ -423,8 +423,8 @@ def _sweep(rows: list[dict[str, Any]], store: Path) -> list[str]:
     """The sweep's candidates with their validation accuracy, and the choice."""
     by_name = {r["name"]: r for r in rows}
     choice = selected(store)
-    out = ["| candidate | ADMM lr = fine-tune lr | ρ at the first update | ADMM + FT epochs | Z/U updates | "
-           "validation acc. | chosen |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    out = ["| candidate | ADMM lr = fine-tune lr | ρ in the first ADMM epoch's last steps | ADMM + FT epochs | "
+           "Z/U updates | validation acc. | chosen |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, (lr, scale, admm_epochs) in SWEEP.items():
         r = by_name.get(f"sweep80_{name}")
         rho = "–" if r is None or not r["rho"] else f"{r['rho'][0]:.3g}"
