@@ -130,6 +130,19 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-1
     assert (actual - expected).abs().max().item() <= rel * scale
 
 
+def assert_folded_model_deploys(folded: torch.nn.Module, unfolded: torch.nn.Module, x: torch.Tensor) -> None:
+    """A folded model equals its unfolded twin, and so do its torch.jit.script, torch.jit.trace and torch.export
+    captures."""
+    with torch.no_grad():
+        expected = folded(x)
+        assert_close(expected, unfolded(x), rel=1e-4)
+        scripted = torch.jit.script(folded)
+        traced = torch.jit.trace(folded, x)
+        exported = torch.export.export(folded, (x,)).module()
+        for captured in (scripted, traced, exported):
+            assert_close(captured(x), expected, rel=1e-5)
+
+
 def assert_same_values_and_gradients(out: torch.Tensor, expected: torch.Tensor, inputs: list[torch.Tensor],
                                      gen: torch.Generator) -> None:
     """`out` equals `expected`, and so do their gradients with respect to `inputs` along one random probe."""

@@ -60,6 +60,12 @@ def converted(arch: str, way: str, fold_bn: bool | None = None) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if lowering.channels_last else model
 
 
+def way_input(way: str, size: tuple[int, int, int]) -> torch.Tensor:
+    """A seeded input batch in the memory format the way's models run in."""
+    x = torch.randn(BATCH, *size, generator=torch.Generator().manual_seed(1))
+    return x.contiguous(memory_format=torch.channels_last) if WAYS[way][1].channels_last else x
+
+
 @pytest.mark.parametrize("way", [pytest.param(way, marks=pytest.mark.requires_cc) if "fused" in way else way
                                  for way in WAYS])
 @pytest.mark.parametrize("arch", ["resnet20", "resnet56"])
@@ -71,9 +77,7 @@ def test_folded_resnets_equal_the_unfolded_eval_models_and_count_the_planned_mac
     assert all(layer.out_scale is not None and layer.bias is not None for layer in tt)
     in_weights = {layer.scale_site is not None for layer in tt}
     assert in_weights == ({True} if way.startswith("merged") else {False})
-    x = torch.randn(BATCH, *size, generator=torch.Generator().manual_seed(1))
-    if WAYS[way][1].channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = way_input(way, size)
     with torch.no_grad():
         expected = unfolded(x)
         assert_close(folded(x), expected, rel=1e-4)

@@ -17,7 +17,7 @@ from torch import nn
 
 from tests.helpers.batchnorm import randomize_batchnorms
 from tests.helpers.ring_cp_cases import random_cp
-from tests.helpers.runtime_cases import assert_close, plans_for, random_case, random_linear
+from tests.helpers.runtime_cases import assert_close, assert_folded_model_deploys, plans_for, random_case, random_linear
 from ttplan.core.formats import make_format
 from ttplan.core.network import build_network
 from ttplan.core.schemes import merged
@@ -198,12 +198,4 @@ def test_a_generated_model_with_folded_batchnorms_scripts_traces_and_exports(tmp
     folded, unfolded = module.convert(dense), module.convert(dense, fold_bn=False)
     assert [type(m).__name__ for m in folded][1:3] == ["Identity", "Identity"] and folded[0].apply_relu
     assert type(folded[4]).__name__ == "Identity" and folded[3].out_scale is not None
-    x = torch.randn(2, 16, 8, 8)
-    with torch.no_grad():
-        expected = folded(x)
-        assert_close(expected, unfolded(x), rel=1e-4)
-        scripted = torch.jit.script(folded)
-        traced = torch.jit.trace(folded, x)
-        exported = torch.export.export(folded, (x,)).module()
-        for captured in (scripted, traced, exported):
-            assert_close(captured(x), expected, rel=1e-5)
+    assert_folded_model_deploys(folded, unfolded, torch.randn(2, 16, 8, 8))

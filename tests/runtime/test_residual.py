@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tests.helpers.batchnorm import randomize_batchnorms
-from tests.helpers.runtime_cases import assert_close
-from tests.runtime.test_batchnorm import BATCH, FMT, WAYS, converted, resnet
+from tests.helpers.runtime_cases import assert_close, assert_folded_model_deploys
+from tests.runtime.test_batchnorm import FMT, converted, resnet, way_input
 from tests.runtime.test_deploy import import_file
 from ttplan.core.network import build_network
 from ttplan.core.schemes import merged
@@ -50,9 +50,7 @@ def test_fused_residuals_equal_the_unfolded_eval_models_and_count_the_planned_ma
         rewritten, kept = fused.get_submodule(block), bn_only.get_submodule(block)
         assert [n for n, _ in rewritten.named_children()] == [n for n, _ in kept.named_children()]
         assert repr(rewritten).startswith(type(kept).__name__ + "(") and rewritten.conv2.apply_relu
-    x = torch.randn(BATCH, *size, generator=torch.Generator().manual_seed(1))
-    if WAYS[way][1].channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = way_input(way, size)
     with torch.no_grad():
         expected = unfolded(x)
         assert_close(fused(x), expected, rel=1e-4)
@@ -173,12 +171,4 @@ def test_a_generated_model_fuses_residuals_and_scripts_traces_and_exports(tmp_pa
     module = import_file(source, tmp_path, f"deploy_residual_{int(fuse)}")
     folded, unfolded = module.convert(dense), module.convert(dense, fold_bn=False)
     assert residual_layers(folded) == ["0.conv2"] and not residual_layers(unfolded)
-    x = torch.randn(2, 16, 8, 8)
-    with torch.no_grad():
-        expected = folded(x)
-        assert_close(expected, unfolded(x), rel=1e-4)
-        scripted = torch.jit.script(folded)
-        traced = torch.jit.trace(folded, x)
-        exported = torch.export.export(folded, (x,)).module()
-        for captured in (scripted, traced, exported):
-            assert_close(captured(x), expected, rel=1e-5)
+    assert_folded_model_deploys(folded, unfolded, torch.randn(2, 16, 8, 8))
