@@ -86,7 +86,8 @@ def _admm_args(s: Settings, candidate: str, extra_epochs: int) -> tuple[str, ...
     from ttplan.training.admm import GROWTH, PULL
 
     lr, rho_scale, admm_epochs = SWEEP[candidate]
-    updates = s.admm_updates_per_epoch * 2 // admm_epochs  # the same number of Z/U updates in every candidate
+    # the same number of Z/U updates in every candidate as in the comparison's ADMM phase
+    updates = s.admm_updates_per_epoch * s.admm_epochs // admm_epochs
     out = ("--admm-epochs", str(admm_epochs), "--finetune-epochs", str(extra_epochs - admm_epochs), "--lr", str(lr),
            "--finetune-lr", str(lr), "--admm-updates-per-epoch", str(updates))
     if rho_scale is not None:
@@ -291,7 +292,7 @@ def render(store: Path, report: Path, settings: Settings, planned: list[Run]) ->
               f"- The runs named `_e{LONG_EPOCHS}` get E = {LONG_EPOCHS} extra epochs (dense, direct and ADMM + "
               "distillation at both points; all the E = 3 runs were still improving at their last epoch); each is "
               f"compared with the dense run of the same E.", ""]
-    lines += ["## Validation sweep (80% point, ADMM + distillation)", ""] + _sweep(rows, store) + [""]
+    lines += ["## Validation sweep (80% point, ADMM + distillation)", ""] + _sweep(rows, store, settings) + [""]
     bases = {r["extra_epochs"]: r["test_accuracy"] for r in dense}
     for point, label in (("80", "72% FLOPs↓ / 80% params↓"), ("65", "60% FLOPs↓ / 65% params↓")):
         point_rows = [r for r in rows if r["point"] == point and r["arm"] != "sweep"]
@@ -419,7 +420,7 @@ def _ablations(rows: list[dict[str, Any]], store: Path) -> list[str]:
     return out
 
 
-def _sweep(rows: list[dict[str, Any]], store: Path) -> list[str]:
+def _sweep(rows: list[dict[str, Any]], store: Path, settings: Settings) -> list[str]:
     """The sweep's candidates with their validation accuracy, and the choice."""
     by_name = {r["name"]: r for r in rows}
     choice = selected(store)
@@ -429,9 +430,9 @@ def _sweep(rows: list[dict[str, Any]], store: Path) -> list[str]:
         r = by_name.get(f"sweep80_{name}")
         rho = "–" if r is None or not r["rho"] else f"{r['rho'][0]:.3g}"
         acc = "not yet run" if r is None else f"{r['test_accuracy']:.2f}%"
-        updates = 2 * Settings.admm_updates_per_epoch
+        updates = settings.admm_updates_per_epoch * settings.admm_epochs
         out.append(f"| {name} | {lr} | {rho} ({'default' if scale is None else f'{scale}× default'}) | "
-                   f"{admm_epochs} + {Settings.extra_epochs - admm_epochs} | {updates} | {acc} | "
+                   f"{admm_epochs} + {settings.extra_epochs - admm_epochs} | {updates} | {acc} | "
                    f"{'**yes**' if name == choice else ''} |")
     out += ["", "Validation accuracy is on the fixed 5,000-image validation split (`--eval-split validation`), "
             "training on the same 20,000-image subset; the choice is the best of them (ties: the default)."]
