@@ -211,6 +211,60 @@ def test_both_ways_of_sharing_the_work_among_threads(threads, batch):
     assert_close(got, stock(x, wa, g, wc, [1, 2], [1, 1], [1, 1]), rel=1e-5)
 
 
+def direct_form(size, kernel, stride, padding, dilation) -> bool:
+    """Whether the built kernel reads this geometry's map in place (the direct form) rather than unfolding it."""
+    library, _ = build.load()
+    return bool(library.ttplan_direct_form(*size, *kernel, *stride, *padding, *dilation))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stride_one_convs_read_the_padded_map_in_place_and_equal_stock_ops(threads):
+    """The direct form (stride 1, padding within the dilated window's reach): every window up to 5x5, each padding
+    it allows, dilation, maps of 1 to 40 columns (wide rows past and short of a tile), with and without either
+    mixing, a bias, a residual and a ReLU, batches below and above the threads; the geometries it does not take
+    (stride 2, a padding wider than the window) are im2col's, and compute the same."""
+    rng, gen = random.Random(13), torch.Generator().manual_seed(13)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    seen = {True: 0, False: 0}
+    try:
+        for n in range(48):
+            kernel = (rng.choice([1, 3, 5]), rng.choice([1, 3, 5]))
+            dilation = [rng.choice([1, 2]), rng.choice([1, 2])]
+            reach = [dilation[a] * (kernel[a] - 1) for a in (0, 1)]
+            padding = [rng.randint(0, reach[0] // 2 + 1), rng.randint(0, reach[1] // 2 + 1)]
+            stride = [1, 1] if n % 6 else [rng.choice([1, 2]), 2]
+            size = (rng.randint(max(1, reach[0] + 1 - 2 * padding[0]), 20),
+                    rng.randint(max(1, reach[1] + 1 - 2 * padding[1]), 40))
+            batch, channels = rng.choice([1, 3]), rng.randint(1, 20)
+            r1, r2, out = rng.choice([0, 6]), rng.randint(1, 17), rng.choice([0, 9, 33])
+            x = torch.randn(batch, channels, *size, generator=gen)
+            wa = torch.randn(r1, channels, generator=gen) if r1 else None
+            g = torch.randn(r2, r1 or channels, *kernel, generator=gen)
+            wc = torch.randn(out, r2, generator=gen) if out else None
+            expected = stock(x, wa, g, wc, stride, padding, dilation)
+            bias = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
+            residual = torch.randn(expected.shape, generator=gen) if n % 3 else None
+            relu = n % 4 < 2
+            if bias is not None:
+                expected = expected + bias.view(1, -1, 1, 1)
+            if residual is not None:
+                expected = expected + residual
+            expected = torch.relu(expected) if relu else expected
+            got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu, residual=residual)
+            assert_close(got, expected, rel=1e-5)
+            direct = direct_form(size, kernel, stride, padding, dilation)
+            if direct:  # never at stride 2, nor where a row's padding is wider than the window reaches
+                assert stride == [1, 1] and padding[1] <= reach[1]
+            elif stride == [1, 1] and padding[1] <= reach[1]:  # else only where the wide rows would double the tiles
+                rows = expected.shape[2]
+                assert -(-rows * (size[1] + padding[1]) // 32) > 2 * -(-rows * expected.shape[3] // 32)
+            seen[direct] += 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen[True] > 20 and seen[False] > 5
+
+
 def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "FLAG_SETS", (("-O2",),))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
