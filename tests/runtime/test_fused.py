@@ -265,6 +265,67 @@ def test_stride_one_convs_read_the_padded_map_in_place_and_equal_stock_ops(threa
     assert seen[True] > 20 and seen[False] > 5
 
 
+def grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups):
+    """The grouped kernel's products as stock ops: a grouped 1x1 conv with `wa` in every group, the conv, `wc` along the
+    first axis of the conv result viewed as [R2 / J, J, H', W']."""
+    t = F.conv2d(x, wa[:, :, None, None].repeat(in_groups, 1, 1, 1), groups=in_groups) if wa is not None else x
+    t = F.conv2d(t, g, stride=stride, padding=padding, dilation=dilation)
+    if wc is None:
+        return t
+    batch, _, height, width = t.shape
+    t = torch.einsum("or,brjhw->bojhw", wc, t.reshape(batch, wc.shape[1], out_groups, height, width))
+    return t.reshape(batch, -1, height, width)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_grouped_mixings_and_a_scale_equal_stock_ops_and_count_their_flops(threads):
+    """hodec's merged orders mix a trailing input mode in every block of the others (in_groups) and a leading rank
+    before the kept output modes (out_groups); with a per-channel scale (a folded BatchNorm no weight can hold), a
+    bias, a residual and a ReLU, in both forms of the conv and both ways of sharing the work."""
+    rng, gen = random.Random(17), torch.Generator().manual_seed(17)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n in range(24):
+            in_groups, out_groups = rng.choice([1, 2, 4, 16]), rng.choice([1, 2, 8])
+            inner, r1 = rng.randint(1, 4), rng.randint(1, 3)
+            r2, out = rng.randint(1, 3) * out_groups, rng.randint(1, 5)
+            size, stride = (rng.randint(3, 17), rng.randint(3, 35)), rng.choice([[1, 1], [2, 2], [1, 2]])
+            x = torch.randn(rng.choice([1, 3]), inner * in_groups, *size, generator=gen)
+            wa = torch.randn(r1, inner, generator=gen)
+            g = torch.randn(r2, r1 * in_groups, 3, 3, generator=gen)
+            wc = torch.randn(out, r2 // out_groups, generator=gen)
+            expected = grouped_stock(x, wa, g, wc, stride, [1, 1], [1, 1], in_groups, out_groups)
+            scale = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
+            bias = torch.randn(expected.shape[1], generator=gen) if n % 3 else None
+            residual = torch.randn(expected.shape, generator=gen) if n % 4 else None
+            relu = n % 5 < 3
+            want = expected * (1 if scale is None else scale.view(1, -1, 1, 1))
+            want = want + (0 if bias is None else bias.view(1, -1, 1, 1)) + (0 if residual is None else residual)
+            want = torch.relu(want) if relu else want
+            with FlopCounterMode(display=False) as counter:
+                got = tucker_conv2d(x, wa, g, wc, stride, [1, 1], [1, 1], scale=scale, bias=bias, residual=residual,
+                                    relu=relu, in_groups=in_groups, out_groups=out_groups)
+            assert_close(got, want, rel=1e-5)
+            with FlopCounterMode(display=False) as stock_count:
+                grouped_stock(x, wa, g, None, stride, [1, 1], [1, 1], in_groups, out_groups)
+            pixels = expected.shape[0] * expected.shape[2] * expected.shape[3]
+            assert counter.get_total_flops() == stock_count.get_total_flops() + 2 * pixels * out * r2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(TTPlanError, match=r"in_groups=3 does not divide x's 8 channels"):
+        tucker_conv2d(torch.randn(1, 8, 5, 5), torch.randn(2, 2), torch.randn(4, 6, 3, 3), None, [1, 1], [1, 1],
+                      [1, 1], in_groups=3)
+    with pytest.raises(TTPlanError, match=r"wc of shape \[3, 4\] mixes 4 channels, but g of shape \[4, 8, 3, 3\] gives "
+                                          r"2 per group \(2 groups\): expected wc \[O, 2\]"):
+        tucker_conv2d(torch.randn(1, 8, 5, 5), None, torch.randn(4, 8, 3, 3), torch.randn(3, 4), [1, 1], [1, 1],
+                      [1, 1], out_groups=2)
+    with pytest.raises(TTPlanError, match=r"scale is torch.float32 on cpu of shape \[5\]; expected a CPU float32 "
+                                          r"tensor \[4\]"):
+        tucker_conv2d(torch.randn(1, 8, 5, 5), None, torch.randn(4, 8, 3, 3), None, [1, 1], [1, 1], [1, 1],
+                      scale=torch.randn(5))
+
+
 def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "FLAG_SETS", (("-O2",),))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -336,6 +397,39 @@ def test_layer3_0_conv1_fast_order_is_one_fused_call_in_library_and_generated_co
             with OpLog() as log, FlopCounterMode(display=False) as counter:
                 out = layer(x)
             assert "ttplan.tucker_conv2d" in log.ops
+            assert counter.get_total_flops() == plan.flops
+            assert_close(out.double(), expected, rel=1e-4)
+
+
+def test_hodec_best_order_with_small_boundary_ranks_is_one_grouped_fused_call_with_its_whole_epilogue():
+    """ResNet-56's layer2 plan: its best order mixes the last input mode in every block of the others and the first
+    output rank before the kept output modes, so no weight holds every output channel; folded with a BatchNorm, a
+    residual and a ReLU it is one grouped kernel call with scale, bias, residual and ReLU, and nothing after it, in
+    the library and the generated code; it equals conv2d with the rebuilt kernel and counts the planned FLOPs."""
+    spec = ConvSpec.make(32, 32, 3, padding=1, input_size=16)
+    fmt = make_format("hodec", spec, in_modes=(4, 4, 2), out_modes=(4, 4, 2), ranks=(1, 2, 8, 16, 16, 4, 1, 1))
+    plan = plans_for(spec, fmt, 4, fold_weights=True)["best"]
+    fused = lower(plan, FUSED).feature[0]
+    assert isinstance(fused, Fused) and (fused.in_groups, fused.out_groups) == (16, 8)
+    assert fused_form(plan).macs == plan.feature_macs
+    namespace = load_source(emit_layer(plan, "Layer", FUSED))
+    generated = namespace["Layer"]().eval()
+    library = TTConv2d(spec, fmt, plan, fold_weights=True, batch=4, lowering=FUSED).eval()
+    library.load_state_dict({f"cores.{n}": core for n, core in enumerate(generated.cores())})
+    scale, bias = torch.linspace(-1, 1, 32), torch.randn(32)
+    x, residual = torch.randn(4, 32, 16, 16), torch.randn(4, 32, 16, 16)
+    with torch.no_grad():
+        kernel = library.to_dense().double()
+        expected = F.conv2d(x.double(), kernel, padding=1) * scale.double().view(1, -1, 1, 1)
+        expected = torch.relu(expected + bias.double().view(1, -1, 1, 1) + residual.double())
+        for layer in (generated, library):  # what a folded BatchNorm, the block's add and its ReLU leave
+            layer.out_scale, layer.bias, layer.apply_relu = scale.clone(), torch.nn.Parameter(bias.clone()), True
+            layer(x, residual)  # fold once
+            with OpLog() as log, FlopCounterMode(display=False) as counter:
+                out = layer(x, residual)
+            assert "ttplan.tucker_conv2d" in log.ops
+            assert not {"aten.add_", "aten.add", "aten.addcmul", "aten.relu_", "aten.relu", "aten.mul_",
+                        "aten.mul", "aten.bmm", "aten.convolution"} & set(log.ops)
             assert counter.get_total_flops() == plan.flops
             assert_close(out.double(), expected, rel=1e-4)
 

@@ -240,17 +240,21 @@ _FUSED_METHODS = '''
         exporting = getattr(torch.compiler, "is_exporting", bool)()  # torch >= 2.4
         if not self.export_fused and (torch.jit.is_tracing() or exporting):
             return False
-        return _fused_ok(*(t for t in (x, wa, g, wc, self.bias, residual) if t is not None))
+        scale = self.out_scale if self.kernel_scales else None
+        return _fused_ok(*(t for t in (x, wa, g, wc, scale, self.bias, residual) if t is not None))
 
     @torch.jit.unused
     def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
                      residual: torch.Tensor | None = None) -> torch.Tensor:
-        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d),
-        plus the bias, plus the residual, then the ReLU with apply_relu, as the last product stores its tiles (the
-        layer's whole epilogue: a fused class holds a folded BatchNorm's scale in its weights). The weights come from
-        weights(), new tensors whenever the cores change, so their packs are kept by identity."""
+        """y = conv1x1(conv2d(conv1x1(x, wa), g), wc) in one pass per image (ttplan.runtime.kernels.tucker_conv2d;
+        its mixings grouped as fused_groups says), times a folded BatchNorm's scale where no weight holds it
+        (kernel_scales), plus the bias, plus the residual, then the ReLU with apply_relu, in the last product's output
+        pass: the layer's whole epilogue. The weights come from weights(), new tensors whenever the cores change, so
+        their packs are kept by identity."""
         return _tucker_conv2d(x, wa, g, wc, list(self.stride), list(self.padding), list(self.dilation),
-                              bias=self.bias, relu=self.apply_relu, residual=residual, owned_weights=True)
+                              scale=self.out_scale if self.kernel_scales else None, bias=self.bias,
+                              relu=self.apply_relu, residual=residual, in_groups=self.fused_groups[0],
+                              out_groups=self.fused_groups[1], owned_weights=True)
 '''
 
 _CONVERT = '''
@@ -462,7 +466,7 @@ class _Renderer:
             f"{indent}# steps {', '.join(map(str, steps))} in one pass per image: ttplan's fused CPU kernel where it",
             f"{indent}# can run (ttplan installed, a C compiler, CPU float32, no gradient needed; see fused_ok), else",
             f"{indent}# the stock ops (always in TorchScript, and by default in torch.jit.trace and torch.export)",
-            f"{indent}finished = False  # whether the kernel applied the bias{residual} and the ReLU",
+            f"{indent}finished = False  # whether the kernel applied the epilogue: scale, bias{residual}, ReLU",
             f"{indent}if not torch.jit.is_scripting() and self.fused_ok({operands}):",
             f"{inner}# -> {_show(tuple((i,) for i in ins.layout), self.program.sizes)}, plus the bias, then the ReLU",
             f"{inner}{ins.out} = self.fused_kernel({operands})",
@@ -538,10 +542,15 @@ def _render_class(plan: ContractionPlan, name: str | None = None, bias: bool | N
     bias = spec.bias if bias is None else bias
     render = _Renderer(program)
     lines = [f"class {name}(_TTLayer):", *_doc(plan, program), "", *_constants(plan, bias)]
-    if any(isinstance(ins, Fused) for ins in program.feature):
+    fused = [ins for ins in program.feature if isinstance(ins, Fused)]
+    if fused:
         keep = program.lowering.export_fused
         lines.append(f"    export_fused = {keep}  # torch.jit.trace / torch.export capture "
                      + ("the fused op: they need ttplan to run" if keep else "stock ops: they run without ttplan"))
+        lines.append(f"    fused_groups = ({fused[0].in_groups}, {fused[0].out_groups})  # the kernel's in_groups, "
+                     "out_groups: the mixings' groups (1: plain)")
+        lines.append(f"    kernel_scales = {scale_site(program) is None}  # whether the kernel multiplies by a folded "
+                     "BatchNorm's scale (no weight holds every output channel)")
     lines.append("")
     lines += _weights_method(program, render)
     lines += _forward_method(program, render)
@@ -721,14 +730,13 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
     if program.lowering.channels_last:
         lines.append("        x = x.permute(0, 2, 3, 1)  # [B, H, W, I]: a view of a channels-last input")
     lines += render.block(program.feature, "        ")
-    if scale_site(program) is None:
-        lines += [f"        if self.out_scale is not None or self.bias is not None or self.apply_relu{extra}:",
-                  f"            y = epilogue(y, self.out_scale, self.bias, self.apply_relu{passed})"]
-    else:  # the scale is in the weights; where the fused kernel ran (a fused class's last product), so is the rest
-        fused = any(isinstance(ins, Fused) for ins in program.feature)
-        lines += [f"        if {'not finished and (' if fused else ''}self.bias is not None or self.apply_relu{extra}"
-                  f"{')' if fused else ''}:",
-                  f"            y = epilogue(y, None, self.bias, self.apply_relu{passed})"]
+    # where the fused kernel ran (a fused class), it ran the whole epilogue; else the scale where no weight holds it
+    fused = any(isinstance(ins, Fused) for ins in program.feature)
+    scale = "self.out_scale" if scale_site(program) is None else "None"
+    test = ("self.out_scale is not None or " if scale != "None" else "") + \
+        f"self.bias is not None or self.apply_relu{extra}"
+    lines += [f"        if {f'not finished and ({test})' if fused else test}:",
+              f"            y = epilogue(y, {scale}, self.bias, self.apply_relu{passed})"]
     lines.append(f"        return y.reshape(lead + [{spec.out_channels}])" if spec.linear else "        return y")
     return lines
 

@@ -171,6 +171,11 @@ class Fused:
     mix_out: str | None
     layout: tuple[str, ...]
     parts: tuple[Reshape | MatMul | Conv, ...]
+    #: the mixings' groups (`tucker_conv2d`'s `in_groups`, `out_groups`): blocks of input channels `mix_in` mixes alike
+    #: (the leading input modes it keeps open), interleaved conv channels `mix_out` mixes alike (the trailing output
+    #: modes it keeps open)
+    in_groups: int = 1
+    out_groups: int = 1
 
 
 Instruction = Reshape | MatMul | Conv | Fused
@@ -459,16 +464,28 @@ def _view(ins: Instruction, tail: tuple[tuple[str, ...], ...]) -> bool:
             and ins.groups[0] == ("b",) and ins.groups[2:] == tail)
 
 
-def _mixing(view: Instruction, product: Instruction) -> bool:
-    """`product` is a channel mixing of an NCHW map, `[N, K] @ [b, K, s]` per image (bmm or 1x1 conv), of `view`."""
-    return (isinstance(product, MatMul) and product.batch == ("b",) and not product.shared and not product.nhwc
-            and product.right == view.out and _view(view, PLANE if product.conv1x1 else FLAT))
+def _mixing(view: Instruction, product: Instruction, sizes: dict[str, int], side: str) -> int | None:
+    """The groups of `product` if it is a channel mixing of the NCHW map `view` views, else None: `[N, K] @ [b, K, s]`
+    per image (bmm or 1x1 conv; 1 group); or, on the input `side`, `[N, K] @ [(b kept), K, s]`, the map's leading
+    channel indices kept open (their product of groups); or, on the output side, `[N, K] @ [b, K, (kept s)]`, its
+    trailing ones (`Fused.in_groups`, `out_groups`)."""
+    if not (isinstance(product, MatMul) and not product.shared and not product.nhwc and product.right == view.out
+            and isinstance(view, Reshape) and view.perm is None and view.after is None):
+        return None
+    if product.conv1x1:
+        return 1 if product.batch == ("b",) and _view(view, PLANE) else None
+    groups = view.groups
+    if len(groups) != 3 or groups[0][:1] != ("b",) or groups[2][-1:] != ("s",) or product.batch != groups[0]:
+        return None
+    if (side == "in" and groups[2] != ("s",)) or (side == "out" and groups[0] != ("b",)):
+        return None
+    return group_size(groups[0][1:] if side == "in" else groups[2][:-1], sizes)
 
 
 def fuse(program: Program) -> Program:
     """`program` with its feature-map steps as one `Fused` instruction where they are a channel mixing of the input,
-    the conv and a channel mixing (either mixing may be absent) on NCHW maps, all reshapes views; else unchanged.
-    These are exactly the plans `ttplan.core.fusion.fused_form` describes (tested)."""
+    the conv and a channel mixing (either mixing may be absent, either may be grouped: `_mixing`) on NCHW maps, all
+    reshapes views; else unchanged. These are exactly the plans `ttplan.core.fusion.fused_form` describes (tested)."""
     feature = program.feature
     if program.lowering.channels_last or program.pad is not None or len(feature) < 3 or not _view(feature[-1], PLANE):
         return program  # the kernel pads zeros symmetrically, as conv2d does
@@ -481,15 +498,17 @@ def fuse(program: Program) -> Program:
     if conv.groups or conv.axes != (True, True) or conv.nhwc or conv.src != into.out or not _view(into, PLANE):
         return program
     before, after = body[: at - 1], body[at + 1:]
-    if before and not _mixing(*before):
-        return program
-    if after and not (len(after) == 2 and after[0].src == conv.out and _mixing(*after)):
+    in_groups = _mixing(*before, program.sizes, "in") if before else 1
+    out_groups = 1
+    if after:
+        out_groups = _mixing(*after, program.sizes, "out") if len(after) == 2 and after[0].src == conv.out else None
+    if in_groups is None or out_groups is None:
         return program
     if (before[0] if before else into).src != INPUT or into.src != (before[1].out if before else INPUT):
         return program
     last = after[1] if after else conv
     fused = Fused(conv.step, last.out, INPUT, before[1].left if before else None, conv.weight,
-                  after[1].left if after else None, last.layout, body)
+                  after[1].left if after else None, last.layout, body, in_groups, out_groups)
     return replace(program, feature=(fused, feature[-1]))
 
 
@@ -526,11 +545,11 @@ def group_size(group: tuple[str, ...], sizes: dict[str, int]) -> int:
 
 def execute(program: Program, instructions: tuple[Instruction, ...], env: dict[str, torch.Tensor],
             sizes: dict[str, int], owned: bool = False,
-            tail: tuple[torch.Tensor | None, bool, torch.Tensor | None] | None = None) -> bool:
+            tail: tuple[torch.Tensor | None, torch.Tensor | None, bool, torch.Tensor | None] | None = None) -> bool:
     """Run instructions on `env` (names to tensors), updating the map size after the conv. `owned`: the weights in
-    `env` are new tensors whenever their values change (a layer's folded operands; `tucker_conv2d`). `tail`: (bias,
-    relu, residual) for the fused kernel to apply as it stores the result of a `Fused` instruction, the program's last
-    product; returns whether it did."""
+    `env` are new tensors whenever their values change (a layer's folded operands; `tucker_conv2d`). `tail`: (scale,
+    bias, relu, residual) for the fused kernel to apply as it stores the result of a `Fused` instruction, the
+    program's last product; returns whether it did."""
     applied = False
     for ins in instructions:
         if isinstance(ins, Fused):
@@ -580,19 +599,20 @@ def fused_operands(ins: Fused, env: dict[str, torch.Tensor]
 
 
 def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes: dict[str, int],
-               owned: bool = False, tail: tuple[torch.Tensor | None, bool, torch.Tensor | None] | None = None) -> bool:
-    """The fused kernel where it may run (CPU, float32, no gradient needed, built), with the `tail` (bias, relu,
-    residual) in its
-    output pass, else the stock instructions; stock ones too where a graph is captured for use elsewhere
-    (`capturing`), unless `export_fused`. Returns whether the kernel applied the tail."""
+               owned: bool = False,
+               tail: tuple[torch.Tensor | None, torch.Tensor | None, bool, torch.Tensor | None] | None = None) -> bool:
+    """The fused kernel where it may run (CPU, float32, no gradient needed, built), with the `tail` (scale, bias, relu,
+    residual) in its output pass, else the stock instructions; stock ones too where a graph is captured for use
+    elsewhere (`capturing`), unless `export_fused`. Returns whether the kernel applied the tail."""
     x, wa, g, wc = fused_operands(ins, env)
-    bias, relu, residual = tail if tail is not None else (None, False, None)
+    scale, bias, relu, residual = tail if tail is not None else (None, None, False, None)
     if ((capturing() and not program.lowering.export_fused)
-            or not fused_available(*(t for t in (x, wa, g, wc, bias, residual) if t is not None))):
+            or not fused_available(*(t for t in (x, wa, g, wc, scale, bias, residual) if t is not None))):
         execute(program, ins.parts, env, sizes)
         return False
     out = tucker_conv2d(x, wa, g, wc, list(program.stride), list(program.padding), list(program.dilation),
-                        bias=bias, relu=relu, residual=residual, owned_weights=owned)
+                        scale=scale, bias=bias, relu=relu, residual=residual, in_groups=ins.in_groups,
+                        out_groups=ins.out_groups, owned_weights=owned)
     _map_size_from(out, sizes)
     env[ins.out] = out
     return tail is not None
@@ -667,7 +687,8 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     if program.lowering.channels_last:  # (b, s, i…): a view of a channels-last input (else the first reshape copies)
         x = x.permute(0, 2, 3, 1)
     env = {INPUT: x, **folded}
-    tail = (bias, relu, residual) if scale is None and (bias is not None or relu or residual is not None) else None
+    tail = (scale, bias, relu, residual) if (scale is not None or bias is not None or relu or residual is not None) \
+        else None
     if residual is not None:
         _check_residual(program, residual, sizes)
     applied = execute(program, program.feature, env, sizes, owned, tail)

@@ -80,7 +80,7 @@ def _open(path: Path) -> ctypes.CDLL | None:
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] + \
         [ctypes.c_int] * 3 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] + [ctypes.c_int] * 8 + \
-        [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4  # y, scale, bias, residual; relu, groups in and out, threads
     return library
 
 

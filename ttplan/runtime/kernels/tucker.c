@@ -99,24 +99,24 @@ static inline void tile(int K, const float *restrict a, const float *restrict b,
         for (int v0 = 0; v0 < NV; v0 += SV) block(K, a, b, off, acc, r0, v0, r0 == 0 && v0 == 0);
 }
 
-/* The epilogue of one stored row segment: plus bias, plus residual (NULL: none), then ReLU (NaN kept, as torch.relu);
- * one loop for each combination, so that each element is written once and every loop vectorizes */
-static inline void finish(float *restrict d, const float *restrict s, int len, float bias, const float *restrict res,
-                          int relu_on) {
+/* The epilogue of one stored row segment: times scale, plus bias, plus residual (NULL: none), then ReLU (NaN kept, as
+ * torch.relu); one loop for each combination, so that each element is written once and every loop vectorizes */
+static inline void finish(float *restrict d, const float *restrict s, int len, float scale, float bias,
+                          const float *restrict res, int relu_on) {
     if (res && relu_on)
         for (int t = 0; t < len; t++) {
-            float v = s[t] + bias + res[t];
+            float v = s[t] * scale + bias + res[t];
             d[t] = v < 0.f ? 0.f : v;
         }
     else if (res)
-        for (int t = 0; t < len; t++) d[t] = s[t] + bias + res[t];
+        for (int t = 0; t < len; t++) d[t] = s[t] * scale + bias + res[t];
     else if (relu_on)
         for (int t = 0; t < len; t++) {
-            float v = s[t] + bias;
+            float v = s[t] * scale + bias;
             d[t] = v < 0.f ? 0.f : v;
         }
     else
-        for (int t = 0; t < len; t++) d[t] = s[t] + bias;
+        for (int t = 0; t < len; t++) d[t] = s[t] * scale + bias;
 }
 
 /* Store a tile's mb rows and nb columns into C, rows ldc apart; with `bias` (the tile's first row's entry) each row
@@ -255,12 +255,18 @@ static void share(int n, int t, int threads, int *lo, int *hi) {
  * that buffer shifted by c CS + kh dh Wp + kw dw, read in place. The conv computes NW = OH Wp "wide" columns, of which
  * OW of every Wp are outputs (the rest, a padding's worth per row, are computed and dropped), rounded up to whole
  * tiles (NWr); the last product stores them in a staging buffer, from which each output row is copied to y with the
- * epilogue. */
+ * epilogue. That staged epilogue also serves a per-channel scale and grouped output mixings (J > 1), whose output
+ * channel is not a tile's row alone; otherwise the last product applies the epilogue to its tiles as it stores them.
+ * Grouped mixings: Wa [R1 / G, C / G] maps channels [g C/G, (g+1) C/G) to [g R1/G, (g+1) R1/G) for each of G blocks;
+ * Wc [O / J, R2 / J] maps the conv result, viewed as [R2 / J, J OH OW], to [O / J, J OH OW]: output channel
+ * o J + j from conv channels r J + j. */
 typedef struct {
     int C, H, W, R1, R2, KH, KW, O, sh, sw, ph, pw, dh, dw, OH, OW;
-    const float *At, *Gt, *Ct, *bias;
+    int G, J; /* the mixings' groups: Wa mixes each of G blocks of channels, Wc each of J interleaved ones */
+    const float *At, *Gt, *Ct, *scale, *bias;
     int relu_on;
     int direct, Wp, CS, S, NWr;
+    int staged; /* the last product stores as it is, and a pass per output row applies the epilogue */
     int *offA, *offG, *offC; /* the three products' B row offsets */
 } Layer;
 
@@ -294,8 +300,12 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     int HW = L->H * L->W, OHW = L->OH * L->OW, Cin = L->R1 ? L->R1 : L->C, lo, hi, N = conv_columns(L);
     int KK = Cin * L->KH * L->KW, out = L->O ? L->O : L->R2;
     if (L->R1) {
+        int rows = L->R1 / L->G, inner = L->C / L->G;
         share(HW, t, threads, &lo, &hi);
-        if (hi > lo) gemm(L->R1, lo, hi, L->C, L->At, xb, L->offA, t1, HW, panel, NULL, NULL, 0);
+        if (hi > lo)
+            for (int g = 0; g < L->G; g++)
+                gemm(rows, lo, hi, inner, L->At, xb + (size_t)g * inner * HW, L->offA, t1 + (size_t)g * rows * HW, HW,
+                     panel, NULL, NULL, 0);
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -313,9 +323,9 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     if (threads > 1) {
 #pragma omp barrier
     }
-    /* the last product stores into y with the epilogue (im2col) or into the staging buffer as it is (direct) */
-    float *last = L->direct ? stage : yb;
-    int ld = L->direct ? N : OHW, tail = !L->direct;
+    /* the last product stores into y with the epilogue, or into the staging buffer as it is (`staged`) */
+    float *last = L->staged ? stage : yb;
+    int ld = L->staged ? N : OHW, tail = !L->staged;
     share(N, t, threads, &lo, &hi);
     if (hi > lo) {
         if (L->O)
@@ -328,19 +338,23 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
         if (threads > 1) {
 #pragma omp barrier
         }
+        /* grouped: [R2 / J, J N] -> [O / J, J N], the columns of every group in one product */
+        int wide = L->J * N;
+        share(wide, t, threads, &lo, &hi);
         if (hi > lo)
-            gemm(L->O, lo, hi, L->R2, L->Ct, t2, L->offC, last, ld, panel, tail ? L->bias : NULL, tail ? rb : NULL,
-                 tail && L->relu_on);
+            gemm(L->O / L->J, lo, hi, L->R2 / L->J, L->Ct, t2, L->offC, last, L->J * ld, panel,
+                 tail ? L->bias : NULL, tail ? rb : NULL, tail && L->relu_on);
     }
-    if (L->direct) {
+    if (L->staged) {
         if (threads > 1) {
 #pragma omp barrier
         }
+        int row = L->direct ? L->Wp : L->OW; /* a staged row's stride: wide rows (direct) or the output's */
         for (int c = out * t / threads; c < out * (t + 1) / threads; c++)
             for (int oh = 0; oh < L->OH; oh++) {
                 size_t at = (size_t)c * OHW + (size_t)oh * L->OW;
-                finish(yb + at, stage + (size_t)c * N + (size_t)oh * L->Wp, L->OW, L->bias ? L->bias[c] : 0.f,
-                       rb ? rb + at : NULL, L->relu_on);
+                finish(yb + at, stage + (size_t)c * N + (size_t)oh * row, L->OW, L->scale ? L->scale[c] : 1.f,
+                       L->bias ? L->bias[c] : 0.f, rb ? rb + at : NULL, L->relu_on);
             }
     }
     if (threads > 1) {
@@ -357,19 +371,21 @@ int ttplan_direct_form(int H, int W, int KH, int KW, int sh, int sw, int ph, int
 }
 
 /* Wa, G and Wc arrive packed in row blocks of MR: block j holds rows j*MR... of the [M, K] matrix as [K][MR], zero
- * rows past M (G as its [R2, R1*KH*KW] matrix), so that a tile reads its block of A contiguously. `bias` (NULL for
- * none) holds a float per output channel, added by the last product, then `res` (NULL for none: a residual laid out
- * as y, [B, O, OH, OW] contiguous), then a ReLU where `relu_on`.
+ * rows past M (G as its [R2, R1*KH*KW] matrix), so that a tile reads its block of A contiguously; Wa is
+ * [R1 / Gin, C / Gin] and Wc [O / Jout, R2 / Jout] (grouped mixings, `Layer`; 1 and 1: plain ones). `scale` and `bias`
+ * (NULL for none) hold a float per output channel: the result times the scale, plus the bias, then plus `res` (NULL
+ * for none: a residual laid out as y, [B, O, OH, OW] contiguous), then a ReLU where `relu_on`.
  * Returns 0, or 1 when memory for the buffers could not be had (nothing is computed). Images are shared among
  * the threads when there are at least as many as threads; otherwise each image's columns are. */
 int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
                          int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
-                         int dw, int OH, int OW, float *y, const float *bias, const float *res, int relu_on,
-                         int threads) {
+                         int dw, int OH, int OW, float *y, const float *scale, const float *bias, const float *res,
+                         int relu_on, int Gin, int Jout, int threads) {
     Layer L = {.C = C, .H = H, .W = W, .R1 = R1, .R2 = R2, .KH = KH, .KW = KW, .O = O, .sh = sh, .sw = sw, .ph = ph,
-               .pw = pw, .dh = dh, .dw = dw, .OH = OH, .OW = OW, .At = Wa, .Gt = G, .Ct = Wc, .bias = bias,
-               .relu_on = relu_on};
+               .pw = pw, .dh = dh, .dw = dw, .OH = OH, .OW = OW, .G = R1 ? Gin : 1, .J = O ? Jout : 1, .At = Wa,
+               .Gt = G, .Ct = Wc, .scale = scale, .bias = bias, .relu_on = relu_on};
     plan_direct(&L);
+    L.staged = L.direct || L.J > 1 || scale;
     int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW, N = conv_columns(&L);
     int maxk = KK > C ? KK : C; /* the largest inner size of the three products */
     if (R2 > maxk) maxk = R2;
@@ -377,7 +393,7 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
     /* the padded map (direct) with the slack the last tile's wide columns read past it, or the unfolded map */
     size_t t1_size = R1 ? (size_t)R1 * HW : 0, t2_size = O ? (size_t)R2 * N : 0;
     size_t map_size = L.direct ? (size_t)Cin * L.CS + (size_t)(KW - 1) * dw + NR + VL : (size_t)KK * OHW;
-    size_t stage_size = L.direct ? (size_t)(O ? O : R2) * N : 0;
+    size_t stage_size = L.staged ? (size_t)(O ? O : R2) * N : 0;
     size_t panel_size = (size_t)maxk * NR + (size_t)maxk; /* K x NR floats, then K ints */
     int failed = 0;
     L.offA = malloc(sizeof(int) * (size_t)(C > 0 ? C : 1));
@@ -389,8 +405,8 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
         free(L.offC);
         return 1;
     }
-    for (int k = 0; k < C; k++) L.offA[k] = k * HW;
-    for (int k = 0; k < R2; k++) L.offC[k] = k * N;
+    for (int k = 0; k < C / L.G; k++) L.offA[k] = k * HW;
+    for (int k = 0; k < R2 / L.J; k++) L.offC[k] = k * L.J * N; /* t2 viewed as [R2 / J, J N] */
     for (int c = 0, k = 0; c < Cin; c++)
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++, k++)

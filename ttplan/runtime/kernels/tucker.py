@@ -1,9 +1,10 @@
 """`ttplan::tucker_conv2d`: a 1x1 mixing, a k_h x k_w conv and a 1x1 mixing as one torch op, run by the fused C kernel.
 
 `y = conv1x1(conv2d(conv1x1(x, wa), g, stride, padding, dilation), wc)`, with `wa` or `wc` None for no mixing on
-that side; optionally plus a `bias` per output channel, plus a `residual` map of the output's shape, and then a ReLU,
-applied as the last product stores its tiles (what a folded BatchNorm, a ResNet block's add and the ReLU after it leave
-a layer: `ttplan.runtime.epilogue`), which count no FLOP. It
+that side; optionally times a `scale` and plus a `bias` per output channel, plus a `residual` map of the output's
+shape, and then a ReLU, in the last product's output pass (what a folded BatchNorm, a ResNet block's add and the ReLU
+after it leave a layer: `ttplan.runtime.epilogue`), which count no FLOP. The mixings may be grouped, as hodec's
+merged orders leave them (`in_groups`, `out_groups`: `tucker_conv2d`). It
 is a registered custom op, so `FlopCounterMode` counts it (2 x the three products' MACs, exactly what the kernel
 computes), `torch.compile` traces it, and a fake tensor gives its shape. It is an inference op: it has no autograd
 formula, and `fused_available` says when a caller may use it (CPU, float32, no gradient needed, the kernel built);
@@ -70,15 +71,21 @@ def _matrix_ok(w: torch.Tensor | None, columns: int) -> bool:
 
 
 def _operands_ok(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-                 stride: list[int], padding: list[int], dilation: list[int]) -> bool:
+                 stride: list[int], padding: list[int], dilation: list[int], in_groups: int = 1,
+                 out_groups: int = 1) -> bool:
     """The common case of `check_operands`, in few steps: every operand as the kernel reads it."""
     if not (isinstance(x, torch.Tensor) and isinstance(g, torch.Tensor) and x.dtype is torch.float32
             and g.dtype is torch.float32 and x.is_cpu and g.is_cpu and x.dim() == 4 and g.dim() == 4):
         return False
+    if type(in_groups) is not int or type(out_groups) is not int or in_groups < 1 or out_groups < 1:
+        return False
     _, channels, height, width = x.shape
     rows, into, kh, kw = g.shape
-    if (min(channels, height, width, rows, kh, kw) < 1 or not _matrix_ok(wa, channels)
-            or into != (wa.shape[0] if wa is not None else channels) or not _matrix_ok(wc, rows)):
+    if channels % in_groups or rows % out_groups:
+        return False
+    if (min(channels, height, width, rows, kh, kw) < 1 or not _matrix_ok(wa, channels // in_groups)
+            or into != (wa.shape[0] * in_groups if wa is not None else channels)
+            or not _matrix_ok(wc, rows // out_groups)):
         return False
     for pair in (stride, padding, dilation):
         if type(pair) not in (list, tuple) or len(pair) != 2 or type(pair[0]) is not int or type(pair[1]) is not int:
@@ -89,11 +96,16 @@ def _operands_ok(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: 
 
 
 def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-                   stride: list[int], padding: list[int], dilation: list[int]) -> None:
+                   stride: list[int], padding: list[int], dilation: list[int], in_groups: int = 1,
+                   out_groups: int = 1) -> None:
     """One-line error naming the first argument the kernel cannot take: CPU float32 tensors, x [B, C, H, W],
-    wa [R1, C], g [R2, R1 (or C), k_h, k_w], wc [O, R2], an output of at least 1 x 1. Layouts do not matter."""
-    if _operands_ok(x, wa, g, wc, stride, padding, dilation):
+    wa [R1, C / in_groups], g [R2, R1 in_groups (or C), k_h, k_w], wc [O, R2 / out_groups], an output of at least
+    1 x 1. Layouts do not matter."""
+    if _operands_ok(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups):
         return
+    for name, groups in (("in_groups", in_groups), ("out_groups", out_groups)):
+        if type(groups) is not int or groups < 1:
+            raise TTPlanError(f"tucker_conv2d: {name}={groups!r}, expected an int >= 1")
     named = {"x": x, "wa": wa, "g": g, "wc": wc}
     for name, tensor in named.items():
         if tensor is None and name in ("wa", "wc"):
@@ -109,17 +121,23 @@ def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc
             raise TTPlanError(f"tucker_conv2d: {name} of shape {list(tensor.shape)}, expected {shape} with "
                               "sizes of at least 1")
     channels = x.shape[1]
-    if wa is not None and wa.shape[1] != channels:
+    if channels % in_groups:
+        raise TTPlanError(f"tucker_conv2d: in_groups={in_groups} does not divide x's {channels} channels")
+    if wa is not None and wa.shape[1] != channels // in_groups:
         raise TTPlanError(f"tucker_conv2d: wa of shape {list(wa.shape)} mixes {wa.shape[1]} channels, but x of "
-                          f"shape {list(x.shape)} has {channels}: expected wa [R1, {channels}]")
-    into = wa.shape[0] if wa is not None else channels
+                          f"shape {list(x.shape)} has {channels // in_groups} per group ({in_groups} groups): "
+                          f"expected wa [R1, {channels // in_groups}]")
+    into = wa.shape[0] * in_groups if wa is not None else channels
     if g.shape[1] != into:
-        what = f"wa's {into} rows" if wa is not None else f"x's {into} channels"
+        what = f"wa's {wa.shape[0]} rows in each of {in_groups} groups" if wa is not None else f"x's {into} channels"
         raise TTPlanError(f"tucker_conv2d: g of shape {list(g.shape)} reads {g.shape[1]} channels, but gets "
                           f"{what}: expected g [R2, {into}, k_h, k_w]")
-    if wc is not None and wc.shape[1] != g.shape[0]:
+    if g.shape[0] % out_groups:
+        raise TTPlanError(f"tucker_conv2d: out_groups={out_groups} does not divide g's {g.shape[0]} output channels")
+    if wc is not None and wc.shape[1] != g.shape[0] // out_groups:
         raise TTPlanError(f"tucker_conv2d: wc of shape {list(wc.shape)} mixes {wc.shape[1]} channels, but g of "
-                          f"shape {list(g.shape)} gives {g.shape[0]}: expected wc [O, {g.shape[0]}]")
+                          f"shape {list(g.shape)} gives {g.shape[0] // out_groups} per group ({out_groups} groups): "
+                          f"expected wc [O, {g.shape[0] // out_groups}]")
     _pair("stride", stride, 1)
     _pair("padding", padding, 0)
     _pair("dilation", dilation, 1)
@@ -130,16 +148,18 @@ def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc
                       "lists of two ints")  # what _operands_ok refused and no check above names
 
 
-def check_bias(bias: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None) -> None:
-    """One-line error unless `bias` is None or a CPU float32 `[O]` tensor, one entry per output channel."""
+def check_bias(bias: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None, out_groups: int = 1,
+               name: str = "bias") -> None:
+    """One-line error unless `bias` (or the `scale`, by `name`) is None or a CPU float32 `[O]` tensor, one entry per
+    output channel."""
     if bias is None:
         return
-    channels = wc.shape[0] if wc is not None else g.shape[0]
+    channels = wc.shape[0] * out_groups if wc is not None else g.shape[0]
     if not isinstance(bias, torch.Tensor) or bias.dtype != torch.float32 or bias.device.type != "cpu" \
             or tuple(bias.shape) != (channels,):
         what = (f"{bias.dtype} on {bias.device} of shape {list(bias.shape)}" if isinstance(bias, torch.Tensor)
                 else f"a {type(bias).__name__}")
-        raise TTPlanError(f"tucker_conv2d: bias is {what}; expected a CPU float32 tensor [{channels}], one entry per "
+        raise TTPlanError(f"tucker_conv2d: {name} is {what}; expected a CPU float32 tensor [{channels}], one entry per "
                           "output channel")
 
 
@@ -156,35 +176,38 @@ def check_residual(residual: torch.Tensor | None, shape: list[int]) -> None:
 
 
 def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int], padding: list[int],
-           dilation: list[int]) -> list[int]:
+           dilation: list[int], out_groups: int = 1) -> list[int]:
     height, width = (_output_size(x.shape[2 + a], g.shape[2 + a], stride[a], padding[a], dilation[a]) for a in (0, 1))
-    return [x.shape[0], (wc.shape[0] if wc is not None else g.shape[0]), height, width]
+    return [x.shape[0], (wc.shape[0] * out_groups if wc is not None else g.shape[0]), height, width]
 
 
 def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
             stride: list[int], padding: list[int], dilation: list[int], cache: bool = False,
             owned: bool = False, bias: torch.Tensor | None = None, relu: bool = False,
-            residual: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`); `bias`,
-    `residual` and `relu`: the last product's epilogue."""
+            residual: torch.Tensor | None = None, scale: torch.Tensor | None = None, in_groups: int = 1,
+            out_groups: int = 1) -> torch.Tensor:
+    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`); `scale`,
+    `bias`, `residual` and `relu`: the last product's epilogue; `in_groups`, `out_groups`: the mixings' groups."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
     x = x.contiguous()
-    y = torch.empty(_shape(x, g, wc, stride, padding, dilation), dtype=x.dtype)
+    y = torch.empty(_shape(x, g, wc, stride, padding, dilation, out_groups), dtype=x.dtype)
     batch, channels, height, width = x.shape
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
     packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
+    scale = None if scale is None else scale.detach().contiguous()
     bias = None if bias is None else bias.detach().contiguous()
     residual = None if residual is None else residual.detach().contiguous()  # NCHW, as y
     failed = library.ttplan_tucker_conv2d(
-        batch, channels, height, width, x.data_ptr(), wa.shape[0] if wa is not None else 0,
+        batch, channels, height, width, x.data_ptr(), wa.shape[0] * in_groups if wa is not None else 0,
         packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
-        packed_g.data_ptr(), wc.shape[0] if wc is not None else 0,
+        packed_g.data_ptr(), wc.shape[0] * out_groups if wc is not None else 0,
         packed_c.data_ptr() if packed_c is not None else None, stride[0], stride[1],
         padding[0], padding[1], dilation[0], dilation[1], y.shape[2], y.shape[3], y.data_ptr(),
-        bias.data_ptr() if bias is not None else None, residual.data_ptr() if residual is not None else None,
-        int(bool(relu)), torch.get_num_threads())
+        scale.data_ptr() if scale is not None else None, bias.data_ptr() if bias is not None else None,
+        residual.data_ptr() if residual is not None else None, int(bool(relu)), in_groups, out_groups,
+        torch.get_num_threads())
     if failed:
         raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
     return y
@@ -193,19 +216,28 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
 @torch.library.custom_op("ttplan::tucker_conv2d", mutates_args=())
 def _op(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
         stride: list[int], padding: list[int], dilation: list[int], bias: torch.Tensor | None = None,
-        relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
-    check_operands(x, wa, g, wc, stride, padding, dilation)  # also where the op is called by name
-    check_bias(bias, g, wc)
-    check_residual(residual, _shape(x, g, wc, stride, padding, dilation))
-    return _kernel(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu, residual=residual)
+        relu: bool = False, residual: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+        in_groups: int = 1, out_groups: int = 1) -> torch.Tensor:
+    _check_all(x, wa, g, wc, stride, padding, dilation, bias, residual, scale, in_groups, out_groups)
+    return _kernel(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu, residual=residual, scale=scale,
+                   in_groups=in_groups, out_groups=out_groups)
 
 
 @_op.register_fake
-def _(x, wa, g, wc, stride, padding, dilation, bias=None, relu=False, residual=None):
-    check_operands(x, wa, g, wc, stride, padding, dilation)
-    check_bias(bias, g, wc)
-    check_residual(residual, _shape(x, g, wc, stride, padding, dilation))
-    return x.new_empty(_shape(x, g, wc, stride, padding, dilation))
+def _(x, wa, g, wc, stride, padding, dilation, bias=None, relu=False, residual=None, scale=None, in_groups=1,
+      out_groups=1):
+    _check_all(x, wa, g, wc, stride, padding, dilation, bias, residual, scale, in_groups, out_groups)
+    return x.new_empty(_shape(x, g, wc, stride, padding, dilation, out_groups))
+
+
+def _check_all(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+               stride: list[int], padding: list[int], dilation: list[int], bias: torch.Tensor | None,
+               residual: torch.Tensor | None, scale: torch.Tensor | None, in_groups: int, out_groups: int) -> None:
+    """Every check of the op's arguments, one line for the first that fails (also where it is called by name)."""
+    check_operands(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups)
+    check_bias(bias, g, wc, out_groups)
+    check_bias(scale, g, wc, out_groups, name="scale")
+    check_residual(residual, _shape(x, g, wc, stride, padding, dilation, out_groups))
 
 
 def _plain_eager(tensors: tuple[torch.Tensor | None, ...]) -> bool:
@@ -229,11 +261,16 @@ def capturing() -> bool:
 
 def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
                   stride: list[int], padding: list[int], dilation: list[int], *, bias: torch.Tensor | None = None,
-                  relu: bool = False, residual: torch.Tensor | None = None,
-                  owned_weights: bool = False) -> torch.Tensor:
+                  relu: bool = False, residual: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                  in_groups: int = 1, out_groups: int = 1, owned_weights: bool = False) -> torch.Tensor:
     """x [B, C, H, W] (NCHW), wa [R1, C] or None, g [R2, R1 or C, k_h, k_w], wc [O, R2] or None -> [B, O, H', W'];
-    plus `bias` [O], plus `residual` [B, O, H', W'] (any layout) and then ReLU where given (`relu`), as the last
-    product stores its tiles: no pass of their own.
+    times `scale` [O] and plus `bias` [O], plus `residual` [B, O, H', W'] (any layout) and then ReLU where given
+    (`relu`), in the last product's output pass: no pass of their own.
+
+    Grouped mixings (as hodec's merged orders leave them): with `in_groups` G, `wa` [R1, C / G] mixes each of G
+    consecutive blocks of C / G input channels into R1 channels, so the conv reads G R1 (`g` [R2, G R1, k_h, k_w]);
+    with `out_groups` J, `wc` [O, R2 / J] mixes the conv result viewed as [R2 / J, J, H', W'] along its first axis,
+    giving O J output channels (output channel o J + j from conv channels r J + j).
 
     The registered op `torch.ops.ttplan.tucker_conv2d` wherever something watches ops (a dispatch mode such as
     `FlopCounterMode`, fake tensors, tracing, `torch.compile`); in plain eager the kernel is called directly,
@@ -243,26 +280,25 @@ def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc:
     The weights' packed forms are kept while they hold the same values. `owned_weights`: the caller makes new
     weight tensors whenever their values change (as TT layers do with their folded operands), so the packs are
     kept by identity alone, without comparing values (a `torch.equal` per weight and call)."""
-    check_operands(x, wa, g, wc, stride, padding, dilation)
-    check_bias(bias, g, wc)
-    check_residual(residual, _shape(x, g, wc, stride, padding, dilation))
-    if _plain_eager((x, wa, g, wc, bias, residual)):
+    _check_all(x, wa, g, wc, stride, padding, dilation, bias, residual, scale, in_groups, out_groups)
+    if _plain_eager((x, wa, g, wc, bias, residual, scale)):
         return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, owned=owned_weights, bias=bias, relu=relu,
-                       residual=residual)
-    return _op(x, wa, g, wc, stride, padding, dilation, bias, relu, residual)
+                       residual=residual, scale=scale, in_groups=in_groups, out_groups=out_groups)
+    return _op(x, wa, g, wc, stride, padding, dilation, bias, relu, residual, scale, in_groups, out_groups)
 
 
 @register_flop_formula(torch.ops.ttplan.tucker_conv2d)
-def _flops(x_shape, wa_shape, g_shape, wc_shape, stride, padding, dilation, *args, out_shape=None, **kwargs) -> int:
-    """2 x the MACs of the three products: the mixings per input and output pixel, the conv per output pixel (the
-    bias, residual and ReLU of the epilogue are no products)."""
+def _flops(x_shape, wa_shape, g_shape, wc_shape, stride, padding, dilation, bias_shape=None, relu=False,
+           residual_shape=None, scale_shape=None, in_groups=1, out_groups=1, *args, out_shape=None, **kwargs) -> int:
+    """2 x the MACs of the three products: the mixings per input and output pixel (each group's), the conv per output
+    pixel (the scale, bias, residual and ReLU of the epilogue are no products)."""
     batch, channels, height, width = x_shape
     pixels = out_shape[2] * out_shape[3]
     macs = batch * pixels * g_shape[0] * g_shape[1] * g_shape[2] * g_shape[3]
     if wa_shape is not None:
-        macs += batch * height * width * wa_shape[0] * channels
+        macs += batch * height * width * wa_shape[0] * wa_shape[1] * in_groups
     if wc_shape is not None:
-        macs += batch * pixels * wc_shape[0] * wc_shape[1]
+        macs += batch * pixels * wc_shape[0] * wc_shape[1] * out_groups
     return 2 * macs
 
 
