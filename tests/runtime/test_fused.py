@@ -337,6 +337,13 @@ def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
         x, g, wc = torch.randn(2, 5, 9, 9, generator=gen), torch.randn(4, 5, 3, 3, generator=gen), torch.randn(6, 4)
         assert_close(tucker_conv2d(x, None, g, wc, [1, 1], [0, 0], [2, 2]),
                      stock(x, None, g, wc, [1, 1], [0, 0], [2, 2]), rel=1e-5)
+        # without -march=native the vectors are the portable 8-float ones, in 4 x 2 register blocks: both forms of
+        # the conv, grouped mixings, odd tails
+        for stride, size in (([1, 1], (7, 13)), ([2, 2], (9, 33)), ([1, 1], (16, 16))):
+            x, wa = torch.randn(3, 8, *size, generator=gen), torch.randn(3, 2, generator=gen)
+            g, wc = torch.randn(6, 12, 3, 3, generator=gen), torch.randn(5, 3, generator=gen)
+            assert_close(tucker_conv2d(x, wa, g, wc, stride, [1, 1], [1, 1], in_groups=4, out_groups=2),
+                         grouped_stock(x, wa, g, wc, stride, [1, 1], [1, 1], 4, 2), rel=1e-5)
     finally:
         build.load.cache_clear()
 

@@ -65,15 +65,17 @@ static inline vf evens(vf a, vf b) {
 #endif
 }
 
-/* acc[r0.., v0..] = the SR x SV vectors of A[m0 + r0.., :] @ B[:, n0 + v0 * VL..]: one register block, `a` the
+/* acc[r0.., v0..] = the SR x sv vectors of A[m0 + r0.., :] @ B[:, n0 + v0 * VL..]: one register block, `a` the
  * tile's packed row block of A ([K][MR]) and `b` the tile's first column of B, whose row k starts off[k] floats
  * further; with `ahead`, the next tile's columns prefetched as it goes, since K rows far apart are K streams no
- * hardware prefetcher follows */
-static inline void block(int K, const float *restrict a, const float *restrict b, const int *restrict off,
-                         vf acc[MR][NV], int r0, int v0, int ahead) {
+ * hardware prefetcher follows. Always inlined, so that each constant `sv` (SV, or 1 for a tile's odd last vector)
+ * gets its own unrolled loop. */
+static inline __attribute__((always_inline)) void block(int K, const float *restrict a, const float *restrict b,
+                                                        const int *restrict off, vf acc[MR][NV], int r0, int v0,
+                                                        int ahead, int sv) {
     vf sum[SR][SV];
     for (int i = 0; i < SR; i++)
-        for (int j = 0; j < SV; j++) sum[i][j] = (vf){0};
+        for (int j = 0; j < sv; j++) sum[i][j] = (vf){0};
     a += r0;
     b += v0 * VL;
     for (int k = 0; k < K; k++, a += MR) {
@@ -83,20 +85,26 @@ static inline void block(int K, const float *restrict a, const float *restrict b
             __builtin_prefetch(row + NR + 16);
         }
         vf bv[SV];
-        for (int j = 0; j < SV; j++) bv[j] = loadu(row + j * VL);
+        for (int j = 0; j < sv; j++) bv[j] = loadu(row + j * VL);
         for (int i = 0; i < SR; i++)
-            for (int j = 0; j < SV; j++) sum[i][j] += a[i] * bv[j];
+            for (int j = 0; j < sv; j++) sum[i][j] += a[i] * bv[j];
     }
     for (int i = 0; i < SR; i++)
-        for (int j = 0; j < SV; j++) acc[r0 + i][v0 + j] = sum[i][j];
+        for (int j = 0; j < sv; j++) acc[r0 + i][v0 + j] = sum[i][j];
 }
 
-/* acc = A[m0:m0+MR, :] @ B[:, n0:n0+NR] with `a` the packed row block of A ([K][MR], contiguous) and B's rows at
- * `off`, register block by register block, the first prefetching the next tile's columns */
+/* acc = A[m0:m0+MR, :] @ B[:, n0:n0+nv VL] (nv: the vectors the tile needs, NV for a whole one) with `a` the packed
+ * row block of A ([K][MR], contiguous) and B's rows at `off`, register block by register block, the first
+ * prefetching the next tile's columns; the vectors past nv are left as they are */
 static inline void tile(int K, const float *restrict a, const float *restrict b, const int *restrict off,
-                        vf acc[MR][NV]) {
+                        vf acc[MR][NV], int nv) {
     for (int r0 = 0; r0 < MR; r0 += SR)
-        for (int v0 = 0; v0 < NV; v0 += SV) block(K, a, b, off, acc, r0, v0, r0 == 0 && v0 == 0);
+        for (int v0 = 0; v0 < nv; v0 += SV) {
+            if (nv - v0 >= SV)
+                block(K, a, b, off, acc, r0, v0, r0 == 0 && v0 == 0, SV);
+            else
+                block(K, a, b, off, acc, r0, v0, r0 == 0 && v0 == 0, 1);
+        }
 }
 
 /* The epilogue of one stored row segment: times scale, plus bias, plus residual (NULL: none), then ReLU (NaN kept, as
@@ -155,13 +163,14 @@ static inline void put(float *restrict c, int ldc, vf acc[MR][NV], int mb, int n
 
 /* C (rows ldc apart) = A[M, K] @ B[K, lo:hi] (+ bias[M], + res laid out as C, then ReLU with relu_on: `put`), A packed
  * in row blocks (see ttplan_tucker_conv2d), B's row k at B + off[k]; columns are absolute, so threads sharing a
- * product each pass their range. `panel` holds K x NR floats and K ints for the last, partial column block, copied
- * and zero-padded so that every tile runs full vectors. Whichever operand is larger is read once: rows outer when A
- * is (each row block of A stays in cache while all of B's columns pass, B itself re-read from cache), columns outer
- * when B is (each column block of B stays in cache while every row block of A passes). */
+ * product each pass their range. The last, partial column block computes only the vectors it needs: read in place
+ * where B may be read a tile past its columns (`slack`: a buffer of the kernel's own, allocated so), else copied
+ * zero-padded into `panel` (K x NR floats, then K ints: the caller's x). Whichever operand is larger is read once:
+ * rows outer when A is (each row block of A stays in cache while all of B's columns pass, B itself re-read from
+ * cache), columns outer when B is (each column block of B stays in cache while every row block of A passes). */
 static void gemm(int M, int lo, int hi, int K, const float *restrict Ap, const float *restrict B,
-                 const int *restrict off, float *restrict C, int ldc, float *restrict panel, const float *bias,
-                 const float *res, int relu_on) {
+                 const int *restrict off, int slack, float *restrict C, int ldc, float *restrict panel,
+                 const float *bias, const float *res, int relu_on) {
     int full = lo + (hi - lo) / NR * NR;
     vf acc[MR][NV];
 #define STORE(m0, n0, nb)                                                                                          \
@@ -170,26 +179,32 @@ static void gemm(int M, int lo, int hi, int K, const float *restrict Ap, const f
     if (M >= hi - lo) {
         for (int m0 = 0; m0 < M; m0 += MR)
             for (int n0 = lo; n0 < full; n0 += NR) {
-                tile(K, Ap + (size_t)m0 * K, B + n0, off, acc);
+                tile(K, Ap + (size_t)m0 * K, B + n0, off, acc, NV);
                 STORE(m0, n0, NR);
             }
     } else {
         for (int n0 = lo; n0 < full; n0 += NR)
             for (int m0 = 0; m0 < M; m0 += MR) {
-                tile(K, Ap + (size_t)m0 * K, B + n0, off, acc);
+                tile(K, Ap + (size_t)m0 * K, B + n0, off, acc, NV);
                 STORE(m0, n0, NR);
             }
     }
     if (full < hi) {
-        int nb = hi - full;
-        int *rows = (int *)(panel + (size_t)K * NR); /* the panel's row offsets, after its K x NR floats */
-        for (int k = 0; k < K; k++) {
-            memcpy(panel + (size_t)k * NR, B + off[k] + full, sizeof(float) * (size_t)nb);
-            memset(panel + (size_t)k * NR + nb, 0, sizeof(float) * (size_t)(NR - nb));
-            rows[k] = k * NR;
+        int nb = hi - full, nv = (nb + VL - 1) / VL;
+        const float *b = B + full;
+        const int *rows = off;
+        if (!slack) {
+            int *at = (int *)(panel + (size_t)K * NR); /* the panel's row offsets, after its K x NR floats */
+            for (int k = 0; k < K; k++) {
+                memcpy(panel + (size_t)k * NR, B + off[k] + full, sizeof(float) * (size_t)nb);
+                memset(panel + (size_t)k * NR + nb, 0, sizeof(float) * (size_t)(NR - nb));
+                at[k] = k * NR;
+            }
+            b = panel;
+            rows = at;
         }
         for (int m0 = 0; m0 < M; m0 += MR) {
-            tile(K, Ap + (size_t)m0 * K, panel, rows, acc);
+            tile(K, Ap + (size_t)m0 * K, b, rows, acc, nv);
             STORE(m0, full, nb);
         }
     }
@@ -280,7 +295,7 @@ static int conv_columns(const Layer *L) { return L->direct ? L->NWr : L->OH * L-
 static void plan_direct(Layer *L) {
     L->direct = 0;
     if (L->sh != 1 || L->sw != 1 || L->pw > L->dw * (L->KW - 1)) return;
-    int Wp = L->W + L->pw, NWr = (L->OH * Wp + NR - 1) / NR * NR;
+    int Wp = L->W + L->pw, NWr = (L->OH * Wp + VL - 1) / VL * VL;
     int tiles = (L->OH * L->OW + NR - 1) / NR * NR;
     if (NWr > 2 * tiles) return;
     L->direct = 1;
@@ -304,8 +319,8 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
         share(HW, t, threads, &lo, &hi);
         if (hi > lo)
             for (int g = 0; g < L->G; g++)
-                gemm(rows, lo, hi, inner, L->At, xb + (size_t)g * inner * HW, L->offA, t1 + (size_t)g * rows * HW, HW,
-                     panel, NULL, NULL, 0);
+                gemm(rows, lo, hi, inner, L->At, xb + (size_t)g * inner * HW, L->offA, 0,
+                     t1 + (size_t)g * rows * HW, HW, panel, NULL, NULL, 0);
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -329,9 +344,9 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     share(N, t, threads, &lo, &hi);
     if (hi > lo) {
         if (L->O)
-            gemm(L->R2, lo, hi, KK, L->Gt, map, L->offG, t2, N, panel, NULL, NULL, 0);
+            gemm(L->R2, lo, hi, KK, L->Gt, map, L->offG, 1, t2, N, panel, NULL, NULL, 0);
         else
-            gemm(L->R2, lo, hi, KK, L->Gt, map, L->offG, last, ld, panel, tail ? L->bias : NULL,
+            gemm(L->R2, lo, hi, KK, L->Gt, map, L->offG, 1, last, ld, panel, tail ? L->bias : NULL,
                  tail ? rb : NULL, tail && L->relu_on);
     }
     if (L->O) {
@@ -342,7 +357,7 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
         int wide = L->J * N;
         share(wide, t, threads, &lo, &hi);
         if (hi > lo)
-            gemm(L->O / L->J, lo, hi, L->R2 / L->J, L->Ct, t2, L->offC, last, L->J * ld, panel,
+            gemm(L->O / L->J, lo, hi, L->R2 / L->J, L->Ct, t2, L->offC, 1, last, L->J * ld, panel,
                  tail ? L->bias : NULL, tail ? rb : NULL, tail && L->relu_on);
     }
     if (L->staged) {
@@ -391,8 +406,9 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
     if (R2 > maxk) maxk = R2;
     size_t out = (size_t)(O ? O : R2) * OHW;
     /* the padded map (direct) with the slack the last tile's wide columns read past it, or the unfolded map */
-    size_t t1_size = R1 ? (size_t)R1 * HW : 0, t2_size = O ? (size_t)R2 * N : 0;
-    size_t map_size = L.direct ? (size_t)Cin * L.CS + (size_t)(KW - 1) * dw + NR + VL : (size_t)KK * OHW;
+    /* (the conv's operand and t2 with a tile's slack: a partial column block reads them in place, `gemm`) */
+    size_t t1_size = R1 ? (size_t)R1 * HW : 0, t2_size = O ? (size_t)R2 * N + NR : 0;
+    size_t map_size = L.direct ? (size_t)Cin * L.CS + (size_t)(KW - 1) * dw + 2 * NR : (size_t)KK * OHW + NR;
     size_t stage_size = L.staged ? (size_t)(O ? O : R2) * N : 0;
     size_t panel_size = (size_t)maxk * NR + (size_t)maxk; /* K x NR floats, then K ints */
     int failed = 0;
