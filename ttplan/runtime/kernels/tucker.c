@@ -377,6 +377,37 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     }
 }
 
+/* The calling thread's scratch memory, kept from call to call and grown as needed (never freed while the thread
+ * lives: at most the largest layer's buffers). Buffers allocated and freed per call cost page faults on every call
+ * wherever they exceed glibc's trim threshold (128 KiB by default), which returns them to the system: a tenth of a
+ * batch-1 layer's time. NULL if the memory cannot be had. */
+static float *workspace(size_t floats) {
+    static _Thread_local float *data;
+    static _Thread_local size_t held;
+    if (floats > held) {
+        free(data);
+        data = malloc(sizeof(float) * floats);
+        held = data ? floats : 0;
+    }
+    return data;
+}
+
+/* One worker's buffers (t1, the conv's map, t2, stage: `image`) and `panels` panels of `panel` floats in this
+ * thread's workspace, each 16 floats aligned; the map zeroed where the direct form needs its padding (the rest of
+ * the buffers is written before it is read). Returns the first panel, or NULL without memory. */
+static float *buffers_of(const size_t sizes[4], int zero_map, size_t panel, int panels, float *buffers[4]) {
+    size_t total = 0, at[4];
+    for (int i = 0; i < 4; i++) {
+        at[i] = total;
+        total += (sizes[i] + 15) / 16 * 16;
+    }
+    float *base = workspace(total + panel * (size_t)panels);
+    if (!base) return NULL;
+    for (int i = 0; i < 4; i++) buffers[i] = sizes[i] ? base + at[i] : NULL;
+    if (zero_map) memset(buffers[1], 0, sizeof(float) * sizes[1]);
+    return base + total;
+}
+
 /* Whether the conv of this geometry reads its map in place (1: the direct form) or unfolds it (0: im2col) */
 int ttplan_direct_form(int H, int W, int KH, int KW, int sh, int sw, int ph, int pw, int dh, int dw) {
     Layer L = {.H = H, .W = W, .KH = KH, .KW = KW, .sh = sh, .sw = sw, .ph = ph, .pw = pw, .dh = dh, .dw = dw,
@@ -427,13 +458,11 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++, k++)
                 L.offG[k] = L.direct ? c * L.CS + kh * dh * L.Wp + kw * dw : k * OHW;
+    size_t sizes[4] = {t1_size, map_size, t2_size, stage_size}; /* one worker's buffers, then its panels */
     if (B < threads && threads > 1) { /* one image at a time, its columns shared */
-        float *t1 = t1_size ? malloc(sizeof(float) * t1_size) : NULL;
-        float *map = L.direct ? calloc(map_size, sizeof(float)) : malloc(sizeof(float) * map_size);
-        float *t2 = t2_size ? malloc(sizeof(float) * t2_size) : NULL;
-        float *stage = stage_size ? malloc(sizeof(float) * stage_size) : NULL;
-        float *panels = malloc(sizeof(float) * panel_size * (size_t)threads);
-        if (!panels || !map || (t1_size && !t1) || (t2_size && !t2) || (stage_size && !stage)) failed = 1;
+        float *buffers[4];
+        float *panels = buffers_of(sizes, L.direct, panel_size, threads, buffers);
+        if (!panels) failed = 1;
         if (!failed) {
 #pragma omp parallel num_threads(threads)
             {
@@ -443,36 +472,22 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
                 int t = 0, n = 1;
 #endif
                 for (int b = 0; b < B; b++)
-                    image(&L, x + (size_t)b * C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL, t1,
-                          map, t2, stage, panels + (size_t)t * panel_size, t, n);
+                    image(&L, x + (size_t)b * C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL,
+                          buffers[0], buffers[1], buffers[2], buffers[3], panels + (size_t)t * panel_size, t, n);
             }
         }
-        free(t1);
-        free(map);
-        free(t2);
-        free(stage);
-        free(panels);
     } else {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
         {
-            float *t1 = t1_size ? malloc(sizeof(float) * t1_size) : NULL;
-            float *map = L.direct ? calloc(map_size, sizeof(float)) : malloc(sizeof(float) * map_size);
-            float *t2 = t2_size ? malloc(sizeof(float) * t2_size) : NULL;
-            float *stage = stage_size ? malloc(sizeof(float) * stage_size) : NULL;
-            float *panel = malloc(sizeof(float) * panel_size);
-            int mine = !panel || !map || (t1_size && !t1) || (t2_size && !t2) || (stage_size && !stage);
-            failed |= mine;
+            float *buffers[4];
+            float *panel = buffers_of(sizes, L.direct, panel_size, 1, buffers);
+            failed |= !panel;
 #pragma omp for schedule(static)
             for (int b = 0; b < B; b++) {
-                if (mine) continue;
-                image(&L, x + (size_t)b * C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL, t1, map,
-                      t2, stage, panel, 0, 1);
+                if (!panel) continue;
+                image(&L, x + (size_t)b * C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL,
+                      buffers[0], buffers[1], buffers[2], buffers[3], panel, 0, 1);
             }
-            free(t1);
-            free(map);
-            free(t2);
-            free(stage);
-            free(panel);
         }
     }
     free(L.offA);
