@@ -78,8 +78,23 @@ def test_planning_by_time_runs_a_layer_fused_only_where_that_is_predicted_faster
     assert stock.predicted_ms(stock.best) == pytest.approx(predict_plan_us(stock.best, fast) / 1000)
     assert not plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="latency", profile=slow,
                           fused=True).fused
-    assert not plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="macs", profile=fast, fused=True).fused
     assert chosen.to_dict()["fused"] and not stock.to_dict()["fused"]
+
+
+def test_planning_by_macs_runs_the_fewest_macs_order_itself_fused_where_it_can():
+    """With `macs` the order stays the fewest-MACs one; the fused kernel runs it where it is fusable and, under a
+    profile, not predicted slower than stock ops (without one, wherever it is fusable)."""
+    fast, slow = profile(0.01), profile(100.0)
+    plain = plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="macs", profile=fast)
+    assert not plain.fused and fused_form(plain.best) is not None
+    for given in (fast, None):
+        fused = plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="macs", profile=given, fused=True)
+        assert fused.fused and fused.best.pairs == plain.best.pairs and fused.best.macs == plain.best.macs
+    assert plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="macs", profile=fast, fused=True
+                      ).predicted_ms(plain.best) == pytest.approx(predict_fused_us(plain.best, fast) / 1000)
+    assert not plan_layer(SPEC, HODEC, batch=4, fold_weights=True, objective="macs", profile=slow, fused=True).fused
+    published_only = plan_layer(SPEC, HODEC, batch=4, fold_weights=False, objective="macs", profile=fast, fused=True)
+    assert published_only.fused == (fused_form(published_only.best) is not None)
 
 
 def test_a_memory_limit_is_kept_by_the_fused_choice():

@@ -33,6 +33,7 @@ from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide, skip_reason, unnamed_rule
 from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
+from ttplan.core.fusion import fusion_wanted
 from ttplan.core.latency import LatencyProfile, predict_dense_us, predict_plan_us
 from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
@@ -179,6 +180,8 @@ class BudgetProblem:
     #: drop candidates whose published order is worse than dense / whose best order is predicted slower than dense
     skip_worse: bool = False
     skip_slower: bool = False
+    #: the fused kernel may run the chosen layers (`plan_layers`), as `plan_architecture` decides it
+    fused: bool = False
 
     def _dense_cost(self, spec: ConvSpec) -> int:
         """The dense layer's cost on the search's axis: its MACs, or predicted ns with a speedup target."""
@@ -247,7 +250,7 @@ class BudgetProblem:
             formats[layer.name] = decisions[layer.name].fmt
         rows = plan_layers(self.layers, decisions, batch=self.batch, fold_weights=self.fold_weights,
                            skip_worse=self.skip_worse, objective=self.objective, profile=self.profile,
-                           skip_slower=self.skip_slower)
+                           skip_slower=self.skip_slower, fused=self.fused)
         plan = ArchPlan(self.label, self.input_size, self.batch, self.fold_weights, self.policy, rows, self.all_params,
                         objective=self.objective, untraced=self.untraced)
         if self.target_speedup is not None:
@@ -285,6 +288,7 @@ def prepare_budget(
     skip_worse: bool = False,
     skip_slower: bool | None = None,
     unnamed: str | None = None,
+    fused: bool | None = None,
 ) -> BudgetProblem:
     """Trace the model and list the candidates; targets are model-level reductions (e.g. 0.72 = 72% fewer).
 
@@ -293,9 +297,14 @@ def prepare_budget(
     `skip_worse`, `skip_slower` (default: on for `latency`): as in `plan_architecture`, applied to the candidates.
     The layers a `config` does not name are searched (`unnamed_rule` with a budget refuses to keep them dense).
     `profile`: the latency profile (None: nothing predicted, so no speedup target, `latency` or `skip_slower`).
+    `fused`: whether the fused kernel may run the chosen layers, as in `plan_architecture` (None: where a C compiler
+    is found); the search itself costs orders, which do not depend on it.
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
+    from ttplan.runtime.kernels.build import find_compiler  # the machine probe; the decision is the core's
+
+    fused = fusion_wanted(fused, False, fused is None and find_compiler() is not None)
     if target_macs_reduction is None and target_params_reduction is None and target_speedup is None:
         raise TTPlanError("a budget needs a target: give target_macs_reduction, target_params_reduction and/or "
                           "target_speedup (e.g. --target-macs-reduction 0.72)")
@@ -338,7 +347,7 @@ def prepare_budget(
         label, layers, size, all_params, decisions, free, options,
         target_macs, _target(target_params_reduction, baseline_params, "params"),
         policy, batch, fold_weights, list(jobs), objective, profile, target_speedup, traced.untraced, skip_worse,
-        skip_slower,
+        skip_slower, fused,
     )
 
 

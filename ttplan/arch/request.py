@@ -234,7 +234,7 @@ def prepare(request: PlanRequest, config: dict | None = None, profile: LatencyPr
                           config=config, search_format=request.search_format, batch=request.batch,
                           fold_weights=request.fold_weights, target_speedup=request.target_speedup,
                           objective=request.objective, profile=profile, skip_worse=request.skip_worse,
-                          skip_slower=request.skip_slower, unnamed=request.unnamed)
+                          skip_slower=request.skip_slower, unnamed=request.unnamed, fused=request.fused)
 
 
 def save_plan_config(outcome: PlanOutcome, path: str | Path) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from ttplan.core.contraction import ContractionPlan
 from ttplan.core.formats import TTFormat
+from ttplan.core.fusion import fused_form
 from ttplan.core.latency import LatencyProfile, predict_dense_us, predict_fused_us, predict_plan_us
 from ttplan.core.network import TensorNetwork, build_network
 from ttplan.core.objectives import needs_profile
@@ -167,8 +168,9 @@ def plan_layer(
     `objective`: what the best order minimises (`macs`, `memory`, `latency`: see `best_order`); every plan also
     gets a predicted time under `profile` (None: no predicted times; `latency` needs a profile, which
     `ttplan.latency.profiles.load_profile()` reads: nothing here reads a file).
-    `fused` (with `latency`): the fused kernel may run the layer, so a fusable order run fused
-    (`fastest_fused`) becomes the best where it is predicted faster than the best order on stock ops.
+    `fused`: the fused kernel may run the layer. With `latency`, a fusable order run fused (`fastest_fused`) becomes
+    the best where it is predicted faster than the best order on stock ops; with `macs` or `memory`, the best order
+    itself runs fused where it is fusable and not predicted slower (`fused_runs`): the same MACs, sooner.
 
     >>> from ttplan import ConvSpec, make_format, plan_layer
     >>> spec = ConvSpec.make(64, 64, 3, padding=1, input_size=32)
@@ -185,11 +187,27 @@ def plan_layer(
         else None
     best = best_order(network, fold_weights=fold_weights, memory_limit=memory_limit, objective=objective,
                       profile=profile, fewest=fewest)
-    candidate = fused_choice(network, best, fold_weights, profile, memory_limit, fewest) \
-        if fused and objective == "latency" else None
+    if not fused:
+        candidate = None
+    elif objective == "latency":
+        candidate = fused_choice(network, best, fold_weights, profile, memory_limit, fewest)
+    else:  # the same order, so the same MACs and memory: fused wherever the kernel is not predicted slower
+        candidate = best if fused_runs(best, profile) else None
     peers = compare_peers(network) if compare else []
     return LayerPlan(spec, fmt, network, schemes, candidate or best, peers, objective, profile,
                      fused=candidate is not None)
+
+
+def fused_runs(plan: ContractionPlan, profile: LatencyProfile | None) -> bool:
+    """Whether to run `plan` itself (an order chosen for its MACs or memory) by the fused kernel: where it is fusable
+    and, under a profile, predicted faster than on stock ops by `MARGIN` (without one, nothing is predicted, and the
+    kernel runs what it can: it computes exactly the plan's MACs)."""
+    if fused_form(plan) is None:
+        return False
+    if profile is None:
+        return True
+    fused = predict_fused_us(plan, profile)
+    return fused is not None and fused < MARGIN * predict_plan_us(plan, profile)
 
 
 #: how much faster a prediction must say an order is before planning by time takes it over the plainer choice (the
