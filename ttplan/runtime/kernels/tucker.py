@@ -197,9 +197,8 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
     batch, channels, height, width = x.shape
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
     packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
-    scale = None if scale is None else scale.detach().contiguous()
-    bias = None if bias is None else bias.detach().contiguous()
-    residual = None if residual is None else residual.detach().contiguous()  # NCHW, as y
+    # read through their pointers (a gradient is never recorded here); copied only where not contiguous
+    scale, bias, residual = (t if t is None or t.is_contiguous() else t.contiguous() for t in (scale, bias, residual))
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] * in_groups if wa is not None else 0,
         packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
