@@ -28,6 +28,8 @@ from ttplan.bench.model.forms import (
     onnx_runtime_runner,
     time_forms,
 )
+from ttplan.core.latency import LatencyProfile, OpModel
+from ttplan.runtime.kernels import kernel_status
 
 #: a form's made-up timings: dense fastest compiled, TT fastest in ONNX Runtime, TT unavailable compiled flat
 SYNTHETIC = BestForms((
@@ -228,8 +230,36 @@ def test_a_channels_last_run_shares_its_nchw_companion_between_both_tables(monke
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
                           other_profile=MAC_PROFILE,
                          channels_last=True, input_size=(3, 8, 8))
-    assert prepared == [True, False]
+    assert prepared[:2] == [True, False]  # (a third, NCHW without the fused kernel, for ONNX Runtime: next test)
     assert result.formats is not None and result.best.form(EAGER).tt_ms > 0
     assert result.best.form(EAGER_LAST).tt_macs_reduction == pytest.approx(result.plan.totals.macs_reduction)
     text = render_section(result, "ttplan bench model resnet20 --channels-last --best")
     assert "The run's own end-to-end comparison, eager channels-last" in text
+
+
+def test_onnx_runtime_runs_a_tt_model_planned_without_the_fused_kernel_where_the_plan_fuses(monkeypatch):
+    """ONNX carries no ttplan op, so where the run's plan runs layers fused, the ONNX Runtime form exports the TT
+    model planned with fused=False (the orders a user deploying to ONNX gets with --no-fuse); its MACs reduction is
+    that plan's."""
+    _no_compile(monkeypatch)
+    exported = []
+    monkeypatch.setattr(measure, "onnx_runtime_runner",
+                        lambda model, x, threads: exported.append(model) or "not exported in this test")
+    prepared = []
+    real = measure.prepare
+    monkeypatch.setattr(measure, "prepare", lambda *a, **k: prepared.append((k, real(*a, **k))) or prepared[-1][1])
+    # time proportional to MACs, the fused kernel's at half the stock ops' rate: fusable layers run fused
+    ops = {**MAC_PROFILE.ops, "fused:any": OpModel(0.0, 0.0, 0.5)}
+    profile = LatencyProfile("fused", "cpu", 1, "test", ops)
+    result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=profile, best=True,
+                         other_profile=MAC_PROFILE, objective="macs", input_size=(3, 8, 8))
+    if not kernel_status().available:
+        pytest.skip("the fused kernel is not built here, so no layer is fused")
+    assert [(k["channels_last"], k.get("fused")) for k, _ in prepared] == [(False, None), (True, None), (False, False)]
+    run, stock = prepared[0][1], prepared[2][1]
+
+    def fused_classes(model):
+        return [m for m in model.modules() if getattr(m, "fused_groups", None) is not None]
+
+    assert fused_classes(run.tt) and exported == [stock.dense, stock.tt] and not fused_classes(stock.tt)
+    assert result.best.form(ORT).tt_macs_reduction == pytest.approx(stock.plan.totals.macs_reduction)

@@ -393,7 +393,7 @@ def bench_model(arch: str, *, choices: dict | None = None, batch: int = 32, thre
             say("timing dense and TT in both memory formats")
             formats = both_formats(nchw, last, rounds)
         if best:
-            forms = best_forms(nchw, last, rounds, say)
+            forms = best_forms(nchw, last, rounds, say, _stock_for_onnx(settings, nchw, profile, other_profile, say))
     repeats = []
     if processes:
         say(f"timing end to end again in {processes} fresh processes")
@@ -415,6 +415,18 @@ def _other_format(settings: dict, profile: LatencyProfile, progress: Callable[[s
     return prepare(**{**settings, "channels_last": last}, profile=profile, progress=progress)
 
 
+def _stock_for_onnx(settings: dict, nchw: Prepared, profile: LatencyProfile, other_profile: LatencyProfile | None,
+                    progress: Callable[[str], None]) -> Prepared | None:
+    """The NCHW models planned again without the fused kernel, for ONNX Runtime, where `nchw`'s plan runs layers
+    fused: ONNX carries no ttplan op, so the exported fused layers would run the stock steps of orders chosen for the
+    kernel; a user deploying to ONNX plans with `--no-fuse`. None where no layer is fused."""
+    if not any(layer.fused for layer in nchw.plan.layers):
+        return None
+    progress("the NCHW models planned without the fused kernel, for ONNX Runtime (ONNX carries no ttplan op)")
+    nchw_profile = other_profile if settings["channels_last"] else profile
+    return prepare(**{**settings, "channels_last": False, "fused": False}, profile=nchw_profile, progress=progress)
+
+
 def both_formats(nchw: Prepared, last: Prepared, rounds: int) -> FormatTimings:
     """The channels-last run's models beside the NCHW ones, all four timed interleaved on the same input values
     (`ttplan.bench.model.memory_formats`)."""
@@ -427,11 +439,12 @@ def both_formats(nchw: Prepared, last: Prepared, rounds: int) -> FormatTimings:
 
 
 def best_forms(nchw: Prepared, last: Prepared, rounds: int,
-               progress: Callable[[str], None] = lambda message: None) -> BestForms:
+               progress: Callable[[str], None] = lambda message: None, stock: Prepared | None = None) -> BestForms:
     """Each model in every form of `ttplan.bench.model.forms.FORMS`, all timed interleaved on the same input values:
     eager NCHW (`nchw`'s models), eager channels-last (`last`'s: the TT one planned for channels-last), and
-    `nchw`'s models compiled with freezing (layout optimization on and off) and in ONNX Runtime. A form that
-    cannot be built for a side is recorded with its reason; the others are timed."""
+    `nchw`'s models compiled with freezing (layout optimization on and off) and in ONNX Runtime (`stock`'s instead
+    where given: planned without the fused kernel, `_stock_for_onnx`). A form that cannot be built for a side is
+    recorded with its reason; the others are timed."""
     import torch._dynamo
 
     x = nchw.x
@@ -444,9 +457,11 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
         runners[form] = (compiled_runner(nchw.dense, x, layout), compiled_runner(nchw.tt, x, layout))
     threads = torch.get_num_threads()
     progress(f"exporting both models to ONNX for ONNX Runtime ({threads} intra-op threads)")
-    runners[ORT] = (onnx_runtime_runner(nchw.dense, x, threads), onnx_runtime_runner(nchw.tt, x, threads))
+    onnx = stock or nchw
+    runners[ORT] = (onnx_runtime_runner(onnx.dense, x, threads), onnx_runtime_runner(onnx.tt, x, threads))
     reduction = dict.fromkeys(FORMS, nchw.plan.totals.macs_reduction)
     reduction[EAGER_LAST] = last.plan.totals.macs_reduction
+    reduction[ORT] = onnx.plan.totals.macs_reduction
     progress(f"timing both models in {len(FORMS)} forms, {rounds} rounds")
     try:
         return time_forms(runners, rounds, nchw.sync, reduction, threads)
