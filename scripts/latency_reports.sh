@@ -140,15 +140,8 @@ for threads in "$ALL" 1; do
 done
 mv reports/latency_models.md.tmp reports/latency_models.md
 
-step "every lowering of each distinct TT layer: resnet18 batch 8, resnet56 batch 32, all threads and one"
-"$PYTHON" -m ttplan bench lowerings resnet18 --batch 8 --threads "$ALL" --rounds "$ROUNDS" \
-    --out reports/lowerings.md.tmp
-for spec in "resnet56 32 $ALL" "resnet18 8 1" "resnet56 32 1"; do
-    set -- $spec
-    "$PYTHON" -m ttplan bench lowerings "$1" --batch "$2" --threads "$3" --rounds "$ROUNDS" \
-        --out reports/lowerings.md.tmp --append
-done
-mv reports/lowerings.md.tmp reports/lowerings.md
+step "every lowering of each distinct TT layer -> reports/lowerings.md (scripts/lowerings_report.sh)"
+PYTHON="$PYTHON" THREADS="$ALL" ROUNDS="$ROUNDS" bash scripts/lowerings_report.sh
 
 step "single layers: ResNet-18's 3x3 convs at batch 1 and 32, one thread"
 "$PYTHON" -m ttplan bench latency --threads 1 --repeats "$BIG_ROUNDS"
