@@ -162,52 +162,63 @@ static inline void put(float *restrict c, int ldc, vf acc[MR][NV], int mb, int n
 }
 
 /* C (rows ldc apart) = A[M, K] @ B[K, lo:hi] (+ bias[M], + res laid out as C, then ReLU with relu_on: `put`), A packed
- * in row blocks (see ttplan_tucker_conv2d), B's row k at B + off[k]; columns are absolute, so threads sharing a
- * product each pass their range. The last, partial column block computes only the vectors it needs: read in place
- * where B may be read a tile past its columns (`slack`: a buffer of the kernel's own, allocated so), else copied
- * zero-padded into `panel` (K x NR floats, then K ints: the caller's x). Whichever operand is larger is read once:
- * rows outer when A is (each row block of A stays in cache while all of B's columns pass, B itself re-read from
- * cache), columns outer when B is (each column block of B stays in cache while every row block of A passes). */
+ * in row blocks (see ttplan_tucker_conv2d), B's row k at B + off[k]. Of its tiles (row block x column block), in
+ * loop order, this call computes the `part`-th of `parts` runs of equal length: threads sharing one product each
+ * take a run (0 of 1: all), so that a product of few columns but many rows (a small map, many channels) still
+ * splits evenly. The last, partial column block computes only the vectors it needs: read in place where B may be
+ * read a tile past its columns (`slack`: a buffer of the kernel's own, allocated so), else copied zero-padded into
+ * `panel` (K x NR floats, then K ints: the caller's x). Whichever operand is larger is read once: rows outer when A
+ * is (each row block of A stays in cache while all of B's columns pass, B itself re-read from cache), columns outer
+ * when B is (each column block of B stays in cache while every row block of A passes). */
 static void gemm(int M, int lo, int hi, int K, const float *restrict Ap, const float *restrict B,
                  const int *restrict off, int slack, float *restrict C, int ldc, float *restrict panel,
-                 const float *bias, const float *res, int relu_on) {
-    int full = lo + (hi - lo) / NR * NR;
+                 const float *bias, const float *res, int relu_on, int part, int parts) {
+    int full = lo + (hi - lo) / NR * NR, blocks = (M + MR - 1) / MR, columns = (hi - lo + NR - 1) / NR;
+    long units = (long)blocks * columns, first = units * part / parts, last = units * (part + 1) / parts, unit = 0;
     vf acc[MR][NV];
 #define STORE(m0, n0, nb)                                                                                          \
     put(C + (size_t)(m0) * ldc + (n0), ldc, acc, M - (m0) < MR ? M - (m0) : MR, (nb), bias ? bias + (m0) : NULL,  \
         res ? res + (size_t)(m0) * ldc + (n0) : NULL, relu_on)
+#define MINE (unit >= first && unit < last)
     if (M >= hi - lo) {
-        for (int m0 = 0; m0 < M; m0 += MR)
-            for (int n0 = lo; n0 < full; n0 += NR) {
-                tile(K, Ap + (size_t)m0 * K, B + n0, off, acc, NV);
-                STORE(m0, n0, NR);
-            }
+        for (int m0 = 0; m0 < M; m0 += MR, unit += full < hi) /* (the partial block's unit of this row block) */
+            for (int n0 = lo; n0 < full; n0 += NR, unit++)
+                if (MINE) {
+                    tile(K, Ap + (size_t)m0 * K, B + n0, off, acc, NV);
+                    STORE(m0, n0, NR);
+                }
     } else {
         for (int n0 = lo; n0 < full; n0 += NR)
-            for (int m0 = 0; m0 < M; m0 += MR) {
-                tile(K, Ap + (size_t)m0 * K, B + n0, off, acc, NV);
-                STORE(m0, n0, NR);
-            }
+            for (int m0 = 0; m0 < M; m0 += MR, unit++)
+                if (MINE) {
+                    tile(K, Ap + (size_t)m0 * K, B + n0, off, acc, NV);
+                    STORE(m0, n0, NR);
+                }
     }
     if (full < hi) {
-        int nb = hi - full, nv = (nb + VL - 1) / VL;
+        int nb = hi - full, nv = (nb + VL - 1) / VL, ready = slack;
         const float *b = B + full;
         const int *rows = off;
-        if (!slack) {
-            int *at = (int *)(panel + (size_t)K * NR); /* the panel's row offsets, after its K x NR floats */
-            for (int k = 0; k < K; k++) {
-                memcpy(panel + (size_t)k * NR, B + off[k] + full, sizeof(float) * (size_t)nb);
-                memset(panel + (size_t)k * NR + nb, 0, sizeof(float) * (size_t)(NR - nb));
-                at[k] = k * NR;
+        for (int m0 = 0, r = 0; m0 < M; m0 += MR, r++) {
+            /* the partial block's unit of row block r: last in its row (rows outer), else after every full one */
+            unit = M >= hi - lo ? (long)r * columns + columns - 1 : (long)(columns - 1) * blocks + r;
+            if (!MINE) continue;
+            if (!ready) {
+                int *at = (int *)(panel + (size_t)K * NR); /* the panel's row offsets, after its K x NR floats */
+                for (int k = 0; k < K; k++) {
+                    memcpy(panel + (size_t)k * NR, B + off[k] + full, sizeof(float) * (size_t)nb);
+                    memset(panel + (size_t)k * NR + nb, 0, sizeof(float) * (size_t)(NR - nb));
+                    at[k] = k * NR;
+                }
+                b = panel;
+                rows = at;
+                ready = 1;
             }
-            b = panel;
-            rows = at;
-        }
-        for (int m0 = 0; m0 < M; m0 += MR) {
             tile(K, Ap + (size_t)m0 * K, b, rows, acc, nv);
             STORE(m0, full, nb);
         }
     }
+#undef MINE
 #undef STORE
 }
 
@@ -250,15 +261,6 @@ static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int 
                     for (ow = hi; ow < OW; ow++) d[ow] = 0.f;
                 }
             }
-}
-
-/* The columns [lo, hi) of `n` that thread `t` of `threads` computes: whole register tiles, split evenly. */
-static void share(int n, int t, int threads, int *lo, int *hi) {
-    int tiles = (n + NR - 1) / NR;
-    *lo = (int)((long)tiles * t / threads) * NR;
-    *hi = (int)((long)tiles * (t + 1) / threads) * NR;
-    if (*lo > n) *lo = n;
-    if (*hi > n) *hi = n;
 }
 
 /* One call's layer: its sizes, packed weights and epilogue, and how the conv reads its map.
@@ -312,15 +314,13 @@ static void plan_direct(Layer *L) {
  * last product's wide result (direct). */
 static void image(const Layer *L, const float *xb, float *yb, const float *rb, float *t1, float *map, float *t2,
                   float *stage, float *panel, int t, int threads) {
-    int HW = L->H * L->W, OHW = L->OH * L->OW, Cin = L->R1 ? L->R1 : L->C, lo, hi, N = conv_columns(L);
+    int HW = L->H * L->W, OHW = L->OH * L->OW, Cin = L->R1 ? L->R1 : L->C, N = conv_columns(L);
     int KK = Cin * L->KH * L->KW, out = L->O ? L->O : L->R2;
     if (L->R1) {
         int rows = L->R1 / L->G, inner = L->C / L->G;
-        share(HW, t, threads, &lo, &hi);
-        if (hi > lo)
-            for (int g = 0; g < L->G; g++)
-                gemm(rows, lo, hi, inner, L->At, xb + (size_t)g * inner * HW, L->offA, 0,
-                     t1 + (size_t)g * rows * HW, HW, panel, NULL, NULL, 0);
+        for (int g = 0; g < L->G; g++)
+            gemm(rows, 0, HW, inner, L->At, xb + (size_t)g * inner * HW, L->offA, 0, t1 + (size_t)g * rows * HW, HW,
+                 panel, NULL, NULL, 0, t, threads);
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -341,24 +341,18 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     /* the last product stores into y with the epilogue, or into the staging buffer as it is (`staged`) */
     float *last = L->staged ? stage : yb;
     int ld = L->staged ? N : OHW, tail = !L->staged;
-    share(N, t, threads, &lo, &hi);
-    if (hi > lo) {
-        if (L->O)
-            gemm(L->R2, lo, hi, KK, L->Gt, map, L->offG, 1, t2, N, panel, NULL, NULL, 0);
-        else
-            gemm(L->R2, lo, hi, KK, L->Gt, map, L->offG, 1, last, ld, panel, tail ? L->bias : NULL,
-                 tail ? rb : NULL, tail && L->relu_on);
-    }
+    if (L->O)
+        gemm(L->R2, 0, N, KK, L->Gt, map, L->offG, 1, t2, N, panel, NULL, NULL, 0, t, threads);
+    else
+        gemm(L->R2, 0, N, KK, L->Gt, map, L->offG, 1, last, ld, panel, tail ? L->bias : NULL, tail ? rb : NULL,
+             tail && L->relu_on, t, threads);
     if (L->O) {
         if (threads > 1) {
 #pragma omp barrier
         }
         /* grouped: [R2 / J, J N] -> [O / J, J N], the columns of every group in one product */
-        int wide = L->J * N;
-        share(wide, t, threads, &lo, &hi);
-        if (hi > lo)
-            gemm(L->O / L->J, lo, hi, L->R2 / L->J, L->Ct, t2, L->offC, 1, last, L->J * ld, panel,
-                 tail ? L->bias : NULL, tail ? rb : NULL, tail && L->relu_on);
+        gemm(L->O / L->J, 0, L->J * N, L->R2 / L->J, L->Ct, t2, L->offC, 1, last, L->J * ld, panel,
+             tail ? L->bias : NULL, tail ? rb : NULL, tail && L->relu_on, t, threads);
     }
     if (L->staged) {
         if (threads > 1) {
