@@ -64,35 +64,51 @@ def _pair(name: str, value: object, least: int) -> None:
         raise TTPlanError(f"tucker_conv2d: {name}={value!r}, expected a list of two ints >= {least} (height, width)")
 
 
-def _matrix_ok(w: torch.Tensor | None, columns: int) -> bool:
-    """`w` is None or a CPU float32 `[N >= 1, columns]` tensor."""
-    return w is None or (isinstance(w, torch.Tensor) and w.dtype is torch.float32 and w.is_cpu and w.dim() == 2
-                         and w.shape[0] >= 1 and w.shape[1] == columns)
-
-
-def _operands_ok(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-                 stride: list[int], padding: list[int], dilation: list[int], in_groups: int = 1,
-                 out_groups: int = 1) -> bool:
-    """The common case of `check_operands`, in few steps: every operand as the kernel reads it."""
-    if not (isinstance(x, torch.Tensor) and isinstance(g, torch.Tensor) and x.dtype is torch.float32
-            and g.dtype is torch.float32 and x.is_cpu and g.is_cpu and x.dim() == 4 and g.dim() == 4):
-        return False
-    if type(in_groups) is not int or type(out_groups) is not int or in_groups < 1 or out_groups < 1:
-        return False
-    _, channels, height, width = x.shape
+def _fast_shape(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
+                stride: list[int], padding: list[int], dilation: list[int], bias: torch.Tensor | None,
+                residual: torch.Tensor | None, scale: torch.Tensor | None, in_groups: int, out_groups: int
+                ) -> list[int] | None:
+    """The output shape where every argument is as the kernel takes it (what `check_operands`, `check_bias` and
+    `check_residual` accept, in one pass of few steps: it runs on every call, a few µs of a small layer's tens), else
+    None."""
+    f32, tensor = torch.float32, torch.Tensor
+    if not (isinstance(x, tensor) and isinstance(g, tensor) and x.dtype is f32 and g.dtype is f32 and x.is_cpu
+            and g.is_cpu and x.dim() == 4 and g.dim() == 4 and type(in_groups) is int and type(out_groups) is int
+            and in_groups >= 1 and out_groups >= 1):
+        return None
+    batch, channels, height, width = x.shape
     rows, into, kh, kw = g.shape
-    if channels % in_groups or rows % out_groups:
-        return False
-    if (min(channels, height, width, rows, kh, kw) < 1 or not _matrix_ok(wa, channels // in_groups)
-            or into != (wa.shape[0] * in_groups if wa is not None else channels)
-            or not _matrix_ok(wc, rows // out_groups)):
-        return False
+    if min(channels, height, width, rows, kh, kw) < 1 or channels % in_groups or rows % out_groups:
+        return None
+    if wa is None:
+        if into != channels:
+            return None
+    elif not (isinstance(wa, tensor) and wa.dtype is f32 and wa.is_cpu and wa.dim() == 2 and wa.shape[0] >= 1
+              and wa.shape[1] * in_groups == channels and wa.shape[0] * in_groups == into):
+        return None
+    out = rows
+    if wc is not None:
+        if not (isinstance(wc, tensor) and wc.dtype is f32 and wc.is_cpu and wc.dim() == 2 and wc.shape[0] >= 1
+                and wc.shape[1] * out_groups == rows):
+            return None
+        out = wc.shape[0] * out_groups
     for pair in (stride, padding, dilation):
         if type(pair) not in (list, tuple) or len(pair) != 2 or type(pair[0]) is not int or type(pair[1]) is not int:
-            return False
-    return (min(stride) >= 1 and min(padding) >= 0 and min(dilation) >= 1
-            and _output_size(height, kh, stride[0], padding[0], dilation[0]) >= 1
-            and _output_size(width, kw, stride[1], padding[1], dilation[1]) >= 1)
+            return None
+    if min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
+        return None
+    out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
+    if out_h < 1 or out_w < 1:
+        return None
+    for vector in (bias, scale):
+        if vector is not None and not (isinstance(vector, tensor) and vector.dtype is f32 and vector.is_cpu
+                                       and vector.shape == (out,)):
+            return None
+    if residual is not None and not (isinstance(residual, tensor) and residual.dtype is f32 and residual.is_cpu
+                                     and residual.shape == (batch, out, out_h, out_w)):
+        return None
+    return [batch, out, out_h, out_w]
 
 
 def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
@@ -101,7 +117,7 @@ def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc
     """One-line error naming the first argument the kernel cannot take: CPU float32 tensors, x [B, C, H, W],
     wa [R1, C / in_groups], g [R2, R1 in_groups (or C), k_h, k_w], wc [O, R2 / out_groups], an output of at least
     1 x 1. Layouts do not matter."""
-    if _operands_ok(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups):
+    if _fast_shape(x, wa, g, wc, stride, padding, dilation, None, None, None, in_groups, out_groups) is not None:
         return
     for name, groups in (("in_groups", in_groups), ("out_groups", out_groups)):
         if type(groups) is not int or groups < 1:
@@ -145,7 +161,7 @@ def check_operands(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc
         raise TTPlanError(f"tucker_conv2d: x's {x.shape[2]}x{x.shape[3]} map padded by {list(padding)} is smaller "
                           f"than g's {g.shape[2]}x{g.shape[3]} window dilated by {list(dilation)}")
     raise TTPlanError(f"tucker_conv2d: stride={stride!r}, padding={padding!r}, dilation={dilation!r}: expected "
-                      "lists of two ints")  # what _operands_ok refused and no check above names
+                      "lists of two ints")  # what _fast_shape refused and no check above names
 
 
 def check_bias(bias: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None, out_groups: int = 1,
@@ -182,18 +198,18 @@ def _shape(x: torch.Tensor, g: torch.Tensor, wc: torch.Tensor | None, stride: li
 
 
 def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-            stride: list[int], padding: list[int], dilation: list[int], cache: bool = False,
+            stride: list[int], padding: list[int], dilation: list[int], shape: list[int], cache: bool = False,
             owned: bool = False, bias: torch.Tensor | None = None, relu: bool = False,
             residual: torch.Tensor | None = None, scale: torch.Tensor | None = None, in_groups: int = 1,
-            out_groups: int = 1, shape: list[int] | None = None) -> torch.Tensor:
-    """Run the C kernel on real CPU float32 tensors; `cache`: keep the packed weights (`pack`, with `owned`); `scale`,
-    `bias`, `residual` and `relu`: the last product's epilogue; `in_groups`, `out_groups`: the mixings' groups; `shape`:
-    the output's, where the caller's check computed it."""
+            out_groups: int = 1) -> torch.Tensor:
+    """Run the C kernel on real CPU float32 tensors checked by `_check_all`, which computed the output's `shape`;
+    `cache`: keep the packed weights (`pack`, with `owned`); `scale`, `bias`, `residual` and `relu`: the last
+    product's epilogue; `in_groups`, `out_groups`: the mixings' groups."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
     x = x.contiguous()
-    y = torch.empty(shape or _shape(x, g, wc, stride, padding, dilation, out_groups), dtype=x.dtype)
+    y = torch.empty(shape, dtype=x.dtype)
     batch, channels, height, width = x.shape
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
     packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
@@ -228,8 +244,8 @@ def _op_impl(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torc
     """The op on real CPU tensors; the weights' packs are kept while their values stay the same (`pack`), since a
     compiled model hands the op the same frozen weights every call."""
     shape = _check_all(x, wa, g, wc, stride, padding, dilation, bias, residual, scale, in_groups, out_groups)
-    return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, bias=bias, relu=relu, residual=residual,
-                   scale=scale, in_groups=in_groups, out_groups=out_groups, shape=shape)
+    return _kernel(x, wa, g, wc, stride, padding, dilation, shape, cache=True, bias=bias, relu=relu,
+                   residual=residual, scale=scale, in_groups=in_groups, out_groups=out_groups)
 
 
 def _op_fake(x, wa, g, wc, stride, padding, dilation, bias=None, relu=False, residual=None, scale=None, in_groups=1,
@@ -250,52 +266,6 @@ def _register() -> torch.library.Library:
 
 _LIBRARY = _register()
 _op = torch.ops.ttplan.tucker_conv2d
-
-
-def _fast_shape(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
-                stride: list[int], padding: list[int], dilation: list[int], bias: torch.Tensor | None,
-                residual: torch.Tensor | None, scale: torch.Tensor | None, in_groups: int, out_groups: int
-                ) -> list[int] | None:
-    """The output shape where every argument is as the kernel takes it (what the checks below accept, in one pass of
-    few steps: it runs on every call, a few µs of a small layer's tens), else None."""
-    f32, tensor = torch.float32, torch.Tensor
-    if not (isinstance(x, tensor) and isinstance(g, tensor) and x.dtype is f32 and g.dtype is f32 and x.is_cpu
-            and g.is_cpu and x.dim() == 4 and g.dim() == 4 and type(in_groups) is int and type(out_groups) is int
-            and in_groups >= 1 and out_groups >= 1):
-        return None
-    batch, channels, height, width = x.shape
-    rows, into, kh, kw = g.shape
-    if min(channels, height, width, rows, kh, kw) < 1 or channels % in_groups or rows % out_groups:
-        return None
-    if wa is None:
-        if into != channels:
-            return None
-    elif not (isinstance(wa, tensor) and wa.dtype is f32 and wa.is_cpu and wa.dim() == 2 and wa.shape[0] >= 1
-              and wa.shape[1] * in_groups == channels and wa.shape[0] * in_groups == into):
-        return None
-    out = rows
-    if wc is not None:
-        if not (isinstance(wc, tensor) and wc.dtype is f32 and wc.is_cpu and wc.dim() == 2 and wc.shape[0] >= 1
-                and wc.shape[1] * out_groups == rows):
-            return None
-        out = wc.shape[0] * out_groups
-    for pair in (stride, padding, dilation):
-        if type(pair) not in (list, tuple) or len(pair) != 2 or type(pair[0]) is not int or type(pair[1]) is not int:
-            return None
-    if min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
-        return None
-    out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
-    out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
-    if out_h < 1 or out_w < 1:
-        return None
-    for vector in (bias, scale):
-        if vector is not None and not (isinstance(vector, tensor) and vector.dtype is f32 and vector.is_cpu
-                                       and vector.shape == (out,)):
-            return None
-    if residual is not None and not (isinstance(residual, tensor) and residual.dtype is f32 and residual.is_cpu
-                                     and residual.shape == (batch, out, out_h, out_w)):
-        return None
-    return [batch, out, out_h, out_w]
 
 
 def _check_all(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
@@ -358,8 +328,8 @@ def tucker_conv2d(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc:
     kept by identity alone, without comparing values (a `torch.equal` per weight and call)."""
     shape = _check_all(x, wa, g, wc, stride, padding, dilation, bias, residual, scale, in_groups, out_groups)
     if _plain_eager((x, wa, g, wc, bias, residual, scale)):
-        return _kernel(x, wa, g, wc, stride, padding, dilation, cache=True, owned=owned_weights, bias=bias, relu=relu,
-                       residual=residual, scale=scale, in_groups=in_groups, out_groups=out_groups, shape=shape)
+        return _kernel(x, wa, g, wc, stride, padding, dilation, shape, cache=True, owned=owned_weights, bias=bias,
+                       relu=relu, residual=residual, scale=scale, in_groups=in_groups, out_groups=out_groups)
     return _op(x, wa, g, wc, stride, padding, dilation, bias, relu, residual, scale, in_groups, out_groups)
 
 
