@@ -74,17 +74,13 @@ class FusedForm:
         return self.batch * (conv + mix_in + mix_out)
 
 
-def _modes(prefix: str, count: int) -> list[str]:
-    return [f"{prefix}{n}" for n in range(1, count + 1)]
-
-
 def fused_form(plan: ContractionPlan) -> FusedForm | None:
     """The plan's three products if the fused kernel can run it (module docstring), else None."""
     net = plan.network
     spec = net.spec
     if spec.groups != 1 or spec.linear or spec.explicit_pad is not None:
         return None  # the kernel pads zeros symmetrically, as conv2d does
-    ins, outs = _modes("i", len(net.fmt.in_modes)), _modes("o", len(net.fmt.out_modes))
+    ins, outs = net.in_modes, net.out_modes
     ops = dict(enumerate(leaf_operands(net)))
     steps = []  # (kind, channels of the result, product of the map's channels it keeps open)
     for step in plan.steps:

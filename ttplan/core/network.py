@@ -113,6 +113,16 @@ class TensorNetwork:
         return out
 
     @cached_property
+    def in_modes(self) -> tuple[str, ...]:
+        """The input channel modes' indices in the input's order (`i1`, `i2`, ...: `mode_indices`)."""
+        return mode_indices("i", len(self.fmt.in_modes))
+
+    @cached_property
+    def out_modes(self) -> tuple[str, ...]:
+        """The output channel modes' indices in the output's order (`o1`, `o2`, ...)."""
+        return mode_indices("o", len(self.fmt.out_modes))
+
+    @cached_property
     def hyperedges(self) -> frozenset[str]:
         """Indices held by more than two tensors (a CP rank shared by all factors)."""
         return frozenset(name for name, nodes in self.holders.items() if len(nodes) > 2)
@@ -143,6 +153,11 @@ class TensorNetwork:
         return g
 
 
+def mode_indices(prefix: str, count: int) -> tuple[str, ...]:
+    """The names of `count` channel modes on one side: `i1`, `i2`, ... (input) or `o1`, ... (output)."""
+    return tuple(f"{prefix}{j}" for j in range(1, count + 1))
+
+
 def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwork:
     """The network of `fmt` applied to an input of `spec`'s geometry, at batch size `batch`."""
     if not isinstance(batch, int) or batch < 1:
@@ -156,16 +171,17 @@ def build_network(spec: ConvSpec, fmt: TTFormat, batch: int = 1) -> TensorNetwor
     }
     for name in windows:
         indices[name] = Index(name, WINDOW_SIZES[name](spec), "window")
-    for j, size in enumerate(fmt.in_modes, start=1):
-        indices[f"i{j}"] = Index(f"i{j}", size, "in")
-    for j, size in enumerate(fmt.out_modes, start=1):
-        indices[f"o{j}"] = Index(f"o{j}", size, "out")
+    ins, outs = mode_indices("i", len(fmt.in_modes)), mode_indices("o", len(fmt.out_modes))
+    for name, size in zip(ins, fmt.in_modes):
+        indices[name] = Index(name, size, "in")
+    for name, size in zip(outs, fmt.out_modes):
+        indices[name] = Index(name, size, "out")
     for core in cores:
         for name in core.indices:
             if name.startswith("r"):
                 indices[name] = Index(name, fmt.rank_size(name), "rank")
-    x_indices = ("b", "s", *windows, *(f"i{j}" for j in range(1, len(fmt.in_modes) + 1)))
-    tensors = (Tensor("X", x_indices, is_input=True), *(Tensor(core.name, core.indices) for core in cores))
-    output = ("b", "s", *(f"o{j}" for j in range(1, len(fmt.out_modes) + 1)))
+    tensors = (Tensor("X", ("b", "s", *windows, *ins), is_input=True),
+               *(Tensor(core.name, core.indices) for core in cores))
+    output = ("b", "s", *outs)
     return TensorNetwork(spec, fmt, batch, indices, tensors, output)
 

@@ -61,7 +61,7 @@ def scale_site(program: Program) -> ScaleSite | None:
     where there is none, and the scale runs in the `epilogue`. A fused program always has one (its last product's
     rows are the output channels)."""
     fmt = program.plan.network.fmt
-    outs = tuple(f"o{j}" for j in range(1, len(fmt.out_modes) + 1))
+    outs = program.plan.network.out_modes
     layouts = operand_layouts(program)
     best: ScaleSite | None = None
     for name in program.folded:

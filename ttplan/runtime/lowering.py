@@ -241,7 +241,7 @@ class _Lowering:
         self.partners: dict[int, set[str]] = {}
         for name, number in self.at.items():
             self.partners.setdefault(number, set()).add(name)
-        in_modes = tuple(f"i{j}" for j in range(1, len(net.fmt.in_modes) + 1))
+        in_modes = net.in_modes
         self.names[0] = INPUT
         self.layouts[INPUT] = ("b", "s", *in_modes) if self.nhwc else ("b", *in_modes, "s")
         for n, tensor in enumerate(net.tensors[1:], start=1):
@@ -412,7 +412,7 @@ class _Lowering:
         NHWC lowering makes it)."""
         net = self.plan.network
         lf = self.layouts[fm]
-        outs = tuple(f"o{j}" for j in range(1, len(net.fmt.out_modes) + 1))
+        outs = net.out_modes
         if lf == ("b", "s", *outs) or self.nhwc:
             target = ("b", "s", *outs)
             self.feature.append(Reshape(0, "y", fm, lf, _perm(lf, target), (("b",), ("h",), ("w",), outs),
