@@ -454,6 +454,14 @@ def _times(plans: tuple[LayerPlan, ...], dense_ms: float | None, tuned: dict | N
     return f"predicted {sum(p.predicted_ms(p.best) for p in plans):.3f} ms vs dense {dense_ms:.3f} ms"
 
 
+def fusion_here(fused: bool | None, channels_last: bool) -> bool:
+    """Whether layers may run by the fused kernel on this machine: `fusion_wanted`, with the machine probed for a C
+    compiler only where the caller left it open (None)."""
+    from ttplan.runtime.kernels.build import find_compiler  # the machine probe; the decision is the core's
+
+    return fusion_wanted(fused, channels_last, fused is None and find_compiler() is not None)
+
+
 def plan_architecture(
     model_or_name: str | nn.Module,
     input_size: tuple[int, int, int] | None = None,
@@ -500,9 +508,7 @@ def plan_architecture(
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
-    from ttplan.runtime.kernels.build import find_compiler  # the machine probe; the decision is the core's
-
-    fused = fusion_wanted(fused, channels_last, fused is None and find_compiler() is not None)
+    fused = fusion_here(fused, channels_last)
     if batch < 1:
         raise TTPlanError(f"batch={batch}: expected a positive int")
     if isinstance(config, (str, Path)):

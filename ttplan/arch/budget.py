@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ttplan.arch.architecture import ArchPlan, plan_layers, trace_model
+from ttplan.arch.architecture import ArchPlan, fusion_here, plan_layers, trace_model
 from ttplan.arch.config import LayerConfig, load_config
 from ttplan.arch.policy import Decision, Policy, decide, skip_reason, unnamed_rule
 from ttplan.core.formats import TTFormat, get_format, linear_format, make_format
-from ttplan.core.fusion import fusion_wanted
 from ttplan.core.latency import LatencyProfile, predict_dense_us, predict_plan_us
 from ttplan.core.layer import best_order
 from ttplan.core.network import build_network
@@ -302,9 +301,7 @@ def prepare_budget(
     """
     if skip_slower is None:
         skip_slower = objective == "latency"
-    from ttplan.runtime.kernels.build import find_compiler  # the machine probe; the decision is the core's
-
-    fused = fusion_wanted(fused, False, fused is None and find_compiler() is not None)
+    fused = fusion_here(fused, False)  # a budget plans NCHW maps
     if target_macs_reduction is None and target_params_reduction is None and target_speedup is None:
         raise TTPlanError("a budget needs a target: give target_macs_reduction, target_params_reduction and/or "
                           "target_speedup (e.g. --target-macs-reduction 0.72)")

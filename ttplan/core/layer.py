@@ -204,10 +204,14 @@ def fused_runs(plan: ContractionPlan, profile: LatencyProfile | None) -> bool:
     kernel runs what it can: it computes exactly the plan's MACs)."""
     if fused_form(plan) is None:
         return False
-    if profile is None:
-        return True
-    fused = predict_fused_us(plan, profile)
-    return fused is not None and fused < MARGIN * predict_plan_us(plan, profile)
+    return profile is None or fused_beats(plan, plan, profile)
+
+
+def fused_beats(fused: ContractionPlan, stock: ContractionPlan, profile: LatencyProfile) -> bool:
+    """Whether `fused` run by the fused kernel is predicted faster than `stock` on stock ops by more than the models'
+    error (`MARGIN`); False where the profile has no fused fit."""
+    us = predict_fused_us(fused, profile)
+    return us is not None and us < MARGIN * predict_plan_us(stock, profile)
 
 
 #: how much faster a prediction must say an order is before planning by time takes it over the plainer choice (the
@@ -245,8 +249,7 @@ def fused_choice(network: TensorNetwork, best: ContractionPlan, fold_weights: bo
     candidate = fastest_fused(network, fold_weights, profile, best, memory_limit, fewest)
     if candidate is None:
         return None
-    fused = predict_fused_us(candidate, profile)
-    return candidate if fused is not None and fused < MARGIN * predict_plan_us(best, profile) else None
+    return candidate if fused_beats(candidate, best, profile) else None
 
 
 def fastest_fused(network: TensorNetwork, fold_weights: bool, profile: LatencyProfile,
