@@ -8,13 +8,8 @@
 # Called by scripts/latency_reports.sh; alone it times against the committed profiles in reports/profiles/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="${PYTHON:-python3}"
-ALL="${THREADS:-$("$PYTHON" -c "import torch; print(torch.get_num_threads())")}"
-ROUNDS="${ROUNDS:-9}"
-if [ "${QUICK:-0}" = "1" ]; then ROUNDS=2; fi
+source scripts/timing_setup.sh  # PYTHON, ALL (threads), ROUNDS; prints the load average
 OUT=reports/latency_best.md
-echo "load average now: $(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?") (timings mean little on a busy machine)" >&2
 CACHE=$(mktemp -d)
 trap 'rm -rf "$CACHE"' EXIT
 # autotune results go to a fresh cache; the channels-last TT models are planned with the channels-last profile

@@ -6,13 +6,8 @@
 # Called by scripts/latency_reports.sh; alone it refreshes this report after a change to the kernel or the lowerings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="${PYTHON:-python3}"
-ALL="${THREADS:-$("$PYTHON" -c "import torch; print(torch.get_num_threads())")}"
-ROUNDS="${ROUNDS:-9}"
-if [ "${QUICK:-0}" = "1" ]; then ROUNDS=2; fi
+source scripts/timing_setup.sh  # PYTHON, ALL (threads), ROUNDS; prints the load average
 OUT=reports/lowerings.md
-echo "load average now: $(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?") (timings mean little on a busy machine)" >&2
 first=1
 for spec in "resnet18 8 $ALL" "resnet56 32 $ALL" "resnet18 8 1" "resnet56 32 1"; do
     set -- $spec
