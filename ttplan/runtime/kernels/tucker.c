@@ -271,7 +271,7 @@ static void unfold(const float *restrict src, int Cn, int H, int W, int KH, int 
  * right of one row and the left of the next), its first element S in; row (c, kh, kw) of the conv's operand is then
  * that buffer shifted by c CS + kh dh Wp + kw dw, read in place. The conv computes NW = OH Wp "wide" columns, of which
  * OW of every Wp are outputs (the rest, a padding's worth per row, are computed and dropped), rounded up to whole
- * tiles (NWr); the last product stores them in a staging buffer, from which each output row is copied to y with the
+ * vectors (NWr); the last product stores them in a staging buffer, from which each output row is copied to y with the
  * epilogue. That staged epilogue also serves a per-channel scale and grouped output mixings (J > 1), whose output
  * channel is not a tile's row alone; otherwise the last product applies the epilogue to its tiles as it stores them.
  * Grouped mixings: Wa [R1 / G, C / G] maps channels [g C/G, (g+1) C/G) to [g R1/G, (g+1) R1/G) for each of G blocks;
@@ -292,8 +292,9 @@ static int conv_columns(const Layer *L) { return L->direct ? L->NWr : L->OH * L-
 
 /* Whether the direct form applies: stride 1, and the padding at most the dilated window's reach (so the wide rows
  * hold every output column), and it computes at most twice the unfolded map's tiles of columns. Measured on an
- * AVX-512 machine, it ran 1.25x faster than im2col even for 8x8 maps, where it computes 96 columns for 64 outputs
- * (rows of 9); `ttplan_direct_form` tells the tests which form a geometry takes. */
+ * AVX-512 machine, it ran 1.25x faster than im2col even for 8x8 maps, when it still computed 96 columns (rows of 9,
+ * rounded to tiles; now to vectors: 80) for 64 outputs; `ttplan_direct_form` tells the tests which form a geometry
+ * takes. */
 static void plan_direct(Layer *L) {
     L->direct = 0;
     if (L->sh != 1 || L->sw != 1 || L->pw > L->dw * (L->KW - 1)) return;
@@ -429,12 +430,13 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
     int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW, N = conv_columns(&L);
     int maxk = KK > C ? KK : C; /* the largest inner size of the three products */
     if (R2 > maxk) maxk = R2;
-    size_t out = (size_t)(O ? O : R2) * OHW;
-    /* the padded map (direct) with the slack the last tile's wide columns read past it, or the unfolded map */
-    /* (the conv's operand and t2 with a tile's slack: a partial column block reads them in place, `gemm`) */
+    int channels = O ? O : R2;               /* the output's */
+    size_t out = (size_t)channels * OHW;     /* one image's output */
+    /* the conv's operand (the padded map, direct, or the unfolded one) and t2 carry a tile's slack past their last
+     * column, which a partial column block reads in place (`gemm`) */
     size_t t1_size = R1 ? (size_t)R1 * HW : 0, t2_size = O ? (size_t)R2 * N + NR : 0;
     size_t map_size = L.direct ? (size_t)Cin * L.CS + (size_t)(KW - 1) * dw + 2 * NR : (size_t)KK * OHW + NR;
-    size_t stage_size = L.staged ? (size_t)(O ? O : R2) * N : 0;
+    size_t stage_size = L.staged ? (size_t)channels * N : 0;
     size_t panel_size = (size_t)maxk * NR + (size_t)maxk; /* K x NR floats, then K ints */
     int failed = 0;
     L.offA = malloc(sizeof(int) * (size_t)(C > 0 ? C : 1));
