@@ -17,6 +17,7 @@ from ttplan.bench.model.forms import (
     COMPILED,
     COMPILED_NO_LAYOUT,
     EAGER,
+    EAGER_FROZEN,
     EAGER_LAST,
     FORMS,
     ORT,
@@ -34,6 +35,7 @@ from ttplan.runtime.kernels import kernel_status
 #: a form's made-up timings: dense fastest compiled, TT fastest in ONNX Runtime, TT unavailable compiled flat
 SYNTHETIC = BestForms((
     FormTiming(EAGER, 10.0, 8.0, tt_macs_reduction=0.7),
+    FormTiming(EAGER_FROZEN, 9.0, 6.0, tt_macs_reduction=0.7),
     FormTiming(EAGER_LAST, 6.0, 7.0, tt_macs_reduction=0.6),
     FormTiming(COMPILED, 4.0, 5.0, tt_macs_reduction=0.7),
     FormTiming(COMPILED_NO_LAYOUT, 5.0, None, tt_reason="torch.compile failed (X: y)", tt_macs_reduction=0.7),
@@ -52,14 +54,15 @@ def test_best_against_best_takes_each_sides_fastest_available_form():
     assert best.ratio == pytest.approx(4.0 / 2.0)
     assert best.headline == f"best TT ({ORT}) against best dense ({COMPILED}): 2.00×"
     # each form's own pair; none where either side is missing
-    assert [t.ratio for t in best.forms] == [pytest.approx(1.25), pytest.approx(6 / 7), pytest.approx(0.8), None, None]
+    assert [t.ratio for t in best.forms] == [pytest.approx(1.25), pytest.approx(1.5), pytest.approx(6 / 7),
+                                             pytest.approx(0.8), None, None]
     assert best.form(ORT).reason("dense") == "export failed: z" and best.form(ORT).reason("TT") == ""
     data = best.to_dict()
     assert data["best_dense"] == {"form": COMPILED, "ms": 4.0}
     assert data["best_tt"] == {"form": ORT, "ms": 2.0, "macs_reduction": 0.7}
     assert data["best_vs_best"] == pytest.approx(2.0) and data["rounds"] == 3 and data["threads"] == 2
     assert [row["form"] for row in data["forms"]] == list(FORMS)
-    assert data["forms"][3]["tt_unavailable"] == "torch.compile failed (X: y)" and data["forms"][3]["tt_ms"] is None
+    assert data["forms"][4]["tt_unavailable"] == "torch.compile failed (X: y)" and data["forms"][4]["tt_ms"] is None
     json.dumps(data)  # JSON-ready
 
 
@@ -167,7 +170,7 @@ def test_a_tiny_run_times_every_eager_form_and_marks_onnx_runtime_as_installed(m
                          input_size=(3, 8, 8))
     best = result.best
     assert [t.form for t in best.forms] == list(FORMS) and best.rounds == 1 and best.threads == 1
-    for form in (EAGER, EAGER_LAST):
+    for form in (EAGER, EAGER_FROZEN, EAGER_LAST):
         assert best.form(form).dense_ms > 0 and best.form(form).tt_ms > 0 and best.form(form).ratio > 0
     for form in (COMPILED, COMPILED_NO_LAYOUT):
         assert best.form(form).dense_reason == best.form(form).tt_reason == "not compiled in this test"
@@ -202,7 +205,7 @@ def test_onnx_runtime_is_marked_unavailable_where_it_is_not_installed(monkeypatc
     ort = result.best.form(ORT)
     assert ort.dense_ms is None and ort.tt_ms is None
     assert ort.dense_reason == ort.tt_reason == "onnxruntime is not installed (test)"
-    assert result.best.best_dense.form in (EAGER, EAGER_LAST)
+    assert result.best.best_dense.form in (EAGER, EAGER_FROZEN, EAGER_LAST)
     text = render_section(result, "ttplan bench model resnet20 --best")
     assert f"- {ORT}, dense and TT: onnxruntime is not installed (test)" in text
     assert f"| {ORT} | n/a | n/a |  | " in text

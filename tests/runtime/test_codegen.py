@@ -159,7 +159,7 @@ def test_generated_files_import_torch_only_and_name_their_class():
         if name != "model.py":
             assert len(namespace["__all__"]) == 1
     model = load_source(_sources()["model.py"])
-    assert model["__all__"] == ["TTHodecConv128to256K3S2P1", "TTTtmLinear512to1000", "LAYERS", "convert"]
+    assert model["__all__"] == ["TTHodecConv128to256K3S2P1", "TTTtmLinear512to1000", "LAYERS", "convert", "freeze"]
     assert model["LAYERS"]["a.conv"] is model["LAYERS"]["b.conv"]
 
 

@@ -106,6 +106,7 @@ class _TTLayer(nn.Module):
         self.apply_relu = False
         self.fold_weights = self.default_fold_weights if fold_weights is None else fold_weights
         self._folded = None
+        self._frozen = None  # what freeze() keeps: the tensors it read with their versions, the weights, the call
         self.reset_parameters()
 
     def cores(self) -> list[torch.Tensor]:
@@ -144,13 +145,49 @@ class _TTLayer(nn.Module):
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         # torch.compiler.is_compiling exists from torch 2.3; on older torch a compiled graph breaks at the cache instead
         capturing = getattr(torch.compiler, "is_compiling", bool)() or torch.jit.is_tracing()
-        if not self.fold_weights or recording or capturing:
+        if recording or capturing:
+            return self.weights()
+        if self._frozen is not None:
+            return self.frozen_state()[2]
+        if not self.fold_weights:
             return self.weights()
         cached = self._folded  # (copies of the cores, weights()): reused while the cores equal the copies
         if cached is None or not cores_unchanged(cached[0], cores):
             with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grads on
                 cached = self._folded = ([core.detach().clone() for core in cores], self.weights())
         return cached[1]
+
+    def freeze(self, frozen: bool = True) -> None:
+        """For inference: fold the weights once and keep them without cached_weights' value checks per forward,
+        until a parameter or out_scale changes as torch counts changes (another tensor or storage, or an in-place
+        op: an optimizer step, load_state_dict, .to()), which folds them again. A write through .data counts no
+        change: freeze again after one. Where the layer runs ttplan's fused kernel, its call is bound as well
+        (bind_kernel), so a forward spends a few µs outside the kernel instead of tens. torch.compile,
+        torch.jit.trace and torch.export trace weights() as before. `frozen=False` undoes it."""
+        if not frozen:
+            self._frozen = None
+            return
+        watched = self.watched()
+        with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grads on
+            weights = self.weights()
+            call = self.bind_kernel(weights)
+        self._frozen = ([(t, t._version, t.data_ptr()) for t in watched], self.apply_relu, weights, call)
+
+    def watched(self) -> list[torch.Tensor]:
+        """The tensors the weights and the epilogue come from: the parameters and out_scale."""
+        return [t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
+
+    @torch.jit.unused
+    def frozen_state(self):
+        """What freeze() keeps (the tensors read, apply_relu, the weights, the bound call), frozen again first where
+        a parameter, out_scale or apply_relu changed since."""
+        kept, relu = self._frozen[0], self._frozen[1]
+        watched = self.watched()
+        if relu != self.apply_relu or len(watched) != len(kept) or any(
+                t is not k or t._version != version or t.data_ptr() != pointer
+                for t, (k, version, pointer) in zip(watched, kept)):
+            self.freeze()
+        return self._frozen
 
     def check_input(self, x: torch.Tensor) -> list[int]:
         """One-line error unless `x` is [B, I, H, W] ([..., I] for a linear layer); returns the leading shape."""
@@ -209,8 +246,23 @@ class _TTLayer(nn.Module):
                                       error_msgs)
 '''
 
+#: `_TTLayer`'s methods in files without a fused step: nothing for freeze() to bind
+_UNFUSED_METHODS = '''
+    def bind_kernel(self, weights):
+        """No layer of this file runs a fused kernel: freeze() keeps the folded weights only."""
+        return None
+'''
+
 #: the end of `_TTLayer`, after the fused methods where a class has a fused step
 _BASE_END = '''
+    def fused_operands(self, weights):
+        """The fused kernel's wa, g and wc made from weights() (a class with a fused step says how); None here."""
+        return None
+
+    def weights(self) -> tuple:
+        """The operands the forward reads besides the cores; a class whose products read only cores has none."""
+        return ()
+
     def extra_repr(self) -> str:
         folded = ", folded batchnorm" if self.out_scale is not None else ""
         return (f"{self.description}, bias={self.bias is not None}, fold_weights={self.fold_weights}{folded}"
@@ -222,6 +274,7 @@ _BASE_END = '''
 #: the generated file's optional use of ttplan's fused kernel: the layers run on torch alone without it
 _FUSED_IMPORT = '''
 try:  # ttplan's fused CPU kernel (one pass per image) where ttplan is installed; stock torch ops otherwise
+    from ttplan.runtime.kernels import FrozenTucker as _FrozenTucker
     from ttplan.runtime.kernels import fused_available as _fused_ok
     from ttplan.runtime.kernels import tucker_conv2d as _tucker_conv2d
 except ImportError:
@@ -242,6 +295,31 @@ _FUSED_METHODS = '''
             return False
         scale = self.out_scale if self.kernel_scales else None
         return _fused_ok(*(t for t in (x, wa, g, wc, scale, self.bias, residual) if t is not None))
+
+    @torch.jit.unused
+    def bind_kernel(self, weights):
+        """The fused kernel's call for these weights with every argument but the map bound (ttplan's FrozenTucker),
+        for freeze(); None for a class without a fused step and where the kernel would not run them."""
+        operands = self.fused_operands(weights)
+        scale = self.out_scale if self.kernel_scales else None
+        if operands is None or not _fused_ok(*(t for t in (*operands, scale, self.bias) if t is not None)):
+            return None
+        return _FrozenTucker(*operands, list(self.stride), list(self.padding), list(self.dilation), scale=scale,
+                             bias=self.bias, relu=self.apply_relu, in_groups=self.fused_groups[0],
+                             out_groups=self.fused_groups[1])
+
+    @torch.jit.unused
+    def frozen_forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The frozen layer's output by its bound call (freeze), or None where that does not apply: not frozen, a
+        gradient to record, a map or residual the bound call does not take, something watching ops."""
+        # torch.compile traces the forward itself (the registered op, weights() in the graph)
+        if self._frozen is None or type(x) is not torch.Tensor or getattr(torch.compiler, "is_compiling", bool)():
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or (residual is not None and residual.requires_grad)
+                                        or any(t.requires_grad for t in self.watched())):
+            return None
+        call = self.frozen_state()[3]
+        return None if call is None else call(x, residual)
 
     @torch.jit.unused
     def fused_kernel(self, x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None,
@@ -309,6 +387,19 @@ def load_weights(model: nn.Module, state: dict) -> None:
                          "file (ttplan emit --weights)")
     model.load_state_dict(state)
 ''' + "\n\n" + inspect.getsource(state_mismatch)
+
+_FREEZE = '''
+
+def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """`model` (itself) with every TT layer frozen for inference (`_TTLayer.freeze`): the weights folded once and
+    trusted until torch counts a change to a parameter, each fused layer's kernel call bound, so a small layer's
+    forward costs a few µs besides its products instead of tens. A write through .data counts no change: freeze
+    again after one. `frozen=False` undoes it."""
+    for module in model.modules():
+        if isinstance(module, _TTLayer):
+            module.freeze(frozen)
+    return model
+'''
 
 #: the file's own trained weights, when `ttplan emit --weights` wrote them beside it
 _WEIGHTS_DOC = ("#: the trained weights `ttplan emit --weights` wrote beside this file: a state_dict of the "
@@ -451,15 +542,8 @@ class _Renderer:
         if self.program.lowering.export_fused:
             self.uses.add("export_fused")
 
-        def matrix(name: str | None) -> str:  # a mixing's weight as [N, K] (a 1x1 conv's is [N, K, 1, 1])
-            if name is None:
-                return "None"
-            conv1x1 = any(isinstance(p, MatMul) and p.left == name and p.conv1x1 for p in ins.parts)
-            return f"{name}.reshape({name}.shape[0], -1)" if conv1x1 else name
-
         linear = self.program.plan.network.spec.linear
-        operands = ", ".join([ins.src, matrix(ins.mix_in), ins.weight, matrix(ins.mix_out)]
-                             + ([] if linear else ["residual"]))
+        operands = ", ".join([ins.src, *self.kernel_operands(ins)] + ([] if linear else ["residual"]))
         residual = "" if linear else ", the residual"
         inner = indent + "    "
         return [
@@ -475,6 +559,18 @@ class _Renderer:
             f"{indent}else:",
             *self.block(ins.parts, indent + "    "),
         ]
+
+    def kernel_operands(self, ins: Fused) -> list[str]:
+        """The fused kernel's wa, g and wc as Python expressions: each mixing's weight as [N, K] (a 1x1 conv's is
+        [N, K, 1, 1]), "None" where there is no mixing."""
+        def matrix(name: str | None) -> str:
+            if name is None:
+                return "None"
+            conv1x1 = any(isinstance(p, MatMul) and p.left == name and p.conv1x1 for p in ins.parts)
+            name = self.source(name)
+            return f"{name}.reshape({name}.shape[0], -1)" if conv1x1 else name
+
+        return [matrix(ins.mix_in), self.source(ins.weight), matrix(ins.mix_out)]
 
     def block(self, instructions: tuple[Instruction, ...], indent: str, weights: bool = False) -> list[str]:
         plan = self.program.plan
@@ -553,6 +649,8 @@ def _render_class(plan: ContractionPlan, name: str | None = None, bias: bool | N
                      "BatchNorm's scale (no weight holds every output channel)")
     lines.append("")
     lines += _weights_method(program, render)
+    if fused:
+        lines += _fused_operands_method(program, fused[0], render)
     lines += _forward_method(program, render)
     uses = set(render.uses)
     if isinstance(plan.network.fmt.kernel_layout(spec), FactorLayout):
@@ -696,6 +794,21 @@ def _weights_method(program: Program, render: _Renderer) -> list[str]:
     ]
 
 
+def _fused_operands_method(program: Program, ins: Fused, render: _Renderer) -> list[str]:
+    """`fused_operands(weights)`: the fused kernel's wa, g and wc from what `weights()` returns, as the forward passes
+    them (what `freeze()` binds)."""
+    folded = [n for n in program.folded if n not in program.cores]
+    unpack = [f"        {folded[0]}, = weights" if len(folded) == 1 else f"        {', '.join(folded)} = weights"]
+    return [
+        "    @torch.jit.unused",
+        "    def fused_operands(self, weights):",
+        '        """The fused kernel\'s wa, g and wc from weights(), as forward passes them (freeze binds them)."""',
+        *(unpack if folded else []),
+        f"        return {', '.join(render.kernel_operands(ins))}",
+        "",
+    ]
+
+
 def _scale_lines(site: ScaleSite) -> list[str]:
     """A folded BatchNorm's scale multiplied into the operand holding every output mode (`scale_operand`)."""
     name = site.operand
@@ -719,6 +832,11 @@ def _forward_method(program: Program, render: _Renderer) -> list[str]:
              "    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:"]
     # a conv's residual: a map of its output's shape added after the bias, before the ReLU (fuse_residuals)
     extra, passed = ("", "") if spec.linear else (" or residual is not None", ", residual")
+    if not spec.linear and any(isinstance(ins, Fused) for ins in program.feature):  # forward: the kernel's call
+        lines += ["        if not torch.jit.is_scripting():  # a frozen layer's bound call (freeze), where it applies",
+                  "            y = self.frozen_forward(x, residual)",
+                  "            if y is not None:",
+                  "                return y"]
     if spec.linear:
         lines += ["        lead = self.check_input(x)", f"        x = x.reshape(-1, {spec.in_channels}, 1, 1)"]
     else:
@@ -776,7 +894,7 @@ def _file(title: str, lines: list[str], classes: list[_Class], names: list[str],
     if "F" in uses:
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
-    base = _BASE + (_FUSED_METHODS if "fused" in uses else "") + _BASE_END
+    base = _BASE + (_FUSED_METHODS if "fused" in uses else _UNFUSED_METHODS) + _BASE_END
     if "fused" in uses:
         imports += ["", _FUSED_IMPORT.rstrip("\n")]
     exported = f"__all__ = [{', '.join(json.dumps(n) for n in names)}]"
@@ -836,13 +954,14 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
             "(x.contiguous(memory_format=torch.channels_last))." if channels_last else "."),
          "`convert(model, weights)` loads trained weights instead (a state_dict, or a file holding one; the cores "
          "as\n`cores.0`, `cores.1`, ... as ttplan's TTConv2d saves them)."
+         "\n`freeze(model)` readies a converted model for inference: weights folded once, kernel calls bound."
          + (f"\n`load(model)` is `convert(model, {weights!r})`, the trained weights written beside this file."
             if weights is not None else ""),
          _COMPILE_NOTE]
     entries = "\n".join(f'    "{layer}": {cls},' for layer, cls in table)
     tail = (f"\n\nLAYERS = {{\n{entries}\n}}\n" + _CONVERT
-            + (_RETURN_CHANNELS_LAST if channels_last else _RETURN) + _LOAD_WEIGHTS)
-    exported = [*dict.fromkeys(n for _, n in table), "LAYERS", "convert"]
+            + (_RETURN_CHANNELS_LAST if channels_last else _RETURN) + _LOAD_WEIGHTS + _FREEZE)
+    exported = [*dict.fromkeys(n for _, n in table), "LAYERS", "convert", "freeze"]
     if weights is not None:
         tail += "\n\n" + _WEIGHTS_DOC + f"WEIGHTS = {json.dumps(weights)}\n" + _LOAD
         exported += ["WEIGHTS", "load"]

@@ -2,7 +2,9 @@
 
 A user runs the dense model in whichever form is fastest for it, and the TT model likewise; comparing both in eager
 NCHW says little about what either would deploy. `bench model --best` therefore times each side in each form
-(`FORMS`): eager NCHW; eager channels-last (the TT model planned for channels-last, as `--channels-last` plans it);
+(`FORMS`): eager NCHW; eager NCHW prepared for inference (`frozen_runner`: the dense model's BatchNorms folded
+into its convs by `torch.fx.experimental.optimization.fuse`, the TT model frozen by its generated file's
+`freeze(model)`); eager channels-last (the TT model planned for channels-last, as `--channels-last` plans it);
 `torch.compile` with inductor's freezing (`compiled.compile_model`), layout optimization on (inductor's default)
 and off (which can suit a TT model's reshapes); and ONNX Runtime where it is installed (the model exported by
 `ttplan.runtime.export.export_model`, a CPU session with torch's thread count, its idle threads not spinning). All
@@ -15,6 +17,7 @@ ratio.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,13 +30,14 @@ from ttplan.bench.model.compiled import compile_model, first_line
 from ttplan.errors import TTPlanError
 
 EAGER = "eager NCHW"
+EAGER_FROZEN = "eager NCHW, frozen"
 EAGER_LAST = "eager channels-last"
 COMPILED = "compiled (frozen)"
 COMPILED_NO_LAYOUT = "compiled (frozen, no layout opt.)"
 ORT = "ONNX Runtime"
 #: the forms, in the order they are timed and reported; the compiled ones by inductor with freezing, layout
 #: optimization on (`COMPILED`) and off (`COMPILED_NO_LAYOUT`)
-FORMS = (EAGER, EAGER_LAST, COMPILED, COMPILED_NO_LAYOUT, ORT)
+FORMS = (EAGER, EAGER_FROZEN, EAGER_LAST, COMPILED, COMPILED_NO_LAYOUT, ORT)
 #: the two sides, as the tables name them
 SIDES = ("dense", "TT")
 
@@ -186,6 +190,25 @@ def compiled_runner(model: nn.Module, x: torch.Tensor, layout_optimization: bool
     return checked(lambda: compiled(x), reference, "compiled")
 
 
+def frozen_runner(model: nn.Module, x: torch.Tensor, freeze: Callable[[nn.Module], nn.Module] | None) -> Runner:
+    """A copy of `model` prepared for inference in eager mode, checked against `model`, as a callable on `x`; or why
+    it cannot run. `freeze` prepares the copy (a generated file's `freeze`: each TT layer's weights folded once and
+    its kernel call bound); None for a dense model, whose BatchNorms `torch.fx.experimental.optimization.fuse` folds
+    into the convs before them, as the compiled forms' freezing does."""
+    try:
+        if freeze is not None:
+            prepared = freeze(copy.deepcopy(model))
+        else:
+            from torch.fx.experimental.optimization import fuse
+
+            prepared = fuse(model)  # traces and copies; the model itself is unchanged
+    except Exception as error:  # tracing a user's model can fail in many ways; the first line says how
+        return f"could not be prepared ({first_line(error)})"
+    with torch.no_grad():
+        reference = model(x)
+    return checked(lambda: prepared(x), reference, "prepared")
+
+
 def onnx_runtime_missing() -> str | None:
     """Why ONNX Runtime cannot be used here (not installed), or None."""
     import importlib.util
@@ -236,6 +259,6 @@ def onnx_runtime_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Runn
         return f"session run failed ({first_line(error)})"
 
 
-__all__ = ["COMPILED", "COMPILED_NO_LAYOUT", "EAGER", "EAGER_LAST", "FORMS", "ORT", "SIDES", "TOLERANCE", "BestForms",
-           "FormTiming", "checked", "compiled_runner", "onnx_runtime_missing", "onnx_runtime_runner",
-           "time_forms"]
+__all__ = ["COMPILED", "COMPILED_NO_LAYOUT", "EAGER", "EAGER_FROZEN", "EAGER_LAST", "FORMS", "ORT", "SIDES",
+           "TOLERANCE", "BestForms", "FormTiming", "checked", "compiled_runner", "frozen_runner",
+           "onnx_runtime_missing", "onnx_runtime_runner", "time_forms"]

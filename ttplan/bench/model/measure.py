@@ -34,11 +34,13 @@ from ttplan.bench.model.forms import (
     COMPILED,
     COMPILED_NO_LAYOUT,
     EAGER,
+    EAGER_FROZEN,
     EAGER_LAST,
     FORMS,
     ORT,
     BestForms,
     compiled_runner,
+    frozen_runner,
     onnx_runtime_runner,
     time_forms,
 )
@@ -181,26 +183,32 @@ def build_tt_model(dense: nn.Module, plan: ArchPlan, runtime: str = "emitted") -
     if not layers:
         model = copy.deepcopy(dense).eval()
         return model.to(memory_format=torch.channels_last) if plan.channels_last else model
-    lowerings = {name: Lowering(**lowering) for name, lowering in plan.lowerings().items()}
     if runtime == "emitted":
-        from ttplan.runtime.codegen import emit_model
-
-        source = emit_model([(layer.name, layer.plan.best) for layer in layers], plan.model, lowerings,
-                            channels_last=plan.channels_last)
-        # the file `ttplan emit --arch` writes, as a module: torch.compile looks its globals up in sys.modules
-        name = f"ttplan_generated_{plan.model}_{hashlib.sha1(source.encode()).hexdigest()[:12]}"
-        module = sys.modules.get(name)
-        if module is None:
-            module = types.ModuleType(name)
-            exec(compile(source, f"tt_{plan.model}.py", "exec"), module.__dict__)
-            sys.modules[name] = module
-        return module.convert(dense).eval()
+        return generated_module(plan).convert(dense).eval()
     if runtime != "layers":
         raise TTPlanError(f"runtime={runtime!r}: expected emitted or layers")
+    lowerings = {name: Lowering(**lowering) for name, lowering in plan.lowerings().items()}
     formats = {layer.name: layer.fmt for layer in layers}
     plans = {layer.name: layer.plan.best for layer in layers}
     model = convert(dense, formats, plan.input_size, "best", True, plans=plans, lowerings=lowerings).eval()
     return model.to(memory_format=torch.channels_last) if plan.channels_last else model
+
+
+def generated_module(plan: ArchPlan) -> types.ModuleType:
+    """The file `ttplan emit --arch` writes for `plan`, as a module (its `convert`, `freeze`, ...), made once per
+    source: torch.compile looks the module's globals up in sys.modules. The plan decomposes at least one layer."""
+    from ttplan.runtime.codegen import emit_model
+
+    lowerings = {name: Lowering(**lowering) for name, lowering in plan.lowerings().items()}
+    source = emit_model([(layer.name, layer.plan.best) for layer in plan.layers if layer.decomposed], plan.model,
+                        lowerings, channels_last=plan.channels_last)
+    name = f"ttplan_generated_{plan.model}_{hashlib.sha1(source.encode()).hexdigest()[:12]}"
+    module = sys.modules.get(name)
+    if module is None:
+        module = types.ModuleType(name)
+        exec(compile(source, f"tt_{plan.model}.py", "exec"), module.__dict__)
+        sys.modules[name] = module
+    return module
 
 
 def _inputs(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
@@ -299,6 +307,9 @@ class Prepared:
     tt: nn.Module
     x: torch.Tensor
     sync: Callable[[], None]
+    #: what readies a copy of `tt` for inference (the generated file's `freeze`), or None: library layers, or no TT
+    #: layer at all
+    freeze: Callable[[nn.Module], nn.Module] | None = None
 
 
 def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads: int | None = None,
@@ -335,7 +346,9 @@ def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads:
     if channels_last:
         dense, x = dense.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    return Prepared(plan, dense, tt, x, sync)
+    generated = runtime == "emitted" and any(layer.decomposed for layer in plan.layers)
+    freeze = generated_module(plan).freeze if generated else None
+    return Prepared(plan, dense, tt, x, sync, freeze)
 
 
 def end_to_end(run: Prepared, rounds: int) -> tuple[float, float, float | None, float | None]:
@@ -441,7 +454,8 @@ def both_formats(nchw: Prepared, last: Prepared, rounds: int) -> FormatTimings:
 def best_forms(nchw: Prepared, last: Prepared, rounds: int,
                progress: Callable[[str], None] = lambda message: None, stock: Prepared | None = None) -> BestForms:
     """Each model in every form of `ttplan.bench.model.forms.FORMS`, all timed interleaved on the same input values:
-    eager NCHW (`nchw`'s models), eager channels-last (`last`'s: the TT one planned for channels-last), and
+    eager NCHW (`nchw`'s models), the same prepared for inference (`frozen_runner`: `nchw.freeze` for the TT
+    model), eager channels-last (`last`'s: the TT one planned for channels-last), and
     `nchw`'s models compiled with freezing (layout optimization on and off) and in ONNX Runtime (`stock`'s instead
     where given: planned without the fused kernel, `_stock_for_onnx`). A form that cannot be built for a side is
     recorded with its reason; the others are timed."""
@@ -449,7 +463,11 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
 
     x = nchw.x
     x_last = x.contiguous(memory_format=torch.channels_last)
+    progress(f"preparing both models for inference in eager mode ({EAGER_FROZEN})")
     runners = {EAGER: (lambda: nchw.dense(x), lambda: nchw.tt(x)),
+               EAGER_FROZEN: (frozen_runner(nchw.dense, x, None),
+                              frozen_runner(nchw.tt, x, nchw.freeze) if nchw.freeze is not None
+                              else "no generated file to freeze it (library layers, or no TT layer)"),
                EAGER_LAST: (lambda: last.dense(x_last), lambda: last.tt(x_last))}
     for form, layout in ((COMPILED, True), (COMPILED_NO_LAYOUT, False)):
         progress(f"compiling both models ({form}: inductor, freezing, layout optimization "
@@ -478,4 +496,4 @@ def machine() -> str:
 
 
 __all__ = ["LAYER_BLOCK_MS", "LayerTiming", "ModelBench", "Prepared", "best_forms", "bench_model", "both_formats",
-           "build_tt_model", "end_to_end", "machine", "prepare", "time_pair"]
+           "build_tt_model", "end_to_end", "generated_module", "machine", "prepare", "time_pair"]

@@ -66,7 +66,11 @@ def best_lines(best: BestForms, channels_last: bool = False) -> list[str]:
     (`channels_last`: the run's memory format)."""
     dense, tt = best.best_dense, best.best_tt
     lines = ["Best against best (`--best`): each model in every form a user deploys, all timed interleaved in one set "
-             f"of {best.rounds} rounds (medians): eager NCHW; eager channels-last (the TT model planned for NHWC "
+             f"of {best.rounds} rounds (medians): eager NCHW; eager NCHW frozen (each prepared for inference without a "
+             "compiler: the dense model's BatchNorms folded into its convs by "
+             "`torch.fx.experimental.optimization.fuse`, the TT model frozen by its generated file's "
+             "`freeze(model)`, weights folded once and kernel calls bound); eager channels-last (the TT model "
+             "planned for NHWC "
              "maps, with the channels-last latency profile); `torch.compile` (inductor, freezing: parameters folded "
              "as constants) with inductor's layout optimization on and off; ONNX Runtime (the exported ONNX model, "
              "the TT one planned without the fused kernel where the run's plan fuses layers, since ONNX carries no "

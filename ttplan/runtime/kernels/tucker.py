@@ -210,11 +210,22 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
         raise RuntimeError(f"ttplan::tucker_conv2d: the fused kernel is not available ({status.detail})")
     x = x.contiguous()
     y = torch.empty(shape, dtype=x.dtype)
-    batch, channels, height, width = x.shape
     # held in locals for the call: an uncached pack is freed as soon as nothing refers to it
-    packed_a, packed_g, packed_c = (None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
+    packs = tuple(None if w is None else pack(w, cache, owned) for w in (wa, g, wc))
     # read through their pointers (a gradient is never recorded here); copied only where not contiguous
     scale, bias, residual = (t if t is None or t.is_contiguous() else t.contiguous() for t in (scale, bias, residual))
+    launch(library, x, (wa, g, wc), packs, stride, padding, dilation, y, scale, bias, residual, relu, in_groups,
+           out_groups)
+    return y
+
+
+def launch(library, x: torch.Tensor, weights: tuple, packs: tuple, stride: list[int], padding: list[int],
+           dilation: list[int], y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
+           residual: torch.Tensor | None, relu: bool, in_groups: int, out_groups: int) -> None:
+    """Call the C kernel: `x` and `residual` contiguous, `weights` (wa, g, wc) with their `packs`, `y` the output,
+    all checked; the one place that spells the C function's arguments."""
+    (wa, g, wc), (packed_a, packed_g, packed_c) = weights, packs
+    batch, channels, height, width = x.shape
     failed = library.ttplan_tucker_conv2d(
         batch, channels, height, width, x.data_ptr(), wa.shape[0] * in_groups if wa is not None else 0,
         packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
@@ -226,7 +237,6 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
         torch.get_num_threads())
     if failed:
         raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
-    return y
 
 
 #: the op's schema; defined with `torch.library.Library` rather than `torch.library.custom_op`, whose Python wrapper

@@ -1,0 +1,74 @@
+"""A fused layer's kernel call bound once, for frozen models: only the map and the residual change from call to call.
+
+`tucker_conv2d` checks every argument and looks the weights' packs up on each call: about 20 µs, as much as the
+kernel itself takes on a batch-1 ResNet-56 layer. A `FrozenTucker` checks the weights and packs them once, and a call
+checks only what can differ (the map's type, dtype, device and shape, the residual's) before calling the kernel:
+a few µs. It is what a TT layer's `freeze()` keeps; the layer says when the bound weights are still its own.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ttplan.runtime.kernels.build import load
+from ttplan.runtime.kernels.tucker import _check_all, _plain_eager, launch, pack
+
+
+class FrozenTucker:
+    """`tucker_conv2d(x, wa, g, wc, ..., residual=residual)` with every argument but `x` and `residual` bound and the
+    weights packed. A call returns None wherever the bound call does not apply, so the caller runs its own path: a
+    map that is not a plain CPU float32 tensor, an unseen shape that the kernel refuses, something watching ops
+    (`FlopCounterMode`, tracing, `torch.compile`, which must see the registered op)."""
+
+    def __init__(self, wa: torch.Tensor | None, g: torch.Tensor, wc: torch.Tensor | None, stride: list[int],
+                 padding: list[int], dilation: list[int], *, scale: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None, relu: bool = False, in_groups: int = 1, out_groups: int = 1) -> None:
+        self.weights = tuple(None if w is None else w.detach() for w in (wa, g, wc))
+        self.scale, self.bias = (None if t is None else t.detach().contiguous() for t in (scale, bias))
+        self.stride, self.padding, self.dilation = list(stride), list(padding), list(dilation)
+        self.relu, self.in_groups, self.out_groups = bool(relu), int(in_groups), int(out_groups)
+        self.packs = tuple(None if w is None else pack(w, cache=False) for w in self.weights)
+        self.shapes: dict[torch.Size, list[int]] = {}  # input shape -> output shape, each checked once
+
+    def output_shape(self, x: torch.Tensor) -> list[int] | None:
+        """The output's shape for a map shaped as `x`, or None where the kernel would not take it (checked once per
+        shape)."""
+        shape = self.shapes.get(x.shape)
+        if shape is None:
+            wa, g, wc = self.weights
+            try:
+                shape = _check_all(x, wa, g, wc, self.stride, self.padding, self.dilation, self.bias, None,
+                                   self.scale, self.in_groups, self.out_groups)
+            except ValueError:
+                return None
+            if len(self.shapes) >= 64:  # a server fed ever new shapes keeps a bounded table
+                self.shapes.clear()
+            self.shapes[x.shape] = shape
+        return shape
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The layer's output for the map `x` (plus `residual`, of the output's shape), or None where this bound call
+        does not apply."""
+        if type(x) is not torch.Tensor or x.dtype is not torch.float32 or not x.is_cpu:
+            return None
+        if not _plain_eager((x, residual)):
+            return None
+        shape = self.output_shape(x)
+        if shape is None:
+            return None
+        if residual is not None:
+            if (type(residual) is not torch.Tensor or residual.dtype is not torch.float32 or not residual.is_cpu
+                    or list(residual.shape) != shape):
+                return None
+            residual = residual.contiguous()
+        library = load()[0]
+        if library is None:
+            return None
+        x = x.contiguous()
+        y = torch.empty(shape, dtype=torch.float32)
+        launch(library, x, self.weights, self.packs, self.stride, self.padding, self.dilation, y, self.scale,
+               self.bias, residual, self.relu, self.in_groups, self.out_groups)
+        return y
+
+
+__all__ = ["FrozenTucker"]
