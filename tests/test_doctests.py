@@ -13,7 +13,7 @@ import ttplan
 MODULES = ("ttplan", "ttplan.core.layer", "ttplan.runtime.layers", "ttplan.runtime.batchnorm",
            "ttplan.arch.architecture", "ttplan.arch.apply")
 #: every verb of the API, as the package docstring calls it
-VERBS = ("plan_layer", "TTConv2d.from_conv", "TTLinear.from_linear", "plan_architecture", "convert", "load")
+VERBS = ("plan_layer", "TTConv2d.from_conv", "TTLinear.from_linear", "plan_architecture", "convert", "freeze", "load")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -29,6 +29,10 @@ Plan a whole model (a preset, a `module:callable` or an `nn.Module`), then swap 
     >>> type(tt.layer1[1].conv1).__name__
     'TTConv2d'
 
+For inference, freeze it: each TT layer folds its weights once and binds its fused kernel call:
+
+    >>> tt = ttplan.freeze(tt.eval())
+
 Load the TT model a `ttplan train` run saved (its folder, or its `model_tt.pt`):
 
     >>> ttplan.load("no-such-run")
@@ -58,6 +62,7 @@ _HOMES = {
     "TTConv2d": "ttplan.runtime.layers",
     "TTLinear": "ttplan.runtime.layers",
     "convert": "ttplan.arch.apply",
+    "freeze": "ttplan.runtime.layers",
     "ADMMCompression": "ttplan.training.compression",
     "load": "ttplan.training.models",
 }
@@ -71,7 +76,7 @@ _MOVED = {
 
 __all__ = [
     "ADMMCompression", "ConvSpec", "TTConv2d", "TTFormat", "TTLinear", "TTPlanError", "__version__", "convert",
-    "load", "make_format", "plan_architecture", "plan_layer",
+    "freeze", "load", "make_format", "plan_architecture", "plan_layer",
 ]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` loads each name on first use
@@ -80,7 +85,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` lo
     from ttplan.core.formats import TTFormat, make_format
     from ttplan.core.layer import plan_layer
     from ttplan.core.spec import ConvSpec
-    from ttplan.runtime.layers import TTConv2d, TTLinear
+    from ttplan.runtime.layers import TTConv2d, TTLinear, freeze
     from ttplan.training.compression import ADMMCompression
     from ttplan.training.models import load
 

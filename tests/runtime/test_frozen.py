@@ -13,15 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import ttplan
 from tests.helpers.runtime_cases import assert_close, load_source, plans_for
 from tests.runtime.test_deploy import import_file
 from tests.runtime.test_fused import OpLog
 from ttplan.arch.architecture import plan_architecture
 from ttplan.core.formats import make_format
 from ttplan.core.spec import ConvSpec
+from ttplan.errors import TTPlanError
 from ttplan.models import load_model
 from ttplan.runtime.codegen import emit_layer, emit_model
 from ttplan.runtime.kernels import FrozenTucker, tucker_conv2d
+from ttplan.runtime.layers import TTConv2d
 from ttplan.runtime.lowering import Lowering
 
 pytestmark = pytest.mark.requires_cc
@@ -147,3 +150,34 @@ def test_a_bound_call_declines_what_it_cannot_serve():
     assert call(x, torch.randn(2, 7, 8, 8)) is None  # a residual not of the output's shape
     with FlopCounterMode(display=False):
         assert call(x) is None  # a dispatch mode must see the registered op
+
+
+def test_library_layers_freeze_alike_and_ttplan_freeze_takes_either_kind():
+    layer, plan = _grouped_layer()
+    spec, fmt = plan.network.spec, plan.network.fmt
+    library = TTConv2d(spec, fmt, plan, fold_weights=True, batch=4, lowering=FUSED).eval()
+    library.load_state_dict({f"cores.{n}": core for n, core in enumerate(layer.cores())})
+    library.out_scale, library.bias, library.apply_relu = layer.out_scale.clone(), torch.nn.Parameter(
+        layer.bias.detach().clone()), True
+    x, residual = torch.randn(4, 32, 16, 16), torch.randn(4, 32, 16, 16)
+    with torch.no_grad():
+        unfrozen = library(x, residual)
+        assert ttplan.freeze(torch.nn.Sequential(library)) is not None and isinstance(library._frozen[3], FrozenTucker)
+        with mock.patch.object(torch, "equal", wraps=torch.equal) as equal:
+            frozen = library(x, residual)
+            assert equal.call_count == 0
+        assert torch.equal(frozen, unfrozen)
+        with FlopCounterMode(display=False) as counter:
+            library(x, residual)
+        assert counter.get_total_flops() == plan.flops
+        library.cores[0].mul_(-1.5)  # counted: refolded
+        layer.cores()[0].mul_(-1.5)
+        assert_close(library(x, residual).double(), _expected(layer, x, residual), rel=1e-4)
+        ttplan.freeze(torch.nn.Sequential(layer))  # a generated layer, by the same verb
+        assert isinstance(layer._frozen[3], FrozenTucker)
+        ttplan.freeze(torch.nn.Sequential(library, layer), False)
+        assert library._frozen is None and layer._frozen is None
+    with pytest.raises(TTPlanError, match="freeze: Conv2d holds no TT layer"):
+        ttplan.freeze(torch.nn.Conv2d(3, 3, 3))
+    with pytest.raises(TTPlanError, match="nn.Module"):
+        ttplan.freeze("resnet20")

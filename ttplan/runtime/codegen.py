@@ -27,7 +27,7 @@ from ttplan.core.formats import FactorLayout
 from ttplan.runtime import algorithms
 from ttplan.runtime.batchnorm import FOLD_SOURCE
 from ttplan.runtime.epilogue import EPILOGUE_SOURCE, ScaleSite, scale_site
-from ttplan.runtime.fold_cache import UNCHANGED_SOURCE
+from ttplan.runtime.fold_cache import FROZEN_SOURCE, UNCHANGED_SOURCE
 from ttplan.runtime.lowering import (
     RUNTIME,
     Fused,
@@ -171,7 +171,7 @@ class _TTLayer(nn.Module):
         with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grads on
             weights = self.weights()
             call = self.bind_kernel(weights)
-        self._frozen = ([(t, t._version, t.data_ptr()) for t in watched], self.apply_relu, weights, call)
+        self._frozen = (tensors_key(watched), self.apply_relu, weights, call)
 
     def watched(self) -> list[torch.Tensor]:
         """The tensors the weights and the epilogue come from: the parameters and out_scale."""
@@ -181,11 +181,7 @@ class _TTLayer(nn.Module):
     def frozen_state(self):
         """What freeze() keeps (the tensors read, apply_relu, the weights, the bound call), frozen again first where
         a parameter, out_scale or apply_relu changed since."""
-        kept, relu = self._frozen[0], self._frozen[1]
-        watched = self.watched()
-        if relu != self.apply_relu or len(watched) != len(kept) or any(
-                t is not k or t._version != version or t.data_ptr() != pointer
-                for t, (k, version, pointer) in zip(watched, kept)):
+        if self._frozen[1] != self.apply_relu or not key_unchanged(self._frozen[0], self.watched()):
             self.freeze()
         return self._frozen
 
@@ -900,7 +896,8 @@ def _file(title: str, lines: list[str], classes: list[_Class], names: list[str],
     exported = f"__all__ = [{', '.join(json.dumps(n) for n in names)}]"
     if len(exported) > 120:
         exported = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]"
-    helpers = (_CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if "cp" in uses else "") + UNCHANGED_SOURCE + EPILOGUE_SOURCE
+    helpers = (_CHAIN_HELPERS + _HELPERS + (_CP_HELPERS if "cp" in uses else "") + UNCHANGED_SOURCE + FROZEN_SOURCE
+               + EPILOGUE_SOURCE
                + (FOLD_SOURCE if model else ""))
     parts = [doc, "\n".join(imports), "", exported, helpers.rstrip("\n"), base.rstrip("\n"), ""]
     for cls in classes:

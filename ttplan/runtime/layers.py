@@ -30,8 +30,8 @@ from ttplan.models.trace import conv_spec, stock_kind, trace_layers
 from ttplan.runtime.batchnorm import fold_batchnorm
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.epilogue import scale_operand, scale_site
-from ttplan.runtime.fold_cache import cached_fold
-from ttplan.runtime.lowering import Lowering, Program, fold, lower, run_feature_steps
+from ttplan.runtime.fold_cache import cached_fold, key_unchanged, tensors_key
+from ttplan.runtime.lowering import Lowering, Program, bind_fused, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
 PLAN_NAMES = plan_names()
@@ -121,6 +121,8 @@ class _TTLayer(nn.Module):
         self.scale_site = scale_site(self.program)
         #: (copies of the cores and the scale, folded operands): `ttplan.runtime.fold_cache.cached_fold`
         self._folded: tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]] | None = None
+        #: what `freeze` keeps: (the watched tensors' key, apply_relu, folded operands, the bound kernel call or None)
+        self._frozen: tuple | None = None
         #: ‖W − rebuild‖ / ‖W‖ of the TT-SVD when built by `from_dense` (0 at maximal ranks), else None
         self.decomposition_error: float | None = None
         self.reset_parameters()
@@ -162,16 +164,62 @@ class _TTLayer(nn.Module):
         cores = tuple(self.cores)
         recording = torch.is_grad_enabled() and any(core.requires_grad for core in cores)
         compiling = getattr(torch.compiler, "is_compiling", bool)()  # torch >= 2.3; true under torch.export too
-        if not self.fold_weights or recording or compiling or torch.jit.is_tracing():
+        if recording or compiling or torch.jit.is_tracing():
+            return self._fold(cores)
+        if self._frozen is not None:
+            return self.frozen_state()[2]
+        if not self.fold_weights:
             return self._fold(cores)
         watched = cores if self.out_scale is None else (*cores, self.out_scale)
         self._folded = cached_fold(self._folded, watched, lambda: self._fold(cores))
         return self._folded[1]
 
+    def watched(self) -> list[torch.Tensor]:
+        """The tensors the folded operands and the epilogue come from: the parameters and the output scale."""
+        return [t for t in (*self._parameters.values(), *self.cores, *self._buffers.values()) if t is not None]
+
+    def freeze(self, frozen: bool = True) -> _TTLayer:
+        """For inference: fold the weights once and keep them without the fold cache's value checks, until a core,
+        the bias or the output scale changes as torch counts changes (another tensor or storage, an in-place op: an
+        optimizer step, `load_state_dict`, `.to()`), which folds them again; a write through `.data` counts no
+        change: freeze again after one. Where the forward is one fused kernel call, the call is bound too
+        (`ttplan.runtime.kernels.FrozenTucker`). `frozen=False` undoes it. Returns the layer."""
+        if not frozen:
+            self._frozen = None
+            return self
+        with torch.inference_mode(False), torch.no_grad():  # this order: inference_mode(False) turns grads on
+            folded = self._fold(tuple(self.cores))
+            scale = self.out_scale if self.scale_site is None else None
+            call = bind_fused(self.program, folded, scale, self.bias, self.apply_relu)
+        self._frozen = (tensors_key(self.watched()), self.apply_relu, folded, call)
+        return self
+
+    def frozen_state(self) -> tuple:
+        """What `freeze` keeps, frozen again first where a watched tensor or `apply_relu` changed since."""
+        if self._frozen[1] != self.apply_relu or not key_unchanged(self._frozen[0], self.watched()):
+            self.freeze()
+        return self._frozen
+
+    def _frozen_run(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
+        """The frozen layer's bound kernel call where it applies (no gradient to record, not compiling; the call
+        itself declines other maps and dispatch modes), else None."""
+        if self._frozen is None or self._frozen[3] is None or type(x) is not torch.Tensor:
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or (residual is not None and residual.requires_grad)
+                                        or any(t.requires_grad for t in self.watched())):
+            return None
+        if getattr(torch.compiler, "is_compiling", bool)():
+            return None
+        call = self.frozen_state()[3]
+        return None if call is None else call(x, residual)
+
     def _run(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """`[B, I, H, W] -> [B, O, H', W']` by the plan, then the epilogue: the output scale where the weights do not
         hold it, the bias, the `residual` (`[B, O, H', W']`), the ReLU (`ttplan.runtime.epilogue`; in the fused
-        kernel's output pass where it runs)."""
+        kernel's output pass where it runs). A frozen layer runs its bound call where it can (`freeze`)."""
+        y = self._frozen_run(x, residual)
+        if y is not None:
+            return y
         scale = self.out_scale if self.scale_site is None else None
         return run_feature_steps(self.program, x, self.folded(), owned=True,  # new tensors on every refold
                                  scale=scale, bias=self.bias, relu=self.apply_relu, residual=residual)
@@ -386,4 +434,21 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     return out
 
 
-__all__ = ["PLAN_NAMES", "TTConv2d", "TTLinear", "check_model", "convert", "resolve_plan"]
+def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """`model` itself with every TT layer frozen for inference (`TTConv2d.freeze`): the weights folded once and
+    trusted until torch counts a change, each fused layer's kernel call bound, so a small layer spends a few µs
+    outside its products instead of tens. ttplan's layers and those of a file `ttplan emit` wrote alike (theirs have
+    the same `freeze`). A write through `.data` counts no change: freeze again after one; `frozen=False` undoes it.
+    One-line error where `model` holds no TT layer."""
+    check_model(model)
+    layers = [module for module in model.modules() if isinstance(module, _TTLayer)
+              or (hasattr(type(module), "cores_spec") and callable(getattr(module, "freeze", None)))]
+    if not layers:
+        raise TTPlanError(f"freeze: {type(model).__name__} holds no TT layer (convert it first: ttplan.convert, or "
+                          "the convert of a file ttplan emit wrote)")
+    for layer in layers:
+        layer.freeze(frozen)
+    return model
+
+
+__all__ = ["PLAN_NAMES", "TTConv2d", "TTLinear", "check_model", "convert", "freeze", "resolve_plan"]

@@ -43,6 +43,7 @@ from ttplan.core.contraction import WINDOWS, ContractionPlan
 from ttplan.core.network import index_order
 from ttplan.errors import TTPlanError
 from ttplan.runtime.epilogue import epilogue
+from ttplan.runtime.kernels.frozen import FrozenTucker
 from ttplan.runtime.kernels.tucker import capturing, fused_available, tucker_conv2d
 
 #: name of the input feature map in a program
@@ -616,6 +617,21 @@ def _run_fused(program: Program, ins: Fused, env: dict[str, torch.Tensor], sizes
     _map_size_from(out, sizes)
     env[ins.out] = out
     return tail is not None
+
+
+def bind_fused(program: Program, folded: dict[str, torch.Tensor], scale: torch.Tensor | None,
+               bias: torch.Tensor | None, relu: bool) -> FrozenTucker | None:
+    """The whole forward of `program` as one bound kernel call (a frozen layer's: `FrozenTucker`) with these folded
+    operands and epilogue, where the forward is one `Fused` instruction (and the view to `[B, O, H', W']`) and the
+    kernel runs these tensors; else None."""
+    ins = program.feature[0] if program.feature else None
+    if not isinstance(ins, Fused) or len(program.feature) != 2:
+        return None
+    _, wa, g, wc = fused_operands(ins, {INPUT: None, **folded})
+    if not fused_available(*(t for t in (wa, g, wc, scale, bias) if t is not None)):
+        return None
+    return FrozenTucker(wa, g, wc, list(program.stride), list(program.padding), list(program.dilation), scale=scale,
+                        bias=bias, relu=relu, in_groups=ins.in_groups, out_groups=ins.out_groups)
 
 
 def _map_size_from(out: torch.Tensor, sizes: dict[str, int]) -> None:

@@ -3,16 +3,19 @@
 A user runs the dense model in whichever form is fastest for it, and the TT model likewise; comparing both in eager
 NCHW says little about what either would deploy. `bench model --best` therefore times each side in each form
 (`FORMS`): eager NCHW; eager NCHW prepared for inference (`frozen_runner`: the dense model's BatchNorms folded
-into its convs by `torch.fx.experimental.optimization.fuse`, the TT model frozen by its generated file's
-`freeze(model)`); eager channels-last (the TT model planned for channels-last, as `--channels-last` plans it);
+into its convs by `torch.fx.experimental.optimization.fuse`, the TT model frozen by `ttplan.freeze`); eager
+channels-last (the TT model planned for channels-last, as `--channels-last` plans it);
 `torch.compile` with inductor's freezing (`compiled.compile_model`), layout optimization on (inductor's default)
 and off (which can suit a TT model's reshapes); and ONNX Runtime where it is installed (the model exported by
 `ttplan.runtime.export.export_model`, a CPU session with torch's thread count, its idle threads not spinning). All
 available (side, form) pairs are timed interleaved, round-robin, medians over rounds
-(`ttplan.latency.timing.time_all`). A form that cannot be built for a side (a compile or export error, ONNX Runtime
-missing, output that differs from eager) is reported unavailable with its one-line reason, and the other forms
-still count. `BestForms` answers the best dense form against the best TT form, and each form's own dense-against-TT
-ratio.
+(`ttplan.latency.timing.time_all`); each visit is a block of back-to-back calls lasting about `BLOCK_MS` (one call
+for a model slower than that), its mean recorded, as a deployed model serves one request after another. With one
+call per visit, a batch-1 model ran cold, after eleven other models had taken its caches: the frozen TT ResNet-56
+took 3.55 ms per forward there against 2.45 ms run alone. A form that cannot be built for a side (a compile or
+export error, ONNX Runtime missing, output that differs from eager) is reported unavailable with its one-line
+reason, and the other forms still count. `BestForms` answers the best dense form against the best TT form, and
+each form's own dense-against-TT ratio.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ ORT = "ONNX Runtime"
 FORMS = (EAGER, EAGER_FROZEN, EAGER_LAST, COMPILED, COMPILED_NO_LAYOUT, ORT)
 #: the two sides, as the tables name them
 SIDES = ("dense", "TT")
+
+#: how long one visit to a (form, side) lasts, in back-to-back calls (`time_forms`)
+BLOCK_MS = 25.0
 
 #: a form's output may differ from its eager model's by this much, relative to the largest eager output; more is a
 #: wrong graph, and the form is reported unavailable instead of timed
@@ -146,14 +152,15 @@ Runner = Callable[[], object] | str
 def time_forms(runners: dict[str, tuple[Runner, Runner]], rounds: int, sync: Callable[[], None] = lambda: None,
                macs_reduction: dict[str, float | None] | None = None, threads: int = 0) -> BestForms:
     """Time every runnable (form, side) of `runners` (form -> (dense, TT), each a callable or the reason it cannot
-    run) interleaved over `rounds` (`time_all`: every round visits each in turn; medians), under `torch.no_grad()`.
+    run) interleaved over `rounds` (`time_all`: every round visits each in turn, a block of calls lasting about
+    `BLOCK_MS`; medians), under `torch.no_grad()`.
     `macs_reduction`: per form, the planned MACs reduction of the TT model it runs."""
-    from ttplan.latency.timing import time_all
+    from ttplan.latency.timing import block_calls, time_all
 
     calls = {(form, side): run for form, pair in runners.items() for side, run in zip(SIDES, pair)
              if callable(run)}
     with torch.no_grad():
-        ms = time_all(calls, rounds, sync) if calls else {}
+        ms = time_all(calls, rounds, sync, block_calls(calls, BLOCK_MS, sync), warmup=False) if calls else {}
     reduction = macs_reduction or {}
     timings = []
     for form, (dense, tt) in runners.items():
@@ -190,18 +197,22 @@ def compiled_runner(model: nn.Module, x: torch.Tensor, layout_optimization: bool
     return checked(lambda: compiled(x), reference, "compiled")
 
 
-def frozen_runner(model: nn.Module, x: torch.Tensor, freeze: Callable[[nn.Module], nn.Module] | None) -> Runner:
+def frozen_runner(model: nn.Module, x: torch.Tensor, side: str) -> Runner:
     """A copy of `model` prepared for inference in eager mode, checked against `model`, as a callable on `x`; or why
-    it cannot run. `freeze` prepares the copy (a generated file's `freeze`: each TT layer's weights folded once and
-    its kernel call bound); None for a dense model, whose BatchNorms `torch.fx.experimental.optimization.fuse` folds
-    into the convs before them, as the compiled forms' freezing does."""
+    it cannot run. The TT side is frozen (`ttplan.freeze`: each TT layer's weights folded once, its kernel call
+    bound); on the dense side `torch.fx.experimental.optimization.fuse` folds each BatchNorm into the conv before it,
+    as the compiled forms' freezing does."""
     try:
-        if freeze is not None:
+        if side == "TT":
+            from ttplan.runtime.layers import freeze
+
             prepared = freeze(copy.deepcopy(model))
         else:
             from torch.fx.experimental.optimization import fuse
 
             prepared = fuse(model)  # traces and copies; the model itself is unchanged
+    except TTPlanError as error:
+        return str(error)
     except Exception as error:  # tracing a user's model can fail in many ways; the first line says how
         return f"could not be prepared ({first_line(error)})"
     with torch.no_grad():
@@ -259,6 +270,6 @@ def onnx_runtime_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Runn
         return f"session run failed ({first_line(error)})"
 
 
-__all__ = ["COMPILED", "COMPILED_NO_LAYOUT", "EAGER", "EAGER_FROZEN", "EAGER_LAST", "FORMS", "ORT", "SIDES",
+__all__ = ["BLOCK_MS", "COMPILED", "COMPILED_NO_LAYOUT", "EAGER", "EAGER_FROZEN", "EAGER_LAST", "FORMS", "ORT", "SIDES",
            "TOLERANCE", "BestForms", "FormTiming", "checked", "compiled_runner", "frozen_runner",
            "onnx_runtime_missing", "onnx_runtime_runner", "time_forms"]

@@ -307,9 +307,6 @@ class Prepared:
     tt: nn.Module
     x: torch.Tensor
     sync: Callable[[], None]
-    #: what readies a copy of `tt` for inference (the generated file's `freeze`), or None: library layers, or no TT
-    #: layer at all
-    freeze: Callable[[nn.Module], nn.Module] | None = None
 
 
 def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads: int | None = None,
@@ -346,9 +343,7 @@ def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads:
     if channels_last:
         dense, x = dense.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    generated = runtime == "emitted" and any(layer.decomposed for layer in plan.layers)
-    freeze = generated_module(plan).freeze if generated else None
-    return Prepared(plan, dense, tt, x, sync, freeze)
+    return Prepared(plan, dense, tt, x, sync)
 
 
 def end_to_end(run: Prepared, rounds: int) -> tuple[float, float, float | None, float | None]:
@@ -454,8 +449,8 @@ def both_formats(nchw: Prepared, last: Prepared, rounds: int) -> FormatTimings:
 def best_forms(nchw: Prepared, last: Prepared, rounds: int,
                progress: Callable[[str], None] = lambda message: None, stock: Prepared | None = None) -> BestForms:
     """Each model in every form of `ttplan.bench.model.forms.FORMS`, all timed interleaved on the same input values:
-    eager NCHW (`nchw`'s models), the same prepared for inference (`frozen_runner`: `nchw.freeze` for the TT
-    model), eager channels-last (`last`'s: the TT one planned for channels-last), and
+    eager NCHW (`nchw`'s models), the same prepared for inference (`frozen_runner`), eager channels-last (`last`'s:
+    the TT one planned for channels-last), and
     `nchw`'s models compiled with freezing (layout optimization on and off) and in ONNX Runtime (`stock`'s instead
     where given: planned without the fused kernel, `_stock_for_onnx`). A form that cannot be built for a side is
     recorded with its reason; the others are timed."""
@@ -465,9 +460,7 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
     x_last = x.contiguous(memory_format=torch.channels_last)
     progress(f"preparing both models for inference in eager mode ({EAGER_FROZEN})")
     runners = {EAGER: (lambda: nchw.dense(x), lambda: nchw.tt(x)),
-               EAGER_FROZEN: (frozen_runner(nchw.dense, x, None),
-                              frozen_runner(nchw.tt, x, nchw.freeze) if nchw.freeze is not None
-                              else "no generated file to freeze it (library layers, or no TT layer)"),
+               EAGER_FROZEN: (frozen_runner(nchw.dense, x, "dense"), frozen_runner(nchw.tt, x, "TT")),
                EAGER_LAST: (lambda: last.dense(x_last), lambda: last.tt(x_last))}
     for form, layout in ((COMPILED, True), (COMPILED_NO_LAYOUT, False)):
         progress(f"compiling both models ({form}: inductor, freezing, layout optimization "

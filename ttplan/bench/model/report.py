@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ttplan.bench.model.breakdown import render_breakdown
 from ttplan.bench.model.compiled import best_of_each
-from ttplan.bench.model.forms import SIDES, BestForms, FormTiming
+from ttplan.bench.model.forms import BLOCK_MS, SIDES, BestForms, FormTiming
 from ttplan.bench.model.measure import LAYER_BLOCK_MS, ModelBench, machine
 from ttplan.bench.model.memory_formats import MODELS
 from ttplan.bench.model.processes import median_speedup
@@ -66,10 +66,12 @@ def best_lines(best: BestForms, channels_last: bool = False) -> list[str]:
     (`channels_last`: the run's memory format)."""
     dense, tt = best.best_dense, best.best_tt
     lines = ["Best against best (`--best`): each model in every form a user deploys, all timed interleaved in one set "
-             f"of {best.rounds} rounds (medians): eager NCHW; eager NCHW frozen (each prepared for inference without a "
+             f"of {best.rounds} rounds (medians; each visit a block of back-to-back calls lasting about "
+             f"{BLOCK_MS:.0f} ms, their mean, as a deployed model serves one request after another): eager NCHW; "
+             "eager NCHW frozen (each prepared for inference without a "
              "compiler: the dense model's BatchNorms folded into its convs by "
-             "`torch.fx.experimental.optimization.fuse`, the TT model frozen by its generated file's "
-             "`freeze(model)`, weights folded once and kernel calls bound); eager channels-last (the TT model "
+             "`torch.fx.experimental.optimization.fuse`, the TT model frozen by `ttplan.freeze`, weights folded once "
+             "and kernel calls bound); eager channels-last (the TT model "
              "planned for NHWC "
              "maps, with the channels-last latency profile); `torch.compile` (inductor, freezing: parameters folded "
              "as constants) with inductor's layout optimization on and off; ONNX Runtime (the exported ONNX model, "
