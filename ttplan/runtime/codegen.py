@@ -297,8 +297,10 @@ _FUSED_METHODS = '''
         """The fused kernel's call for these weights with every argument but the map bound (ttplan's FrozenTucker),
         for freeze(); None for a class without a fused step and where the kernel would not run them."""
         operands = self.fused_operands(weights)
+        if operands is None:  # a class of this file without a fused step
+            return None
         scale = self.out_scale if self.kernel_scales else None
-        if operands is None or not _fused_ok(*(t for t in (*operands, scale, self.bias) if t is not None)):
+        if not _fused_ok(*(t for t in (*operands, scale, self.bias) if t is not None)):
             return None
         return _FrozenTucker(*operands, list(self.stride), list(self.padding), list(self.dilation), scale=scale,
                              bias=self.bias, relu=self.apply_relu, in_groups=self.fused_groups[0],
