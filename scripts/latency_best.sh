@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Best against best (reports/latency_best.md): ResNet-56 at batch 32 and 1, ResNet-18 at batch 8 and 1, each model
-# in every form a user deploys (`ttplan bench model --best`: eager NCHW, eager NCHW frozen, channels-last, torch.compile with
-# freezing in both layouts, ONNX Runtime where `pip install -e ".[deploy]"` put it), all timed interleaved in one
-# run per model and batch, TT layers autotuned, BatchNorms folded. Each batch-1 model runs twice: planned for time
-# (the latency objective may keep layers dense) and planned for MACs (every policy layer decomposed).
-# About 30 minutes on 2 idle cores; run it on a quiet machine (`uptime` first). QUICK=1: a smoke run.
+# in every form a user deploys (`ttplan bench model --best`: eager NCHW, eager NCHW frozen, channels-last,
+# torch.compile with freezing in both layouts, ONNX Runtime where `pip install -e ".[deploy]"` put it), all timed
+# interleaved in one run per model and batch, TT layers autotuned, BatchNorms folded. Each batch-1 model runs twice:
+# planned for time (the latency objective may keep layers dense) and planned for MACs (every policy layer
+# decomposed). About 8 minutes on 2 idle cores; run it on a quiet machine (`uptime` first). QUICK=1: a smoke run.
 # Called by scripts/latency_reports.sh; alone it times against the committed profiles in reports/profiles/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
