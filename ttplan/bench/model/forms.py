@@ -11,8 +11,8 @@ and off (which can suit a TT model's reshapes); and ONNX Runtime where it is ins
 available (side, form) pairs are timed interleaved, round-robin, medians over rounds
 (`ttplan.latency.timing.time_all`); each visit is a block of back-to-back calls lasting about `BLOCK_MS` (one call
 for a model slower than that), its mean recorded, as a deployed model serves one request after another. With one
-call per visit, a batch-1 model ran cold, after eleven other models had taken its caches: the frozen TT ResNet-56
-took 3.55 ms per forward there against 2.45 ms run alone. A form that cannot be built for a side (a compile or
+call per visit, a batch-1 model ran cold, after eleven other models had taken its caches, and the forms that run
+many small Python calls (eager) paid the most. A form that cannot be built for a side (a compile or
 export error, ONNX Runtime missing, output that differs from eager) is reported unavailable with its one-line
 reason, and the other forms still count. `BestForms` answers the best dense form against the best TT form, and
 each form's own dense-against-TT ratio.

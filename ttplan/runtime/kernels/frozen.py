@@ -1,9 +1,10 @@
 """A fused layer's kernel call bound once, for frozen models: only the map and the residual change from call to call.
 
-`tucker_conv2d` checks every argument and looks the weights' packs up on each call: about 20 µs, as much as the
-kernel itself takes on a batch-1 ResNet-56 layer. A `FrozenTucker` checks the weights and packs them once, and a call
-checks only what can differ (the map's type, dtype, device and shape, the residual's) before calling the kernel:
-a few µs. It is what a TT layer's `freeze()` keeps; the layer says when the bound weights are still its own.
+`tucker_conv2d` checks every argument and looks the weights' packs up on each call, comparing values: on a batch-1
+ResNet-56 layer that costs about as much as the kernel's own work. A `FrozenTucker` checks the weights and packs them
+once, and a call checks only what can differ (the map's type, dtype, device and shape, the residual's) before
+calling the kernel (`reports/latency_best.md`: the eager NCHW rows against the eager NCHW, frozen ones). It is
+what a TT layer's `freeze()` keeps; the layer says when the bound weights are still its own.
 """
 
 from __future__ import annotations
