@@ -182,3 +182,22 @@ def test_library_layers_freeze_alike_and_ttplan_freeze_takes_either_kind():
         ttplan.freeze(torch.nn.Conv2d(3, 3, 3))
     with pytest.raises(TTPlanError, match="nn.Module"):
         ttplan.freeze("resnet20")
+
+
+def test_a_frozen_model_still_compiles_to_one_graph(tmp_path):
+    """torch.compile traces a frozen layer's own path, as an unfrozen one's: no graph break, no bound call inside."""
+    import torch._dynamo
+
+    _, plan = _grouped_layer()
+    spec, fmt = plan.network.spec, plan.network.fmt
+    # dynamo looks a generated function's globals up in sys.modules: the file imported as a module
+    module = import_file(emit_layer(plan, "Layer", FUSED), tmp_path, "ttplan_test_generated_frozen_compiled")
+    library = TTConv2d(spec, fmt, plan, fold_weights=True, batch=4, lowering=FUSED).eval()
+    model = ttplan.freeze(torch.nn.Sequential(module.Layer().eval(), library))
+    x = torch.randn(4, 32, 16, 16)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(x)
+    torch._dynamo.reset()
+    del sys.modules["ttplan_test_generated_frozen_compiled"]
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons

@@ -311,7 +311,7 @@ _FUSED_METHODS = '''
         """The frozen layer's output by its bound call (freeze), or None where that does not apply: not frozen, a
         gradient to record, a map or residual the bound call does not take, something watching ops."""
         # torch.compile traces the forward itself (the registered op, weights() in the graph)
-        if self._frozen is None or type(x) is not torch.Tensor or getattr(torch.compiler, "is_compiling", bool)():
+        if self._frozen is None or getattr(torch.compiler, "is_compiling", bool)() or type(x) is not torch.Tensor:
             return None
         if torch.is_grad_enabled() and (x.requires_grad or (residual is not None and residual.requires_grad)
                                         or any(t.requires_grad for t in self.watched())):

@@ -203,12 +203,12 @@ class _TTLayer(nn.Module):
     def _frozen_run(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
         """The frozen layer's bound kernel call where it applies (no gradient to record, not compiling; the call
         itself declines other maps and dispatch modes), else None."""
-        if self._frozen is None or self._frozen[3] is None or type(x) is not torch.Tensor:
+        # torch.compile traces the layer's own path (the registered op, the weight-only steps in the graph)
+        if self._frozen is None or getattr(torch.compiler, "is_compiling", bool)() or type(x) is not torch.Tensor:
             return None
-        if torch.is_grad_enabled() and (x.requires_grad or (residual is not None and residual.requires_grad)
-                                        or any(t.requires_grad for t in self.watched())):
-            return None
-        if getattr(torch.compiler, "is_compiling", bool)():
+        if self._frozen[3] is None or torch.is_grad_enabled() and (
+                x.requires_grad or (residual is not None and residual.requires_grad)
+                or any(t.requires_grad for t in self.watched())):
             return None
         call = self.frozen_state()[3]
         return None if call is None else call(x, residual)
