@@ -198,7 +198,7 @@ def test_wide_rows_at_stride_two_run_whole_vectors_and_equal_stock_ops(threads):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_both_ways_of_sharing_the_work_among_threads(threads, batch):
-    """Fewer images than threads: each image's columns are shared; else whole images are."""
+    """Fewer images than threads: each thread takes a band of each image's rows; else whole images are shared."""
     gen = torch.Generator().manual_seed(batch)
     x, wa = torch.randn(batch, 24, 13, 11, generator=gen), torch.randn(9, 24, generator=gen)
     g, wc = torch.randn(7, 9, 3, 3, generator=gen), torch.randn(40, 7, generator=gen)
@@ -277,6 +277,46 @@ def grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups
     return t.reshape(batch, -1, height, width)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_batch_smaller_than_the_threads_is_split_into_row_bands_that_equal_stock_ops(threads):
+    """Fewer images than threads: each thread computes a band of every image's output rows from the input rows it
+    reads (zero rows where they fall in the padding), both conv forms, strides, dilations, paddings up to the window,
+    grouped mixings or none, and the whole epilogue; an output with fewer rows than threads shares columns instead."""
+    rng, gen = random.Random(23), torch.Generator().manual_seed(23)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n in range(60):
+            in_groups, out_groups = rng.choice([1, 1, 2, 4]), rng.choice([1, 1, 2])
+            inner, r1 = rng.randint(1, 4), rng.choice([0, 1, 3])
+            r2, out = rng.randint(1, 3) * out_groups, rng.choice([0, 2, 5])
+            in_groups = in_groups if r1 else 1
+            out_groups = out_groups if out else 1
+            kernel = (rng.choice([1, 3, 5]), rng.choice([1, 3]))
+            stride, dilation = [rng.choice([1, 2]) for _ in "hw"], [rng.choice([1, 2]) for _ in "hw"]
+            padding = [rng.randint(0, dilation[a] * (kernel[a] - 1)) for a in (0, 1)]
+            size = (rng.choice([1, 2, 3, 5, 8, 13]), rng.randint(1, 21))
+            if any(size[a] + 2 * padding[a] < dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)):
+                continue
+            x = torch.randn(rng.randint(1, threads - 1), inner * in_groups, *size, generator=gen)
+            wa = torch.randn(r1, inner, generator=gen) if r1 else None
+            g = torch.randn(r2, r1 * in_groups if r1 else x.shape[1], *kernel, generator=gen)
+            wc = torch.randn(out, r2 // out_groups, generator=gen) if out else None
+            expected = grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups)
+            scale = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
+            bias = torch.randn(expected.shape[1], generator=gen) if n % 3 else None
+            residual = torch.randn(expected.shape, generator=gen) if n % 4 else None
+            relu = n % 5 < 3
+            want = expected * (1 if scale is None else scale.view(1, -1, 1, 1))
+            want = want + (0 if bias is None else bias.view(1, -1, 1, 1)) + (0 if residual is None else residual)
+            want = torch.relu(want) if relu else want
+            got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation, scale=scale, bias=bias, residual=residual,
+                                relu=relu, in_groups=in_groups, out_groups=out_groups)
+            assert_close(got, want, rel=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_grouped_mixings_and_a_scale_equal_stock_ops_and_count_their_flops(threads):
     """hodec's merged orders mix a trailing input mode in every block of the others (in_groups) and a leading rank
@@ -344,6 +384,14 @@ def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
             g, wc = torch.randn(6, 12, 3, 3, generator=gen), torch.randn(5, 3, generator=gen)
             assert_close(tucker_conv2d(x, wa, g, wc, stride, [1, 1], [1, 1], in_groups=4, out_groups=2),
                          grouped_stock(x, wa, g, wc, stride, [1, 1], [1, 1], 4, 2), rel=1e-5)
+        # a batch below torch's threads: the row-band path, one band (the whole image) without OpenMP
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            assert_close(tucker_conv2d(x[:1], wa, g, wc, [1, 1], [1, 1], [1, 1], in_groups=4, out_groups=2),
+                         grouped_stock(x[:1], wa, g, wc, [1, 1], [1, 1], [1, 1], 4, 2), rel=1e-5)
+        finally:
+            torch.set_num_threads(before)
     finally:
         build.load.cache_clear()
 

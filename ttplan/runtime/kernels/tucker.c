@@ -285,6 +285,7 @@ typedef struct {
     int direct, Wp, CS, S, NWr;
     int staged; /* the last product stores as it is, and a pass per output row applies the epilogue */
     int *offA, *offG, *offC; /* the three products' B row offsets */
+    int ys;                  /* the channel stride of y and the residual: the whole image's OH OW (a band's too) */
 } Layer;
 
 /* The columns of the conv's result: NWr wide ones (direct) or OH * OW */
@@ -308,25 +309,16 @@ static void plan_direct(Layer *L) {
     L->NWr = NWr;
 }
 
-/* One image, by the `threads` threads of the enclosing parallel region (thread `t`) sharing each product's columns
- * (and each copy's channels) with a barrier between steps, or by one thread (threads 1, no barrier: inside a loop
- * over images). t1: the first mixing's result [R1, H W]; map: the padded map (direct; zero outside the map, with a
- * tile's slack after it) or the unfolded one (im2col); t2: the conv's result before the output mixing; stage: the
- * last product's wide result (direct). */
-static void image(const Layer *L, const float *xb, float *yb, const float *rb, float *t1, float *map, float *t2,
-                  float *stage, float *panel, int t, int threads) {
+/* The conv and the output mixing of one image, from the conv's input `src` [Cin, H, W] (the first mixing's result,
+ * or x itself), then the epilogue into yb (channels L->ys apart, as the residual rb), by the `threads` threads of
+ * the enclosing parallel region (thread `t`) sharing each product's columns (and each copy's channels) with a
+ * barrier between steps, or by one thread (threads 1, no barrier). map: the padded map (direct; zero outside the
+ * map, with a tile's slack after it) or the unfolded one (im2col); t2: the conv's result before the output mixing;
+ * stage: the last product's wide result (direct). */
+static void convolve(const Layer *L, const float *src, float *yb, const float *rb, float *map, float *t2,
+                     float *stage, float *panel, int t, int threads) {
     int HW = L->H * L->W, OHW = L->OH * L->OW, Cin = L->R1 ? L->R1 : L->C, N = conv_columns(L);
     int KK = Cin * L->KH * L->KW, out = L->O ? L->O : L->R2;
-    if (L->R1) {
-        int rows = L->R1 / L->G, inner = L->C / L->G;
-        for (int g = 0; g < L->G; g++)
-            gemm(rows, 0, HW, inner, L->At, xb + (size_t)g * inner * HW, L->offA, 0, t1 + (size_t)g * rows * HW, HW,
-                 panel, NULL, NULL, 0, t, threads);
-        if (threads > 1) {
-#pragma omp barrier
-        }
-    }
-    const float *src = L->R1 ? t1 : xb;
     int c0 = Cin * t / threads, c1 = Cin * (t + 1) / threads;
     if (L->direct)
         for (int c = c0; c < c1; c++)
@@ -341,7 +333,7 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     }
     /* the last product stores into y with the epilogue, or into the staging buffer as it is (`staged`) */
     float *last = L->staged ? stage : yb;
-    int ld = L->staged ? N : OHW, tail = !L->staged;
+    int ld = L->staged ? N : L->ys, tail = !L->staged;
     if (L->O)
         gemm(L->R2, 0, N, KK, L->Gt, map, L->offG, 1, t2, N, panel, NULL, NULL, 0, t, threads);
     else
@@ -362,7 +354,7 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
         int row = L->direct ? L->Wp : L->OW; /* a staged row's stride: wide rows (direct) or the output's */
         for (int c = out * t / threads; c < out * (t + 1) / threads; c++)
             for (int oh = 0; oh < L->OH; oh++) {
-                size_t at = (size_t)c * OHW + (size_t)oh * L->OW;
+                size_t at = (size_t)c * L->ys + (size_t)oh * L->OW;
                 finish(yb + at, stage + (size_t)c * N + (size_t)oh * row, L->OW, L->scale ? L->scale[c] : 1.f,
                        L->bias ? L->bias[c] : 0.f, rb ? rb + at : NULL, L->relu_on);
             }
@@ -370,6 +362,23 @@ static void image(const Layer *L, const float *xb, float *yb, const float *rb, f
     if (threads > 1) {
 #pragma omp barrier
     }
+}
+
+/* One image, by the `threads` threads of the enclosing parallel region (thread `t`) sharing each step, or by one:
+ * the first mixing into t1 [R1, H W] (where there is one), then `convolve`. */
+static void image(const Layer *L, const float *xb, float *yb, const float *rb, float *t1, float *map, float *t2,
+                  float *stage, float *panel, int t, int threads) {
+    int HW = L->H * L->W;
+    if (L->R1) {
+        int rows = L->R1 / L->G, inner = L->C / L->G;
+        for (int g = 0; g < L->G; g++)
+            gemm(rows, 0, HW, inner, L->At, xb + (size_t)g * inner * HW, L->offA, 0, t1 + (size_t)g * rows * HW, HW,
+                 panel, NULL, NULL, 0, t, threads);
+        if (threads > 1) {
+#pragma omp barrier
+        }
+    }
+    convolve(L, L->R1 ? t1 : xb, yb, rb, map, t2, stage, panel, t, threads);
 }
 
 /* The calling thread's scratch memory, kept from call to call and grown as needed (never freed while the thread
@@ -403,6 +412,84 @@ static float *buffers_of(const size_t sizes[4], int zero_map, size_t panel, int 
     return base + total;
 }
 
+/* One worker's buffer sizes for layer L (`image`, `band`): t1 (the first mixing's result; with `own_input`, the
+ * conv's input even without a first mixing: a band's rows copied), the conv's map, t2, stage. The conv's operand
+ * (the padded map, direct, or the unfolded one) and t2 carry a tile's slack past their last column, which a partial
+ * column block reads in place (`gemm`). */
+static void buffer_sizes(const Layer *L, int own_input, size_t sizes[4]) {
+    int Cin = L->R1 ? L->R1 : L->C, KK = Cin * L->KH * L->KW, N = conv_columns(L);
+    sizes[0] = (L->R1 || own_input) ? (size_t)Cin * L->H * L->W : 0;
+    sizes[1] = L->direct ? (size_t)Cin * L->CS + (size_t)(L->KW - 1) * L->dw + 2 * NR
+                         : (size_t)KK * L->OH * L->OW + NR;
+    sizes[2] = L->O ? (size_t)L->R2 * N + NR : 0;
+    sizes[3] = L->staged ? (size_t)(L->O ? L->O : L->R2) * N : 0;
+}
+
+/* The B row offsets of L's conv (into the padded map, direct, or the unfolded one) and of its output mixing (t2
+ * viewed as [R2 / J, J N]) */
+static void conv_offsets(const Layer *L, int *offG, int *offC) {
+    int Cin = L->R1 ? L->R1 : L->C, N = conv_columns(L), OHW = L->OH * L->OW;
+    for (int k = 0; k < L->R2 / L->J; k++) offC[k] = k * L->J * N;
+    for (int c = 0, k = 0; c < Cin; c++)
+        for (int kh = 0; kh < L->KH; kh++)
+            for (int kw = 0; kw < L->KW; kw++, k++)
+                offG[k] = L->direct ? c * L->CS + kh * L->dh * L->Wp + kw * L->dw : k * OHW;
+}
+
+/* Output rows [oh0, oh1) of every image, by the calling thread alone: the rows of x they read (zero rows where they
+ * fall in the padding) mixed into t1, then `convolve` on that band as a layer of its own, without vertical padding,
+ * its results stored at its rows of y. Threads sharing the images of a small batch each take a band: no barrier
+ * between the steps, and each band's intermediates stay in its thread's cache (sharing each step's columns
+ * instead moved them between cores at every step). `panel_size`: a product's panel (`gemm`). Returns 0, or 1
+ * without memory. */
+static int band(const Layer *L, int B, const float *x, float *y, const float *res, int oh0, int oh1,
+                size_t panel_size) {
+    Layer Lb = *L;
+    int v0 = oh0 * L->sh - L->ph; /* the band's first row of the padded map, minus the padding */
+    Lb.H = (oh1 - oh0 - 1) * L->sh + (L->KH - 1) * L->dh + 1;
+    Lb.ph = 0;
+    Lb.OH = oh1 - oh0;
+    plan_direct(&Lb);
+    Lb.staged = Lb.direct || Lb.J > 1 || Lb.scale;
+    int Cin = L->R1 ? L->R1 : L->C, KK = Cin * L->KH * L->KW, W = L->W, HW = L->H * W, HbW = Lb.H * W;
+    size_t sizes[4], out = (size_t)(L->O ? L->O : L->R2) * L->ys;
+    buffer_sizes(&Lb, 1, sizes);
+    float *buffers[4];
+    /* the panel, then the band's own row offsets */
+    float *panel = buffers_of(sizes, Lb.direct, panel_size + (size_t)KK + (size_t)L->R2, 1, buffers);
+    if (!panel) return 1;
+    Lb.offG = (int *)(panel + panel_size);
+    Lb.offC = Lb.offG + KK;
+    conv_offsets(&Lb, Lb.offG, Lb.offC);
+    int r0 = v0 > 0 ? v0 : 0, r1 = v0 + Lb.H < L->H ? v0 + Lb.H : L->H; /* the map's rows the band reads */
+    float *t1 = buffers[0];
+    if (r1 <= r0)
+        memset(t1, 0, sizeof(float) * sizes[0]);
+    else
+        for (int c = 0; c < Cin; c++) { /* rows in the padding: zero, and never written below */
+            memset(t1 + (size_t)c * HbW, 0, sizeof(float) * (size_t)(r0 - v0) * W);
+            memset(t1 + (size_t)c * HbW + (size_t)(r1 - v0) * W, 0, sizeof(float) * (size_t)(v0 + Lb.H - r1) * W);
+        }
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * L->C * HW;
+        if (r1 > r0) {
+            if (L->R1) {
+                int rows = L->R1 / L->G, inner = L->C / L->G;
+                for (int g = 0; g < L->G; g++)
+                    gemm(rows, 0, (r1 - r0) * W, inner, L->At, xb + (size_t)g * inner * HW + (size_t)r0 * W,
+                         L->offA, 0, t1 + (size_t)g * rows * HbW + (size_t)(r0 - v0) * W, HbW, panel, NULL, NULL,
+                         0, 0, 1);
+            } else
+                for (int c = 0; c < Cin; c++)
+                    memcpy(t1 + (size_t)c * HbW + (size_t)(r0 - v0) * W, xb + (size_t)c * HW + (size_t)r0 * W,
+                           sizeof(float) * (size_t)(r1 - r0) * W);
+        }
+        size_t at = (size_t)b * out + (size_t)oh0 * L->OW;
+        convolve(&Lb, t1, y + at, res ? res + at : NULL, buffers[1], buffers[2], buffers[3], panel, 0, 1);
+    }
+    return 0;
+}
+
 /* Whether the conv of this geometry reads its map in place (1: the direct form) or unfolds it (0: im2col) */
 int ttplan_direct_form(int H, int W, int KH, int KW, int sh, int sw, int ph, int pw, int dh, int dw) {
     Layer L = {.H = H, .W = W, .KH = KH, .KW = KW, .sh = sh, .sw = sw, .ph = ph, .pw = pw, .dh = dh, .dw = dw,
@@ -417,7 +504,8 @@ int ttplan_direct_form(int H, int W, int KH, int KW, int sh, int sw, int ph, int
  * (NULL for none) hold a float per output channel: the result times the scale, plus the bias, then plus `res` (NULL
  * for none: a residual laid out as y, [B, O, OH, OW] contiguous), then a ReLU where `relu_on`.
  * Returns 0, or 1 when memory for the buffers could not be had (nothing is computed). Images are shared among
- * the threads when there are at least as many as threads; otherwise each image's columns are. */
+ * the threads when there are at least as many as threads; otherwise each thread takes a band of every image's
+ * output rows (`band`), or, where the output has fewer rows than threads, a share of each step's columns. */
 int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
                          int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
                          int dw, int OH, int OW, float *y, const float *scale, const float *bias, const float *res,
@@ -427,16 +515,14 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
                .Gt = G, .Ct = Wc, .scale = scale, .bias = bias, .relu_on = relu_on};
     plan_direct(&L);
     L.staged = L.direct || L.J > 1 || scale;
-    int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW, N = conv_columns(&L);
+    L.ys = OH * OW;
+    int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW;
     int maxk = KK > C ? KK : C; /* the largest inner size of the three products */
     if (R2 > maxk) maxk = R2;
     int channels = O ? O : R2;               /* the output's */
     size_t out = (size_t)channels * OHW;     /* one image's output */
-    /* the conv's operand (the padded map, direct, or the unfolded one) and t2 carry a tile's slack past their last
-     * column, which a partial column block reads in place (`gemm`) */
-    size_t t1_size = R1 ? (size_t)R1 * HW : 0, t2_size = O ? (size_t)R2 * N + NR : 0;
-    size_t map_size = L.direct ? (size_t)Cin * L.CS + (size_t)(KW - 1) * dw + 2 * NR : (size_t)KK * OHW + NR;
-    size_t stage_size = L.staged ? (size_t)channels * N : 0;
+    size_t sizes[4];                         /* one worker's buffers, then its panels */
+    buffer_sizes(&L, 0, sizes);
     size_t panel_size = (size_t)maxk * NR + (size_t)maxk; /* K x NR floats, then K ints */
     int failed = 0;
     L.offA = malloc(sizeof(int) * (size_t)(C > 0 ? C : 1));
@@ -449,13 +535,19 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
         return 1;
     }
     for (int k = 0; k < C / L.G; k++) L.offA[k] = k * HW;
-    for (int k = 0; k < R2 / L.J; k++) L.offC[k] = k * L.J * N; /* t2 viewed as [R2 / J, J N] */
-    for (int c = 0, k = 0; c < Cin; c++)
-        for (int kh = 0; kh < KH; kh++)
-            for (int kw = 0; kw < KW; kw++, k++)
-                L.offG[k] = L.direct ? c * L.CS + kh * dh * L.Wp + kw * dw : k * OHW;
-    size_t sizes[4] = {t1_size, map_size, t2_size, stage_size}; /* one worker's buffers, then its panels */
-    if (B < threads && threads > 1) { /* one image at a time, its columns shared */
+    conv_offsets(&L, L.offG, L.offC);
+    if (B < threads && threads > 1 && OH >= threads) { /* each thread a band of every image's output rows */
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+        {
+#ifdef _OPENMP
+            int t = omp_get_thread_num(), n = omp_get_num_threads();
+#else
+            int t = 0, n = 1;
+#endif
+            int oh0 = OH * t / n, oh1 = OH * (t + 1) / n;
+            if (oh1 > oh0) failed |= band(&L, B, x, y, res, oh0, oh1, panel_size);
+        }
+    } else if (B < threads && threads > 1) { /* one image at a time, its columns shared (too few rows for bands) */
         float *buffers[4];
         float *panels = buffers_of(sizes, L.direct, panel_size, threads, buffers);
         if (!panels) failed = 1;
