@@ -72,36 +72,32 @@ def test_kernel_equals_stock_ops_and_counts_their_flops():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_kernel_adds_a_bias_and_applies_a_relu_as_it_stores_the_last_product(threads):
+def test_kernel_adds_a_bias_and_applies_a_relu_as_it_stores_the_last_product(threads, keep_threads):
     """The epilogue of a layer with a folded BatchNorm (and ReLU): on the last product's tiles, with or without the
     second mixing, whole images or shared columns per thread; NaN passes the ReLU as torch.relu passes it; the count
     stays the products'."""
     rng, gen = random.Random(7), torch.Generator().manual_seed(7)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
-        for n in range(16):
-            batch, channels, size = rng.randint(1, 3), rng.randint(1, 20), (rng.randint(3, 19), rng.randint(3, 40))
-            r1, r2, out = rng.choice([0, 5]), rng.randint(1, 19), rng.choice([0, 1, 9, 33])
-            x = torch.randn(batch, channels, *size, generator=gen)
-            wa = torch.randn(r1, channels, generator=gen) if r1 else None
-            g = torch.randn(r2, r1 or channels, 3, 3, generator=gen)
-            wc = torch.randn(out, r2, generator=gen) if out else None
-            if n == 0:
-                x[0, 0, 1, 1] = float("nan")
-            bias = torch.randn(out or r2, generator=gen) if n % 3 else None
-            relu = n % 2 == 0
-            expected = stock(x, wa, g, wc, [1, 2], [1, 1], [1, 1]) + (0 if bias is None else bias.view(1, -1, 1, 1))
-            expected = torch.relu(expected) if relu else expected
-            with FlopCounterMode(display=False) as counter:
-                got = tucker_conv2d(x, wa, g, wc, [1, 2], [1, 1], [1, 1], bias=bias, relu=relu)
-            assert torch.equal(got.isnan(), expected.isnan())
-            assert_close(got.nan_to_num(), expected.nan_to_num(), rel=1e-5)
-            assert counter.get_total_flops() == 2 * (batch * got.shape[2] * got.shape[3] * r2 * g.shape[1] * 9
-                                                     + batch * size[0] * size[1] * r1 * channels
-                                                     + batch * got.shape[2] * got.shape[3] * out * r2)
-    finally:
-        torch.set_num_threads(before)
+    for n in range(16):
+        batch, channels, size = rng.randint(1, 3), rng.randint(1, 20), (rng.randint(3, 19), rng.randint(3, 40))
+        r1, r2, out = rng.choice([0, 5]), rng.randint(1, 19), rng.choice([0, 1, 9, 33])
+        x = torch.randn(batch, channels, *size, generator=gen)
+        wa = torch.randn(r1, channels, generator=gen) if r1 else None
+        g = torch.randn(r2, r1 or channels, 3, 3, generator=gen)
+        wc = torch.randn(out, r2, generator=gen) if out else None
+        if n == 0:
+            x[0, 0, 1, 1] = float("nan")
+        bias = torch.randn(out or r2, generator=gen) if n % 3 else None
+        relu = n % 2 == 0
+        expected = stock(x, wa, g, wc, [1, 2], [1, 1], [1, 1]) + (0 if bias is None else bias.view(1, -1, 1, 1))
+        expected = torch.relu(expected) if relu else expected
+        with FlopCounterMode(display=False) as counter:
+            got = tucker_conv2d(x, wa, g, wc, [1, 2], [1, 1], [1, 1], bias=bias, relu=relu)
+        assert torch.equal(got.isnan(), expected.isnan())
+        assert_close(got.nan_to_num(), expected.nan_to_num(), rel=1e-5)
+        assert counter.get_total_flops() == 2 * (batch * got.shape[2] * got.shape[3] * r2 * g.shape[1] * 9
+                                                 + batch * size[0] * size[1] * r1 * channels
+                                                 + batch * got.shape[2] * got.shape[3] * out * r2)
     with pytest.raises(TTPlanError, match=r"bias is torch.float32 on cpu of shape \[4\]; expected a CPU float32 tensor "
                                           r"\[9\], one entry per output channel"):
         tucker_conv2d(torch.randn(1, 3, 5, 5), None, torch.randn(9, 3, 3, 3), None, [1, 1], [1, 1], [1, 1],
@@ -174,40 +170,32 @@ def test_the_lowering_fuses_exactly_the_plans_the_planner_calls_fusable():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_wide_rows_at_stride_two_run_whole_vectors_and_equal_stock_ops(threads):
+def test_wide_rows_at_stride_two_run_whole_vectors_and_equal_stock_ops(threads, keep_threads):
     """Stride 2 along the width copies 16 outputs per shuffle where its loads and store stay in the buffers: rows
     wide enough for several vectors and a tail, every padding and dilation, the last row of the last plane, and
     a batch smaller than the threads (each image's channels split among them)."""
     rng, gen = random.Random(11), torch.Generator().manual_seed(11)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
-        for _ in range(12):
-            batch, channels, width = rng.randint(1, 3), rng.randint(1, 9), rng.randint(31, 90)
-            padding, dilation = [rng.randint(0, 2), rng.randint(0, 2)], [1, rng.choice([1, 2])]
-            x = torch.randn(batch, channels, rng.randint(3, 9), width, generator=gen)
-            wa = torch.randn(5, channels, generator=gen) if rng.random() < 0.5 else None
-            g = torch.randn(6, 5 if wa is not None else channels, 3, 3, generator=gen)
-            stride = [rng.choice([1, 2]), 2]
-            got = tucker_conv2d(x, wa, g, None, stride, padding, dilation)
-            assert_close(got, stock(x, wa, g, None, stride, padding, dilation), rel=1e-5)
-    finally:
-        torch.set_num_threads(before)
+    for _ in range(12):
+        batch, channels, width = rng.randint(1, 3), rng.randint(1, 9), rng.randint(31, 90)
+        padding, dilation = [rng.randint(0, 2), rng.randint(0, 2)], [1, rng.choice([1, 2])]
+        x = torch.randn(batch, channels, rng.randint(3, 9), width, generator=gen)
+        wa = torch.randn(5, channels, generator=gen) if rng.random() < 0.5 else None
+        g = torch.randn(6, 5 if wa is not None else channels, 3, 3, generator=gen)
+        stride = [rng.choice([1, 2]), 2]
+        got = tucker_conv2d(x, wa, g, None, stride, padding, dilation)
+        assert_close(got, stock(x, wa, g, None, stride, padding, dilation), rel=1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_both_ways_of_sharing_the_work_among_threads(threads, batch):
+def test_both_ways_of_sharing_the_work_among_threads(threads, batch, keep_threads):
     """Fewer images than threads: each thread takes a band of each image's rows; else whole images are shared."""
     gen = torch.Generator().manual_seed(batch)
     x, wa = torch.randn(batch, 24, 13, 11, generator=gen), torch.randn(9, 24, generator=gen)
     g, wc = torch.randn(7, 9, 3, 3, generator=gen), torch.randn(40, 7, generator=gen)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
-        got = tucker_conv2d(x, wa, g, wc, [1, 2], [1, 1], [1, 1])
-    finally:
-        torch.set_num_threads(before)
+    got = tucker_conv2d(x, wa, g, wc, [1, 2], [1, 1], [1, 1])
     assert_close(got, stock(x, wa, g, wc, [1, 2], [1, 1], [1, 1]), rel=1e-5)
 
 
@@ -218,51 +206,59 @@ def direct_form(size, kernel, stride, padding, dilation) -> bool:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_stride_one_convs_read_the_padded_map_in_place_and_equal_stock_ops(threads):
+def test_stride_one_convs_read_the_padded_map_in_place_and_equal_stock_ops(threads, keep_threads):
     """The direct form (stride 1, padding within the dilated window's reach): every window up to 5x5, each padding
     it allows, dilation, maps of 1 to 40 columns (wide rows past and short of a tile), with and without either
     mixing, a bias, a residual and a ReLU, batches below and above the threads; the geometries it does not take
     (stride 2, a padding wider than the window) are im2col's, and compute the same."""
     rng, gen = random.Random(13), torch.Generator().manual_seed(13)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     seen = {True: 0, False: 0}
-    try:
-        for n in range(48):
-            kernel = (rng.choice([1, 3, 5]), rng.choice([1, 3, 5]))
-            dilation = [rng.choice([1, 2]), rng.choice([1, 2])]
-            reach = [dilation[a] * (kernel[a] - 1) for a in (0, 1)]
-            padding = [rng.randint(0, reach[0] // 2 + 1), rng.randint(0, reach[1] // 2 + 1)]
-            stride = [1, 1] if n % 6 else [rng.choice([1, 2]), 2]
-            size = (rng.randint(max(1, reach[0] + 1 - 2 * padding[0]), 20),
-                    rng.randint(max(1, reach[1] + 1 - 2 * padding[1]), 40))
-            batch, channels = rng.choice([1, 3]), rng.randint(1, 20)
-            r1, r2, out = rng.choice([0, 6]), rng.randint(1, 17), rng.choice([0, 9, 33])
-            x = torch.randn(batch, channels, *size, generator=gen)
-            wa = torch.randn(r1, channels, generator=gen) if r1 else None
-            g = torch.randn(r2, r1 or channels, *kernel, generator=gen)
-            wc = torch.randn(out, r2, generator=gen) if out else None
-            expected = stock(x, wa, g, wc, stride, padding, dilation)
-            bias = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
-            residual = torch.randn(expected.shape, generator=gen) if n % 3 else None
-            relu = n % 4 < 2
-            if bias is not None:
-                expected = expected + bias.view(1, -1, 1, 1)
-            if residual is not None:
-                expected = expected + residual
-            expected = torch.relu(expected) if relu else expected
-            got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu, residual=residual)
-            assert_close(got, expected, rel=1e-5)
-            direct = direct_form(size, kernel, stride, padding, dilation)
-            if direct:  # never at stride 2, nor where a row's padding is wider than the window reaches
-                assert stride == [1, 1] and padding[1] <= reach[1]
-            elif stride == [1, 1] and padding[1] <= reach[1]:  # else only where the wide rows would double the tiles
-                rows = expected.shape[2]
-                assert -(-rows * (size[1] + padding[1]) // 32) > 2 * -(-rows * expected.shape[3] // 32)
-            seen[direct] += 1
-    finally:
-        torch.set_num_threads(before)
+    for n in range(48):
+        kernel = (rng.choice([1, 3, 5]), rng.choice([1, 3, 5]))
+        dilation = [rng.choice([1, 2]), rng.choice([1, 2])]
+        reach = [dilation[a] * (kernel[a] - 1) for a in (0, 1)]
+        padding = [rng.randint(0, reach[0] // 2 + 1), rng.randint(0, reach[1] // 2 + 1)]
+        stride = [1, 1] if n % 6 else [rng.choice([1, 2]), 2]
+        size = (rng.randint(max(1, reach[0] + 1 - 2 * padding[0]), 20),
+                rng.randint(max(1, reach[1] + 1 - 2 * padding[1]), 40))
+        batch, channels = rng.choice([1, 3]), rng.randint(1, 20)
+        r1, r2, out = rng.choice([0, 6]), rng.randint(1, 17), rng.choice([0, 9, 33])
+        x = torch.randn(batch, channels, *size, generator=gen)
+        wa = torch.randn(r1, channels, generator=gen) if r1 else None
+        g = torch.randn(r2, r1 or channels, *kernel, generator=gen)
+        wc = torch.randn(out, r2, generator=gen) if out else None
+        expected = stock(x, wa, g, wc, stride, padding, dilation)
+        bias = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
+        residual = torch.randn(expected.shape, generator=gen) if n % 3 else None
+        relu = n % 4 < 2
+        if bias is not None:
+            expected = expected + bias.view(1, -1, 1, 1)
+        if residual is not None:
+            expected = expected + residual
+        expected = torch.relu(expected) if relu else expected
+        got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation, bias=bias, relu=relu, residual=residual)
+        assert_close(got, expected, rel=1e-5)
+        direct = direct_form(size, kernel, stride, padding, dilation)
+        if direct:  # never at stride 2, nor where a row's padding is wider than the window reaches
+            assert stride == [1, 1] and padding[1] <= reach[1]
+        elif stride == [1, 1] and padding[1] <= reach[1]:  # else only where the wide rows would double the tiles
+            rows = expected.shape[2]
+            assert -(-rows * (size[1] + padding[1]) // 32) > 2 * -(-rows * expected.shape[3] // 32)
+        seen[direct] += 1
     assert seen[True] > 20 and seen[False] > 5
+
+
+def drawn_epilogue(expected: torch.Tensor, n: int, gen: torch.Generator):
+    """Draw `n`'s epilogue (a per-channel scale, a bias and a residual, each on some draws, and a ReLU on others) and
+    `expected` with it applied: (scale, bias, residual, relu, want)."""
+    scale = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
+    bias = torch.randn(expected.shape[1], generator=gen) if n % 3 else None
+    residual = torch.randn(expected.shape, generator=gen) if n % 4 else None
+    relu = n % 5 < 3
+    want = expected * (1 if scale is None else scale.view(1, -1, 1, 1))
+    want = want + (0 if bias is None else bias.view(1, -1, 1, 1)) + (0 if residual is None else residual)
+    return scale, bias, residual, relu, torch.relu(want) if relu else want
 
 
 def grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups):
@@ -278,81 +274,61 @@ def grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_a_batch_smaller_than_the_threads_is_split_into_row_bands_that_equal_stock_ops(threads):
+def test_a_batch_smaller_than_the_threads_is_split_into_row_bands_that_equal_stock_ops(threads, keep_threads):
     """Fewer images than threads: each thread computes a band of every image's output rows from the input rows it
     reads (zero rows where they fall in the padding), both conv forms, strides, dilations, paddings up to the window,
     grouped mixings or none, and the whole epilogue; an output with fewer rows than threads shares columns instead."""
     rng, gen = random.Random(23), torch.Generator().manual_seed(23)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
-        for n in range(60):
-            in_groups, out_groups = rng.choice([1, 1, 2, 4]), rng.choice([1, 1, 2])
-            inner, r1 = rng.randint(1, 4), rng.choice([0, 1, 3])
-            r2, out = rng.randint(1, 3) * out_groups, rng.choice([0, 2, 5])
-            in_groups = in_groups if r1 else 1
-            out_groups = out_groups if out else 1
-            kernel = (rng.choice([1, 3, 5]), rng.choice([1, 3]))
-            stride, dilation = [rng.choice([1, 2]) for _ in "hw"], [rng.choice([1, 2]) for _ in "hw"]
-            padding = [rng.randint(0, dilation[a] * (kernel[a] - 1)) for a in (0, 1)]
-            size = (rng.choice([1, 2, 3, 5, 8, 13]), rng.randint(1, 21))
-            if any(size[a] + 2 * padding[a] < dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)):
-                continue
-            x = torch.randn(rng.randint(1, threads - 1), inner * in_groups, *size, generator=gen)
-            wa = torch.randn(r1, inner, generator=gen) if r1 else None
-            g = torch.randn(r2, r1 * in_groups if r1 else x.shape[1], *kernel, generator=gen)
-            wc = torch.randn(out, r2 // out_groups, generator=gen) if out else None
-            expected = grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups)
-            scale = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
-            bias = torch.randn(expected.shape[1], generator=gen) if n % 3 else None
-            residual = torch.randn(expected.shape, generator=gen) if n % 4 else None
-            relu = n % 5 < 3
-            want = expected * (1 if scale is None else scale.view(1, -1, 1, 1))
-            want = want + (0 if bias is None else bias.view(1, -1, 1, 1)) + (0 if residual is None else residual)
-            want = torch.relu(want) if relu else want
-            got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation, scale=scale, bias=bias, residual=residual,
-                                relu=relu, in_groups=in_groups, out_groups=out_groups)
-            assert_close(got, want, rel=1e-5)
-    finally:
-        torch.set_num_threads(before)
+    for n in range(60):
+        in_groups, out_groups = rng.choice([1, 1, 2, 4]), rng.choice([1, 1, 2])
+        inner, r1 = rng.randint(1, 4), rng.choice([0, 1, 3])
+        r2, out = rng.randint(1, 3) * out_groups, rng.choice([0, 2, 5])
+        in_groups = in_groups if r1 else 1
+        out_groups = out_groups if out else 1
+        kernel = (rng.choice([1, 3, 5]), rng.choice([1, 3]))
+        stride, dilation = [rng.choice([1, 2]) for _ in "hw"], [rng.choice([1, 2]) for _ in "hw"]
+        padding = [rng.randint(0, dilation[a] * (kernel[a] - 1)) for a in (0, 1)]
+        size = (rng.choice([1, 2, 3, 5, 8, 13]), rng.randint(1, 21))
+        if any(size[a] + 2 * padding[a] < dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)):
+            continue
+        x = torch.randn(rng.randint(1, threads - 1), inner * in_groups, *size, generator=gen)
+        wa = torch.randn(r1, inner, generator=gen) if r1 else None
+        g = torch.randn(r2, r1 * in_groups if r1 else x.shape[1], *kernel, generator=gen)
+        wc = torch.randn(out, r2 // out_groups, generator=gen) if out else None
+        expected = grouped_stock(x, wa, g, wc, stride, padding, dilation, in_groups, out_groups)
+        scale, bias, residual, relu, want = drawn_epilogue(expected, n, gen)
+        got = tucker_conv2d(x, wa, g, wc, stride, padding, dilation, scale=scale, bias=bias, residual=residual,
+                            relu=relu, in_groups=in_groups, out_groups=out_groups)
+        assert_close(got, want, rel=1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_grouped_mixings_and_a_scale_equal_stock_ops_and_count_their_flops(threads):
+def test_grouped_mixings_and_a_scale_equal_stock_ops_and_count_their_flops(threads, keep_threads):
     """hodec's merged orders mix a trailing input mode in every block of the others (in_groups) and a leading rank
     before the kept output modes (out_groups); with a per-channel scale (a folded BatchNorm no weight can hold), a
     bias, a residual and a ReLU, in both forms of the conv and both ways of sharing the work."""
     rng, gen = random.Random(17), torch.Generator().manual_seed(17)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
-        for n in range(24):
-            in_groups, out_groups = rng.choice([1, 2, 4, 16]), rng.choice([1, 2, 8])
-            inner, r1 = rng.randint(1, 4), rng.randint(1, 3)
-            r2, out = rng.randint(1, 3) * out_groups, rng.randint(1, 5)
-            size, stride = (rng.randint(3, 17), rng.randint(3, 35)), rng.choice([[1, 1], [2, 2], [1, 2]])
-            x = torch.randn(rng.choice([1, 3]), inner * in_groups, *size, generator=gen)
-            wa = torch.randn(r1, inner, generator=gen)
-            g = torch.randn(r2, r1 * in_groups, 3, 3, generator=gen)
-            wc = torch.randn(out, r2 // out_groups, generator=gen)
-            expected = grouped_stock(x, wa, g, wc, stride, [1, 1], [1, 1], in_groups, out_groups)
-            scale = torch.randn(expected.shape[1], generator=gen) if n % 2 else None
-            bias = torch.randn(expected.shape[1], generator=gen) if n % 3 else None
-            residual = torch.randn(expected.shape, generator=gen) if n % 4 else None
-            relu = n % 5 < 3
-            want = expected * (1 if scale is None else scale.view(1, -1, 1, 1))
-            want = want + (0 if bias is None else bias.view(1, -1, 1, 1)) + (0 if residual is None else residual)
-            want = torch.relu(want) if relu else want
-            with FlopCounterMode(display=False) as counter:
-                got = tucker_conv2d(x, wa, g, wc, stride, [1, 1], [1, 1], scale=scale, bias=bias, residual=residual,
-                                    relu=relu, in_groups=in_groups, out_groups=out_groups)
-            assert_close(got, want, rel=1e-5)
-            with FlopCounterMode(display=False) as stock_count:
-                grouped_stock(x, wa, g, None, stride, [1, 1], [1, 1], in_groups, out_groups)
-            pixels = expected.shape[0] * expected.shape[2] * expected.shape[3]
-            assert counter.get_total_flops() == stock_count.get_total_flops() + 2 * pixels * out * r2
-    finally:
-        torch.set_num_threads(before)
+    for n in range(24):
+        in_groups, out_groups = rng.choice([1, 2, 4, 16]), rng.choice([1, 2, 8])
+        inner, r1 = rng.randint(1, 4), rng.randint(1, 3)
+        r2, out = rng.randint(1, 3) * out_groups, rng.randint(1, 5)
+        size, stride = (rng.randint(3, 17), rng.randint(3, 35)), rng.choice([[1, 1], [2, 2], [1, 2]])
+        x = torch.randn(rng.choice([1, 3]), inner * in_groups, *size, generator=gen)
+        wa = torch.randn(r1, inner, generator=gen)
+        g = torch.randn(r2, r1 * in_groups, 3, 3, generator=gen)
+        wc = torch.randn(out, r2 // out_groups, generator=gen)
+        expected = grouped_stock(x, wa, g, wc, stride, [1, 1], [1, 1], in_groups, out_groups)
+        scale, bias, residual, relu, want = drawn_epilogue(expected, n, gen)
+        with FlopCounterMode(display=False) as counter:
+            got = tucker_conv2d(x, wa, g, wc, stride, [1, 1], [1, 1], scale=scale, bias=bias, residual=residual,
+                                relu=relu, in_groups=in_groups, out_groups=out_groups)
+        assert_close(got, want, rel=1e-5)
+        with FlopCounterMode(display=False) as stock_count:
+            grouped_stock(x, wa, g, None, stride, [1, 1], [1, 1], in_groups, out_groups)
+        pixels = expected.shape[0] * expected.shape[2] * expected.shape[3]
+        assert counter.get_total_flops() == stock_count.get_total_flops() + 2 * pixels * out * r2
     with pytest.raises(TTPlanError, match=r"in_groups=3 does not divide x's 8 channels"):
         tucker_conv2d(torch.randn(1, 8, 5, 5), torch.randn(2, 2), torch.randn(4, 6, 3, 3), None, [1, 1], [1, 1],
                       [1, 1], in_groups=3)
@@ -366,7 +342,7 @@ def test_grouped_mixings_and_a_scale_equal_stock_ops_and_count_their_flops(threa
                       scale=torch.randn(5))
 
 
-def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
+def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path, keep_threads):
     monkeypatch.setattr(build, "FLAG_SETS", (("-O2",),))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     build.load.cache_clear()
@@ -385,13 +361,9 @@ def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path):
             assert_close(tucker_conv2d(x, wa, g, wc, stride, [1, 1], [1, 1], in_groups=4, out_groups=2),
                          grouped_stock(x, wa, g, wc, stride, [1, 1], [1, 1], 4, 2), rel=1e-5)
         # a batch below torch's threads: the row-band path, one band (the whole image) without OpenMP
-        before = torch.get_num_threads()
         torch.set_num_threads(2)
-        try:
-            assert_close(tucker_conv2d(x[:1], wa, g, wc, [1, 1], [1, 1], [1, 1], in_groups=4, out_groups=2),
-                         grouped_stock(x[:1], wa, g, wc, [1, 1], [1, 1], [1, 1], 4, 2), rel=1e-5)
-        finally:
-            torch.set_num_threads(before)
+        assert_close(tucker_conv2d(x[:1], wa, g, wc, [1, 1], [1, 1], [1, 1], in_groups=4, out_groups=2),
+                     grouped_stock(x[:1], wa, g, wc, [1, 1], [1, 1], [1, 1], 4, 2), rel=1e-5)
     finally:
         build.load.cache_clear()
 
