@@ -364,16 +364,22 @@ static void convolve(const Layer *L, const float *src, float *yb, const float *r
     }
 }
 
+/* The first mixing of rows [r0, r1) of one image xb [C, H, W] into dst, its channels ld floats apart (each group's
+ * Wa over its block of channels), by the threads sharing its columns (`gemm`'s part) */
+static void mix_rows(const Layer *L, const float *xb, int r0, int r1, float *dst, int ld, float *panel, int t,
+                     int threads) {
+    int HW = L->H * L->W, rows = L->R1 / L->G, inner = L->C / L->G;
+    for (int g = 0; g < L->G; g++)
+        gemm(rows, 0, (r1 - r0) * L->W, inner, L->At, xb + (size_t)g * inner * HW + (size_t)r0 * L->W, L->offA, 0,
+             dst + (size_t)g * rows * ld, ld, panel, NULL, NULL, 0, t, threads);
+}
+
 /* One image, by the `threads` threads of the enclosing parallel region (thread `t`) sharing each step, or by one:
  * the first mixing into t1 [R1, H W] (where there is one), then `convolve`. */
 static void image(const Layer *L, const float *xb, float *yb, const float *rb, float *t1, float *map, float *t2,
                   float *stage, float *panel, int t, int threads) {
-    int HW = L->H * L->W;
     if (L->R1) {
-        int rows = L->R1 / L->G, inner = L->C / L->G;
-        for (int g = 0; g < L->G; g++)
-            gemm(rows, 0, HW, inner, L->At, xb + (size_t)g * inner * HW, L->offA, 0, t1 + (size_t)g * rows * HW, HW,
-                 panel, NULL, NULL, 0, t, threads);
+        mix_rows(L, xb, 0, L->H, t1, L->H * L->W, panel, t, threads);
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -473,13 +479,9 @@ static int band(const Layer *L, int B, const float *x, float *y, const float *re
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * L->C * HW;
         if (r1 > r0) {
-            if (L->R1) {
-                int rows = L->R1 / L->G, inner = L->C / L->G;
-                for (int g = 0; g < L->G; g++)
-                    gemm(rows, 0, (r1 - r0) * W, inner, L->At, xb + (size_t)g * inner * HW + (size_t)r0 * W,
-                         L->offA, 0, t1 + (size_t)g * rows * HbW + (size_t)(r0 - v0) * W, HbW, panel, NULL, NULL,
-                         0, 0, 1);
-            } else
+            if (L->R1)
+                mix_rows(L, xb, r0, r1, t1 + (size_t)(r0 - v0) * W, HbW, panel, 0, 1);
+            else
                 for (int c = 0; c < Cin; c++)
                     memcpy(t1 + (size_t)c * HbW + (size_t)(r0 - v0) * W, xb + (size_t)c * HW + (size_t)r0 * W,
                            sizeof(float) * (size_t)(r1 - r0) * W);
