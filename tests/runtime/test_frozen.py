@@ -5,6 +5,7 @@ and whatever a frozen layer cannot serve (gradients, float64, compile, FLOP coun
 from __future__ import annotations
 
 import copy
+import gc
 import sys
 from unittest import mock
 
@@ -151,6 +152,24 @@ def test_a_bound_call_declines_what_it_cannot_serve():
     assert call(x, torch.randn(2, 7, 8, 8)) is None  # a residual not of the output's shape
     with FlopCounterMode(display=False):
         assert call(x) is None  # a dispatch mode must see the registered op
+
+
+def test_a_bound_call_binds_the_c_layer_once_per_map_shape_and_frees_it_with_the_call():
+    gen = torch.Generator().manual_seed(4)
+    wa, g, wc = torch.randn(5, 6, generator=gen), torch.randn(4, 5, 3, 3, generator=gen), torch.randn(7, 4,
+                                                                                                   generator=gen)
+    call = FrozenTucker(wa, g, wc, [1, 1], [1, 1], [1, 1], scale=torch.rand(7, generator=gen) + 0.5)
+    maps = [torch.randn(batch, 6, size, size, generator=gen) for batch, size in ((1, 9), (3, 9), (1, 5), (1, 9))]
+    for x in maps:  # each shape's first call binds; later calls of a shape reuse it
+        assert torch.equal(call(x), tucker_conv2d(x, wa, g, wc, [1, 1], [1, 1], [1, 1], scale=call.scale))
+    assert len(call.shapes) == 3
+    finalizers = [entry[1].finalizer for entry in call.shapes.values()]
+    assert all(finalizer.alive for finalizer in finalizers)
+    copied = copy.deepcopy(call)  # a copy binds its own on first use
+    assert not copied.shapes and torch.equal(copied(maps[0]), call(maps[0]))
+    del call, copied
+    gc.collect()
+    assert not any(finalizer.alive for finalizer in finalizers)  # the C side goes with the last reference
 
 
 def test_library_layers_freeze_alike_and_ttplan_freeze_takes_either_kind():

@@ -32,7 +32,7 @@ from ttplan.files import cache_dir
 SOURCE = Path(__file__).with_name("tucker.c")
 #: tried in order: with OpenMP (threads), then without it (one thread)
 FLAG_SETS = (("-O3", "-march=native", "-fopenmp"), ("-O3", "-march=native"), ("-O3",))
-SYMBOL = "ttplan_tucker_conv2d"
+SYMBOL = "ttplan_tucker_run"
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,23 @@ def _processor() -> str:
 
 
 def _open(path: Path) -> ctypes.CDLL | None:
-    """The library at `path` with its entry point typed, or None if it does not load or was built from another
+    """The library at `path` with its entry points typed, or None if it does not load or was built from another
     version of the source than this package's packing expects."""
     try:
         library = ctypes.CDLL(str(path))
-        function = getattr(library, SYMBOL)
+        function, bind, free = (getattr(library, name) for name in (SYMBOL, "ttplan_tucker_bind", "ttplan_tucker_free"))
         if library.ttplan_tile_rows() != TILE[0]:
             return None
     except (OSError, AttributeError):
         return None
     function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] + \
-        [ctypes.c_int] * 3 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] + [ctypes.c_int] * 8 + \
-        [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4  # y, scale, bias, residual; relu, groups in and out, threads
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int]  # handle, B, x, y, res
+    bind.restype = ctypes.c_void_p
+    bind.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] + [ctypes.c_int] * 3 + [ctypes.c_void_p, ctypes.c_int,
+                                                                                  ctypes.c_void_p] + \
+        [ctypes.c_int] * 8 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3  # ..., OW, scale, bias; relu, groups
+    free.restype = None
+    free.argtypes = [ctypes.c_void_p]
     return library
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ttplan.runtime.kernels.build import load
-from ttplan.runtime.kernels.tucker import _check_all, _plain_eager, launch, pack
+from ttplan.runtime.kernels.tucker import Bound, _check_all, _plain_eager, pack
 
 
 class FrozenTucker:
@@ -29,23 +29,38 @@ class FrozenTucker:
         self.stride, self.padding, self.dilation = list(stride), list(padding), list(dilation)
         self.relu, self.in_groups, self.out_groups = bool(relu), int(in_groups), int(out_groups)
         self.packs = tuple(None if w is None else pack(w, cache=False) for w in self.weights)
-        self.shapes: dict[torch.Size, list[int]] = {}  # input shape -> output shape, each checked once
+        self.shapes: dict[torch.Size, tuple[list[int], Bound]] = {}  # input shape -> output shape, bound layer
 
-    def output_shape(self, x: torch.Tensor) -> list[int] | None:
-        """The output's shape for a map shaped as `x`, or None where the kernel would not take it (checked once per
-        shape)."""
-        shape = self.shapes.get(x.shape)
-        if shape is None:
+    def __getstate__(self) -> dict:
+        """Copied or pickled without the bound C layers, which are bound again on first use."""
+        return {**self.__dict__, "shapes": {}}
+
+    def bound(self, x: torch.Tensor) -> tuple[list[int], Bound] | None:
+        """The output's shape for a map shaped as `x` and the kernel's layer bound for it, or None where the kernel
+        would not take it (checked and bound once per shape)."""
+        entry = self.shapes.get(x.shape)
+        if entry is None:
             wa, g, wc = self.weights
             try:
                 shape = _check_all(x, wa, g, wc, self.stride, self.padding, self.dilation, self.bias, None,
                                    self.scale, self.in_groups, self.out_groups)
             except ValueError:
                 return None
+            library = load()[0]
+            if library is None:
+                return None
             if len(self.shapes) >= 64:  # a server fed ever new shapes keeps a bounded table
                 self.shapes.clear()
-            self.shapes[x.shape] = shape
-        return shape
+            entry = self.shapes[x.shape] = (shape, Bound(
+                library, x.shape[1], x.shape[2], x.shape[3], self.weights, self.packs, self.stride, self.padding,
+                self.dilation, (shape[2], shape[3]), self.scale, self.bias, self.relu, self.in_groups,
+                self.out_groups))
+        return entry
+
+    def output_shape(self, x: torch.Tensor) -> list[int] | None:
+        """The output's shape for a map shaped as `x`, or None where the kernel would not take it."""
+        entry = self.bound(x)
+        return None if entry is None else entry[0]
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor | None:
         """The layer's output for the map `x` (plus `residual`, of the output's shape), or None where this bound call
@@ -54,21 +69,17 @@ class FrozenTucker:
             return None
         if not _plain_eager((x, residual)):
             return None
-        shape = self.output_shape(x)
-        if shape is None:
+        entry = self.bound(x)
+        if entry is None:
             return None
+        shape, call = entry
         if residual is not None:
             if (type(residual) is not torch.Tensor or residual.dtype is not torch.float32 or not residual.is_cpu
                     or list(residual.shape) != shape):
                 return None
             residual = residual.contiguous()
-        library = load()[0]
-        if library is None:
-            return None
-        x = x.contiguous()
         y = torch.empty(shape, dtype=torch.float32)
-        launch(library, x, self.weights, self.packs, self.stride, self.padding, self.dilation, y, self.scale,
-               self.bias, residual, self.relu, self.in_groups, self.out_groups)
+        call(x.contiguous(), y, residual, torch.get_num_threads())
         return y
 
 

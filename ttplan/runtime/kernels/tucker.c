@@ -162,7 +162,7 @@ static inline void put(float *restrict c, int ldc, vf acc[MR][NV], int mb, int n
 }
 
 /* C (rows ldc apart) = A[M, K] @ B[K, lo:hi] (+ bias[M], + res laid out as C, then ReLU with relu_on: `put`), A packed
- * in row blocks (see ttplan_tucker_conv2d), B's row k at B + off[k]. Of its tiles (row block x column block), in
+ * in row blocks (see ttplan_tucker_bind), B's row k at B + off[k]. Of its tiles (row block x column block), in
  * loop order, this call computes the `part`-th of `parts` runs of equal length: threads sharing one product each
  * take a run (0 of 1: all), so that a product of few columns but many rows (a small map, many channels) still
  * splits evenly. The last, partial column block computes only the vectors it needs: read in place where B may be
@@ -500,44 +500,65 @@ int ttplan_direct_form(int H, int W, int KH, int KW, int sh, int sw, int ph, int
     return L.direct;
 }
 
+/* Free what `ttplan_tucker_bind` returned (NULL: nothing) */
+void ttplan_tucker_free(void *handle) {
+    Layer *L = handle;
+    if (!L) return;
+    free(L->offA);
+    free(L->offG);
+    free(L->offC);
+    free(L);
+}
+
 /* Wa, G and Wc arrive packed in row blocks of MR: block j holds rows j*MR... of the [M, K] matrix as [K][MR], zero
  * rows past M (G as its [R2, R1*KH*KW] matrix), so that a tile reads its block of A contiguously; Wa is
  * [R1 / Gin, C / Gin] and Wc [O / Jout, R2 / Jout] (grouped mixings, `Layer`; 1 and 1: plain ones). `scale` and `bias`
- * (NULL for none) hold a float per output channel: the result times the scale, plus the bias, then plus `res` (NULL
- * for none: a residual laid out as y, [B, O, OH, OW] contiguous), then a ReLU where `relu_on`.
- * Returns 0, or 1 when memory for the buffers could not be had (nothing is computed). Images are shared among
- * the threads when there are at least as many as threads; otherwise each thread takes a band of every image's
- * output rows (`band`), or, where the output has fewer rows than threads, a share of each step's columns. */
-int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, const float *Wa, int R2, int KH,
-                         int KW, const float *G, int O, const float *Wc, int sh, int sw, int ph, int pw, int dh,
-                         int dw, int OH, int OW, float *y, const float *scale, const float *bias, const float *res,
-                         int relu_on, int Gin, int Jout, int threads) {
-    Layer L = {.C = C, .H = H, .W = W, .R1 = R1, .R2 = R2, .KH = KH, .KW = KW, .O = O, .sh = sh, .sw = sw, .ph = ph,
-               .pw = pw, .dh = dh, .dw = dw, .OH = OH, .OW = OW, .G = R1 ? Gin : 1, .J = O ? Jout : 1, .At = Wa,
-               .Gt = G, .Ct = Wc, .scale = scale, .bias = bias, .relu_on = relu_on};
-    plan_direct(&L);
-    L.staged = L.direct || L.J > 1 || scale;
-    L.ys = OH * OW;
-    int HW = H * W, OHW = OH * OW, Cin = R1 ? R1 : C, KK = Cin * KH * KW;
-    int maxk = KK > C ? KK : C; /* the largest inner size of the three products */
-    if (R2 > maxk) maxk = R2;
-    int channels = O ? O : R2;               /* the output's */
-    size_t out = (size_t)channels * OHW;     /* one image's output */
-    size_t sizes[4];                         /* one worker's buffers, then its panels */
-    buffer_sizes(&L, 0, sizes);
+ * (NULL for none) hold a float per output channel: the result times the scale, plus the bias, then plus the residual
+ * (`ttplan_tucker_run`), then a ReLU where `relu_on`.
+ * Binds a layer for maps of C x H x W: everything a call needs but the maps, planned once (the conv's form, the
+ * products' row offsets), so that a call from Python passes six arguments instead of thirty and computes nothing
+ * twice (a frozen model calls one bound layer for every forward). The weights are read through these pointers at
+ * every call: the caller keeps them alive and unchanged. Returns NULL when memory could not be had; free with
+ * `ttplan_tucker_free`. */
+void *ttplan_tucker_bind(int C, int H, int W, int R1, const float *Wa, int R2, int KH, int KW, const float *G, int O,
+                         const float *Wc, int sh, int sw, int ph, int pw, int dh, int dw, int OH, int OW,
+                         const float *scale, const float *bias, int relu_on, int Gin, int Jout) {
+    Layer *L = malloc(sizeof(Layer));
+    if (!L) return NULL;
+    *L = (Layer){.C = C, .H = H, .W = W, .R1 = R1, .R2 = R2, .KH = KH, .KW = KW, .O = O, .sh = sh, .sw = sw,
+                 .ph = ph, .pw = pw, .dh = dh, .dw = dw, .OH = OH, .OW = OW, .G = R1 ? Gin : 1, .J = O ? Jout : 1,
+                 .At = Wa, .Gt = G, .Ct = Wc, .scale = scale, .bias = bias, .relu_on = relu_on};
+    plan_direct(L);
+    L->staged = L->direct || L->J > 1 || scale;
+    L->ys = OH * OW;
+    int Cin = R1 ? R1 : C, KK = Cin * KH * KW;
+    L->offA = malloc(sizeof(int) * (size_t)(C > 0 ? C : 1));
+    L->offG = malloc(sizeof(int) * (size_t)KK);
+    L->offC = malloc(sizeof(int) * (size_t)(R2 > 0 ? R2 : 1));
+    if (!L->offA || !L->offG || !L->offC) {
+        ttplan_tucker_free(L);
+        return NULL;
+    }
+    for (int k = 0; k < C / L->G; k++) L->offA[k] = k * H * W;
+    conv_offsets(L, L->offG, L->offC);
+    return L;
+}
+
+/* y = the bound layer on x [B, C, H, W] (contiguous), plus `res` (NULL for none: a residual laid out as y,
+ * [B, O, OH, OW] contiguous) before the ReLU, by `threads` threads. Returns 0, or 1 when memory for the buffers
+ * could not be had (nothing is computed). Images are shared among the threads when there are at least as many as
+ * threads; otherwise each thread takes a band of every image's output rows (`band`), or, where the output has fewer
+ * rows than threads, a share of each step's columns. */
+int ttplan_tucker_run(const void *handle, int B, const float *x, float *y, const float *res, int threads) {
+    const Layer *L = handle;
+    int HW = L->H * L->W, OH = L->OH, Cin = L->R1 ? L->R1 : L->C, KK = Cin * L->KH * L->KW;
+    int maxk = KK > L->C ? KK : L->C; /* the largest inner size of the three products */
+    if (L->R2 > maxk) maxk = L->R2;
+    size_t out = (size_t)(L->O ? L->O : L->R2) * L->ys; /* one image's output */
+    size_t sizes[4];                                     /* one worker's buffers, then its panels */
+    buffer_sizes(L, 0, sizes);
     size_t panel_size = (size_t)maxk * NR + (size_t)maxk; /* K x NR floats, then K ints */
     int failed = 0;
-    L.offA = malloc(sizeof(int) * (size_t)(C > 0 ? C : 1));
-    L.offG = malloc(sizeof(int) * (size_t)KK);
-    L.offC = malloc(sizeof(int) * (size_t)(R2 > 0 ? R2 : 1));
-    if (!L.offA || !L.offG || !L.offC) {
-        free(L.offA);
-        free(L.offG);
-        free(L.offC);
-        return 1;
-    }
-    for (int k = 0; k < C / L.G; k++) L.offA[k] = k * HW;
-    conv_offsets(&L, L.offG, L.offC);
     if (B < threads && threads > 1 && OH >= threads) { /* each thread a band of every image's output rows */
 #pragma omp parallel num_threads(threads) reduction(| : failed)
         {
@@ -547,11 +568,11 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
             int t = 0, n = 1;
 #endif
             int oh0 = OH * t / n, oh1 = OH * (t + 1) / n;
-            if (oh1 > oh0) failed |= band(&L, B, x, y, res, oh0, oh1, panel_size);
+            if (oh1 > oh0) failed |= band(L, B, x, y, res, oh0, oh1, panel_size);
         }
     } else if (B < threads && threads > 1) { /* one image at a time, its columns shared (too few rows for bands) */
         float *buffers[4];
-        float *panels = buffers_of(sizes, L.direct, panel_size, threads, buffers);
+        float *panels = buffers_of(sizes, L->direct, panel_size, threads, buffers);
         if (!panels) failed = 1;
         if (!failed) {
 #pragma omp parallel num_threads(threads)
@@ -562,7 +583,7 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
                 int t = 0, n = 1;
 #endif
                 for (int b = 0; b < B; b++)
-                    image(&L, x + (size_t)b * C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL,
+                    image(L, x + (size_t)b * L->C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL,
                           buffers[0], buffers[1], buffers[2], buffers[3], panels + (size_t)t * panel_size, t, n);
             }
         }
@@ -570,18 +591,15 @@ int ttplan_tucker_conv2d(int B, int C, int H, int W, const float *x, int R1, con
 #pragma omp parallel num_threads(threads) reduction(| : failed)
         {
             float *buffers[4];
-            float *panel = buffers_of(sizes, L.direct, panel_size, 1, buffers);
+            float *panel = buffers_of(sizes, L->direct, panel_size, 1, buffers);
             failed |= !panel;
 #pragma omp for schedule(static)
             for (int b = 0; b < B; b++) {
                 if (!panel) continue;
-                image(&L, x + (size_t)b * C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL,
+                image(L, x + (size_t)b * L->C * HW, y + (size_t)b * out, res ? res + (size_t)b * out : NULL,
                       buffers[0], buffers[1], buffers[2], buffers[3], panel, 0, 1);
             }
         }
     }
-    free(L.offA);
-    free(L.offG);
-    free(L.offC);
     return failed;
 }
