@@ -50,6 +50,10 @@ def test_fused_residuals_equal_the_unfolded_eval_models_and_count_the_planned_ma
         rewritten, kept = fused.get_submodule(block), bn_only.get_submodule(block)
         assert [n for n, _ in rewritten.named_children()] == [n for n, _ in kept.named_children()]
         assert repr(rewritten).startswith(type(kept).__name__ + "(") and rewritten.conv2.apply_relu
+        # the folded BatchNorms and ReLUs, and an identity shortcut, stay as children but are no longer called
+        called = [type(rewritten.get_submodule(node.target)) for node in rewritten.graph.nodes
+                  if node.op == "call_module"]
+        assert nn.Identity not in called and any(isinstance(m, nn.Identity) for m in rewritten.children())
     x = way_input(way, size)
     with torch.no_grad():
         expected = unfolded(x)
@@ -127,6 +131,12 @@ def test_which_adds_fuse(how):
     assert isinstance(folded[0], torch.fx.GraphModule) == fuses and isinstance(folded[1], nn.Flatten)
     assert folded[0].conv2.apply_relu == (how not in ("no-relu", "two-readers"))
     assert list(folded.state_dict()) == list(fold_batchnorm(model, residual=False).state_dict())
+    if fuses:  # the Identity modules the fold left are no longer called; one with a hook still is
+        assert "bn1" not in [node.target for node in folded[0].graph.nodes]
+        hooked = fold_batchnorm(model, residual=False)
+        hooked[0].bn1.register_forward_hook(lambda module, args, out: None)
+        hooked = fold_batchnorm(hooked)
+        assert "bn1" in [node.target for node in hooked[0].graph.nodes]
     x = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
         assert_close(folded(x), model(x), rel=1e-5)

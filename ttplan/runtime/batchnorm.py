@@ -126,10 +126,12 @@ def fuse_residuals(model: nn.Module, layer_type: type) -> list[str]:
     the next alone, then an add (`+`, `+=`, `torch.add`, `.add`/`.add_`, no alpha) of it and another node, then,
     where the add's result has that one reader, a ReLU (an `nn.ReLU` module called once, `F.relu`, `torch.relu`,
     `.relu()`). The layer node then takes the other operand as `residual` and `apply_relu` is set where the ReLU was
-    there; the add, the ReLU and the Identity calls leave the graph. Each submodule (not `model` itself), deepest
-    first, whose graph holds the pattern becomes a `torch.fx.GraphModule` of its class's name, holding the same
-    children, parameters and buffers (the state_dict keys do not change). A submodule fx cannot trace, or one in
-    training mode, stays as it is. For inference: the layer's epilogue is `relu(conv(x) * scale + bias + residual)`."""
+    there; the add, the ReLU and the Identity calls leave the graph, and so does every other call of a stock
+    `nn.Identity` in that graph (a module call per forward that returns its input). Each submodule (not `model`
+    itself), deepest first, whose graph holds the pattern becomes a `torch.fx.GraphModule` of its class's name,
+    holding the same children, parameters and buffers (the state_dict keys do not change). A submodule fx cannot
+    trace, or one in training mode, stays as it is. For inference: the layer's epilogue is
+    `relu(conv(x) * scale + bias + residual)`."""
     class LayerLeaves(torch.fx.Tracer):
         def is_leaf_module(self, module: nn.Module, name: str) -> bool:
             return isinstance(module, layer_type) or super().is_leaf_module(module, name)
@@ -206,6 +208,12 @@ def fuse_residuals(model: nn.Module, layer_type: type) -> list[str]:
                     graph.erase_node(node)
             modules[layer_node.target].apply_relu = relu is not None
             fused.append(f"{name}.{layer_node.target}")
+        for node in list(graph.nodes):  # the other calls of a stock nn.Identity (folded BatchNorms and ReLUs, an
+            module = modules.get(node.target) if node.op == "call_module" else None  # identity shortcut) go too
+            if (isinstance(module, nn.Identity) and type(module).forward is nn.Identity.forward and len(node.args) == 1
+                    and not node.kwargs and not module._forward_hooks and not module._forward_pre_hooks):
+                node.replace_all_uses_with(node.args[0])
+                graph.erase_node(node)
         for node in graph.nodes:  # fx renders annotations by mangled names TorchScript cannot resolve: Tensor
             node.type = None
         graph.lint()
