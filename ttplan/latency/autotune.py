@@ -3,8 +3,9 @@ fastest.
 
 Candidates are the orders that minimise predicted time, MACs and the largest intermediate, and the
 format's published order, ranked by predicted time (the latency profile) and cut to `top`, plus the
-`merged` order. Each is run as a `TTConv2d` (random cores; folded weights when planned so) in each
-lowering, and the dense conv beside them; every round visits every variant once, in turn, for a block
+`merged` order. Each is run as a `TTConv2d` (random cores; folded weights when planned so, and then frozen, as
+`ttplan.freeze` leaves a layer for inference: no per-call checks of the cores) in each lowering, and the dense
+conv beside them; every round visits every variant once, in turn, for a block
 of back-to-back calls lasting about `BLOCK_MS`, so load drifts hit all alike, and the median over rounds
 is kept. Results are cached in the user's cache directory (`~/.cache/ttplan/autotune.json`), keyed by
 geometry, format, batch, folding, device, thread count, torch version, lowerings, input memory format,
@@ -47,7 +48,7 @@ from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
 
 DENSE = "dense conv"
 #: what `candidate_plans` offers and how it is timed, in the cache key: entries measured otherwise are not reused
-CANDIDATES = "candidates=objectives,published,merged|blocks|fused"
+CANDIDATES = "candidates=objectives,published,merged|blocks|fused|frozen"
 #: ms each variant runs per visit: a block of back-to-back calls, so one page fault or scheduler tick does not
 #: decide between two orders (single calls picked differently from one run to the next)
 BLOCK_MS = 5.0
@@ -272,6 +273,8 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
             if lowering.fused and (fused_form(plan) is None or not kernel_status().available):
                 continue  # the fused lowering would run the stock ops of another lowering: nothing new to time
             layer = TTConv2d(spec, fmt, plan, fold_weights, device=dev, lowering=lowering).eval()
+            if fold_weights:  # timed as deployed for inference: the dense conv beside it is one F.conv2d call
+                layer.freeze()
             variants.append((plan.name, plan, lowering, layer))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     calls = {n: (lambda fn=fn: fn(x)) if isinstance(fn, torch.nn.Module) else fn
