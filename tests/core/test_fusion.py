@@ -4,7 +4,7 @@ planning may fuse at all (`fusion_wanted`)."""
 import pytest
 
 from ttplan.core.formats import make_format
-from ttplan.core.fusion import fused_form, fusion_wanted
+from ttplan.core.fusion import THIN, FusedForm, fused_form, fusion_wanted
 from ttplan.core.latency import (
     LatencyProfile,
     OpModel,
@@ -41,6 +41,18 @@ def test_the_merged_hodec_order_is_a_mixing_the_conv_and_a_mixing():
     assert form.weight_elements == 16 * 128 + 16 * 16 * 9 + 256 * 16
     # whole 8 x 32 tiles: 784 input pixels are 24.5 tiles and 196 output pixels 6.125, each rounded up
     assert form.tile_macs == 4 * (16 * 128 * 800 + 16 * 144 * 224 + 256 * 16 * 224) > form.macs
+
+
+def test_thin_mixings_run_exactly_their_macs_in_the_tile_count():
+    """A mixing summing at most THIN channels per result runs row by row (no tile rounding); one more runs tiles."""
+    thin = FusedForm(batch=2, c=16, r1=8, r2=8, o=16, window=9, in_pixels=1024, out_pixels=1024, in_groups=8,
+                     out_groups=4)  # ResNet-56's layer1 hodec: 2 channels summed per side
+    conv = 8 * 8 * 9 * 1024  # 8 rows: one whole tile; 1024 columns: 32 whole tiles
+    assert thin.tile_macs == 2 * (conv + 8 * 2 * 1024 + 16 * 2 * 1024) == thin.macs
+    wide = FusedForm(batch=1, c=40, r1=8, r2=20, o=16, window=9, in_pixels=100, out_pixels=100, in_groups=8,
+                     out_groups=4)  # THIN + 1 channels summed on each side: tiles
+    assert (THIN + 1, THIN + 1) == (40 // 8, 20 // 4)
+    assert wide.tile_macs == (24 * 8 * 9 * 128 + 8 * 8 * 5 * 128 + 8 * 5 * 416)
 
 
 def test_orders_with_a_product_per_mode_or_an_open_rank_are_not_fusable():

@@ -342,6 +342,32 @@ def test_grouped_mixings_and_a_scale_equal_stock_ops_and_count_their_flops(threa
                       scale=torch.randn(5))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thin_mixings_run_row_by_row_and_equal_stock_ops_either_side_of_the_bound(threads, keep_threads):
+    """A mixing that sums at most THIN channels per result channel runs thin (each result row in one pass, the output
+    mixing straight into y with the epilogue); one more channel runs register tiles. Both, on both sides, in both
+    conv forms, batches below and above the threads, and a map wider than a thin pass (summed in pieces)."""
+    from ttplan.core.fusion import THIN
+    from ttplan.runtime.kernels.build import load
+    assert load()[0].ttplan_thin_channels() == THIN
+    gen = torch.Generator().manual_seed(29)
+    torch.set_num_threads(threads)
+    cases = [(inner, r2_per, stride, batch, (9, 23)) for inner in (THIN, THIN + 1) for r2_per in (THIN, THIN + 1)
+             for stride in ([1, 1], [2, 1]) for batch in (1, 3)] + [(2, 3, [1, 1], 1, (1, 4500))]
+    for n, (inner, r2_per, stride, batch, size) in enumerate(cases):
+        in_groups, out_groups = 2, 3
+        x = torch.randn(batch, inner * in_groups, *size, generator=gen)
+        wa, wc = torch.randn(3, inner, generator=gen), torch.randn(5, r2_per, generator=gen)
+        window = (3, 3) if size[0] > 1 else (1, 3)
+        g = torch.randn(r2_per * out_groups, 3 * in_groups, *window, generator=gen)
+        padding = [window[0] // 2, 1]
+        expected = grouped_stock(x, wa, g, wc, stride, padding, [1, 1], in_groups, out_groups)
+        scale, bias, residual, relu, want = drawn_epilogue(expected, n, gen)
+        got = tucker_conv2d(x, wa, g, wc, stride, padding, [1, 1], scale=scale, bias=bias, residual=residual,
+                            relu=relu, in_groups=in_groups, out_groups=out_groups)
+        assert_close(got, want, rel=1e-5)
+
+
 def test_a_build_without_openmp_computes_the_same(monkeypatch, tmp_path, keep_threads):
     monkeypatch.setattr(build, "FLAG_SETS", (("-O2",),))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -23,6 +23,9 @@ from ttplan.errors import TTPlanError
 
 #: the fused kernel's register tile (rows x columns of a product it computes at once; `tucker.c`'s MR and NR)
 TILE = (8, 32)
+#: a mixing that sums at most this many channels per result channel runs thin, row by row, with no tile (`tucker.c`'s
+#: THIN_K): exactly its MACs
+THIN = 4
 #: the feature-map step kinds a fusable plan may have, in order
 SHAPES = (("conv",), ("feature", "conv"), ("conv", "feature"), ("feature", "conv", "feature"))
 
@@ -62,15 +65,18 @@ class FusedForm:
     @property
     def tile_macs(self) -> int:
         """The MACs the kernel's register tiles run: each product's rows and columns (pixels per image) rounded up
-        to whole tiles, the padding computed and dropped. What its time follows, for small maps in particular."""
+        to whole tiles, the padding computed and dropped; a thin mixing (at most `THIN` channels summed) runs exactly
+        its MACs. What its time follows, for small maps in particular."""
         def up(n: int, to: int) -> int:
             return -(-n // to) * to
 
         rows, cols = TILE
         g, j = self.in_groups, self.out_groups
         conv = up(self.r2, rows) * (self.r1 or self.c) * self.window * up(self.out_pixels, cols)
-        mix_in = g * up(self.r1 // g, rows) * (self.c // g) * up(self.in_pixels, cols) if self.r1 else 0
-        mix_out = up(self.o // j, rows) * (self.r2 // j) * up(j * self.out_pixels, cols) if self.o else 0
+        mix_in = (0 if not self.r1 else self.r1 * (self.c // g) * self.in_pixels if self.c // g <= THIN
+                  else g * up(self.r1 // g, rows) * (self.c // g) * up(self.in_pixels, cols))
+        mix_out = (0 if not self.o else self.o * (self.r2 // j) * self.out_pixels if self.r2 // j <= THIN
+                   else up(self.o // j, rows) * (self.r2 // j) * up(j * self.out_pixels, cols))
         return self.batch * (conv + mix_in + mix_out)
 
 
@@ -129,4 +135,4 @@ def fusion_wanted(fused: bool | None, channels_last: bool, compiler: bool) -> bo
     return (not channels_last and compiler) if fused is None else fused
 
 
-__all__ = ["SHAPES", "TILE", "FusedForm", "fused_form", "fusion_wanted"]
+__all__ = ["SHAPES", "THIN", "TILE", "FusedForm", "fused_form", "fusion_wanted"]

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttplan.core.fusion import TILE
+from ttplan.core.fusion import THIN, TILE
 from ttplan.files import cache_dir
 
 SOURCE = Path(__file__).with_name("tucker.c")
@@ -73,7 +73,7 @@ def _open(path: Path) -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(path))
         function, bind, free = (getattr(library, name) for name in (SYMBOL, "ttplan_tucker_bind", "ttplan_tucker_free"))
-        if library.ttplan_tile_rows() != TILE[0]:
+        if library.ttplan_tile_rows() != TILE[0] or library.ttplan_thin_channels() != THIN:
             return None
     except (OSError, AttributeError):
         return None

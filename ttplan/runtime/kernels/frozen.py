@@ -29,13 +29,13 @@ class FrozenTucker:
         self.stride, self.padding, self.dilation = list(stride), list(padding), list(dilation)
         self.relu, self.in_groups, self.out_groups = bool(relu), int(in_groups), int(out_groups)
         self.packs = tuple(None if w is None else pack(w, cache=False) for w in self.weights)
-        self.shapes: dict[torch.Size, tuple[list[int], Bound]] = {}  # input shape -> output shape, bound layer
+        self.shapes: dict[torch.Size, tuple[tuple[int, ...], Bound]] = {}  # input shape -> output's, bound layer
 
     def __getstate__(self) -> dict:
         """Copied or pickled without the bound C layers, which are bound again on first use."""
         return {**self.__dict__, "shapes": {}}
 
-    def bound(self, x: torch.Tensor) -> tuple[list[int], Bound] | None:
+    def bound(self, x: torch.Tensor) -> tuple[tuple[int, ...], Bound] | None:
         """The output's shape for a map shaped as `x` and the kernel's layer bound for it, or None where the kernel
         would not take it (checked and bound once per shape)."""
         entry = self.shapes.get(x.shape)
@@ -51,7 +51,7 @@ class FrozenTucker:
                 return None
             if len(self.shapes) >= 64:  # a server fed ever new shapes keeps a bounded table
                 self.shapes.clear()
-            entry = self.shapes[x.shape] = (shape, Bound(
+            entry = self.shapes[x.shape] = (tuple(shape), Bound(
                 library, x.shape[1], x.shape[2], x.shape[3], self.weights, self.packs, self.stride, self.padding,
                 self.dilation, (shape[2], shape[3]), self.scale, self.bias, self.relu, self.in_groups,
                 self.out_groups))
@@ -60,7 +60,7 @@ class FrozenTucker:
     def output_shape(self, x: torch.Tensor) -> list[int] | None:
         """The output's shape for a map shaped as `x`, or None where the kernel would not take it."""
         entry = self.bound(x)
-        return None if entry is None else entry[0]
+        return None if entry is None else list(entry[0])
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor | None:
         """The layer's output for the map `x` (plus `residual`, of the output's shape), or None where this bound call
@@ -75,10 +75,10 @@ class FrozenTucker:
         shape, call = entry
         if residual is not None:
             if (type(residual) is not torch.Tensor or residual.dtype is not torch.float32 or not residual.is_cpu
-                    or list(residual.shape) != shape):
+                    or residual.shape != shape):
                 return None
             residual = residual.contiguous()
-        y = torch.empty(shape, dtype=torch.float32)
+        y = torch.empty(*shape, dtype=torch.float32)  # (sizes as arguments: half a µs sooner than one sequence)
         call(x.contiguous(), y, residual, torch.get_num_threads())
         return y
 

@@ -9,10 +9,11 @@
  * unfold it (im2col). The arithmetic is the three products' multiply-accumulates, nothing recomputed: ttplan counts
  * them as the planned MACs. Like every blocked product it computes whole register tiles and drops what lies past
  * the result (the rows past a multiple of 8, the columns past one of 32; the direct form also a padding's worth of
- * columns per output row), which the planner's cost model knows (`ttplan.core.fusion.FusedForm.tile_macs`). The last
- * product may add a bias per output channel and a residual map (a ResNet block's shortcut) and apply a ReLU as it
- * stores each tile (a folded BatchNorm's shift, the block's add and the ReLU after it), so the result needs no
- * further pass.
+ * columns per output row), which the planner's cost model knows (`ttplan.core.fusion.FusedForm.tile_macs`); a thin
+ * mixing (at most THIN_K channels summed per result channel, as hodec's grouped mixings are) runs row by row
+ * instead, exactly its MACs. The last product may add a bias per output channel and a residual map (a ResNet block's
+ * shortcut) and apply a ReLU as it stores each tile or row (a folded BatchNorm's shift, the block's add and the ReLU
+ * after it), so the result needs no further pass.
  * Built by ttplan/runtime/kernels/build.py with the C compiler found at run time; without one, ttplan runs
  * the same steps as stock torch ops. Vectors are GCC/Clang vector extensions, so the code is portable C
  * that the compiler maps to AVX-512, AVX2, NEON or plain scalar code for the machine it builds on. */
@@ -40,6 +41,9 @@
 #define MR 8          /* rows of a tile */
 #define NR 32         /* columns of a tile */
 #define NV (NR / VL)  /* vectors per row of a tile */
+/* A mixing that sums at most this many channels per output channel is thin: a register tile would spend its time
+ * storing, and its rows past the few the product has (hodec's grouped mixings: 1 to 4 rows, 2 to 4 channels) */
+#define THIN_K 4
 
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef float vfu __attribute__((vector_size(VL * 4), aligned(4), may_alias));
@@ -226,6 +230,9 @@ static void gemm(int M, int lo, int hi, int K, const float *restrict Ap, const f
  * packs them and checks it against this). */
 int ttplan_tile_rows(void) { return MR; }
 
+/* The most channels a thin mixing sums (ttplan/core/fusion.py's cost model checks it against this) */
+int ttplan_thin_channels(void) { return THIN_K; }
+
 /* col[(c, kh, kw), (oh, ow)] = the padded, strided, dilated window of src [Cn, H, W] (im2col of one image).
  * Stride 2 along the width runs whole vectors (two loads, one shuffle) wherever both loads stay inside src and
  * the store inside col: lanes past the row's last valid column are overwritten by the padding or the next row. */
@@ -284,6 +291,7 @@ typedef struct {
     int relu_on;
     int direct, Wp, CS, S, NWr;
     int staged; /* the last product stores as it is, and a pass per output row applies the epilogue */
+    int thin;   /* the output mixing sums at most THIN_K channels: one pass straight into y (`thin_out`) */
     int *offA, *offG, *offC; /* the three products' B row offsets */
     int ys;                  /* the channel stride of y and the residual: the whole image's OH OW (a band's too) */
 } Layer;
@@ -307,6 +315,64 @@ static void plan_direct(Layer *L) {
     L->CS = (L->H + 2 * L->ph) * Wp + L->pw;
     L->S = L->ph * Wp + L->pw;
     L->NWr = NWr;
+}
+
+/* How L runs: the conv's form (`plan_direct`); whether the output mixing is thin (`thin_out`), else whether the last
+ * product stages its result for an epilogue pass (the direct form's wide rows, grouped output mixings, a scale) */
+static void plan_forms(Layer *L) {
+    plan_direct(L);
+    L->thin = L->O && L->R2 / L->J <= THIN_K;
+    L->staged = !L->thin && (L->direct || L->J > 1 || L->scale);
+}
+
+/* A thin product's row m of A, packed in row blocks of MR ([K][MR] each), as K floats */
+static inline void thin_row(const float *Ap, int K, int m, float w[THIN_K]) {
+    for (int k = 0; k < K; k++) w[k] = Ap[(size_t)(m / MR) * K * MR + (size_t)k * MR + m % MR];
+}
+
+/* dst[m][0:n] = sum over k < K of w[k] src_k[0:n]: a thin product's row (K <= THIN_K), vector by vector, the sum in
+ * the order a register tile sums it, so the result is the same */
+static inline void thin_sum(const float *w, int K, const float *const *src, float *restrict dst, int n) {
+    int at = 0;
+    for (; at + VL <= n; at += VL) {
+        vf acc = w[0] * loadu(src[0] + at);
+        for (int k = 1; k < K; k++) acc += w[k] * loadu(src[k] + at);
+        storeu(dst + at, acc);
+    }
+    for (; at < n; at++) {
+        float acc = w[0] * src[0][at];
+        for (int k = 1; k < K; k++) acc += w[k] * src[k][at];
+        dst[at] = acc;
+    }
+}
+
+/* The output mixing, thin (at most THIN_K conv channels per output channel), with the epilogue, straight into y: output
+ * channel c = o J + j sums conv channels r J + j of t2 (rows N apart; output row oh's columns start at oh * row),
+ * for the channels [c0, c1). Exactly its MACs but the direct form's wide columns between rows (summed in the same
+ * pass, so that each pass is a few long runs), with no register tile's rows past O / J and no staging pass. */
+static void thin_out(const Layer *L, const float *t2, int N, int row, float *yb, const float *rb, int c0, int c1) {
+    enum { LINE = 4096 }; /* floats summed per pass: whole output rows of t2 (wide ones included), then finished */
+    int J = L->J, K = L->R2 / J, per = row <= LINE ? LINE / row : 0; /* output rows per pass; 0: a row in pieces */
+    float w[THIN_K], line[LINE];
+    const float *src[THIN_K];
+    for (int c = c0; c < c1; c++) {
+        int j = c % J;
+        thin_row(L->Ct, K, c / J, w);
+        float scale = L->scale ? L->scale[c] : 1.f, bias = L->bias ? L->bias[c] : 0.f;
+        for (int oh = 0; oh < L->OH; oh += per ? per : 1) {
+            int rows = per ? (L->OH - oh < per ? L->OH - oh : per) : 1;
+            for (int ow = 0; ow < (per ? 1 : L->OW); ow += LINE) {
+                int n = per ? (rows - 1) * row + L->OW : (L->OW - ow < LINE ? L->OW - ow : LINE);
+                for (int k = 0; k < K; k++) src[k] = t2 + (size_t)(k * J + j) * N + (size_t)oh * row + ow;
+                thin_sum(w, K, src, line, n);
+                for (int r = 0; r < rows; r++) {
+                    size_t at = (size_t)c * L->ys + (size_t)(oh + r) * L->OW + ow;
+                    finish(yb + at, line + (size_t)r * row, per ? L->OW : n, scale, bias, rb ? rb + at : NULL,
+                           L->relu_on);
+                }
+            }
+        }
+    }
 }
 
 /* The conv and the output mixing of one image, from the conv's input `src` [Cin, H, W] (the first mixing's result,
@@ -339,7 +405,12 @@ static void convolve(const Layer *L, const float *src, float *yb, const float *r
     else
         gemm(L->R2, 0, N, KK, L->Gt, map, L->offG, 1, last, ld, panel, tail ? L->bias : NULL, tail ? rb : NULL,
              tail && L->relu_on, t, threads);
-    if (L->O) {
+    if (L->thin) {
+        if (threads > 1) {
+#pragma omp barrier
+        }
+        thin_out(L, t2, N, L->direct ? L->Wp : L->OW, yb, rb, out * t / threads, out * (t + 1) / threads);
+    } else if (L->O) {
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -369,6 +440,16 @@ static void convolve(const Layer *L, const float *src, float *yb, const float *r
 static void mix_rows(const Layer *L, const float *xb, int r0, int r1, float *dst, int ld, float *panel, int t,
                      int threads) {
     int HW = L->H * L->W, rows = L->R1 / L->G, inner = L->C / L->G;
+    if (inner <= THIN_K) { /* thin: each of the R1 result rows in one pass (`thin_sum`), the threads sharing them */
+        float w[THIN_K];
+        for (int m = L->R1 * t / threads; m < L->R1 * (t + 1) / threads; m++) {
+            const float *src[THIN_K];
+            for (int k = 0; k < inner; k++) src[k] = xb + (size_t)(m / rows * inner + k) * HW + (size_t)r0 * L->W;
+            thin_row(L->At, inner, m % rows, w);
+            thin_sum(w, inner, src, dst + (size_t)m * ld, (r1 - r0) * L->W);
+        }
+        return;
+    }
     for (int g = 0; g < L->G; g++)
         gemm(rows, 0, (r1 - r0) * L->W, inner, L->At, xb + (size_t)g * inner * HW + (size_t)r0 * L->W, L->offA, 0,
              dst + (size_t)g * rows * ld, ld, panel, NULL, NULL, 0, t, threads);
@@ -455,8 +536,7 @@ static int band(const Layer *L, int B, const float *x, float *y, const float *re
     Lb.H = (oh1 - oh0 - 1) * L->sh + (L->KH - 1) * L->dh + 1;
     Lb.ph = 0;
     Lb.OH = oh1 - oh0;
-    plan_direct(&Lb);
-    Lb.staged = Lb.direct || Lb.J > 1 || Lb.scale;
+    plan_forms(&Lb);
     int Cin = L->R1 ? L->R1 : L->C, KK = Cin * L->KH * L->KW, W = L->W, HW = L->H * W, HbW = Lb.H * W;
     size_t sizes[4], out = (size_t)(L->O ? L->O : L->R2) * L->ys;
     buffer_sizes(&Lb, 1, sizes);
@@ -528,8 +608,7 @@ void *ttplan_tucker_bind(int C, int H, int W, int R1, const float *Wa, int R2, i
     *L = (Layer){.C = C, .H = H, .W = W, .R1 = R1, .R2 = R2, .KH = KH, .KW = KW, .O = O, .sh = sh, .sw = sw,
                  .ph = ph, .pw = pw, .dh = dh, .dw = dw, .OH = OH, .OW = OW, .G = R1 ? Gin : 1, .J = O ? Jout : 1,
                  .At = Wa, .Gt = G, .Ct = Wc, .scale = scale, .bias = bias, .relu_on = relu_on};
-    plan_direct(L);
-    L->staged = L->direct || L->J > 1 || scale;
+    plan_forms(L);
     L->ys = OH * OW;
     int Cin = R1 ? R1 : C, KK = Cin * KH * KW;
     L->offA = malloc(sizeof(int) * (size_t)(C > 0 ? C : 1));
