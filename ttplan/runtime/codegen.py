@@ -276,6 +276,10 @@ try:  # ttplan's fused CPU kernel (one pass per image) where ttplan is installed
 except ImportError:
     def _fused_ok(*tensors):
         return False
+try:  # freeze(): a residual block of two bound layers as one call, where ttplan has it
+    from ttplan.runtime.frozen_blocks import bind_blocks as _bind_blocks
+except ImportError:
+    _bind_blocks = None
 '''
 
 #: `_TTLayer`'s methods for classes with a fused step, in files that import the kernel (`_FUSED_IMPORT`)
@@ -398,6 +402,12 @@ def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
             module.freeze(frozen)
     return model
 '''
+
+#: `freeze` in files that import ttplan's kernel: a residual block of two bound layers becomes one call too
+_FREEZE_FUSED = _FREEZE.replace("    return model\n", (
+    "    if _bind_blocks is not None:  # ttplan's: a block of two bound layers as one call\n"
+    "        _bind_blocks(model, frozen)\n"
+    "    return model\n"))
 
 #: the file's own trained weights, when `ttplan emit --weights` wrote them beside it
 _WEIGHTS_DOC = ("#: the trained weights `ttplan emit --weights` wrote beside this file: a state_dict of the "
@@ -959,7 +969,8 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
          _COMPILE_NOTE]
     entries = "\n".join(f'    "{layer}": {cls},' for layer, cls in table)
     tail = (f"\n\nLAYERS = {{\n{entries}\n}}\n" + _CONVERT
-            + (_RETURN_CHANNELS_LAST if channels_last else _RETURN) + _LOAD_WEIGHTS + _FREEZE)
+            + (_RETURN_CHANNELS_LAST if channels_last else _RETURN) + _LOAD_WEIGHTS
+            + (_FREEZE_FUSED if any("fused" in cls.uses for cls in classes) else _FREEZE))
     exported = [*dict.fromkeys(n for _, n in table), "LAYERS", "convert", "freeze"]
     if weights is not None:
         tail += "\n\n" + _WEIGHTS_DOC + f"WEIGHTS = {json.dumps(weights)}\n" + _LOAD

@@ -31,6 +31,7 @@ from ttplan.runtime.batchnorm import fold_batchnorm
 from ttplan.runtime.decomposition import decompose, rebuild, relative_error
 from ttplan.runtime.epilogue import scale_operand, scale_site
 from ttplan.runtime.fold_cache import cached_fold, key_unchanged, tensors_key
+from ttplan.runtime.frozen_blocks import bind_blocks
 from ttplan.runtime.lowering import Lowering, Program, bind_fused, fold, lower, run_feature_steps
 
 #: plan names accepted as strings: the search, a fixed scheme, or the format's own published order
@@ -200,7 +201,7 @@ class _TTLayer(nn.Module):
             self.freeze()
         return self._frozen
 
-    def _frozen_run(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
+    def frozen_forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor | None:
         """The frozen layer's bound kernel call where it applies (no gradient to record, not compiling; the call
         itself declines other maps and dispatch modes), else None."""
         # torch.compile traces the layer's own path (the registered op, the weight-only steps in the graph)
@@ -217,7 +218,7 @@ class _TTLayer(nn.Module):
         """`[B, I, H, W] -> [B, O, H', W']` by the plan, then the epilogue: the output scale where the weights do not
         hold it, the bias, the `residual` (`[B, O, H', W']`), the ReLU (`ttplan.runtime.epilogue`; in the fused
         kernel's output pass where it runs). A frozen layer runs its bound call where it can (`freeze`)."""
-        y = self._frozen_run(x, residual)
+        y = self.frozen_forward(x, residual)
         if y is not None:
             return y
         scale = self.out_scale if self.scale_site is None else None
@@ -437,7 +438,8 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
 def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
     """`model` itself with every TT layer frozen for inference (`TTConv2d.freeze`): the weights folded once and
     trusted until torch counts a change, each fused layer's kernel call bound, so a small layer spends a few µs
-    outside its products instead of tens. ttplan's layers and those of a file `ttplan emit` wrote alike (theirs have
+    outside its products instead of tens, and each residual block that is just two such layers one call
+    (`ttplan.runtime.frozen_blocks`). ttplan's layers and those of a file `ttplan emit` wrote alike (theirs have
     the same `freeze`). A write through `.data` counts no change: freeze again after one; `frozen=False` undoes it.
     One-line error where `model` holds no TT layer."""
     check_model(model)
@@ -448,6 +450,7 @@ def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
                           "the convert of a file ttplan emit wrote)")
     for layer in layers:
         layer.freeze(frozen)
+    bind_blocks(model, frozen)
     return model
 
 

@@ -1,0 +1,93 @@
+"""A frozen residual block as one call: `conv2(conv1(x), residual=x)` with both convs frozen TT layers.
+
+After `fuse_residuals` (`ttplan.runtime.batchnorm`), a ResNet basic block with an identity shortcut is a
+`torch.fx.GraphModule` whose whole forward is two TT layers, the second adding the block's input and applying the
+ReLU in its epilogue. Frozen (`ttplan.freeze`), each layer's forward is one bound kernel call, and what is left
+around the two calls is Python: the block's and each layer's module call, their forwards, their checks. On a batch-1
+ResNet-56 that is a tenth of the forward. `bind_blocks` gives each such block a forward that runs the two layers'
+frozen calls (`frozen_forward`) directly; wherever either declines (a gradient to record, another dtype, a dispatch
+mode, tracing, `torch.compile`) or a hook watches either layer, the block runs its own graph, so counts, captures,
+hooks and training are unchanged. Blocks of any other graph are left as they are. `torch.jit.script` unbinds a
+block before it scripts it (TorchScript compiles the block's graph), and a copy (`copy.deepcopy`: fx builds a block
+again from its graph) keeps its layers frozen but not its blocks bound: `ttplan.freeze` binds them again.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+
+
+def _layers(block: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The block's two TT layers where its graph is exactly `x -> first(x) -> second(., residual=x) -> output`, both
+    frozen TT layers (`frozen_forward`), else None."""
+    graph = getattr(block, "graph", None)
+    if not isinstance(block, torch.fx.GraphModule) or graph is None:
+        return None
+    nodes = list(graph.nodes)
+    if [node.op for node in nodes] != ["placeholder", "call_module", "call_module", "output"]:
+        return None
+    x, first, second, output = nodes
+    if (first.args != (x,) or first.kwargs or second.args != (first,) or second.kwargs != {"residual": x}
+            or output.args != (second,)):
+        return None
+    layers = block.get_submodule(first.target), block.get_submodule(second.target)
+    if not all(callable(getattr(layer, "frozen_forward", None)) for layer in layers):
+        return None
+    return layers
+
+
+def _watched(layer: nn.Module) -> bool:
+    """Whether a hook would see the layer's call: its own or a global one."""
+    return bool(layer._forward_hooks or layer._forward_pre_hooks or _module._global_forward_hooks
+                or _module._global_forward_pre_hooks)
+
+
+class FrozenBlock:
+    """A bound block: its `forward` runs the two layers' frozen calls, or the block's own graph where they decline.
+    The block holds that bound method as its `forward` (a method, whose code torch.compile can look up)."""
+
+    def __init__(self, block: nn.Module, first: nn.Module, second: nn.Module) -> None:
+        self.block, self.first, self.second = block, first, second
+
+    def unbind(self) -> nn.Module:
+        """The block with its own forward again (`bind_blocks(..., False)` for one block); also what
+        `torch.jit.script` calls first (`__prepare_scriptable__`), so a frozen model scripts each block's graph."""
+        self.block.__dict__.pop("forward", None)
+        self.block.__dict__.pop("__prepare_scriptable__", None)
+        return self.block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = self.first, self.second
+        if not getattr(torch.compiler, "is_compiling", bool)() and not (_watched(first) or _watched(second)):
+            y = first.frozen_forward(x, None)
+            if y is not None:
+                out = second.frozen_forward(y, x)
+                return out if out is not None else second(y, residual=x)
+        return type(self.block).forward(self.block, x)
+
+
+def bind_blocks(model: nn.Module, frozen: bool = True) -> int:
+    """Give each residual block of `model` whose forward is two frozen TT layers (module docstring) a `FrozenBlock`
+    forward; `frozen=False` takes them away. Returns how many blocks are bound (0 with `frozen=False`)."""
+    bound = 0
+    for module in model.modules():
+        old = bound_block(module)
+        if old is not None:
+            old.unbind()
+        layers = _layers(module) if frozen else None
+        if layers is not None and all(layer._frozen is not None for layer in layers):
+            block = FrozenBlock(module, *layers)
+            module.forward, module.__prepare_scriptable__ = block.forward, block.unbind
+            bound += 1
+    return bound
+
+
+def bound_block(module: nn.Module) -> FrozenBlock | None:
+    """The `FrozenBlock` whose forward `module` runs (`bind_blocks`), or None."""
+    owner = getattr(module.__dict__.get("forward"), "__self__", None)
+    return owner if isinstance(owner, FrozenBlock) else None
+
+
+__all__ = ["FrozenBlock", "bind_blocks", "bound_block"]
