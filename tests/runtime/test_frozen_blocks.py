@@ -60,6 +60,9 @@ def test_identity_shortcut_blocks_of_a_frozen_library_model_are_one_call_and_equ
         handle = block.conv1.register_forward_hook(lambda module, args, out: seen.append(module))
         assert torch.equal(model(x), unfrozen) and seen == [block.conv1]
         handle.remove()
+        block.conv2.freeze(False)  # one layer unfrozen by itself: the block runs its graph
+        assert torch.equal(model(x), unfrozen)
+        block.conv2.freeze()
         copied = copy.deepcopy(model)  # fx copies a block from its graph: its layers stay frozen, the block unbound
         assert not bound_blocks(copied) and torch.equal(copied(x), unfrozen)
         ttplan.freeze(copied)  # bound again, each to the copy's own layers

@@ -21,7 +21,7 @@ from torch.nn.modules import module as _module
 
 def _layers(block: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The block's two TT layers where its graph is exactly `x -> first(x) -> second(., residual=x) -> output`, both
-    frozen TT layers (`frozen_forward`), else None."""
+    TT layers that freeze (`frozen_state`, `frozen_forward`), else None."""
     graph = getattr(block, "graph", None)
     if not isinstance(block, torch.fx.GraphModule) or graph is None:
         return None
@@ -33,7 +33,7 @@ def _layers(block: nn.Module) -> tuple[nn.Module, nn.Module] | None:
             or output.args != (second,)):
         return None
     layers = block.get_submodule(first.target), block.get_submodule(second.target)
-    if not all(callable(getattr(layer, "frozen_forward", None)) for layer in layers):
+    if not all(callable(getattr(layer, name, None)) for layer in layers for name in ("frozen_forward", "frozen_state")):
         return None
     return layers
 
@@ -60,10 +60,16 @@ class FrozenBlock:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.first, self.second
-        if not getattr(torch.compiler, "is_compiling", bool)() and not (_watched(first) or _watched(second)):
-            y = first.frozen_forward(x, None)
+        # the layers' bound calls themselves (each layer's frozen_forward, less the gradient checks: with gradients
+        # on, each layer decides in its own forward), refolded first where torch counted a change (frozen_state)
+        if (not getattr(torch.compiler, "is_compiling", bool)() and not torch.is_grad_enabled()
+                and first._frozen is not None and second._frozen is not None
+                and not (_watched(first) or _watched(second)) and type(x) is torch.Tensor):
+            call = first.frozen_state()[3]
+            y = call(x) if call is not None else None
             if y is not None:
-                out = second.frozen_forward(y, x)
+                call = second.frozen_state()[3]
+                out = call(y, x) if call is not None else None
                 return out if out is not None else second(y, residual=x)
         return type(self.block).forward(self.block, x)
 
