@@ -202,3 +202,20 @@ def test_time_pair_visits_each_side_in_turn_with_blocks_of_calls():
     first_ms, second_ms = time_pair(lambda: order.append("a"), lambda: order.append("b"), rounds=2, calls=3)
     assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3  # one warm-up each, then blocks
     assert first_ms >= 0 and second_ms >= 0
+
+
+def test_the_per_layer_table_times_a_folded_tt_layer_frozen_as_deployed_and_leaves_the_model_alone():
+    from ttplan.bench.model.measure import _deployed
+    from ttplan.core.formats import make_format
+    from ttplan.core.spec import ConvSpec
+    from ttplan.runtime.layers import TTConv2d
+
+    spec = ConvSpec.make(16, 16, 3, padding=1, input_size=8)
+    fmt = make_format("hodec", spec, rank=4)
+    folded, unfolded = (TTConv2d(spec, fmt, "best", fold).eval() for fold in (True, False))
+    deployed = _deployed(folded)
+    assert deployed is not folded and deployed._frozen is not None and folded._frozen is None
+    assert _deployed(unfolded) is unfolded and unfolded._frozen is None
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(deployed(x), folded(x))

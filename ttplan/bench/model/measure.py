@@ -254,19 +254,29 @@ def layer_breakdown(dense: nn.Module, tt: nn.Module, plan: ArchPlan, x: torch.Te
                 out.append(LayerTiming([m.name for m in members], layer.spec.describe(), False, dense_ms, None,
                                        layer.dense_ms, None, 1.0, layer.reason or ""))
                 continue
+            tt_mod = _deployed(tt_mod)
             dense_ms, tt_ms = _time_modules(dense_mod, tt_mod, xin, rounds, sync)
             timing = LayerTiming([m.name for m in members], layer.spec.describe(), True, dense_ms, tt_ms,
                                  layer.dense_ms, layer.predicted_ms, layer.macs / layer.baseline_macs)
             other = _macs_plan(layer)
             if other is not None:
                 stock = Lowering(**{**layer.lowering, "fused": False})
-                alt = TTConv2d(layer.spec, layer.fmt, other, True, device=xin.device,
-                               lowering=stock).eval()  # timing only: random cores serve
+                alt = _deployed(TTConv2d(layer.spec, layer.fmt, other, True, device=xin.device,
+                                         lowering=stock).eval())  # timing only: random cores serve
                 timing.macs_plan_ms, timing.tt_again_ms = _time_modules(alt, tt_mod, xin, rounds, sync)
                 timing.note = (f"MAC plan{' (stock ops)' if layer.fused else ''} {timing.macs_plan_ms:.3f} ms vs "
                                f"{timing.tt_again_ms:.3f} ms (same rounds)")
             out.append(timing)
     return out
+
+
+def _deployed(layer: nn.Module) -> nn.Module:
+    """A TT layer as it runs deployed for inference, as autotune times it: a frozen copy where its weights are folded
+    (`freeze`), else the layer itself."""
+    if getattr(layer, "fold_weights", False) and callable(getattr(layer, "freeze", None)):
+        layer = copy.deepcopy(layer)
+        layer.freeze()
+    return layer
 
 
 #: ms each module runs per visit in the per-layer timing: a block of back-to-back calls, so one page fault or

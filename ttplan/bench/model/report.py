@@ -43,7 +43,8 @@ def render_section(result: ModelBench, command: str) -> str:
         *_compiled_lines(result),
         *_format_lines(result),
         "Per layer (each distinct geometry and plan once; its layers in the first column; each visit a block of "
-        f"back-to-back calls lasting about {LAYER_BLOCK_MS:.0f} ms): measured ms (dense, TT), "
+        f"back-to-back calls lasting about {LAYER_BLOCK_MS:.0f} ms): measured ms (dense, TT; a TT layer with folded "
+        "weights frozen, as deployed for inference and as autotune times it), "
         "predicted ms by the latency profile, and the TT layer's MACs over dense.",
         "",
         "| layers | geometry | dense ms | TT ms | speedup | pred dense | pred TT | MACs x dense | note |",
