@@ -257,7 +257,8 @@ def _emit_arch(arch: str, opts: dict, scheme: str, batch: int, fold_weights: boo
     layers = planned.plans(scheme)
     if not layers:
         if any(layer.slower_than_dense for layer in planned.layers):
-            raise TTPlanError(f"model {arch!r}: every TT layer is predicted slower than its dense conv at batch {batch}"
+            how = "measured (--autotune)" if opts["autotune"] else "predicted"
+            raise TTPlanError(f"model {arch!r}: every TT layer is {how} slower than its dense conv at batch {batch}"
                               ", so --skip-slower keeps them all dense and there is nothing to emit; plan at the "
                               "batch you run (e.g. --batch 32) or add --no-skip-slower")
         raise TTPlanError(f"model {arch!r}: no layer is decomposed under this policy/config, so there is nothing "
