@@ -3,13 +3,14 @@
 After `fuse_residuals` (`ttplan.runtime.batchnorm`), a ResNet basic block with an identity shortcut is a
 `torch.fx.GraphModule` whose whole forward is two TT layers, the second adding the block's input and applying the
 ReLU in its epilogue. Frozen (`ttplan.freeze`), each layer's forward is one bound kernel call, and what is left
-around the two calls is Python: the block's and each layer's module call, their forwards, their checks. On a batch-1
-ResNet-56 that is a tenth of the forward. `bind_blocks` gives each such block a forward that runs the two layers'
-frozen calls (`frozen_forward`) directly; wherever either declines (a gradient to record, another dtype, a dispatch
-mode, tracing, `torch.compile`) or a hook watches either layer, the block runs its own graph, so counts, captures,
-hooks and training are unchanged. Blocks of any other graph are left as they are. `torch.jit.script` unbinds a
-block before it scripts it (TorchScript compiles the block's graph), and a copy (`copy.deepcopy`: fx builds a block
-again from its graph) keeps its layers frozen but not its blocks bound: `ttplan.freeze` binds them again.
+around the two calls is Python: the block's and each layer's module call, their forwards, their checks, a sizeable
+share of a batch-1 ResNet-56's forward. `bind_blocks` gives each such block a forward that runs the two layers'
+bound kernel calls directly, each after its layer's `frozen_state` (which refolds where torch counted a change);
+with gradients on, under `torch.compile`, where either call declines (another dtype, a dispatch mode, tracing) or a
+hook watches either layer, the block runs its own graph, so counts, captures, hooks and training are unchanged.
+Blocks of any other graph are left as they are. `torch.jit.script` unbinds a block before it scripts it
+(TorchScript compiles the block's graph), and a copy (`copy.deepcopy`: fx builds a block again from its graph)
+keeps its layers frozen but not its blocks bound: `ttplan.freeze` binds them again.
 """
 
 from __future__ import annotations
