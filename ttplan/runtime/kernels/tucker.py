@@ -219,49 +219,65 @@ def _kernel(x: torch.Tensor, wa: torch.Tensor | None, g: torch.Tensor, wc: torch
     return y
 
 
+def _bind(library, channels: int, height: int, width: int, weights: tuple, packs: tuple, stride: list[int],
+          padding: list[int], dilation: list[int], out_hw: tuple[int, int], scale: torch.Tensor | None,
+          bias: torch.Tensor | None, relu: bool, in_groups: int, out_groups: int) -> int:
+    """The C layer for maps of `channels` x `height` x `width` (`ttplan_tucker_bind`), from `weights` (wa, g, wc) and
+    their `packs`, checked (`_check_all`), scale and bias contiguous: a handle for `ttplan_tucker_run`, which the
+    caller frees (`ttplan_tucker_free`) and whose tensors it keeps alive meanwhile. The one place that spells the C
+    function's arguments."""
+    (wa, g, wc), (packed_a, packed_g, packed_c) = weights, packs
+    handle = library.ttplan_tucker_bind(
+        channels, height, width, wa.shape[0] * in_groups if wa is not None else 0,
+        packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
+        packed_g.data_ptr(), wc.shape[0] * out_groups if wc is not None else 0,
+        packed_c.data_ptr() if packed_c is not None else None, stride[0], stride[1], padding[0], padding[1],
+        dilation[0], dilation[1], out_hw[0], out_hw[1], scale.data_ptr() if scale is not None else None,
+        bias.data_ptr() if bias is not None else None, int(bool(relu)), in_groups, out_groups)
+    if not handle:
+        raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its layer")
+    return handle
+
+
+def _run(run_c, handle: int, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None, threads: int) -> None:
+    """y = the bound layer `handle` on `x` (+ `residual`), all contiguous CPU float32 of the bound shapes."""
+    if run_c(handle, x.shape[0], x.data_ptr(), y.data_ptr(), residual.data_ptr() if residual is not None else None,
+             threads):
+        raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
+
+
 class Bound:
-    """The C kernel's layer bound once for maps of one channel count and size (`ttplan_tucker_bind`): a call passes
-    only the batch, the maps and the thread count. Holds the packed weights, scale and bias it reads (the caller
-    keeps their values), and frees the C side when it goes."""
+    """The C kernel's layer bound once for maps of one channel count and size (`_bind`), kept for many calls: a call
+    passes only the batch, the maps and the thread count. Holds the packed weights, scale and bias it reads (the
+    caller keeps their values), and frees the C side when it goes."""
 
     def __init__(self, library, channels: int, height: int, width: int, weights: tuple, packs: tuple,
                  stride: list[int], padding: list[int], dilation: list[int], out_hw: tuple[int, int],
                  scale: torch.Tensor | None, bias: torch.Tensor | None, relu: bool, in_groups: int,
                  out_groups: int) -> None:
-        """`weights` (wa, g, wc) and their `packs`, checked (`_check_all`); scale and bias contiguous; the one place
-        that spells the C function's arguments."""
-        (wa, g, wc), (packed_a, packed_g, packed_c) = weights, packs
         self.keep = (packs, scale, bias)  # the C side reads them through their pointers
-        handle = library.ttplan_tucker_bind(
-            channels, height, width, wa.shape[0] * in_groups if wa is not None else 0,
-            packed_a.data_ptr() if packed_a is not None else None, g.shape[0], g.shape[2], g.shape[3],
-            packed_g.data_ptr(), wc.shape[0] * out_groups if wc is not None else 0,
-            packed_c.data_ptr() if packed_c is not None else None, stride[0], stride[1], padding[0], padding[1],
-            dilation[0], dilation[1], out_hw[0], out_hw[1], scale.data_ptr() if scale is not None else None,
-            bias.data_ptr() if bias is not None else None, int(bool(relu)), in_groups, out_groups)
-        if not handle:
-            raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its layer")
-        self.handle, self.run_c = handle, library.ttplan_tucker_run
-        self.finalizer = weakref.finalize(self, library.ttplan_tucker_free, handle)
+        self.handle = _bind(library, channels, height, width, weights, packs, stride, padding, dilation, out_hw,
+                            scale, bias, relu, in_groups, out_groups)
+        self.run_c = library.ttplan_tucker_run
+        self.finalizer = weakref.finalize(self, library.ttplan_tucker_free, self.handle)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None, threads: int) -> None:
         """y = the layer on `x` (+ `residual`), all contiguous CPU float32 and of the bound shapes."""
-        if self.run_c(self.handle, x.shape[0], x.data_ptr(), y.data_ptr(),
-                      residual.data_ptr() if residual is not None else None, threads):
-            raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
+        _run(self.run_c, self.handle, x, y, residual, threads)
 
 
 def launch(library, x: torch.Tensor, weights: tuple, packs: tuple, stride: list[int], padding: list[int],
            dilation: list[int], y: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
            residual: torch.Tensor | None, relu: bool, in_groups: int, out_groups: int) -> None:
     """One call of the C kernel: `x` and `residual` contiguous, `weights` (wa, g, wc) with their `packs`, `y` the
-    output, all checked; the layer bound for this call alone (`Bound`)."""
-    bound = Bound(library, x.shape[1], x.shape[2], x.shape[3], weights, packs, stride, padding, dilation,
-                  (y.shape[2], y.shape[3]), scale, bias, relu, in_groups, out_groups)
+    output, all checked; the layer bound for this call alone and freed after it (no `Bound` object and finalizer on
+    this path, which unfrozen and compiled models take for every fused layer)."""
+    handle = _bind(library, x.shape[1], x.shape[2], x.shape[3], weights, packs, stride, padding, dilation,
+                   (y.shape[2], y.shape[3]), scale, bias, relu, in_groups, out_groups)
     try:
-        bound(x, y, residual, torch.get_num_threads())
+        _run(library.ttplan_tucker_run, handle, x, y, residual, torch.get_num_threads())
     finally:
-        bound.finalizer()
+        library.ttplan_tucker_free(handle)
 
 
 #: the op's schema; defined with `torch.library.Library` rather than `torch.library.custom_op`, whose Python wrapper
