@@ -75,3 +75,24 @@ def test_a_malformed_cache_entry_is_one_warning_and_measured_again(cache, capsys
     data = json.loads(path.read_text())
     assert data["other"] == {"kept": True} and autotune._from_cache(
         data[_key()], SPEC, FMT, 1, True, "cpu", 1, PROFILE).source == "cached"
+
+
+def test_a_visit_holds_least_calls_however_long_one_call_takes(monkeypatch, tmp_path):
+    """A layer slower than the block still makes LEAST_CALLS calls per visit: one call per visit let one slow call
+    decide between two variants within a few percent of each other."""
+    import torch.nn.functional as real_f
+
+    calls = []
+
+    class CountingF:
+        @staticmethod
+        def conv2d(*args, **kwargs):
+            calls.append(1)
+            return real_f.conv2d(*args, **kwargs)
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "F", CountingF)
+    monkeypatch.setattr(autotune, "BLOCK_MS", 1e-9)  # every call outlasts the block
+    autotune.autotune_layer(SPEC, FMT, 1, True, profile=PROFILE, rounds=2, use_cache=False)
+    assert autotune.LEAST_CALLS > 1
+    assert len(calls) == 2 + 2 * autotune.LEAST_CALLS  # two warm-up calls, then two visits of LEAST_CALLS each

@@ -1,17 +1,16 @@
 """Autotune one layer geometry: time the few best candidate orders in every lowering, and the dense conv; keep the
 fastest.
 
-Candidates are the orders that minimise predicted time, MACs and the largest intermediate, and the
-format's published order, ranked by predicted time (the latency profile) and cut to `top`, plus the
-`merged` order. Each is run as a `TTConv2d` (random cores; folded weights when planned so, and then frozen, as
-`ttplan.freeze` leaves a layer for inference: no per-call checks of the cores) in each lowering, and the dense
-conv beside them; every round visits every variant once, in turn, for a block
-of back-to-back calls lasting about `BLOCK_MS`, so load drifts hit all alike, and the median over rounds
-is kept. Results are cached in the user's cache directory (`~/.cache/ttplan/autotune.json`), keyed by
-geometry, format, batch, folding, device, thread count, torch version, lowerings, input memory format,
-candidate set and (with the fused lowering) whether the fused kernel builds, so a second run costs nothing.
-The cache is checked when read: a corrupt file, or a malformed entry, is one warning on stderr naming the
-file, and is measured again and rewritten.
+Candidates are the orders that minimise predicted time, MACs and the largest intermediate, and the format's
+published order, ranked by predicted time (the latency profile) and cut to `top`, plus the `merged` order. Each is
+run as a `TTConv2d` (random cores; folded weights when planned so, and then frozen, as `ttplan.freeze` leaves a
+layer for inference: no per-call checks of the cores) in each lowering, and the dense conv beside them; every
+round visits every variant once, in turn, for a block of back-to-back calls lasting about `BLOCK_MS` and at least
+`LEAST_CALLS` calls, so load drifts hit all alike, and the median over rounds is kept. Results are cached in the
+user's cache directory (`~/.cache/ttplan/autotune.json`), keyed by geometry, format, batch, folding, device,
+thread count, torch version, lowerings, input memory format, candidate set and (with the fused lowering) whether
+the fused kernel builds, so a second run costs nothing. The cache is checked when read: a corrupt file, or a
+malformed entry, is one warning on stderr naming the file, and is measured again and rewritten.
 """
 
 from __future__ import annotations
@@ -48,10 +47,14 @@ from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS, Lowering
 
 DENSE = "dense conv"
 #: what `candidate_plans` offers and how it is timed, in the cache key: entries measured otherwise are not reused
-CANDIDATES = "candidates=objectives,published,merged|blocks|fused|frozen"
+CANDIDATES = "candidates=objectives,published,merged|blocks|fused|frozen|calls>=5"
 #: ms each variant runs per visit: a block of back-to-back calls, so one page fault or scheduler tick does not
 #: decide between two orders (single calls picked differently from one run to the next)
 BLOCK_MS = 5.0
+#: calls each variant makes per visit at least: a layer of several ms gets a block of a few calls too, since one call
+#: per visit, seven visits, picked the fused kernel or stock ops for ResNet-18's batch-8 layers differently from one
+#: run to the next (their times lie within 10% of each other, and one slow call moved a median)
+LEAST_CALLS = 5
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,7 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
     calls = {n: (lambda fn=fn: fn(x)) if isinstance(fn, torch.nn.Module) else fn
              for n, (_, _, _, fn) in enumerate(variants)}
     with torch.no_grad():
-        blocks = block_calls(calls, BLOCK_MS, sync, warmup=2)  # the first call warms up (and folds)
+        blocks = block_calls(calls, BLOCK_MS, sync, warmup=2, least=LEAST_CALLS)  # the first call warms up
         ms = time_all(calls, rounds, sync, blocks, warmup=False)
     timings = []
     for n, (label, plan, lowering, _) in enumerate(variants):

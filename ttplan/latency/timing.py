@@ -20,9 +20,9 @@ def _no_sync() -> None:
 
 
 def block_calls(calls: dict[Hashable, Callable[[], object]], block_ms: float, sync: Callable[[], None] = _no_sync,
-                warmup: int = 2) -> dict[Hashable, int]:
-    """Calls per visit for each callable so that a visit lasts about `block_ms` (at least one call), from the last
-    of `warmup` timed calls of each (the first ones warm caches and fold weights)."""
+                warmup: int = 2, least: int = 1) -> dict[Hashable, int]:
+    """Calls per visit for each callable so that a visit lasts about `block_ms`, and holds at least `least` calls,
+    from the last of `warmup` timed calls of each (the first ones warm caches and fold weights)."""
     blocks = {}
     for name, call in calls.items():
         elapsed = 0.0
@@ -32,7 +32,7 @@ def block_calls(calls: dict[Hashable, Callable[[], object]], block_ms: float, sy
             call()
             sync()
             elapsed = 1000 * (time.perf_counter() - start)
-        blocks[name] = max(1, round(block_ms / max(elapsed, 1e-3)))
+        blocks[name] = max(least, 1, round(block_ms / max(elapsed, 1e-3)))
     return blocks
 
 
