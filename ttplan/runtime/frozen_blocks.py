@@ -11,6 +11,10 @@ hook watches either layer, the block runs its own graph, so counts, captures, ho
 Blocks of any other graph are left as they are. `torch.jit.script` unbinds a block before it scripts it
 (TorchScript compiles the block's graph), and a copy (`copy.deepcopy`: fx builds a block again from its graph)
 keeps its layers frozen but not its blocks bound: `ttplan.freeze` binds them again.
+
+A stock `nn.Sequential` with two or more bound blocks in a row (a ResNet stage's identity blocks) gets a
+`FrozenChain` forward, which runs each such run as one kernel call (`ttplan_tucker_chain`): what is left per layer is
+its `frozen_state` check. A run goes block by block wherever any of its blocks would not take its bound path.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
+
+from ttplan.runtime.kernels.build import load
+from ttplan.runtime.kernels.tucker import _plain_eager, run_chain
 
 
 def _layers(block: nn.Module) -> tuple[nn.Module, nn.Module] | None:
@@ -75,20 +82,111 @@ class FrozenBlock:
         return type(self.block).forward(self.block, x)
 
 
+class FrozenChain:
+    """A stock `nn.Sequential`'s forward that runs each run of at least two consecutive bound blocks among its children
+    (a ResNet stage's identity blocks) as one kernel call (`run_chain`): no Python, allocation or foreign call per
+    layer, only each layer's `frozen_state` check. A run falls back to its blocks one by one wherever one of them
+    would not take its bound path (`FrozenBlock.forward`'s conditions, checked for every block and layer), or a block
+    is no longer bound (a copy: `ttplan.freeze` binds it again), or a block changes the map's shape."""
+
+    def __init__(self, sequential: nn.Sequential, runs: list[tuple[int, int]]) -> None:
+        self.sequential, self.runs = sequential, {start: end for start, end in runs}
+
+    def unbind(self) -> nn.Module:
+        """The container with its own forward again; also what `torch.jit.script` calls first."""
+        self.sequential.__dict__.pop("forward", None)
+        self.sequential.__dict__.pop("__prepare_scriptable__", None)
+        return self.sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        children = list(self.sequential._modules.values())
+        at = 0
+        while at < len(children):
+            end = self.runs.get(at)
+            y = self._chain(children[at:end], x) if end is not None else None
+            if y is not None:
+                x, at = y, end
+            else:
+                x, at = children[at](x), at + 1
+        return x
+
+    @staticmethod
+    def _chain(blocks: list[nn.Module], x: torch.Tensor) -> torch.Tensor | None:
+        """The run's output by one kernel call, or None where any block would not take its bound path."""
+        if (getattr(torch.compiler, "is_compiling", bool)() or torch.is_grad_enabled() or type(x) is not torch.Tensor
+                or x.dtype is not torch.float32 or not x.is_cpu or not _plain_eager((x,))):
+            return None
+        library = load()[0]
+        if library is None:
+            return None
+        shape, handles, inner = x.shape, [], None
+        for block in blocks:
+            bound = bound_block(block)
+            if (bound is None or bound.block is not block or block._forward_hooks or block._forward_pre_hooks
+                    or bound.first._frozen is None or bound.second._frozen is None or _watched(bound.first)
+                    or _watched(bound.second)):
+                return None
+            first, second = bound.first.frozen_state()[3], bound.second.frozen_state()[3]
+            one = first.bound_for(shape) if first is not None else None
+            two = second.bound_for(one[0]) if one is not None and second is not None else None
+            if two is None or two[0] != shape or (inner is not None and one[0] != inner):
+                return None  # (an identity block keeps the shape; every intermediate is alike, in one buffer)
+            inner = one[0]
+            handles += (one[1].handle, two[1].handle)
+        # block outputs alternate between two buffers, the last is the result: never a block's own input
+        x = x.contiguous()
+        out = torch.empty(*shape, dtype=torch.float32)
+        spare = torch.empty(*shape, dtype=torch.float32) if len(blocks) > 1 else None
+        outs = [out if (len(blocks) - 1 - i) % 2 == 0 else spare for i in range(len(blocks))]
+        run_chain(library, handles, x, torch.empty(*inner, dtype=torch.float32), outs, torch.get_num_threads())
+        return out
+
+
+def _runs(sequential: nn.Module) -> list[tuple[int, int]]:
+    """[start, end) of each run of at least two consecutive bound blocks among a stock `nn.Sequential`'s children."""
+    if type(sequential) is not nn.Sequential:
+        return []
+    runs, start = [], None
+    children = list(sequential._modules.values())
+    for at, child in enumerate([*children, None]):
+        if child is not None and bound_block(child) is not None:
+            start = at if start is None else start
+            continue
+        if start is not None and at - start >= 2:
+            runs.append((start, at))
+        start = None
+    return runs
+
+
 def bind_blocks(model: nn.Module, frozen: bool = True) -> int:
     """Give each residual block of `model` whose forward is two frozen TT layers (module docstring) a `FrozenBlock`
-    forward; `frozen=False` takes them away. Returns how many blocks are bound (0 with `frozen=False`)."""
+    forward, and each stock `nn.Sequential` holding runs of such blocks a `FrozenChain` forward; `frozen=False` takes
+    them away. Returns how many blocks are bound (0 with `frozen=False`)."""
     bound = 0
     for module in model.modules():
         old = bound_block(module)
         if old is not None:
             old.unbind()
+        chain = bound_chain(module)
+        if chain is not None:
+            chain.unbind()
         layers = _layers(module) if frozen else None
         if layers is not None and all(layer._frozen is not None for layer in layers):
             block = FrozenBlock(module, *layers)
             module.forward, module.__prepare_scriptable__ = block.forward, block.unbind
             bound += 1
+    for module in model.modules() if frozen else ():
+        runs = _runs(module)
+        if runs:
+            chain = FrozenChain(module, runs)
+            module.forward, module.__prepare_scriptable__ = chain.forward, chain.unbind
     return bound
+
+
+def bound_chain(module: nn.Module) -> FrozenChain | None:
+    """The `FrozenChain` whose forward `module` runs (`bind_blocks`), or None."""
+    owner = getattr(module.__dict__.get("forward"), "__self__", None)
+    return owner if isinstance(owner, FrozenChain) else None
 
 
 def bound_block(module: nn.Module) -> FrozenBlock | None:
@@ -97,4 +195,4 @@ def bound_block(module: nn.Module) -> FrozenBlock | None:
     return owner if isinstance(owner, FrozenBlock) else None
 
 
-__all__ = ["FrozenBlock", "bind_blocks", "bound_block"]
+__all__ = ["FrozenBlock", "FrozenChain", "bind_blocks", "bound_block", "bound_chain"]

@@ -72,7 +72,8 @@ def _open(path: Path) -> ctypes.CDLL | None:
     version of the source than this package's packing expects."""
     try:
         library = ctypes.CDLL(str(path))
-        function, bind, free = (getattr(library, name) for name in (SYMBOL, "ttplan_tucker_bind", "ttplan_tucker_free"))
+        function, bind, free, chain = (getattr(library, name) for name in (
+            SYMBOL, "ttplan_tucker_bind", "ttplan_tucker_free", "ttplan_tucker_chain"))
         if library.ttplan_tile_rows() != TILE[0] or library.ttplan_thin_channels() != THIN:
             return None
     except (OSError, AttributeError):
@@ -85,6 +86,9 @@ def _open(path: Path) -> ctypes.CDLL | None:
         [ctypes.c_int] * 8 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3  # ..., OW, scale, bias; relu, groups
     free.restype = None
     free.argtypes = [ctypes.c_void_p]
+    chain.restype = ctypes.c_int
+    chain.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                      ctypes.c_int]  # handles, blocks, B, x, t, outs, threads
     return library
 
 

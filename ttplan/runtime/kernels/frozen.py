@@ -57,6 +57,12 @@ class FrozenTucker:
                 self.out_groups))
         return entry
 
+    def bound_for(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], Bound] | None:
+        """`bound` for a float32 CPU map of this shape that the caller has not made yet (an intermediate of a chain of
+        layers run by one kernel call, `ttplan.runtime.frozen_blocks`)."""
+        entry = self.shapes.get(shape)
+        return entry if entry is not None else self.bound(torch.empty(shape))
+
     def output_shape(self, x: torch.Tensor) -> list[int] | None:
         """The output's shape for a map shaped as `x`, or None where the kernel would not take it."""
         entry = self.bound(x)

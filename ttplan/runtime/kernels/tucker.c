@@ -682,3 +682,21 @@ int ttplan_tucker_run(const void *handle, int B, const float *x, float *y, const
     }
     return failed;
 }
+
+/* A run of residual blocks, each two bound layers `first` (handles[2i]) and `second` (handles[2i + 1]) with the block's
+ * input as the second's residual: in = x; for each block, t = first(in), out_i = second(t) + in; in = out_i. One
+ * call for the whole run instead of one per layer from Python (whose checks, allocations and foreign calls took about
+ * as long as a batch-1 ResNet-56 layer's arithmetic). `t` holds each block's intermediate (every first layer's
+ * output has the same shape), `outs[i]` block i's output (distinct from its input; the caller may reuse a buffer two
+ * blocks later). Returns 0, or 1 when a layer's buffers could not be had (the run stops there). */
+int ttplan_tucker_chain(const void *const *handles, int blocks, int B, const float *x, float *t, float *const *outs,
+                        int threads) {
+    const float *in = x;
+    for (int i = 0; i < blocks; i++) {
+        if (ttplan_tucker_run(handles[2 * i], B, in, t, NULL, threads) ||
+            ttplan_tucker_run(handles[2 * i + 1], B, t, outs[i], in, threads))
+            return 1;
+        in = outs[i];
+    }
+    return 0;
+}

@@ -13,6 +13,7 @@ otherwise callers run the same products as stock ops.
 
 from __future__ import annotations
 
+import ctypes
 import weakref
 
 import torch
@@ -246,6 +247,17 @@ def _run(run_c, handle: int, x: torch.Tensor, y: torch.Tensor, residual: torch.T
         raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
 
 
+def run_chain(library, handles: list[int], x: torch.Tensor, t: torch.Tensor, outs: list[torch.Tensor],
+              threads: int) -> None:
+    """A run of residual blocks in one kernel call (`ttplan_tucker_chain`): block i's two bound layers are
+    `handles[2i]`, `handles[2i + 1]`; `t` takes each block's intermediate, `outs[i]` block i's output (never its input);
+    all contiguous CPU float32 of the bound shapes."""
+    count = len(outs)
+    if library.ttplan_tucker_chain((ctypes.c_void_p * (2 * count))(*handles), count, x.shape[0], x.data_ptr(),
+                                   t.data_ptr(), (ctypes.c_void_p * count)(*(o.data_ptr() for o in outs)), threads):
+        raise MemoryError("ttplan::tucker_conv2d: the fused kernel could not allocate its buffers")
+
+
 class Bound:
     """The C kernel's layer bound once for maps of one channel count and size (`_bind`), kept for many calls: a call
     passes only the batch, the maps and the thread count. Holds the packed weights, scale and bias it reads (the
@@ -419,4 +431,4 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return _built()
 
 
-__all__ = ["capturing", "check_operands", "check_residual", "fused_available", "pack", "tucker_conv2d"]
+__all__ = ["capturing", "check_operands", "check_residual", "fused_available", "pack", "run_chain", "tucker_conv2d"]
