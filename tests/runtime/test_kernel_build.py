@@ -162,3 +162,18 @@ def test_a_compiler_that_builds_nothing_leaves_nothing_in_the_cache(fresh_load, 
     status = kernel_status()
     assert not status.available and "could not build" in status.detail
     assert not fresh_load.exists() or not list(fresh_load.iterdir())
+
+
+@needs_compiler
+def test_a_compiler_command_of_several_words_is_run_whole(fresh_load, monkeypatch, tmp_path):
+    """`CC="ccache gcc"` or `CC="gcc -m64"`: the whole command runs. Only its first word ran, with the flags, so a
+    wrapper got the compiler's flags and nothing was built."""
+    compiler = build.find_compiler()
+    wrapper, log = tmp_path / "wrap", tmp_path / "wrapped.txt"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" > "{log}"\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", f"{wrapper} {compiler}")
+    assert build.find_compiler() == f"{wrapper} {compiler}"
+    status = kernel_status()
+    assert status.available, status.detail
+    assert log.read_text().split()[:2] == [*compiler.split()[:1], "-O3"]  # the compiler, then the flags

@@ -45,12 +45,13 @@ class KernelStatus:
 
 
 def find_compiler() -> str | None:
-    """The C compiler to use: `$CC`, Python's own, or the first of cc, gcc, clang on the PATH."""
+    """The C compiler to use, as a command line: `$CC`, Python's own, or the first of cc, gcc, clang on the PATH. A
+    command of several words is kept whole (`ccache gcc`, `gcc -m64`: its first word on the PATH)."""
     candidates = [os.environ.get("CC", ""), (sysconfig.get_config_var("CC") or "")]
     for name in candidates:
         words = shlex.split(name)
         if words and shutil.which(words[0]):
-            return words[0]
+            return shlex.join(words)
     for name in ("cc", "gcc", "clang"):
         if shutil.which(name):
             return name
@@ -136,7 +137,7 @@ def _build(compiler: str, flags: tuple[str, ...], target: Path) -> ctypes.CDLL |
     os.close(handle)
     try:
         try:
-            result = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", temporary, str(SOURCE)],
+            result = subprocess.run([*shlex.split(compiler), *flags, "-shared", "-fPIC", "-o", temporary, str(SOURCE)],
                                     capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
             return None
