@@ -114,3 +114,20 @@ def test_a_link_to_anything_but_a_regular_file_is_refused(tmp_path, target, word
         atomic_write_text(link, "x")
     assert link.is_symlink() and os.readlink(link) == str(pointed)
 
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o755])
+def test_a_replaced_file_keeps_its_permission_bits_and_a_new_one_gets_the_umasks(tmp_path, mode):
+    """A private file rewritten by ttplan stays private: the rename used to leave every file 0o666 less the umask."""
+    path = tmp_path / "config.json"
+    path.write_text("old\n")
+    path.chmod(mode)
+    assert atomic_write_text(path, "new\n") is True
+    assert path.read_text() == "new\n" and (path.stat().st_mode & 0o777) == mode
+    umask = os.umask(0o027)
+    try:
+        fresh = tmp_path / "fresh.json"
+        atomic_write_text(fresh, "x\n")
+        assert fresh.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)

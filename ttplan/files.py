@@ -150,19 +150,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> bool:
     """Call `write(tmp)` on a temporary file beside `path`, then move it into place; True if a file was replaced.
 
     An interrupted or failed write leaves the old file (or none) and no temporary behind. A link is followed to
-    its regular file; a device, FIFO, socket or folder at `path` is refused (`output_file`), never replaced.
+    its regular file; a device, FIFO, socket or folder at `path` is refused (`output_file`), never replaced. A
+    replaced file keeps its permission bits (a private file stays private); a new one gets what the umask allows.
+    The rename makes a new file: other hard links to the old one keep the old content.
     """
     path = output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     replaced = path.exists()
+    if replaced:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
