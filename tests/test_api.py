@@ -71,3 +71,16 @@ def test_the_readme_example_plans_the_documented_macs() -> None:
     plan = ttplan.plan_layer(spec, ttplan.make_format("hodec", spec, rank=16))
     assert plan.best.macs == 2_978_816 and plan.baseline_macs == 57_802_752
     assert "2,978,816 MACs" in (ROOT / "README.md").read_text()
+
+
+def test_the_version_has_one_owner_and_the_cli_says_it() -> None:
+    """`pyproject.toml` reads the version from `ttplan.__version__` (it said 0.1.0 while the changelog said 0.3)."""
+    from click.testing import CliRunner
+
+    from ttplan.cli.main import cli
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in text and 'version = {attr = "ttplan.__version__"}' in text
+    assert "\nversion =" not in text.split("[tool.")[0]  # no second, static version in [project]
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"ttplan {ttplan.__version__}"

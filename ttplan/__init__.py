@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ttplan.errors import TTPlanError
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"  # the unreleased 0.3 of CHANGELOG.md
 
 #: public name -> the module that defines it
 _HOMES = {
