@@ -119,7 +119,7 @@ class FrozenChain:
         library = load()[0]
         if library is None:
             return None
-        shape, handles, inner = x.shape, [], None
+        shape, layers, inner = x.shape, [], None  # the bound C layers, held for the call (their handles run)
         for block in blocks:
             bound = bound_block(block)
             if (bound is None or bound.block is not block or block._forward_hooks or block._forward_pre_hooks
@@ -132,13 +132,14 @@ class FrozenChain:
             if two is None or two[0] != shape or (inner is not None and one[0] != inner):
                 return None  # (an identity block keeps the shape; every intermediate is alike, in one buffer)
             inner = one[0]
-            handles += (one[1].handle, two[1].handle)
+            layers += (one[1], two[1])
         # block outputs alternate between two buffers, the last is the result: never a block's own input
         x = x.contiguous()
         out = torch.empty(*shape, dtype=torch.float32)
         spare = torch.empty(*shape, dtype=torch.float32) if len(blocks) > 1 else None
         outs = [out if (len(blocks) - 1 - i) % 2 == 0 else spare for i in range(len(blocks))]
-        run_chain(library, handles, x, torch.empty(*inner, dtype=torch.float32), outs, torch.get_num_threads())
+        run_chain(library, [layer.handle for layer in layers], x, torch.empty(*inner, dtype=torch.float32), outs,
+                  torch.get_num_threads())
         return out
 
 
