@@ -207,3 +207,18 @@ def test_the_scan_sees_a_second_reader(tmp_path):
                      "\ndef theirs():\n    return load_profile()\n")
     names, literals = _scan(rogue)
     assert names & READERS == {"load_profile"} and literals == [".cache/ttplan/profile.json"]
+
+
+def test_a_request_autotuned_on_cuda_reads_the_cuda_profile(monkeypatch, tmp_path):
+    """`--autotune cuda` ranks its candidates by the CUDA profile `ttplan calibrate --device cuda` saved; it read the
+    CPU one, whatever the device."""
+    from ttplan.arch.request import PlanRequest
+    from ttplan.latency.profiles import save_profile, user_profile_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ops = {kind: OpModel(1.0, 0.0, 1.0) for kind in ("feature", "conv", "weight", "dense")}
+    save_profile(LatencyProfile("my cpu", "cpu", 2, "x", ops), user_profile_path("cpu"))
+    save_profile(LatencyProfile("my gpu", "cuda", 1, "x", ops), user_profile_path("cuda"))
+    assert PlanRequest("resnet20", objective="latency").profile().label == "my cpu"
+    assert PlanRequest("resnet20", objective="latency", autotune="cuda").profile().label == "my gpu"
+    assert PlanRequest("resnet20", objective="latency", autotune="cpu").profile().label == "my cpu"

@@ -148,12 +148,15 @@ class PlanRequest:
     def profile(self) -> LatencyProfile:
         """The latency profile given, else the one the request names (a missing or malformed file is a one-line
         error); without a file, `ttplan.latency.profiles.load_profile`'s rule: the user's calibrated one only where
-        `by_time`. Each call reads the file again: `run_request` calls it once and passes the profile down."""
+        `by_time`; of the device autotune measures on (`--autotune cuda`: the CUDA one `ttplan calibrate --device cuda`
+        saved), else the CPU's. Each call reads the file again: `run_request` calls it once and passes the profile
+        down."""
         from ttplan.latency.profiles import load_profile
 
         if self.latency_profile is not None:
             return self.latency_profile
-        return load_profile(self.profile_path, channels_last=self.channels_last, by_time=self.by_time)
+        return load_profile(self.profile_path, device=self.autotune or "cpu", channels_last=self.channels_last,
+                            by_time=self.by_time)
 
 
 @dataclass
