@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every lowering of each distinct TT layer (reports/lowerings.md): `ttplan bench lowerings` for ResNet-18 at batch 8
 # and ResNet-56 at batch 32, all threads and one: each layer's fewest-MACs order run by bmm or 1x1-conv mixings on
-# NCHW and NHWC maps and by the fused kernel, against the dense conv in both memory formats, interleaved. About ten
-# minutes on 2 idle cores; run it on a quiet machine (`uptime` first). QUICK=1: a smoke run.
+# NCHW and NHWC maps and by the fused kernel, against the dense conv in both memory formats, interleaved. Under a
+# minute on 2 idle cores; run it on a quiet machine (`uptime` first). QUICK=1: a smoke run.
 # Called by scripts/latency_reports.sh; alone it refreshes this report after a change to the kernel or the lowerings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
