@@ -128,3 +128,23 @@ def build_found() -> bool:
     from ttplan.runtime.kernels.build import find_compiler
 
     return find_compiler() is not None
+
+
+@pytest.mark.requires_cc
+def test_no_fuse_with_autotune_times_and_plans_stock_ops_only(tmp_path, monkeypatch):
+    """`--no-fuse --autotune` ran layers by the fused kernel where autotune timed it fastest (its lowerings were all
+    of the memory format's, the fused one included), and picked orders by the kernel's times: what the bench's
+    ONNX Runtime models, planned `--no-fuse`, exported as stock ops."""
+    import ttplan
+    from ttplan.latency import autotune
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "BLOCK_MS", 0.1)
+    monkeypatch.setattr(autotune, "LEAST_CALLS", 1)
+    profile = ttplan.latency.profiles.load_profile(fused_profile(tmp_path / "p.json"))
+    for fused in (False, True):
+        arch = ttplan.plan_architecture("resnet20", batch=2, fold_weights=True, objective="latency", profile=profile,
+                                        autotune="cpu", fused=fused)
+        timed = {row["fused"] for layer in arch.layers if layer.tuned for row in layer.tuned["timings"]}
+        assert timed == ({False, True} if fused else {False})
+        assert fused or not any(layer.fused for layer in arch.layers)

@@ -391,7 +391,8 @@ def plan_layers(
             cache[(spec, fmt)] = plan_layer(spec, fmt, batch=batch, fold_weights=fold_weights, objective=objective,
                                             profile=profile, fused=fused)
             if autotune is not None and kind == "conv":
-                cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune, channels_last)
+                cache[(spec, fmt)], tuned[(spec, fmt)] = _autotuned(cache[(spec, fmt)], autotune, channels_last,
+                                                                    fused)
         return cache[(spec, fmt)]
 
     out: list[ArchLayer] = []
@@ -423,15 +424,21 @@ def plan_layers(
     return out
 
 
-def _autotuned(plan: LayerPlan, device: str, channels_last: bool = False) -> tuple[LayerPlan, dict]:
-    """The layer plan with autotune's fastest order as its best (when a TT order is fastest), and the timings."""
+def _autotuned(plan: LayerPlan, device: str, channels_last: bool = False, fused: bool = True
+               ) -> tuple[LayerPlan, dict]:
+    """The layer plan with autotune's fastest order as its best (when a TT order is fastest), and the timings.
+    `fused`: whether the fused kernel may run layers; where not (`--no-fuse`), autotune times only stock lowerings,
+    so that no order is chosen, nor a layer run, by a kernel the plan excludes."""
     from dataclasses import replace
 
     from ttplan.latency.autotune import autotune_layer
+    from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS
 
     assert plan.profile is not None  # `plan_layers` refuses autotune without a profile
+    lowerings = None if fused else tuple(lowering for lowering in (NHWC_LOWERINGS if channels_last else NCHW_LOWERINGS)
+                                         if not lowering.fused)
     result = autotune_layer(plan.spec, plan.fmt, plan.network.batch, plan.best.fold_weights, device=device,
-                            profile=plan.profile, channels_last=channels_last)
+                            profile=plan.profile, channels_last=channels_last, lowerings=lowerings)
     tt = [t for t in result.timings if t.plan is not None]
     fastest = min(tt, key=lambda t: t.ms)
     return replace(plan, best=fastest.plan, tuned=result.to_dict()), result.to_dict()
