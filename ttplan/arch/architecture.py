@@ -432,13 +432,10 @@ def _autotuned(plan: LayerPlan, device: str, channels_last: bool = False, fused:
     from dataclasses import replace
 
     from ttplan.latency.autotune import autotune_layer
-    from ttplan.runtime.lowering import NCHW_LOWERINGS, NHWC_LOWERINGS
 
     assert plan.profile is not None  # `plan_layers` refuses autotune without a profile
-    lowerings = None if fused else tuple(lowering for lowering in (NHWC_LOWERINGS if channels_last else NCHW_LOWERINGS)
-                                         if not lowering.fused)
     result = autotune_layer(plan.spec, plan.fmt, plan.network.batch, plan.best.fold_weights, device=device,
-                            profile=plan.profile, channels_last=channels_last, lowerings=lowerings)
+                            profile=plan.profile, channels_last=channels_last, fused=fused)
     tt = [t for t in result.timings if t.plan is not None]
     fastest = min(tt, key=lambda t: t.ms)
     return replace(plan, best=fastest.plan, tuned=result.to_dict()), result.to_dict()

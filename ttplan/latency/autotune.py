@@ -219,14 +219,16 @@ def _from_cache(entry: object, spec: ConvSpec, fmt: TTFormat, batch: int, fold_w
 def autotune_layer(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool = True, *, profile: LatencyProfile,
                    device: str = "cpu", top: int = 3, rounds: int = 7,
                    lowerings: tuple[Lowering, ...] | None = None, use_cache: bool = True,
-                   channels_last: bool = False) -> TuneResult:
+                   channels_last: bool = False, fused: bool = True) -> TuneResult:
     """Time the candidates (see the module docstring) and return all timings; the fastest is `.best`. `profile`
     ranks the candidates and predicts each timing (`ttplan.latency.profiles.load_profile` reads the machine's).
 
     `channels_last`: the input (and the dense conv's) is channels-last and the lowerings default to the NHWC ones,
-    as in a model converted to `torch.channels_last`; else NCHW and the NCHW lowerings."""
+    as in a model converted to `torch.channels_last`; else NCHW and the NCHW lowerings. `fused=False` (a plan
+    without the fused kernel, `--no-fuse`) times stock lowerings only, so that no order is chosen by the kernel."""
     if lowerings is None:
         lowerings = NHWC_LOWERINGS if channels_last else NCHW_LOWERINGS
+    lowerings = tuple(lowering for lowering in lowerings if fused or not lowering.fused)
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise TTPlanError(f"device={device!r}: expected cpu, or cuda where a CUDA device is available")
     threads = torch.get_num_threads()
