@@ -52,54 +52,83 @@ def _watched(layer: nn.Module) -> bool:
                 or _module._global_forward_pre_hooks)
 
 
-class FrozenBlock:
-    """A bound block: its `forward` runs the two layers' frozen calls, or the block's own graph where they decline.
-    The block holds that bound method as its `forward` (a method, whose code torch.compile can look up)."""
+def _inference(x: torch.Tensor) -> bool:
+    """Whether a call on `x` may take the bound path: plain eager inference (no compiler, no gradient, a plain
+    tensor); the compiler is asked first, so that dynamo stops there."""
+    return (not getattr(torch.compiler, "is_compiling", bool)() and not torch.is_grad_enabled()
+            and type(x) is torch.Tensor)
 
-    def __init__(self, block: nn.Module, first: nn.Module, second: nn.Module) -> None:
-        self.block, self.first, self.second = block, first, second
+
+class _Binding:
+    """What a module runs in place of its own forward: this object's `forward`, held as the module's instance
+    `forward` (a bound method, whose code torch.compile can look up), with `unbind` as its `__prepare_scriptable__`,
+    so that `torch.jit.script` scripts the module's own forward."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def bind(self) -> None:
+        self.module.forward, self.module.__prepare_scriptable__ = self.forward, self.unbind
 
     def unbind(self) -> nn.Module:
-        """The block with its own forward again (`bind_blocks(..., False)` for one block); also what
-        `torch.jit.script` calls first (`__prepare_scriptable__`), so a frozen model scripts each block's graph."""
-        self.block.__dict__.pop("forward", None)
-        self.block.__dict__.pop("__prepare_scriptable__", None)
-        return self.block
+        """The module with its own forward again."""
+        self.module.__dict__.pop("forward", None)
+        self.module.__dict__.pop("__prepare_scriptable__", None)
+        return self.module
+
+    @classmethod
+    def of(cls, module: nn.Module) -> _Binding | None:
+        """The binding of this class whose forward `module` runs, or None."""
+        owner = getattr(module.__dict__.get("forward"), "__self__", None)
+        return owner if isinstance(owner, cls) else None
+
+
+class FrozenBlock(_Binding):
+    """A bound block: its `forward` runs the two layers' frozen calls, or the block's own graph where they decline.
+    `unbind` (`bind_blocks(..., False)` for one block) is also what `torch.jit.script` calls first, so a frozen model
+    scripts each block's graph."""
+
+    def __init__(self, block: nn.Module, first: nn.Module, second: nn.Module) -> None:
+        super().__init__(block)
+        self.first, self.second = first, second
+
+    @property
+    def block(self) -> nn.Module:
+        return self.module
+
+    def serves(self) -> bool:
+        """Whether both layers take their bound calls: frozen, and no hook watching either."""
+        first, second = self.first, self.second
+        return first._frozen is not None and second._frozen is not None and not (_watched(first) or _watched(second))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.first, self.second
         # the layers' bound calls themselves (each layer's frozen_forward, less the gradient checks: with gradients
         # on, each layer decides in its own forward), refolded first where torch counted a change (frozen_state)
-        if (not getattr(torch.compiler, "is_compiling", bool)() and not torch.is_grad_enabled()
-                and first._frozen is not None and second._frozen is not None
-                and not (_watched(first) or _watched(second)) and type(x) is torch.Tensor):
+        if _inference(x) and self.serves():
             call = first.frozen_state()[3]
             y = call(x) if call is not None else None
             if y is not None:
                 call = second.frozen_state()[3]
                 out = call(y, x) if call is not None else None
                 return out if out is not None else second(y, residual=x)
-        return type(self.block).forward(self.block, x)
+        return type(self.module).forward(self.module, x)
 
 
-class FrozenChain:
+class FrozenChain(_Binding):
     """A stock `nn.Sequential`'s forward that runs each run of at least two consecutive bound blocks among its children
     (a ResNet stage's identity blocks) as one kernel call (`run_chain`): no Python, allocation or foreign call per
     layer, only each layer's `frozen_state` check. A run falls back to its blocks one by one wherever one of them
-    would not take its bound path (`FrozenBlock.forward`'s conditions, checked for every block and layer), or a block
-    is no longer bound (a copy: `ttplan.freeze` binds it again), or a block changes the map's shape."""
+    would not take its bound path (`FrozenBlock.forward`'s conditions, checked for every block, and no hook on the
+    block itself), or a block is no longer bound (a copy: `ttplan.freeze` binds it again), or a block changes the
+    map's shape."""
 
     def __init__(self, sequential: nn.Sequential, runs: list[tuple[int, int]]) -> None:
-        self.sequential, self.runs = sequential, {start: end for start, end in runs}
-
-    def unbind(self) -> nn.Module:
-        """The container with its own forward again; also what `torch.jit.script` calls first."""
-        self.sequential.__dict__.pop("forward", None)
-        self.sequential.__dict__.pop("__prepare_scriptable__", None)
-        return self.sequential
+        super().__init__(sequential)
+        self.runs = {start: end for start, end in runs}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        children = list(self.sequential._modules.values())
+        children = list(self.module._modules.values())
         at = 0
         while at < len(children):
             end = self.runs.get(at)
@@ -113,18 +142,16 @@ class FrozenChain:
     @staticmethod
     def _chain(blocks: list[nn.Module], x: torch.Tensor) -> torch.Tensor | None:
         """The run's output by one kernel call, or None where any block would not take its bound path."""
-        if (getattr(torch.compiler, "is_compiling", bool)() or torch.is_grad_enabled() or type(x) is not torch.Tensor
-                or x.dtype is not torch.float32 or not x.is_cpu or not _plain_eager((x,))):
+        if not _inference(x) or x.dtype is not torch.float32 or not x.is_cpu or not _plain_eager((x,)):
             return None
         library = load()[0]
         if library is None:
             return None
         shape, layers, inner = x.shape, [], None  # the bound C layers, held for the call (their handles run)
         for block in blocks:
-            bound = bound_block(block)
-            if (bound is None or bound.block is not block or block._forward_hooks or block._forward_pre_hooks
-                    or bound.first._frozen is None or bound.second._frozen is None or _watched(bound.first)
-                    or _watched(bound.second)):
+            bound = FrozenBlock.of(block)
+            if (bound is None or bound.module is not block or block._forward_hooks or block._forward_pre_hooks
+                    or not bound.serves()):
                 return None
             first, second = bound.first.frozen_state()[3], bound.second.frozen_state()[3]
             one = first.bound_for(shape) if first is not None else None
@@ -165,35 +192,28 @@ def bind_blocks(model: nn.Module, frozen: bool = True) -> int:
     them away. Returns how many blocks are bound (0 with `frozen=False`)."""
     bound = 0
     for module in model.modules():
-        old = bound_block(module)
+        old = _Binding.of(module)
         if old is not None:
             old.unbind()
-        chain = bound_chain(module)
-        if chain is not None:
-            chain.unbind()
         layers = _layers(module) if frozen else None
         if layers is not None and all(layer._frozen is not None for layer in layers):
-            block = FrozenBlock(module, *layers)
-            module.forward, module.__prepare_scriptable__ = block.forward, block.unbind
+            FrozenBlock(module, *layers).bind()
             bound += 1
     for module in model.modules() if frozen else ():
         runs = _runs(module)
         if runs:
-            chain = FrozenChain(module, runs)
-            module.forward, module.__prepare_scriptable__ = chain.forward, chain.unbind
+            FrozenChain(module, runs).bind()
     return bound
 
 
 def bound_chain(module: nn.Module) -> FrozenChain | None:
     """The `FrozenChain` whose forward `module` runs (`bind_blocks`), or None."""
-    owner = getattr(module.__dict__.get("forward"), "__self__", None)
-    return owner if isinstance(owner, FrozenChain) else None
+    return FrozenChain.of(module)
 
 
 def bound_block(module: nn.Module) -> FrozenBlock | None:
     """The `FrozenBlock` whose forward `module` runs (`bind_blocks`), or None."""
-    owner = getattr(module.__dict__.get("forward"), "__self__", None)
-    return owner if isinstance(owner, FrozenBlock) else None
+    return FrozenBlock.of(module)
 
 
 __all__ = ["FrozenBlock", "FrozenChain", "bind_blocks", "bound_block", "bound_chain"]
