@@ -155,32 +155,6 @@ def test_plan_channels_last_with_a_budget_is_a_one_line_error():
                    "--channels-last applies to policy and config plans")
 
 
-def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch):
-    """A visit is a block of back-to-back calls lasting about BLOCK_MS, not one call that a page fault decides."""
-    import torch.nn.functional as real_f
-
-    from ttplan.core.formats import make_format
-    from ttplan.core.spec import ConvSpec
-    from ttplan.latency import autotune
-    from ttplan.latency.profiles import default_profile
-
-    calls = []
-
-    class CountingF:
-        @staticmethod
-        def conv2d(*args, **kwargs):
-            calls.append(1)
-            return real_f.conv2d(*args, **kwargs)
-
-    monkeypatch.setattr(autotune, "F", CountingF)
-    monkeypatch.setattr(autotune, "BLOCK_MS", 50.0)
-    spec = ConvSpec.make(8, 8, 3, 1, 1, input_size=6)
-    result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, profile=default_profile(),
-                                     rounds=2, use_cache=False)
-    assert result.dense_ms > 0
-    assert len(calls) > 2 + 2 * 5  # two warm-up calls, then two visits of many calls each (a call is well under 10 ms)
-
-
 def bad_profile(path, content: bytes) -> str:
     path.write_bytes(content)
     return str(path)

@@ -1,5 +1,5 @@
-"""The autotune cache (ttplan/latency/autotune.py): a corrupt file or entry is one warning, then measured again and
-rewritten; never a traceback."""
+"""Autotune (ttplan/latency/autotune.py): each visit a block of calls; the cache, where a corrupt file or entry is one
+warning, then measured again and rewritten, never a traceback."""
 
 from __future__ import annotations
 
@@ -77,9 +77,9 @@ def test_a_malformed_cache_entry_is_one_warning_and_measured_again(cache, capsys
         data[_key()], SPEC, FMT, 1, True, "cpu", 1, PROFILE).source == "cached"
 
 
-def test_a_visit_holds_least_calls_however_long_one_call_takes(monkeypatch, tmp_path):
-    """A layer slower than the block still makes LEAST_CALLS calls per visit: one call per visit let one slow call
-    decide between two variants within a few percent of each other."""
+@pytest.fixture
+def dense_calls(monkeypatch) -> list[int]:
+    """The dense conv's calls during autotune, counted (each still runs `F.conv2d`)."""
     import torch.nn.functional as real_f
 
     calls = []
@@ -90,9 +90,26 @@ def test_a_visit_holds_least_calls_however_long_one_call_takes(monkeypatch, tmp_
             calls.append(1)
             return real_f.conv2d(*args, **kwargs)
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(autotune, "F", CountingF)
+    return calls
+
+
+def test_autotune_times_each_variant_in_blocks_of_calls(monkeypatch, dense_calls):
+    """A visit is a block of back-to-back calls lasting about BLOCK_MS, not one call that a page fault decides."""
+    monkeypatch.setattr(autotune, "BLOCK_MS", 50.0)
+    spec = ConvSpec.make(8, 8, 3, 1, 1, input_size=6)
+    result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 1, True, profile=default_profile(),
+                                     rounds=2, use_cache=False)
+    assert result.dense_ms > 0
+    # two warm-up calls, then two visits of many calls each (a call is well under 10 ms)
+    assert len(dense_calls) > 2 + 2 * 5
+
+
+def test_a_visit_holds_least_calls_however_long_one_call_takes(monkeypatch, tmp_path, dense_calls):
+    """A layer slower than the block still makes LEAST_CALLS calls per visit: one call per visit let one slow call
+    decide between two variants within a few percent of each other."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(autotune, "BLOCK_MS", 1e-9)  # every call outlasts the block
     autotune.autotune_layer(SPEC, FMT, 1, True, profile=PROFILE, rounds=2, use_cache=False)
     assert autotune.LEAST_CALLS > 1
-    assert len(calls) == 2 + 2 * autotune.LEAST_CALLS  # two warm-up calls, then two visits of LEAST_CALLS each
+    assert len(dense_calls) == 2 + 2 * autotune.LEAST_CALLS  # two warm-up calls, then two visits of LEAST_CALLS each
