@@ -400,14 +400,19 @@ def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
     for module in model.modules():
         if isinstance(module, _TTLayer):
             module.freeze(frozen)
-    return model
+'''
+#: in files that import ttplan's kernel, `freeze` also binds the residual blocks of two bound layers (and runs of them)
+_BIND_BLOCKS = '''    if _bind_blocks is not None:  # ttplan's: a block of two bound layers as one call
+        _bind_blocks(model, frozen)
+'''
+_FREEZE_RETURN = '''    return model
 '''
 
-#: `freeze` in files that import ttplan's kernel: a residual block of two bound layers becomes one call too
-_FREEZE_FUSED = _FREEZE.replace("    return model\n", (
-    "    if _bind_blocks is not None:  # ttplan's: a block of two bound layers as one call\n"
-    "        _bind_blocks(model, frozen)\n"
-    "    return model\n"))
+
+def _freeze_source(fused: bool) -> str:
+    """The generated `freeze`: binding blocks too where the file imports ttplan's kernel (`fused`)."""
+    return _FREEZE + (_BIND_BLOCKS if fused else "") + _FREEZE_RETURN
+
 
 #: the file's own trained weights, when `ttplan emit --weights` wrote them beside it
 _WEIGHTS_DOC = ("#: the trained weights `ttplan emit --weights` wrote beside this file: a state_dict of the "
@@ -970,7 +975,7 @@ def emit_model(layers: list[tuple[str, ContractionPlan]], title: str = "a model"
     entries = "\n".join(f'    "{layer}": {cls},' for layer, cls in table)
     tail = (f"\n\nLAYERS = {{\n{entries}\n}}\n" + _CONVERT
             + (_RETURN_CHANNELS_LAST if channels_last else _RETURN) + _LOAD_WEIGHTS
-            + (_FREEZE_FUSED if any("fused" in cls.uses for cls in classes) else _FREEZE))
+            + _freeze_source(any("fused" in cls.uses for cls in classes)))
     exported = [*dict.fromkeys(n for _, n in table), "LAYERS", "convert", "freeze"]
     if weights is not None:
         tail += "\n\n" + _WEIGHTS_DOC + f"WEIGHTS = {json.dumps(weights)}\n" + _LOAD
