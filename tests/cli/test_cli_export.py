@@ -49,6 +49,19 @@ def test_pt2_loads_with_stock_ops_and_equals_the_trained_model(tiny_run, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_dynamic_batch_file_takes_any_batch_and_says_so(tiny_run, tmp_path):
+    out = tmp_path / "m.pt2"
+    result = run(["export", "--weights", tiny_run, "--format", "pt2", "--out", out, "--dynamic-batch"])
+    _written(result, "pt2", "torch only")
+    assert "input any batchx3x8x8" in result.stderr
+    program, model = torch.export.load(out).module(), ttplan.load(tiny_run)
+    with torch.no_grad():
+        for batch in (1, 3):
+            x = torch.randn(batch, 3, 8, 8)
+            torch.testing.assert_close(program(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_onnx_runs_in_onnx_runtime_and_equals_the_trained_model(tiny_run, tmp_path):
     for name in ("onnx", "onnxscript", "onnxruntime"):
         pytest.importorskip(name)

@@ -698,7 +698,9 @@ def run_feature_steps(plan: ContractionPlan | Program, x: torch.Tensor, folded: 
     if x.dim() != 4 or x.shape[1] != spec.in_channels:
         raise TTPlanError(f"input of shape {list(x.shape)}: expected [B, {spec.in_channels}, H, W]")
     sizes = dict(program.sizes)
-    sizes["b"], sizes["h"], sizes["w"] = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
+    # the batch as torch gives it: an int in eager, a symbol while torch.export captures a dynamic batch (int()
+    # would fix it at the example's); the map's size is planned, so fixed
+    sizes["b"], sizes["h"], sizes["w"] = x.shape[0], int(x.shape[2]), int(x.shape[3])
     sizes["s"] = sizes["h"] * sizes["w"]
     if program.lowering.channels_last:  # (b, s, i…): a view of a channels-last input (else the first reshape copies)
         x = x.permute(0, 2, 3, 1)
