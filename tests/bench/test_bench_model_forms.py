@@ -16,6 +16,7 @@ from tests.helpers.errors import one_line
 from ttplan.bench.model import bench_model, render_section
 from ttplan.bench.model.forms import (
     COMPILED,
+    COMPILED_LAST,
     COMPILED_NO_LAYOUT,
     EAGER,
     EAGER_FROZEN,
@@ -40,6 +41,7 @@ SYNTHETIC = BestForms((
     FormTiming(EAGER_LAST, 6.0, 7.0, tt_macs_reduction=0.6),
     FormTiming(COMPILED, 4.0, 5.0, tt_macs_reduction=0.7),
     FormTiming(COMPILED_NO_LAYOUT, 5.0, None, tt_reason="torch.compile failed (X: y)", tt_macs_reduction=0.7),
+    FormTiming(COMPILED_LAST, 4.5, 3.0, tt_macs_reduction=0.6),
     FormTiming(ORT, None, 2.0, dense_reason="export failed: z", tt_macs_reduction=0.7),
 ), rounds=3, threads=2)
 
@@ -56,7 +58,7 @@ def test_best_against_best_takes_each_sides_fastest_available_form():
     assert best.headline == f"best TT ({ORT}) against best dense ({COMPILED}): 2.00×"
     # each form's own pair; none where either side is missing
     assert [t.ratio for t in best.forms] == [pytest.approx(1.25), pytest.approx(1.5), pytest.approx(6 / 7),
-                                             pytest.approx(0.8), None, None]
+                                             pytest.approx(0.8), None, pytest.approx(1.5), None]
     assert best.form(ORT).reason("dense") == "export failed: z" and best.form(ORT).reason("TT") == ""
     data = best.to_dict()
     assert data["best_dense"] == {"form": COMPILED, "ms": 4.0}
@@ -175,7 +177,7 @@ def test_a_tiny_run_times_every_eager_form_and_marks_onnx_runtime_as_installed(m
     assert [t.form for t in best.forms] == list(FORMS) and best.rounds == 1 and best.threads == 1
     for form in (EAGER, EAGER_FROZEN, EAGER_LAST):
         assert best.form(form).dense_ms > 0 and best.form(form).tt_ms > 0 and best.form(form).ratio > 0
-    for form in (COMPILED, COMPILED_NO_LAYOUT):
+    for form in (COMPILED, COMPILED_NO_LAYOUT, COMPILED_LAST):
         assert best.form(form).dense_reason == best.form(form).tt_reason == "not compiled in this test"
     ort = best.form(ORT)
     if onnx_runtime_missing() is None:
@@ -188,6 +190,7 @@ def test_a_tiny_run_times_every_eager_form_and_marks_onnx_runtime_as_installed(m
     assert best.form(EAGER).tt_macs_reduction == pytest.approx(result.plan.totals.macs_reduction)
     assert result.plan.totals.macs_reduction > 0.5
     assert best.form(EAGER_LAST).tt_macs_reduction is not None
+    assert best.form(COMPILED_LAST).tt_macs_reduction == best.form(EAGER_LAST).tt_macs_reduction
     assert best.ratio == pytest.approx(best.best_dense.dense_ms / best.best_tt.tt_ms)
     text = render_section(result, "ttplan bench model resnet20 --best")
     assert ", --best" in text.splitlines()[0]
@@ -219,7 +222,7 @@ def test_a_tiny_run_compiles_both_models_with_freezing_both_layouts():
     result = bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
                           other_profile=MAC_PROFILE,
                          input_size=(3, 8, 8))
-    for form in (COMPILED, COMPILED_NO_LAYOUT):
+    for form in (COMPILED, COMPILED_NO_LAYOUT, COMPILED_LAST):
         timing = result.best.form(form)
         assert timing.dense_ms > 0 and timing.tt_ms > 0, timing
     assert result.best.best_dense is not None and result.best.best_tt is not None
@@ -269,3 +272,22 @@ def test_onnx_runtime_runs_a_tt_model_planned_without_the_fused_kernel_where_the
 
     assert fused_classes(run.tt) and exported == [stock.dense, stock.tt] and not fused_classes(stock.tt)
     assert result.best.form(ORT).tt_macs_reduction == pytest.approx(stock.plan.totals.macs_reduction)
+
+
+def test_the_compiled_channels_last_form_compiles_the_channels_last_models_on_a_channels_last_input(monkeypatch):
+    """`COMPILED_LAST` compiles the models eager channels-last runs (the TT one planned for NHWC maps), with
+    inductor's layout optimization on, on the same values in channels-last memory."""
+    compiled = []
+    monkeypatch.setattr(measure, "compiled_runner",
+                        lambda model, x, layout: compiled.append((model, x, layout)) or "not compiled in this test")
+    monkeypatch.setattr(measure, "onnx_runtime_runner", lambda model, x, threads: "not exported in this test")
+    bench_model("resnet20", batch=1, threads=1, rounds=1, layer_rounds=1, profile=MAC_PROFILE, best=True,
+                other_profile=MAC_PROFILE, input_size=(3, 8, 8))
+    assert [layout for _, _, layout in compiled] == [True, True, False, False, True, True]
+    (dense, x, _), (tt, x_tt, _) = compiled[0], compiled[1]
+    (dense_last, x_last, _), (tt_last, x_tt_last, _) = compiled[4], compiled[5]
+    assert not x.is_contiguous(memory_format=torch.channels_last) or x.shape[-1] == 1
+    assert x_last.is_contiguous(memory_format=torch.channels_last) and x_tt_last is x_last
+    assert torch.equal(x_last, x) and x_tt is x
+    assert tt_last is not tt and dense_last is not dense
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in dense_last.parameters() if p.dim() == 4)

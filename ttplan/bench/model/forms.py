@@ -6,9 +6,10 @@ NCHW says little about what either would deploy. `bench model --best` therefore 
 into its convs by `torch.fx.experimental.optimization.fuse`, the TT model frozen by `ttplan.freeze`); eager
 channels-last (the TT model planned for channels-last, as `--channels-last` plans it);
 `torch.compile` with inductor's freezing (`compiled.compile_model`), layout optimization on (inductor's default)
-and off (which can suit a TT model's reshapes); and ONNX Runtime where it is installed (the model exported by
-`ttplan.runtime.export.export_model`, a CPU session with torch's thread count, its idle threads not spinning). All
-available (side, form) pairs are timed interleaved, round-robin, medians over rounds
+and off (which can suit a TT model's reshapes); the channels-last models compiled the same way (on NHWC maps the
+TT layers' mixings are 1x1 convs, which inductor hands to oneDNN beside the core convs); and ONNX Runtime where it
+is installed (the model exported by `ttplan.runtime.export.export_model`, a CPU session with torch's thread count,
+its idle threads not spinning). All available (side, form) pairs are timed interleaved, round-robin, medians over rounds
 (`ttplan.latency.timing.time_all`); each visit is a block of back-to-back calls lasting about `BLOCK_MS` (one call
 for a model slower than that), its mean recorded, as a deployed model serves one request after another. With one
 call per visit, a batch-1 model ran cold, after eleven other models had taken its caches, and the forms that run
@@ -37,10 +38,12 @@ EAGER_FROZEN = "eager NCHW, frozen"
 EAGER_LAST = "eager channels-last"
 COMPILED = "compiled (frozen)"
 COMPILED_NO_LAYOUT = "compiled (frozen, no layout opt.)"
+COMPILED_LAST = "compiled channels-last (frozen)"
 ORT = "ONNX Runtime"
 #: the forms, in the order they are timed and reported; the compiled ones by inductor with freezing, layout
-#: optimization on (`COMPILED`) and off (`COMPILED_NO_LAYOUT`)
-FORMS = (EAGER, EAGER_FROZEN, EAGER_LAST, COMPILED, COMPILED_NO_LAYOUT, ORT)
+#: optimization on (`COMPILED`) and off (`COMPILED_NO_LAYOUT`), and the channels-last models compiled
+#: (`COMPILED_LAST`: the TT one planned for NHWC maps, as eager channels-last runs it)
+FORMS = (EAGER, EAGER_FROZEN, EAGER_LAST, COMPILED, COMPILED_NO_LAYOUT, COMPILED_LAST, ORT)
 #: the two sides, as the tables name them
 SIDES = ("dense", "TT")
 
@@ -270,6 +273,6 @@ def onnx_runtime_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Runn
         return f"session run failed ({first_line(error)})"
 
 
-__all__ = ["BLOCK_MS", "COMPILED", "COMPILED_NO_LAYOUT", "EAGER", "EAGER_FROZEN", "EAGER_LAST", "FORMS", "ORT", "SIDES",
-           "TOLERANCE", "BestForms", "FormTiming", "checked", "compiled_runner", "frozen_runner",
-           "onnx_runtime_missing", "onnx_runtime_runner", "time_forms"]
+__all__ = ["BLOCK_MS", "COMPILED", "COMPILED_LAST", "COMPILED_NO_LAYOUT", "EAGER", "EAGER_FROZEN", "EAGER_LAST",
+           "FORMS", "ORT", "SIDES", "TOLERANCE", "BestForms", "FormTiming", "checked", "compiled_runner",
+           "frozen_runner", "onnx_runtime_missing", "onnx_runtime_runner", "time_forms"]

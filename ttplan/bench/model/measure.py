@@ -32,6 +32,7 @@ from ttplan.bench.model.breakdown import TimeBreakdown, time_breakdown
 from ttplan.bench.model.compiled import CompiledTiming, time_compiled
 from ttplan.bench.model.forms import (
     COMPILED,
+    COMPILED_LAST,
     COMPILED_NO_LAYOUT,
     EAGER,
     EAGER_FROZEN,
@@ -460,7 +461,7 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
                progress: Callable[[str], None] = lambda message: None, stock: Prepared | None = None) -> BestForms:
     """Each model in every form of `ttplan.bench.model.forms.FORMS`, all timed interleaved on the same input values:
     eager NCHW (`nchw`'s models), the same prepared for inference (`frozen_runner`), eager channels-last (`last`'s:
-    the TT one planned for channels-last), and
+    the TT one planned for channels-last) and `last`'s models compiled, and
     `nchw`'s models compiled with freezing (layout optimization on and off) and in ONNX Runtime (`stock`'s instead
     where given: planned without the fused kernel, `_stock_for_onnx`). A form that cannot be built for a side is
     recorded with its reason; the others are timed."""
@@ -476,12 +477,14 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
         progress(f"compiling both models ({form}: inductor, freezing, layout optimization "
                  f"{'on' if layout else 'off'})")
         runners[form] = (compiled_runner(nchw.dense, x, layout), compiled_runner(nchw.tt, x, layout))
+    progress(f"compiling both channels-last models ({COMPILED_LAST}: inductor, freezing)")
+    runners[COMPILED_LAST] = (compiled_runner(last.dense, x_last, True), compiled_runner(last.tt, x_last, True))
     threads = torch.get_num_threads()
     progress(f"exporting both models to ONNX for ONNX Runtime ({threads} intra-op threads)")
     onnx = stock or nchw
     runners[ORT] = (onnx_runtime_runner(onnx.dense, x, threads), onnx_runtime_runner(onnx.tt, x, threads))
     reduction = dict.fromkeys(FORMS, nchw.plan.totals.macs_reduction)
-    reduction[EAGER_LAST] = last.plan.totals.macs_reduction
+    reduction[EAGER_LAST] = reduction[COMPILED_LAST] = last.plan.totals.macs_reduction
     reduction[ORT] = onnx.plan.totals.macs_reduction
     progress(f"timing both models in {len(FORMS)} forms, {rounds} rounds")
     try:
