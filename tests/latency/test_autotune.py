@@ -113,3 +113,35 @@ def test_a_visit_holds_least_calls_however_long_one_call_takes(monkeypatch, tmp_
     autotune.autotune_layer(SPEC, FMT, 1, True, profile=PROFILE, rounds=2, use_cache=False)
     assert autotune.LEAST_CALLS > 1
     assert len(dense_calls) == 2 + 2 * autotune.LEAST_CALLS  # two warm-up calls, then two visits of LEAST_CALLS each
+
+
+@pytest.mark.parametrize("geometry", [{"padding": 1, "padding_mode": "reflect"},
+                                      {"padding": 1, "padding_mode": "circular"},
+                                      {"kernel_size": 2, "padding": "same"}])
+def test_the_dense_baseline_pads_as_the_layer_does(monkeypatch, geometry):
+    """Where conv2d cannot pad as the layer does (a padding mode other than zeros, `'same'` after an even window), the
+    dense conv autotune times pads first, as `nn.Conv2d` does: it timed a zero-padded conv of another output size."""
+    import torch.nn.functional as real_f
+    from torch import nn
+
+    kernel = geometry.pop("kernel_size", 3)
+    spec = ConvSpec.make(8, 8, kernel, input_size=6, **geometry)
+    assert spec.explicit_pad is not None
+    conv = nn.Conv2d(8, 8, kernel, bias=False, **geometry)
+    x = torch.randn(2, 8, 6, 6)
+    torch.testing.assert_close(autotune.dense_conv(spec, x, conv.weight), conv(x))
+    pads = []
+
+    class RecordingF:
+        conv2d = staticmethod(real_f.conv2d)
+
+        @staticmethod
+        def pad(*args, **kwargs):
+            pads.append(kwargs.get("mode"))
+            return real_f.pad(*args, **kwargs)
+
+    monkeypatch.setattr(autotune, "F", RecordingF)
+    monkeypatch.setattr(autotune, "BLOCK_MS", 0.1)
+    result = autotune.autotune_layer(spec, make_format("hodec", spec, rank=2), 2, True, profile=PROFILE, rounds=1,
+                                     use_cache=False)
+    assert result.dense_ms > 0 and pads and set(pads) == {spec.pad_mode}

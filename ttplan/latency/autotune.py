@@ -144,6 +144,8 @@ def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: 
             # input only: entries from then must not be reused
             + ("|nhwc-throughout" if any(lowering.channels_last for lowering in lowerings) else "")
             + ("|input=channels-last" if channels_last else "")
+            # the dense baseline of a layer conv2d cannot pad timed an unpadded conv before 0.3: not to be reused
+            + ("|dense-padded" if spec.explicit_pad is not None else "")
             + ((f"|kernel={'built' if kernel else 'none'}") if any(lowering.fused for lowering in lowerings) else ""))
 
 
@@ -263,6 +265,16 @@ def _predicted_ms(spec: ConvSpec, batch: int, plan: ContractionPlan | None, lowe
     return (fused if fused is not None else predict_plan_us(plan, profile)) / 1000
 
 
+def dense_conv(spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's dense conv as `nn.Conv2d` runs it, the baseline autotune times: where `conv2d` cannot pad as the
+    layer does (a padding mode other than zeros, or `'same'`'s extra padding after an even window) one `F.pad` first,
+    as the TT layer pads too; else `conv2d` pads."""
+    pad = spec.explicit_pad
+    if pad is None:
+        return F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation)
+    return F.conv2d(F.pad(x, pad, mode=spec.pad_mode), weight, None, spec.stride, 0, spec.dilation)
+
+
 def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: str, profile: LatencyProfile,
              top: int, rounds: int, lowerings: tuple[Lowering, ...], channels_last: bool = False) -> TuneResult:
     dev = torch.device(device)
@@ -272,7 +284,7 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_size, device=dev)
     variants: list[tuple[str, ContractionPlan | None, Lowering, object]] = [
-        (DENSE, None, Lowering(), lambda: F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation))]
+        (DENSE, None, Lowering(), lambda: dense_conv(spec, x, weight))]
     for plan in candidate_plans(spec, fmt, batch, fold_weights, profile, top):
         for lowering in lowerings:
             if lowering.fused and (fused_form(plan) is None or not kernel_status().available):
@@ -293,4 +305,4 @@ def _measure(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, devi
     return TuneResult(spec, fmt, batch, device, torch.get_num_threads(), timings, rounds)
 
 
-__all__ = ["DENSE", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans"]
+__all__ = ["DENSE", "Timing", "TuneResult", "autotune_layer", "cache_path", "candidate_plans", "dense_conv"]
