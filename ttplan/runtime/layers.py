@@ -383,7 +383,8 @@ def check_model(model: object) -> None:
 
 def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: tuple[int, int, int],
             scheme: str = "best", fold_weights: bool = False, *, plans: dict[str, ContractionPlan] | None = None,
-            lowerings: dict[str, Lowering] | None = None, fold_bn: bool | None = None) -> nn.Module:
+            lowerings: dict[str, Lowering] | None = None, fold_bn: bool | None = None,
+            decompose_weights: bool = True) -> nn.Module:
     """A deep copy of `model` with each named conv (and linear) layer replaced by its TT-SVD in the given format.
 
     `formats` maps traced layer names (`layer3.0.conv1`, `fc`) to a `TTFormat` (`None` keeps a layer
@@ -395,6 +396,10 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
     `fold_bn`: fold each BatchNorm2d (and the ReLU after it) that alone reads a TT layer's output into that layer,
     `nn.Identity` in the copy (`ttplan.runtime.batchnorm.fold_batchnorm`); by default (None) where the weights are
     folded for inference (`fold_weights`) and `model` is in eval mode. A model in training mode is never folded.
+
+    `decompose_weights=False` skips the TT-SVDs, leaving each TT layer's cores as its constructor makes them, for a
+    caller that loads trained cores next (`ttplan.load`: the SVDs of the weights it replaces took most of a
+    ResNet-18's load).
     """
     check_model(model)
     if not isinstance(formats, Mapping) or not all(isinstance(name, str) for name in formats):
@@ -426,8 +431,12 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
         plan = (plans or {}).get(name, scheme)
         if plan == "best" and len(set(layer.calls)) > 1:  # called at several sizes: one order for all (as planned)
             plan = one_order([resolve_plan(call, fmt, "best", fold_weights) for call in layer.calls])[0]
-        tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights,
-                            lowering=(lowerings or {}).get(name))
+        lowering = (lowerings or {}).get(name)
+        if decompose_weights:
+            tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights, lowering=lowering)
+        else:  # the layer from_dense builds, cores as made: the caller loads them
+            tt = cls(replace(layer.spec, bias=module.bias is not None), fmt, plan, fold_weights,
+                     device=module.weight.device, dtype=module.weight.dtype, lowering=lowering)
         tt.train(module.training)
         _swap(out, name, tt)
     if (fold_weights if fold_bn is None else fold_bn) and not out.training:

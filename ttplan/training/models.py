@@ -74,11 +74,13 @@ def init_weights(model: nn.Module, path: str) -> None:
     model.load_state_dict(state)
 
 
-def convert_model(model: nn.Module, formats: dict[str, TTFormat], input_size: tuple[int, int, int], scheme: str):
-    """A copy of `model` with the named layers replaced by TT layers decomposed from it."""
+def convert_model(model: nn.Module, formats: dict[str, TTFormat], input_size: tuple[int, int, int], scheme: str,
+                  decompose_weights: bool = True):
+    """A copy of `model` with the named layers replaced by TT layers decomposed from it (`decompose_weights=False`:
+    cores left as made, for trained ones loaded next)."""
     from ttplan.runtime.layers import convert
 
-    return convert(model, formats, input_size, scheme=scheme)
+    return convert(model, formats, input_size, scheme=scheme, decompose_weights=decompose_weights)
 
 
 def balance_cores(model: nn.Module, names: Iterable[str]) -> None:
@@ -105,7 +107,8 @@ def load_tt_run(path: str | Path, device: str = "cpu") -> tuple[nn.Module, tuple
     model, input_size = load_model(str(data["arch"]), tuple(data["input_size"]))
     formats = {name: format_from_dict(f, f"TT model {str(path)!r}, layer {name!r}")
                for name, f in data["formats"].items()}
-    tt = convert_model(model, formats, input_size, data.get("scheme", "best"))
+    # the trained cores replace whatever convert puts there: no TT-SVD of the untrained weights
+    tt = convert_model(model, formats, input_size, data.get("scheme", "best"), decompose_weights=False)
     try:
         tt.load_state_dict(data["model"])
     except RuntimeError as error:

@@ -680,7 +680,8 @@ def resume(run_dir: str | Path, *, options: dict[str, Any] | None = None, device
                 run.teacher = teacher.to(ctx.device).eval().requires_grad_(False)
             stage = state["stage"]
             if stage == "finetune":  # the saved model is the TT model: rebuild its structure, then load it
-                run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme).to(ctx.device)
+                run.model = convert_model(run.model, run.formats, run.input_size, cfg.scheme,
+                                          decompose_weights=False).to(ctx.device)
             where = run_dir / CHECKPOINT
             _restore(where, "model", lambda: run.model.load_state_dict(state["model"]))
             _enter_stage(run, stage)  # a fine-tuning checkpoint holds `decomposition`, so nothing is decomposed again
