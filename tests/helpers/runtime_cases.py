@@ -166,3 +166,13 @@ def assert_every_order_equals_conv2d_with(kernel_of, spec: ConvSpec, fmt: TTForm
         kernel = kernel_of(cores, fmt, spec)
         assert_close(rebuild(cores, fmt, spec), kernel)
         assert_same_values_and_gradients(layer(x), conv_with(x, kernel, spec), [x, *cores], gen)
+
+
+def forbid_svd(monkeypatch) -> None:
+    """Make any TT-SVD by `ttplan.runtime.layers` fail the test: for paths that load trained cores instead."""
+    import ttplan.runtime.layers as layers
+
+    def no_svd(*args, **kwargs):
+        raise AssertionError("a TT-SVD ran")
+
+    monkeypatch.setattr(layers, "decompose", no_svd)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-import ttplan.runtime.layers as layers
+from tests.helpers.runtime_cases import forbid_svd
 from ttplan.core.formats import make_format
 from ttplan.core.spec import ConvSpec
 from ttplan.runtime.layers import convert
@@ -21,11 +21,7 @@ def test_a_model_converted_without_svds_loads_the_decomposed_state_and_equals_it
     formats = {"0": make_format("hodec", conv, in_modes=(2, 4), out_modes=(2, 4), rank=3),
                "3": make_format("ttm", linear, in_modes=(16, 18), out_modes=(3, 4), ranks=(1, 4, 1))}
     decomposed = convert(model, formats, (8, 6, 6))
-
-    def no_svd(*args, **kwargs):
-        raise AssertionError("a TT-SVD ran")
-
-    monkeypatch.setattr(layers, "decompose", no_svd)
+    forbid_svd(monkeypatch)
     bare = convert(model, formats, (8, 6, 6), decompose_weights=False)
     assert [type(m).__name__ for m in bare] == [type(m).__name__ for m in decomposed]
     assert bare.state_dict().keys() == decomposed.state_dict().keys()

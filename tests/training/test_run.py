@@ -98,12 +98,9 @@ def test_metrics_layout_and_saved_model(tmp_path, monkeypatch):
     assert all(0 < e < 1 for e in final["approximation_error"].values())
     # the saved TT model reproduces the final accuracy; loading it decomposes nothing (the trained cores replace
     # whatever the TT layers are built with)
-    import ttplan.runtime.layers as layers
+    from tests.helpers.runtime_cases import forbid_svd
 
-    def no_svd(*args, **kwargs):
-        raise AssertionError("loading a trained TT model ran a TT-SVD")
-
-    monkeypatch.setattr(layers, "decompose", no_svd)
+    forbid_svd(monkeypatch)
     model = load_tt_model(tmp_path / "run")
     assert {type(model.get_submodule(n)).__name__ for n in LAYERS} == {"TTConv2d"}
     _, test = load_dataset("digits", None, 8)

@@ -237,19 +237,24 @@ class _TTLayer(nn.Module):
     @classmethod
     def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, spec: ConvSpec | None = None,
                    fmt: TTFormat | None = None, plan: ContractionPlan | str = "best", fold_weights: bool = False,
-                   *, batch: int = 1, lowering: Lowering | None = None):
-        """A layer whose cores are the TT-SVD of `weight` in `fmt` (exact at maximal ranks); the bias is kept."""
+                   *, batch: int = 1, lowering: Lowering | None = None, decompose_weight: bool = True):
+        """A layer whose cores are the TT-SVD of `weight` in `fmt` (exact at maximal ranks); the bias is kept.
+        `decompose_weight=False`: the same layer with its cores as the constructor makes them, for a caller that
+        loads trained cores next (no SVD)."""
         if spec is None or fmt is None:
             raise TTPlanError("from_dense needs the layer's spec and format: from_dense(weight, bias, spec, fmt)")
         spec = replace(spec, bias=bias is not None)
         layer = cls(spec, fmt, plan, fold_weights, device=weight.device, dtype=weight.dtype, batch=batch,
                     lowering=lowering)
+        with torch.no_grad():
+            if bias is not None:
+                layer.bias.copy_(bias.detach())
+        if not decompose_weight:
+            return layer
         cores = decompose(weight, fmt, spec)
         with torch.no_grad():
             for param, core in zip(layer.cores, cores):
                 param.copy_(core)
-            if bias is not None:
-                layer.bias.copy_(bias.detach())
         layer.decomposition_error = relative_error(weight, cores, fmt, spec)
         return layer
 
@@ -431,12 +436,8 @@ def convert(model: nn.Module, formats: dict[str, TTFormat | None], input_size: t
         plan = (plans or {}).get(name, scheme)
         if plan == "best" and len(set(layer.calls)) > 1:  # called at several sizes: one order for all (as planned)
             plan = one_order([resolve_plan(call, fmt, "best", fold_weights) for call in layer.calls])[0]
-        lowering = (lowerings or {}).get(name)
-        if decompose_weights:
-            tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights, lowering=lowering)
-        else:  # the layer from_dense builds, cores as made: the caller loads them
-            tt = cls(replace(layer.spec, bias=module.bias is not None), fmt, plan, fold_weights,
-                     device=module.weight.device, dtype=module.weight.dtype, lowering=lowering)
+        tt = cls.from_dense(module.weight, module.bias, layer.spec, fmt, plan, fold_weights,
+                            lowering=(lowerings or {}).get(name), decompose_weight=decompose_weights)
         tt.train(module.training)
         _swap(out, name, tt)
     if (fold_weights if fold_bn is None else fold_bn) and not out.training:
