@@ -473,12 +473,11 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
     runners = {EAGER: (lambda: nchw.dense(x), lambda: nchw.tt(x)),
                EAGER_FROZEN: (frozen_runner(nchw.dense, x, "dense"), frozen_runner(nchw.tt, x, "TT")),
                EAGER_LAST: (lambda: last.dense(x_last), lambda: last.tt(x_last))}
-    for form, layout in ((COMPILED, True), (COMPILED_NO_LAYOUT, False)):
+    for form, models, inputs, layout in ((COMPILED, nchw, x, True), (COMPILED_NO_LAYOUT, nchw, x, False),
+                                         (COMPILED_LAST, last, x_last, True)):
         progress(f"compiling both models ({form}: inductor, freezing, layout optimization "
                  f"{'on' if layout else 'off'})")
-        runners[form] = (compiled_runner(nchw.dense, x, layout), compiled_runner(nchw.tt, x, layout))
-    progress(f"compiling both channels-last models ({COMPILED_LAST}: inductor, freezing)")
-    runners[COMPILED_LAST] = (compiled_runner(last.dense, x_last, True), compiled_runner(last.tt, x_last, True))
+        runners[form] = (compiled_runner(models.dense, inputs, layout), compiled_runner(models.tt, inputs, layout))
     threads = torch.get_num_threads()
     progress(f"exporting both models to ONNX for ONNX Runtime ({threads} intra-op threads)")
     onnx = stock or nchw
