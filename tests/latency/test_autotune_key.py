@@ -41,3 +41,15 @@ def test_the_key_names_the_kernel_only_where_a_fused_lowering_is_asked_for():
     assert keys[0] != keys[1] and keys[1].endswith("|kernel=built") and keys[0].endswith("|kernel=none")
     nhwc = {autotune._key(spec, fmt, 2, True, "cpu", 1, NHWC_LOWERINGS, True, kernel=k) for k in (False, True)}
     assert len(nhwc) == 1 and "kernel=" not in nhwc.pop()
+
+
+def test_a_measurement_from_another_cpu_is_not_reused(monkeypatch, tmp_path):
+    """A shared home directory (a cluster's nodes, a laptop's and a server's) holds one cache: timings taken on one
+    CPU decide nothing on another."""
+    monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / "autotune.json")
+    spec = ConvSpec.make(16, 16, 3, 1, 1, input_size=8)
+    fmt = make_format("hodec", spec, rank=4)
+    assert autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1).source == "measured"
+    assert autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1).source == "cached"
+    monkeypatch.setattr(autotune, "identity", lambda device: "Another CPU (family 6, model 143), AVX512")
+    assert autotune.autotune_layer(spec, fmt, 2, True, profile=PROFILE, rounds=1).source == "measured"

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from ttplan.analysis.sweep import format_label
-from ttplan.bench.latency import _cpu_name, time_interleaved
+from ttplan.bench.latency import time_interleaved
 from ttplan.core.formats import TTFormat, make_format
 from ttplan.core.layer import plan_layer
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.latency.machine import describe
 from ttplan.runtime.layers import TTConv2d
 
 #: (kind, modes per side) compared: the sweep's formats and CP with a separable window
@@ -103,7 +104,7 @@ def render_markdown(rows: list[FormatRow], spec: ConvSpec, name: str, batch: int
         f"Regenerate: `{command}`. Each format at the uniform rank whose parameter reduction is nearest the target; "
         f"MACs at batch {batch} (FLOPs = 2 x MACs) under ttplan's conv-aware model, the best order searched at that "
         f"batch; times are medians of {repeats} interleaved blocks of `TTConv2d` forwards (no grad, float32, "
-        f"{threads} thread{'s' if threads != 1 else ''}) on {_cpu_name()}, torch {torch.__version__}.",
+        f"{threads} thread{'s' if threads != 1 else ''}) on {describe('cpu')}.",
         f"The machine is shared: load average at the start `{load}`; read times as ratios measured side by side. "
         "Where the best order is the published one (best / published 1.000 with equal MACs) the same plan is timed "
         "twice: the spread of those pairs is the noise of this run.",

@@ -14,8 +14,6 @@ all of them alike; a row reports the median over repeats and the ratio to dense 
 from __future__ import annotations
 
 import functools
-import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +24,7 @@ from ttplan.core.formats import TTFormat, balanced_factors, make_format
 from ttplan.core.latency import LatencyProfile
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.latency.machine import describe
 from ttplan.latency.timing import block_calls, time_all
 from ttplan.models import load_model, trace_layers
 from ttplan.runtime.layers import TTConv2d
@@ -262,17 +261,6 @@ def run_latency(groups: list[LayerGroup], batches: tuple[int, ...] = (1, 32), re
     return rows
 
 
-def _cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, and the core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores visible)"
-
-
 def _cell(row: LatencyRow, variant: str) -> str:
     ms, ratio = row.ms.get(variant), row.ratio(variant)
     if ms is None:
@@ -288,12 +276,11 @@ def _macs_cell(row: LatencyRow) -> str:
 def render_section(rows: list[LatencyRow], device: str, threads: int, repeats: int, rank: int, command: str,
                    cuda_graphs: bool = False) -> str:
     """One run's tables (one per batch) and the layer3.0.conv1 check, as Markdown."""
-    if device == "cuda":
-        where = f"cuda: {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-        if cuda_graphs:
-            where += ", each layer replayed as one captured CUDA graph"
-    else:
-        where = f"cpu: {_cpu_name()}, torch {torch.__version__}, torch.set_num_threads({threads})"
+    where = f"{device}: {describe(device)}"
+    if device == "cuda" and cuda_graphs:
+        where += ", each layer replayed as one captured CUDA graph"
+    elif device != "cuda":
+        where += f", torch.set_num_threads({threads})"
     tl = next((r.notes["tltorch"] for r in rows if "tltorch" in r.notes), None)
     lines = [
         f"## {where}",

@@ -224,9 +224,9 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
                    + (f"; median over {processes} fresh processes: {median_speedup(result.processes):.2f}x"
                       if result.processes else ""), err=True)
     if as_json:
-        from ttplan.bench.model import machine
+        from ttplan.latency.machine import describe
 
-        emit_text(json.dumps({"machine": machine(), "runs": runs}, indent=2), out)
+        emit_text(json.dumps({"machine": describe(), "runs": runs}, indent=2), out)
         return
     text = out.read_text().rstrip("\n") + "\n\n" + "\n".join(sections) if append else render_report(sections)
     emit_text(text, out)
@@ -252,7 +252,7 @@ def lowerings(ctx: click.Context, arch: str, batch: int, threads: int | None, ro
     import torch
 
     from ttplan.bench.lowerings import layer_groups, render_report, render_section, run_lowerings
-    from ttplan.bench.model import machine
+    from ttplan.latency.machine import describe
     from ttplan.runtime.allocator import set_malloc
 
     if append and not out.is_file():
@@ -267,7 +267,7 @@ def lowerings(ctx: click.Context, arch: str, batch: int, threads: int | None, ro
                + f" --batch {batch} --threads {threads} --rounds {rounds}"
                + (f" --malloc {malloc}" if malloc != "default" else ""))
     section = render_section(rows, arch, batch, threads, rounds, command + (" --append" if append else ""))
-    text = out.read_text().rstrip("\n") + "\n\n" + section if append else render_report([section], machine())
+    text = out.read_text().rstrip("\n") + "\n\n" + section if append else render_report([section], describe())
     emit_text(text, out)
     for line in section.strip().splitlines()[-2:]:  # how often each format's default lowering was fastest
         click.echo(line)

@@ -35,6 +35,7 @@ from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
 from ttplan.files import atomic_write_text, cache_dir, read_user_json
+from ttplan.latency.machine import identity
 from ttplan.latency.timing import block_calls, time_all
 from ttplan.runtime.kernels import kernel_status
 from ttplan.runtime.layers import TTConv2d
@@ -138,7 +139,7 @@ def _key(spec: ConvSpec, fmt: TTFormat, batch: int, fold_weights: bool, device: 
     """The cache key of one measurement; `kernel`: whether the fused kernel builds here, which decides whether the
     fused lowering was timed at all (said only when a fused lowering is asked for)."""
     return (f"{spec.describe()}|{spec.input_size}|{fmt.label}|{fmt.in_modes}|{fmt.out_modes}|{fmt.ranks}|b{batch}|"
-            f"fold={fold_weights}|{device}|threads={threads}|torch={torch.__version__}|{CANDIDATES}|"
+            f"fold={fold_weights}|{device}|{identity(device)}|threads={threads}|torch={torch.__version__}|{CANDIDATES}|"
             f"{','.join(lowering.label for lowering in lowerings)}"
             # NHWC lowerings keep the map channels-last throughout since ttplan 0.1 measured them converting the
             # input only: entries from then must not be reused

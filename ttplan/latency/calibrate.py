@@ -40,6 +40,7 @@ from ttplan.core.schemes import merged, schemes_for
 from ttplan.core.search import optimize
 from ttplan.core.spec import ConvSpec
 from ttplan.errors import TTPlanError
+from ttplan.latency.machine import identity
 from ttplan.latency.timing import median_us
 from ttplan.runtime.lowering import INPUT, Program, by_step, default_lowering, execute, lower
 
@@ -245,7 +246,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
     samples += [Sample(fused_shape(fused_form(plan)), statistics.median(values))  # type: ignore[arg-type]
                 for plan, values in zip(fusable, fused)]
     threads_used = torch.get_num_threads()
-    label = (f"calibrated on {_describe(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
+    label = (f"calibrated on {identity(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
              + (", channels-last" if channels_last else "") + f", median of {rounds} round{'s' if rounds > 1 else ''}")
     profile = fit_profile(samples, label=label,
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
@@ -367,14 +368,6 @@ def _device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise TTPlanError("--device cuda: no CUDA device is available here; use --device cpu")
     return torch.device(device)
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"{platform.machine()} CPU ({platform.processor() or platform.system()})"
 
 
 __all__ = ["Calibration", "CheckResult", "CheckRow", "calibrate", "check", "check_layers"]

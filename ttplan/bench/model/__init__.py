@@ -12,7 +12,6 @@ from ttplan.bench.model.measure import (
     bench_model,
     build_tt_model,
     end_to_end,
-    machine,
     prepare,
     time_pair,
 )
@@ -20,5 +19,5 @@ from ttplan.bench.model.processes import ChildRequest, ProcessTiming, median_spe
 from ttplan.bench.model.report import render_report, render_section
 
 __all__ = ["ChildRequest", "LayerTiming", "ModelBench", "ProcessTiming", "bench_model", "build_tt_model",
-           "end_to_end", "machine", "median_speedup", "prepare", "render_report", "render_section",
+           "end_to_end", "median_speedup", "prepare", "render_report", "render_section",
            "time_in_processes", "time_pair"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import platform
 import sys
 import types
 from collections.abc import Callable
@@ -492,13 +491,5 @@ def best_forms(nchw: Prepared, last: Prepared, rounds: int,
         torch._dynamo.reset()  # the compiled graphs are not needed again
 
 
-def machine() -> str:
-    """A one-line description of where the numbers were measured."""
-    import os
-
-    return (f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores visible), torch {torch.__version__}"
-            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-
-
 __all__ = ["LAYER_BLOCK_MS", "LayerTiming", "ModelBench", "Prepared", "best_forms", "bench_model", "both_formats",
-           "build_tt_model", "end_to_end", "generated_module", "machine", "prepare", "time_pair"]
+           "build_tt_model", "end_to_end", "generated_module", "prepare", "time_pair"]

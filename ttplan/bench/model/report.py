@@ -6,9 +6,10 @@ from __future__ import annotations
 from ttplan.bench.model.breakdown import render_breakdown
 from ttplan.bench.model.compiled import best_of_each
 from ttplan.bench.model.forms import BLOCK_MS, SIDES, BestForms, FormTiming
-from ttplan.bench.model.measure import LAYER_BLOCK_MS, ModelBench, machine
+from ttplan.bench.model.measure import LAYER_BLOCK_MS, ModelBench
 from ttplan.bench.model.memory_formats import MODELS
 from ttplan.bench.model.processes import median_speedup
+from ttplan.latency.machine import describe
 
 
 def render_section(result: ModelBench, command: str) -> str:
@@ -219,7 +220,7 @@ def render_report(sections: list[str]) -> str:
         "NCHW and channels-last, `torch.compile` with freezing, ONNX Runtime), all timed interleaved, the fastest "
         "TT form against the fastest dense form.",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {describe()}.",
         "",
     ]
     return "\n".join(head) + "\n" + "\n".join(sections)
