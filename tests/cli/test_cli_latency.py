@@ -256,3 +256,24 @@ def test_a_profile_for_the_other_memory_format_is_warned_about(tmp_path):
     assert planned.exit_code == 0 and "warning: latency profile" in planned.stderr
     assert "fitted on NCHW maps" in planned.stderr and "ttplan calibrate --channels-last" in planned.stderr
     assert "warning" not in run(["plan", "resnet20", "--channels-last", "--profile", last]).stderr
+
+
+def test_a_profile_calibrated_on_another_machine_is_warned_about(tmp_path):
+    """A profile copied from another machine (or the committed one of another CPU) plans by times this machine does
+    not take: `plan`, `layer` and `emit` say so in one warning line, and a profile of this machine passes silently."""
+    from ttplan.latency.machine import identity
+
+    ops = {f"{k}:any": OpModel(1.0, 0.0, 1.0) for k in ("feature", "conv", "weight", "dense")}
+    label = "calibrated on elsewhere, 1 thread, median of 1 round"
+    other, here = tmp_path / "other.json", tmp_path / "here.json"
+    save_profile(LatencyProfile(label, "cpu", 1, "test", ops, machine="Another CPU (family 6, model 143), AVX512"),
+                 other)
+    save_profile(LatencyProfile(label, "cpu", 1, "test", ops, machine=identity("cpu")), here)
+    for args in (["plan", "resnet20", "--objective", "latency"], ["layer", *GEOMETRY, *HODEC],
+                 ["emit", *GEOMETRY, *HODEC, "--out", str(tmp_path / "layer.py")]):
+        result = run([*args, "--profile", str(other)])
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and "calibrated on Another CPU" in warnings[0], (args, result.stderr)
+        assert identity("cpu") in warnings[0]
+        assert "warning" not in run([*args, "--profile", str(here)]).stderr

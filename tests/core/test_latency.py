@@ -82,6 +82,11 @@ def test_profile_round_trips_as_data_and_falls_back_to_the_pooled_fit():
     profile = fit_profile(samples, label="test", device="cpu", threads=1, torch_version="x", layer_overhead_us=3)
     again = LatencyProfile.from_dict(profile.to_dict(), "given")
     assert again.to_dict() == profile.to_dict()
+    assert "machine" not in profile.to_dict() and again.machine == ""  # older profiles say none
+    there = LatencyProfile.from_dict({**profile.to_dict(), "machine": "Some CPU, AVX2"}, "given")
+    assert there.machine == "Some CPU, AVX2" and there.to_dict()["machine"] == "Some CPU, AVX2"
+    with pytest.raises(TTPlanError, match="machine is 3: expected a string"):
+        LatencyProfile.from_dict({**profile.to_dict(), "machine": 3}, "given")
     wide = OpShape("dense", 100, 576, 128, 1000)
     assert again.op(wide.key) is again.ops["dense:any"]
     with pytest.raises(TTPlanError, match="no model for feature:thin"):

@@ -65,6 +65,9 @@ def test_calibration_keeps_each_ops_median_over_rounds(monkeypatch):
     assert fused.us == 6.0 and fused.shape.macs == fused_form(wide).tile_macs >= wide.feature_macs
     assert [s.us for s in seen["samples"] if s.shape.kind == "dense"] == [7.0]  # timed once a round, median kept
     assert "median of 3 rounds" in result.profile.label
+    from ttplan.latency.machine import identity
+
+    assert result.profile.machine == identity("cpu") and identity("cpu") in result.profile.label
     with pytest.raises(module.TTPlanError, match="rounds=0"):
         module.calibrate(rounds=0)
 

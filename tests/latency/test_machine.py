@@ -7,6 +7,7 @@ import platform
 
 import torch
 
+from ttplan.core.latency import LatencyProfile, OpModel
 from ttplan.latency import machine
 
 ZEN3 = """processor\t: 0
@@ -53,3 +54,24 @@ def test_a_report_line_names_the_cpu_its_cores_and_torch():
     line = machine.describe("cpu")
     assert line.startswith(machine.identity("cpu")) and "cores visible" in line and torch.__version__ in line
     assert machine.cpu_capability() in line and machine.describe().startswith(line)
+
+
+def _profile(where: str, label: str = "calibrated on test CPU, 1 thread, median of 1 round") -> LatencyProfile:
+    return LatencyProfile(label, "cpu", 1, "test", {"dense:any": OpModel(1.0, 0.0, 1.0)}, source="p.json",
+                          machine=where)
+
+
+def test_a_profile_from_another_machine_is_one_line_naming_both():
+    line = machine.machine_warning(_profile("Another CPU (family 6, model 143), AVX512"))
+    assert line is not None and "\n" not in line
+    assert "'p.json'" in line and "Another CPU (family 6, model 143), AVX512" in line
+    assert machine.identity("cpu") in line and "`ttplan calibrate`" in line
+    assert machine.machine_warning(_profile(machine.identity("cpu"))) is None
+    assert machine.machine_warning(_profile("")) is None  # a profile that does not say is taken as it is
+
+
+def test_profile_warnings_gives_each_reason_once():
+    elsewhere = _profile("Another CPU, AVX512", "calibrated on Another CPU, 1 thread, channels-last, median of 1 round")
+    lines = machine.profile_warnings(elsewhere, channels_last=False)
+    assert len(lines) == 2 and "channels-last maps" in lines[0] and "Another CPU" in lines[1]
+    assert machine.profile_warnings(_profile(machine.identity("cpu")), channels_last=False) == []

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from ttplan.arch.config import LayerConfig, load_config, save_config
 from ttplan.arch.policy import DEFAULT_RANK_FRACTION, Policy, unnamed_rule
-from ttplan.core.memory_format import memory_format_warning
 from ttplan.errors import TTPlanError
 
 if TYPE_CHECKING:  # torch-free either way; imported where used so that `--help` stays light
@@ -174,6 +173,7 @@ class PlanOutcome:
 def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanOutcome:
     """Plan `request`. A budget opens `progress(label, candidates)` and calls its `update(1)` per candidate costed."""
     from ttplan.arch.architecture import plan_architecture
+    from ttplan.latency.machine import profile_warnings
 
     config = load_config(request.config_path) if request.config_path is not None else request.layer_config
     profile = request.profile()  # the one read of the profile file of this command
@@ -198,8 +198,7 @@ def run_request(request: PlanRequest, progress: Progress | None = None) -> PlanO
     bounded = bounded_note(outcome.plan)
     if bounded is not None:
         outcome.plan.notes.append(bounded)
-    mismatch = memory_format_warning(profile, request.channels_last)
-    outcome.warnings = [line for line in (bounded, mismatch) if line is not None]
+    outcome.warnings = ([bounded] if bounded is not None else []) + profile_warnings(profile, request.channels_last)
     return outcome
 
 

@@ -176,7 +176,7 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
     import torch
 
     from ttplan.bench.model import bench_model, median_speedup, render_report, render_section
-    from ttplan.core.memory_format import memory_format_warning
+    from ttplan.latency.machine import profile_warnings
     from ttplan.latency.profiles import load_profile
 
     if as_json and append:
@@ -190,8 +190,7 @@ def model(ctx: click.Context, arch: str, input_size, device: str, threads: int |
     if size is None and ":" in arch:
         raise TTPlanError(f"model {arch!r}: a module:callable model needs --input-size C,H,W, e.g. 3,224,224")
     profile = load_profile(profile_path, device, channels_last)
-    mismatch = memory_format_warning(profile, channels_last)
-    warn([mismatch] if mismatch else [])
+    warn(profile_warnings(profile, channels_last))
     # the models of the other memory format (--channels-last, --best) are planned with that format's own profile
     other = load_profile(None, device, not channels_last) if channels_last or best else None
     threads = threads or torch.get_num_threads()

@@ -153,8 +153,8 @@ def global_names(source: str) -> set[str]:
 def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
                 name: str | None) -> tuple[str, str, list[str]]:
     """Source, a one-line summary and warnings for the layer the geometry and format options describe."""
-    from ttplan.core.memory_format import memory_format_warning
     from ttplan.core.search import BOUNDED_NOTE
+    from ttplan.latency.machine import profile_warnings
     from ttplan.runtime.codegen import class_name, emit_layer
     from ttplan.runtime.layers import resolve_plan
 
@@ -198,8 +198,8 @@ def _emit_layer(opts: dict, scheme: str, batch: int, fold_weights: bool,
     summary = (f"class {name}, {fmt.label} format, {plan.name!r} order, {plan.macs:,} MACs per forward at batch "
                f"{batch} (dense {spec.dense_macs(batch):,}), {plan.params:,} parameters{note}")
     warnings = [f"{spec.describe()}: the order {BOUNDED_NOTE}"] if plan.bounded else []
-    mismatch = memory_format_warning(profile, opts["channels_last"])
-    return emit_layer(plan, name, _exported(lowering, opts)), summary, warnings + ([mismatch] if mismatch else [])
+    warnings += profile_warnings(profile, opts["channels_last"])
+    return emit_layer(plan, name, _exported(lowering, opts)), summary, warnings
 
 
 def _exported(lowering: Lowering, opts: dict) -> Lowering:

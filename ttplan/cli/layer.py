@@ -41,7 +41,7 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
 
     from ttplan.analysis.layer_report import render_layer
     from ttplan.core.layer import plan_layer
-    from ttplan.core.memory_format import memory_format_warning
+    from ttplan.latency.machine import profile_warnings
 
     spec = spec_from_options(opts)
     fmt = format_from_options(spec, opts)
@@ -57,5 +57,4 @@ def layer(batch: int, fold_weights: bool, memory_limit: int | None, compare: boo
         result.tuned = tuned.to_dict()
     text = json.dumps(result.to_dict(), indent=2) if output == "json" else render_layer(result, wide)
     emit_text(text, out)
-    mismatch = memory_format_warning(result.profile, channels_last=False) if result.profile is not None else None
-    warn([*result.warnings, *([mismatch] if mismatch else [])])
+    warn([*result.warnings, *(profile_warnings(result.profile, False) if result.profile is not None else [])])

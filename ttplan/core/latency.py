@@ -90,6 +90,8 @@ class LatencyProfile:
     default: bool = False
     source: str = ""
     check: dict = field(default_factory=dict)
+    #: the machine it was calibrated on (`ttplan.latency.machine.identity`); "" where unknown (before 0.3)
+    machine: str = ""
 
     def op(self, key: str) -> OpModel:
         """The coefficients for a shape class (`thin` falls back to `narrow`, fitted before `thin` existed), else
@@ -122,7 +124,7 @@ class LatencyProfile:
             "ops": {key: {"overhead_us": m.overhead_us, "us_per_mb": m.us_per_mb, "us_per_mmac": m.us_per_mmac,
                           "samples": m.samples} for key, m in sorted(self.ops.items())},
             "check": self.check,
-        }
+        } | ({"machine": self.machine} if self.machine else {})
 
     @classmethod
     def from_dict(cls, data: object, source: str = "", *, what: str = "latency profile",
@@ -149,7 +151,7 @@ class LatencyProfile:
                    _integer(_field(data, "threads"), "threads", 1), _text(_field(data, "torch"), "torch"), ops,
                    _number(data.get("layer_overhead_us", 0.0), "layer_overhead_us"),
                    _flag(data.get("default", False), "default"), source,
-                   dict(_mapping(data.get("check", {}), "check")))
+                   dict(_mapping(data.get("check", {}), "check")), _text(data.get("machine", ""), "machine"))
 
 
 class _Invalid(ValueError):

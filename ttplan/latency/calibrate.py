@@ -251,6 +251,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
     profile = fit_profile(samples, label=label,
                           device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
                           layer_overhead_us=layer_overhead)
+    profile = replace(profile, machine=identity(dev))
     return Calibration(profile, len(samples), time.perf_counter() - start)
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import torch
 
+from ttplan.core.latency import LatencyProfile
+from ttplan.core.memory_format import memory_format_warning
+
 #: where Linux describes the processor
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -75,4 +78,23 @@ def describe(device: str | torch.device | None = None) -> str:
     return f"{identity(device)}{cores}, torch {torch.__version__}"
 
 
-__all__ = ["CPUINFO", "cpu_capability", "cpu_model", "describe", "identity"]
+def machine_warning(profile: LatencyProfile) -> str | None:
+    """One line when `profile` was calibrated on another machine than this one (its `machine` differs from this
+    machine's identity for its device), else None: its predicted times, and the orders and dense-or-TT choices made
+    by them, may not hold here. Profiles that do not say their machine are taken as they are."""
+    if not profile.machine or (profile.device == "cuda" and not torch.cuda.is_available()):
+        return None
+    here = identity(profile.device)
+    if profile.machine == here:
+        return None
+    return (f"latency profile {profile.source or profile.label!r} was calibrated on {profile.machine}, but this "
+            f"machine is {here}: its predicted times may not hold here; fit one with `ttplan calibrate`")
+
+
+def profile_warnings(profile: LatencyProfile, channels_last: bool) -> list[str]:
+    """Why `profile`'s predictions may not hold for a plan of this memory format on this machine: one line per reason
+    (fitted on the other memory format: `memory_format_warning`; calibrated on another machine: `machine_warning`)."""
+    return [line for line in (memory_format_warning(profile, channels_last), machine_warning(profile)) if line]
+
+
+__all__ = ["CPUINFO", "cpu_capability", "cpu_model", "describe", "identity", "machine_warning", "profile_warnings"]

@@ -342,8 +342,8 @@ def prepare(arch: str, *, choices: dict | None = None, batch: int = 32, threads:
                                        objective=objective, latency_profile=profile,
                                        autotune=device if autotune else None, channels_last=channels_last, fused=fused)
     outcome = run_request(request)
-    if outcome.unmet:
-        say(outcome.unmet)
+    for line in ([outcome.unmet] if outcome.unmet else []) + outcome.warnings:
+        say(line)
     plan = outcome.plan
     dense, size = load_model(arch, size)
     dense = dense.to(dev).eval()
