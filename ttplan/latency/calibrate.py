@@ -245,13 +245,13 @@ def calibrate(device: str = "cpu", threads: int | None = None, budget_s: float =
     # per-layer overhead of a layer of stock ops
     samples += [Sample(fused_shape(fused_form(plan)), statistics.median(values))  # type: ignore[arg-type]
                 for plan, values in zip(fusable, fused)]
-    threads_used = torch.get_num_threads()
-    label = (f"calibrated on {identity(dev)}, {threads_used} thread{'s' if threads_used > 1 else ''}"
+    threads_used, here = torch.get_num_threads(), identity(dev)
+    label = (f"calibrated on {here}, {threads_used} thread{'s' if threads_used > 1 else ''}"
              + (", channels-last" if channels_last else "") + f", median of {rounds} round{'s' if rounds > 1 else ''}")
     profile = fit_profile(samples, label=label,
-                          device=dev.type, threads=torch.get_num_threads(), torch_version=torch.__version__,
+                          device=dev.type, threads=threads_used, torch_version=torch.__version__,
                           layer_overhead_us=layer_overhead)
-    profile = replace(profile, machine=identity(dev))
+    profile = replace(profile, machine=here)
     return Calibration(profile, len(samples), time.perf_counter() - start)
 
 
